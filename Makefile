@@ -1,0 +1,126 @@
+# transporter: GNU Makefile.  Builds out of tree in $(BUILD)/.
+#
+#   make            build both daemons
+#   make check      build and run every test (unit + integration)
+#   make demo       set up, mint certificates, back up and restore a sample disk
+#   make bench      benchmark against zstd, borg and restic
+#   make asan       the test suite under AddressSanitizer + UBSan
+#   make fuzz       build the libFuzzer harnesses (clang)
+#   make install    PREFIX=/usr/local DESTDIR=
+
+CC		?= cc
+PKG_CONFIG	?= pkg-config
+PREFIX		?= /usr/local
+BINDIR		?= $(PREFIX)/bin
+SBINDIR		?= $(PREFIX)/sbin
+MANDIR		?= $(PREFIX)/share/man
+SYSCONFDIR	?= /etc
+BUILD		?= build
+PROTOC_C	?= protoc-c
+
+CFLAGS		?= -O2 -g
+WARNFLAGS	:= -std=c17 -Wall -Wextra -Werror -Wshadow -Wpointer-arith \
+		   -Wmissing-prototypes -Wstrict-prototypes -Wno-unused-parameter
+HARDEN		:= -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE
+PKGS		:= libssl libcrypto libevent libevent_openssl libevent_pthreads \
+		   libzstd libprotobuf-c libargon2
+PKG_CFLAGS	:= $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS	:= $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+
+CPPFLAGS	+= -D_GNU_SOURCE -Icommon -I$(BUILD)/proto
+ALL_CFLAGS	 = $(WARNFLAGS) $(HARDEN) $(PKG_CFLAGS) $(CFLAGS)
+LDFLAGS		+= -pie -Wl,-z,relro,-z,now
+LDLIBS		+= $(PKG_LIBS) -lpthread
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+PROTO_C		:= $(BUILD)/proto/transporter.pb-c.c
+PROTO_H		:= $(BUILD)/proto/transporter.pb-c.h
+PROTO_O		:= $(BUILD)/proto/transporter.pb-c.o
+
+COMMON_SRCS	:= $(sort $(wildcard common/*.c))
+SOURCE_SRCS	:= $(sort $(wildcard source-transporter/*.c))
+TARGET_SRCS	:= $(sort $(wildcard target-transporter/*.c))
+UNIT_SRCS	:= $(sort $(wildcard tests/unit/test_*.c))
+TOOL_SRCS	:= $(sort $(wildcard tests/tools/*.c))
+
+objs		 = $(patsubst %.c,$(BUILD)/%.o,$(1))
+COMMON_OBJS	:= $(call objs,$(COMMON_SRCS)) $(PROTO_O)
+SOURCE_OBJS	:= $(call objs,$(SOURCE_SRCS))
+TARGET_OBJS	:= $(call objs,$(TARGET_SRCS))
+SOURCE_MAIN	:= $(BUILD)/source-transporter/source.o
+TARGET_MAIN	:= $(BUILD)/target-transporter/target.o
+
+LIBCOMMON	:= $(BUILD)/libcommon.a
+LIBSOURCE	:= $(BUILD)/libsource.a
+LIBTARGET	:= $(BUILD)/libtarget.a
+
+SOURCE_BIN	:= $(BUILD)/source-transporter
+TARGET_BIN	:= $(BUILD)/target-transporter
+UNIT_BINS	:= $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+TOOL_BINS	:= $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRCS))
+
+.PHONY: all check unit demo bench asan fuzz install clean deps
+all: $(SOURCE_BIN) $(TARGET_BIN)
+
+$(PROTO_C) $(PROTO_H): proto/transporter.proto
+	@mkdir -p $(BUILD)/proto
+	@echo "  PROTOC  $<"
+	$(Q)$(PROTOC_C) --proto_path=proto --c_out=$(BUILD)/proto $<
+
+$(BUILD)/%.o: %.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+# protobuf-c's generated code is not ours to keep -Wextra clean.
+$(PROTO_O): $(PROTO_C)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(HARDEN) $(CFLAGS) -c -o $@ $<
+
+$(LIBCOMMON): $(COMMON_OBJS)
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(LIBSOURCE): $(filter-out $(SOURCE_MAIN),$(SOURCE_OBJS))
+	$(Q)rm -f $@ && ar rcs $@ $^
+$(LIBTARGET): $(filter-out $(TARGET_MAIN),$(TARGET_OBJS))
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(SOURCE_BIN): $(SOURCE_MAIN) $(LIBSOURCE) $(LIBCOMMON)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(TARGET_BIN): $(TARGET_MAIN) $(LIBTARGET) $(LIBCOMMON)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBTARGET) $(LIBSOURCE) $(LIBCOMMON)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIBCOMMON)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Installs missing Debian packages when run as root (CI, demo).
+deps:
+	$(Q)sh tests/deps.sh
+
+unit: $(UNIT_BINS)
+check: deps all $(UNIT_BINS) $(TOOL_BINS)
+	$(Q)BUILD=$(abspath $(BUILD)) sh tests/run.sh
+
+demo: deps all $(TOOL_BINS)
+	$(Q)BUILD=$(abspath $(BUILD)) sh tests/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR)
+	install -m 0755 $(SOURCE_BIN) $(TARGET_BIN) $(DESTDIR)$(SBINDIR)/
+	install -d $(DESTDIR)$(SYSCONFDIR)/transporter
+	install -m 0644 deploy/examples/*.conf $(DESTDIR)$(SYSCONFDIR)/transporter/
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

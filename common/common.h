@@ -1,0 +1,149 @@
+/*
+ * common.h: what both transporter daemons share.
+ *
+ * Prototypes are grouped by the file that defines them.
+ */
+#ifndef TRANSPORTER_COMMON_H
+#define TRANSPORTER_COMMON_H
+
+#include <sys/types.h>
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "transporter.pb-c.h"
+
+struct event_base;
+struct bufferevent;
+struct evbuffer;
+
+#define TRANSPORTER_VERSION	"0.1.0"
+#define PROTOCOL_VERSION	1
+
+/*
+ * Exit codes of both programs (documented in README.md and the man
+ * pages).  Keep them stable: scripts depend on them.
+ */
+#define EXIT_OK			0
+#define EXIT_ERROR		1	/* anything not listed below */
+#define EXIT_USAGE		2	/* bad command line or configuration */
+#define EXIT_CONNECT		3	/* cannot connect, TLS or identity refused */
+#define EXIT_NOT_FOUND		4	/* no such backup name or restore point */
+#define EXIT_INTEGRITY		5	/* data failed a check; nothing wrong written */
+#define EXIT_INPUT		6	/* disk image or output unreadable/unwritable */
+#define EXIT_TARGET		7	/* target storage full or failing */
+#define EXIT_KEY		8	/* key missing, wrong password, KMS down */
+
+#define FRAME_HDR_LEN		4
+#define FRAME_MAX		(17u << 20)	/* hard maximum frame size */
+#define BLOCK_SIZE_DEFAULT	(1u << 20)
+#define BLOCK_SIZE_MIN		(64u << 10)
+#define BLOCK_SIZE_MAX		(16u << 20)
+#define NAME_MAX_LEN		128	/* backup names */
+
+#define CHUNK_ID_LEN		32
+#define AEAD_KEY_LEN		32
+#define AEAD_NONCE_LEN		12
+#define AEAD_TAG_LEN		16
+#define KEY_ID_LEN		16
+#define AAD_MAX_LEN		64
+
+/* AAD purposes: what a sealed buffer is, bound into its AAD. */
+#define AAD_BLOCK_TO_TARGET	1	/* in-flight block, source -> target */
+#define AAD_BLOCK_TO_SOURCE	2	/* in-flight block, target -> source */
+#define AAD_CHUNK_STORED	3	/* chunk at rest in a repository */
+
+/* log.c */
+void	 log_init(const char *, int, int);
+void	 log_setverbose(int);
+void	 log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_ssl(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 fatal(const char *, ...)
+	    __attribute__((format(printf, 1, 2), noreturn));
+void	 fatalx(const char *, ...)
+	    __attribute__((format(printf, 1, 2), noreturn));
+size_t	 ssl_error_string(char *, size_t);
+
+/* crypto.c */
+void	 crypto_sha256(const void *, size_t, uint8_t [CHUNK_ID_LEN]);
+int	 crypto_random(void *, size_t);
+void	 crypto_wipe(void *, size_t);
+size_t	 crypto_aad(uint8_t [AAD_MAX_LEN], uint8_t, const uint8_t *,
+	    const uint8_t [CHUNK_ID_LEN], uint64_t);
+int	 crypto_seal(const uint8_t [AEAD_KEY_LEN],
+	    const uint8_t [AEAD_NONCE_LEN], const uint8_t *, size_t,
+	    const void *, size_t, uint8_t *);
+int	 crypto_open(const uint8_t [AEAD_KEY_LEN],
+	    const uint8_t [AEAD_NONCE_LEN], const uint8_t *, size_t,
+	    const void *, size_t, uint8_t *);
+void	 crypto_nonce(uint8_t [AEAD_NONCE_LEN], uint32_t, uint64_t);
+void	 hex_encode(const uint8_t *, size_t, char *);
+int	 hex_decode(const char *, uint8_t *, size_t);
+
+/* compress.c */
+size_t	 compress_bound(size_t);
+ssize_t	 compress_block(int, const void *, size_t, void *, size_t);
+int	 decompress_block(const void *, size_t, void *, size_t);
+
+/* conf.c */
+typedef int (*conf_cb)(void *, const char *, const char *, const char *,
+	    const char *, int);
+int	 conf_parse_file(const char *, conf_cb, void *);
+int	 conf_parse_size(const char *, uint64_t *);
+int	 conf_parse_uint(const char *, uint64_t, uint64_t, uint64_t *);
+int	 conf_parse_bool(const char *, int *);
+int	 conf_split_hostport(const char *, char **, char **);
+int	 conf_check_key_file(const char *, char *, size_t);
+
+/* frame.c */
+int	 frame_send(struct bufferevent *, const Frame *);
+uint8_t	*frame_pack(const Frame *, size_t *);
+int	 frame_take(struct evbuffer *, size_t, uint8_t **, size_t *);
+Frame	*frame_unpack(const uint8_t *, size_t);
+void	 frame_free(Frame *);
+int	 frame_send_error(struct bufferevent *, Error__Code, const char *, ...)
+	    __attribute__((format(printf, 3, 4)));
+const char *frame_name(const Frame *);
+
+/* tls.c */
+struct tls_conf {
+	const char	*tc_cert;
+	const char	*tc_key;
+	const char	*tc_ca;
+	const char	*tc_crl;	/* may be NULL */
+};
+SSL_CTX	*tls_ctx_server(const struct tls_conf *);
+SSL_CTX	*tls_ctx_client(const struct tls_conf *);
+SSL	*tls_client_ssl(SSL_CTX *, const char *);
+int	 tls_session_keys(SSL *, int, uint8_t [AEAD_KEY_LEN],
+	    uint8_t [AEAD_KEY_LEN]);
+int	 tls_peer_has_identity(SSL *, const char *);
+void	 tls_peer_describe(SSL *, char *, size_t);
+const char *tls_verify_reason(SSL *);
+
+/* pool.c */
+struct pool;
+struct pool_job {
+	void		(*pj_work)(struct pool_job *);	/* on a worker */
+	void		(*pj_done)(struct pool_job *);	/* on the loop */
+	struct pool_job	*pj_next;
+};
+struct pool	*pool_new(struct event_base *, int);
+void	 pool_submit(struct pool *, struct pool_job *);
+int	 pool_threads(const struct pool *);
+void	 pool_free(struct pool *);
+int	 pool_default_threads(void);
+
+/* util.c */
+uint64_t	 now_ms(void);
+int	 name_is_valid(const char *);
+void	 format_bytes(uint64_t, char *, size_t);
+long	 peak_rss_kib(void);
+
+#endif /* TRANSPORTER_COMMON_H */
