@@ -100,11 +100,10 @@ default_days = 825
 default_crl_days = 3650
 policy = policy_any
 unique_subject = no
-preserve = yes
 copy_extensions = none
 [policy_any]
-commonName = supplied
 organizationName = optional
+commonName = supplied
 CNF
 
 # caleaf NAME CN [ca options]: client cert issued through `openssl ca`
