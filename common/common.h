@@ -121,7 +121,7 @@ struct tls_conf {
 SSL_CTX	*tls_ctx_server(const struct tls_conf *);
 SSL_CTX	*tls_ctx_client(const struct tls_conf *);
 SSL	*tls_client_ssl(SSL_CTX *, const char *);
-int	 tls_session_keys(SSL *, int, uint8_t [AEAD_KEY_LEN],
+int	 tls_session_keys(SSL *, uint8_t [AEAD_KEY_LEN],
 	    uint8_t [AEAD_KEY_LEN]);
 int	 tls_peer_has_identity(SSL *, const char *);
 void	 tls_peer_describe(SSL *, char *, size_t);

@@ -6,6 +6,7 @@
 #define TARGET_H
 
 #include <sys/queue.h>
+#include <sys/socket.h>
 
 #include <stdint.h>
 
@@ -64,6 +65,98 @@ struct repo_point {
 
 struct repo;
 struct repo_job;
+struct event;
+struct evconnlistener;
+struct receive;
+struct restore;
+
+/* The daemon. */
+struct target {
+	struct target_conf	*tg_conf;
+	struct event_base	*tg_base;
+	SSL_CTX			*tg_ctx;
+	struct repo		*tg_repo;
+	struct pool		*tg_pool;
+	struct evconnlistener	*tg_listener;
+	struct event		*tg_sigterm;
+	struct event		*tg_sigint;
+	struct event		*tg_sighup;
+	TAILQ_HEAD(, session)	 tg_sessions;
+	TAILQ_HEAD(, session)	 tg_starved;	/* waiting for a job slot */
+	int			 tg_nsessions;
+	int			 tg_jobs;	/* block jobs in the pool */
+	int			 tg_max_jobs;
+	uint64_t		 tg_next_id;
+	int			 tg_stopping;
+};
+
+enum session_state {
+	SESSION_HANDSHAKE,	/* TLS handshake under way */
+	SESSION_HELLO,		/* waiting for the source's Hello */
+	SESSION_IDLE,		/* between requests */
+	SESSION_BACKUP,		/* receiving blocks */
+	SESSION_RESTORE,	/* sending blocks */
+	SESSION_CLOSING,	/* flushing a last frame, then freed */
+};
+
+/* One connection from a source. */
+struct session {
+	uint64_t		 se_id;
+	struct target		*se_target;
+	struct bufferevent	*se_bev;
+	SSL			*se_ssl;
+	char			 se_addr[64];
+	struct tenant		*se_tenant;
+	enum session_state	 se_state;
+	uint8_t			 se_key_in[AEAD_KEY_LEN];  /* source -> target */
+	uint8_t			 se_key_out[AEAD_KEY_LEN]; /* target -> source */
+	uint64_t		 se_nonce_out;
+	int			 se_jobs;	/* jobs of this session in the pool */
+	int			 se_starved;	/* on tg_starved */
+	int			 se_read_paused;
+	uint8_t			*se_held;	/* a block frame awaiting a slot */
+	size_t			 se_held_len;
+	struct receive		*se_recv;
+	struct restore		*se_restore;
+	TAILQ_ENTRY(session)	 se_entry;
+	TAILQ_ENTRY(session)	 se_starve_entry;
+};
+
+#define SESSION_MAX_JOBS	8	/* per session, bounds its memory */
+
+/* config.c */
+struct target_conf *target_conf_load(const char *);
+void		 target_conf_free(struct target_conf *);
+struct tenant	*target_tenant_for(struct target_conf *, SSL *);
+
+/* session.c */
+void		 session_accept(struct target *, int, struct sockaddr *, int);
+void		 session_close(struct session *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+void		 session_fail(struct session *, Error__Code, const char *, ...)
+		    __attribute__((format(printf, 3, 4)));
+int		 session_job_slot(struct session *);
+void		 session_job_hold(struct session *);
+void		 session_job_done(struct session *, int);
+void		 session_resume(struct session *);
+void		 session_send(struct session *, const Frame *);
+void		 session_log(struct session *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+Error__Code	 session_errno_code(int);
+
+/* receive.c */
+int		 receive_begin(struct session *, const BackupBegin *);
+int		 receive_block(struct session *, uint8_t *, size_t);
+int		 receive_end(struct session *, const BackupEnd *);
+void		 receive_free(struct receive *);
+
+/* restore.c */
+int		 restore_begin(struct session *, const RestoreRequest *);
+int		 restore_credit(struct session *, const Credit *);
+void		 restore_pump(struct session *);
+void		 restore_free(struct restore *);
+int		 list_points(struct session *, const ListRequest *);
+void		 point_info_fill(PointInfo *, const struct repo_point *);
 
 /* repo.c */
 struct repo	*repo_open(const char *, char *, size_t);

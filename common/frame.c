@@ -1,0 +1,154 @@
+/*
+ * frame.c: the wire framing.  Every message is a 4-byte big-endian
+ * length followed by one protobuf Frame.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "common.h"
+
+static void
+frame_buf_free(const void *data, size_t len, void *arg)
+{
+	free(arg);
+}
+
+/*
+ * Packs f behind its length prefix into a new buffer (the caller frees
+ * it); *lenp gets the total length.  Returns NULL if f is too large.
+ */
+uint8_t *
+frame_pack(const Frame *f, size_t *lenp)
+{
+	uint8_t	*buf;
+	size_t	 len;
+
+	len = frame__get_packed_size(f);
+	if (len == 0 || len > FRAME_MAX) {
+		log_warnx("refusing to send a %zu-byte frame", len);
+		return NULL;
+	}
+	if ((buf = malloc(FRAME_HDR_LEN + len)) == NULL)
+		return NULL;
+	buf[0] = len >> 24;
+	buf[1] = len >> 16;
+	buf[2] = len >> 8;
+	buf[3] = len;
+	frame__pack(f, buf + FRAME_HDR_LEN);
+	*lenp = FRAME_HDR_LEN + len;
+	return buf;
+}
+
+/* Queues f on bev without copying its packed bytes.  Returns 0 or -1. */
+int
+frame_send(struct bufferevent *bev, const Frame *f)
+{
+	uint8_t	*buf;
+	size_t	 len;
+
+	if ((buf = frame_pack(f, &len)) == NULL)
+		return -1;
+	if (evbuffer_add_reference(bufferevent_get_output(bev), buf, len,
+	    frame_buf_free, buf) == -1) {
+		free(buf);
+		return -1;
+	}
+	return 0;
+}
+
+/* Sends an Error frame with a printf-style message. */
+int
+frame_send_error(struct bufferevent *bev, Error__Code code,
+    const char *fmt, ...)
+{
+	Frame	 f = FRAME__INIT;
+	Error	 e = ERROR__INIT;
+	char	 msg[512];
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	e.code = code;
+	e.message = msg;
+	f.msg_case = FRAME__MSG_ERROR;
+	f.error = &e;
+	return frame_send(bev, &f);
+}
+
+/*
+ * Takes one whole frame off in, without its length prefix.  Returns 1
+ * with a malloc'd *bufp of *lenp bytes, 0 if the frame is not complete
+ * yet, -1 if the announced length is zero or above max (errno EMSGSIZE):
+ * the caller closes the session, nothing was allocated.
+ */
+int
+frame_take(struct evbuffer *in, size_t max, uint8_t **bufp, size_t *lenp)
+{
+	uint8_t	 hdr[FRAME_HDR_LEN];
+	uint8_t	*buf;
+	size_t	 len;
+
+	if (evbuffer_get_length(in) < FRAME_HDR_LEN)
+		return 0;
+	if (evbuffer_copyout(in, hdr, sizeof(hdr)) != sizeof(hdr))
+		return -1;
+	len = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 |
+	    (size_t)hdr[2] << 8 | hdr[3];
+	if (len == 0 || len > max || len > FRAME_MAX) {
+		*lenp = len;
+		errno = EMSGSIZE;
+		return -1;
+	}
+	if (evbuffer_get_length(in) < FRAME_HDR_LEN + len)
+		return 0;
+	if ((buf = malloc(len)) == NULL)
+		return -1;
+	evbuffer_drain(in, FRAME_HDR_LEN);
+	if (evbuffer_remove(in, buf, len) != (int)len) {
+		free(buf);
+		return -1;
+	}
+	*bufp = buf;
+	*lenp = len;
+	return 1;
+}
+
+/* Decodes a frame; NULL if malformed or empty.  Free with frame_free. */
+Frame *
+frame_unpack(const uint8_t *buf, size_t len)
+{
+	Frame	*f;
+
+	if ((f = frame__unpack(NULL, len, buf)) == NULL)
+		return NULL;
+	if (f->msg_case == FRAME__MSG__NOT_SET) {
+		frame__free_unpacked(f, NULL);
+		return NULL;
+	}
+	return f;
+}
+
+void
+frame_free(Frame *f)
+{
+	if (f != NULL)
+		frame__free_unpacked(f, NULL);
+}
+
+/* A frame's type for log messages. */
+const char *
+frame_name(const Frame *f)
+{
+	const ProtobufCFieldDescriptor	*fd;
+
+	fd = protobuf_c_message_descriptor_get_field(&frame__descriptor,
+	    f->msg_case);
+	return fd != NULL ? fd->name : "unknown";
+}

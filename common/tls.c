@@ -1,0 +1,217 @@
+/*
+ * tls.c: TLS 1.3 contexts with mutual certificate authentication, and
+ * the per-session keys both ends derive from the TLS exporter.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "common.h"
+
+#define EXPORTER_LABEL	"EXPORTER-transporter-in-flight-v1"
+
+/* Loads the CRL file into the context's store and turns checking on. */
+static int
+tls_load_crl(SSL_CTX *ctx, const char *crl)
+{
+	X509_STORE	*store;
+	X509_LOOKUP	*lookup;
+
+	store = SSL_CTX_get_cert_store(ctx);
+	if ((lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file())) ==
+	    NULL || X509_load_crl_file(lookup, crl, X509_FILETYPE_PEM) < 1) {
+		log_ssl("cannot load CRL %s", crl);
+		return -1;
+	}
+	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
+	    X509_V_FLAG_CRL_CHECK_ALL);
+	return 0;
+}
+
+/* The parts both sides share: TLS 1.3 only, our certificate, the CA. */
+static SSL_CTX *
+tls_ctx_common(const SSL_METHOD *method, const struct tls_conf *tc)
+{
+	SSL_CTX	*ctx;
+
+	if ((ctx = SSL_CTX_new(method)) == NULL) {
+		log_ssl("SSL_CTX_new");
+		return NULL;
+	}
+	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) ||
+	    !SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION)) {
+		log_ssl("cannot restrict TLS to version 1.3");
+		goto fail;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, tc->tc_cert) != 1) {
+		log_ssl("cannot load certificate %s", tc->tc_cert);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, tc->tc_key,
+	    SSL_FILETYPE_PEM) != 1) {
+		log_ssl("cannot load private key %s", tc->tc_key);
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		log_ssl("private key %s does not match certificate %s",
+		    tc->tc_key, tc->tc_cert);
+		goto fail;
+	}
+	if (SSL_CTX_load_verify_locations(ctx, tc->tc_ca, NULL) != 1) {
+		log_ssl("cannot load CA certificates %s", tc->tc_ca);
+		goto fail;
+	}
+	if (tc->tc_crl != NULL && tls_load_crl(ctx, tc->tc_crl) == -1)
+		goto fail;
+	/* Session tickets buy nothing for long bulk sessions. */
+	SSL_CTX_set_num_tickets(ctx, 0);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	return ctx;
+ fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* A server context that demands a client certificate from our CA. */
+SSL_CTX *
+tls_ctx_server(const struct tls_conf *tc)
+{
+	SSL_CTX	*ctx;
+
+	if ((ctx = tls_ctx_common(TLS_server_method(), tc)) == NULL)
+		return NULL;
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
+	    SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	return ctx;
+}
+
+/* A client context that verifies the server against our CA. */
+SSL_CTX *
+tls_ctx_client(const struct tls_conf *tc)
+{
+	SSL_CTX	*ctx;
+
+	if ((ctx = tls_ctx_common(TLS_client_method(), tc)) == NULL)
+		return NULL;
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	return ctx;
+}
+
+/*
+ * A client SSL that checks the server certificate against name (a DNS
+ * name or an IP address literal).  Returns NULL on failure.
+ */
+SSL *
+tls_client_ssl(SSL_CTX *ctx, const char *name)
+{
+	X509_VERIFY_PARAM	*param;
+	SSL			*ssl;
+	int			 is_ip;
+
+	if ((ssl = SSL_new(ctx)) == NULL) {
+		log_ssl("SSL_new");
+		return NULL;
+	}
+	param = SSL_get0_param(ssl);
+	is_ip = X509_VERIFY_PARAM_set1_ip_asc(param, name) == 1;
+	if (!is_ip) {
+		ERR_clear_error();
+		if (SSL_set1_host(ssl, name) != 1 ||
+		    SSL_set_tlsext_host_name(ssl, name) != 1) {
+			log_ssl("cannot set server name %s", name);
+			SSL_free(ssl);
+			return NULL;
+		}
+	}
+	return ssl;
+}
+
+/*
+ * Derives the two in-flight keys of this session from the TLS exporter
+ * (RFC 8446 section 7.5): one per direction, so a nonce counter never
+ * repeats under one key.  Both ends get the same keys.  Returns 0 or -1.
+ */
+int
+tls_session_keys(SSL *ssl, uint8_t to_target[AEAD_KEY_LEN],
+    uint8_t to_source[AEAD_KEY_LEN])
+{
+	uint8_t	 km[2 * AEAD_KEY_LEN];
+
+	if (SSL_export_keying_material(ssl, km, sizeof(km), EXPORTER_LABEL,
+	    strlen(EXPORTER_LABEL), NULL, 0, 0) != 1) {
+		log_ssl("TLS exporter");
+		return -1;
+	}
+	memcpy(to_target, km, AEAD_KEY_LEN);
+	memcpy(to_source, km + AEAD_KEY_LEN, AEAD_KEY_LEN);
+	crypto_wipe(km, sizeof(km));
+	return 0;
+}
+
+/* Returns 1 if the peer certificate's subject CN equals identity. */
+static int
+tls_cn_is(X509 *cert, const char *identity)
+{
+	X509_NAME	*subj;
+	char		 cn[256];
+	int		 len;
+
+	if ((subj = X509_get_subject_name(cert)) == NULL)
+		return 0;
+	len = X509_NAME_get_text_by_NID(subj, NID_commonName, cn, sizeof(cn));
+	return len > 0 && (size_t)len == strlen(identity) &&
+	    strcmp(cn, identity) == 0;
+}
+
+/*
+ * Returns 1 if the verified peer certificate carries identity as a DNS
+ * subject alternative name or as its subject CN, else 0.
+ */
+int
+tls_peer_has_identity(SSL *ssl, const char *identity)
+{
+	X509	*cert;
+	int	 match = 0;
+
+	if ((cert = SSL_get1_peer_certificate(ssl)) == NULL)
+		return 0;
+	if (SSL_get_verify_result(ssl) == X509_V_OK) {
+		match = X509_check_host(cert, identity, 0,
+		    X509_CHECK_FLAG_NEVER_CHECK_SUBJECT |
+		    X509_CHECK_FLAG_NO_WILDCARDS, NULL) == 1 ||
+		    tls_cn_is(cert, identity);
+	}
+	X509_free(cert);
+	return match;
+}
+
+/* Writes the peer certificate's subject (or "no certificate") to buf. */
+void
+tls_peer_describe(SSL *ssl, char *buf, size_t len)
+{
+	X509	*cert;
+
+	if ((cert = SSL_get1_peer_certificate(ssl)) == NULL) {
+		snprintf(buf, len, "no certificate");
+		return;
+	}
+	X509_NAME_oneline(X509_get_subject_name(cert), buf, (int)len);
+	X509_free(cert);
+}
+
+/* Why certificate verification failed, or NULL if it did not. */
+const char *
+tls_verify_reason(SSL *ssl)
+{
+	long	 res;
+
+	res = SSL_get_verify_result(ssl);
+	if (res == X509_V_OK)
+		return NULL;
+	return X509_verify_cert_error_string(res);
+}

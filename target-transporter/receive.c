@@ -1,0 +1,440 @@
+/*
+ * receive.c: a backup job on the target.  Block frames are opened,
+ * checked and stored by the worker pool; every TARGET_SYNC_BYTES the
+ * stored chunks are made durable and acknowledged; BackupEnd commits
+ * the restore point once every block is durable.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "target.h"
+
+struct receive {
+	struct session	*rv_session;
+	struct repo_job	*rv_job;
+	char		 rv_name[NAME_MAX_LEN + 1];
+	uint64_t	 rv_disk_size;
+	uint32_t	 rv_block_size;
+	uint64_t	 rv_blocks;	/* blocks in the image */
+	uint8_t		*rv_seen;	/* bitmap: block already received */
+	uint64_t	 rv_received;	/* block frames handed to workers */
+	uint64_t	 rv_done;	/* ... and stored */
+	uint64_t	 rv_done_bytes;	/* their frame bytes */
+	uint64_t	 rv_synced_bytes;
+	uint64_t	 rv_sync_every;	/* bytes between durability points */
+	int		 rv_syncing;
+	int		 rv_ended;	/* BackupEnd arrived */
+	int		 rv_committing;
+	uint64_t	 rv_start_ms;
+};
+
+/* A block frame in the pool. */
+struct block_job {
+	struct pool_job	 bj_job;
+	struct receive	*bj_recv;
+	uint8_t		*bj_frame;
+	size_t		 bj_len;
+	uint8_t		 bj_key[AEAD_KEY_LEN];
+	/* results */
+	uint64_t	 bj_index;
+	uint8_t		 bj_id[CHUNK_ID_LEN];
+	Error__Code	 bj_code;	/* 0: stored */
+	char		 bj_msg[256];
+};
+
+/* A durability point (sync) or the commit, in the pool. */
+struct sync_job {
+	struct pool_job	 sj_job;
+	struct receive	*sj_recv;
+	int		 sj_commit;
+	uint64_t	 sj_blocks;	/* blocks durable once this is done */
+	uint64_t	 sj_bytes;
+	uint64_t	 sj_chunks_new;
+	uint64_t	 sj_chunks_dedup;
+	int		 sj_errno;
+	struct repo_point sj_point;
+};
+
+static void	receive_progress(struct receive *);
+
+/* The plaintext length block index must have. */
+static uint32_t
+receive_block_len(const struct receive *rv, uint64_t index)
+{
+	uint64_t	 off = index * rv->rv_block_size;
+	uint64_t	 left = rv->rv_disk_size - off;
+
+	return left < rv->rv_block_size ? (uint32_t)left : rv->rv_block_size;
+}
+
+/*
+ * Opens a BackupBegin: checks it and starts a repository job.  Returns
+ * 0, or -1 if the session was closed.
+ */
+int
+receive_begin(struct session *se, const BackupBegin *bb)
+{
+	struct target	*tg = se->se_target;
+	struct receive	*rv;
+
+	if (!name_is_valid(bb->name)) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup name '%.64s' "
+		    "is not valid: use 1-%d letters, digits, '.', '_' or '-'",
+		    bb->name, NAME_MAX_LEN);
+		return -1;
+	}
+	if (bb->block_size < BLOCK_SIZE_MIN || bb->block_size >
+	    BLOCK_SIZE_MAX || (bb->block_size & (bb->block_size - 1)) != 0) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "block size %u is not "
+		    "a power of two from %u to %u", bb->block_size,
+		    BLOCK_SIZE_MIN, BLOCK_SIZE_MAX);
+		return -1;
+	}
+	if (bb->disk_size == 0 || bb->disk_size / bb->block_size >
+	    (1ull << 32)) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "disk size %llu is "
+		    "out of range", (unsigned long long)bb->disk_size);
+		return -1;
+	}
+	if (bb->mode != ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "encryption mode %d "
+		    "is not supported by this target", bb->mode);
+		return -1;
+	}
+	if ((rv = calloc(1, sizeof(*rv))) == NULL)
+		goto nomem;
+	rv->rv_session = se;
+	snprintf(rv->rv_name, sizeof(rv->rv_name), "%s", bb->name);
+	rv->rv_disk_size = bb->disk_size;
+	rv->rv_block_size = bb->block_size;
+	rv->rv_blocks = (bb->disk_size + bb->block_size - 1) / bb->block_size;
+	rv->rv_start_ms = now_ms();
+	/* Acknowledge well within the source's window, or it would stall. */
+	rv->rv_sync_every = TARGET_SYNC_BYTES;
+	if (bb->window / 4 < rv->rv_sync_every)
+		rv->rv_sync_every = bb->window / 4;
+	if (rv->rv_sync_every < BLOCK_SIZE_MAX)
+		rv->rv_sync_every = BLOCK_SIZE_MAX;
+	if ((rv->rv_seen = calloc((rv->rv_blocks + 7) / 8, 1)) == NULL) {
+		free(rv);
+		goto nomem;
+	}
+	rv->rv_job = repo_job_begin(tg->tg_repo, se->se_tenant->tn_name,
+	    bb->name, bb->disk_size, bb->block_size, bb->mode);
+	if (rv->rv_job == NULL) {
+		session_fail(se, session_errno_code(errno), "cannot start a "
+		    "backup of '%s' in the repository: %s", bb->name,
+		    strerror(errno));
+		receive_free(rv);
+		return -1;
+	}
+	se->se_recv = rv;
+	se->se_state = SESSION_BACKUP;
+	session_log(se, "backup of '%s' started: %llu bytes in %llu blocks "
+	    "of %u", bb->name, (unsigned long long)bb->disk_size,
+	    (unsigned long long)rv->rv_blocks, bb->block_size);
+	return 0;
+ nomem:
+	session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+	return -1;
+}
+
+/* Worker: decode, open, decompress, check the id, store. */
+static void
+block_work(struct pool_job *pj)
+{
+	struct block_job	*bj = (struct block_job *)pj;
+	struct receive		*rv = bj->bj_recv;
+	Frame			*f;
+	Block			*b;
+	uint8_t			 aad[AAD_MAX_LEN], id[CHUNK_ID_LEN];
+	uint8_t			*plain = NULL, *raw = NULL;
+	size_t			 aadlen, plen;
+	uint32_t		 want;
+
+	bj->bj_code = ERROR__CODE__PROTOCOL;
+	if ((f = frame_unpack(bj->bj_frame, bj->bj_len)) == NULL ||
+	    f->msg_case != FRAME__MSG_BLOCK) {
+		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "malformed block "
+		    "frame");
+		goto out;
+	}
+	b = f->block;
+	bj->bj_index = b->index;
+	if (b->index >= rv->rv_blocks) {
+		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu is past "
+		    "the end of a %llu-block disk",
+		    (unsigned long long)b->index,
+		    (unsigned long long)rv->rv_blocks);
+		goto out;
+	}
+	want = receive_block_len(rv, b->index);
+	if (b->chunk_id.len != CHUNK_ID_LEN || b->nonce.len !=
+	    AEAD_NONCE_LEN || b->raw_len != want || b->payload.len <
+	    AEAD_TAG_LEN || b->payload.len - AEAD_TAG_LEN >
+	    compress_bound(want)) {
+		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu has bad "
+		    "field lengths", (unsigned long long)b->index);
+		goto out;
+	}
+	memcpy(bj->bj_id, b->chunk_id.data, CHUNK_ID_LEN);
+	plen = b->payload.len - AEAD_TAG_LEN;
+	if ((plain = malloc(plen)) == NULL)
+		goto nomem;
+	aadlen = crypto_aad(aad, AAD_BLOCK_TO_TARGET, NULL, bj->bj_id,
+	    b->index);
+	bj->bj_code = ERROR__CODE__INTEGRITY;
+	if (crypto_open(bj->bj_key, b->nonce.data, aad, aadlen,
+	    b->payload.data, b->payload.len, plain) == -1) {
+		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu failed "
+		    "authentication (AES-GCM tag)",
+		    (unsigned long long)b->index);
+		goto out;
+	}
+	if (b->compressed) {
+		if ((raw = malloc(want)) == NULL)
+			goto nomem;
+		if (decompress_block(plain, plen, raw, want) == -1) {
+			snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu "
+			    "does not decompress to %u bytes",
+			    (unsigned long long)b->index, want);
+			goto out;
+		}
+		crypto_sha256(raw, want, id);
+	} else {
+		if (plen != want) {
+			snprintf(bj->bj_msg, sizeof(bj->bj_msg), "raw block "
+			    "%llu has %zu bytes, not %u",
+			    (unsigned long long)b->index, plen, want);
+			goto out;
+		}
+		crypto_sha256(plain, plen, id);
+	}
+	if (memcmp(id, bj->bj_id, CHUNK_ID_LEN) != 0) {
+		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu does not "
+		    "match its chunk id", (unsigned long long)b->index);
+		goto out;
+	}
+	if (repo_job_put_chunk(rv->rv_job, bj->bj_id, b->compressed ?
+	    CHUNK_COMPRESSED : 0, want, plain, plen) == -1) {
+		bj->bj_code = session_errno_code(errno);
+		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "cannot store block "
+		    "%llu: %s", (unsigned long long)b->index, strerror(errno));
+		goto out;
+	}
+	bj->bj_code = 0;
+	goto out;
+ nomem:
+	bj->bj_code = ERROR__CODE__INTERNAL;
+	snprintf(bj->bj_msg, sizeof(bj->bj_msg), "out of memory");
+ out:
+	free(raw);
+	free(plain);
+	frame_free(f);
+	free(bj->bj_frame);
+	bj->bj_frame = NULL;
+	crypto_wipe(bj->bj_key, sizeof(bj->bj_key));
+}
+
+/* Loop: record the stored block, or fail the session. */
+static void
+block_done(struct pool_job *pj)
+{
+	struct block_job	*bj = (struct block_job *)pj;
+	struct receive		*rv = bj->bj_recv;
+	struct session		*se = rv->rv_session;
+
+	if (se->se_state != SESSION_BACKUP)
+		goto out;
+	if (bj->bj_code != 0) {
+		session_fail(se, bj->bj_code, "backup of '%s': %s",
+		    rv->rv_name, bj->bj_msg);
+		goto out;
+	}
+	if (rv->rv_seen[bj->bj_index / 8] & (1u << (bj->bj_index % 8))) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
+		    "block %llu was sent twice", rv->rv_name,
+		    (unsigned long long)bj->bj_index);
+		goto out;
+	}
+	rv->rv_seen[bj->bj_index / 8] |= 1u << (bj->bj_index % 8);
+	repo_job_set_block(rv->rv_job, bj->bj_index, bj->bj_id);
+	rv->rv_done++;
+	rv->rv_done_bytes += bj->bj_len + FRAME_HDR_LEN;
+	receive_progress(rv);
+ out:
+	free(bj);
+	session_job_done(se, 1);
+}
+
+/*
+ * Hands a block frame (buf, owned from here on) to the pool; the caller
+ * took a job slot for it.  Returns 0.
+ */
+int
+receive_block(struct session *se, uint8_t *buf, size_t len)
+{
+	struct receive		*rv = se->se_recv;
+	struct block_job	*bj;
+
+	if ((bj = calloc(1, sizeof(*bj))) == NULL) {
+		free(buf);
+		se->se_jobs++;	/* balance the slot for session_job_done */
+		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+		session_job_done(se, 1);
+		return -1;
+	}
+	bj->bj_job.pj_work = block_work;
+	bj->bj_job.pj_done = block_done;
+	bj->bj_recv = rv;
+	bj->bj_frame = buf;
+	bj->bj_len = len;
+	memcpy(bj->bj_key, se->se_key_in, sizeof(bj->bj_key));
+	rv->rv_received++;
+	pool_submit(se->se_target->tg_pool, &bj->bj_job);
+	return 0;
+}
+
+static void
+sync_work(struct pool_job *pj)
+{
+	struct sync_job	*sj = (struct sync_job *)pj;
+
+	sj->sj_errno = 0;
+	if (sj->sj_commit) {
+		if (repo_job_commit(sj->sj_recv->rv_job, &sj->sj_point) == -1)
+			sj->sj_errno = errno;
+	} else if (repo_job_sync(sj->sj_recv->rv_job) == -1)
+		sj->sj_errno = errno;
+}
+
+static void
+sync_done(struct pool_job *pj)
+{
+	struct sync_job	*sj = (struct sync_job *)pj;
+	struct receive	*rv = sj->sj_recv;
+	struct session	*se = rv->rv_session;
+	Frame		 f = FRAME__INIT;
+	Ack		 ack = ACK__INIT;
+	Committed	 c = COMMITTED__INIT;
+	char		 rate[32], stored[32];
+	uint64_t	 ms;
+
+	rv->rv_syncing = 0;
+	if (sj->sj_commit)
+		rv->rv_job = NULL;	/* repo_job_commit freed it */
+	if (se->se_state != SESSION_BACKUP)
+		goto out;
+	if (sj->sj_errno != 0) {
+		session_fail(se, session_errno_code(sj->sj_errno), "backup of "
+		    "'%s': cannot %s the restore point: %s; nothing was "
+		    "committed", rv->rv_name, sj->sj_commit ? "commit" :
+		    "write", strerror(sj->sj_errno));
+		goto out;
+	}
+	if (sj->sj_commit) {
+		ms = now_ms() - rv->rv_start_ms;
+		format_bytes(sj->sj_point.rp_stored_bytes, stored,
+		    sizeof(stored));
+		format_bytes(ms ? rv->rv_disk_size * 1000 / ms : 0, rate,
+		    sizeof(rate));
+		session_log(se, "committed restore point %s/%s: %s stored, "
+		    "%.1f s, %s/s", rv->rv_name, sj->sj_point.rp_id, stored,
+		    ms / 1000.0, rate);
+		c.point_id = sj->sj_point.rp_id;
+		c.bytes_stored = sj->sj_point.rp_stored_bytes;
+		c.chunks_new = sj->sj_chunks_new;
+		c.chunks_dedup = sj->sj_chunks_dedup;
+		f.msg_case = FRAME__MSG_COMMITTED;
+		f.committed = &c;
+		session_send(se, &f);
+		receive_free(rv);
+		se->se_recv = NULL;
+		if (se->se_state == SESSION_BACKUP)
+			se->se_state = SESSION_IDLE;
+		goto out;
+	}
+	rv->rv_synced_bytes = sj->sj_bytes;
+	ack.blocks_durable = sj->sj_blocks;
+	ack.bytes_durable = sj->sj_bytes;
+	f.msg_case = FRAME__MSG_ACK;
+	f.ack = &ack;
+	session_send(se, &f);
+	receive_progress(rv);
+ out:
+	free(sj);
+	session_job_done(se, 0);
+}
+
+static void
+receive_submit_sync(struct receive *rv, int commit)
+{
+	struct session	*se = rv->rv_session;
+	struct sync_job	*sj;
+
+	if ((sj = calloc(1, sizeof(*sj))) == NULL) {
+		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+		return;
+	}
+	sj->sj_job.pj_work = sync_work;
+	sj->sj_job.pj_done = sync_done;
+	sj->sj_recv = rv;
+	sj->sj_commit = commit;
+	if (commit) {
+		/* Read now: the commit frees the job. */
+		sj->sj_chunks_new = repo_job_chunks_new(rv->rv_job);
+		sj->sj_chunks_dedup = repo_job_chunks_dedup(rv->rv_job);
+		rv->rv_committing = 1;
+	} else {
+		sj->sj_blocks = rv->rv_done;
+		sj->sj_bytes = rv->rv_done_bytes;
+	}
+	rv->rv_syncing = 1;
+	session_job_hold(se);
+	pool_submit(se->se_target->tg_pool, &sj->sj_job);
+}
+
+/* Starts a sync when enough is unsynced, or the commit when all is in. */
+static void
+receive_progress(struct receive *rv)
+{
+	if (rv->rv_syncing || rv->rv_committing)
+		return;
+	if (rv->rv_ended && rv->rv_done == rv->rv_received)
+		receive_submit_sync(rv, 1);
+	else if (rv->rv_done_bytes - rv->rv_synced_bytes >= rv->rv_sync_every)
+		receive_submit_sync(rv, 0);
+}
+
+/* BackupEnd: every block has been sent.  Returns 0 or -1 if closed. */
+int
+receive_end(struct session *se, const BackupEnd *be)
+{
+	struct receive	*rv = se->se_recv;
+
+	if (be->blocks_sent != rv->rv_received) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': the "
+		    "source sent %llu blocks but reports %llu; nothing was "
+		    "committed", rv->rv_name,
+		    (unsigned long long)rv->rv_received,
+		    (unsigned long long)be->blocks_sent);
+		return -1;
+	}
+	rv->rv_ended = 1;
+	receive_progress(rv);
+	return 0;
+}
+
+/* Frees a job that is no longer in the pool, aborting it if uncommitted. */
+void
+receive_free(struct receive *rv)
+{
+	if (rv == NULL)
+		return;
+	if (rv->rv_job != NULL)
+		repo_job_abort(rv->rv_job);
+	free(rv->rv_seen);
+	free(rv);
+}

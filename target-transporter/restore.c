@@ -1,0 +1,408 @@
+/*
+ * restore.c: streaming a restore point back to a source, and listing
+ * restore points.
+ *
+ * Chunks are read and sealed by the worker pool.  The source grants
+ * credit in bytes as it writes blocks out, so a slow disk at the source
+ * stalls the target instead of growing anyone's memory.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "target.h"
+
+#define RESTORE_WINDOW		(64u << 20)	/* credit before any grant */
+#define RESTORE_OUT_MAX		(8u << 20)	/* queued on the socket */
+
+struct restore {
+	struct session		*rs_session;
+	struct repo_point	 rs_point;
+	uint64_t		 rs_next;	/* next index to look at */
+	uint64_t		 rs_blocks;	/* non-zero blocks */
+	uint64_t		 rs_sent;	/* block frames queued */
+	uint64_t		 rs_bytes;	/* their bytes */
+	uint64_t		 rs_credit;	/* bytes the source allows */
+	uint64_t		 rs_reserved;	/* estimate for jobs in the pool */
+	int			 rs_jobs;
+};
+
+struct read_job {
+	struct pool_job	 rj_job;
+	struct restore	*rj_restore;
+	char		 rj_tenant[NAME_MAX_LEN + 1];
+	struct repo	*rj_repo;
+	uint64_t	 rj_index;
+	uint8_t		 rj_id[CHUNK_ID_LEN];
+	uint8_t		 rj_key[AEAD_KEY_LEN];
+	uint64_t	 rj_nonce;
+	uint32_t	 rj_want;	/* plaintext length of the block */
+	/* results */
+	uint8_t		*rj_frame;
+	size_t		 rj_len;
+	int		 rj_errno;
+	char		 rj_msg[256];
+};
+
+static const char *
+mode_name(uint32_t mode)
+{
+	switch (mode) {
+	case ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT:
+		return "in-flight";
+	case ENCRYPTION_MODE__ENCRYPTION_AT_REST:
+		return "at-rest";
+	case ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE:
+		return "source-side";
+	default:
+		return "none";
+	}
+}
+
+/* Fills pi from rp; pi points into rp, which must outlive it. */
+void
+point_info_fill(PointInfo *pi, const struct repo_point *rp)
+{
+	point_info__init(pi);
+	pi->name = (char *)rp->rp_name;
+	pi->point_id = (char *)rp->rp_id;
+	pi->created = rp->rp_created;
+	pi->disk_size = rp->rp_disk_size;
+	pi->block_size = rp->rp_block_size;
+	pi->stored_bytes = rp->rp_stored_bytes;
+	pi->mode = rp->rp_mode;
+	pi->blocks = rp->rp_blocks;
+	pi->zero_blocks = rp->rp_zero_blocks;
+}
+
+/* ListRequest: every restore point of the tenant (or of one name). */
+int
+list_points(struct session *se, const ListRequest *lr)
+{
+	struct repo_point	*points = NULL;
+	PointInfo		*infos = NULL, **ptrs = NULL;
+	Frame			 f = FRAME__INIT;
+	ListReply		 reply = LIST_REPLY__INIT;
+	size_t			 n = 0, i;
+	int			 rv = -1;
+
+	if (repo_list(se->se_target->tg_repo, se->se_tenant->tn_name,
+	    lr->name[0] ? lr->name : NULL, &points, &n) == -1) {
+		session_fail(se, session_errno_code(errno), "cannot list the "
+		    "repository: %s", strerror(errno));
+		goto out;
+	}
+	if (n > 0 && ((infos = calloc(n, sizeof(*infos))) == NULL ||
+	    (ptrs = calloc(n, sizeof(*ptrs))) == NULL)) {
+		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		point_info_fill(&infos[i], &points[i]);
+		ptrs[i] = &infos[i];
+	}
+	reply.n_points = n;
+	reply.points = ptrs;
+	f.msg_case = FRAME__MSG_LIST_REPLY;
+	f.list_reply = &reply;
+	session_send(se, &f);
+	rv = 0;
+ out:
+	free(ptrs);
+	free(infos);
+	free(points);
+	return rv;
+}
+
+/*
+ * Explains a restore of something that does not exist, naming what
+ * does, so the user can correct the command.
+ */
+static void
+restore_not_found(struct session *se, const RestoreRequest *rr)
+{
+	struct repo_point	*points = NULL;
+	char			 have[400];
+	size_t			 n = 0, i, off = 0;
+	int			 named = 0;
+
+	have[0] = '\0';
+	(void)repo_list(se->se_target->tg_repo, se->se_tenant->tn_name,
+	    NULL, &points, &n);
+	for (i = 0; i < n && off < sizeof(have) - 1; i++) {
+		if (strcmp(points[i].rp_name, rr->name) == 0)
+			named = 1;
+		if (rr->point_id[0] && strcmp(points[i].rp_name, rr->name) == 0)
+			off += snprintf(have + off, sizeof(have) - off, "%s%s",
+			    off ? ", " : "", points[i].rp_id);
+		else if (!rr->point_id[0] && (i == 0 || strcmp(points[i].rp_name,
+		    points[i - 1].rp_name) != 0))
+			off += snprintf(have + off, sizeof(have) - off, "%s%s",
+			    off ? ", " : "", points[i].rp_name);
+	}
+	if (rr->point_id[0] && named)
+		session_fail(se, ERROR__CODE__NOT_FOUND, "backup '%s' has no "
+		    "restore point '%s'; its restore points: %s", rr->name,
+		    rr->point_id, have);
+	else
+		session_fail(se, ERROR__CODE__NOT_FOUND, "no backup named '%s' "
+		    "in this tenant; existing backups: %s", rr->name,
+		    have[0] ? have : "none");
+	free(points);
+}
+
+/* RestoreRequest: open the point, announce it, start streaming. */
+int
+restore_begin(struct session *se, const RestoreRequest *rr)
+{
+	struct restore	*rs;
+	Frame		 f = FRAME__INIT;
+	RestoreBegin	 rb = RESTORE_BEGIN__INIT;
+	PointInfo	 pi;
+	uint64_t	 i;
+
+	if (!name_is_valid(rr->name)) {
+		session_fail(se, ERROR__CODE__NOT_FOUND, "'%.64s' is not a "
+		    "valid backup name", rr->name);
+		return -1;
+	}
+	if ((rs = calloc(1, sizeof(*rs))) == NULL) {
+		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+		return -1;
+	}
+	rs->rs_session = se;
+	if (repo_point_open(se->se_target->tg_repo, se->se_tenant->tn_name,
+	    rr->name, rr->point_id[0] ? rr->point_id : NULL,
+	    &rs->rs_point) == -1) {
+		if (errno == ENOENT)
+			restore_not_found(se, rr);
+		else
+			session_fail(se, session_errno_code(errno), "cannot "
+			    "open restore point %s/%s: %s", rr->name,
+			    rr->point_id[0] ? rr->point_id : "(newest)",
+			    strerror(errno));
+		free(rs);
+		return -1;
+	}
+	for (i = 0; i < rs->rs_point.rp_blocks; i++) {
+		static const uint8_t zero[CHUNK_ID_LEN];
+
+		if (memcmp(rs->rs_point.rp_index + i * CHUNK_ID_LEN, zero,
+		    CHUNK_ID_LEN) != 0)
+			rs->rs_blocks++;
+	}
+	rs->rs_credit = RESTORE_WINDOW;
+	se->se_restore = rs;
+	se->se_state = SESSION_RESTORE;
+	session_log(se, "restore of %s/%s started: %llu blocks with data",
+	    rs->rs_point.rp_name, rs->rs_point.rp_id,
+	    (unsigned long long)rs->rs_blocks);
+	point_info_fill(&pi, &rs->rs_point);
+	rb.point = &pi;
+	rb.blocks = rs->rs_blocks;
+	f.msg_case = FRAME__MSG_RESTORE_BEGIN;
+	f.restore_begin = &rb;
+	session_send(se, &f);
+	restore_pump(se);
+	return 0;
+}
+
+/* Credit: the source wrote this many more bytes out. */
+int
+restore_credit(struct session *se, const Credit *c)
+{
+	struct restore	*rs = se->se_restore;
+
+	if (c->bytes > (uint64_t)BLOCK_SIZE_MAX * 1024 ||
+	    rs->rs_credit + c->bytes < rs->rs_credit) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "credit of %llu bytes "
+		    "is out of range", (unsigned long long)c->bytes);
+		return -1;
+	}
+	rs->rs_credit += c->bytes;
+	restore_pump(se);
+	return 0;
+}
+
+/* Worker: read the chunk, check it, seal it for the wire. */
+static void
+read_work(struct pool_job *pj)
+{
+	struct read_job		*rj = (struct read_job *)pj;
+	struct repo_chunk	 rc;
+	Frame			 f = FRAME__INIT;
+	Block			 b = BLOCK__INIT;
+	uint8_t			 aad[AAD_MAX_LEN], nonce[AEAD_NONCE_LEN];
+	uint8_t			*sealed = NULL;
+	size_t			 aadlen;
+
+	memset(&rc, 0, sizeof(rc));
+	if (repo_chunk_read(rj->rj_repo, rj->rj_tenant, rj->rj_id,
+	    &rc) == -1) {
+		rj->rj_errno = errno;
+		goto out;
+	}
+	if (rc.rc_raw_len != rj->rj_want ||
+	    (rc.rc_flags & CHUNK_ENCRYPTED) != 0) {
+		rj->rj_errno = EBADMSG;
+		snprintf(rj->rj_msg, sizeof(rj->rj_msg), "holds %u bytes, "
+		    "not %u", rc.rc_raw_len, rj->rj_want);
+		goto out;
+	}
+	if ((sealed = malloc(rc.rc_len + AEAD_TAG_LEN)) == NULL) {
+		rj->rj_errno = ENOMEM;
+		goto out;
+	}
+	crypto_nonce(nonce, AAD_BLOCK_TO_SOURCE, rj->rj_nonce);
+	aadlen = crypto_aad(aad, AAD_BLOCK_TO_SOURCE, NULL, rj->rj_id,
+	    rj->rj_index);
+	if (crypto_seal(rj->rj_key, nonce, aad, aadlen, rc.rc_data, rc.rc_len,
+	    sealed) == -1) {
+		rj->rj_errno = EIO;
+		goto out;
+	}
+	b.index = rj->rj_index;
+	b.chunk_id.data = rj->rj_id;
+	b.chunk_id.len = CHUNK_ID_LEN;
+	b.raw_len = rc.rc_raw_len;
+	b.compressed = (rc.rc_flags & CHUNK_COMPRESSED) != 0;
+	b.nonce.data = nonce;
+	b.nonce.len = sizeof(nonce);
+	b.payload.data = sealed;
+	b.payload.len = rc.rc_len + AEAD_TAG_LEN;
+	f.msg_case = FRAME__MSG_BLOCK;
+	f.block = &b;
+	if ((rj->rj_frame = frame_pack(&f, &rj->rj_len)) == NULL)
+		rj->rj_errno = ENOMEM;
+ out:
+	free(sealed);
+	repo_chunk_clear(&rc);
+	crypto_wipe(rj->rj_key, sizeof(rj->rj_key));
+}
+
+static void
+restore_frame_free(const void *data, size_t len, void *arg)
+{
+	free(arg);
+}
+
+static void
+read_done(struct pool_job *pj)
+{
+	struct read_job	*rj = (struct read_job *)pj;
+	struct restore	*rs = rj->rj_restore;
+	struct session	*se = rs->rs_session;
+	char		 hex[2 * CHUNK_ID_LEN + 1];
+
+	rs->rs_jobs--;
+	rs->rs_reserved -= rs->rs_point.rp_block_size;
+	if (se->se_state != SESSION_RESTORE)
+		goto out;
+	if (rj->rj_errno != 0) {
+		hex_encode(rj->rj_id, CHUNK_ID_LEN, hex);
+		session_fail(se, rj->rj_errno == ENOMEM ?
+		    ERROR__CODE__INTERNAL : rj->rj_errno == EIO ?
+		    ERROR__CODE__STORAGE_IO : ERROR__CODE__INTEGRITY,
+		    "restore point %s/%s: block %llu (offset %llu) is "
+		    "damaged: chunk %.16s... %s", rs->rs_point.rp_name,
+		    rs->rs_point.rp_id, (unsigned long long)rj->rj_index,
+		    (unsigned long long)rj->rj_index *
+		    rs->rs_point.rp_block_size, hex, rj->rj_msg[0] ?
+		    rj->rj_msg : rj->rj_errno == ENOENT ? "is missing" :
+		    strerror(rj->rj_errno));
+		goto out;
+	}
+	if (evbuffer_add_reference(bufferevent_get_output(se->se_bev),
+	    rj->rj_frame, rj->rj_len, restore_frame_free,
+	    rj->rj_frame) == -1) {
+		session_close(se, "cannot queue a block");
+		goto out;
+	}
+	rj->rj_frame = NULL;
+	rs->rs_sent++;
+	rs->rs_bytes += rj->rj_len;
+ out:
+	free(rj->rj_frame);
+	free(rj);
+	session_job_done(se, 1);
+}
+
+/*
+ * Starts reads while the source has credit, the socket is not backed
+ * up and job slots are free; ends the restore when all blocks are out.
+ */
+void
+restore_pump(struct session *se)
+{
+	struct restore	*rs = se->se_restore;
+	struct read_job	*rj;
+	Frame		 f = FRAME__INIT;
+	RestoreEnd	 re = RESTORE_END__INIT;
+	struct evbuffer	*out = bufferevent_get_output(se->se_bev);
+	static const uint8_t zero[CHUNK_ID_LEN];
+	const uint8_t	*id;
+
+	if (se->se_state != SESSION_RESTORE)
+		return;
+	while (rs->rs_next < rs->rs_point.rp_blocks) {
+		id = rs->rs_point.rp_index + rs->rs_next * CHUNK_ID_LEN;
+		if (memcmp(id, zero, CHUNK_ID_LEN) == 0) {
+			rs->rs_next++;
+			continue;
+		}
+		if (rs->rs_bytes + rs->rs_reserved +
+		    rs->rs_point.rp_block_size > rs->rs_credit ||
+		    evbuffer_get_length(out) > RESTORE_OUT_MAX ||
+		    !session_job_slot(se))
+			return;
+		if ((rj = calloc(1, sizeof(*rj))) == NULL) {
+			se->se_jobs++;
+			session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+			session_job_done(se, 1);
+			return;
+		}
+		rj->rj_job.pj_work = read_work;
+		rj->rj_job.pj_done = read_done;
+		rj->rj_restore = rs;
+		rj->rj_repo = se->se_target->tg_repo;
+		snprintf(rj->rj_tenant, sizeof(rj->rj_tenant), "%s",
+		    se->se_tenant->tn_name);
+		rj->rj_index = rs->rs_next;
+		memcpy(rj->rj_id, id, CHUNK_ID_LEN);
+		memcpy(rj->rj_key, se->se_key_out, AEAD_KEY_LEN);
+		rj->rj_nonce = se->se_nonce_out++;
+		rj->rj_want = (uint32_t)((rs->rs_next + 1) *
+		    rs->rs_point.rp_block_size > rs->rs_point.rp_disk_size ?
+		    rs->rs_point.rp_disk_size - rs->rs_next *
+		    rs->rs_point.rp_block_size : rs->rs_point.rp_block_size);
+		rs->rs_next++;
+		rs->rs_jobs++;
+		rs->rs_reserved += rs->rs_point.rp_block_size;
+		pool_submit(se->se_target->tg_pool, &rj->rj_job);
+	}
+	if (rs->rs_jobs > 0)
+		return;
+	session_log(se, "restore of %s/%s sent: %llu blocks",
+	    rs->rs_point.rp_name, rs->rs_point.rp_id,
+	    (unsigned long long)rs->rs_sent);
+	re.blocks_sent = rs->rs_sent;
+	f.msg_case = FRAME__MSG_RESTORE_END;
+	f.restore_end = &re;
+	se->se_state = SESSION_IDLE;
+	se->se_restore = NULL;
+	restore_free(rs);
+	session_send(se, &f);
+}
+
+void
+restore_free(struct restore *rs)
+{
+	if (rs == NULL)
+		return;
+	repo_point_clear(&rs->rs_point);
+	free(rs);
+}

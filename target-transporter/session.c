@@ -1,0 +1,526 @@
+/*
+ * session.c: one TLS connection from a source: handshake, identity to
+ * tenant, Hello, frame dispatch, and closing.
+ *
+ * A session is freed only when none of its jobs is still in the worker
+ * pool; session_close marks it closing and the last job frees it.
+ */
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+
+#include <openssl/err.h>
+
+#include "target.h"
+
+#define HANDSHAKE_TIMEOUT	30	/* seconds */
+#define IDLE_TIMEOUT		600	/* seconds without a frame */
+#define FLUSH_TIMEOUT		10	/* to deliver a last Error frame */
+/* The first byte of a packed Frame holding a Block (field 3, bytes). */
+#define FRAME_BLOCK_TAG		((3 << 3) | 2)
+
+static void	session_read_cb(struct bufferevent *, void *);
+static void	session_write_cb(struct bufferevent *, void *);
+static void	session_event_cb(struct bufferevent *, short, void *);
+static void	session_process(struct session *);
+static void	session_free(struct session *);
+
+static const char *
+session_state_name(enum session_state st)
+{
+	switch (st) {
+	case SESSION_HANDSHAKE:
+		return "handshake";
+	case SESSION_HELLO:
+		return "hello";
+	case SESSION_IDLE:
+		return "idle";
+	case SESSION_BACKUP:
+		return "backup";
+	case SESSION_RESTORE:
+		return "restore";
+	case SESSION_CLOSING:
+		return "closing";
+	}
+	return "unknown";
+}
+
+/* Logs a line prefixed with the session id, peer and tenant. */
+void
+session_log(struct session *se, const char *fmt, ...)
+{
+	char	 msg[512];
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_info("session %llu %s%s%s: %s", (unsigned long long)se->se_id,
+	    se->se_addr, se->se_tenant ? " tenant " : "",
+	    se->se_tenant ? se->se_tenant->tn_name : "", msg);
+}
+
+void
+session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
+{
+	struct session	*se = NULL;
+	struct timeval	 tv = { HANDSHAKE_TIMEOUT, 0 };
+	char		 host[NI_MAXHOST], port[NI_MAXSERV];
+	SSL		*ssl = NULL;
+	int		 one = 1;
+
+	if (getnameinfo(sa, salen, host, sizeof(host), port, sizeof(port),
+	    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		snprintf(host, sizeof(host), "?"), snprintf(port,
+		    sizeof(port), "?");
+	if (tg->tg_stopping ||
+	    (uint64_t)tg->tg_nsessions >= tg->tg_conf->tc_max_sessions) {
+		log_warnx("refusing connection from %s:%s: %d sessions "
+		    "already (max_sessions)", host, port, tg->tg_nsessions);
+		close(fd);
+		return;
+	}
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if ((se = calloc(1, sizeof(*se))) == NULL ||
+	    (ssl = SSL_new(tg->tg_ctx)) == NULL) {
+		log_warn("session for %s:%s", host, port);
+		goto fail;
+	}
+	se->se_id = ++tg->tg_next_id;
+	se->se_target = tg;
+	se->se_ssl = ssl;
+	se->se_state = SESSION_HANDSHAKE;
+	snprintf(se->se_addr, sizeof(se->se_addr), "%s%s%s:%s",
+	    strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
+	    port);
+	se->se_bev = bufferevent_openssl_socket_new(tg->tg_base, fd, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE |
+	    BEV_OPT_DEFER_CALLBACKS);
+	if (se->se_bev == NULL) {
+		log_warnx("session %llu: cannot create bufferevent",
+		    (unsigned long long)se->se_id);
+		goto fail;
+	}
+	fd = -1;	/* the bufferevent owns fd and ssl now */
+	ssl = NULL;
+	bufferevent_setcb(se->se_bev, session_read_cb, session_write_cb,
+	    session_event_cb, se);
+	/* Never buffer more than one whole frame we have not parsed. */
+	bufferevent_setwatermark(se->se_bev, EV_READ, 0,
+	    FRAME_MAX + FRAME_HDR_LEN);
+	bufferevent_setwatermark(se->se_bev, EV_WRITE, 4u << 20, 0);
+	bufferevent_set_timeouts(se->se_bev, &tv, NULL);
+	bufferevent_enable(se->se_bev, EV_READ | EV_WRITE);
+	TAILQ_INSERT_TAIL(&tg->tg_sessions, se, se_entry);
+	tg->tg_nsessions++;
+	log_debug("session %llu: connection from %s",
+	    (unsigned long long)se->se_id, se->se_addr);
+	return;
+ fail:
+	if (se != NULL && se->se_bev != NULL)
+		bufferevent_free(se->se_bev);
+	SSL_free(ssl);
+	free(se);
+	if (fd != -1)
+		close(fd);
+}
+
+/* The handshake succeeded: map the identity to a tenant, send Hello. */
+static void
+session_connected(struct session *se)
+{
+	struct target	*tg = se->se_target;
+	struct timeval	 tv = { IDLE_TIMEOUT, 0 };
+	Frame		 f = FRAME__INIT;
+	Hello		 h = HELLO__INIT;
+	char		 subject[256];
+
+	tls_peer_describe(se->se_ssl, subject, sizeof(subject));
+	if ((se->se_tenant = target_tenant_for(tg->tg_conf,
+	    se->se_ssl)) == NULL) {
+		session_fail(se, ERROR__CODE__UNAUTHORISED, "certificate %s "
+		    "is not mapped to a tenant on this target; add its name "
+		    "as 'identity' of a [tenant] in %s", subject,
+		    tg->tg_conf->tc_path);
+		return;
+	}
+	if (tls_session_keys(se->se_ssl, se->se_key_in,
+	    se->se_key_out) == -1) {
+		session_fail(se, ERROR__CODE__INTERNAL, "cannot derive the "
+		    "session keys");
+		return;
+	}
+	session_log(se, "authenticated as %s (%s)", subject,
+	    SSL_get_version(se->se_ssl));
+	se->se_state = SESSION_HELLO;
+	bufferevent_set_timeouts(se->se_bev, &tv, NULL);
+	h.version = PROTOCOL_VERSION;
+	h.software = "target-transporter " TRANSPORTER_VERSION;
+	h.max_frame = FRAME_MAX;
+	f.msg_case = FRAME__MSG_HELLO;
+	f.hello = &h;
+	session_send(se, &f);
+}
+
+static void
+session_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct session	*se = arg;
+	const char	*reason;
+	char		 ssl_err[512];
+	unsigned long	 e;
+	size_t		 n = 0;
+
+	if (events & BEV_EVENT_CONNECTED) {
+		session_connected(se);
+		return;
+	}
+	if (events & BEV_EVENT_TIMEOUT) {
+		session_close(se, "timed out in state %s",
+		    session_state_name(se->se_state));
+		return;
+	}
+	if (events & BEV_EVENT_ERROR) {
+		ssl_err[0] = '\0';
+		while ((e = bufferevent_get_openssl_error(bev)) != 0 &&
+		    n < sizeof(ssl_err) - 2) {
+			if (n > 0)
+				ssl_err[n++] = ';', ssl_err[n++] = ' ';
+			ERR_error_string_n(e, ssl_err + n, sizeof(ssl_err) - n);
+			n = strlen(ssl_err);
+		}
+		if (se->se_state == SESSION_HANDSHAKE) {
+			reason = tls_verify_reason(se->se_ssl);
+			session_close(se, "TLS handshake failed: %s%s%s",
+			    reason ? "client certificate rejected: " : "",
+			    reason ? reason : ssl_err[0] ? ssl_err :
+			    "connection closed", reason && ssl_err[0] ? "" : "");
+		} else
+			session_close(se, "connection error: %s", ssl_err[0] ?
+			    ssl_err : strerror(EVUTIL_SOCKET_ERROR()));
+		return;
+	}
+	if (events & BEV_EVENT_EOF)
+		session_close(se, "connection closed by the source%s",
+		    se->se_state == SESSION_BACKUP ? " during a backup; "
+		    "the unfinished job is discarded" : "");
+}
+
+static void
+session_read_cb(struct bufferevent *bev, void *arg)
+{
+	session_process(arg);
+}
+
+static void
+session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session	*se = arg;
+
+	if (se->se_state == SESSION_CLOSING) {
+		if (se->se_jobs == 0)
+			session_free(se);
+		return;
+	}
+	if (se->se_state == SESSION_RESTORE)
+		restore_pump(se);
+}
+
+static int
+session_hello(struct session *se, const Hello *h)
+{
+	if (h->version != PROTOCOL_VERSION) {
+		session_fail(se, ERROR__CODE__VERSION, "protocol version %u "
+		    "is not supported; this target speaks version %d",
+		    h->version, PROTOCOL_VERSION);
+		return -1;
+	}
+	se->se_state = SESSION_IDLE;
+	return 0;
+}
+
+/* Handles one decoded frame.  Returns 0, or -1 if the session closed. */
+static int
+session_dispatch(struct session *se, const Frame *f)
+{
+	if (f->msg_case == FRAME__MSG_ERROR) {
+		session_close(se, "source reported: %s", f->error->message);
+		return -1;
+	}
+	switch (se->se_state) {
+	case SESSION_HELLO:
+		if (f->msg_case == FRAME__MSG_HELLO)
+			return session_hello(se, f->hello);
+		break;
+	case SESSION_IDLE:
+		switch (f->msg_case) {
+		case FRAME__MSG_BACKUP_BEGIN:
+			return receive_begin(se, f->backup_begin);
+		case FRAME__MSG_RESTORE_REQUEST:
+			return restore_begin(se, f->restore_request);
+		case FRAME__MSG_LIST_REQUEST:
+			return list_points(se, f->list_request);
+		default:
+			break;
+		}
+		break;
+	case SESSION_BACKUP:
+		if (f->msg_case == FRAME__MSG_BACKUP_END)
+			return receive_end(se, f->backup_end);
+		break;
+	case SESSION_RESTORE:
+		if (f->msg_case == FRAME__MSG_CREDIT)
+			return restore_credit(se, f->credit);
+		break;
+	default:
+		break;
+	}
+	session_fail(se, ERROR__CODE__PROTOCOL, "unexpected %s frame in "
+	    "state %s", frame_name(f), session_state_name(se->se_state));
+	return -1;
+}
+
+/*
+ * Takes every whole frame off the input.  Block frames go to the worker
+ * pool undecoded; when no job slot is free, reading pauses until one is.
+ */
+static void
+session_process(struct session *se)
+{
+	struct evbuffer	*in;
+	uint8_t		*buf;
+	size_t		 len;
+	Frame		*f;
+	int		 r;
+
+	in = bufferevent_get_input(se->se_bev);
+	while (se->se_state != SESSION_CLOSING) {
+		if (se->se_held != NULL) {
+			buf = se->se_held;
+			len = se->se_held_len;
+			se->se_held = NULL;
+		} else if ((r = frame_take(in, FRAME_MAX, &buf, &len)) == 0)
+			break;
+		else if (r == -1) {
+			session_fail(se, ERROR__CODE__PROTOCOL, "frame of %zu "
+			    "bytes is empty or over the %u-byte maximum", len,
+			    FRAME_MAX);
+			return;
+		}
+		if (se->se_state == SESSION_BACKUP &&
+		    buf[0] == FRAME_BLOCK_TAG) {
+			if (!session_job_slot(se)) {
+				/* Keep the frame; resume when a slot frees. */
+				se->se_held = buf;
+				se->se_held_len = len;
+				se->se_read_paused = 1;
+				bufferevent_disable(se->se_bev, EV_READ);
+				return;
+			}
+			/* receive_block owns buf and the slot from here. */
+			if (receive_block(se, buf, len) == -1)
+				return;
+			continue;
+		}
+		f = frame_unpack(buf, len);
+		free(buf);
+		if (f == NULL) {
+			session_fail(se, ERROR__CODE__PROTOCOL, "malformed %zu-"
+			    "byte frame", len);
+			return;
+		}
+		r = session_dispatch(se, f);
+		frame_free(f);
+		if (r == -1)
+			return;
+	}
+}
+
+/*
+ * Takes a job slot for a block job: returns 1 if this session and the
+ * daemon are both under their limits, else 0 (and the session waits on
+ * the starved list if the daemon-wide limit was the reason).
+ */
+int
+session_job_slot(struct session *se)
+{
+	struct target	*tg = se->se_target;
+
+	if (se->se_jobs >= SESSION_MAX_JOBS)
+		return 0;
+	if (tg->tg_jobs >= tg->tg_max_jobs) {
+		if (!se->se_starved) {
+			TAILQ_INSERT_TAIL(&tg->tg_starved, se, se_starve_entry);
+			se->se_starved = 1;
+		}
+		return 0;
+	}
+	se->se_jobs++;
+	tg->tg_jobs++;
+	return 1;
+}
+
+/* Counts a job outside the slot limits (sync, commit). */
+void
+session_job_hold(struct session *se)
+{
+	se->se_jobs++;
+}
+
+/*
+ * A job of se left the pool; slot says whether it held a job slot.  May
+ * free se (if it is closing and this was its last job): the caller must
+ * not touch se afterwards.
+ */
+void
+session_job_done(struct session *se, int slot)
+{
+	struct target	*tg = se->se_target;
+	struct session	*waiting;
+
+	se->se_jobs--;
+	if (slot) {
+		tg->tg_jobs--;
+		if ((waiting = TAILQ_FIRST(&tg->tg_starved)) != NULL) {
+			TAILQ_REMOVE(&tg->tg_starved, waiting,
+			    se_starve_entry);
+			waiting->se_starved = 0;
+			if (waiting != se)
+				session_resume(waiting);
+		}
+	}
+	if (se->se_state == SESSION_CLOSING) {
+		if (se->se_jobs == 0 && evbuffer_get_length(
+		    bufferevent_get_output(se->se_bev)) == 0)
+			session_free(se);
+		return;
+	}
+	session_resume(se);
+}
+
+/* Restarts reading (and frames already buffered) after a pause. */
+void
+session_resume(struct session *se)
+{
+	if (se->se_state == SESSION_CLOSING)
+		return;
+	if (se->se_state == SESSION_RESTORE)
+		restore_pump(se);
+	if (se->se_read_paused) {
+		se->se_read_paused = 0;
+		bufferevent_enable(se->se_bev, EV_READ);
+		session_process(se);
+	}
+}
+
+void
+session_send(struct session *se, const Frame *f)
+{
+	if (frame_send(se->se_bev, f) == -1)
+		session_close(se, "cannot queue a %s frame", frame_name(f));
+}
+
+/* Maps an errno from the repository to an Error code. */
+Error__Code
+session_errno_code(int error)
+{
+	switch (error) {
+	case ENOSPC:
+	case EDQUOT:
+		return ERROR__CODE__STORAGE_FULL;
+	case EBADMSG:
+		return ERROR__CODE__INTEGRITY;
+	case ENOENT:
+		return ERROR__CODE__NOT_FOUND;
+	default:
+		return ERROR__CODE__STORAGE_IO;
+	}
+}
+
+/*
+ * Tells the source what went wrong in an Error frame, logs it, and
+ * closes the session once the frame is delivered.
+ */
+void
+session_fail(struct session *se, Error__Code code, const char *fmt, ...)
+{
+	char	 msg[512];
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (se->se_state != SESSION_CLOSING &&
+	    se->se_state != SESSION_HANDSHAKE)
+		(void)frame_send_error(se->se_bev, code, "%s", msg);
+	session_close(se, "%s", msg);
+}
+
+/*
+ * Closes the session: stops reading, logs why, and frees it as soon as
+ * its last job is back and its output is delivered.  Safe in any state.
+ */
+void
+session_close(struct session *se, const char *fmt, ...)
+{
+	struct timeval	 tv = { FLUSH_TIMEOUT, 0 };
+	char		 msg[512];
+	va_list		 ap;
+
+	if (se->se_state == SESSION_CLOSING)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (se->se_state == SESSION_HANDSHAKE)
+		log_warnx("session %llu %s: %s", (unsigned long long)se->se_id,
+		    se->se_addr, msg);
+	else
+		session_log(se, "closing: %s", msg);
+	se->se_state = SESSION_CLOSING;
+	bufferevent_disable(se->se_bev, EV_READ);
+	bufferevent_set_timeouts(se->se_bev, NULL, &tv);
+	if (se->se_starved) {
+		TAILQ_REMOVE(&se->se_target->tg_starved, se, se_starve_entry);
+		se->se_starved = 0;
+	}
+	if (se->se_jobs == 0 && (se->se_target->tg_stopping ||
+	    evbuffer_get_length(bufferevent_get_output(se->se_bev)) == 0))
+		session_free(se);
+}
+
+static void
+session_free(struct session *se)
+{
+	struct target	*tg = se->se_target;
+
+	receive_free(se->se_recv);
+	se->se_recv = NULL;
+	restore_free(se->se_restore);
+	se->se_restore = NULL;
+	if (se->se_starved)
+		TAILQ_REMOVE(&tg->tg_starved, se, se_starve_entry);
+	TAILQ_REMOVE(&tg->tg_sessions, se, se_entry);
+	tg->tg_nsessions--;
+	bufferevent_free(se->se_bev);	/* frees the SSL, closes the socket */
+	crypto_wipe(se->se_key_in, sizeof(se->se_key_in));
+	crypto_wipe(se->se_key_out, sizeof(se->se_key_out));
+	free(se->se_held);
+	free(se);
+	if (tg->tg_stopping && TAILQ_EMPTY(&tg->tg_sessions))
+		event_base_loopexit(tg->tg_base, NULL);
+}
