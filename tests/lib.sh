@@ -1,0 +1,343 @@
+# Shared helpers for tests/integration/*.sh (bash).  Source it first:
+#
+#	. "$(dirname "$0")/../lib.sh"
+#
+# Results are TAP lines: "ok - NAME", "not ok - NAME" (followed by "#"
+# diagnostics), "ok - NAME # SKIP why".  End a script with `finish`.
+#
+# Environment: BUILD (build directory, default ./build), KEEP=1 keeps the
+# temporary directory $T.  Everything a script starts is killed on exit.
+
+set -u
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=${BUILD:-$TOP/build}
+PY=/usr/bin/python3
+SCRIPT=$(basename "$0" .sh)
+T=$(mktemp -d "${TMPDIR:-/tmp}/transporter-$SCRIPT.XXXXXX")
+PKI=$T/pki
+LAST=$T/last		# stdout + stderr of the last check / expect_exit
+LAST_OUT=$T/last.out	# its stdout alone
+LAST_ERR=$T/last.err	# its stderr alone
+FAILS=0
+PIDS=()			# every background process to kill on exit
+TARGET_PID=
+TARGET_PORT=
+TARGET_LOG=$T/target.log
+SRC_TIMEOUT=${SRC_TIMEOUT:-300}
+
+# --- cleanup -------------------------------------------------------------
+
+# stop_pid PID: TERM, up to 5 s grace, then KILL; reaps it.
+stop_pid() {
+	local pid=$1
+	kill -TERM "$pid" 2>/dev/null || { { wait "$pid"; } 2>/dev/null; return 0; }
+	for _ in $(seq 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	{ wait "$pid"; } 2>/dev/null
+	return 0
+}
+
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		stop_pid "$pid"
+	done
+	if [ "${KEEP:-0}" = 1 ]; then
+		echo "# kept $T"
+	else
+		rm -rf "$T"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# track PID: kill PID when the script exits
+track() {
+	PIDS+=("$1")
+}
+
+# --- results -------------------------------------------------------------
+
+# diag [FILE]: stdin or the tail of FILE as "#" lines
+diag() {
+	if [ $# -gt 0 ]; then
+		tail -n 15 "$1" 2>/dev/null | sed 's/^/#   /'
+	else
+		sed 's/^/#   /'
+	fi
+}
+
+ok() {
+	echo "ok - $*"
+}
+
+# not_ok NAME [WHY...]
+not_ok() {
+	local name=$1
+	shift
+	echo "not ok - $name"
+	[ $# -eq 0 ] || echo "$*" | diag
+	FAILS=$((FAILS + 1))
+}
+
+# skip NAME WHY...
+skip() {
+	local name=$1
+	shift
+	echo "ok - $name # SKIP $*"
+}
+
+# bail WHY: one failure and stop this script (the rest cannot run)
+bail() {
+	not_ok "$SCRIPT: $*"
+	exit 1
+}
+
+# finish: exit status of the script, non-zero if anything failed
+finish() {
+	[ "$FAILS" -eq 0 ]
+	exit
+}
+
+# run CMD...: run CMD, output in $LAST_OUT, $LAST_ERR and $LAST; RC = exit
+run() {
+	"$@" >"$LAST_OUT" 2>"$LAST_ERR"
+	RC=$?
+	cat "$LAST_OUT" "$LAST_ERR" >"$LAST"
+	return "$RC"
+}
+
+# check NAME CMD...: ok if CMD exits 0
+check() {
+	local name=$1
+	shift
+	if run "$@"; then
+		ok "$name"
+	else
+		not_ok "$name" "exit $RC: $*"
+		diag "$LAST"
+	fi
+}
+
+# expect_exit CODE NAME CMD...: ok if CMD exits exactly CODE
+expect_exit() {
+	local code=$1 name=$2
+	shift 2
+	run "$@"
+	if [ "$RC" -eq "$code" ]; then
+		ok "$name"
+	else
+		not_ok "$name" "exit $RC, expected $code: $*"
+		diag "$LAST"
+	fi
+}
+
+# expect_grep PATTERN FILE NAME: ok if FILE matches PATTERN (grep -Ei)
+expect_grep() {
+	if grep -Eiq -- "$1" "$2" 2>/dev/null; then
+		ok "$3"
+	else
+		not_ok "$3" "no /$1/ in $(basename "$2"):"
+		diag "$2"
+	fi
+}
+
+# --- environment ---------------------------------------------------------
+
+# need_bins: stop unless both daemons are built
+need_bins() {
+	if [ ! -x "$BUILD/source-transporter" ] ||
+	    [ ! -x "$BUILD/target-transporter" ]; then
+		bail "daemons not built in $BUILD (run make)"
+	fi
+}
+
+# free_port: print a loopback TCP port nobody listens on, below the
+# ephemeral range so that no outgoing connection takes it meanwhile
+free_port() {
+	local p
+	for _ in $(seq 200); do
+		p=$((20000 + RANDOM % 12000))
+		if ! ss -Hltn "( sport = :$p )" 2>/dev/null | grep -q .; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# pki_init: mint the test PKI into $PKI (once)
+pki_init() {
+	[ -f "$PKI/ca.crt" ] && return 0
+	sh "$TOP/tests/pki/mint.sh" "$PKI" || bail "tests/pki/mint.sh failed"
+}
+
+# make_image OUT SIZE [SEED]: see tests/tools/mkimage.sh
+make_image() {
+	bash "$TOP/tests/tools/mkimage.sh" "$@" || bail "mkimage.sh $* failed"
+}
+
+# --- configuration -------------------------------------------------------
+
+# conf_write FILE DEFAULTS EXTRA...: DEFAULTS is "key = value" lines; an
+# EXTRA line "key = value" replaces the default of that key ("key =" drops
+# it) or is added; from the first EXTRA line starting with "[" on, lines go
+# at the end.  Global keys come before every section.
+conf_write() {
+	local file=$1 defaults=$2 line key tail=0
+	shift 2
+	local -A over=()
+	local order=() sections=()
+	for line in "$@"; do
+		[[ $line == \[* ]] && tail=1
+		if [ "$tail" -eq 1 ]; then
+			sections+=("$line")
+		else
+			key=${line%%=*}
+			key=${key//[[:space:]]/}
+			over[$key]=$line
+			order+=("$key")
+		fi
+	done
+	{
+		# the defaults' global keys, replaced where EXTRA says so
+		while IFS= read -r line; do
+			[ -n "$line" ] || continue
+			key=${line%%=*}
+			key=${key//[[:space:]]/}
+			if [ -n "${over[$key]+set}" ]; then
+				line=${over[$key]}
+				unset "over[$key]"
+			fi
+			[[ $line =~ =[[:space:]]*$ ]] || echo "$line"
+		done < <(sed -n '/^\[/q;p' <<<"$defaults")
+		# new global keys
+		for key in "${order[@]}"; do
+			[ -n "${over[$key]+set}" ] || continue
+			line=${over[$key]}
+			unset "over[$key]"
+			[[ $line =~ =[[:space:]]*$ ]] || echo "$line"
+		done
+		# the defaults' sections, then EXTRA's
+		sed -n '/^\[/,$p' <<<"$defaults"
+		[ ${#sections[@]} -eq 0 ] || printf '%s\n' "${sections[@]}"
+	} >"$file"
+}
+
+# target_conf FILE [EXTRA...]: a target config on a new free port
+# ($TARGET_PORT), repository $T/repo, tenants acme (acme-source) and
+# globex (globex-source).  Write source configs after it.
+target_conf() {
+	local file=$1
+	shift
+	pki_init
+	TARGET_PORT=$(free_port) || bail "no free port"
+	conf_write "$file" "listen = 127.0.0.1:$TARGET_PORT
+certificate = $PKI/target.crt
+key = $PKI/target.key
+ca = $PKI/ca.crt
+repository = $T/repo
+[tenant acme]
+identity = acme-source
+[tenant globex]
+identity = globex-source" "$@"
+}
+
+# source_conf FILE CERT [EXTRA...]: a source config for $TARGET_PORT with
+# client certificate $PKI/CERT.crt and key; CERT "none" leaves both out.
+source_conf() {
+	local file=$1 cert=$2 certlines=
+	shift 2
+	pki_init
+	[ "$cert" = none ] ||
+	    certlines="certificate = $PKI/$cert.crt
+key = $PKI/$cert.key"
+	conf_write "$file" "target = 127.0.0.1:$TARGET_PORT
+server_name = localhost
+$certlines
+ca = $PKI/ca.crt" "$@"
+}
+
+# --- daemons -------------------------------------------------------------
+
+# target_start CONF: start the target in the foreground mode, in the
+# background, logging to $TARGET_LOG; waits up to 10 s for "listening on".
+# Returns 1 (and says why) if it does not get there.
+target_start() {
+	local conf=$1 start
+	[ -z "$TARGET_PID" ] || target_stop
+	touch "$TARGET_LOG"
+	start=$(($(wc -l <"$TARGET_LOG") + 1))
+	echo "--- target_start $conf" >>"$TARGET_LOG"
+	"$BUILD/target-transporter" -d -f "$conf" >>"$TARGET_LOG" 2>&1 &
+	TARGET_PID=$!
+	track "$TARGET_PID"
+	for _ in $(seq 100); do
+		if tail -n "+$start" "$TARGET_LOG" | grep -q 'listening on'; then
+			return 0
+		fi
+		if ! kill -0 "$TARGET_PID" 2>/dev/null; then
+			wait "$TARGET_PID"
+			echo "# target exited with $? before listening:"
+			tail -n "+$start" "$TARGET_LOG" | diag
+			TARGET_PID=
+			return 1
+		fi
+		sleep 0.1
+	done
+	echo "# target not listening after 10 s:"
+	tail -n "+$start" "$TARGET_LOG" | diag
+	target_stop
+	return 1
+}
+
+# target_stop: stop the running target (TERM, then KILL after 5 s)
+target_stop() {
+	[ -n "$TARGET_PID" ] || return 0
+	stop_pid "$TARGET_PID"
+	TARGET_PID=
+}
+
+# target_alive: is the target still running?
+target_alive() {
+	[ -n "$TARGET_PID" ] && kill -0 "$TARGET_PID" 2>/dev/null
+}
+
+# src ARGS...: the source with $T/source.conf (SRC_CONF overrides), with a
+# timeout of SRC_TIMEOUT seconds
+src() {
+	timeout "$SRC_TIMEOUT" "$BUILD/source-transporter" \
+	    -f "${SRC_CONF:-$T/source.conf}" "$@"
+}
+
+# --- measurements --------------------------------------------------------
+
+# peak_rss_kib PID: peak resident set size (VmHWM) of a running process
+peak_rss_kib() {
+	awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null
+}
+
+# files_identical A B: same bytes?
+files_identical() {
+	cmp -s -- "$1" "$2"
+}
+
+# allocated_kib FILE: disk space FILE really uses
+allocated_kib() {
+	du -k -- "$1" | cut -f1
+}
+
+# apparent_kib FILE: its size
+apparent_kib() {
+	echo $(($(stat -c %s -- "$1") / 1024))
+}
+
+# json_get FILE KEY: a top-level value of the JSON object in FILE
+json_get() {
+	"$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
+	    "$1" "$2" 2>/dev/null
+}
