@@ -165,7 +165,7 @@ struct repo_job	*repo_job_begin(struct repo *, const char *, const char *,
 		    uint64_t, uint32_t, uint32_t);
 int		 repo_job_put_chunk(struct repo_job *, const uint8_t *,
 		    uint32_t, uint32_t, const void *, size_t);
-void		 repo_job_set_block(struct repo_job *, uint64_t,
+int		 repo_job_set_block(struct repo_job *, uint64_t,
 		    const uint8_t *);
 int		 repo_job_sync(struct repo_job *);
 int		 repo_job_commit(struct repo_job *, struct repo_point *);

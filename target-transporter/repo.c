@@ -1,0 +1,1882 @@
+/*
+ * repo.c: the target's repository of restore points.
+ *
+ * Content-addressed chunk objects plus, per restore point, an index
+ * (block number -> chunk id) and a manifest written last: a point
+ * exists iff its manifest exists and verifies.  Per tenant:
+ *
+ *	transporter-repo			format marker
+ *	tenants/T/chunks/xx/<64 hex>		chunk objects, immutable
+ *	tenants/T/points/NAME/<id>.index	block -> chunk id
+ *	tenants/T/points/NAME/<id>.manifest	the commit record
+ *	tenants/T/tmp/<id>/			a job in progress
+ *
+ * Invariant: an object under its final name is complete and durable.
+ * Storage is reached only through the be_* functions, which ask
+ * nothing of the store that RADOS or S3 lacks: whole immutable
+ * objects, create-if-absent, ranged reads, unordered listing of one
+ * prefix.  No directory is ever renamed.
+ */
+#include <sys/types.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <search.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "target.h"
+
+#define REPO_MARKER		"transporter-repo"
+#define REPO_MARKER_STAGE	".transporter-repo.tmp"
+#define REPO_MARKER_PREFIX	"transporter repository "
+#define REPO_FORMAT		1
+#define REPO_KEY_MAX		512
+#define REPO_TREE_DEPTH		4	/* how deep stale tmp trees go */
+
+/* Chunk object: header then stored payload. */
+#define CHUNK_MAGIC		"TRCK"
+#define CHUNK_VERSION		1
+#define CHUNK_HDR_LEN		48
+#define CHUNK_STORED_MAX	(BLOCK_SIZE_MAX + 64)
+#define CHUNK_FLAGS_ALL		(CHUNK_COMPRESSED | CHUNK_ENCRYPTED)
+
+/* Index: header then blocks * CHUNK_ID_LEN. */
+#define INDEX_MAGIC		"TRIX"
+#define INDEX_VERSION		1
+#define INDEX_HDR_LEN		20
+/* 2^30 blocks: 64 TiB at 64 KiB blocks, a 32 GiB index in memory. */
+#define REPO_BLOCKS_MAX		(1ull << 30)
+
+/* Manifest: magic, u32 length, protobuf Manifest, SHA-256. */
+#define MANIFEST_MAGIC		"TRMF"
+#define MANIFEST_FORMAT		1
+#define MANIFEST_MAX		65536
+
+/* "YYYYMMDDTHHMMSSZ-" + 8 hex */
+#define POINT_ID_LEN		25
+
+struct repo {
+	char			*r_path;
+	int			 r_fd;		/* root; flock'd */
+};
+
+/* A chunk written to the job's tmp dir, not yet durable. */
+struct pending {
+	uint8_t			 pd_id[CHUNK_ID_LEN];
+	uint64_t		 pd_seq;	/* tmp/<job>/c<seq> */
+	uint32_t		 pd_size;	/* header + payload */
+	struct pending		*pd_next;
+};
+
+struct repo_job {
+	struct repo		*j_repo;
+	char			 j_tenant[NAME_MAX_LEN + 1];
+	char			 j_name[NAME_MAX_LEN + 1];
+	char			 j_id[POINT_ID_LEN + 1];
+	char			 j_tmp[REPO_KEY_MAX];	/* key of tmp dir */
+	int64_t			 j_created;
+	uint64_t		 j_disk_size;
+	uint32_t		 j_block_size;
+	uint32_t		 j_mode;
+	uint64_t		 j_blocks;
+	uint8_t			*j_index;	/* j_blocks * CHUNK_ID_LEN */
+
+	pthread_mutex_t		 j_mtx;		/* the fields below */
+	void			*j_tree;	/* pending by id (tsearch) */
+	struct pending		*j_pending;	/* not yet taken by a sync */
+	uint64_t		 j_seq;
+	pthread_mutex_t		 j_sync_mtx;	/* one sync at a time */
+
+	_Atomic uint64_t	 j_bytes;
+	_Atomic uint64_t	 j_new;
+	_Atomic uint64_t	 j_dedup;
+	_Atomic int		 j_err;		/* sticky: a sync failed */
+};
+
+struct be_obj {
+	int			 bo_fd;
+	uint64_t		 bo_size;
+};
+
+static const uint8_t zero_id[CHUNK_ID_LEN];
+
+/* Big-endian helpers. */
+static void
+put_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = v >> 8;
+	p[1] = v;
+}
+
+static void
+put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = v >> 24;
+	p[1] = v >> 16;
+	p[2] = v >> 8;
+	p[3] = v;
+}
+
+static void
+put_be64(uint8_t *p, uint64_t v)
+{
+	put_be32(p, v >> 32);
+	put_be32(p + 4, v);
+}
+
+static uint16_t
+get_be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static uint32_t
+get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	    (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t
+get_be64(const uint8_t *p)
+{
+	return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+/*
+ * Keys and names.
+ */
+
+/* Fills buf with a key; -1 ENAMETOOLONG if it does not fit. */
+static int __attribute__((format(printf, 3, 4)))
+repo_key(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list	 ap;
+	int	 n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= len) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+/* A tenant or backup name, safe as one path component. */
+static int
+repo_name_ok(const char *name)
+{
+	return name != NULL && name[0] != '\0' && name[0] != '.' &&
+	    strlen(name) <= NAME_MAX_LEN && strchr(name, '/') == NULL &&
+	    name_is_valid(name);
+}
+
+/* "YYYYMMDDTHHMMSSZ-" followed by 8 lower-case hex digits. */
+static int
+point_id_ok(const char *id)
+{
+	/* d: digit, x: lower-case hex digit, else that very character */
+	static const char	 pat[] = "ddddddddTddddddZ-xxxxxxxx";
+	size_t			 i;
+
+	if (id == NULL || strlen(id) != POINT_ID_LEN)
+		return 0;
+	for (i = 0; i < POINT_ID_LEN; i++) {
+		switch (pat[i]) {
+		case 'd':
+			if (id[i] < '0' || id[i] > '9')
+				return 0;
+			break;
+		case 'x':
+			if ((id[i] < '0' || id[i] > '9') &&
+			    (id[i] < 'a' || id[i] > 'f'))
+				return 0;
+			break;
+		default:
+			if (id[i] != pat[i])
+				return 0;
+			break;
+		}
+	}
+	return 1;
+}
+
+static void
+id_hex(const uint8_t id[CHUNK_ID_LEN], char hex[2 * CHUNK_ID_LEN + 1])
+{
+	hex_encode(id, CHUNK_ID_LEN, hex);
+	hex[2 * CHUNK_ID_LEN] = '\0';
+}
+
+static int
+chunk_key(char *buf, size_t len, const char *tenant,
+    const uint8_t id[CHUNK_ID_LEN])
+{
+	char	 hex[2 * CHUNK_ID_LEN + 1];
+
+	id_hex(id, hex);
+	return repo_key(buf, len, "tenants/%s/chunks/%.2s/%s", tenant, hex,
+	    hex);
+}
+
+/*
+ * I/O helpers: whole reads and writes, EINTR and short counts handled.
+ */
+
+static int
+write_full(int fd, const void *buf, size_t len)
+{
+	const uint8_t	*p = buf;
+	ssize_t		 n;
+
+	while (len > 0) {
+		n = write(fd, p, len > (1u << 30) ? (1u << 30) : len);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0) {
+			errno = EIO;
+			return -1;
+		}
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int
+write_iov(int fd, const struct iovec *iov, int iovcnt)
+{
+	int	 i;
+
+	for (i = 0; i < iovcnt; i++)
+		if (write_full(fd, iov[i].iov_base, iov[i].iov_len) == -1)
+			return -1;
+	return 0;
+}
+
+/* Same as close(2) but a failure (lost write-back) is EIO. */
+static int
+close_checked(int fd)
+{
+	if (close(fd) == -1 && errno != EINTR) {
+		if (errno != ENOSPC && errno != EDQUOT)
+			errno = EIO;
+		return -1;
+	}
+	return 0;
+}
+
+/* SHA-256 over several buffers. */
+static int
+sha256_iov(const struct iovec *iov, int iovcnt, uint8_t out[CHUNK_ID_LEN])
+{
+	EVP_MD_CTX	*ctx;
+	int		 i, rv = -1;
+
+	if ((ctx = EVP_MD_CTX_new()) == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+		goto fail;
+	for (i = 0; i < iovcnt; i++)
+		if (EVP_DigestUpdate(ctx, iov[i].iov_base,
+		    iov[i].iov_len) != 1)
+			goto fail;
+	if (EVP_DigestFinal_ex(ctx, out, NULL) != 1)
+		goto fail;
+	rv = 0;
+ fail:
+	EVP_MD_CTX_free(ctx);
+	if (rv == -1)
+		errno = EIO;
+	return rv;
+}
+
+/*
+ * Storage backend: the local directory.  Keys are paths relative to
+ * the repository root, made only of validated names.
+ */
+
+/* 1 if the object exists, 0 if not, -1 on error. */
+static int
+be_exists(struct repo *r, const char *key)
+{
+	struct stat	 st;
+
+	if (fstatat(r->r_fd, key, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return 1;
+	return errno == ENOENT ? 0 : -1;
+}
+
+/* Opens an object for ranged reads; ENOENT if absent. */
+static int
+be_open(struct repo *r, const char *key, struct be_obj *o)
+{
+	struct stat	 st;
+
+	o->bo_fd = -1;
+	o->bo_size = 0;
+	if ((o->bo_fd = openat(r->r_fd, key,
+	    O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1) {
+		if (errno == ELOOP)
+			errno = EBADMSG;
+		return -1;
+	}
+	if (fstat(o->bo_fd, &st) == -1)
+		goto fail;
+	if (!S_ISREG(st.st_mode)) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	o->bo_size = (uint64_t)st.st_size;
+	return 0;
+ fail:
+	close(o->bo_fd);
+	o->bo_fd = -1;
+	return -1;
+}
+
+/* Reads exactly len bytes at off; EBADMSG if the object is shorter. */
+static int
+be_read(struct be_obj *o, uint64_t off, void *buf, size_t len)
+{
+	uint8_t	*p = buf;
+	ssize_t	 n;
+
+	while (len > 0) {
+		n = pread(o->bo_fd, p, len > (1u << 30) ? (1u << 30) : len,
+		    (off_t)off);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0) {
+			errno = EBADMSG;
+			return -1;
+		}
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static void
+be_close(struct be_obj *o)
+{
+	if (o->bo_fd != -1)
+		close(o->bo_fd);
+	o->bo_fd = -1;
+}
+
+/* fsync of a directory key; "" is the root. */
+static int
+be_sync_dir(struct repo *r, const char *key)
+{
+	int	 fd, rv;
+
+	if (key[0] == '\0')
+		return fsync(r->r_fd);
+	if ((fd = openat(r->r_fd, key,
+	    O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	rv = fsync(fd);
+	if (close_checked(fd) == -1)
+		rv = -1;
+	return rv;
+}
+
+static int
+be_sync_parent(struct repo *r, const char *key)
+{
+	char		 dir[REPO_KEY_MAX];
+	const char	*slash;
+
+	if ((slash = strrchr(key, '/')) == NULL)
+		return be_sync_dir(r, "");
+	if ((size_t)(slash - key) >= sizeof(dir)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(dir, key, slash - key);
+	dir[slash - key] = '\0';
+	return be_sync_dir(r, dir);
+}
+
+/* Creates a "directory" if absent, durably.  A no-op on object stores. */
+static int
+be_mkdir(struct repo *r, const char *key)
+{
+	if (mkdirat(r->r_fd, key, 0700) == -1)
+		return errno == EEXIST ? 0 : -1;
+	return be_sync_parent(r, key);
+}
+
+/*
+ * Moves a staged object to its final key unless that exists: -1 with
+ * EEXIST then, and the staged copy is gone either way.
+ */
+static int
+be_link(struct repo *r, const char *stage, const char *key)
+{
+	int	 save;
+
+	if (renameat2(r->r_fd, stage, r->r_fd, key, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP) {
+		/* No RENAME_NOREPLACE here: link(2) is create-if-absent. */
+		if (linkat(r->r_fd, stage, r->r_fd, key, 0) == 0) {
+			unlinkat(r->r_fd, stage, 0);
+			return 0;
+		}
+	}
+	save = errno;
+	if (save == EEXIST)
+		unlinkat(r->r_fd, stage, 0);
+	errno = save;
+	return -1;
+}
+
+/*
+ * Writes an object at the stage key without making it durable, and
+ * starts its write-back so that the batched sync finds little to do.
+ */
+static int
+be_stage(struct repo *r, const char *stage, const struct iovec *iov,
+    int iovcnt)
+{
+	int	 fd, save;
+
+	if ((fd = openat(r->r_fd, stage,
+	    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+	    0600)) == -1)
+		return -1;
+	if (write_iov(fd, iov, iovcnt) == -1) {
+		save = errno;
+		close(fd);
+		goto fail;
+	}
+	(void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	if (close_checked(fd) == -1) {
+		save = errno;
+		goto fail;
+	}
+	return 0;
+ fail:
+	unlinkat(r->r_fd, stage, 0);
+	errno = save;
+	return -1;
+}
+
+/*
+ * Durable create-if-absent of one object: staged write, fsync, link
+ * to the final key, fsync of its directory.  EEXIST if it exists.
+ */
+static int
+be_put(struct repo *r, const char *stage, const char *key,
+    const struct iovec *iov, int iovcnt)
+{
+	int	 fd, save;
+
+	if ((fd = openat(r->r_fd, stage,
+	    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+	    0600)) == -1)
+		return -1;
+	if (write_iov(fd, iov, iovcnt) == -1 || fsync(fd) == -1) {
+		save = errno;
+		close(fd);
+		goto fail;
+	}
+	if (close_checked(fd) == -1) {
+		save = errno;
+		goto fail;
+	}
+	if (be_link(r, stage, key) == -1)
+		return -1;
+	return be_sync_parent(r, key);
+ fail:
+	unlinkat(r->r_fd, stage, 0);
+	errno = save;
+	return -1;
+}
+
+/*
+ * Makes n staged objects durable under their final keys, each created
+ * if absent (existed[i] set when it was there already).  Measured on
+ * ext4: one syncfs(2) per batch, with write-back started at staging,
+ * beats an fsync per object by 1.5-3x (fewer journal commits).
+ */
+static int
+be_publish(struct repo *r, size_t n, char (*stage)[REPO_KEY_MAX],
+    char (*key)[REPO_KEY_MAX], int *existed)
+{
+	char	 dir[REPO_KEY_MAX];
+	char	*slash;
+	size_t	 i;
+
+	if (n == 0)
+		return 0;
+	if (syncfs(r->r_fd) == -1)
+		return -1;
+	for (i = 0; i < n; i++) {
+		existed[i] = 0;
+		if ((slash = strrchr(key[i], '/')) != NULL) {
+			memcpy(dir, key[i], slash - key[i]);
+			dir[slash - key[i]] = '\0';
+			if (be_mkdir(r, dir) == -1)
+				return -1;
+		}
+		if (be_link(r, stage[i], key[i]) == -1) {
+			if (errno != EEXIST)
+				return -1;
+			existed[i] = 1;
+		}
+	}
+	/* The new names (and any new directories) hit the disk. */
+	return syncfs(r->r_fd);
+}
+
+/*
+ * Calls cb(arg, name) for every entry of a "directory", in no
+ * particular order; a cb returning -1 stops the walk.  "" is the
+ * root.  ENOENT if the directory is absent.
+ */
+static int
+be_list(struct repo *r, const char *key, int (*cb)(void *, const char *),
+    void *arg)
+{
+	DIR		*d = NULL;
+	struct dirent	*de;
+	int		 fd, rv = -1, save;
+
+	if ((fd = openat(r->r_fd, key[0] == '\0' ? "." : key,
+	    O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	if ((d = fdopendir(fd)) == NULL) {
+		save = errno;
+		close(fd);
+		errno = save;
+		return -1;
+	}
+	for (;;) {
+		errno = 0;
+		if ((de = readdir(d)) == NULL) {
+			if (errno != 0)
+				goto fail;
+			break;
+		}
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (cb(arg, de->d_name) == -1)
+			goto fail;
+	}
+	rv = 0;
+ fail:
+	save = errno;
+	closedir(d);
+	errno = save;
+	return rv;
+}
+
+static int
+be_remove(struct repo *r, const char *key)
+{
+	if (unlinkat(r->r_fd, key, 0) == -1 && errno != ENOENT)
+		return -1;
+	return 0;
+}
+
+/* Removes a key and everything under it; absent is fine. */
+static int
+be_remove_tree(struct repo *r, const char *key, int depth)
+{
+	char		 child[REPO_KEY_MAX];
+	DIR		*d;
+	struct dirent	*de;
+	int		 fd, rv = 0;
+
+	if (unlinkat(r->r_fd, key, 0) == 0)
+		return 0;
+	if (errno == ENOENT)
+		return 0;
+	if (errno != EISDIR && errno != EPERM)
+		return -1;
+	if (depth <= 0) {
+		errno = ELOOP;
+		return -1;
+	}
+	if ((fd = openat(r->r_fd, key,
+	    O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)) == -1)
+		return -1;
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (repo_key(child, sizeof(child), "%s/%s", key,
+		    de->d_name) == -1 ||
+		    be_remove_tree(r, child, depth - 1) == -1)
+			rv = -1;
+	}
+	closedir(d);
+	if (unlinkat(r->r_fd, key, AT_REMOVEDIR) == -1 && errno != ENOENT)
+		rv = -1;
+	return rv;
+}
+
+/*
+ * Opening.
+ */
+
+struct empty_walk {
+	int	 ew_entries;
+};
+
+static int
+repo_empty_cb(void *arg, const char *name)
+{
+	struct empty_walk	*ew = arg;
+
+	/* A fresh file system's lost+found, our own half-made marker. */
+	if (strcmp(name, "lost+found") != 0 &&
+	    strcmp(name, REPO_MARKER_STAGE) != 0)
+		ew->ew_entries++;
+	return 0;
+}
+
+/* Reads and checks the marker; creates it in an empty directory. */
+static int
+repo_marker(struct repo *r, char *errbuf, size_t errlen)
+{
+	static const char	 text[] = REPO_MARKER_PREFIX "1\n";
+	struct empty_walk	 ew = { 0 };
+	struct be_obj		 o = { -1, 0 };
+	struct iovec		 iov;
+	char			 buf[64];
+	unsigned long		 format;
+	char			*end;
+	int			 rv = -1;
+
+	if (be_open(r, REPO_MARKER, &o) == 0) {
+		if (o.bo_size >= sizeof(buf) ||
+		    be_read(&o, 0, buf, o.bo_size) == -1 ||
+		    strncmp(buf, REPO_MARKER_PREFIX,
+		    strlen(REPO_MARKER_PREFIX)) != 0) {
+			snprintf(errbuf, errlen, "%s: not a transporter "
+			    "repository (bad %s file)", r->r_path,
+			    REPO_MARKER);
+			goto fail;
+		}
+		buf[o.bo_size] = '\0';
+		errno = 0;
+		format = strtoul(buf + strlen(REPO_MARKER_PREFIX), &end, 10);
+		if (errno != 0 || strcmp(end, "\n") != 0) {
+			snprintf(errbuf, errlen, "%s: not a transporter "
+			    "repository (bad %s file)", r->r_path,
+			    REPO_MARKER);
+			goto fail;
+		}
+		if (format != REPO_FORMAT) {
+			snprintf(errbuf, errlen, "%s: repository format %lu "
+			    "is not supported (this build reads format %d)",
+			    r->r_path, format, REPO_FORMAT);
+			goto fail;
+		}
+		rv = 0;
+		goto fail;
+	}
+	if (errno != ENOENT) {
+		snprintf(errbuf, errlen, "%s/%s: %s", r->r_path, REPO_MARKER,
+		    strerror(errno));
+		goto fail;
+	}
+	if (be_list(r, "", repo_empty_cb, &ew) == -1) {
+		snprintf(errbuf, errlen, "%s: %s", r->r_path,
+		    strerror(errno));
+		goto fail;
+	}
+	if (ew.ew_entries != 0) {
+		snprintf(errbuf, errlen, "%s: not empty and not a transporter "
+		    "repository (no %s file); give an empty directory",
+		    r->r_path, REPO_MARKER);
+		goto fail;
+	}
+	iov.iov_base = (void *)text;
+	iov.iov_len = strlen(text);
+	if (be_put(r, REPO_MARKER_STAGE, REPO_MARKER, &iov, 1) == -1) {
+		snprintf(errbuf, errlen, "%s: cannot create %s: %s",
+		    r->r_path, REPO_MARKER, strerror(errno));
+		goto fail;
+	}
+	log_info("repository %s created", r->r_path);
+	rv = 0;
+ fail:
+	be_close(&o);
+	return rv;
+}
+
+struct stale_walk {
+	struct repo	*sw_repo;
+	const char	*sw_tenant;
+	int		 sw_removed;
+};
+
+static int
+repo_stale_job_cb(void *arg, const char *name)
+{
+	struct stale_walk	*sw = arg;
+	char			 key[REPO_KEY_MAX];
+
+	if (repo_key(key, sizeof(key), "tenants/%s/tmp/%s", sw->sw_tenant,
+	    name) == -1 ||
+	    be_remove_tree(sw->sw_repo, key, REPO_TREE_DEPTH) == -1)
+		log_warn("repository %s: cannot remove %s",
+		    sw->sw_repo->r_path, key);
+	else
+		sw->sw_removed++;
+	return 0;
+}
+
+static int
+repo_stale_tenant_cb(void *arg, const char *name)
+{
+	struct stale_walk	*sw = arg;
+	char			 key[REPO_KEY_MAX];
+
+	if (!repo_name_ok(name))
+		return 0;
+	sw->sw_tenant = name;
+	if (repo_key(key, sizeof(key), "tenants/%s/tmp", name) == 0 &&
+	    be_list(sw->sw_repo, key, repo_stale_job_cb, sw) == -1 &&
+	    errno != ENOENT)
+		log_warn("repository %s: %s", sw->sw_repo->r_path, key);
+	return 0;
+}
+
+/*
+ * Opens (creating if it is missing or empty) the repository at path,
+ * removes the files of jobs that never finished and locks it against
+ * other processes.  Returns the repository, or NULL with a one-line
+ * error in errbuf.  repo_close frees it.
+ */
+struct repo *
+repo_open(const char *path, char *errbuf, size_t errlen)
+{
+	struct stale_walk	 sw;
+	struct repo		*r = NULL;
+
+	if (errlen > 0)
+		errbuf[0] = '\0';
+	if (path == NULL || path[0] == '\0') {
+		snprintf(errbuf, errlen, "no repository path given");
+		goto fail;
+	}
+	if ((r = calloc(1, sizeof(*r))) == NULL ||
+	    (r->r_path = strdup(path)) == NULL) {
+		snprintf(errbuf, errlen, "%s: out of memory", path);
+		goto fail;
+	}
+	r->r_fd = -1;
+	if (mkdir(path, 0700) == -1 && errno != EEXIST) {
+		snprintf(errbuf, errlen, "%s: cannot create: %s", path,
+		    strerror(errno));
+		goto fail;
+	}
+	if ((r->r_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
+	    -1) {
+		snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (flock(r->r_fd, LOCK_EX | LOCK_NB) == -1) {
+		snprintf(errbuf, errlen, "%s: %s", path,
+		    errno == EWOULDBLOCK ? "in use by another process" :
+		    strerror(errno));
+		goto fail;
+	}
+	if (repo_marker(r, errbuf, errlen) == -1)
+		goto fail;
+	if (be_mkdir(r, "tenants") == -1) {
+		snprintf(errbuf, errlen, "%s/tenants: %s", path,
+		    strerror(errno));
+		goto fail;
+	}
+	memset(&sw, 0, sizeof(sw));
+	sw.sw_repo = r;
+	if (be_list(r, "tenants", repo_stale_tenant_cb, &sw) == -1) {
+		snprintf(errbuf, errlen, "%s/tenants: %s", path,
+		    strerror(errno));
+		goto fail;
+	}
+	if (sw.sw_removed > 0)
+		log_info("repository %s: removed %d unfinished job(s)", path,
+		    sw.sw_removed);
+	return r;
+ fail:
+	repo_close(r);
+	return NULL;
+}
+
+/* Closes and frees the repository (and its lock); NULL is fine. */
+void
+repo_close(struct repo *r)
+{
+	if (r == NULL)
+		return;
+	if (r->r_fd != -1)
+		close(r->r_fd);
+	r->r_fd = -1;
+	free(r->r_path);
+	r->r_path = NULL;
+	free(r);
+}
+
+/*
+ * Jobs.
+ */
+
+static int
+pending_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, CHUNK_ID_LEN);
+}
+
+static int
+repo_tenant_dirs(struct repo *r, const char *tenant)
+{
+	static const char	*sub[] = { "chunks", "points", "tmp" };
+	char			 key[REPO_KEY_MAX];
+	size_t			 i;
+
+	if (repo_key(key, sizeof(key), "tenants/%s", tenant) == -1 ||
+	    be_mkdir(r, key) == -1)
+		return -1;
+	for (i = 0; i < sizeof(sub) / sizeof(sub[0]); i++)
+		if (repo_key(key, sizeof(key), "tenants/%s/%s", tenant,
+		    sub[i]) == -1 || be_mkdir(r, key) == -1)
+			return -1;
+	return 0;
+}
+
+static int
+repo_point_id(char id[POINT_ID_LEN + 1], int64_t *created)
+{
+	struct tm	 tm;
+	time_t		 now;
+	uint8_t		 rnd[4];
+	char		 hex[2 * sizeof(rnd) + 1];
+
+	now = time(NULL);
+	if (gmtime_r(&now, &tm) == NULL ||
+	    strftime(id, POINT_ID_LEN + 1, "%Y%m%dT%H%M%SZ-", &tm) != 17) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (crypto_random(rnd, sizeof(rnd)) == -1) {
+		errno = EIO;
+		return -1;
+	}
+	hex_encode(rnd, sizeof(rnd), hex);
+	hex[2 * sizeof(rnd)] = '\0';
+	memcpy(id + 17, hex, sizeof(hex));
+	*created = now;
+	return 0;
+}
+
+/*
+ * Starts a backup job of disk_size bytes in blocks of block_size for
+ * backup name in tenant's namespace, with EncryptionMode mode.  Every
+ * block starts as the zero block.  Returns the job, or NULL with
+ * errno: EINVAL (bad name, size, block size or mode), EFBIG (more
+ * than 2^30 blocks: use larger blocks), ENOMEM, or a storage error.
+ * repo_job_commit or repo_job_abort frees it.
+ */
+struct repo_job *
+repo_job_begin(struct repo *r, const char *tenant, const char *name,
+    uint64_t disk_size, uint32_t block_size, uint32_t mode)
+{
+	struct repo_job	*j = NULL;
+	uint64_t	 blocks;
+	int		 save, mtx = 0, sync_mtx = 0;
+
+	if (r == NULL || !repo_name_ok(tenant) || !repo_name_ok(name) ||
+	    disk_size == 0 || block_size < BLOCK_SIZE_MIN ||
+	    block_size > BLOCK_SIZE_MAX ||
+	    (block_size & (block_size - 1)) != 0 ||
+	    mode > ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE) {
+		errno = EINVAL;
+		return NULL;
+	}
+	blocks = disk_size / block_size + (disk_size % block_size != 0);
+	if (blocks > REPO_BLOCKS_MAX) {
+		errno = EFBIG;
+		return NULL;
+	}
+	if ((j = calloc(1, sizeof(*j))) == NULL)
+		return NULL;
+	j->j_repo = r;
+	snprintf(j->j_tenant, sizeof(j->j_tenant), "%s", tenant);
+	snprintf(j->j_name, sizeof(j->j_name), "%s", name);
+	j->j_disk_size = disk_size;
+	j->j_block_size = block_size;
+	j->j_mode = mode;
+	j->j_blocks = blocks;
+	if ((errno = pthread_mutex_init(&j->j_mtx, NULL)) != 0)
+		goto fail;
+	mtx = 1;
+	if ((errno = pthread_mutex_init(&j->j_sync_mtx, NULL)) != 0)
+		goto fail;
+	sync_mtx = 1;
+	/* calloc: untouched pages of a sparse disk cost nothing. */
+	if ((j->j_index = calloc(blocks, CHUNK_ID_LEN)) == NULL)
+		goto fail;
+	if (repo_point_id(j->j_id, &j->j_created) == -1)
+		goto fail;
+	if (repo_tenant_dirs(r, tenant) == -1 ||
+	    repo_key(j->j_tmp, sizeof(j->j_tmp), "tenants/%s/tmp/%s",
+	    tenant, j->j_id) == -1)
+		goto fail;
+	if (mkdirat(r->r_fd, j->j_tmp, 0700) == -1)
+		goto fail;	/* EEXIST: the same id twice, retry */
+	log_debug("repository %s: job %s/%s/%s begun, %llu blocks",
+	    r->r_path, tenant, name, j->j_id, (unsigned long long)blocks);
+	return j;
+ fail:
+	save = errno;
+	if (sync_mtx)
+		pthread_mutex_destroy(&j->j_sync_mtx);
+	if (mtx)
+		pthread_mutex_destroy(&j->j_mtx);
+	free(j->j_index);
+	free(j);
+	errno = save;
+	return NULL;
+}
+
+/*
+ * Stores one chunk of the job: payload is len bytes as they will be
+ * stored (flags CHUNK_COMPRESSED/CHUNK_ENCRYPTED), raw_len the
+ * plaintext length.  A chunk the tenant holds already, or this job
+ * has put already, is counted as deduplicated and not written.  The
+ * chunk becomes durable with the next repo_job_sync.
+ * Thread-safe: called from worker threads, concurrently with each
+ * other and with repo_job_sync.  Returns 0, or -1 with errno EINVAL,
+ * ENOSPC, EDQUOT, EIO.
+ */
+int
+repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
+    uint32_t flags, uint32_t raw_len, const void *payload, size_t len)
+{
+	struct repo	*r;
+	struct pending	*pd = NULL, **found;
+	uint8_t		 hdr[CHUNK_HDR_LEN];
+	struct iovec	 iov[2];
+	char		 key[REPO_KEY_MAX], stage[REPO_KEY_MAX];
+	uint64_t	 seq;
+	int		 rv = -1, save, staged = 0;
+
+	if (j == NULL || chunk_id == NULL || payload == NULL ||
+	    memcmp(chunk_id, zero_id, CHUNK_ID_LEN) == 0 ||
+	    (flags & ~CHUNK_FLAGS_ALL) != 0 || raw_len == 0 ||
+	    raw_len > BLOCK_SIZE_MAX || len == 0 || len > CHUNK_STORED_MAX ||
+	    (flags == 0 && len != raw_len)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if ((errno = atomic_load(&j->j_err)) != 0)
+		return -1;
+	r = j->j_repo;
+
+	pthread_mutex_lock(&j->j_mtx);
+	found = tfind(chunk_id, &j->j_tree, pending_cmp);
+	seq = j->j_seq++;
+	pthread_mutex_unlock(&j->j_mtx);
+	if (found != NULL)
+		goto dedup;
+	if (chunk_key(key, sizeof(key), j->j_tenant, chunk_id) == -1)
+		goto fail;
+	switch (be_exists(r, key)) {
+	case 1:
+		goto dedup;
+	case 0:
+		break;
+	default:
+		goto fail;
+	}
+
+	if ((pd = calloc(1, sizeof(*pd))) == NULL)
+		goto fail;
+	memcpy(pd->pd_id, chunk_id, CHUNK_ID_LEN);
+	pd->pd_seq = seq;
+	pd->pd_size = CHUNK_HDR_LEN + len;
+	memcpy(hdr, CHUNK_MAGIC, 4);
+	hdr[4] = CHUNK_VERSION;
+	hdr[5] = flags;
+	put_be16(hdr + 6, 0);
+	put_be32(hdr + 8, raw_len);
+	put_be32(hdr + 12, len);
+	crypto_sha256(payload, len, hdr + 16);
+	iov[0].iov_base = hdr;
+	iov[0].iov_len = sizeof(hdr);
+	iov[1].iov_base = (void *)payload;
+	iov[1].iov_len = len;
+	if (repo_key(stage, sizeof(stage), "%s/c%llu", j->j_tmp,
+	    (unsigned long long)seq) == -1 ||
+	    be_stage(r, stage, iov, 2) == -1)
+		goto fail;
+	staged = 1;
+
+	pthread_mutex_lock(&j->j_mtx);
+	if ((found = tsearch(pd, &j->j_tree, pending_cmp)) == NULL) {
+		pthread_mutex_unlock(&j->j_mtx);
+		errno = ENOMEM;
+		goto fail;
+	}
+	if (*found != pd) {
+		/* Another worker put the same chunk meanwhile. */
+		pthread_mutex_unlock(&j->j_mtx);
+		be_remove(r, stage);
+		free(pd);
+		goto dedup;
+	}
+	pd->pd_next = j->j_pending;
+	j->j_pending = pd;
+	atomic_fetch_add(&j->j_new, 1);
+	atomic_fetch_add(&j->j_bytes, pd->pd_size);
+	pthread_mutex_unlock(&j->j_mtx);
+	return 0;
+ dedup:
+	atomic_fetch_add(&j->j_dedup, 1);
+	return 0;
+ fail:
+	save = errno;
+	if (staged)
+		be_remove(r, stage);
+	free(pd);
+	errno = save;
+	return rv;
+}
+
+/*
+ * Records that block index holds chunk_id (all zero: the zero block).
+ * Not locked: call it from one thread (the session's), or from
+ * several for distinct indexes, never during repo_job_commit.
+ * Returns 0, or -1 with EINVAL if index is beyond the disk.
+ */
+int
+repo_job_set_block(struct repo_job *j, uint64_t index,
+    const uint8_t *chunk_id)
+{
+	if (j == NULL || chunk_id == NULL || index >= j->j_blocks) {
+		errno = EINVAL;
+		return -1;
+	}
+	memcpy(j->j_index + index * CHUNK_ID_LEN, chunk_id, CHUNK_ID_LEN);
+	return 0;
+}
+
+/*
+ * Makes every chunk whose repo_job_put_chunk returned before this call
+ * durable and visible under chunks/.  May run concurrently with puts;
+ * syncs are serialised.  Returns 0, or -1 with errno (ENOSPC, EDQUOT,
+ * EIO, ...): the job is then failed for good and must be aborted.
+ */
+int
+repo_job_sync(struct repo_job *j)
+{
+	struct repo	*r;
+	struct pending	*list, *pd, *next;
+	char		(*stage)[REPO_KEY_MAX] = NULL;
+	char		(*key)[REPO_KEY_MAX] = NULL;
+	int		*existed = NULL;
+	size_t		 i, n = 0;
+	int		 rv = -1, save, err;
+
+	if (j == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	r = j->j_repo;
+	pthread_mutex_lock(&j->j_sync_mtx);
+	if ((err = atomic_load(&j->j_err)) != 0) {
+		errno = err;
+		goto out;
+	}
+
+	/* Take the batch; its entries stay findable until published. */
+	pthread_mutex_lock(&j->j_mtx);
+	list = j->j_pending;
+	j->j_pending = NULL;
+	for (pd = list; pd != NULL; pd = pd->pd_next)
+		n++;
+	pthread_mutex_unlock(&j->j_mtx);
+	if (n == 0) {
+		rv = 0;
+		goto out;
+	}
+
+	if ((stage = calloc(n, sizeof(*stage))) == NULL ||
+	    (key = calloc(n, sizeof(*key))) == NULL ||
+	    (existed = calloc(n, sizeof(*existed))) == NULL)
+		goto fail;
+	for (pd = list, i = 0; pd != NULL; pd = pd->pd_next, i++)
+		if (repo_key(stage[i], sizeof(stage[i]), "%s/c%llu",
+		    j->j_tmp, (unsigned long long)pd->pd_seq) == -1 ||
+		    chunk_key(key[i], sizeof(key[i]), j->j_tenant,
+		    pd->pd_id) == -1)
+			goto fail;
+	if (be_publish(r, n, stage, key, existed) == -1)
+		goto fail;
+
+	pthread_mutex_lock(&j->j_mtx);
+	for (pd = list, i = 0; pd != NULL; pd = next, i++) {
+		next = pd->pd_next;
+		if (existed[i]) {
+			/* Another job stored it first: not ours after all. */
+			atomic_fetch_sub(&j->j_new, 1);
+			atomic_fetch_sub(&j->j_bytes, pd->pd_size);
+			atomic_fetch_add(&j->j_dedup, 1);
+		}
+		tdelete(pd, &j->j_tree, pending_cmp);
+		free(pd);
+	}
+	pthread_mutex_unlock(&j->j_mtx);
+	rv = 0;
+	goto out;
+ fail:
+	/* The entries stay in the tree, which repo_job_abort frees. */
+	save = errno;
+	if (save == 0)
+		save = EIO;
+	atomic_store(&j->j_err, save);
+	log_warnx("repository %s: job %s/%s/%s: sync failed: %s",
+	    r->r_path, j->j_tenant, j->j_name, j->j_id, strerror(save));
+	errno = save;
+ out:
+	save = errno;
+	pthread_mutex_unlock(&j->j_sync_mtx);
+	free(stage);
+	free(key);
+	free(existed);
+	errno = save;
+	return rv;
+}
+
+/* Orders block numbers by the chunk id they hold. */
+static int
+index_pos_cmp(const void *a, const void *b, void *arg)
+{
+	const uint8_t	*index = arg;
+	uint32_t	 pa = *(const uint32_t *)a, pb = *(const uint32_t *)b;
+
+	return memcmp(index + (uint64_t)pa * CHUNK_ID_LEN,
+	    index + (uint64_t)pb * CHUNK_ID_LEN, CHUNK_ID_LEN);
+}
+
+/*
+ * Counts the zero blocks and the distinct chunks of the job's index,
+ * and checks that every chunk it references is in the tenant's
+ * store: a point never references a chunk that is not durable.
+ * ENOENT (logged) if one is missing.
+ */
+static int
+job_count_chunks(struct repo_job *j, uint64_t *zero, uint64_t *distinct)
+{
+	const uint8_t	*index = j->j_index, *id;
+	uint32_t	*pos = NULL;
+	uint64_t	 i, n = 0;
+	char		 key[REPO_KEY_MAX];
+	int		 rv = -1, save;
+
+	*zero = *distinct = 0;
+	for (i = 0; i < j->j_blocks; i++)
+		if (memcmp(index + i * CHUNK_ID_LEN, zero_id,
+		    CHUNK_ID_LEN) == 0)
+			(*zero)++;
+	if (j->j_blocks == *zero)
+		return 0;
+	if ((pos = calloc(j->j_blocks - *zero, sizeof(*pos))) == NULL)
+		return -1;
+	for (i = 0; i < j->j_blocks; i++)
+		if (memcmp(index + i * CHUNK_ID_LEN, zero_id,
+		    CHUNK_ID_LEN) != 0)
+			pos[n++] = (uint32_t)i;
+	qsort_r(pos, n, sizeof(*pos), index_pos_cmp, (void *)index);
+	for (i = 0; i < n; i++) {
+		if (i > 0 && index_pos_cmp(&pos[i - 1], &pos[i],
+		    (void *)index) == 0)
+			continue;
+		(*distinct)++;
+		id = index + (uint64_t)pos[i] * CHUNK_ID_LEN;
+		if (chunk_key(key, sizeof(key), j->j_tenant, id) == -1)
+			goto fail;
+		switch (be_exists(j->j_repo, key)) {
+		case 1:
+			break;
+		case 0:
+			log_warnx("repository %s: job %s/%s/%s: block %u "
+			    "references chunk %s, which was never stored",
+			    j->j_repo->r_path, j->j_tenant, j->j_name,
+			    j->j_id, pos[i], key);
+			errno = ENOENT;
+			goto fail;
+		default:
+			goto fail;
+		}
+	}
+	rv = 0;
+ fail:
+	save = errno;
+	free(pos);
+	errno = save;
+	return rv;
+}
+
+static void
+index_header(uint8_t hdr[INDEX_HDR_LEN], uint32_t block_size,
+    uint64_t blocks)
+{
+	memcpy(hdr, INDEX_MAGIC, 4);
+	hdr[4] = INDEX_VERSION;
+	hdr[5] = 0;
+	put_be16(hdr + 6, 0);
+	put_be32(hdr + 8, block_size);
+	put_be64(hdr + 12, blocks);
+}
+
+static void
+point_from_job(const struct repo_job *j, struct repo_point *p)
+{
+	memset(p, 0, sizeof(*p));
+	snprintf(p->rp_name, sizeof(p->rp_name), "%s", j->j_name);
+	snprintf(p->rp_id, sizeof(p->rp_id), "%s", j->j_id);
+	p->rp_created = j->j_created;
+	p->rp_disk_size = j->j_disk_size;
+	p->rp_block_size = j->j_block_size;
+	p->rp_blocks = j->j_blocks;
+	p->rp_stored_bytes = atomic_load(&j->j_bytes);
+	p->rp_mode = j->j_mode;
+}
+
+/* Builds the manifest file's bytes; *out is malloc'd. */
+static int
+manifest_encode(const struct repo_point *p,
+    const uint8_t digest[CHUNK_ID_LEN], uint64_t chunks, uint8_t **out,
+    size_t *outlen)
+{
+	Manifest	 m = MANIFEST__INIT;
+	PointInfo	 pi = POINT_INFO__INIT;
+	uint8_t		*buf;
+	size_t		 len;
+
+	pi.name = (char *)p->rp_name;
+	pi.point_id = (char *)p->rp_id;
+	pi.created = p->rp_created;
+	pi.disk_size = p->rp_disk_size;
+	pi.block_size = p->rp_block_size;
+	pi.stored_bytes = p->rp_stored_bytes;
+	pi.mode = (EncryptionMode)p->rp_mode;
+	pi.blocks = p->rp_blocks;
+	pi.zero_blocks = p->rp_zero_blocks;
+	m.format = MANIFEST_FORMAT;
+	m.point = &pi;
+	m.index_digest.data = (uint8_t *)digest;
+	m.index_digest.len = CHUNK_ID_LEN;
+	m.chunks = chunks;
+	len = manifest__get_packed_size(&m);
+	if (len > MANIFEST_MAX - 8 - CHUNK_ID_LEN) {
+		errno = EINVAL;
+		return -1;
+	}
+	if ((buf = malloc(8 + len + CHUNK_ID_LEN)) == NULL)
+		return -1;
+	memcpy(buf, MANIFEST_MAGIC, 4);
+	put_be32(buf + 4, len);
+	manifest__pack(&m, buf + 8);
+	crypto_sha256(buf, 8 + len, buf + 8 + len);
+	*out = buf;
+	*outlen = 8 + len + CHUNK_ID_LEN;
+	return 0;
+}
+
+/*
+ * Commits the job: syncs its chunks, writes the index and then the
+ * manifest, each durably; the point exists from the manifest's
+ * rename on.  Fills p (rp_index NULL) on success.  Frees the job in
+ * every case; on failure nothing is listed and errno is set (ENOSPC,
+ * EDQUOT, EIO, ENOMEM; ENOENT if a block references a chunk that was
+ * never put).
+ */
+int
+repo_job_commit(struct repo_job *j, struct repo_point *p)
+{
+	struct repo	*r;
+	uint8_t		 hdr[INDEX_HDR_LEN], digest[CHUNK_ID_LEN];
+	struct iovec	 iov[2];
+	char		 dir[REPO_KEY_MAX], key[REPO_KEY_MAX];
+	char		 stage[REPO_KEY_MAX], mkey[REPO_KEY_MAX];
+	struct repo_point point;
+	uint8_t		*man = NULL;
+	size_t		 manlen;
+	uint64_t	 chunks;
+	int		 rv = -1, save, indexed = 0, published = 0;
+
+	if (j == NULL || p == NULL) {
+		repo_job_abort(j);
+		errno = EINVAL;
+		return -1;
+	}
+	r = j->j_repo;
+	if (repo_job_sync(j) == -1)
+		goto fail;
+
+	point_from_job(j, &point);
+	if (job_count_chunks(j, &point.rp_zero_blocks, &chunks) == -1)
+		goto fail;
+
+	/* The index. */
+	if (repo_key(dir, sizeof(dir), "tenants/%s/points/%s", j->j_tenant,
+	    j->j_name) == -1 || be_mkdir(r, dir) == -1)
+		goto fail;
+	index_header(hdr, j->j_block_size, j->j_blocks);
+	iov[0].iov_base = hdr;
+	iov[0].iov_len = sizeof(hdr);
+	iov[1].iov_base = j->j_index;
+	iov[1].iov_len = j->j_blocks * CHUNK_ID_LEN;
+	if (sha256_iov(iov, 2, digest) == -1 ||
+	    repo_key(stage, sizeof(stage), "%s/index", j->j_tmp) == -1 ||
+	    repo_key(key, sizeof(key), "%s/%s.index", dir, j->j_id) == -1 ||
+	    be_put(r, stage, key, iov, 2) == -1)
+		goto fail;
+	indexed = 1;
+
+	/* The manifest, last: the commit point. */
+	if (manifest_encode(&point, digest, chunks, &man, &manlen) == -1)
+		goto fail;
+	iov[0].iov_base = man;
+	iov[0].iov_len = manlen;
+	if (repo_key(stage, sizeof(stage), "%s/manifest", j->j_tmp) == -1 ||
+	    repo_key(mkey, sizeof(mkey), "%s/%s.manifest", dir,
+	    j->j_id) == -1)
+		goto fail;
+	if (be_put(r, stage, mkey, iov, 1) == -1) {
+		/* Linked but its directory not synced: take it back. */
+		save = errno;
+		if (save != EEXIST && be_exists(r, mkey) == 1)
+			published = 1;
+		errno = save;
+		goto fail;
+	}
+	log_info("repository %s: point %s/%s/%s committed, %llu blocks, "
+	    "%llu chunks, %llu bytes new", r->r_path, j->j_tenant,
+	    j->j_name, j->j_id, (unsigned long long)point.rp_blocks,
+	    (unsigned long long)chunks,
+	    (unsigned long long)point.rp_stored_bytes);
+	*p = point;
+	rv = 0;
+ fail:
+	save = errno;
+	if (rv == -1) {
+		if (published)
+			be_remove(r, mkey);
+		if (indexed)
+			be_remove(r, key);
+	}
+	free(man);
+	repo_job_abort(j);
+	errno = save;
+	return rv;
+}
+
+/*
+ * Drops the job: removes its tmp files and frees it.  Chunks already
+ * synced stay (they are valid and may be shared).  No put or sync may
+ * be running.  NULL is fine.
+ */
+void
+repo_job_abort(struct repo_job *j)
+{
+	if (j == NULL)
+		return;
+	if (be_remove_tree(j->j_repo, j->j_tmp, REPO_TREE_DEPTH) == -1)
+		log_warn("repository %s: cannot remove %s",
+		    j->j_repo->r_path, j->j_tmp);
+	tdestroy(j->j_tree, free);
+	j->j_tree = NULL;
+	j->j_pending = NULL;
+	free(j->j_index);
+	j->j_index = NULL;
+	pthread_mutex_destroy(&j->j_mtx);
+	pthread_mutex_destroy(&j->j_sync_mtx);
+	free(j);
+}
+
+/* Header and payload bytes of the chunks this job added. */
+uint64_t
+repo_job_bytes_stored(const struct repo_job *j)
+{
+	return atomic_load(&j->j_bytes);
+}
+
+uint64_t
+repo_job_chunks_new(const struct repo_job *j)
+{
+	return atomic_load(&j->j_new);
+}
+
+uint64_t
+repo_job_chunks_dedup(const struct repo_job *j)
+{
+	return atomic_load(&j->j_dedup);
+}
+
+/*
+ * Reading restore points.
+ */
+
+/*
+ * Reads and verifies the manifest of tenant/name/id into p (rp_index
+ * NULL) and the index digest it records.  ENOENT if absent, EBADMSG
+ * if it does not verify or does not describe that point.
+ */
+static int
+manifest_load(struct repo *r, const char *tenant, const char *name,
+    const char *id, struct repo_point *p, uint8_t digest[CHUNK_ID_LEN])
+{
+	struct be_obj	 o = { -1, 0 };
+	Manifest	*m = NULL;
+	PointInfo	*pi;
+	uint8_t		*buf = NULL, sum[CHUNK_ID_LEN];
+	char		 key[REPO_KEY_MAX];
+	uint32_t	 len;
+	uint64_t	 blocks;
+	int		 rv = -1, save;
+
+	if (repo_key(key, sizeof(key), "tenants/%s/points/%s/%s.manifest",
+	    tenant, name, id) == -1 || be_open(r, key, &o) == -1)
+		goto fail;
+	if (o.bo_size < 8 + CHUNK_ID_LEN || o.bo_size > MANIFEST_MAX) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	if ((buf = malloc(o.bo_size)) == NULL ||
+	    be_read(&o, 0, buf, o.bo_size) == -1)
+		goto fail;
+	len = get_be32(buf + 4);
+	if (memcmp(buf, MANIFEST_MAGIC, 4) != 0 ||
+	    len != o.bo_size - 8 - CHUNK_ID_LEN) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	crypto_sha256(buf, 8 + len, sum);
+	if (memcmp(sum, buf + 8 + len, CHUNK_ID_LEN) != 0 ||
+	    (m = manifest__unpack(NULL, len, buf + 8)) == NULL) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	pi = m->point;
+	errno = EBADMSG;
+	if (m->format != MANIFEST_FORMAT || pi == NULL ||
+	    m->index_digest.len != CHUNK_ID_LEN ||
+	    pi->name == NULL || strcmp(pi->name, name) != 0 ||
+	    pi->point_id == NULL || strcmp(pi->point_id, id) != 0 ||
+	    pi->block_size < BLOCK_SIZE_MIN ||
+	    pi->block_size > BLOCK_SIZE_MAX ||
+	    (pi->block_size & (pi->block_size - 1)) != 0 ||
+	    pi->disk_size == 0 ||
+	    (unsigned)pi->mode > ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE)
+		goto fail;
+	blocks = pi->disk_size / pi->block_size +
+	    (pi->disk_size % pi->block_size != 0);
+	if (pi->blocks != blocks || blocks > REPO_BLOCKS_MAX ||
+	    pi->zero_blocks > blocks || m->chunks > blocks - pi->zero_blocks)
+		goto fail;
+	memset(p, 0, sizeof(*p));
+	snprintf(p->rp_name, sizeof(p->rp_name), "%s", pi->name);
+	snprintf(p->rp_id, sizeof(p->rp_id), "%s", pi->point_id);
+	p->rp_created = pi->created;
+	p->rp_disk_size = pi->disk_size;
+	p->rp_block_size = pi->block_size;
+	p->rp_blocks = pi->blocks;
+	p->rp_zero_blocks = pi->zero_blocks;
+	p->rp_stored_bytes = pi->stored_bytes;
+	p->rp_mode = pi->mode;
+	memcpy(digest, m->index_digest.data, CHUNK_ID_LEN);
+	rv = 0;
+ fail:
+	save = errno;
+	if (m != NULL)
+		manifest__free_unpacked(m, NULL);
+	free(buf);
+	be_close(&o);
+	errno = save;
+	return rv;
+}
+
+/*
+ * Reads the index of p, checking it against the manifest's values
+ * and digest; fills p->rp_index.  EBADMSG if it does not verify.
+ */
+static int
+index_load(struct repo *r, const char *tenant, struct repo_point *p,
+    const uint8_t digest[CHUNK_ID_LEN])
+{
+	struct be_obj	 o = { -1, 0 };
+	uint8_t		 hdr[INDEX_HDR_LEN], sum[CHUNK_ID_LEN];
+	struct iovec	 iov[2];
+	char		 key[REPO_KEY_MAX];
+	uint8_t		*index = NULL;
+	uint64_t	 blocks, zero, i;
+	int		 rv = -1, save;
+
+	if (repo_key(key, sizeof(key), "tenants/%s/points/%s/%s.index",
+	    tenant, p->rp_name, p->rp_id) == -1 || be_open(r, key, &o) == -1)
+		goto fail;
+	if (o.bo_size < INDEX_HDR_LEN) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	if (be_read(&o, 0, hdr, sizeof(hdr)) == -1)
+		goto fail;
+	blocks = get_be64(hdr + 12);
+	if (memcmp(hdr, INDEX_MAGIC, 4) != 0 || hdr[4] != INDEX_VERSION ||
+	    hdr[5] != 0 || get_be16(hdr + 6) != 0 ||
+	    get_be32(hdr + 8) != p->rp_block_size ||
+	    blocks != p->rp_blocks || blocks == 0 ||
+	    blocks > REPO_BLOCKS_MAX ||
+	    o.bo_size - INDEX_HDR_LEN != blocks * CHUNK_ID_LEN) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	if ((index = malloc(blocks * CHUNK_ID_LEN)) == NULL ||
+	    be_read(&o, INDEX_HDR_LEN, index, blocks * CHUNK_ID_LEN) == -1)
+		goto fail;
+	iov[0].iov_base = hdr;
+	iov[0].iov_len = sizeof(hdr);
+	iov[1].iov_base = index;
+	iov[1].iov_len = blocks * CHUNK_ID_LEN;
+	if (sha256_iov(iov, 2, sum) == -1)
+		goto fail;
+	for (zero = 0, i = 0; i < blocks; i++)
+		if (memcmp(index + i * CHUNK_ID_LEN, zero_id,
+		    CHUNK_ID_LEN) == 0)
+			zero++;
+	if (memcmp(sum, digest, CHUNK_ID_LEN) != 0 ||
+	    zero != p->rp_zero_blocks) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	p->rp_index = index;
+	index = NULL;
+	rv = 0;
+ fail:
+	save = errno;
+	free(index);
+	be_close(&o);
+	errno = save;
+	return rv;
+}
+
+struct list_walk {
+	struct repo		*lw_repo;
+	const char		*lw_tenant;
+	const char		*lw_name;
+	struct repo_point	*lw_points;
+	size_t			 lw_n;
+	size_t			 lw_cap;
+};
+
+static int
+repo_list_point_cb(void *arg, const char *file)
+{
+	struct list_walk	*lw = arg;
+	struct repo_point	*np;
+	uint8_t			 digest[CHUNK_ID_LEN];
+	char			 id[POINT_ID_LEN + 1];
+	size_t			 len = strlen(file), cap;
+
+	if (len != POINT_ID_LEN + strlen(".manifest") ||
+	    strcmp(file + POINT_ID_LEN, ".manifest") != 0)
+		return 0;
+	memcpy(id, file, POINT_ID_LEN);
+	id[POINT_ID_LEN] = '\0';
+	if (!point_id_ok(id))
+		return 0;
+	if (lw->lw_n == lw->lw_cap) {
+		cap = lw->lw_cap == 0 ? 16 : lw->lw_cap * 2;
+		if ((np = reallocarray(lw->lw_points, cap,
+		    sizeof(*np))) == NULL)
+			return -1;
+		lw->lw_points = np;
+		lw->lw_cap = cap;
+	}
+	if (manifest_load(lw->lw_repo, lw->lw_tenant, lw->lw_name, id,
+	    &lw->lw_points[lw->lw_n], digest) == -1) {
+		if (errno == EBADMSG) {
+			log_warnx("repository %s: tenants/%s/points/%s/%s: "
+			    "corrupt manifest, point skipped",
+			    lw->lw_repo->r_path, lw->lw_tenant, lw->lw_name,
+			    file);
+			return 0;
+		}
+		return errno == ENOENT ? 0 : -1;
+	}
+	lw->lw_n++;
+	return 0;
+}
+
+static int
+repo_list_name(struct list_walk *lw, const char *name)
+{
+	char	 key[REPO_KEY_MAX];
+
+	lw->lw_name = name;
+	if (repo_key(key, sizeof(key), "tenants/%s/points/%s",
+	    lw->lw_tenant, name) == -1)
+		return -1;
+	if (be_list(lw->lw_repo, key, repo_list_point_cb, lw) == -1)
+		return errno == ENOENT || errno == ENOTDIR ? 0 : -1;
+	return 0;
+}
+
+static int
+repo_list_name_cb(void *arg, const char *name)
+{
+	if (!repo_name_ok(name))
+		return 0;
+	return repo_list_name(arg, name);
+}
+
+static int
+point_cmp(const void *a, const void *b)
+{
+	const struct repo_point	*pa = a, *pb = b;
+	int			 c;
+
+	if ((c = strcmp(pa->rp_name, pb->rp_name)) != 0)
+		return c;
+	if (pa->rp_created != pb->rp_created)
+		return pa->rp_created < pb->rp_created ? -1 : 1;
+	return strcmp(pa->rp_id, pb->rp_id);
+}
+
+/*
+ * Lists tenant's restore points (of one name, or all if name is
+ * NULL): those whose manifest verifies, sorted by name, creation
+ * time and id.  *points is malloc'd (NULL when *n is 0), the caller
+ * frees it with free(); rp_index is NULL.  Returns 0, or -1 with
+ * errno EINVAL (bad tenant or name), EIO, ENOMEM.
+ */
+int
+repo_list(struct repo *r, const char *tenant, const char *name,
+    struct repo_point **points, size_t *n)
+{
+	struct list_walk	 lw;
+	char			 key[REPO_KEY_MAX];
+	int			 rv = -1, save;
+
+	memset(&lw, 0, sizeof(lw));
+	if (points != NULL)
+		*points = NULL;
+	if (n != NULL)
+		*n = 0;
+	if (r == NULL || points == NULL || n == NULL ||
+	    !repo_name_ok(tenant) || (name != NULL && !repo_name_ok(name))) {
+		errno = EINVAL;
+		return -1;
+	}
+	lw.lw_repo = r;
+	lw.lw_tenant = tenant;
+	if (name != NULL) {
+		if (repo_list_name(&lw, name) == -1)
+			goto fail;
+	} else {
+		if (repo_key(key, sizeof(key), "tenants/%s/points",
+		    tenant) == -1)
+			goto fail;
+		if (be_list(r, key, repo_list_name_cb, &lw) == -1 &&
+		    errno != ENOENT)
+			goto fail;
+	}
+	if (lw.lw_n > 0)
+		qsort(lw.lw_points, lw.lw_n, sizeof(*lw.lw_points),
+		    point_cmp);
+	else {
+		free(lw.lw_points);
+		lw.lw_points = NULL;
+	}
+	*points = lw.lw_points;
+	*n = lw.lw_n;
+	lw.lw_points = NULL;
+	rv = 0;
+ fail:
+	save = errno;
+	free(lw.lw_points);
+	errno = save;
+	return rv;
+}
+
+/*
+ * Opens restore point id (NULL: the newest) of tenant's backup name:
+ * verifies its manifest and index and fills p, with p->rp_index
+ * malloc'd (free with repo_point_clear).  Returns 0, or -1 with
+ * errno ENOENT (no such name or point), EBADMSG (manifest or index
+ * corrupt or tampered), EINVAL, EIO, ENOMEM.
+ */
+int
+repo_point_open(struct repo *r, const char *tenant, const char *name,
+    const char *id, struct repo_point *p)
+{
+	struct repo_point	*points = NULL;
+	uint8_t			 digest[CHUNK_ID_LEN];
+	char			 newest[sizeof(points->rp_id)];
+	size_t			 n;
+	int			 rv = -1, save;
+
+	if (p != NULL)
+		memset(p, 0, sizeof(*p));
+	if (r == NULL || p == NULL || !repo_name_ok(tenant) ||
+	    !repo_name_ok(name) || (id != NULL && !point_id_ok(id))) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (id == NULL) {
+		if (repo_list(r, tenant, name, &points, &n) == -1)
+			goto fail;
+		if (n == 0) {
+			errno = ENOENT;
+			goto fail;
+		}
+		snprintf(newest, sizeof(newest), "%s", points[n - 1].rp_id);
+		id = newest;
+	}
+	if (manifest_load(r, tenant, name, id, p, digest) == -1)
+		goto fail;
+	if (index_load(r, tenant, p, digest) == -1) {
+		if (errno == ENOENT)
+			errno = EBADMSG;	/* manifest without index */
+		goto fail;
+	}
+	rv = 0;
+ fail:
+	save = errno;
+	free(points);
+	if (rv == -1 && p != NULL)
+		memset(p, 0, sizeof(*p));
+	errno = save;
+	return rv;
+}
+
+/* Frees p's index; safe on a cleared or zeroed point. */
+void
+repo_point_clear(struct repo_point *p)
+{
+	if (p == NULL)
+		return;
+	free(p->rp_index);
+	p->rp_index = NULL;
+}
+
+/*
+ * Reads chunk chunk_id of tenant into c (c->rc_data malloc'd, free
+ * with repo_chunk_clear), verifying its header and the digest of its
+ * stored payload (no key needed).  Thread-safe.  Returns 0, or -1
+ * with errno ENOENT (absent), EBADMSG (corrupt, truncated or
+ * tampered), EINVAL, EIO, ENOMEM.
+ */
+int
+repo_chunk_read(struct repo *r, const char *tenant, const uint8_t *chunk_id,
+    struct repo_chunk *c)
+{
+	struct be_obj	 o = { -1, 0 };
+	uint8_t		 hdr[CHUNK_HDR_LEN], sum[CHUNK_ID_LEN];
+	char		 key[REPO_KEY_MAX];
+	uint8_t		*data = NULL;
+	uint32_t	 flags, raw_len, stored_len;
+	int		 rv = -1, save;
+
+	if (c != NULL)
+		memset(c, 0, sizeof(*c));
+	if (r == NULL || c == NULL || chunk_id == NULL ||
+	    !repo_name_ok(tenant) ||
+	    memcmp(chunk_id, zero_id, CHUNK_ID_LEN) == 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (chunk_key(key, sizeof(key), tenant, chunk_id) == -1 ||
+	    be_open(r, key, &o) == -1)
+		goto fail;
+	if (o.bo_size < CHUNK_HDR_LEN) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	if (be_read(&o, 0, hdr, sizeof(hdr)) == -1)
+		goto fail;
+	flags = hdr[5];
+	raw_len = get_be32(hdr + 8);
+	stored_len = get_be32(hdr + 12);
+	if (memcmp(hdr, CHUNK_MAGIC, 4) != 0 || hdr[4] != CHUNK_VERSION ||
+	    (flags & ~CHUNK_FLAGS_ALL) != 0 || get_be16(hdr + 6) != 0 ||
+	    raw_len == 0 || raw_len > BLOCK_SIZE_MAX ||
+	    stored_len == 0 || stored_len > CHUNK_STORED_MAX ||
+	    stored_len != o.bo_size - CHUNK_HDR_LEN ||
+	    (flags == 0 && stored_len != raw_len)) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	if ((data = malloc(stored_len)) == NULL ||
+	    be_read(&o, CHUNK_HDR_LEN, data, stored_len) == -1)
+		goto fail;
+	crypto_sha256(data, stored_len, sum);
+	if (memcmp(sum, hdr + 16, CHUNK_ID_LEN) != 0) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	c->rc_flags = flags;
+	c->rc_raw_len = raw_len;
+	c->rc_data = data;
+	c->rc_len = stored_len;
+	data = NULL;
+	rv = 0;
+ fail:
+	save = errno;
+	free(data);
+	be_close(&o);
+	errno = save;
+	return rv;
+}
+
+/* Frees c's payload; safe on a cleared or zeroed chunk. */
+void
+repo_chunk_clear(struct repo_chunk *c)
+{
+	if (c == NULL)
+		return;
+	free(c->rc_data);
+	c->rc_data = NULL;
+	c->rc_len = 0;
+}

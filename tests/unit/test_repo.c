@@ -1,0 +1,879 @@
+/*
+ * test_repo.c: the target's repository, on a real directory: layout,
+ * commit and read-back, deduplication, abort, crash leftovers,
+ * tampered and truncated files, bad names, concurrent puts.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "target.h"
+
+#define BS		BLOCK_SIZE_MIN
+#define TENANT		"acme"
+#define MARKER_TEXT	"transporter repository 1\n"
+#define CHUNK_HDR	48
+
+struct fixture {
+	char		 f_dir[64];	/* mkdtemp'd */
+	char		 f_path[128];	/* f_dir/repo */
+	struct repo	*f_repo;
+};
+
+/* Deterministic payload of len bytes for seed; id is its SHA-256. */
+static void
+make_chunk(unsigned seed, uint8_t *buf, size_t len, uint8_t id[CHUNK_ID_LEN])
+{
+	size_t	 i;
+	uint32_t x = seed * 2654435761u + 1;
+
+	for (i = 0; i < len; i++) {
+		x = x * 1103515245u + 12345u;
+		buf[i] = x >> 16;
+	}
+	crypto_sha256(buf, len, id);
+}
+
+static int
+rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void
+rm_tree(const char *path)
+{
+	nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int	 count_n;
+
+static int
+count_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	if (flag == FTW_F)
+		count_n++;
+	return 0;
+}
+
+/* Regular files under path (0 if it is absent). */
+static int
+count_files(const char *path)
+{
+	count_n = 0;
+	nftw(path, count_cb, 16, FTW_PHYS);
+	return count_n;
+}
+
+/* Entries of a directory, -1 if it is absent. */
+static int
+dir_entries(const char *path)
+{
+	DIR		*d;
+	struct dirent	*de;
+	int		 n = 0;
+
+	if ((d = opendir(path)) == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 &&
+		    strcmp(de->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
+static void
+write_file(const char *path, const char *text)
+{
+	FILE	*fp;
+
+	assert_non_null(fp = fopen(path, "w"));
+	assert_int_equal(fputs(text, fp) >= 0, 1);
+	assert_int_equal(fclose(fp), 0);
+}
+
+/* XORs one byte of a file at off (from the end if negative). */
+static void
+flip_byte(const char *path, long off)
+{
+	struct stat	 st;
+	uint8_t		 b;
+	int		 fd;
+
+	assert_int_not_equal(fd = open(path, O_RDWR), -1);
+	assert_int_equal(fstat(fd, &st), 0);
+	if (off < 0)
+		off += st.st_size;
+	assert_int_equal(pread(fd, &b, 1, off), 1);
+	b ^= 0x01;
+	assert_int_equal(pwrite(fd, &b, 1, off), 1);
+	close(fd);
+}
+
+static void
+chunk_path(const struct fixture *f, const uint8_t id[CHUNK_ID_LEN],
+    char *buf, size_t len)
+{
+	char	 hex[2 * CHUNK_ID_LEN + 1];
+
+	hex_encode(id, CHUNK_ID_LEN, hex);
+	snprintf(buf, len, "%s/tenants/%s/chunks/%.2s/%s", f->f_path, TENANT,
+	    hex, hex);
+}
+
+static void
+point_path(const struct fixture *f, const char *name, const char *id,
+    const char *ext, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/tenants/%s/points/%s/%s.%s", f->f_path, TENANT,
+	    name, id, ext);
+}
+
+static int
+setup(void **state)
+{
+	struct fixture	*f;
+	char		 err[256];
+
+	f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	snprintf(f->f_dir, sizeof(f->f_dir), "/tmp/test_repo.XXXXXX");
+	assert_non_null(mkdtemp(f->f_dir));
+	snprintf(f->f_path, sizeof(f->f_path), "%s/repo", f->f_dir);
+	f->f_repo = repo_open(f->f_path, err, sizeof(err));
+	if (f->f_repo == NULL) {
+		rm_tree(f->f_dir);
+		fail_msg("repo_open: %s", err);
+	}
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture	*f = *state;
+
+	repo_close(f->f_repo);
+	rm_tree(f->f_dir);
+	free(f);
+	return 0;
+}
+
+static void
+reopen(struct fixture *f)
+{
+	char	 err[256];
+
+	repo_close(f->f_repo);
+	f->f_repo = repo_open(f->f_path, err, sizeof(err));
+	if (f->f_repo == NULL)
+		fail_msg("repo_open: %s", err);
+}
+
+/*
+ * Backs up a disk of nblocks blocks (the last one short) where block
+ * i holds chunk seeds[i] (0: zero block); commits into p, and leaves
+ * the index it set in index (nblocks * CHUNK_ID_LEN) if not NULL.
+ */
+static void
+backup(struct fixture *f, const char *name, const unsigned *seeds,
+    size_t nblocks, struct repo_point *p, uint8_t *index, uint64_t *new,
+    uint64_t *dedup)
+{
+	struct repo_job	*j;
+	uint8_t		 buf[1000], id[CHUNK_ID_LEN];
+	size_t		 i;
+
+	j = repo_job_begin(f->f_repo, TENANT, name,
+	    (uint64_t)nblocks * BS - 100, BS,
+	    ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT);
+	assert_non_null(j);
+	for (i = 0; i < nblocks; i++) {
+		memset(id, 0, sizeof(id));
+		if (seeds[i] != 0) {
+			/* A compressed payload: any length will do. */
+			make_chunk(seeds[i], buf, sizeof(buf), id);
+			assert_int_equal(repo_job_put_chunk(j, id,
+			    CHUNK_COMPRESSED, BS, buf, sizeof(buf)), 0);
+		}
+		assert_int_equal(repo_job_set_block(j, i, id), 0);
+		if (index != NULL)
+			memcpy(index + i * CHUNK_ID_LEN, id, CHUNK_ID_LEN);
+	}
+	if (new != NULL)
+		*new = repo_job_chunks_new(j);
+	if (dedup != NULL)
+		*dedup = repo_job_chunks_dedup(j);
+	assert_int_equal(repo_job_commit(j, p), 0);
+}
+
+static void
+test_open_creates_layout(void **state)
+{
+	struct fixture	*f = *state;
+	struct repo	*r2;
+	char		 path[256], buf[64], err[256];
+	FILE		*fp;
+	size_t		 n;
+
+	snprintf(path, sizeof(path), "%s/transporter-repo", f->f_path);
+	assert_non_null(fp = fopen(path, "r"));
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	assert_string_equal(buf, MARKER_TEXT);
+	snprintf(path, sizeof(path), "%s/tenants", f->f_path);
+	assert_int_equal(dir_entries(path), 0);
+
+	/* A second opener of the same repository is refused. */
+	r2 = repo_open(f->f_path, err, sizeof(err));
+	assert_null(r2);
+	assert_non_null(strstr(err, "in use"));
+
+	/* Reopening keeps it; an existing empty directory is adopted. */
+	reopen(f);
+	snprintf(path, sizeof(path), "%s/empty", f->f_dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	assert_non_null(r2 = repo_open(path, err, sizeof(err)));
+	repo_close(r2);
+	snprintf(path, sizeof(path), "%s/empty/transporter-repo", f->f_dir);
+	assert_int_equal(access(path, F_OK), 0);
+}
+
+static void
+test_open_refuses(void **state)
+{
+	struct fixture	*f = *state;
+	struct repo	*r;
+	char		 dir[256], path[300], err[256];
+
+	/* A non-empty directory that is not a repository. */
+	snprintf(dir, sizeof(dir), "%s/other", f->f_dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	snprintf(path, sizeof(path), "%s/precious.txt", dir);
+	write_file(path, "keep me\n");
+	r = repo_open(dir, err, sizeof(err));
+	assert_null(r);
+	assert_non_null(strstr(err, "not a transporter repository"));
+	assert_null(strchr(err, '\n'));
+	snprintf(path, sizeof(path), "%s/transporter-repo", dir);
+	assert_int_equal(access(path, F_OK), -1);
+
+	/* Another format number. */
+	write_file(path, "transporter repository 2\n");
+	r = repo_open(dir, err, sizeof(err));
+	assert_null(r);
+	assert_non_null(strstr(err, "format 2"));
+
+	/* A garbled marker. */
+	write_file(path, "transporter repository one\n");
+	assert_null(repo_open(dir, err, sizeof(err)));
+	write_file(path, "something else\n");
+	assert_null(repo_open(dir, err, sizeof(err)));
+
+	/* A file where the directory should be. */
+	assert_null(repo_open(path, err, sizeof(err)));
+	assert_true(strlen(err) > 0);
+	assert_null(repo_open("", err, sizeof(err)));
+}
+
+static void
+test_commit_list_open(void **state)
+{
+	struct fixture		*f = *state;
+	static const unsigned	 seeds[] = { 1, 2, 0, 1, 3, 0, 2 };
+	const size_t		 nb = sizeof(seeds) / sizeof(seeds[0]);
+	struct repo_point	 p, *pts = NULL, q;
+	struct repo_chunk	 c;
+	uint8_t			 index[sizeof(seeds) / sizeof(seeds[0]) *
+				    CHUNK_ID_LEN];
+	uint8_t			 buf[1000], id[CHUNK_ID_LEN];
+	uint64_t		 new, dedup;
+	char			 path[512];
+	size_t			 n;
+
+	backup(f, "vm-01", seeds, nb, &p, index, &new, &dedup);
+	assert_int_equal(new, 3);
+	assert_int_equal(dedup, 2);
+	assert_string_equal(p.rp_name, "vm-01");
+	assert_int_equal(strlen(p.rp_id), 25);
+	assert_int_equal(p.rp_blocks, nb);
+	assert_int_equal(p.rp_zero_blocks, 2);
+	assert_int_equal(p.rp_block_size, BS);
+	assert_int_equal(p.rp_disk_size, nb * BS - 100);
+	assert_int_equal(p.rp_stored_bytes, 3 * (CHUNK_HDR + 1000));
+	assert_int_equal(p.rp_mode, ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT);
+	assert_null(p.rp_index);
+
+	assert_int_equal(repo_list(f->f_repo, TENANT, NULL, &pts, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(pts[0].rp_id, p.rp_id);
+	assert_string_equal(pts[0].rp_name, "vm-01");
+	assert_int_equal(pts[0].rp_created, p.rp_created);
+	assert_int_equal(pts[0].rp_zero_blocks, 2);
+	assert_int_equal(pts[0].rp_stored_bytes, p.rp_stored_bytes);
+	assert_null(pts[0].rp_index);
+	free(pts);
+
+	/* By id and as the newest: the very index that was set. */
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm-01", p.rp_id,
+	    &q), 0);
+	assert_non_null(q.rp_index);
+	assert_memory_equal(q.rp_index, index, sizeof(index));
+	assert_int_equal(q.rp_blocks, nb);
+	repo_point_clear(&q);
+	assert_null(q.rp_index);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm-01", NULL,
+	    &q), 0);
+	assert_string_equal(q.rp_id, p.rp_id);
+	assert_memory_equal(q.rp_index, index, sizeof(index));
+	repo_point_clear(&q);
+
+	/* The chunks read back as stored. */
+	make_chunk(3, buf, sizeof(buf), id);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), 0);
+	assert_int_equal(c.rc_flags, CHUNK_COMPRESSED);
+	assert_int_equal(c.rc_raw_len, BS);
+	assert_int_equal(c.rc_len, sizeof(buf));
+	assert_memory_equal(c.rc_data, buf, sizeof(buf));
+	repo_chunk_clear(&c);
+	assert_null(c.rc_data);
+	chunk_path(f, id, path, sizeof(path));
+	assert_int_equal(access(path, F_OK), 0);
+
+	/* The job's tmp dir is gone; the point survives a reopen. */
+	snprintf(path, sizeof(path), "%s/tenants/%s/tmp", f->f_path, TENANT);
+	assert_int_equal(dir_entries(path), 0);
+	reopen(f);
+	assert_int_equal(repo_list(f->f_repo, TENANT, "vm-01", &pts, &n), 0);
+	assert_int_equal(n, 1);
+	free(pts);
+
+	/* Other tenants and names see nothing. */
+	assert_int_equal(repo_list(f->f_repo, "other", NULL, &pts, &n), 0);
+	assert_int_equal(n, 0);
+	assert_null(pts);
+	assert_int_equal(repo_list(f->f_repo, TENANT, "vm-02", &pts, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(repo_chunk_read(f->f_repo, "other", id, &c), -1);
+	assert_int_equal(errno, ENOENT);
+}
+
+static void
+test_dedup(void **state)
+{
+	struct fixture		*f = *state;
+	static const unsigned	 seeds[] = { 11, 12, 13, 14, 0, 11 };
+	static const unsigned	 more[] = { 11, 12, 13, 14, 15, 0 };
+	const size_t		 nb = sizeof(seeds) / sizeof(seeds[0]);
+	struct repo_point	 p1, p2, *pts;
+	uint64_t		 new, dedup;
+	char			 chunks[300];
+	size_t			 n;
+
+	snprintf(chunks, sizeof(chunks), "%s/tenants/%s/chunks", f->f_path,
+	    TENANT);
+	backup(f, "db", seeds, nb, &p1, NULL, &new, &dedup);
+	assert_int_equal(new, 4);
+	assert_int_equal(dedup, 1);
+	assert_int_equal(count_files(chunks), 4);
+
+	/* The same disk again: nothing new is written. */
+	backup(f, "db", seeds, nb, &p2, NULL, &new, &dedup);
+	assert_int_equal(new, 0);
+	assert_int_equal(dedup, 5);
+	assert_int_equal(p2.rp_stored_bytes, 0);
+	assert_int_equal(count_files(chunks), 4);
+
+	/* Another name shares the tenant's chunks; one block is new. */
+	backup(f, "db-copy", more, nb, &p2, NULL, &new, &dedup);
+	assert_int_equal(new, 1);
+	assert_int_equal(dedup, 4);
+	assert_int_equal(p2.rp_stored_bytes, CHUNK_HDR + 1000);
+	assert_int_equal(count_files(chunks), 5);
+
+	assert_int_equal(repo_list(f->f_repo, TENANT, NULL, &pts, &n), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(pts[0].rp_name, "db");
+	assert_string_equal(pts[1].rp_name, "db");
+	assert_string_equal(pts[2].rp_name, "db-copy");
+	assert_true(pts[0].rp_created < pts[1].rp_created ||
+	    (pts[0].rp_created == pts[1].rp_created &&
+	    strcmp(pts[0].rp_id, pts[1].rp_id) < 0));
+	free(pts);
+}
+
+static void
+test_abort_and_uncommitted(void **state)
+{
+	struct fixture		*f = *state;
+	struct repo_job		*j;
+	struct repo_point	*pts, p;
+	struct repo_chunk	 c;
+	uint8_t			 buf[1000], id[CHUNK_ID_LEN];
+	char			 tmp[300];
+	size_t			 n;
+
+	snprintf(tmp, sizeof(tmp), "%s/tenants/%s/tmp", f->f_path, TENANT);
+	j = repo_job_begin(f->f_repo, TENANT, "vm", 3 * BS, BS, 1);
+	assert_non_null(j);
+	assert_int_equal(dir_entries(tmp), 1);
+	make_chunk(21, buf, sizeof(buf), id);
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_COMPRESSED, BS, buf,
+	    sizeof(buf)), 0);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	make_chunk(22, buf, sizeof(buf), id);
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_COMPRESSED, BS, buf,
+	    sizeof(buf)), 0);
+
+	/* Synced, not committed: no point. */
+	assert_int_equal(repo_job_sync(j), 0);
+	assert_int_equal(repo_list(f->f_repo, TENANT, NULL, &pts, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", NULL, &p),
+	    -1);
+	assert_int_equal(errno, ENOENT);
+
+	repo_job_abort(j);
+	assert_int_equal(dir_entries(tmp), 0);
+	assert_int_equal(repo_list(f->f_repo, TENANT, "vm", &pts, &n), 0);
+	assert_int_equal(n, 0);
+	/* Synced chunks stay: they are valid and may be shared. */
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), 0);
+	repo_chunk_clear(&c);
+
+	/* A block naming a chunk never put: the commit refuses. */
+	j = repo_job_begin(f->f_repo, TENANT, "vm", 3 * BS, BS, 1);
+	assert_non_null(j);
+	make_chunk(24, buf, sizeof(buf), id);
+	assert_int_equal(repo_job_set_block(j, 1, id), 0);
+	assert_int_equal(repo_job_commit(j, &p), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(dir_entries(tmp), 0);
+	assert_int_equal(repo_list(f->f_repo, TENANT, "vm", &pts, &n), 0);
+	assert_int_equal(n, 0);
+
+	/* Aborted before any sync: the staged chunk goes too. */
+	j = repo_job_begin(f->f_repo, TENANT, "vm", 3 * BS, BS, 1);
+	assert_non_null(j);
+	make_chunk(23, buf, sizeof(buf), id);
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_COMPRESSED, BS, buf,
+	    sizeof(buf)), 0);
+	repo_job_abort(j);
+	assert_int_equal(dir_entries(tmp), 0);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), -1);
+	assert_int_equal(errno, ENOENT);
+}
+
+static void
+test_chunk_tamper(void **state)
+{
+	struct fixture		*f = *state;
+	static const unsigned	 seeds[] = { 31, 32, 33, 34 };
+	struct repo_point	 p;
+	struct repo_chunk	 c;
+	uint8_t			 buf[1000], id[CHUNK_ID_LEN];
+	char			 path[512];
+
+	backup(f, "vm", seeds, 4, &p, NULL, NULL, NULL);
+
+	/* A payload byte flipped. */
+	make_chunk(31, buf, sizeof(buf), id);
+	chunk_path(f, id, path, sizeof(path));
+	flip_byte(path, -1);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), -1);
+	assert_int_equal(errno, EBADMSG);
+	assert_null(c.rc_data);
+
+	/* Truncated by one byte, and to half a header. */
+	make_chunk(32, buf, sizeof(buf), id);
+	chunk_path(f, id, path, sizeof(path));
+	assert_int_equal(truncate(path, CHUNK_HDR + 999), 0);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), -1);
+	assert_int_equal(errno, EBADMSG);
+	assert_int_equal(truncate(path, 20), 0);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), -1);
+	assert_int_equal(errno, EBADMSG);
+
+	/* A hostile stored length in the header (byte 12: top of it). */
+	make_chunk(33, buf, sizeof(buf), id);
+	chunk_path(f, id, path, sizeof(path));
+	flip_byte(path, 12);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), -1);
+	assert_int_equal(errno, EBADMSG);
+
+	/* Bad magic. */
+	make_chunk(34, buf, sizeof(buf), id);
+	chunk_path(f, id, path, sizeof(path));
+	flip_byte(path, 0);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), -1);
+	assert_int_equal(errno, EBADMSG);
+
+	/* Absent. */
+	make_chunk(35, buf, sizeof(buf), id);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), -1);
+	assert_int_equal(errno, ENOENT);
+}
+
+static void
+test_manifest_tamper(void **state)
+{
+	struct fixture		*f = *state;
+	static const unsigned	 seeds[] = { 41, 0, 42 };
+	struct repo_point	 p1, p2, q, *pts;
+	char			 path[512];
+	size_t			 n;
+
+	backup(f, "vm", seeds, 3, &p1, NULL, NULL, NULL);
+	backup(f, "vm", seeds, 3, &p2, NULL, NULL, NULL);
+	assert_int_equal(repo_list(f->f_repo, TENANT, "vm", &pts, &n), 0);
+	assert_int_equal(n, 2);
+	free(pts);
+
+	/* One byte inside the protobuf of the second manifest. */
+	point_path(f, "vm", p2.rp_id, "manifest", path, sizeof(path));
+	flip_byte(path, 12);
+	assert_int_equal(repo_list(f->f_repo, TENANT, "vm", &pts, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(pts[0].rp_id, p1.rp_id);
+	free(pts);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", p2.rp_id,
+	    &q), -1);
+	assert_int_equal(errno, EBADMSG);
+	/* The newest that verifies is the first. */
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", NULL, &q),
+	    0);
+	assert_string_equal(q.rp_id, p1.rp_id);
+	repo_point_clear(&q);
+
+	/* A truncated manifest, and one with a hostile length. */
+	point_path(f, "vm", p1.rp_id, "manifest", path, sizeof(path));
+	flip_byte(path, 4);
+	assert_int_equal(repo_list(f->f_repo, TENANT, NULL, &pts, &n), 0);
+	assert_int_equal(n, 0);
+	flip_byte(path, 4);
+	assert_int_equal(truncate(path, 30), 0);
+	assert_int_equal(repo_list(f->f_repo, TENANT, NULL, &pts, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", NULL, &q),
+	    -1);
+	assert_int_equal(errno, ENOENT);
+}
+
+static void
+test_index_tamper(void **state)
+{
+	struct fixture		*f = *state;
+	static const unsigned	 seeds[] = { 51, 52, 0, 53 };
+	struct repo_point	 p, q;
+	char			 path[512];
+
+	backup(f, "vm", seeds, 4, &p, NULL, NULL, NULL);
+	point_path(f, "vm", p.rp_id, "index", path, sizeof(path));
+
+	/* A chunk id in the index changed. */
+	flip_byte(path, -5);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", p.rp_id,
+	    &q), -1);
+	assert_int_equal(errno, EBADMSG);
+	assert_null(q.rp_index);
+	flip_byte(path, -5);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", p.rp_id,
+	    &q), 0);
+	repo_point_clear(&q);
+
+	/* A hostile block count in the header. */
+	flip_byte(path, 12);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", NULL, &q),
+	    -1);
+	assert_int_equal(errno, EBADMSG);
+	flip_byte(path, 12);
+
+	/* Truncated, then gone. */
+	assert_int_equal(truncate(path, 20 + 3 * CHUNK_ID_LEN), 0);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", NULL, &q),
+	    -1);
+	assert_int_equal(errno, EBADMSG);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", NULL, &q),
+	    -1);
+	assert_int_equal(errno, EBADMSG);
+}
+
+static void
+test_stale_tmp(void **state)
+{
+	struct fixture	*f = *state;
+	struct repo_job	*j;
+	char		 dir[300], path[400];
+
+	j = repo_job_begin(f->f_repo, TENANT, "vm", BS, BS, 1);
+	assert_non_null(j);
+	repo_job_abort(j);
+
+	/* What a crashed job leaves behind. */
+	snprintf(dir, sizeof(dir), "%s/tenants/%s/tmp/20240101T000000Z-"
+	    "deadbeef", f->f_path, TENANT);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	snprintf(path, sizeof(path), "%s/c0", dir);
+	write_file(path, "half a chunk");
+	snprintf(path, sizeof(path), "%s/index", dir);
+	write_file(path, "half an index");
+	snprintf(path, sizeof(path), "%s/tenants/%s/tmp", f->f_path, TENANT);
+	assert_int_equal(dir_entries(path), 1);
+
+	reopen(f);
+	assert_int_equal(dir_entries(path), 0);
+	assert_int_equal(access(dir, F_OK), -1);
+}
+
+static void
+test_not_found(void **state)
+{
+	struct fixture		*f = *state;
+	static const unsigned	 seeds[] = { 61 };
+	struct repo_point	 p, q;
+
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", NULL, &q),
+	    -1);
+	assert_int_equal(errno, ENOENT);
+	backup(f, "vm", seeds, 1, &p, NULL, NULL, NULL);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "nope", NULL, &q),
+	    -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm",
+	    "20000101T000000Z-00000000", &q), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(repo_point_open(f->f_repo, "other", "vm", p.rp_id,
+	    &q), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", p.rp_id,
+	    &q), 0);
+	repo_point_clear(&q);
+}
+
+static void
+test_invalid_args(void **state)
+{
+	struct fixture		*f = *state;
+	static const char	*bad[] = { "", ".", "..", ".hidden", "a/b",
+				    "../x", "-rf", "a b", NULL };
+	struct repo_job		*j;
+	struct repo_point	*pts, q;
+	struct repo_chunk	 c;
+	char			 longname[NAME_MAX_LEN + 2];
+	uint8_t			 buf[1000], id[CHUNK_ID_LEN];
+	uint8_t			 zero[CHUNK_ID_LEN] = { 0 };
+	size_t			 i, n;
+	char			 tenants[300];
+
+	memset(longname, 'x', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	for (i = 0; bad[i] != NULL; i++) {
+		errno = 0;
+		assert_null(repo_job_begin(f->f_repo, bad[i], "vm", BS, BS, 1));
+		assert_int_equal(errno, EINVAL);
+		errno = 0;
+		assert_null(repo_job_begin(f->f_repo, TENANT, bad[i], BS, BS,
+		    1));
+		assert_int_equal(errno, EINVAL);
+		assert_int_equal(repo_list(f->f_repo, bad[i], NULL, &pts, &n),
+		    -1);
+		assert_int_equal(errno, EINVAL);
+		assert_int_equal(repo_list(f->f_repo, TENANT, bad[i], &pts,
+		    &n), -1);
+		assert_int_equal(errno, EINVAL);
+		assert_int_equal(repo_point_open(f->f_repo, TENANT, bad[i],
+		    NULL, &q), -1);
+		assert_int_equal(errno, EINVAL);
+	}
+	assert_null(repo_job_begin(f->f_repo, longname, "vm", BS, BS, 1));
+	assert_null(repo_job_begin(f->f_repo, TENANT, longname, BS, BS, 1));
+	assert_null(repo_job_begin(f->f_repo, NULL, "vm", BS, BS, 1));
+	assert_null(repo_job_begin(f->f_repo, TENANT, NULL, BS, BS, 1));
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm",
+	    "../../../etc/passwd", &q), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm",
+	    "20000101T000000Z-0000000G", &q), -1);
+	assert_int_equal(errno, EINVAL);
+
+	/* Sizes: block size, disk size, mode, too many blocks. */
+	assert_null(repo_job_begin(f->f_repo, TENANT, "vm", BS, BS + 1, 1));
+	assert_int_equal(errno, EINVAL);
+	assert_null(repo_job_begin(f->f_repo, TENANT, "vm", BS, BS / 2, 1));
+	assert_null(repo_job_begin(f->f_repo, TENANT, "vm", BS,
+	    BLOCK_SIZE_MAX * 2, 1));
+	assert_null(repo_job_begin(f->f_repo, TENANT, "vm", 0, BS, 1));
+	assert_int_equal(errno, EINVAL);
+	assert_null(repo_job_begin(f->f_repo, TENANT, "vm", BS, BS, 99));
+	assert_null(repo_job_begin(f->f_repo, TENANT, "vm", UINT64_MAX, BS,
+	    1));
+	assert_int_equal(errno, EFBIG);
+
+	/* Nothing was created by any of it. */
+	snprintf(tenants, sizeof(tenants), "%s/tenants", f->f_path);
+	assert_int_equal(dir_entries(tenants), 0);
+
+	/* Chunks and blocks. */
+	j = repo_job_begin(f->f_repo, TENANT, "vm", 2 * BS, BS, 1);
+	assert_non_null(j);
+	make_chunk(71, buf, sizeof(buf), id);
+	assert_int_equal(repo_job_put_chunk(j, zero, CHUNK_COMPRESSED, BS,
+	    buf, sizeof(buf)), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(repo_job_put_chunk(j, id, 0x80, BS, buf,
+	    sizeof(buf)), -1);
+	assert_int_equal(repo_job_put_chunk(j, id, 0, BS, buf,
+	    sizeof(buf)), -1);	/* raw, yet shorter than raw_len */
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_COMPRESSED,
+	    BLOCK_SIZE_MAX + 1, buf, sizeof(buf)), -1);
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_COMPRESSED, BS, buf,
+	    0), -1);
+	assert_int_equal(repo_job_set_block(j, 2, id), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(repo_job_set_block(j, 1, id), 0);
+	repo_job_abort(j);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, zero, &c), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(repo_chunk_read(f->f_repo, "../x", id, &c), -1);
+	assert_int_equal(errno, EINVAL);
+}
+
+/* Several workers put overlapping chunks while syncs run. */
+#define CONC_THREADS	4
+#define CONC_CHUNKS	120
+
+struct conc {
+	struct repo_job	*c_job;
+	int		 c_thread;
+};
+
+static void *
+conc_worker(void *arg)
+{
+	struct conc	*c = arg;
+	uint8_t		 buf[300], id[CHUNK_ID_LEN];
+	int		 i, k;
+
+	for (i = 0; i < CONC_CHUNKS; i++) {
+		/* Every thread puts every chunk, each in its own order. */
+		k = (i * 7 + c->c_thread * 31) % CONC_CHUNKS;
+		make_chunk(1000 + k, buf, sizeof(buf), id);
+		if (repo_job_put_chunk(c->c_job, id, CHUNK_ENCRYPTED, 500,
+		    buf, sizeof(buf)) == -1)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static void
+test_concurrent_puts(void **state)
+{
+	struct fixture		*f = *state;
+	struct conc		 c[CONC_THREADS];
+	pthread_t		 t[CONC_THREADS];
+	struct repo_job		*j;
+	struct repo_point	 p, q;
+	struct repo_chunk	 rc;
+	uint8_t			 buf[300], id[CHUNK_ID_LEN];
+	char			 chunks[300];
+	void			*ret;
+	uint64_t		 new, dedup;
+	int			 i;
+
+	j = repo_job_begin(f->f_repo, TENANT, "big", CONC_CHUNKS * BS, BS, 3);
+	assert_non_null(j);
+	for (i = 0; i < CONC_THREADS; i++) {
+		c[i].c_job = j;
+		c[i].c_thread = i;
+		assert_int_equal(pthread_create(&t[i], NULL, conc_worker,
+		    &c[i]), 0);
+	}
+	for (i = 0; i < 5; i++)
+		assert_int_equal(repo_job_sync(j), 0);
+	for (i = 0; i < CONC_THREADS; i++) {
+		assert_int_equal(pthread_join(t[i], &ret), 0);
+		assert_null(ret);
+	}
+	for (i = 0; i < CONC_CHUNKS; i++) {
+		make_chunk(1000 + i, buf, sizeof(buf), id);
+		assert_int_equal(repo_job_set_block(j, i, id), 0);
+	}
+	assert_int_equal(repo_job_sync(j), 0);
+	new = repo_job_chunks_new(j);
+	dedup = repo_job_chunks_dedup(j);
+	assert_int_equal(new, CONC_CHUNKS);
+	assert_int_equal(new + dedup, CONC_THREADS * CONC_CHUNKS);
+	assert_int_equal(repo_job_bytes_stored(j), CONC_CHUNKS *
+	    (CHUNK_HDR + sizeof(buf)));
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	assert_int_equal(p.rp_zero_blocks, 0);
+	assert_int_equal(p.rp_mode, 3);
+
+	snprintf(chunks, sizeof(chunks), "%s/tenants/%s/chunks", f->f_path,
+	    TENANT);
+	assert_int_equal(count_files(chunks), CONC_CHUNKS);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "big", NULL, &q),
+	    0);
+	for (i = 0; i < CONC_CHUNKS; i++) {
+		assert_int_equal(repo_chunk_read(f->f_repo, TENANT,
+		    q.rp_index + i * CHUNK_ID_LEN, &rc), 0);
+		assert_int_equal(rc.rc_flags, CHUNK_ENCRYPTED);
+		assert_int_equal(rc.rc_raw_len, 500);
+		make_chunk(1000 + i, buf, sizeof(buf), id);
+		assert_memory_equal(rc.rc_data, buf, sizeof(buf));
+		repo_chunk_clear(&rc);
+	}
+	repo_point_clear(&q);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_open_creates_layout,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_refuses,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_commit_list_open,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abort_and_uncommitted,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chunk_tamper,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_manifest_tamper,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_tamper,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stale_tmp,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_not_found,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_invalid_args,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_puts,
+		    setup, teardown),
+	};
+
+	log_init("test_repo", 1, 0);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
