@@ -48,12 +48,12 @@ TARGET_SRCS	:= $(sort $(wildcard target-transporter/*.c))
 UNIT_SRCS	:= $(sort $(wildcard tests/unit/test_*.c))
 TOOL_SRCS	:= $(sort $(wildcard tests/tools/*.c))
 
-objs		 = $(patsubst %.c,$(BUILD)/%.o,$(1))
+objs		 = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 COMMON_OBJS	:= $(call objs,$(COMMON_SRCS)) $(PROTO_O)
 SOURCE_OBJS	:= $(call objs,$(SOURCE_SRCS))
 TARGET_OBJS	:= $(call objs,$(TARGET_SRCS))
-SOURCE_MAIN	:= $(BUILD)/source-transporter/source.o
-TARGET_MAIN	:= $(BUILD)/target-transporter/target.o
+SOURCE_MAIN	:= $(BUILD)/obj/source-transporter/source.o
+TARGET_MAIN	:= $(BUILD)/obj/target-transporter/target.o
 
 LIBCOMMON	:= $(BUILD)/libcommon.a
 LIBSOURCE	:= $(BUILD)/libsource.a
@@ -72,7 +72,7 @@ $(PROTO_C) $(PROTO_H): proto/transporter.proto
 	@echo "  PROTOC  $<"
 	$(Q)$(PROTOC_C) --proto_path=proto --c_out=$(BUILD)/proto $<
 
-$(BUILD)/%.o: %.c | $(PROTO_H)
+$(BUILD)/obj/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
@@ -96,10 +96,10 @@ $(TARGET_BIN): $(TARGET_MAIN) $(LIBTARGET) $(LIBCOMMON)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBTARGET) $(LIBSOURCE) $(LIBCOMMON)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBTARGET) $(LIBSOURCE) $(LIBCOMMON)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
-$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIBCOMMON)
+$(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIBCOMMON)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

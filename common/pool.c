@@ -160,8 +160,9 @@ pool_threads(const struct pool *pl)
 }
 
 /*
- * Stops the workers after the queued jobs ran.  Finished jobs whose
- * pj_done has not run are dropped: call only when nothing waits on them.
+ * Stops the workers after the queued jobs ran, then runs pj_done of
+ * every finished job not yet delivered, so each job is freed by its
+ * owner; those callbacks must see that their owner is shutting down.
  */
 void
 pool_free(struct pool *pl)
@@ -176,6 +177,8 @@ pool_free(struct pool *pl)
 	pthread_mutex_unlock(&pl->pl_lock);
 	for (i = 0; i < pl->pl_nthreads; i++)
 		pthread_join(pl->pl_threads[i], NULL);
+	if (pl->pl_done_ev != NULL)
+		pool_done_cb(-1, 0, pl);
 	if (pl->pl_done_ev != NULL)
 		event_free(pl->pl_done_ev);
 	free(pl->pl_threads);

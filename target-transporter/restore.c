@@ -48,21 +48,6 @@ struct read_job {
 	char		 rj_msg[256];
 };
 
-static const char *
-mode_name(uint32_t mode)
-{
-	switch (mode) {
-	case ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT:
-		return "in-flight";
-	case ENCRYPTION_MODE__ENCRYPTION_AT_REST:
-		return "at-rest";
-	case ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE:
-		return "source-side";
-	default:
-		return "none";
-	}
-}
-
 /* Fills pi from rp; pi points into rp, which must outlive it. */
 void
 point_info_fill(PointInfo *pi, const struct repo_point *rp)
@@ -178,7 +163,7 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 	if (repo_point_open(se->se_target->tg_repo, se->se_tenant->tn_name,
 	    rr->name, rr->point_id[0] ? rr->point_id : NULL,
 	    &rs->rs_point) == -1) {
-		if (errno == ENOENT)
+		if (errno == ENOENT || errno == EINVAL)
 			restore_not_found(se, rr);
 		else
 			session_fail(se, session_errno_code(errno), "cannot "

@@ -209,8 +209,12 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 			    reason ? "client certificate rejected: " : "",
 			    reason ? reason : ssl_err[0] ? ssl_err :
 			    "connection closed", reason && ssl_err[0] ? "" : "");
-		} else
-			session_close(se, "connection error: %s", ssl_err[0] ?
+		} else if (se->se_state == SESSION_IDLE ||
+		    se->se_state == SESSION_HELLO)
+			session_close(se, "connection closed by the source");
+		else
+			session_close(se, "connection lost in state %s: %s",
+			    session_state_name(se->se_state), ssl_err[0] ?
 			    ssl_err : strerror(EVUTIL_SOCKET_ERROR()));
 		return;
 	}

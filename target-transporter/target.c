@@ -210,7 +210,7 @@ main(int argc, char *argv[])
 	    TRANSPORTER_VERSION, pool_threads(tg.tg_pool),
 	    tg.tg_conf->tc_repository);
 
-	event_base_dispatch(tg.tg_base);
+	event_base_loop(tg.tg_base, EVLOOP_NO_EXIT_ON_EMPTY);
 
 	/* Close every session; wait for jobs still in the pool. */
 	tg.tg_stopping = 1;
@@ -225,7 +225,7 @@ main(int argc, char *argv[])
 		}
 	}
 	if (!TAILQ_EMPTY(&tg.tg_sessions))
-		event_base_dispatch(tg.tg_base);
+		event_base_loop(tg.tg_base, EVLOOP_NO_EXIT_ON_EMPTY);
 	exitcode = EXIT_OK;
  out:
 	if (tg.tg_listener != NULL)

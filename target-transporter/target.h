@@ -8,6 +8,8 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include <netdb.h>
+
 #include <stdint.h>
 
 #include "common.h"
@@ -105,7 +107,7 @@ struct session {
 	struct target		*se_target;
 	struct bufferevent	*se_bev;
 	SSL			*se_ssl;
-	char			 se_addr[64];
+	char			 se_addr[NI_MAXHOST + NI_MAXSERV + 4];
 	struct tenant		*se_tenant;
 	enum session_state	 se_state;
 	uint8_t			 se_key_in[AEAD_KEY_LEN];  /* source -> target */

@@ -1,0 +1,518 @@
+/*
+ * backup.c: the backup command.  The event loop hands block numbers to
+ * the worker pool; a worker reads the block, skips it if it is zero,
+ * hashes, compresses and seals it and packs its frame; the loop queues
+ * finished frames on the socket.  Reads stop while the unacknowledged
+ * bytes exceed the window or the socket is backed up, so memory stays
+ * bounded whatever the disk size.
+ */
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include <linux/fs.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "source.h"
+
+struct backup {
+	struct client	*bk_client;
+	struct source_conf *bk_conf;
+	const char	*bk_disk;
+	const char	*bk_name;
+	int		 bk_fd;
+	uint64_t	 bk_disk_size;
+	uint32_t	 bk_block_size;
+	uint64_t	 bk_blocks;
+	uint64_t	 bk_next;	/* next block to hand out */
+	uint64_t	 bk_data_end;	/* end of the known data extent */
+	int		 bk_jobs;
+	int		 bk_max_jobs;
+	int		 bk_ended;	/* BackupEnd sent */
+	/* figures */
+	uint64_t	 bk_bytes_read;
+	uint64_t	 bk_blocks_sent;
+	uint64_t	 bk_zero_blocks;
+	uint64_t	 bk_hole_blocks;
+	uint64_t	 bk_bytes_sent;	/* frame bytes queued */
+	uint64_t	 bk_bytes_acked;
+	uint64_t	 bk_start_ms;
+	int		 bk_json;
+};
+
+struct read_job {
+	struct pool_job	 rj_job;
+	struct backup	*rj_backup;
+	uint64_t	 rj_index;
+	uint64_t	 rj_nonce;
+	uint8_t		 rj_key[AEAD_KEY_LEN];
+	int		 rj_level;
+	/* results */
+	int		 rj_errno;
+	int		 rj_zero;
+	uint32_t	 rj_read;
+	uint8_t		*rj_frame;
+	size_t		 rj_len;
+};
+
+static void	backup_pump(struct backup *);
+
+/* Reads len bytes at off, retrying short reads.  0 or -1 with errno. */
+static int
+read_full(int fd, uint8_t *buf, size_t len, uint64_t off)
+{
+	ssize_t	 n;
+	size_t	 done = 0;
+
+	while (done < len) {
+		n = pread(fd, buf + done, len - done, (off_t)(off + done));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			return -1;
+		if (n == 0) {
+			errno = EIO;	/* the disk shrank under us */
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int
+is_zero(const uint8_t *buf, size_t len)
+{
+	static const uint8_t	 zero[64];
+
+	if (len <= sizeof(zero))
+		return memcmp(buf, zero, len) == 0;
+	/* The first 64 bytes are zero, so compare the rest with itself. */
+	return memcmp(buf, zero, sizeof(zero)) == 0 &&
+	    memcmp(buf, buf + sizeof(zero), len - sizeof(zero)) == 0;
+}
+
+/* Worker: read, zero check, hash, compress, seal, pack. */
+static void
+read_work(struct pool_job *pj)
+{
+	struct read_job	*rj = (struct read_job *)pj;
+	struct backup	*bk = rj->rj_backup;
+	Frame		 f = FRAME__INIT;
+	Block		 b = BLOCK__INIT;
+	uint8_t		 id[CHUNK_ID_LEN], nonce[AEAD_NONCE_LEN];
+	uint8_t		 aad[AAD_MAX_LEN];
+	uint8_t		*raw = NULL, *comp = NULL, *sealed = NULL;
+	const uint8_t	*plain;
+	uint64_t	 off = rj->rj_index * bk->bk_block_size;
+	size_t		 len, plen, aadlen, cap;
+	ssize_t		 clen;
+
+	len = bk->bk_disk_size - off < bk->bk_block_size ?
+	    (size_t)(bk->bk_disk_size - off) : bk->bk_block_size;
+	cap = compress_bound(len);
+	if ((raw = malloc(len)) == NULL || (comp = malloc(cap)) == NULL ||
+	    (sealed = malloc(len + AEAD_TAG_LEN)) == NULL) {
+		rj->rj_errno = ENOMEM;
+		goto out;
+	}
+	if (read_full(bk->bk_fd, raw, len, off) == -1) {
+		rj->rj_errno = errno;
+		goto out;
+	}
+	rj->rj_read = (uint32_t)len;
+	if (is_zero(raw, len)) {
+		rj->rj_zero = 1;
+		goto out;
+	}
+	crypto_sha256(raw, len, id);
+	if ((clen = compress_block(rj->rj_level, raw, len, comp, cap)) < 0) {
+		rj->rj_errno = EIO;
+		goto out;
+	}
+	plain = clen > 0 ? comp : raw;
+	plen = clen > 0 ? (size_t)clen : len;
+	crypto_nonce(nonce, AAD_BLOCK_TO_TARGET, rj->rj_nonce);
+	aadlen = crypto_aad(aad, AAD_BLOCK_TO_TARGET, NULL, id, rj->rj_index);
+	if (crypto_seal(rj->rj_key, nonce, aad, aadlen, plain, plen,
+	    sealed) == -1) {
+		rj->rj_errno = EIO;
+		goto out;
+	}
+	b.index = rj->rj_index;
+	b.chunk_id.data = id;
+	b.chunk_id.len = sizeof(id);
+	b.raw_len = (uint32_t)len;
+	b.compressed = clen > 0;
+	b.nonce.data = nonce;
+	b.nonce.len = sizeof(nonce);
+	b.payload.data = sealed;
+	b.payload.len = plen + AEAD_TAG_LEN;
+	f.msg_case = FRAME__MSG_BLOCK;
+	f.block = &b;
+	if ((rj->rj_frame = frame_pack(&f, &rj->rj_len)) == NULL)
+		rj->rj_errno = ENOMEM;
+ out:
+	free(raw);
+	free(comp);
+	free(sealed);
+	crypto_wipe(rj->rj_key, sizeof(rj->rj_key));
+}
+
+static void
+frame_free_cb(const void *data, size_t len, void *arg)
+{
+	free(arg);
+}
+
+static void
+read_done(struct pool_job *pj)
+{
+	struct read_job	*rj = (struct read_job *)pj;
+	struct backup	*bk = rj->rj_backup;
+	struct client	*cl = bk->bk_client;
+
+	bk->bk_jobs--;
+	if (cl->cl_done)
+		goto out;
+	if (rj->rj_errno != 0) {
+		(void)frame_send_error(cl->cl_bev, ERROR__CODE__UNKNOWN,
+		    "source aborted the backup: cannot read its disk");
+		client_finish(cl, EXIT_INPUT, "cannot read %s at offset %llu: "
+		    "%s; the backup was abandoned and nothing was committed",
+		    bk->bk_disk, (unsigned long long)rj->rj_index *
+		    bk->bk_block_size, strerror(rj->rj_errno));
+		goto out;
+	}
+	bk->bk_bytes_read += rj->rj_read;
+	if (rj->rj_zero)
+		bk->bk_zero_blocks++;
+	else {
+		if (evbuffer_add_reference(client_output(cl), rj->rj_frame,
+		    rj->rj_len, frame_free_cb, rj->rj_frame) == -1) {
+			client_finish(cl, EXIT_ERROR, "cannot queue a block");
+			goto out;
+		}
+		rj->rj_frame = NULL;
+		bk->bk_blocks_sent++;
+		bk->bk_bytes_sent += rj->rj_len;
+	}
+	backup_pump(bk);
+ out:
+	free(rj->rj_frame);
+	free(rj);
+}
+
+/*
+ * Skips the blocks that lie wholly in a hole of a sparse file, so they
+ * are neither read nor sent.  Block devices report no holes.
+ */
+static void
+backup_skip_holes(struct backup *bk)
+{
+	uint64_t	 off = bk->bk_next * bk->bk_block_size;
+	off_t		 data, hole;
+
+	if (off < bk->bk_data_end)
+		return;
+	data = lseek(bk->bk_fd, (off_t)off, SEEK_DATA);
+	if (data == -1) {
+		if (errno == ENXIO) {
+			/* Only a hole is left. */
+			bk->bk_hole_blocks += bk->bk_blocks - bk->bk_next;
+			bk->bk_zero_blocks += bk->bk_blocks - bk->bk_next;
+			bk->bk_next = bk->bk_blocks;
+		} else
+			bk->bk_data_end = bk->bk_disk_size;
+		return;
+	}
+	hole = lseek(bk->bk_fd, data, SEEK_HOLE);
+	bk->bk_data_end = hole == -1 ? bk->bk_disk_size : (uint64_t)hole;
+	if ((uint64_t)data / bk->bk_block_size > bk->bk_next) {
+		uint64_t skip = (uint64_t)data / bk->bk_block_size - bk->bk_next;
+
+		bk->bk_hole_blocks += skip;
+		bk->bk_zero_blocks += skip;
+		bk->bk_next += skip;
+	}
+}
+
+/* Hands out blocks while window, socket and pool allow; ends the job. */
+static void
+backup_pump(struct backup *bk)
+{
+	struct client	*cl = bk->bk_client;
+	struct read_job	*rj;
+	Frame		 f = FRAME__INIT;
+	BackupEnd	 be = BACKUP_END__INIT;
+
+	while (!cl->cl_done && bk->bk_next < bk->bk_blocks &&
+	    bk->bk_jobs < bk->bk_max_jobs &&
+	    evbuffer_get_length(client_output(cl)) < SOURCE_OUT_MAX &&
+	    bk->bk_bytes_sent - bk->bk_bytes_acked +
+	    (uint64_t)bk->bk_jobs * bk->bk_block_size <
+	    bk->bk_conf->sc_window) {
+		backup_skip_holes(bk);
+		if (bk->bk_next >= bk->bk_blocks)
+			break;
+		if ((rj = calloc(1, sizeof(*rj))) == NULL) {
+			client_finish(cl, EXIT_ERROR, "out of memory");
+			return;
+		}
+		rj->rj_job.pj_work = read_work;
+		rj->rj_job.pj_done = read_done;
+		rj->rj_backup = bk;
+		rj->rj_index = bk->bk_next++;
+		rj->rj_nonce = cl->cl_nonce++;
+		rj->rj_level = (int)bk->bk_conf->sc_compression_level;
+		memcpy(rj->rj_key, cl->cl_key_out, AEAD_KEY_LEN);
+		bk->bk_jobs++;
+		pool_submit(cl->cl_pool, &rj->rj_job);
+	}
+	if (cl->cl_done || bk->bk_ended || bk->bk_next < bk->bk_blocks ||
+	    bk->bk_jobs > 0)
+		return;
+	bk->bk_ended = 1;
+	be.blocks_sent = bk->bk_blocks_sent;
+	be.zero_blocks = bk->bk_zero_blocks;
+	f.msg_case = FRAME__MSG_BACKUP_END;
+	f.backup_end = &be;
+	client_send(cl, &f);
+}
+
+static void
+backup_ready(struct client *cl, void *arg)
+{
+	struct backup	*bk = arg;
+	Frame		 f = FRAME__INIT;
+	BackupBegin	 bb = BACKUP_BEGIN__INIT;
+
+	bb.name = (char *)bk->bk_name;
+	bb.disk_size = bk->bk_disk_size;
+	bb.block_size = bk->bk_block_size;
+	bb.mode = ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT;
+	bb.source_path = (char *)bk->bk_disk;
+	bb.window = bk->bk_conf->sc_window;
+	f.msg_case = FRAME__MSG_BACKUP_BEGIN;
+	f.backup_begin = &bb;
+	client_send(cl, &f);
+	bk->bk_start_ms = now_ms();
+	backup_pump(bk);
+}
+
+static void
+backup_summary(struct backup *bk, const Committed *c)
+{
+	char		 b1[32], b2[32], b3[32], b4[32], b5[32];
+	double		 secs = (now_ms() - bk->bk_start_ms) / 1000.0;
+	long		 rss = peak_rss_kib();
+
+	if (secs <= 0)
+		secs = 0.001;
+	if (bk->bk_json) {
+		printf("{\"name\":\"%s\",\"point_id\":\"%s\","
+		    "\"disk_size\":%llu,\"bytes_read\":%llu,"
+		    "\"bytes_sent\":%llu,\"bytes_stored\":%llu,"
+		    "\"blocks\":%llu,\"blocks_sent\":%llu,"
+		    "\"zero_blocks\":%llu,\"chunks_new\":%llu,"
+		    "\"chunks_dedup\":%llu,\"seconds\":%.3f,"
+		    "\"peak_rss_kib\":%ld}\n", bk->bk_name, c->point_id,
+		    (unsigned long long)bk->bk_disk_size,
+		    (unsigned long long)bk->bk_bytes_read,
+		    (unsigned long long)bk->bk_bytes_sent,
+		    (unsigned long long)c->bytes_stored,
+		    (unsigned long long)bk->bk_blocks,
+		    (unsigned long long)bk->bk_blocks_sent,
+		    (unsigned long long)bk->bk_zero_blocks,
+		    (unsigned long long)c->chunks_new,
+		    (unsigned long long)c->chunks_dedup, secs, rss);
+		return;
+	}
+	format_bytes(bk->bk_disk_size, b1, sizeof(b1));
+	format_bytes(bk->bk_bytes_read, b2, sizeof(b2));
+	format_bytes(bk->bk_bytes_sent, b3, sizeof(b3));
+	format_bytes(c->bytes_stored, b4, sizeof(b4));
+	format_bytes((uint64_t)(bk->bk_disk_size / secs), b5, sizeof(b5));
+	printf("backup '%s' committed as restore point %s\n", bk->bk_name,
+	    c->point_id);
+	printf("  disk      %s in %llu blocks (%llu zero or hole)\n", b1,
+	    (unsigned long long)bk->bk_blocks,
+	    (unsigned long long)bk->bk_zero_blocks);
+	printf("  read      %s\n", b2);
+	printf("  sent      %s (%llu blocks)\n", b3,
+	    (unsigned long long)bk->bk_blocks_sent);
+	printf("  stored    %s new (%llu new chunks, %llu already stored)\n",
+	    b4, (unsigned long long)c->chunks_new,
+	    (unsigned long long)c->chunks_dedup);
+	printf("  ratio     %.2f:1 (disk size to bytes sent)\n",
+	    bk->bk_bytes_sent ? (double)bk->bk_disk_size /
+	    bk->bk_bytes_sent : 0.0);
+	printf("  time      %.2f s, %s/s\n", secs, b5);
+	printf("  peak RSS  %ld MiB\n", rss / 1024);
+}
+
+static void
+backup_frame(struct client *cl, const Frame *f, void *arg)
+{
+	struct backup	*bk = arg;
+
+	switch (f->msg_case) {
+	case FRAME__MSG_ACK:
+		if (f->ack->bytes_durable > bk->bk_bytes_sent ||
+		    f->ack->bytes_durable < bk->bk_bytes_acked) {
+			client_finish(cl, EXIT_ERROR, "%s: protocol error: "
+			    "acknowledgement of %llu bytes is out of order",
+			    cl->cl_addr,
+			    (unsigned long long)f->ack->bytes_durable);
+			return;
+		}
+		bk->bk_bytes_acked = f->ack->bytes_durable;
+		backup_pump(bk);
+		return;
+	case FRAME__MSG_COMMITTED:
+		if (!bk->bk_ended)
+			break;
+		bk->bk_bytes_acked = bk->bk_bytes_sent;
+		backup_summary(bk, f->committed);
+		client_finish(cl, EXIT_OK, NULL);
+		return;
+	default:
+		break;
+	}
+	client_finish(cl, EXIT_ERROR, "%s: protocol error: unexpected %s "
+	    "frame during a backup", cl->cl_addr, frame_name(f));
+}
+
+static void
+backup_drained(struct client *cl, void *arg)
+{
+	backup_pump(arg);
+}
+
+static const struct client_ops backup_ops = {
+	.co_ready = backup_ready,
+	.co_frame = backup_frame,
+	.co_drained = backup_drained,
+};
+
+/* Opens the disk and learns its size.  0 or -1 after a message. */
+static int
+backup_open_disk(struct backup *bk)
+{
+	struct stat	 st;
+	uint64_t	 size;
+
+	if ((bk->bk_fd = open(bk->bk_disk, O_RDONLY | O_CLOEXEC)) == -1) {
+		log_warnx("cannot open disk %s: %s", bk->bk_disk,
+		    strerror(errno));
+		return -1;
+	}
+	if (fstat(bk->bk_fd, &st) == -1) {
+		log_warnx("cannot stat disk %s: %s", bk->bk_disk,
+		    strerror(errno));
+		return -1;
+	}
+	if (S_ISREG(st.st_mode))
+		size = (uint64_t)st.st_size;
+	else if (S_ISBLK(st.st_mode)) {
+		if (ioctl(bk->bk_fd, BLKGETSIZE64, &size) == -1) {
+			log_warnx("cannot get the size of block device %s: %s",
+			    bk->bk_disk, strerror(errno));
+			return -1;
+		}
+	} else {
+		log_warnx("disk %s is not a regular file or a block device",
+		    bk->bk_disk);
+		return -1;
+	}
+	if (size == 0) {
+		log_warnx("disk %s is empty; nothing to back up", bk->bk_disk);
+		return -1;
+	}
+	bk->bk_disk_size = size;
+	bk->bk_block_size = (uint32_t)bk->bk_conf->sc_block_size;
+	bk->bk_blocks = (size + bk->bk_block_size - 1) / bk->bk_block_size;
+	(void)posix_fadvise(bk->bk_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	return 0;
+}
+
+static void
+backup_usage(FILE *fp)
+{
+	fprintf(fp, "usage: source-transporter [-f config] backup --disk PATH "
+	    "--name NAME [--json]\n"
+	    "  --disk PATH   raw disk image or block device to back up\n"
+	    "  --name NAME   backup name (letters, digits, '.', '_', '-')\n"
+	    "  --json        print the summary as one JSON object\n");
+}
+
+int
+cmd_backup(struct source_conf *sc, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "disk",	required_argument, NULL, 'd' },
+		{ "name",	required_argument, NULL, 'n' },
+		{ "json",	no_argument,	   NULL, 'j' },
+		{ "help",	no_argument,	   NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct backup	 bk;
+	int		 ch, rv = EXIT_USAGE;
+
+	memset(&bk, 0, sizeof(bk));
+	bk.bk_fd = -1;
+	bk.bk_conf = sc;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'd':
+			bk.bk_disk = optarg;
+			break;
+		case 'n':
+			bk.bk_name = optarg;
+			break;
+		case 'j':
+			bk.bk_json = 1;
+			break;
+		case 'h':
+			backup_usage(stdout);
+			return EXIT_OK;
+		default:
+			backup_usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc || bk.bk_disk == NULL || bk.bk_name == NULL) {
+		backup_usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!name_is_valid(bk.bk_name)) {
+		log_warnx("backup name '%s' is not valid: use 1-%d letters, "
+		    "digits, '.', '_' or '-', not starting with '.' or '-'",
+		    bk.bk_name, NAME_MAX_LEN);
+		return EXIT_USAGE;
+	}
+	if (backup_open_disk(&bk) == -1) {
+		rv = EXIT_INPUT;
+		goto out;
+	}
+	if ((bk.bk_client = client_new(sc, &backup_ops, &bk)) == NULL) {
+		rv = EXIT_USAGE;
+		goto out;
+	}
+	/* Enough blocks in the pool to keep every worker busy. */
+	bk.bk_max_jobs = 2 * pool_threads(bk.bk_client->cl_pool) + 2;
+	rv = client_run(bk.bk_client);
+ out:
+	client_free(bk.bk_client);
+	if (bk.bk_fd != -1)
+		close(bk.bk_fd);
+	return rv;
+}

@@ -1,0 +1,445 @@
+/*
+ * client.c: the source's connection to a target: connect, TLS 1.3 with
+ * mutual authentication, Hello, and frame dispatch to the command.
+ */
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include <openssl/err.h>
+
+#include "source.h"
+
+#define CONNECT_TIMEOUT_MS	15000
+#define HANDSHAKE_TIMEOUT	30	/* seconds */
+#define IDLE_TIMEOUT		600	/* seconds without a byte from the target */
+#define FLUSH_TIMEOUT		2	/* to deliver a last frame */
+#define FRAME_BLOCK_TAG		((3 << 3) | 2)
+
+static void	client_process(struct client *);
+
+/* Maps the target's Error code to our exit code. */
+int
+client_exit_for(Error__Code code)
+{
+	switch (code) {
+	case ERROR__CODE__UNAUTHORISED:
+	case ERROR__CODE__VERSION:
+		return EXIT_CONNECT;
+	case ERROR__CODE__NOT_FOUND:
+		return EXIT_NOT_FOUND;
+	case ERROR__CODE__INTEGRITY:
+		return EXIT_INTEGRITY;
+	case ERROR__CODE__STORAGE_FULL:
+	case ERROR__CODE__STORAGE_IO:
+		return EXIT_TARGET;
+	default:
+		return EXIT_ERROR;
+	}
+}
+
+/*
+ * Ends the command with exit code code, printing the message if any.
+ * The first call wins; later ones are ignored.
+ */
+void
+client_finish(struct client *cl, int code, const char *fmt, ...)
+{
+	struct timeval	 tv = { FLUSH_TIMEOUT, 0 };
+	char		 msg[1024];
+	va_list		 ap;
+
+	if (cl->cl_done)
+		return;
+	cl->cl_done = 1;
+	cl->cl_exit = code;
+	if (fmt != NULL) {
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		log_warnx("%s", msg);
+	}
+	if (cl->cl_bev != NULL) {
+		bufferevent_disable(cl->cl_bev, EV_READ);
+		if (evbuffer_get_length(bufferevent_get_output(cl->cl_bev)) >
+		    0) {
+			/* Let a last frame (an Error) reach the target. */
+			event_base_loopexit(cl->cl_base, &tv);
+			return;
+		}
+	}
+	event_base_loopexit(cl->cl_base, NULL);
+}
+
+void
+client_send(struct client *cl, const Frame *f)
+{
+	if (frame_send(cl->cl_bev, f) == -1)
+		client_finish(cl, EXIT_ERROR, "cannot queue a %s frame",
+		    frame_name(f));
+}
+
+struct evbuffer *
+client_output(struct client *cl)
+{
+	return bufferevent_get_output(cl->cl_bev);
+}
+
+static void
+client_connected(struct client *cl)
+{
+	struct timeval	 tv = { IDLE_TIMEOUT, 0 };
+	Frame		 f = FRAME__INIT;
+	Hello		 h = HELLO__INIT;
+
+	if (tls_session_keys(cl->cl_ssl, cl->cl_key_out, cl->cl_key_in) ==
+	    -1) {
+		client_finish(cl, EXIT_ERROR, "cannot derive session keys");
+		return;
+	}
+	log_debug("connected to %s with %s", cl->cl_addr,
+	    SSL_get_version(cl->cl_ssl));
+	bufferevent_set_timeouts(cl->cl_bev, &tv, NULL);
+	h.version = PROTOCOL_VERSION;
+	h.software = "source-transporter " TRANSPORTER_VERSION;
+	h.max_frame = FRAME_MAX;
+	f.msg_case = FRAME__MSG_HELLO;
+	f.hello = &h;
+	client_send(cl, &f);
+}
+
+static void
+client_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct client	*cl = arg;
+	const char	*reason;
+	char		 err[512];
+	unsigned long	 e;
+	size_t		 n = 0;
+
+	if (events & BEV_EVENT_CONNECTED) {
+		client_connected(cl);
+		return;
+	}
+	err[0] = '\0';
+	while ((e = bufferevent_get_openssl_error(bev)) != 0 &&
+	    n < sizeof(err) - 2) {
+		if (n > 0)
+			err[n++] = ';', err[n++] = ' ';
+		ERR_error_string_n(e, err + n, sizeof(err) - n);
+		n = strlen(err);
+	}
+	if (events & BEV_EVENT_TIMEOUT) {
+		client_finish(cl, cl->cl_hello ? EXIT_ERROR : EXIT_CONNECT,
+		    "%s: no answer from the target for too long", cl->cl_addr);
+		return;
+	}
+	if ((reason = tls_verify_reason(cl->cl_ssl)) != NULL) {
+		client_finish(cl, EXIT_CONNECT, "%s: target certificate "
+		    "rejected: %s (expected name '%s', CA %s)", cl->cl_addr,
+		    reason, cl->cl_conf->sc_server_name ?
+		    cl->cl_conf->sc_server_name : cl->cl_host,
+		    cl->cl_conf->sc_ca);
+		return;
+	}
+	if (!cl->cl_hello) {
+		client_finish(cl, EXIT_CONNECT, "%s: the target closed the "
+		    "connection during the handshake (%s); it may not accept "
+		    "our certificate %s — see the target's log", cl->cl_addr,
+		    err[0] ? err : "no reason given", cl->cl_conf->sc_cert);
+		return;
+	}
+	if (!cl->cl_done)
+		client_finish(cl, EXIT_ERROR, "%s: connection to the target "
+		    "lost: %s", cl->cl_addr, err[0] ? err : (events &
+		    BEV_EVENT_EOF) ? "closed by the target" :
+		    strerror(EVUTIL_SOCKET_ERROR()));
+}
+
+static void
+client_read_cb(struct bufferevent *bev, void *arg)
+{
+	client_process(arg);
+}
+
+static void
+client_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct client	*cl = arg;
+
+	if (cl->cl_done) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			event_base_loopexit(cl->cl_base, NULL);
+		return;
+	}
+	if (cl->cl_hello && cl->cl_ops->co_drained != NULL)
+		cl->cl_ops->co_drained(cl, cl->cl_arg);
+}
+
+static void
+client_frame(struct client *cl, const Frame *f)
+{
+	switch (f->msg_case) {
+	case FRAME__MSG_ERROR:
+		client_finish(cl, client_exit_for(f->error->code), "target: %s",
+		    f->error->message);
+		return;
+	case FRAME__MSG_HELLO:
+		if (cl->cl_hello)
+			break;
+		if (f->hello->version != PROTOCOL_VERSION) {
+			client_finish(cl, EXIT_CONNECT, "%s speaks protocol "
+			    "version %u, this source speaks %d; upgrade the "
+			    "older side", cl->cl_addr, f->hello->version,
+			    PROTOCOL_VERSION);
+			return;
+		}
+		cl->cl_hello = 1;
+		log_debug("target is %s", f->hello->software);
+		cl->cl_ops->co_ready(cl, cl->cl_arg);
+		return;
+	default:
+		if (!cl->cl_hello)
+			break;
+		cl->cl_ops->co_frame(cl, f, cl->cl_arg);
+		return;
+	}
+	client_finish(cl, EXIT_ERROR, "%s: protocol error: unexpected %s "
+	    "frame", cl->cl_addr, frame_name(f));
+}
+
+static void
+client_process(struct client *cl)
+{
+	struct evbuffer	*in = bufferevent_get_input(cl->cl_bev);
+	uint8_t		*buf;
+	size_t		 len;
+	Frame		*f;
+	int		 r;
+
+	while (!cl->cl_done) {
+		if ((r = frame_take(in, FRAME_MAX, &buf, &len)) == 0)
+			return;
+		if (r == -1) {
+			client_finish(cl, EXIT_ERROR, "%s: protocol error: "
+			    "%zu-byte frame", cl->cl_addr, len);
+			return;
+		}
+		if (buf[0] == FRAME_BLOCK_TAG && cl->cl_hello &&
+		    cl->cl_ops->co_block != NULL) {
+			cl->cl_ops->co_block(cl, buf, len, cl->cl_arg);
+			continue;
+		}
+		f = frame_unpack(buf, len);
+		free(buf);
+		if (f == NULL) {
+			client_finish(cl, EXIT_ERROR, "%s: protocol error: "
+			    "malformed frame", cl->cl_addr);
+			return;
+		}
+		client_frame(cl, f);
+		frame_free(f);
+	}
+}
+
+/* Stops taking frames off the socket until client_resume. */
+void
+client_pause(struct client *cl)
+{
+	bufferevent_disable(cl->cl_bev, EV_READ);
+}
+
+void
+client_resume(struct client *cl)
+{
+	if (cl->cl_done)
+		return;
+	bufferevent_enable(cl->cl_bev, EV_READ);
+	client_process(cl);
+}
+
+/*
+ * Connects a TCP socket to host:port, trying each address, within
+ * CONNECT_TIMEOUT_MS.  Returns the socket or -1 after a message.
+ */
+static int
+client_dial(struct client *cl)
+{
+	struct addrinfo	 hints, *res = NULL, *ai;
+	struct pollfd	 pfd;
+	socklen_t	 sl;
+	int		 fd = -1, error, soerr = 0, one = 1;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if ((error = getaddrinfo(cl->cl_host, cl->cl_port, &hints,
+	    &res)) != 0) {
+		log_warnx("cannot resolve target %s: %s", cl->cl_addr,
+		    gai_strerror(error));
+		return -1;
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		if ((fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC |
+		    SOCK_NONBLOCK, ai->ai_protocol)) == -1)
+			continue;
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+			break;
+		soerr = errno;
+		if (errno == EINPROGRESS) {
+			pfd.fd = fd;
+			pfd.events = POLLOUT;
+			sl = sizeof(soerr);
+			if ((error = poll(&pfd, 1, CONNECT_TIMEOUT_MS)) == 0)
+				soerr = ETIMEDOUT;
+			else if (error == 1 && getsockopt(fd, SOL_SOCKET,
+			    SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
+				break;
+		}
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd == -1) {
+		log_warnx("cannot connect to target %s: %s; is "
+		    "target-transporter running there?", cl->cl_addr,
+		    strerror(soerr));
+		return -1;
+	}
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+/*
+ * Makes a client for one command: its event loop, worker pool and TLS
+ * context.  NULL after a message if the configuration is unusable.
+ */
+struct client *
+client_new(struct source_conf *sc, const struct client_ops *ops, void *arg)
+{
+	struct client	*cl;
+	struct tls_conf	 tls;
+
+	if ((cl = calloc(1, sizeof(*cl))) == NULL)
+		return NULL;
+	cl->cl_conf = sc;
+	cl->cl_ops = ops;
+	cl->cl_arg = arg;
+	cl->cl_exit = EXIT_ERROR;
+	if (conf_split_hostport(sc->sc_target, &cl->cl_host,
+	    &cl->cl_port) == -1) {
+		log_warnx("%s: target '%s' is not HOST:PORT", sc->sc_path,
+		    sc->sc_target);
+		goto fail;
+	}
+	if (cl->cl_port == NULL && (cl->cl_port =
+	    strdup(SOURCE_PORT_DEFAULT)) == NULL)
+		goto fail;
+	snprintf(cl->cl_addr, sizeof(cl->cl_addr), "%s", sc->sc_target);
+	memset(&tls, 0, sizeof(tls));
+	tls.tc_cert = sc->sc_cert;
+	tls.tc_key = sc->sc_key;
+	tls.tc_ca = sc->sc_ca;
+	tls.tc_crl = sc->sc_crl;
+	if ((cl->cl_ctx = tls_ctx_client(&tls)) == NULL)
+		goto fail;
+	if (evthread_use_pthreads() == -1 ||
+	    (cl->cl_base = event_base_new()) == NULL) {
+		log_warnx("cannot create the event loop");
+		goto fail;
+	}
+	if ((cl->cl_pool = pool_new(cl->cl_base, (int)sc->sc_workers)) ==
+	    NULL) {
+		log_warnx("cannot start worker threads");
+		goto fail;
+	}
+	return cl;
+ fail:
+	client_free(cl);
+	return NULL;
+}
+
+/*
+ * Connects and runs the event loop until the command finishes.
+ * Returns the command's exit code.
+ */
+int
+client_run(struct client *cl)
+{
+	struct timeval	 tv = { HANDSHAKE_TIMEOUT, 0 };
+	int		 fd;
+
+	if ((fd = client_dial(cl)) == -1)
+		return EXIT_CONNECT;
+	if ((cl->cl_ssl = tls_client_ssl(cl->cl_ctx,
+	    cl->cl_conf->sc_server_name ? cl->cl_conf->sc_server_name :
+	    cl->cl_host)) == NULL) {
+		close(fd);
+		return EXIT_ERROR;
+	}
+	cl->cl_bev = bufferevent_openssl_socket_new(cl->cl_base, fd,
+	    cl->cl_ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE |
+	    BEV_OPT_DEFER_CALLBACKS);
+	if (cl->cl_bev == NULL) {
+		SSL_free(cl->cl_ssl);
+		cl->cl_ssl = NULL;
+		close(fd);
+		log_warnx("cannot create bufferevent");
+		return EXIT_ERROR;
+	}
+	bufferevent_setcb(cl->cl_bev, client_read_cb, client_write_cb,
+	    client_event_cb, cl);
+	bufferevent_setwatermark(cl->cl_bev, EV_READ, 0,
+	    FRAME_MAX + FRAME_HDR_LEN);
+	bufferevent_setwatermark(cl->cl_bev, EV_WRITE, SOURCE_OUT_MAX / 2, 0);
+	bufferevent_set_timeouts(cl->cl_bev, &tv, NULL);
+	bufferevent_enable(cl->cl_bev, EV_READ | EV_WRITE);
+	/* Finished jobs arrive from the pool even with the socket idle. */
+	event_base_loop(cl->cl_base, EVLOOP_NO_EXIT_ON_EMPTY);
+	if (!cl->cl_done)
+		client_finish(cl, EXIT_ERROR, "event loop stopped early");
+	return cl->cl_exit;
+}
+
+/* Frees the client; finished jobs still in the pool are run first. */
+void
+client_free(struct client *cl)
+{
+	if (cl == NULL)
+		return;
+	cl->cl_done = 1;
+	pool_free(cl->cl_pool);
+	if (cl->cl_bev != NULL) {
+		/* Say goodbye properly: a close_notify, not a bare EOF. */
+		if (cl->cl_hello)
+			(void)SSL_shutdown(cl->cl_ssl);
+		bufferevent_free(cl->cl_bev);	/* frees cl_ssl */
+	}
+	else
+		SSL_free(cl->cl_ssl);
+	if (cl->cl_base != NULL)
+		event_base_free(cl->cl_base);
+	SSL_CTX_free(cl->cl_ctx);
+	crypto_wipe(cl->cl_key_out, sizeof(cl->cl_key_out));
+	crypto_wipe(cl->cl_key_in, sizeof(cl->cl_key_in));
+	free(cl->cl_host);
+	free(cl->cl_port);
+	free(cl);
+}

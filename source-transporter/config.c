@@ -1,0 +1,173 @@
+/*
+ * config.c: source-transporter's configuration file.  All errors are
+ * reported at once as "file:line: message".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "source.h"
+
+struct conf_state {
+	struct source_conf	*cs_conf;
+	int			 cs_errors;
+};
+
+static int
+conf_string(struct source_conf *sc, char **dst, const char *key,
+    const char *value, int line)
+{
+	if (*dst != NULL) {
+		log_warnx("%s:%d: %s is set twice", sc->sc_path, line, key);
+		return -1;
+	}
+	if ((*dst = strdup(value)) == NULL)
+		fatal("strdup");
+	return 0;
+}
+
+static int
+conf_key(struct source_conf *sc, const char *key, const char *value,
+    int line)
+{
+	if (strcmp(key, "target") == 0)
+		return conf_string(sc, &sc->sc_target, key, value, line);
+	if (strcmp(key, "server_name") == 0)
+		return conf_string(sc, &sc->sc_server_name, key, value, line);
+	if (strcmp(key, "certificate") == 0)
+		return conf_string(sc, &sc->sc_cert, key, value, line);
+	if (strcmp(key, "key") == 0)
+		return conf_string(sc, &sc->sc_key, key, value, line);
+	if (strcmp(key, "ca") == 0)
+		return conf_string(sc, &sc->sc_ca, key, value, line);
+	if (strcmp(key, "crl") == 0)
+		return conf_string(sc, &sc->sc_crl, key, value, line);
+	if (strcmp(key, "block_size") == 0) {
+		if (conf_parse_size(value, &sc->sc_block_size) == -1 ||
+		    sc->sc_block_size < BLOCK_SIZE_MIN ||
+		    sc->sc_block_size > BLOCK_SIZE_MAX ||
+		    (sc->sc_block_size & (sc->sc_block_size - 1)) != 0) {
+			log_warnx("%s:%d: block_size must be a power of two "
+			    "from 64K to 16M, not '%s'", sc->sc_path, line,
+			    value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "compression_level") == 0) {
+		if (conf_parse_uint(value, 1, 19,
+		    &sc->sc_compression_level) == -1) {
+			log_warnx("%s:%d: compression_level must be 1 to 19, "
+			    "not '%s'", sc->sc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "workers") == 0) {
+		if (conf_parse_uint(value, 0, 64, &sc->sc_workers) == -1) {
+			log_warnx("%s:%d: workers must be 0 (one per core) to "
+			    "64, not '%s'", sc->sc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "window") == 0) {
+		if (conf_parse_size(value, &sc->sc_window) == -1 ||
+		    sc->sc_window < SOURCE_WINDOW_MIN ||
+		    sc->sc_window > (8ull << 30)) {
+			log_warnx("%s:%d: window must be 64M to 8G, not '%s'",
+			    sc->sc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
+	log_warnx("%s:%d: unknown key '%s'", sc->sc_path, line, key);
+	return -1;
+}
+
+static int
+conf_line(void *arg, const char *section, const char *section_arg,
+    const char *key, const char *value, int line)
+{
+	struct conf_state	*cs = arg;
+	int			 rv;
+
+	if (section != NULL) {
+		log_warnx("%s:%d: unknown section [%s]", cs->cs_conf->sc_path,
+		    line, section);
+		rv = -1;
+	} else
+		rv = conf_key(cs->cs_conf, key, value, line);
+	if (rv == -1)
+		cs->cs_errors++;
+	return rv;
+}
+
+static int
+conf_finish(struct source_conf *sc)
+{
+	char	 err[512];
+	int	 errors = 0;
+
+#define REQUIRE(field, key)						\
+	if (sc->field == NULL) {					\
+		log_warnx("%s: '" key "' is missing; add a line "	\
+		    "'" key " = ...'", sc->sc_path);			\
+		errors++;						\
+	}
+	REQUIRE(sc_target, "target");
+	REQUIRE(sc_cert, "certificate");
+	REQUIRE(sc_key, "key");
+	REQUIRE(sc_ca, "ca");
+#undef REQUIRE
+	if (sc->sc_key != NULL &&
+	    conf_check_key_file(sc->sc_key, err, sizeof(err)) == -1) {
+		log_warnx("%s: %s", sc->sc_path, err);
+		errors++;
+	}
+	if (sc->sc_block_size == 0)
+		sc->sc_block_size = BLOCK_SIZE_DEFAULT;
+	if (sc->sc_compression_level == 0)
+		sc->sc_compression_level = COMPRESSION_LEVEL_DEFAULT;
+	if (sc->sc_window == 0)
+		sc->sc_window = SOURCE_WINDOW_DEFAULT;
+	return errors ? -1 : 0;
+}
+
+/* Reads and checks path; NULL after logging every error. */
+struct source_conf *
+source_conf_load(const char *path)
+{
+	struct conf_state	 cs;
+	struct source_conf	*sc;
+
+	if ((sc = calloc(1, sizeof(*sc))) == NULL ||
+	    (sc->sc_path = strdup(path)) == NULL)
+		fatal("calloc");
+	memset(&cs, 0, sizeof(cs));
+	cs.cs_conf = sc;
+	if (conf_parse_file(path, conf_line, &cs) == -1)
+		cs.cs_errors++;
+	if (conf_finish(sc) == -1)
+		cs.cs_errors++;
+	if (cs.cs_errors) {
+		source_conf_free(sc);
+		return NULL;
+	}
+	return sc;
+}
+
+void
+source_conf_free(struct source_conf *sc)
+{
+	if (sc == NULL)
+		return;
+	free(sc->sc_path);
+	free(sc->sc_target);
+	free(sc->sc_server_name);
+	free(sc->sc_cert);
+	free(sc->sc_key);
+	free(sc->sc_ca);
+	free(sc->sc_crl);
+	free(sc);
+}

@@ -1,0 +1,179 @@
+/*
+ * list.c: the list command: the restore points the target keeps for
+ * this source's tenant.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "source.h"
+
+struct list {
+	struct client	*ls_client;
+	const char	*ls_name;
+	int		 ls_json;
+};
+
+/* How an established backup product names the mode (README). */
+const char *
+mode_name(uint32_t mode)
+{
+	switch (mode) {
+	case ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT:
+		return "in-flight";
+	case ENCRYPTION_MODE__ENCRYPTION_AT_REST:
+		return "at-rest";
+	case ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE:
+		return "source-side";
+	default:
+		return "none";
+	}
+}
+
+static void
+format_time(int64_t t, char *buf, size_t len)
+{
+	struct tm	 tm;
+	time_t		 tt = (time_t)t;
+
+	if (gmtime_r(&tt, &tm) == NULL ||
+	    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, len, "%lld", (long long)t);
+}
+
+/* Prints s as a JSON string; names are restricted but be safe anyway. */
+static void
+json_string(const char *s)
+{
+	putchar('"');
+	for (; *s != '\0'; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", (unsigned char)*s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
+}
+
+static void
+list_print(struct list *ls, const ListReply *lr)
+{
+	const PointInfo	*pi;
+	char		 when[32], size[32], stored[32];
+	size_t		 i;
+
+	if (ls->ls_json) {
+		printf("[");
+		for (i = 0; i < lr->n_points; i++) {
+			pi = lr->points[i];
+			format_time(pi->created, when, sizeof(when));
+			printf("%s\n  {\"name\":", i ? "," : "");
+			json_string(pi->name);
+			printf(",\"point_id\":");
+			json_string(pi->point_id);
+			printf(",\"created\":\"%s\",\"disk_size\":%llu,"
+			    "\"block_size\":%u,\"stored_bytes\":%llu,"
+			    "\"blocks\":%llu,\"zero_blocks\":%llu,"
+			    "\"encryption\":\"%s\"}", when,
+			    (unsigned long long)pi->disk_size, pi->block_size,
+			    (unsigned long long)pi->stored_bytes,
+			    (unsigned long long)pi->blocks,
+			    (unsigned long long)pi->zero_blocks,
+			    mode_name(pi->mode));
+		}
+		printf("%s]\n", lr->n_points ? "\n" : "");
+		return;
+	}
+	if (lr->n_points == 0) {
+		printf("no restore points%s%s\n", ls->ls_name ? " for " : "",
+		    ls->ls_name ? ls->ls_name : "");
+		return;
+	}
+	printf("%-20s %-26s %-20s %10s %10s  %s\n", "NAME", "POINT",
+	    "CREATED", "SIZE", "STORED", "ENCRYPTION");
+	for (i = 0; i < lr->n_points; i++) {
+		pi = lr->points[i];
+		format_time(pi->created, when, sizeof(when));
+		format_bytes(pi->disk_size, size, sizeof(size));
+		format_bytes(pi->stored_bytes, stored, sizeof(stored));
+		printf("%-20s %-26s %-20s %10s %10s  %s\n", pi->name,
+		    pi->point_id, when, size, stored, mode_name(pi->mode));
+	}
+}
+
+static void
+list_ready(struct client *cl, void *arg)
+{
+	struct list	*ls = arg;
+	Frame		 f = FRAME__INIT;
+	ListRequest	 lr = LIST_REQUEST__INIT;
+
+	lr.name = (char *)(ls->ls_name ? ls->ls_name : "");
+	f.msg_case = FRAME__MSG_LIST_REQUEST;
+	f.list_request = &lr;
+	client_send(cl, &f);
+}
+
+static void
+list_frame(struct client *cl, const Frame *f, void *arg)
+{
+	if (f->msg_case != FRAME__MSG_LIST_REPLY) {
+		client_finish(cl, EXIT_ERROR, "%s: protocol error: unexpected "
+		    "%s frame", cl->cl_addr, frame_name(f));
+		return;
+	}
+	list_print(arg, f->list_reply);
+	client_finish(cl, EXIT_OK, NULL);
+}
+
+static const struct client_ops list_ops = {
+	.co_ready = list_ready,
+	.co_frame = list_frame,
+};
+
+int
+cmd_list(struct source_conf *sc, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "name",	required_argument, NULL, 'n' },
+		{ "json",	no_argument,	   NULL, 'j' },
+		{ "help",	no_argument,	   NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct list	 ls;
+	int		 ch, rv = EXIT_USAGE;
+
+	memset(&ls, 0, sizeof(ls));
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'n':
+			ls.ls_name = optarg;
+			break;
+		case 'j':
+			ls.ls_json = 1;
+			break;
+		case 'h':
+			printf("usage: source-transporter [-f config] list "
+			    "[--name NAME] [--json]\n");
+			return EXIT_OK;
+		default:
+			fprintf(stderr, "usage: source-transporter [-f config] "
+			    "list [--name NAME] [--json]\n");
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "usage: source-transporter [-f config] list "
+		    "[--name NAME] [--json]\n");
+		return EXIT_USAGE;
+	}
+	if ((ls.ls_client = client_new(sc, &list_ops, &ls)) == NULL)
+		return EXIT_USAGE;
+	rv = client_run(ls.ls_client);
+	client_free(ls.ls_client);
+	return rv;
+}

@@ -1,0 +1,103 @@
+/*
+ * source.c: source-transporter's command line.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "source.h"
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+	    "usage: source-transporter [-v] [-f config] command [options]\n"
+	    "\n"
+	    "Backs VM disks up to a target-transporter over mutual TLS and\n"
+	    "restores them.\n"
+	    "\n"
+	    "commands:\n"
+	    "  backup  --disk PATH --name NAME [--json]\n"
+	    "          back a raw image or block device up as a new restore point\n"
+	    "  list    [--name NAME] [--json]\n"
+	    "          list the restore points on the target\n"
+	    "  restore --name NAME [--point ID] --output PATH [--force] [--json]\n"
+	    "          write a restore point back to a file or block device\n"
+	    "\n"
+	    "options:\n"
+	    "  -f config  configuration file (default %s)\n"
+	    "  -v         verbose\n"
+	    "  -V         print the version and exit\n"
+	    "\n"
+	    "exit codes: 0 ok, 1 error, 2 usage or configuration, 3 connection,\n"
+	    "TLS or identity refused, 4 no such backup or restore point,\n"
+	    "5 integrity failure, 6 disk or output unreadable/unwritable,\n"
+	    "7 target storage full or failing, 8 key unavailable.\n",
+	    SOURCE_CONF_DEFAULT);
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct source_conf	*sc;
+	const char		*conffile = SOURCE_CONF_DEFAULT;
+	const char		*cmd;
+	int			 ch, verbose = 0, rv;
+
+	/* '+': options after the command belong to the command. */
+	while ((ch = getopt(argc, argv, "+f:hvV")) != -1) {
+		switch (ch) {
+		case 'f':
+			conffile = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return EXIT_OK;
+		case 'v':
+			verbose++;
+			break;
+		case 'V':
+			printf("source-transporter %s\n", TRANSPORTER_VERSION);
+			return EXIT_OK;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc < 1) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	cmd = argv[0];
+	log_init("source-transporter", 1, verbose);
+	if (strcmp(cmd, "help") == 0) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	if (strcmp(cmd, "backup") != 0 && strcmp(cmd, "restore") != 0 &&
+	    strcmp(cmd, "list") != 0) {
+		log_warnx("unknown command '%s'; try 'source-transporter -h'",
+		    cmd);
+		return EXIT_USAGE;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	sc = NULL;
+	for (ch = 1; ch < argc; ch++)
+		if (strcmp(argv[ch], "--help") == 0)
+			break;
+	/* A command's --help needs no configuration. */
+	if (ch == argc && (sc = source_conf_load(conffile)) == NULL)
+		return EXIT_USAGE;
+	if (strcmp(cmd, "backup") == 0)
+		rv = cmd_backup(sc, argc, argv);
+	else if (strcmp(cmd, "restore") == 0)
+		rv = cmd_restore(sc, argc, argv);
+	else
+		rv = cmd_list(sc, argc, argv);
+	source_conf_free(sc);
+	return rv;
+}

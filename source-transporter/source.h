@@ -1,0 +1,99 @@
+/*
+ * source.h: source-transporter's structures, defaults and prototypes,
+ * grouped by the file that defines them.
+ */
+#ifndef SOURCE_H
+#define SOURCE_H
+
+#include <stdint.h>
+
+#include "common.h"
+
+#define SOURCE_CONF_DEFAULT	"/etc/transporter/source.conf"
+#define SOURCE_PORT_DEFAULT	"7878"
+#define SOURCE_WINDOW_DEFAULT	(256u << 20)	/* unacknowledged bytes */
+#define SOURCE_WINDOW_MIN	(64u << 20)
+#define SOURCE_OUT_MAX		(8u << 20)	/* queued on the socket */
+#define SOURCE_CREDIT_STEP	(8u << 20)	/* restore credit grants */
+#define COMPRESSION_LEVEL_DEFAULT 3
+
+struct source_conf {
+	char		*sc_path;
+	char		*sc_target;		/* host:port */
+	char		*sc_server_name;	/* checked against its cert */
+	char		*sc_cert;
+	char		*sc_key;
+	char		*sc_ca;
+	char		*sc_crl;
+	uint64_t	 sc_block_size;
+	uint64_t	 sc_compression_level;
+	uint64_t	 sc_workers;		/* 0: one per core */
+	uint64_t	 sc_window;
+	int		 sc_level_set;
+};
+
+struct client;
+
+/* What a command does with the connection. */
+struct client_ops {
+	/* The Hello exchange is done: send the request. */
+	void	(*co_ready)(struct client *, void *);
+	/* A decoded frame other than Error arrived. */
+	void	(*co_frame)(struct client *, const Frame *, void *);
+	/* A Block frame arrived undecoded; the callee owns buf. */
+	void	(*co_block)(struct client *, uint8_t *, size_t, void *);
+	/* The socket drained below its low-water mark. */
+	void	(*co_drained)(struct client *, void *);
+	/* Closing: jobs still in the pool must be waited for. */
+	int	(*co_busy)(struct client *, void *);
+};
+
+struct client {
+	struct source_conf	*cl_conf;
+	struct event_base	*cl_base;
+	SSL_CTX			*cl_ctx;
+	SSL			*cl_ssl;
+	struct bufferevent	*cl_bev;
+	struct pool		*cl_pool;
+	const struct client_ops	*cl_ops;
+	void			*cl_arg;
+	char			 cl_addr[300];	/* host:port, for messages */
+	char			*cl_host;
+	char			*cl_port;
+	int			 cl_hello;	/* the target's Hello arrived */
+	int			 cl_done;
+	int			 cl_exit;	/* EXIT_* once done */
+	uint8_t			 cl_key_out[AEAD_KEY_LEN];	/* to target */
+	uint8_t			 cl_key_in[AEAD_KEY_LEN];	/* to source */
+	uint64_t		 cl_nonce;
+	int			 cl_json;
+};
+
+/* config.c */
+struct source_conf *source_conf_load(const char *);
+void		 source_conf_free(struct source_conf *);
+
+/* client.c */
+struct client	*client_new(struct source_conf *, const struct client_ops *,
+		    void *);
+int		 client_run(struct client *);
+void		 client_free(struct client *);
+void		 client_send(struct client *, const Frame *);
+void		 client_finish(struct client *, int, const char *, ...)
+		    __attribute__((format(printf, 3, 4)));
+struct evbuffer	*client_output(struct client *);
+void		 client_pause(struct client *);
+void		 client_resume(struct client *);
+int		 client_exit_for(Error__Code);
+
+/* backup.c */
+int		 cmd_backup(struct source_conf *, int, char **);
+
+/* restore.c */
+int		 cmd_restore(struct source_conf *, int, char **);
+
+/* list.c */
+int		 cmd_list(struct source_conf *, int, char **);
+const char	*mode_name(uint32_t);
+
+#endif /* SOURCE_H */
