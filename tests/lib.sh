@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared helpers for tests/integration/*.sh (bash).  Source it first:
 #
 #	. "$(dirname "$0")/../lib.sh"
@@ -21,6 +22,7 @@ LAST_OUT=$T/last.out	# its stdout alone
 LAST_ERR=$T/last.err	# its stderr alone
 FAILS=0
 PIDS=()			# every background process to kill on exit
+AT_EXIT=()		# commands to run on exit, after the kills
 TARGET_PID=
 TARGET_PORT=
 TARGET_LOG=$T/target.log
@@ -43,8 +45,12 @@ stop_pid() {
 
 cleanup() {
 	local pid
+	local cmd
 	for pid in "${PIDS[@]}"; do
 		stop_pid "$pid"
+	done
+	for cmd in "${AT_EXIT[@]}"; do
+		eval "$cmd"
 	done
 	if [ "${KEEP:-0}" = 1 ]; then
 		echo "# kept $T"
@@ -58,6 +64,11 @@ trap 'exit 130' INT TERM HUP
 # track PID: kill PID when the script exits
 track() {
 	PIDS+=("$1")
+}
+
+# at_exit CMD: eval CMD on exit, after every process is stopped
+at_exit() {
+	AT_EXIT+=("$1")
 }
 
 # --- results -------------------------------------------------------------
@@ -132,6 +143,20 @@ expect_exit() {
 		ok "$name"
 	else
 		not_ok "$name" "exit $RC, expected $code: $*"
+		diag "$LAST"
+	fi
+}
+
+# expect_fail NAME CMD...: ok if CMD fails cleanly: non-zero, but neither
+# killed by a signal nor timed out
+expect_fail() {
+	local name=$1
+	shift
+	run "$@"
+	if [ "$RC" -ne 0 ] && [ "$RC" -lt 124 ]; then
+		ok "$name"
+	else
+		not_ok "$name" "exit $RC, expected a clean failure: $*"
 		diag "$LAST"
 	fi
 }
@@ -307,6 +332,20 @@ target_alive() {
 	[ -n "$TARGET_PID" ] && kill -0 "$TARGET_PID" 2>/dev/null
 }
 
+# log_mark: remember where $TARGET_LOG ends now
+log_mark() {
+	LOG_MARK=$(($(wc -l <"$TARGET_LOG" 2>/dev/null || echo 0) + 1))
+}
+
+# log_new: the target log lines written since log_mark into $TARGET_NEW
+# (waits half a second for the target to finish writing them)
+TARGET_NEW=$T/target.new
+LOG_MARK=1
+log_new() {
+	sleep 0.5
+	tail -n "+$LOG_MARK" "$TARGET_LOG" >"$TARGET_NEW" 2>/dev/null
+}
+
 # src ARGS...: the source with $T/source.conf (SRC_CONF overrides), with a
 # timeout of SRC_TIMEOUT seconds
 src() {
@@ -315,6 +354,19 @@ src() {
 }
 
 # --- measurements --------------------------------------------------------
+
+# measure CMD...: like run, and RSS_KIB gets CMD's peak resident set size
+# (CMD must be a program, not a shell function)
+measure() {
+	run "$PY" -c '
+import resource, subprocess, sys
+rc = subprocess.run(sys.argv[2:]).returncode
+with open(sys.argv[1], "w") as f:
+	f.write("%d\n" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(rc if rc >= 0 else 128 - rc)' "$T/rss" "$@"
+	RSS_KIB=$(cat "$T/rss" 2>/dev/null || echo 0)
+	return "$RC"
+}
 
 # peak_rss_kib PID: peak resident set size (VmHWM) of a running process
 peak_rss_kib() {

@@ -1,0 +1,102 @@
+#!/bin/bash
+# Tampered repository files: restore refuses them, writes nothing wrong,
+# and every other point still restores.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+make_image "$T/a.img" 16M+777 5
+make_image "$T/b.img" 8M+333 6
+
+target_conf "$T/target.conf"
+target_start "$T/target.conf" || bail "target did not start"
+source_conf "$T/source.conf" acme
+TENANT=$T/repo/tenants/acme
+
+# chunk_files: every chunk file of tenant acme, sorted
+chunk_files() {
+	find "$TENANT/chunks" -type f 2>/dev/null | sort
+}
+
+# flip FILE: invert one byte in the middle of FILE's payload (after the
+# 48-byte header of chunk files)
+flip() {
+	"$PY" -c 'import os, sys
+n = os.path.getsize(sys.argv[1])
+pos = 48 + (n - 48) // 2 if n > 48 else n // 2
+with open(sys.argv[1], "r+b") as f:
+	f.seek(pos)
+	b = f.read(1)
+	f.seek(pos)
+	f.write(bytes([b[0] ^ 0xff]))' "$1"
+}
+
+# b first, then a: the chunk files new after a are a's alone
+check "backup of image b" src backup --disk "$T/b.img" --name other
+chunk_files >"$T/chunks.b"
+check "backup of image a" src backup --disk "$T/a.img" --name vm
+chunk_files >"$T/chunks.ab"
+check "second backup of image b, as idx" src backup --disk "$T/b.img" --name idx
+victim=$(comm -13 "$T/chunks.b" "$T/chunks.ab" | sed -n 3p)
+[ -n "$victim" ] || bail "no chunk file of image a in $TENANT/chunks"
+
+check "untampered point restores" src restore --name vm --output "$T/good.img"
+
+# a flipped byte in a chunk
+flip "$victim"
+echo "# flipped a byte of $victim"
+expect_exit 5 "restore of a point with a tampered chunk: exit 5" \
+    src restore --name vm --output "$T/bad.img"
+expect_grep 'block|chunk' "$LAST" "the error names the block"
+if [ -e "$T/bad.img" ]; then
+	not_ok "no output file left behind" "$(ls -l "$T/bad.img")"
+else
+	ok "no output file left behind"
+fi
+check "another point still restores" src restore --name other --output "$T/other.img"
+if files_identical "$T/b.img" "$T/other.img"; then
+	ok "and it is byte-identical"
+else
+	not_ok "and it is byte-identical"
+fi
+
+# a flipped byte in a point's index
+index=$(find "$TENANT/points/idx" -name '*.index' 2>/dev/null | head -n 1)
+if [ -n "$index" ]; then
+	flip "$index"
+	expect_exit 5 "restore of a point with a tampered index: exit 5" \
+	    src restore --name idx --output "$T/idx.img"
+	if [ -e "$T/idx.img" ]; then
+		not_ok "no output file left behind (index)"
+	else
+		ok "no output file left behind (index)"
+	fi
+else
+	not_ok "point idx has an index file under $TENANT/points/idx"
+fi
+
+# a chunk file cut short
+truncate -s 20 "$victim"
+expect_exit 5 "restore of a point with a truncated chunk: exit 5" \
+    src restore --name vm --output "$T/short.img"
+
+# a chunk file gone
+rm -f "$victim"
+expect_exit 5 "restore of a point with a missing chunk: exit 5" \
+    src restore --name vm --output "$T/gone.img"
+
+check "the other point still restores after all that" \
+    src restore --name other --output "$T/other2.img"
+if files_identical "$T/b.img" "$T/other2.img"; then
+	ok "and it is still byte-identical"
+else
+	not_ok "and it is still byte-identical"
+fi
+if target_alive; then
+	ok "target still running"
+else
+	not_ok "target still running"
+	diag "$TARGET_LOG"
+fi
+
+finish

@@ -1,0 +1,58 @@
+#!/bin/bash
+# A repository that runs out of space: the failing backup says so with
+# exit 7, leaves no point, and loses nothing already committed.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+
+mkdir -p "$T/repo"
+if ! mount -t tmpfs -o size=40m tmpfs "$T/repo" 2>"$T/mount.err"; then
+	skip "disk full tests" "cannot mount a tmpfs: $(head -n 1 "$T/mount.err")"
+	finish
+fi
+# shellcheck disable=SC2016
+at_exit 'umount -l "$T/repo"'
+
+make_image "$T/small.img" 6M+4321 31
+# incompressible, well over the 40 MiB of the repository
+head -c $((64 << 20)) /dev/urandom >"$T/big.img"
+
+target_conf "$T/target.conf"
+target_start "$T/target.conf" || bail "target did not start"
+source_conf "$T/source.conf" acme
+
+check "a small backup fits" src backup --disk "$T/small.img" --name small
+expect_exit 7 "a backup bigger than the repository: exit 7" \
+    src backup --disk "$T/big.img" --name big
+expect_grep 'space|full' "$LAST" "the error says the repository is out of space"
+echo "# repository: $(df -k "$T/repo" | tail -n 1)"
+
+check "list after the failed backup" src list --json
+if grep -q '"big"' "$LAST_OUT"; then
+	not_ok "the failed backup is not listed" "$(cat "$LAST_OUT")"
+else
+	ok "the failed backup is not listed"
+fi
+check "the first point still restores" \
+    src restore --name small --output "$T/restored.img"
+if files_identical "$T/small.img" "$T/restored.img"; then
+	ok "and it is byte-identical"
+else
+	not_ok "and it is byte-identical"
+fi
+check "the next small backup works" src backup --disk "$T/small.img" --name small
+check "list --name small" src list --name small --json
+if [ "$(grep -o '"point_id"' "$LAST_OUT" | wc -l)" -eq 2 ]; then
+	ok "two points of small listed"
+else
+	not_ok "two points of small listed" "$(cat "$LAST_OUT")"
+fi
+if target_alive; then
+	ok "target still running"
+else
+	not_ok "target still running"
+	diag "$TARGET_LOG"
+fi
+
+finish

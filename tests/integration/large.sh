@@ -1,0 +1,62 @@
+#!/bin/bash
+# A 1 GiB image (plus an unaligned tail) round trip in bounded memory.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+LIMIT_KIB=$((256 * 1024))
+
+make_image "$T/big.img" 1G+12345 11
+size=$(stat -c %s "$T/big.img")
+
+target_conf "$T/target.conf"
+target_start "$T/target.conf" || bail "target did not start"
+source_conf "$T/source.conf" acme
+
+# under_limit WHAT KIB: ok if KIB is known and below the limit
+under_limit() {
+	if [ -z "$2" ] || [ "$2" -eq 0 ]; then
+		not_ok "$1 peak RSS is known"
+	elif [ "$2" -lt "$LIMIT_KIB" ]; then
+		ok "$1 peak RSS $(($2 / 1024)) MiB < $((LIMIT_KIB / 1024)) MiB"
+	else
+		not_ok "$1 peak RSS $(($2 / 1024)) MiB < $((LIMIT_KIB / 1024)) MiB"
+	fi
+}
+
+t0=$(date +%s.%N)
+check "backup of a 1 GiB mixed image" \
+    src backup --disk "$T/big.img" --name big --json
+t1=$(date +%s.%N)
+cp "$LAST_OUT" "$T/backup.json"
+echo "# backup: $(tr -d '\n' <"$T/backup.json")"
+echo "# backup took $(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }") s"
+under_limit "source (backup)" "$(json_get "$T/backup.json" peak_rss_kib)"
+under_limit "target (backup)" "$(peak_rss_kib "$TARGET_PID")"
+
+measure "$BUILD/source-transporter" -f "$T/source.conf" \
+    restore --name big --output "$T/restored.img"
+if [ "$RC" -eq 0 ]; then
+	ok "restore of the 1 GiB image"
+else
+	not_ok "restore of the 1 GiB image" "exit $RC"
+	diag "$LAST"
+fi
+if files_identical "$T/big.img" "$T/restored.img"; then
+	ok "restored 1 GiB image is byte-identical"
+else
+	not_ok "restored 1 GiB image is byte-identical" \
+	    "$(cmp "$T/big.img" "$T/restored.img" 2>&1)"
+fi
+if [ -f "$T/restored.img" ] && [ "$(stat -c %s "$T/restored.img")" -eq "$size" ]; then
+	ok "restored size is $size bytes"
+else
+	not_ok "restored size is $size bytes"
+fi
+under_limit "source (restore)" "$RSS_KIB"
+under_limit "target (backup + restore)" "$(peak_rss_kib "$TARGET_PID")"
+echo "# peak RSS: target $(peak_rss_kib "$TARGET_PID") KiB," \
+    "source backup $(json_get "$T/backup.json" peak_rss_kib) KiB," \
+    "source restore $RSS_KIB KiB"
+
+finish

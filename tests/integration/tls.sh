@@ -1,0 +1,143 @@
+#!/bin/bash
+# Mutual TLS: who may talk to the target, and who the source trusts.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+make_image "$T/small.img" 3M+1234 21
+
+# s_client CONF-LESS ARGS...: openssl s_client to the target, exiting when
+# the target closes; RC and $LAST as run()
+s_client() {
+	run timeout 10 openssl s_client -connect "127.0.0.1:$TARGET_PORT" \
+	    -CAfile "$PKI/ca.crt" -servername localhost -ign_eof "$@" </dev/null
+}
+
+# the target's configuration check
+target_conf "$T/target.conf"
+expect_exit 0 "target -n accepts a good config" \
+    "$BUILD/target-transporter" -n -f "$T/target.conf"
+cp "$PKI/target.key" "$T/readable.key"
+chmod 644 "$T/readable.key"
+target_conf "$T/bad.conf" "key = $T/readable.key"
+expect_exit 2 "target -n refuses a key readable by others (exit 2)" \
+    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep 'readable.key' "$LAST" "the refusal names the key file"
+
+target_conf "$T/target.conf"
+target_start "$T/target.conf" || bail "target did not start"
+
+source_conf "$T/source.conf" acme
+check "good client backs up a small image" \
+    src backup --disk "$T/small.img" --name small
+
+source_conf "$T/noname.conf" acme "server_name ="
+SRC_CONF=$T/noname.conf check "without server_name the source checks IP 127.0.0.1" \
+    src list
+
+# no client certificate
+source_conf "$T/nocert.conf" none
+SRC_CONF=$T/nocert.conf expect_exit 2 \
+    "source refuses a config without certificate (exit 2)" \
+    src backup --disk "$T/small.img" --name nocert
+s_client -tls1_3
+if [ "$RC" -ne 0 ] && [ "$RC" -ne 124 ] && grep -qi 'alert' "$LAST"; then
+	ok "TLS 1.3 handshake without a client certificate is refused"
+else
+	not_ok "TLS 1.3 handshake without a client certificate is refused" \
+	    "s_client exit $RC"
+	diag "$LAST"
+fi
+
+# certificate from another CA
+source_conf "$T/other.conf" other
+log_mark
+SRC_CONF=$T/other.conf expect_exit 3 "client cert of another CA: exit 3" \
+    src backup --disk "$T/small.img" --name other
+log_new
+expect_grep 'certificate|verify' "$TARGET_NEW" "target log says why it refused the other CA"
+
+# expired
+source_conf "$T/expired.conf" expired
+log_mark
+SRC_CONF=$T/expired.conf expect_exit 3 "expired client certificate: exit 3" \
+    src backup --disk "$T/small.img" --name expired
+log_new
+expect_grep 'expired' "$TARGET_NEW" "target log says the certificate expired"
+
+# the source checks the target's name
+source_conf "$T/wrongname.conf" acme "server_name = wrong.example"
+SRC_CONF=$T/wrongname.conf expect_exit 3 "server_name not in the target certificate: exit 3" \
+    src backup --disk "$T/small.img" --name wrongname
+expect_grep 'wrong\.example' "$LAST" "the error names wrong.example"
+
+# valid certificate, no tenant
+source_conf "$T/unknown.conf" unknown
+log_mark
+SRC_CONF=$T/unknown.conf expect_exit 3 "identity without a tenant: exit 3" \
+    src backup --disk "$T/small.img" --name unknown
+expect_grep 'identity|tenant|authori[sz]|nobody-source' "$LAST" \
+    "the source says the identity is not allowed"
+log_new
+expect_grep 'nobody-source' "$TARGET_NEW" "target log names the unknown identity"
+
+# TLS 1.2
+s_client -tls1_2 -cert "$PKI/acme.crt" -key "$PKI/acme.key"
+if [ "$RC" -ne 0 ] && [ "$RC" -ne 124 ] &&
+    grep -Eqi 'alert|protocol|version' "$LAST"; then
+	ok "TLS 1.2 client is refused"
+else
+	not_ok "TLS 1.2 client is refused" "s_client exit $RC"
+	diag "$LAST"
+fi
+
+# none of that hurt the target
+if target_alive; then
+	ok "target still running after the refused clients"
+else
+	not_ok "target still running after the refused clients"
+	diag "$TARGET_LOG"
+fi
+check "target still serves a good client" \
+    src backup --disk "$T/small.img" --name small
+check "list shows only the good client's name" src list --json
+if grep -Eq 'nocert|"other"|expired|wrongname|unknown' "$LAST_OUT"; then
+	not_ok "refused clients left no restore points" "$(cat "$LAST_OUT")"
+else
+	ok "refused clients left no restore points"
+fi
+target_stop
+
+# the target presents a certificate for another name
+target_conf "$T/target-wrongname.conf" \
+    "certificate = $PKI/target-wrongname.crt" \
+    "key = $PKI/target-wrongname.key"
+if target_start "$T/target-wrongname.conf"; then
+	source_conf "$T/source.conf" acme
+	expect_exit 3 "target certificate for another name: exit 3" \
+	    src backup --disk "$T/small.img" --name wrongcert
+	expect_grep 'localhost|name|certificate|verify' "$LAST" \
+	    "the error says the target's certificate does not match"
+	target_stop
+else
+	not_ok "target with target-wrongname.crt starts"
+fi
+
+# certificate revocation
+target_conf "$T/target-crl.conf" "crl = $PKI/ca.crl"
+if target_start "$T/target-crl.conf"; then
+	source_conf "$T/revoked.conf" revoked
+	log_mark
+	SRC_CONF=$T/revoked.conf expect_exit 3 "revoked client certificate: exit 3" \
+	    src backup --disk "$T/small.img" --name revoked
+	log_new
+	expect_grep 'revoked' "$TARGET_NEW" "target log says the certificate is revoked"
+	source_conf "$T/source.conf" acme
+	check "with a CRL, a good client still backs up" \
+	    src backup --disk "$T/small.img" --name small
+	target_stop
+else
+	not_ok "target with a CRL starts"
+fi
+
+finish
