@@ -278,6 +278,9 @@ session_dispatch(struct session *se, const Frame *f)
 			return restore_begin(se, f->restore_request);
 		case FRAME__MSG_LIST_REQUEST:
 			return list_points(se, f->list_request);
+		case FRAME__MSG_CREDIT:
+			/* Granted while the last restore was ending. */
+			return 0;
 		default:
 			break;
 		}
