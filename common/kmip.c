@@ -470,6 +470,27 @@ kmip_tls_setup(struct kmip_conn *kc, const char *cert, const char *key,
 	return 0;
 }
 
+/* Did the server end the handshake over our certificate? */
+static int
+kmip_cert_alert(unsigned long e)
+{
+	if (ERR_GET_LIB(e) != ERR_LIB_SSL)
+		return 0;
+	switch (ERR_GET_REASON(e)) {
+	case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+	case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+	case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+	case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+	case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+	case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+	case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+	case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 struct kmip_conn *
 kmip_connect(const char *host, const char *port, const char *cert,
     const char *key, const char *ca, const char *server_name)
@@ -485,6 +506,7 @@ kmip_connect_timeout(const char *host, const char *port, const char *cert,
 {
 	struct kmip_conn	*kc = NULL;
 	const char		*name;
+	char			 errs[512];
 	uint64_t		 deadline;
 	long			 vr;
 	int			 n;
@@ -515,10 +537,17 @@ kmip_connect_timeout(const char *host, const char *port, const char *cert,
 		if ((n = SSL_connect(kc->kc_ssl)) == 1)
 			break;
 		vr = SSL_get_verify_result(kc->kc_ssl);
-		if (n <= 0 && vr != X509_V_OK) {
+		if (vr != X509_V_OK) {
 			kmip_fail(kc, "server certificate refused (expected "
 			    "%s, CA %s): %s", name, ca,
 			    X509_verify_cert_error_string(vr));
+			goto fail;
+		}
+		if (SSL_get_error(kc->kc_ssl, n) == SSL_ERROR_SSL &&
+		    kmip_cert_alert(ERR_peek_last_error())) {
+			ssl_error_string(errs, sizeof(errs));
+			kmip_fail(kc, "the KMS refused this client's "
+			    "certificate %s: %s", cert, errs);
 			goto fail;
 		}
 		if (kmip_io_wait(kc, n, deadline, "TLS handshake") == -1)

@@ -27,7 +27,13 @@ stop() {
 	dir=$1
 	[ -f "$dir/server.pgid" ] || return 0
 	pgid=$(cat "$dir/server.pgid")
-	kill -KILL -- "-$pgid" 2>/dev/null || true
+	# dash's kill wants -s SIGNAL before "--"
+	kill -s KILL -- "-$pgid" 2>/dev/null || true
+	i=0
+	while kill -s 0 -- "-$pgid" 2>/dev/null && [ "$i" -lt 50 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
 	rm -f "$dir/server.pgid"
 }
 
