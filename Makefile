@@ -64,6 +64,9 @@ TARGET_BIN	:= $(BUILD)/target-transporter
 UNIT_BINS	:= $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 TOOL_BINS	:= $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRCS))
 
+# Keep objects of pattern-built programs for the dependency files.
+.SECONDARY:
+
 .PHONY: all check unit demo bench asan fuzz install clean deps
 all: $(SOURCE_BIN) $(TARGET_BIN)
 
@@ -76,6 +79,9 @@ $(BUILD)/obj/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+# Unit tests include the daemons' headers.
+$(BUILD)/obj/tests/%.o: CPPFLAGS += -Itarget-transporter -Isource-transporter
 
 # protobuf-c's generated code is not ours to keep -Wextra clean.
 $(PROTO_O): $(PROTO_C)
@@ -97,9 +103,11 @@ $(TARGET_BIN): $(TARGET_MAIN) $(LIBTARGET) $(LIBCOMMON)
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBTARGET) $(LIBSOURCE) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 $(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIBCOMMON)
+	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

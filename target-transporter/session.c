@@ -30,6 +30,7 @@
 #define HANDSHAKE_TIMEOUT	30	/* seconds */
 #define IDLE_TIMEOUT		600	/* seconds without a frame */
 #define FLUSH_TIMEOUT		10	/* to deliver a last Error frame */
+#define LINGER_TIMEOUT		5	/* for the source to close after us */
 /* The first byte of a packed Frame holding a Block (field 3, bytes). */
 #define FRAME_BLOCK_TAG		((3 << 3) | 2)
 
@@ -38,6 +39,7 @@ static void	session_write_cb(struct bufferevent *, void *);
 static void	session_event_cb(struct bufferevent *, short, void *);
 static void	session_process(struct session *);
 static void	session_free(struct session *);
+static void	session_linger(struct session *);
 
 static const char *
 session_state_name(enum session_state st)
@@ -150,6 +152,7 @@ session_connected(struct session *se)
 	char		 subject[256];
 
 	tls_peer_describe(se->se_ssl, subject, sizeof(subject));
+	se->se_state = SESSION_HELLO;	/* from here on, errors are frames */
 	if ((se->se_tenant = target_tenant_for(tg->tg_conf,
 	    se->se_ssl)) == NULL) {
 		session_fail(se, ERROR__CODE__UNAUTHORISED, "certificate %s "
@@ -166,7 +169,6 @@ session_connected(struct session *se)
 	}
 	session_log(se, "authenticated as %s (%s)", subject,
 	    SSL_get_version(se->se_ssl));
-	se->se_state = SESSION_HELLO;
 	bufferevent_set_timeouts(se->se_bev, &tv, NULL);
 	h.version = PROTOCOL_VERSION;
 	h.software = "target-transporter " TRANSPORTER_VERSION;
@@ -187,6 +189,14 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 
 	if (events & BEV_EVENT_CONNECTED) {
 		session_connected(se);
+		return;
+	}
+	if (se->se_state == SESSION_CLOSING) {
+		/* The source closed, or the linger or flush timed out. */
+		if (se->se_jobs == 0)
+			session_free(se);
+		else
+			bufferevent_disable(bev, EV_READ | EV_WRITE);
 		return;
 	}
 	if (events & BEV_EVENT_TIMEOUT) {
@@ -227,7 +237,38 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 static void
 session_read_cb(struct bufferevent *bev, void *arg)
 {
-	session_process(arg);
+	struct session	*se = arg;
+	struct evbuffer	*in = bufferevent_get_input(bev);
+
+	if (se->se_state == SESSION_CLOSING) {
+		/* Read to the end so closing never resets the connection. */
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
+	session_process(se);
+}
+
+/*
+ * The output is delivered: send close_notify, stop writing, and read
+ * until the source closes too (or LINGER_TIMEOUT), so that data it had
+ * in flight does not turn our close into a reset that could destroy
+ * the Error frame we sent before it is read.
+ */
+static void
+session_linger(struct session *se)
+{
+	struct timeval	 tv = { LINGER_TIMEOUT, 0 };
+
+	if (se->se_target->tg_stopping || se->se_lingering) {
+		if (se->se_target->tg_stopping)
+			session_free(se);
+		return;
+	}
+	se->se_lingering = 1;
+	(void)SSL_shutdown(se->se_ssl);
+	(void)shutdown(bufferevent_getfd(se->se_bev), SHUT_WR);
+	bufferevent_set_timeouts(se->se_bev, &tv, NULL);
+	bufferevent_enable(se->se_bev, EV_READ);
 }
 
 static void
@@ -236,8 +277,9 @@ session_write_cb(struct bufferevent *bev, void *arg)
 	struct session	*se = arg;
 
 	if (se->se_state == SESSION_CLOSING) {
-		if (se->se_jobs == 0)
-			session_free(se);
+		if (se->se_jobs == 0 && evbuffer_get_length(
+		    bufferevent_get_output(bev)) == 0)
+			session_linger(se);
 		return;
 	}
 	if (se->se_state == SESSION_RESTORE)
@@ -413,7 +455,7 @@ session_job_done(struct session *se, int slot)
 	if (se->se_state == SESSION_CLOSING) {
 		if (se->se_jobs == 0 && evbuffer_get_length(
 		    bufferevent_get_output(se->se_bev)) == 0)
-			session_free(se);
+			session_linger(se);
 		return;
 	}
 	session_resume(se);
@@ -499,15 +541,14 @@ session_close(struct session *se, const char *fmt, ...)
 	else
 		session_log(se, "closing: %s", msg);
 	se->se_state = SESSION_CLOSING;
-	bufferevent_disable(se->se_bev, EV_READ);
-	bufferevent_set_timeouts(se->se_bev, NULL, &tv);
+	bufferevent_set_timeouts(se->se_bev, &tv, &tv);
 	if (se->se_starved) {
 		TAILQ_REMOVE(&se->se_target->tg_starved, se, se_starve_entry);
 		se->se_starved = 0;
 	}
 	if (se->se_jobs == 0 && (se->se_target->tg_stopping ||
 	    evbuffer_get_length(bufferevent_get_output(se->se_bev)) == 0))
-		session_free(se);
+		session_linger(se);
 }
 
 static void

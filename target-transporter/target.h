@@ -118,6 +118,7 @@ struct session {
 	int			 se_read_paused;
 	uint8_t			*se_held;	/* a block frame awaiting a slot */
 	size_t			 se_held_len;
+	int			 se_lingering;	/* close_notify sent, awaiting EOF */
 	struct receive		*se_recv;
 	struct restore		*se_restore;
 	TAILQ_ENTRY(session)	 se_entry;
