@@ -114,7 +114,8 @@ finish() {
 	exit
 }
 
-# run CMD...: run CMD, output in $LAST_OUT, $LAST_ERR and $LAST; RC = exit
+# run CMD...: run CMD, output in $LAST_OUT, $LAST_ERR and $LAST; RC = exit.
+# (Copy $LAST_OUT elsewhere before giving it to the next command.)
 run() {
 	"$@" >"$LAST_OUT" 2>"$LAST_ERR"
 	RC=$?
@@ -260,6 +261,7 @@ target_conf() {
 	local file=$1
 	shift
 	pki_init
+	mkdir -p "$T/repo"
 	TARGET_PORT=$(free_port) || bail "no free port"
 	conf_write "$file" "listen = 127.0.0.1:$TARGET_PORT
 certificate = $PKI/target.crt

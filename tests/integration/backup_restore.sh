@@ -65,7 +65,8 @@ point1=$(json_get "$LAST_OUT" point_id)
 check "list" src list
 expect_grep 'vm1' "$LAST_OUT" "list shows vm1"
 check "list --json" src list --json
-check "list --json is valid JSON" "$PY" -m json.tool "$LAST_OUT"
+cp "$LAST_OUT" "$T/list.json"
+check "list --json is valid JSON" "$PY" -m json.tool "$T/list.json"
 jsoncheck "list --json: objects with every key" \
     'isinstance(j, list) and j and all(all(k in p for k in ("name", "point_id",
      "created", "disk_size", "stored_bytes", "encryption")) for p in j)'
