@@ -69,6 +69,26 @@ struct client {
 	int			 cl_json;
 };
 
+/* How to reach a disk (disk.c, nbd.c). */
+enum disk_transport {
+	DISK_TRANSPORT_AUTO,	/* direct if local and readable, else NBD */
+	DISK_TRANSPORT_DIRECT,	/* file or block device */
+	DISK_TRANSPORT_NBD,
+};
+
+struct disk_opts {
+	enum disk_transport	 do_transport;
+	int			 do_no_fallback;
+	int			 do_allow_insecure_nbd;
+	const char		*do_dirty_bitmap;	/* NULL: none */
+	const char		*do_tls_cert;		/* nbds:// client cert */
+	const char		*do_tls_key;
+	const char		*do_tls_ca;
+	const char		*do_tls_psk_file;
+};
+
+struct disk;
+
 /* config.c */
 struct source_conf *source_conf_load(const char *);
 void		 source_conf_free(struct source_conf *);
@@ -85,6 +105,18 @@ struct evbuffer	*client_output(struct client *);
 void		 client_pause(struct client *);
 void		 client_resume(struct client *);
 int		 client_exit_for(Error__Code);
+
+/* disk.c */
+struct disk	*disk_open(const char *, const struct disk_opts *);
+uint64_t	 disk_size(const struct disk *);
+const char	*disk_transport_name(const struct disk *);
+int		 disk_read(struct disk *, void *, size_t, uint64_t);
+int		 disk_next_data(struct disk *, uint64_t, uint64_t *,
+		    uint64_t *);
+int		 disk_dirty_map(struct disk *, uint32_t, uint8_t **, char *,
+		    size_t);
+uint64_t	 disk_bytes_read(const struct disk *);
+void		 disk_close(struct disk *);
 
 /* backup.c */
 int		 cmd_backup(struct source_conf *, int, char **);
