@@ -93,6 +93,18 @@ check "restore --point of the older point" \
     src restore --name vm1 --point "$point1" --output "$T/older.img"
 same "older point is the original image" "$T/disk.img" "$T/older.img"
 
+# newest within one second: three quick backups, the last one wins
+make_image "$T/q1.img" 1M+1 7
+make_image "$T/q2.img" 1M+2 8
+make_image "$T/q3.img" 1M+3 9
+for i in 1 2 3; do
+	run src backup --disk "$T/q$i.img" --name quick
+done
+check "restore of the newest of three quick points" \
+    src restore --name quick --output "$T/quick.img"
+same "newest of three points made within a second is the last" \
+    "$T/q3.img" "$T/quick.img"
+
 # tenants
 SRC_CONF=$T/globex.conf check "globex lists" src list --json
 jsoncheck "globex does not see acme's backups" \
