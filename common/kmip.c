@@ -393,7 +393,10 @@ kmip_tcp_connect(struct kmip_conn *kc, const char *host, const char *port,
 	return 0;
 }
 
-/* The client context: TLS 1.2+, our certificate, the server's CA. */
+/*
+ * The client context (TLS 1.2+, our certificate, the server's CA) and
+ * the connection object expecting name, before any socket exists.
+ */
 static int
 kmip_tls_setup(struct kmip_conn *kc, const char *cert, const char *key,
     const char *ca, const char *name)
@@ -462,11 +465,6 @@ kmip_tls_setup(struct kmip_conn *kc, const char *cert, const char *key,
 			return -1;
 		}
 	}
-	if (SSL_set_fd(kc->kc_ssl, kc->kc_fd) != 1) {
-		ssl_error_string(errs, sizeof(errs));
-		kmip_fail(kc, "SSL_set_fd: %s", errs);
-		return -1;
-	}
 	return 0;
 }
 
@@ -527,10 +525,16 @@ kmip_connect_timeout(const char *host, const char *port, const char *cert,
 	    host;
 	deadline = kmip_now_ms() + (uint64_t)kc->kc_timeout_ms;
 
-	if (kmip_tcp_connect(kc, host, port, deadline) == -1)
-		goto fail;
+	/* Files first: a bad path is reported even with the KMS down. */
 	if (kmip_tls_setup(kc, cert, key, ca, name) == -1)
 		goto fail;
+	if (kmip_tcp_connect(kc, host, port, deadline) == -1)
+		goto fail;
+	if (SSL_set_fd(kc->kc_ssl, kc->kc_fd) != 1) {
+		ssl_error_string(errs, sizeof(errs));
+		kmip_fail(kc, "SSL_set_fd: %s", errs);
+		goto fail;
+	}
 	for (;;) {
 		ERR_clear_error();
 		errno = 0;

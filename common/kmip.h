@@ -154,8 +154,10 @@ struct kmip_key_info {
  * TLS 1.2+ handshake that verifies the server's chain against ca and
  * its name or IP address against server_name (host when NULL).
  * kmip_connect() waits KMIP_TIMEOUT_MS at most, kmip_connect_timeout()
- * timeout_ms (which also bounds every later operation).  Returns the
- * connection, to be closed with kmip_close(), or NULL after logging why.
+ * timeout_ms (which also bounds every later operation; name resolution
+ * is not bounded).  port is a number or service name, as for
+ * getaddrinfo().  Returns the connection, to be closed with
+ * kmip_close(), or NULL after logging why.
  */
 struct kmip_conn	*kmip_connect(const char *, const char *, const char *,
 		    const char *, const char *, const char *);

@@ -213,6 +213,11 @@ expect_grep "KMS 127.0.0.1:$PORT: cannot connect: Connection refused" \
     "$LAST_ERR" "KMS down: one clear line"
 [ "$ms" -lt 3000 ] && ok "KMS down: fails within 3 s ($ms ms)" ||
     not_ok "KMS down: fails within 3 s ($ms ms)"
+expect_exit 3 "KMS down and a bad key path: the path is reported" \
+    "$TOOL" -H 127.0.0.1 -p "$PORT" -c "$PKI/acme.crt" -k "$T/nope.key" \
+    -C "$PKI/ca.crt" locate x
+expect_grep "cannot load client key $T/nope.key" "$LAST_ERR" \
+    "before any connection is tried"
 
 # --- hostile KMS --------------------------------------------------------
 
