@@ -39,6 +39,17 @@ kt() {
 	    -k "$PKI/$cert.key" -C "$PKI/ca.crt" "$@"
 }
 
+# verdict NAME: ok if the command just before succeeded, else not ok with
+# the output of the last run
+verdict() {
+	if [ $? -eq 0 ]; then
+		ok "$1"
+	else
+		not_ok "$1"
+		diag "$LAST"
+	fi
+}
+
 # expect_out NAME WANT: ok if the last command's stdout is WANT
 expect_out() {
 	local got
@@ -84,8 +95,8 @@ fi
 # A fourth version, created but never activated, is not a candidate.
 run kt acme create acme-kek
 u4=$(cat "$LAST_OUT")
-[ "$RC" -eq 0 ] && [ -n "$u4" ] && ok "create a fourth, Pre-Active version" ||
-    not_ok "create a fourth, Pre-Active version" "exit $RC"
+[ "$RC" -eq 0 ] && [ -n "$u4" ]
+verdict "create a fourth, Pre-Active version"
 
 run kt acme newest acme-kek
 newest_uid=$(cut -d' ' -f1 "$LAST_OUT")
@@ -107,20 +118,19 @@ else
 	not_ok "get returns the same 32 bytes twice" "'$k3a' vs '$k3b'"
 	diag "$LAST"
 fi
-[ "$newest_key" = "$k3a" ] && ok "newest returns the key that get returns" ||
-    not_ok "newest returns the key that get returns"
+[ "$newest_key" = "$k3a" ]
+verdict "newest returns the key that get returns"
 run kt acme get "$u1"
 k1=$(cat "$LAST_OUT")
-[ -n "$k1" ] && [ "$k1" != "$k3a" ] && ok "versions have different keys" ||
-    not_ok "versions have different keys"
+[ -n "$k1" ] && [ "$k1" != "$k3a" ]
+verdict "versions have different keys"
 
 # --- rotation backwards: revoke the newest ------------------------------
 
 check "revoke the newest version (superseded)" kt acme revoke "$u3"
 run kt acme attrs "$u3"
-[ "$(cut -d' ' -f2 "$LAST_OUT")" = Deactivated ] &&
-    ok "revoked version is Deactivated" ||
-    not_ok "revoked version is Deactivated" "$(cat "$LAST")"
+[ "$(cut -d' ' -f2 "$LAST_OUT")" = Deactivated ]
+verdict "revoked version is Deactivated"
 run kt acme newest acme-kek
 if [ "$RC" -eq 0 ] && [ "$(cut -d' ' -f1 "$LAST_OUT")" = "$u2" ]; then
 	ok "after the revocation, newest is the second version ($u2)"
@@ -129,9 +139,8 @@ else
 	diag "$LAST"
 fi
 run kt acme get "$u3"
-[ "$RC" -eq 0 ] && [ "$(cat "$LAST_OUT")" = "$k3a" ] &&
-    ok "a revoked key can still be read (old restore points)" ||
-    not_ok "a revoked key can still be read (old restore points)" "exit $RC"
+[ "$RC" -eq 0 ] && [ "$(cat "$LAST_OUT")" = "$k3a" ]
+verdict "a revoked key can still be read (old restore points)"
 
 run kt acme versions acme-kek
 cut -d' ' -f1,2 "$LAST_OUT" >"$T/v" && cp "$T/v" "$LAST_OUT"
@@ -142,19 +151,18 @@ expect_out "versions lists all four, oldest first, with their states" \
 
 check "destroy the Pre-Active version" kt acme destroy "$u4"
 run kt acme locate acme-kek
-[ "$RC" -eq 0 ] && ! grep -qx "$u4" "$LAST_OUT" &&
-    ok "a destroyed version is gone from locate" ||
-    not_ok "a destroyed version is gone from locate"
+[ "$RC" -eq 0 ] && ! grep -qx "$u4" "$LAST_OUT"
+verdict "a destroyed version is gone from locate"
 expect_exit 1 "destroying an Active key is refused" kt acme destroy "$u2"
 expect_grep "Destroy $u2 failed: Permission Denied" "$LAST_ERR" \
     "the refusal names the operation and the server's reason"
 check "revoke a version as compromised" kt acme revoke "$u1" compromise
 run kt acme attrs "$u1"
-[ "$(cut -d' ' -f2 "$LAST_OUT")" = Compromised ] &&
-    ok "compromised version is Compromised" || not_ok "compromised version is Compromised"
+[ "$(cut -d' ' -f2 "$LAST_OUT")" = Compromised ]
+verdict "compromised version is Compromised"
 run kt acme newest acme-kek
-[ "$RC" -eq 0 ] && [ "$(cut -d' ' -f1 "$LAST_OUT")" = "$u2" ] &&
-    ok "newest is still the second version" || not_ok "newest is still the second version"
+[ "$RC" -eq 0 ] && [ "$(cut -d' ' -f1 "$LAST_OUT")" = "$u2" ]
+verdict "newest is still the second version"
 
 # --- no usable key ------------------------------------------------------
 
@@ -172,9 +180,8 @@ expect_grep "Get 999999 failed: Item Not Found" "$LAST_ERR" "with the server's r
 # --- tenants: PyKMIP objects belong to the CN that created them ---------
 
 run kt globex locate acme-kek
-[ "$RC" -eq 0 ] && [ ! -s "$LAST_OUT" ] &&
-    ok "another client (globex) does not see acme's keys" ||
-    not_ok "another client (globex) does not see acme's keys" "$(cat "$LAST")"
+[ "$RC" -eq 0 ] && [ ! -s "$LAST_OUT" ]
+verdict "another client (globex) does not see acme's keys"
 expect_exit 1 "another client cannot get acme's key" kt globex get "$u2"
 expect_exit 1 "another client has no newest acme-kek" kt globex newest acme-kek
 
@@ -193,9 +200,8 @@ expect_exit 3 "server certificate for another name is refused" \
 expect_grep "hostname mismatch" "$LAST_ERR" "and the error says why"
 run "$TOOL" -t 10 -H localhost -p "$PORT" -c "$PKI/acme.crt" \
     -k "$PKI/acme.key" -C "$PKI/ca.crt" newest acme-kek
-[ "$RC" -eq 0 ] && [ "$(cut -d' ' -f1 "$LAST_OUT")" = "$u2" ] &&
-    ok "connecting by DNS name (localhost) verifies and works" ||
-    { not_ok "connecting by DNS name (localhost) verifies and works"; diag "$LAST"; }
+[ "$RC" -eq 0 ] && [ "$(cut -d' ' -f1 "$LAST_OUT")" = "$u2" ]
+verdict "connecting by DNS name (localhost) verifies and works"
 expect_exit 2 "kmip-tool without a CA is a usage error" \
     "$TOOL" -H 127.0.0.1 -p "$PORT" -c "$PKI/acme.crt" -k "$PKI/acme.key" locate x
 expect_exit 3 "a missing client key file is a clear error" \
@@ -211,8 +217,8 @@ expect_exit 3 "KMS down: kmip-tool exits 3" kt acme newest acme-kek
 ms=$((($(date +%s%N) - t0) / 1000000))
 expect_grep "KMS 127.0.0.1:$PORT: cannot connect: Connection refused" \
     "$LAST_ERR" "KMS down: one clear line"
-[ "$ms" -lt 3000 ] && ok "KMS down: fails within 3 s ($ms ms)" ||
-    not_ok "KMS down: fails within 3 s ($ms ms)"
+[ "$ms" -lt 3000 ]
+verdict "KMS down: fails within 3 s ($ms ms)"
 expect_exit 3 "KMS down and a bad key path: the path is reported" \
     "$TOOL" -H 127.0.0.1 -p "$PORT" -c "$PKI/acme.crt" -k "$T/nope.key" \
     -C "$PKI/ca.crt" locate x
@@ -265,7 +271,7 @@ t0=$(date +%s%N)
 ET=1 expect_exit 1 "hostile KMS: a silent server times out" ek locate acme-kek
 ms=$((($(date +%s%N) - t0) / 1000000))
 expect_grep "no answer within 1000 ms" "$LAST_ERR" "saying so"
-[ "$ms" -lt 3000 ] && ok "the timeout holds ($ms ms for -t 1)" ||
-    not_ok "the timeout holds ($ms ms for -t 1)"
+[ "$ms" -lt 3000 ]
+verdict "the timeout holds ($ms ms for -t 1)"
 
 finish
