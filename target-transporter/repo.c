@@ -882,16 +882,20 @@ repo_tenant_dirs(struct repo *r, const char *tenant)
 	return 0;
 }
 
+/*
+ * A new point id: "YYYYMMDDTHHMMSSZ-" then 8 hex digits, the first 5
+ * the microsecond and the last 3 random, so that ids sort by creation
+ * even within one second (the newest is the last).
+ */
 static int
 repo_point_id(char id[POINT_ID_LEN + 1], int64_t *created)
 {
+	struct timespec	 ts;
 	struct tm	 tm;
-	time_t		 now;
-	uint8_t		 rnd[4];
-	char		 hex[2 * sizeof(rnd) + 1];
+	uint8_t		 rnd[2];
 
-	now = time(NULL);
-	if (gmtime_r(&now, &tm) == NULL ||
+	if (clock_gettime(CLOCK_REALTIME, &ts) == -1 ||
+	    gmtime_r(&ts.tv_sec, &tm) == NULL ||
 	    strftime(id, POINT_ID_LEN + 1, "%Y%m%dT%H%M%SZ-", &tm) != 17) {
 		errno = EINVAL;
 		return -1;
@@ -900,10 +904,9 @@ repo_point_id(char id[POINT_ID_LEN + 1], int64_t *created)
 		errno = EIO;
 		return -1;
 	}
-	hex_encode(rnd, sizeof(rnd), hex);
-	hex[2 * sizeof(rnd)] = '\0';
-	memcpy(id + 17, hex, sizeof(hex));
-	*created = now;
+	snprintf(id + 17, POINT_ID_LEN + 1 - 17, "%05lx%03x",
+	    (unsigned long)(ts.tv_nsec / 1000), (rnd[0] << 4 | rnd[1]) & 0xfff);
+	*created = ts.tv_sec;
 	return 0;
 }
 
