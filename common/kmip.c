@@ -875,11 +875,14 @@ kmip_locate(struct kmip_conn *kc, const char *name, char ***uidsp,
 		    "handles", what, count, KMIP_LOCATE_MAX);
 		goto fail;
 	}
-	if (count > 0 && (uids = calloc(count, sizeof(*uids))) == NULL) {
+	if (count == 0)
+		goto done;
+	if ((uids = calloc(count, sizeof(*uids))) == NULL) {
 		kmip_fail(kc, "%s: out of memory", what);
 		goto fail;
 	}
-	for (it = ttlv_find(kr.kr_payload, TAG_UNIQUE_IDENTIFIER); it != NULL;
+	for (it = ttlv_find(kr.kr_payload, TAG_UNIQUE_IDENTIFIER);
+	    it != NULL && n < count;
 	    it = ttlv_find_next(it, TAG_UNIQUE_IDENTIFIER)) {
 		if (ttlv_get_text(it, uid, sizeof(uid)) == -1 ||
 		    uid[0] == '\0') {
@@ -897,6 +900,7 @@ kmip_locate(struct kmip_conn *kc, const char *name, char ***uidsp,
 		}
 		n++;
 	}
+ done:
 	*uidsp = uids;
 	*np = n;
 	uids = NULL;

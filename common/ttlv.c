@@ -423,7 +423,7 @@ ttlv_items(struct ttlv_parser *tp, const uint8_t *p, size_t len, int depth,
 		}
 		/* Every item takes 8 bytes or more: n <= TTLV_MSG_MAX / 8. */
 		it = NULL;
-		if (tp->tp_items != NULL) {
+		if (tp->tp_items != NULL && link != NULL) {
 			it = &tp->tp_items[tp->tp_n];
 			it->ti_tag = tag;
 			it->ti_type = type;
