@@ -67,7 +67,7 @@ TOOL_BINS	:= $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRCS))
 # Keep objects of pattern-built programs for the dependency files.
 .SECONDARY:
 
-.PHONY: all check unit demo bench asan fuzz install clean deps
+.PHONY: all check run-tests unit demo run-demo bench asan fuzz install clean deps
 all: $(SOURCE_BIN) $(TARGET_BIN)
 
 $(PROTO_C) $(PROTO_H): proto/transporter.proto
@@ -116,10 +116,17 @@ deps:
 	$(Q)sh tests/deps.sh
 
 unit: $(UNIT_BINS)
-check: deps all $(UNIT_BINS) $(TOOL_BINS)
-	$(Q)BUILD=$(abspath $(BUILD)) sh tests/run.sh
 
-demo: deps all $(TOOL_BINS)
+# check and demo install missing packages first, then build in a fresh
+# make, so pkg-config runs after the -dev packages are there.
+check: deps
+	$(Q)$(MAKE) --no-print-directory run-tests
+run-tests: all $(UNIT_BINS) $(TOOL_BINS)
+	$(Q)BUILD=$(abspath $(BUILD)) sh tests/run.sh $(TESTS)
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory run-demo
+run-demo: all $(TOOL_BINS)
 	$(Q)BUILD=$(abspath $(BUILD)) sh tests/demo.sh
 
 install: all
