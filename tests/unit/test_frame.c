@@ -1,0 +1,200 @@
+/*
+ * test_frame.c: the wire framing (common/frame.c).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <event2/buffer.h>
+
+#include "common.h"
+
+static uint8_t *
+pack_block(uint64_t index, size_t payload_len, size_t *lenp)
+{
+	Frame		 f = FRAME__INIT;
+	Block		 b = BLOCK__INIT;
+	uint8_t		 id[CHUNK_ID_LEN], nonce[AEAD_NONCE_LEN];
+	uint8_t		*payload, *buf;
+
+	memset(id, 0xab, sizeof(id));
+	memset(nonce, 0x01, sizeof(nonce));
+	payload = malloc(payload_len);
+	assert_non_null(payload);
+	memset(payload, 0x5a, payload_len);
+	b.index = index;
+	b.chunk_id.data = id;
+	b.chunk_id.len = sizeof(id);
+	b.raw_len = (uint32_t)payload_len;
+	b.nonce.data = nonce;
+	b.nonce.len = sizeof(nonce);
+	b.payload.data = payload;
+	b.payload.len = payload_len;
+	f.msg_case = FRAME__MSG_BLOCK;
+	f.block = &b;
+	buf = frame_pack(&f, lenp);
+	free(payload);
+	return buf;
+}
+
+/* A packed frame comes back whole, with its fields intact. */
+static void
+test_round_trip(void **state)
+{
+	struct evbuffer	*in = evbuffer_new();
+	uint8_t		*buf, *got;
+	size_t		 len, glen;
+	Frame		*f;
+
+	buf = pack_block(42, 1000, &len);
+	assert_non_null(buf);
+	/* The prefix is the big-endian length of the rest. */
+	assert_int_equal(((size_t)buf[0] << 24 | buf[1] << 16 | buf[2] << 8 |
+	    buf[3]), len - FRAME_HDR_LEN);
+	evbuffer_add(in, buf, len);
+	assert_int_equal(frame_take(in, FRAME_MAX, &got, &glen), 1);
+	assert_int_equal(glen, len - FRAME_HDR_LEN);
+	assert_int_equal(evbuffer_get_length(in), 0);
+	f = frame_unpack(got, glen);
+	assert_non_null(f);
+	assert_int_equal(f->msg_case, FRAME__MSG_BLOCK);
+	assert_int_equal(f->block->index, 42);
+	assert_int_equal(f->block->payload.len, 1000);
+	assert_int_equal(f->block->payload.data[999], 0x5a);
+	assert_string_equal(frame_name(f), "block");
+	/* The block tag is the first byte: the daemons route on it. */
+	assert_int_equal(got[0], (3 << 3) | 2);
+	frame_free(f);
+	free(got);
+	free(buf);
+	evbuffer_free(in);
+}
+
+/* Frames arriving a byte at a time are taken only when whole. */
+static void
+test_partial(void **state)
+{
+	struct evbuffer	*in = evbuffer_new();
+	uint8_t		*buf, *got = NULL;
+	size_t		 len, glen, i;
+
+	buf = pack_block(7, 300, &len);
+	for (i = 0; i < len - 1; i++) {
+		evbuffer_add(in, buf + i, 1);
+		assert_int_equal(frame_take(in, FRAME_MAX, &got, &glen), 0);
+	}
+	evbuffer_add(in, buf + len - 1, 1);
+	assert_int_equal(frame_take(in, FRAME_MAX, &got, &glen), 1);
+	assert_memory_equal(got, buf + FRAME_HDR_LEN, glen);
+	free(got);
+	free(buf);
+	evbuffer_free(in);
+}
+
+/* Two frames back to back come out one after the other. */
+static void
+test_two_frames(void **state)
+{
+	struct evbuffer	*in = evbuffer_new();
+	uint8_t		*a, *b, *got;
+	size_t		 alen, blen, glen;
+	Frame		*f;
+
+	a = pack_block(1, 10, &alen);
+	b = pack_block(2, 20, &blen);
+	evbuffer_add(in, a, alen);
+	evbuffer_add(in, b, blen);
+	assert_int_equal(frame_take(in, FRAME_MAX, &got, &glen), 1);
+	f = frame_unpack(got, glen);
+	assert_int_equal(f->block->index, 1);
+	frame_free(f);
+	free(got);
+	assert_int_equal(frame_take(in, FRAME_MAX, &got, &glen), 1);
+	f = frame_unpack(got, glen);
+	assert_int_equal(f->block->index, 2);
+	frame_free(f);
+	free(got);
+	assert_int_equal(frame_take(in, FRAME_MAX, &got, &glen), 0);
+	free(a);
+	free(b);
+	evbuffer_free(in);
+}
+
+/* An announced length over the maximum, or zero, is refused at once. */
+static void
+test_oversized(void **state)
+{
+	struct evbuffer	*in = evbuffer_new();
+	uint8_t		 hdr[4] = { 0x7f, 0xff, 0xff, 0xff };
+	uint8_t		 zero[4] = { 0, 0, 0, 0 };
+	uint8_t		*got = NULL;
+	size_t		 glen = 0;
+
+	evbuffer_add(in, hdr, sizeof(hdr));
+	errno = 0;
+	assert_int_equal(frame_take(in, FRAME_MAX, &got, &glen), -1);
+	assert_int_equal(errno, EMSGSIZE);
+	assert_int_equal(glen, 0x7fffffff);
+	assert_null(got);
+	evbuffer_drain(in, 4);
+
+	/* A caller's own smaller maximum applies too. */
+	hdr[0] = 0;
+	hdr[1] = 0;
+	hdr[2] = 0x10;
+	hdr[3] = 0x01;
+	evbuffer_add(in, hdr, sizeof(hdr));
+	assert_int_equal(frame_take(in, 4096, &got, &glen), -1);
+	evbuffer_drain(in, 4);
+
+	evbuffer_add(in, zero, sizeof(zero));
+	assert_int_equal(frame_take(in, FRAME_MAX, &got, &glen), -1);
+	evbuffer_free(in);
+}
+
+/* Garbage and an empty Frame do not decode. */
+static void
+test_malformed(void **state)
+{
+	static const uint8_t	 garbage[] = { 0xff, 0xff, 0xff, 0xff, 0x0f };
+	static const uint8_t	 truncated[] = { 0x1a, 0x10, 0x08 };
+	static const uint8_t	 unknown_only[] = { 0xf8, 0x07, 0x01 };
+
+	assert_null(frame_unpack(garbage, sizeof(garbage)));
+	assert_null(frame_unpack(truncated, sizeof(truncated)));
+	/* Decodes, but carries no message: refused. */
+	assert_null(frame_unpack(unknown_only, sizeof(unknown_only)));
+}
+
+/* A frame above the hard maximum is never packed. */
+static void
+test_pack_too_big(void **state)
+{
+	uint8_t	*buf;
+	size_t	 len;
+
+	buf = pack_block(0, FRAME_MAX, &len);
+	assert_null(buf);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_partial),
+		cmocka_unit_test(test_two_frames),
+		cmocka_unit_test(test_oversized),
+		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_pack_too_big),
+	};
+
+	log_init("test_frame", 1, 0);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
