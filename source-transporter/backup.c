@@ -37,6 +37,15 @@ struct backup {
 	int		 bk_jobs;
 	int		 bk_max_jobs;
 	int		 bk_ended;	/* BackupEnd sent */
+	int		 bk_full;	/* --full: no base */
+	int		 bk_base_wait;	/* waiting for the base index */
+	char		 bk_base_id[64];
+	uint8_t		*bk_base;	/* base chunk ids, or NULL */
+	uint64_t	 bk_base_blocks;
+	uint64_t	 bk_base_got;
+	uint64_t	*bk_unchanged;	/* pending Unchanged entries */
+	size_t		 bk_nunchanged;
+	uint64_t	 bk_blocks_unchanged;
 	/* figures */
 	uint64_t	 bk_bytes_read;
 	uint64_t	 bk_blocks_sent;
@@ -58,12 +67,36 @@ struct read_job {
 	/* results */
 	int		 rj_errno;
 	int		 rj_zero;
+	int		 rj_unchanged;	/* same chunk id as in the base */
 	uint32_t	 rj_read;
 	uint8_t		*rj_frame;
 	size_t		 rj_len;
 };
 
+#define UNCHANGED_MAX	8192	/* block numbers per Unchanged frame */
+
 static void	backup_pump(struct backup *);
+
+/* Sends the pending unchanged block numbers in one frame. */
+static void
+backup_flush_unchanged(struct backup *bk)
+{
+	Frame		 f = FRAME__INIT;
+	Unchanged	 u = UNCHANGED__INIT;
+	size_t		 len;
+
+	if (bk->bk_nunchanged == 0)
+		return;
+	u.n_blocks = bk->bk_nunchanged;
+	u.blocks = bk->bk_unchanged;
+	f.msg_case = FRAME__MSG_UNCHANGED;
+	f.unchanged = &u;
+	/* Counted in the window like blocks: the target acks its bytes. */
+	len = frame__get_packed_size(&f) + FRAME_HDR_LEN;
+	client_send(bk->bk_client, &f);
+	bk->bk_bytes_sent += len;
+	bk->bk_nunchanged = 0;
+}
 
 /* Reads len bytes at off, retrying short reads.  0 or -1 with errno. */
 static int
@@ -133,6 +166,12 @@ read_work(struct pool_job *pj)
 		goto out;
 	}
 	crypto_sha256(raw, len, id);
+	if (bk->bk_base != NULL && rj->rj_index < bk->bk_base_blocks &&
+	    memcmp(bk->bk_base + rj->rj_index * CHUNK_ID_LEN, id,
+	    CHUNK_ID_LEN) == 0) {
+		rj->rj_unchanged = 1;
+		goto out;
+	}
 	if ((clen = compress_block(rj->rj_level, raw, len, comp, cap)) < 0) {
 		rj->rj_errno = EIO;
 		goto out;
@@ -194,7 +233,12 @@ read_done(struct pool_job *pj)
 	bk->bk_bytes_read += rj->rj_read;
 	if (rj->rj_zero)
 		bk->bk_zero_blocks++;
-	else {
+	else if (rj->rj_unchanged) {
+		bk->bk_unchanged[bk->bk_nunchanged++] = rj->rj_index;
+		bk->bk_blocks_unchanged++;
+		if (bk->bk_nunchanged == UNCHANGED_MAX)
+			backup_flush_unchanged(bk);
+	} else {
 		if (evbuffer_add_reference(client_output(cl), rj->rj_frame,
 		    rj->rj_len, frame_free_cb, rj->rj_frame) == -1) {
 			client_finish(cl, EXIT_ERROR, "cannot queue a block");
@@ -253,6 +297,8 @@ backup_pump(struct backup *bk)
 	Frame		 f = FRAME__INIT;
 	BackupEnd	 be = BACKUP_END__INIT;
 
+	if (bk->bk_base_wait)
+		return;
 	while (!cl->cl_done && bk->bk_next < bk->bk_blocks &&
 	    bk->bk_jobs < bk->bk_max_jobs &&
 	    evbuffer_get_length(client_output(cl)) < SOURCE_OUT_MAX &&
@@ -279,9 +325,11 @@ backup_pump(struct backup *bk)
 	if (cl->cl_done || bk->bk_ended || bk->bk_next < bk->bk_blocks ||
 	    bk->bk_jobs > 0)
 		return;
+	backup_flush_unchanged(bk);
 	bk->bk_ended = 1;
 	be.blocks_sent = bk->bk_blocks_sent;
 	be.zero_blocks = bk->bk_zero_blocks;
+	be.blocks_unchanged = bk->bk_blocks_unchanged;
 	f.msg_case = FRAME__MSG_BACKUP_END;
 	f.backup_end = &be;
 	client_send(cl, &f);
@@ -300,10 +348,13 @@ backup_ready(struct client *cl, void *arg)
 	bb.mode = ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT;
 	bb.source_path = (char *)bk->bk_disk;
 	bb.window = bk->bk_conf->sc_window;
+	bb.incremental = !bk->bk_full;
 	f.msg_case = FRAME__MSG_BACKUP_BEGIN;
 	f.backup_begin = &bb;
 	client_send(cl, &f);
 	bk->bk_start_ms = now_ms();
+	/* Incremental: one round trip for the base index, then stream. */
+	bk->bk_base_wait = bb.incremental;
 	backup_pump(bk);
 }
 
@@ -321,7 +372,8 @@ backup_summary(struct backup *bk, const Committed *c)
 		    "\"disk_size\":%llu,\"bytes_read\":%llu,"
 		    "\"bytes_sent\":%llu,\"bytes_stored\":%llu,"
 		    "\"blocks\":%llu,\"blocks_sent\":%llu,"
-		    "\"zero_blocks\":%llu,\"chunks_new\":%llu,"
+		    "\"zero_blocks\":%llu,\"blocks_unchanged\":%llu,"
+		    "\"base_point_id\":\"%s\",\"chunks_new\":%llu,"
 		    "\"chunks_dedup\":%llu,\"seconds\":%.3f,"
 		    "\"peak_rss_kib\":%ld}\n", bk->bk_name, c->point_id,
 		    (unsigned long long)bk->bk_disk_size,
@@ -331,7 +383,8 @@ backup_summary(struct backup *bk, const Committed *c)
 		    (unsigned long long)bk->bk_blocks,
 		    (unsigned long long)bk->bk_blocks_sent,
 		    (unsigned long long)bk->bk_zero_blocks,
-		    (unsigned long long)c->chunks_new,
+		    (unsigned long long)bk->bk_blocks_unchanged,
+		    bk->bk_base_id, (unsigned long long)c->chunks_new,
 		    (unsigned long long)c->chunks_dedup, secs, rss);
 		return;
 	}
@@ -346,6 +399,10 @@ backup_summary(struct backup *bk, const Committed *c)
 	    (unsigned long long)bk->bk_blocks,
 	    (unsigned long long)bk->bk_zero_blocks);
 	printf("  read      %s\n", b2);
+	if (bk->bk_base != NULL)
+		printf("  base      %s: %llu blocks unchanged\n",
+		    bk->bk_base_id,
+		    (unsigned long long)bk->bk_blocks_unchanged);
 	printf("  sent      %s (%llu blocks)\n", b3,
 	    (unsigned long long)bk->bk_blocks_sent);
 	printf("  stored    %s new (%llu new chunks, %llu already stored)\n",
@@ -358,12 +415,58 @@ backup_summary(struct backup *bk, const Committed *c)
 	printf("  peak RSS  %ld MiB\n", rss / 1024);
 }
 
+/*
+ * Takes a piece of the base index.  The pieces must arrive in order and
+ * fit the announced size; anything else is a protocol error.
+ */
+static int
+backup_base(struct backup *bk, const BaseIndex *bi)
+{
+	size_t	 n = bi->ids.len / CHUNK_ID_LEN;
+
+	if (!bk->bk_base_wait || bi->ids.len % CHUNK_ID_LEN != 0)
+		return -1;
+	if (bk->bk_base == NULL && bi->point_id[0] != '\0') {
+		if (bi->blocks == 0 || bi->blocks > (1ull << 30))
+			return -1;
+		if ((bk->bk_base = calloc(bi->blocks, CHUNK_ID_LEN)) == NULL)
+			return -1;
+		bk->bk_base_blocks = bi->blocks;
+		snprintf(bk->bk_base_id, sizeof(bk->bk_base_id), "%s",
+		    bi->point_id);
+	}
+	if (n > 0) {
+		if (bk->bk_base == NULL || bi->first != bk->bk_base_got ||
+		    bi->blocks != bk->bk_base_blocks ||
+		    n > bk->bk_base_blocks - bk->bk_base_got)
+			return -1;
+		memcpy(bk->bk_base + bi->first * CHUNK_ID_LEN, bi->ids.data,
+		    bi->ids.len);
+		bk->bk_base_got += n;
+	}
+	if (bi->last) {
+		if (bk->bk_base != NULL && bk->bk_base_got !=
+		    bk->bk_base_blocks)
+			return -1;
+		bk->bk_base_wait = 0;
+		if (bk->bk_base != NULL)
+			log_debug("incremental from restore point %s",
+			    bk->bk_base_id);
+		backup_pump(bk);
+	}
+	return 0;
+}
+
 static void
 backup_frame(struct client *cl, const Frame *f, void *arg)
 {
 	struct backup	*bk = arg;
 
 	switch (f->msg_case) {
+	case FRAME__MSG_BASE_INDEX:
+		if (backup_base(bk, f->base_index) == -1)
+			break;
+		return;
 	case FRAME__MSG_ACK:
 		if (f->ack->bytes_durable > bk->bk_bytes_sent ||
 		    f->ack->bytes_durable < bk->bk_bytes_acked) {
@@ -447,9 +550,11 @@ static void
 backup_usage(FILE *fp)
 {
 	fprintf(fp, "usage: source-transporter [-f config] backup --disk PATH "
-	    "--name NAME [--json]\n"
+	    "--name NAME [--full] [--json]\n"
 	    "  --disk PATH   raw disk image or block device to back up\n"
 	    "  --name NAME   backup name (letters, digits, '.', '_', '-')\n"
+	    "  --full        read and send every block, even if a previous\n"
+	    "                restore point exists (default: incremental)\n"
 	    "  --json        print the summary as one JSON object\n");
 }
 
@@ -460,6 +565,7 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		{ "disk",	required_argument, NULL, 'd' },
 		{ "name",	required_argument, NULL, 'n' },
 		{ "json",	no_argument,	   NULL, 'j' },
+		{ "full",	no_argument,	   NULL, 'F' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -480,6 +586,9 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 			break;
 		case 'j':
 			bk.bk_json = 1;
+			break;
+		case 'F':
+			bk.bk_full = 1;
 			break;
 		case 'h':
 			backup_usage(stdout);
@@ -509,9 +618,16 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 	}
 	/* Enough blocks in the pool to keep every worker busy. */
 	bk.bk_max_jobs = 2 * pool_threads(bk.bk_client->cl_pool) + 2;
+	if ((bk.bk_unchanged = calloc(UNCHANGED_MAX,
+	    sizeof(*bk.bk_unchanged))) == NULL) {
+		rv = EXIT_ERROR;
+		goto out;
+	}
 	rv = client_run(bk.bk_client);
  out:
 	client_free(bk.bk_client);
+	free(bk.bk_unchanged);
+	free(bk.bk_base);
 	if (bk.bk_fd != -1)
 		close(bk.bk_fd);
 	return rv;

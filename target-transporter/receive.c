@@ -19,6 +19,9 @@ struct receive {
 	uint32_t	 rv_block_size;
 	uint64_t	 rv_blocks;	/* blocks in the image */
 	uint8_t		*rv_seen;	/* bitmap: block already received */
+	struct repo_point rv_base;	/* incremental: the previous point */
+	int		 rv_has_base;
+	uint64_t	 rv_unchanged;	/* blocks taken from the base */
 	uint64_t	 rv_received;	/* block frames handed to workers */
 	uint64_t	 rv_done;	/* ... and stored */
 	uint64_t	 rv_done_bytes;	/* their frame bytes */
@@ -67,6 +70,61 @@ receive_block_len(const struct receive *rv, uint64_t index)
 	uint64_t	 left = rv->rv_disk_size - off;
 
 	return left < rv->rv_block_size ? (uint32_t)left : rv->rv_block_size;
+}
+
+/*
+ * Sends the index of the newest point of the name, the base of an
+ * incremental backup, in pieces; or an empty last piece if there is no
+ * usable base (none yet, or another block size).  Returns 0 or -1 if
+ * the session was closed.
+ */
+static int
+receive_send_base(struct session *se, struct receive *rv)
+{
+	Frame		 f = FRAME__INIT;
+	BaseIndex	 bi = BASE_INDEX__INIT;
+	struct repo_point *base = &rv->rv_base;
+	uint64_t	 first, n;
+
+	f.msg_case = FRAME__MSG_BASE_INDEX;
+	f.base_index = &bi;
+	if (repo_point_open(se->se_target->tg_repo, se->se_tenant->tn_name,
+	    rv->rv_name, NULL, base) == -1) {
+		if (errno != ENOENT) {
+			session_fail(se, session_errno_code(errno), "cannot read "
+			    "the previous restore point of '%s': %s",
+			    rv->rv_name, strerror(errno));
+			return -1;
+		}
+		bi.last = 1;
+		session_send(se, &f);
+		return 0;
+	}
+	if (base->rp_block_size != rv->rv_block_size) {
+		session_log(se, "previous point %s of '%s' has %u-byte blocks, "
+		    "not %u: full backup", base->rp_id, rv->rv_name,
+		    base->rp_block_size, rv->rv_block_size);
+		repo_point_clear(base);
+		bi.last = 1;
+		session_send(se, &f);
+		return 0;
+	}
+	rv->rv_has_base = 1;
+	bi.point_id = base->rp_id;
+	bi.blocks = base->rp_blocks;
+	first = 0;
+	do {
+		n = base->rp_blocks - first;
+		if (n > BASE_IDS_MAX)
+			n = BASE_IDS_MAX;
+		bi.first = first;
+		bi.ids.data = base->rp_index + first * CHUNK_ID_LEN;
+		bi.ids.len = n * CHUNK_ID_LEN;
+		first += n;
+		bi.last = first == base->rp_blocks;
+		session_send(se, &f);
+	} while (!bi.last && se->se_state == SESSION_BACKUP);
+	return se->se_state == SESSION_BACKUP ? 0 : -1;
 }
 
 /*
@@ -132,9 +190,13 @@ receive_begin(struct session *se, const BackupBegin *bb)
 	}
 	se->se_recv = rv;
 	se->se_state = SESSION_BACKUP;
+	if (bb->incremental && receive_send_base(se, rv) == -1)
+		return -1;
 	session_log(se, "backup of '%s' started: %llu bytes in %llu blocks "
-	    "of %u", bb->name, (unsigned long long)bb->disk_size,
-	    (unsigned long long)rv->rv_blocks, bb->block_size);
+	    "of %u%s%s", bb->name, (unsigned long long)bb->disk_size,
+	    (unsigned long long)rv->rv_blocks, bb->block_size,
+	    rv->rv_has_base ? ", incremental from " : "",
+	    rv->rv_has_base ? rv->rv_base.rp_id : "");
 	return 0;
  nomem:
 	session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
@@ -408,18 +470,66 @@ receive_progress(struct receive *rv)
 		receive_submit_sync(rv, 0);
 }
 
+/*
+ * Unchanged: the listed blocks are those of the base point.  Only
+ * blocks the base holds can be named, so a source learns nothing about
+ * chunks it did not write.  Returns 0 or -1 if the session closed.
+ */
+int
+receive_unchanged(struct session *se, const Unchanged *u, size_t len)
+{
+	struct receive	*rv = se->se_recv;
+	static const uint8_t zero[CHUNK_ID_LEN];
+	const uint8_t	*id;
+	uint64_t	 idx;
+	size_t		 i;
+
+	if (!rv->rv_has_base) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
+		    "unchanged blocks without a base point", rv->rv_name);
+		return -1;
+	}
+	for (i = 0; i < u->n_blocks; i++) {
+		idx = u->blocks[i];
+		if (idx >= rv->rv_blocks || idx >= rv->rv_base.rp_blocks ||
+		    (rv->rv_seen[idx / 8] & (1u << (idx % 8))) != 0) {
+			session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
+			    "unchanged block %llu is out of range or repeated",
+			    rv->rv_name, (unsigned long long)idx);
+			return -1;
+		}
+		id = rv->rv_base.rp_index + idx * CHUNK_ID_LEN;
+		rv->rv_seen[idx / 8] |= 1u << (idx % 8);
+		/* A base zero block stays a zero block. */
+		if (memcmp(id, zero, CHUNK_ID_LEN) != 0 &&
+		    repo_job_set_block(rv->rv_job, idx, id) == -1) {
+			session_fail(se, ERROR__CODE__INTERNAL, "backup of '%s': "
+			    "cannot record block %llu", rv->rv_name,
+			    (unsigned long long)idx);
+			return -1;
+		}
+		rv->rv_unchanged++;
+	}
+	rv->rv_done_bytes += len + FRAME_HDR_LEN;
+	receive_progress(rv);
+	return 0;
+}
+
 /* BackupEnd: every block has been sent.  Returns 0 or -1 if closed. */
 int
 receive_end(struct session *se, const BackupEnd *be)
 {
 	struct receive	*rv = se->se_recv;
 
-	if (be->blocks_sent != rv->rv_received) {
+	if (be->blocks_sent != rv->rv_received ||
+	    be->blocks_unchanged != rv->rv_unchanged) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': the "
-		    "source sent %llu blocks but reports %llu; nothing was "
-		    "committed", rv->rv_name,
+		    "source sent %llu blocks and %llu unchanged but reports "
+		    "%llu and %llu; nothing was committed", rv->rv_name,
 		    (unsigned long long)rv->rv_received,
-		    (unsigned long long)be->blocks_sent);
+		    (unsigned long long)rv->rv_unchanged,
+		    (unsigned long long)be->blocks_sent,
+		    (unsigned long long)be->blocks_unchanged);
 		return -1;
 	}
 	rv->rv_ended = 1;
@@ -435,6 +545,7 @@ receive_free(struct receive *rv)
 		return;
 	if (rv->rv_job != NULL)
 		repo_job_abort(rv->rv_job);
+	repo_point_clear(&rv->rv_base);
 	free(rv->rv_seen);
 	free(rv);
 }

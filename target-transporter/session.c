@@ -301,7 +301,7 @@ session_hello(struct session *se, const Hello *h)
 
 /* Handles one decoded frame.  Returns 0, or -1 if the session closed. */
 static int
-session_dispatch(struct session *se, const Frame *f)
+session_dispatch(struct session *se, const Frame *f, size_t len)
 {
 	if (f->msg_case == FRAME__MSG_ERROR) {
 		session_close(se, "source reported: %s", f->error->message);
@@ -330,6 +330,8 @@ session_dispatch(struct session *se, const Frame *f)
 	case SESSION_BACKUP:
 		if (f->msg_case == FRAME__MSG_BACKUP_END)
 			return receive_end(se, f->backup_end);
+		if (f->msg_case == FRAME__MSG_UNCHANGED)
+			return receive_unchanged(se, f->unchanged, len);
 		break;
 	case SESSION_RESTORE:
 		if (f->msg_case == FRAME__MSG_CREDIT)
@@ -392,7 +394,7 @@ session_process(struct session *se)
 			    "byte frame", len);
 			return;
 		}
-		r = session_dispatch(se, f);
+		r = session_dispatch(se, f, len);
 		frame_free(f);
 		if (r == -1)
 			return;

@@ -18,6 +18,7 @@
 #define TARGET_PORT_DEFAULT	"7878"
 #define TARGET_SYNC_BYTES	(64u << 20)	/* fsync batch */
 #define TARGET_MAX_TENANTS	256
+#define BASE_IDS_MAX		32768		/* chunk ids per BaseIndex frame */
 
 struct tenant {
 	char			*tn_name;
@@ -150,6 +151,7 @@ Error__Code	 session_errno_code(int);
 /* receive.c */
 int		 receive_begin(struct session *, const BackupBegin *);
 int		 receive_block(struct session *, uint8_t *, size_t);
+int		 receive_unchanged(struct session *, const Unchanged *, size_t);
 int		 receive_end(struct session *, const BackupEnd *);
 void		 receive_free(struct receive *);
 
