@@ -395,3 +395,25 @@ json_get() {
 	"$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
 	    "$1" "$2" 2>/dev/null
 }
+
+# jsoncheck NAME PYTHON-EXPR: ok if EXPR is true of j, the JSON in $LAST_OUT
+jsoncheck() {
+	if "$PY" -c 'import json, sys
+j = json.load(open(sys.argv[1]))
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$LAST_OUT" "$2" 2>"$T/py.err"; then
+		ok "$1"
+	else
+		not_ok "$1" "not true of the JSON: $2"
+		diag "$LAST_OUT"
+		diag "$T/py.err"
+	fi
+}
+
+# same NAME A B: ok if files A and B are byte-identical
+same() {
+	if files_identical "$2" "$3"; then
+		ok "$1"
+	else
+		not_ok "$1" "$(cmp "$2" "$3" 2>&1)"
+	fi
+}

@@ -12,28 +12,6 @@ target_start "$T/target.conf" || bail "target did not start"
 source_conf "$T/source.conf" acme
 source_conf "$T/globex.conf" globex
 
-# jsoncheck NAME PYTHON-EXPR: ok if EXPR is true of j, the JSON in $LAST_OUT
-jsoncheck() {
-	if "$PY" -c 'import json, sys
-j = json.load(open(sys.argv[1]))
-sys.exit(0 if eval(sys.argv[2]) else 1)' "$LAST_OUT" "$2" 2>"$T/py.err"; then
-		ok "$1"
-	else
-		not_ok "$1" "not true of the JSON: $2"
-		diag "$LAST_OUT"
-		diag "$T/py.err"
-	fi
-}
-
-# same NAME A B: ok if files A and B are byte-identical
-same() {
-	if files_identical "$2" "$3"; then
-		ok "$1"
-	else
-		not_ok "$1" "$(cmp "$2" "$3" 2>&1)"
-	fi
-}
-
 size=$(stat -c %s "$T/disk.img")
 
 # backup, summary, restore
