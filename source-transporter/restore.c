@@ -5,7 +5,10 @@
  * name and renamed into place only when every block verified, so a
  * failed restore never leaves wrong data under the name asked for.
  */
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+
+#include <linux/fs.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -314,6 +317,46 @@ restore_open_output(struct restore *rs)
 	return -1;
 }
 
+/*
+ * A block device is written in place: zero every block the restore
+ * point has as zero, since the device may hold old data there.
+ * Contiguous runs go to BLKZEROOUT, or to plain writes where the
+ * device does not support it.  Returns 0 or -1 with errno.
+ */
+static int
+restore_zero_unwritten(struct restore *rs)
+{
+	static const uint8_t	 zero[64 << 10];
+	uint64_t		 i = 0, j, range[2], off, end;
+	size_t			 n;
+
+	while (i < rs->rs_blocks) {
+		if (rs->rs_seen[i / 8] & (1u << (i % 8))) {
+			i++;
+			continue;
+		}
+		for (j = i; j < rs->rs_blocks &&
+		    !(rs->rs_seen[j / 8] & (1u << (j % 8))); j++)
+			;
+		off = i * rs->rs_block_size;
+		end = j * rs->rs_block_size;
+		if (end > rs->rs_disk_size)
+			end = rs->rs_disk_size;
+		range[0] = off;
+		range[1] = end - off;
+		if (ioctl(rs->rs_fd, BLKZEROOUT, range) == -1) {
+			for (; off < end; off += n) {
+				n = end - off < sizeof(zero) ?
+				    (size_t)(end - off) : sizeof(zero);
+				if (write_full(rs->rs_fd, zero, n, off) == -1)
+					return -1;
+			}
+		}
+		i = j;
+	}
+	return 0;
+}
+
 /* Makes the written output durable and puts it under its name. */
 static int
 restore_commit_output(struct restore *rs)
@@ -321,6 +364,8 @@ restore_commit_output(struct restore *rs)
 	char	 dir[PATH_MAX];
 	int	 dfd;
 
+	if (rs->rs_tmp[0] == '\0' && restore_zero_unwritten(rs) == -1)
+		return -1;
 	if (fsync(rs->rs_fd) == -1)
 		return -1;
 	if (rs->rs_tmp[0] == '\0')
