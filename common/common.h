@@ -59,6 +59,7 @@ struct evbuffer;
 /* log.c */
 void	 log_init(const char *, int, int);
 void	 log_setverbose(int);
+void	 log_set_format(int);	/* 1: JSON lines */
 void	 log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_info(const char *, ...) __attribute__((format(printf, 1, 2)));

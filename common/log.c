@@ -1,5 +1,6 @@
 /*
- * log.c: logging to stderr (foreground) or syslog (daemon).
+ * log.c: logging to stderr (foreground) or syslog (daemon), as plain
+ * text or as one JSON object per line (log_set_format).
  *
  * Worker threads log too: every message is formatted into a local
  * buffer and written with a single call, so lines never interleave.
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -21,10 +23,12 @@
 
 #define LOG_LINE_MAX	4096
 #define LOG_SSL_MAX	1024
+#define LOG_JSON_MAX	(2 * LOG_LINE_MAX)	/* escaped message + fields */
 
 static const char	*log_progname;
 static int		 log_foreground = 1;
 static atomic_int	 log_verbose;
+static atomic_int	 log_json;
 
 static size_t	 log_append(char *, size_t, size_t, const char *, ...)
 		    __attribute__((format(printf, 4, 5)));
@@ -52,6 +56,16 @@ void
 log_setverbose(int verbose)
 {
 	atomic_store(&log_verbose, verbose);
+}
+
+/*
+ * Plain lines (0, the default) or one JSON object per line (1), on
+ * stderr and in syslog alike; safe from any thread.
+ */
+void
+log_set_format(int json)
+{
+	atomic_store(&log_json, json != 0);
 }
 
 /*
@@ -86,10 +100,164 @@ log_append(char *buf, size_t len, size_t off, const char *fmt, ...)
 	return off;
 }
 
+static const char *
+log_level_name(int pri)
+{
+	switch (pri) {
+	case LOG_DEBUG:
+		return "debug";
+	case LOG_INFO:
+		return "info";
+	case LOG_WARNING:
+		return "warning";
+	default:
+		return "fatal";
+	}
+}
+
+/*
+ * Length of the well-formed UTF-8 sequence at s (at most n bytes), or
+ * 0 when it is not one: overlong forms, surrogates and code points
+ * past U+10FFFF are refused, as JSON requires.
+ */
+static size_t
+log_utf8_len(const unsigned char *s, size_t n)
+{
+	uint32_t	 cp;
+	size_t		 len, i;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else
+		return 0;
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	return len;
+}
+
+/*
+ * Appends msg[0..len) to buf at off as the body of a JSON string:
+ * quotes, backslashes and control characters escaped, bytes that are
+ * not UTF-8 replaced by U+FFFD.  Stops before an escape that would not
+ * fit in len - reserve, so the caller always has room to close the
+ * object.  Returns the new offset.
+ */
+static size_t
+log_json_escape(char *buf, size_t size, size_t off, size_t reserve,
+    const char *msg, size_t len)
+{
+	const unsigned char	*s = (const unsigned char *)msg;
+	char			 esc[8];
+	const char		*rep;
+	size_t			 i = 0, n, k;
+
+	while (i < len) {
+		rep = NULL;
+		n = 1;
+		if (s[i] == '"')
+			rep = "\\\"";
+		else if (s[i] == '\\')
+			rep = "\\\\";
+		else if (s[i] == '\n')
+			rep = "\\n";
+		else if (s[i] == '\r')
+			rep = "\\r";
+		else if (s[i] == '\t')
+			rep = "\\t";
+		else if (s[i] < 0x20 || s[i] == 0x7f) {
+			(void)snprintf(esc, sizeof(esc), "\\u%04x", s[i]);
+			rep = esc;
+		} else if (s[i] >= 0x80 &&
+		    (n = log_utf8_len(s + i, len - i)) == 0) {
+			rep = "\\ufffd";
+			n = 1;
+		}
+		k = rep != NULL ? strlen(rep) : n;
+		if (off + k + reserve > size)
+			break;
+		memcpy(buf + off, rep != NULL ? rep : (const char *)s + i, k);
+		off += k;
+		i += n;
+	}
+	return off;
+}
+
+/*
+ * Writes msg as one JSON object: {"ts", "level", "prog", "session"
+ * (when msg starts with "session N"), "msg"}, on one line to stderr,
+ * or as the message to syslog.
+ */
+static void
+log_emit_json(int pri, const char *msg, size_t len)
+{
+	char		 buf[LOG_JSON_MAX], ts[40];
+	struct timespec	 now;
+	struct tm	 tm;
+	const char	*name, *p;
+	unsigned long long id = 0;
+	size_t		 off;
+	ssize_t		 n;
+	int		 has_id = 0;
+
+	name = log_progname != NULL ? log_progname :
+	    program_invocation_short_name;
+	(void)clock_gettime(CLOCK_REALTIME, &now);
+	if (gmtime_r(&now.tv_sec, &tm) == NULL ||
+	    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+		(void)snprintf(ts, sizeof(ts), "1970-01-01T00:00:00");
+	/* Session lines start with "session N"; N becomes a field. */
+	if (strncmp(msg, "session ", 8) == 0 && msg[8] >= '0' &&
+	    msg[8] <= '9') {
+		for (p = msg + 8; *p >= '0' && *p <= '9' &&
+		    id < 1000000000000000ULL; p++)
+			id = id * 10 + (unsigned long long)(*p - '0');
+		has_id = (*p == ' ' || *p == ':' || *p == '\0');
+	}
+	off = log_append(buf, sizeof(buf), 0,
+	    "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"prog\":\"", ts,
+	    now.tv_nsec / 1000000, log_level_name(pri));
+	off = log_json_escape(buf, sizeof(buf), off, 64, name, strlen(name));
+	off = log_append(buf, sizeof(buf), off, "\",");
+	if (has_id)
+		off = log_append(buf, sizeof(buf), off, "\"session\":%llu,",
+		    id);
+	off = log_append(buf, sizeof(buf), off, "\"msg\":\"");
+	/* Reserve room for "}\n and the NUL. */
+	off = log_json_escape(buf, sizeof(buf), off, 4, msg, len);
+	off = log_append(buf, sizeof(buf), off, "\"}");
+
+	if (!log_foreground) {
+		syslog(pri, "%s", buf);
+		return;
+	}
+	buf[off++] = '\n';
+	do {
+		n = write(STDERR_FILENO, buf, off);
+	} while (n == -1 && errno == EINTR);
+}
+
 /*
  * Formats one message, followed by ": suffix" when suffix is not NULL,
- * and writes it in one call.  Control characters in the message (which
- * may quote a peer) are replaced so that nobody can forge log lines.
+ * and writes it in one call.  Control characters in a plain message
+ * (which may quote a peer) are replaced so that nobody can forge log
+ * lines; a JSON message escapes them instead.
  */
 static void
 log_vemit(int pri, const char *suffix, const char *fmt, va_list ap)
@@ -99,6 +267,14 @@ log_vemit(int pri, const char *suffix, const char *fmt, va_list ap)
 	size_t		 off = 0, start, i;
 	ssize_t		 n;
 
+	if (atomic_load(&log_json)) {
+		off = log_vappend(buf, sizeof(buf), off, fmt, ap);
+		if (suffix != NULL)
+			off = log_append(buf, sizeof(buf), off, ": %s",
+			    suffix);
+		log_emit_json(pri, buf, off);
+		return;
+	}
 	if (log_foreground) {
 		name = log_progname != NULL ? log_progname :
 		    program_invocation_short_name;
