@@ -99,6 +99,7 @@ int	 conf_parse_file(const char *, conf_cb, void *);
 int	 conf_parse_size(const char *, uint64_t *);
 int	 conf_parse_uint(const char *, uint64_t, uint64_t, uint64_t *);
 int	 conf_parse_bool(const char *, int *);
+int	 conf_parse_duration(const char *, uint64_t *);
 int	 conf_split_hostport(const char *, char **, char **);
 int	 conf_check_key_file(const char *, char *, size_t);
 

@@ -395,6 +395,44 @@ conf_parse_uint(const char *str, uint64_t min, uint64_t max, uint64_t *out)
 }
 
 /*
+ * Parses a duration in seconds: a whole number with an optional unit,
+ * s, m, h or d ("90", "90s", "30m", "2h").  Returns 0, or -1 on bad
+ * syntax or overflow.
+ */
+int
+conf_parse_duration(const char *str, uint64_t *out)
+{
+	char		 num[32];
+	size_t		 len;
+	uint64_t	 v, mult = 1;
+
+	if (str == NULL || (len = strlen(str)) == 0 || len >= sizeof(num))
+		return -1;
+	memcpy(num, str, len + 1);
+	switch (num[len - 1]) {
+	case 's':
+		break;
+	case 'm':
+		mult = 60;
+		break;
+	case 'h':
+		mult = 3600;
+		break;
+	case 'd':
+		mult = 86400;
+		break;
+	default:
+		len++;	/* no unit */
+		break;
+	}
+	num[len - 1] = '\0';
+	if (conf_parse_uint(num, 0, UINT64_MAX / mult, &v) == -1)
+		return -1;
+	*out = v * mult;
+	return 0;
+}
+
+/*
  * Parses yes/no, true/false, on/off, 1/0 (any case) into *out as 1/0.
  * Returns 0, or -1 if str is none of them.
  */

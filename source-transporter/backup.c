@@ -39,6 +39,8 @@ struct backup {
 	int		 bk_ended;	/* BackupEnd sent */
 	int		 bk_full;	/* --full: no base */
 	int		 bk_base_wait;	/* waiting for the base index */
+	int		 bk_resumed;	/* the base holds an interrupted job */
+	int		 bk_attempts;
 	char		 bk_base_id[64];
 	uint8_t		*bk_base;	/* base chunk ids, or NULL */
 	uint64_t	 bk_base_blocks;
@@ -353,8 +355,8 @@ backup_ready(struct client *cl, void *arg)
 	f.backup_begin = &bb;
 	client_send(cl, &f);
 	bk->bk_start_ms = now_ms();
-	/* Incremental: one round trip for the base index, then stream. */
-	bk->bk_base_wait = bb.incremental;
+	/* One round trip for the base index, then stream. */
+	bk->bk_base_wait = 1;
 	backup_pump(bk);
 }
 
@@ -373,7 +375,8 @@ backup_summary(struct backup *bk, const Committed *c)
 		    "\"bytes_sent\":%llu,\"bytes_stored\":%llu,"
 		    "\"blocks\":%llu,\"blocks_sent\":%llu,"
 		    "\"zero_blocks\":%llu,\"blocks_unchanged\":%llu,"
-		    "\"base_point_id\":\"%s\",\"chunks_new\":%llu,"
+		    "\"base_point_id\":\"%s\",\"resumed\":%s,"
+		    "\"attempts\":%d,\"chunks_new\":%llu,"
 		    "\"chunks_dedup\":%llu,\"seconds\":%.3f,"
 		    "\"peak_rss_kib\":%ld}\n", bk->bk_name, c->point_id,
 		    (unsigned long long)bk->bk_disk_size,
@@ -384,7 +387,8 @@ backup_summary(struct backup *bk, const Committed *c)
 		    (unsigned long long)bk->bk_blocks_sent,
 		    (unsigned long long)bk->bk_zero_blocks,
 		    (unsigned long long)bk->bk_blocks_unchanged,
-		    bk->bk_base_id, (unsigned long long)c->chunks_new,
+		    bk->bk_base_id, bk->bk_resumed ? "true" : "false",
+		    bk->bk_attempts, (unsigned long long)c->chunks_new,
 		    (unsigned long long)c->chunks_dedup, secs, rss);
 		return;
 	}
@@ -400,8 +404,9 @@ backup_summary(struct backup *bk, const Committed *c)
 	    (unsigned long long)bk->bk_zero_blocks);
 	printf("  read      %s\n", b2);
 	if (bk->bk_base != NULL)
-		printf("  base      %s: %llu blocks unchanged\n",
-		    bk->bk_base_id,
+		printf("  base      %s%s: %llu blocks unchanged\n",
+		    bk->bk_base_id, bk->bk_resumed ? " and an interrupted "
+		    "backup (resumed)" : "",
 		    (unsigned long long)bk->bk_blocks_unchanged);
 	printf("  sent      %s (%llu blocks)\n", b3,
 	    (unsigned long long)bk->bk_blocks_sent);
@@ -449,6 +454,7 @@ backup_base(struct backup *bk, const BaseIndex *bi)
 		    bk->bk_base_blocks)
 			return -1;
 		bk->bk_base_wait = 0;
+		bk->bk_resumed = bi->resumed;
 		if (bk->bk_base != NULL)
 			log_debug("incremental from restore point %s",
 			    bk->bk_base_id);
@@ -546,6 +552,64 @@ backup_open_disk(struct backup *bk)
 	return 0;
 }
 
+/* Forgets the progress of a failed attempt; the disk stays open. */
+static void
+backup_reset(struct backup *bk)
+{
+	free(bk->bk_base);
+	bk->bk_base = NULL;
+	bk->bk_base_blocks = bk->bk_base_got = 0;
+	bk->bk_base_id[0] = '\0';
+	bk->bk_resumed = 0;
+	bk->bk_next = bk->bk_data_end = 0;
+	bk->bk_jobs = bk->bk_ended = bk->bk_base_wait = 0;
+	bk->bk_nunchanged = 0;
+	bk->bk_blocks_unchanged = bk->bk_bytes_read = 0;
+	bk->bk_blocks_sent = bk->bk_zero_blocks = bk->bk_hole_blocks = 0;
+	bk->bk_bytes_sent = bk->bk_bytes_acked = 0;
+}
+
+/*
+ * Runs the backup, reconnecting with backoff while the connection is
+ * lost and resume_timeout has not run out.  Every new attempt starts a
+ * new job on the target, which sends the blocks the interrupted one
+ * made durable as part of the base: they are hashed again here, never
+ * sent again.  Returns the exit code.
+ */
+static int
+backup_run(struct backup *bk)
+{
+	struct source_conf	*sc = bk->bk_conf;
+	uint64_t		 deadline, delay = 1;
+	int			 rv, attempt;
+
+	deadline = now_ms() + sc->sc_resume_timeout * 1000;
+	for (attempt = 1;; attempt++) {
+		bk->bk_attempts = attempt;
+		if ((bk->bk_client = client_new(sc, &backup_ops, bk)) == NULL)
+			return EXIT_USAGE;
+		/* Enough blocks in the pool to keep every worker busy. */
+		bk->bk_max_jobs = 2 * pool_threads(bk->bk_client->cl_pool) + 2;
+		rv = client_run(bk->bk_client);
+		if (rv == EXIT_OK || !bk->bk_client->cl_lost ||
+		    now_ms() + delay * 1000 > deadline)
+			break;
+		client_free(bk->bk_client);
+		bk->bk_client = NULL;
+		log_warnx("backup of '%s' interrupted (attempt %d); "
+		    "reconnecting in %llu s to resume", bk->bk_name, attempt,
+		    (unsigned long long)delay);
+		sleep((unsigned int)delay);
+		delay = delay * 2 > RECONNECT_DELAY_MAX ? RECONNECT_DELAY_MAX :
+		    delay * 2;
+		backup_reset(bk);
+	}
+	if (rv != EXIT_OK && bk->bk_client->cl_lost && attempt > 1)
+		log_warnx("backup of '%s' gave up after %d attempts; run it "
+		    "again to resume", bk->bk_name, attempt);
+	return rv;
+}
+
 static void
 backup_usage(FILE *fp)
 {
@@ -612,18 +676,12 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		rv = EXIT_INPUT;
 		goto out;
 	}
-	if ((bk.bk_client = client_new(sc, &backup_ops, &bk)) == NULL) {
-		rv = EXIT_USAGE;
-		goto out;
-	}
-	/* Enough blocks in the pool to keep every worker busy. */
-	bk.bk_max_jobs = 2 * pool_threads(bk.bk_client->cl_pool) + 2;
 	if ((bk.bk_unchanged = calloc(UNCHANGED_MAX,
 	    sizeof(*bk.bk_unchanged))) == NULL) {
 		rv = EXIT_ERROR;
 		goto out;
 	}
-	rv = client_run(bk.bk_client);
+	rv = backup_run(&bk);
  out:
 	client_free(bk.bk_client);
 	free(bk.bk_unchanged);

@@ -166,11 +166,13 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 		    err[0] ? err : "no reason given", cl->cl_conf->sc_cert);
 		return;
 	}
-	if (!cl->cl_done)
+	if (!cl->cl_done) {
+		cl->cl_lost = 1;
 		client_finish(cl, EXIT_ERROR, "%s: connection to the target "
 		    "lost: %s", cl->cl_addr, err[0] ? err : (events &
 		    BEV_EVENT_EOF) ? "closed by the target" :
 		    strerror(EVUTIL_SOCKET_ERROR()));
+	}
 }
 
 static void
@@ -386,8 +388,10 @@ client_run(struct client *cl)
 	struct timeval	 tv = { HANDSHAKE_TIMEOUT, 0 };
 	int		 fd;
 
-	if ((fd = client_dial(cl)) == -1)
+	if ((fd = client_dial(cl)) == -1) {
+		cl->cl_lost = 1;	/* the target may be restarting */
 		return EXIT_CONNECT;
+	}
 	if ((cl->cl_ssl = tls_client_ssl(cl->cl_ctx,
 	    cl->cl_conf->sc_server_name ? cl->cl_conf->sc_server_name :
 	    cl->cl_host)) == NULL) {

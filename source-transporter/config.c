@@ -81,6 +81,17 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 		}
 		return 0;
 	}
+	if (strcmp(key, "resume_timeout") == 0) {
+		if (conf_parse_duration(value, &sc->sc_resume_timeout) == -1 ||
+		    sc->sc_resume_timeout > 7 * 86400) {
+			log_warnx("%s:%d: resume_timeout must be a duration "
+			    "such as 0, 90s, 30m or 2h (at most 7 days), not "
+			    "'%s'", sc->sc_path, line, value);
+			return -1;
+		}
+		sc->sc_resume_set = 1;
+		return 0;
+	}
 	log_warnx("%s:%d: unknown key '%s'", sc->sc_path, line, key);
 	return -1;
 }
@@ -131,6 +142,8 @@ conf_finish(struct source_conf *sc)
 		sc->sc_compression_level = COMPRESSION_LEVEL_DEFAULT;
 	if (sc->sc_window == 0)
 		sc->sc_window = SOURCE_WINDOW_DEFAULT;
+	if (!sc->sc_resume_set)
+		sc->sc_resume_timeout = RESUME_TIMEOUT_DEFAULT;
 	return errors ? -1 : 0;
 }
 

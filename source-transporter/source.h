@@ -16,6 +16,8 @@
 #define SOURCE_OUT_MAX		(8u << 20)	/* queued on the socket */
 #define SOURCE_CREDIT_STEP	(8u << 20)	/* restore credit grants */
 #define COMPRESSION_LEVEL_DEFAULT 3
+#define RESUME_TIMEOUT_DEFAULT	1800	/* seconds */
+#define RECONNECT_DELAY_MAX	30	/* seconds between attempts */
 
 struct source_conf {
 	char		*sc_path;
@@ -29,7 +31,8 @@ struct source_conf {
 	uint64_t	 sc_compression_level;
 	uint64_t	 sc_workers;		/* 0: one per core */
 	uint64_t	 sc_window;
-	int		 sc_level_set;
+	uint64_t	 sc_resume_timeout;	/* seconds of reconnecting */
+	int		 sc_resume_set;
 };
 
 struct client;
@@ -67,6 +70,7 @@ struct client {
 	uint8_t			 cl_key_in[AEAD_KEY_LEN];	/* to source */
 	uint64_t		 cl_nonce;
 	int			 cl_json;
+	int			 cl_lost;	/* worth reconnecting */
 };
 
 /* How to reach a disk (disk.c, nbd.c). */

@@ -21,6 +21,7 @@ struct receive {
 	uint8_t		*rv_seen;	/* bitmap: block already received */
 	struct repo_point rv_base;	/* incremental: the previous point */
 	int		 rv_has_base;
+	int		 rv_resumed;	/* the base includes an interrupted job */
 	uint64_t	 rv_unchanged;	/* blocks taken from the base */
 	uint64_t	 rv_received;	/* block frames handed to workers */
 	uint64_t	 rv_done;	/* ... and stored */
@@ -54,6 +55,7 @@ struct sync_job {
 	int		 sj_commit;
 	uint64_t	 sj_blocks;	/* blocks durable once this is done */
 	uint64_t	 sj_bytes;
+	uint8_t		*sj_snapshot;	/* index to checkpoint after a sync */
 	uint64_t	 sj_chunks_new;
 	uint64_t	 sj_chunks_dedup;
 	int		 sj_errno;
@@ -79,16 +81,21 @@ receive_block_len(const struct receive *rv, uint64_t index)
  * the session was closed.
  */
 static int
-receive_send_base(struct session *se, struct receive *rv)
+receive_send_base(struct session *se, struct receive *rv, int use_point)
 {
+	struct target	*tg = se->se_target;
 	Frame		 f = FRAME__INIT;
 	BaseIndex	 bi = BASE_INDEX__INIT;
 	struct repo_point *base = &rv->rv_base;
-	uint64_t	 first, n;
+	uint8_t		*journal = NULL, *merged;
+	uint64_t	 first, n, jblocks = 0, i;
+	static const uint8_t zero[CHUNK_ID_LEN];
 
 	f.msg_case = FRAME__MSG_BASE_INDEX;
 	f.base_index = &bi;
-	if (repo_point_open(se->se_target->tg_repo, se->se_tenant->tn_name,
+	if (!use_point)
+		memset(base, 0, sizeof(*base));
+	else if (repo_point_open(tg->tg_repo, se->se_tenant->tn_name,
 	    rv->rv_name, NULL, base) == -1) {
 		if (errno != ENOENT) {
 			session_fail(se, session_errno_code(errno), "cannot read "
@@ -96,15 +103,43 @@ receive_send_base(struct session *se, struct receive *rv)
 			    rv->rv_name, strerror(errno));
 			return -1;
 		}
-		bi.last = 1;
-		session_send(se, &f);
-		return 0;
-	}
-	if (base->rp_block_size != rv->rv_block_size) {
+		memset(base, 0, sizeof(*base));
+	} else if (base->rp_block_size != rv->rv_block_size) {
 		session_log(se, "previous point %s of '%s' has %u-byte blocks, "
-		    "not %u: full backup", base->rp_id, rv->rv_name,
+		    "not %u: no base", base->rp_id, rv->rv_name,
 		    base->rp_block_size, rv->rv_block_size);
 		repo_point_clear(base);
+		memset(base, 0, sizeof(*base));
+	}
+	/* An interrupted job's durable blocks count as base too. */
+	if (repo_resume_find(tg->tg_repo, se->se_tenant->tn_name, rv->rv_name,
+	    rv->rv_block_size, &journal, &jblocks) == 0) {
+		n = jblocks > base->rp_blocks ? jblocks : base->rp_blocks;
+		if ((merged = calloc(n, CHUNK_ID_LEN)) == NULL) {
+			free(journal);
+			session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+			return -1;
+		}
+		if (base->rp_index != NULL)
+			memcpy(merged, base->rp_index,
+			    base->rp_blocks * CHUNK_ID_LEN);
+		for (i = 0; i < jblocks; i++)
+			if (memcmp(journal + i * CHUNK_ID_LEN, zero,
+			    CHUNK_ID_LEN) != 0)
+				memcpy(merged + i * CHUNK_ID_LEN,
+				    journal + i * CHUNK_ID_LEN, CHUNK_ID_LEN);
+		free(journal);
+		free(base->rp_index);
+		base->rp_index = merged;
+		base->rp_blocks = n;
+		if (base->rp_id[0] == '\0')
+			snprintf(base->rp_id, sizeof(base->rp_id),
+			    "interrupted-job");
+		rv->rv_resumed = 1;
+		session_log(se, "resuming an interrupted backup of '%s'",
+		    rv->rv_name);
+	}
+	if (base->rp_index == NULL) {
 		bi.last = 1;
 		session_send(se, &f);
 		return 0;
@@ -112,6 +147,7 @@ receive_send_base(struct session *se, struct receive *rv)
 	rv->rv_has_base = 1;
 	bi.point_id = base->rp_id;
 	bi.blocks = base->rp_blocks;
+	bi.resumed = rv->rv_resumed;
 	first = 0;
 	do {
 		n = base->rp_blocks - first;
@@ -190,7 +226,7 @@ receive_begin(struct session *se, const BackupBegin *bb)
 	}
 	se->se_recv = rv;
 	se->se_state = SESSION_BACKUP;
-	if (bb->incremental && receive_send_base(se, rv) == -1)
+	if (receive_send_base(se, rv, bb->incremental) == -1)
 		return -1;
 	session_log(se, "backup of '%s' started: %llu bytes in %llu blocks "
 	    "of %u%s%s", bb->name, (unsigned long long)bb->disk_size,
@@ -364,11 +400,22 @@ sync_work(struct pool_job *pj)
 {
 	struct sync_job	*sj = (struct sync_job *)pj;
 
+	struct receive	*rv = sj->sj_recv;
+	struct session	*se = rv->rv_session;
+
 	sj->sj_errno = 0;
 	if (sj->sj_commit) {
-		if (repo_job_commit(sj->sj_recv->rv_job, &sj->sj_point) == -1)
+		if (repo_job_commit(rv->rv_job, &sj->sj_point) == -1)
 			sj->sj_errno = errno;
-	} else if (repo_job_sync(sj->sj_recv->rv_job) == -1)
+		else
+			/* Interrupted jobs of this name are superseded. */
+			repo_resume_drop(se->se_target->tg_repo,
+			    se->se_tenant->tn_name, rv->rv_name);
+		return;
+	}
+	if (repo_job_sync(rv->rv_job) == -1 ||
+	    (sj->sj_snapshot != NULL &&
+	    repo_job_checkpoint(rv->rv_job, sj->sj_snapshot) == -1))
 		sj->sj_errno = errno;
 }
 
@@ -385,6 +432,7 @@ sync_done(struct pool_job *pj)
 	uint64_t	 ms;
 
 	rv->rv_syncing = 0;
+	free(sj->sj_snapshot);
 	if (sj->sj_commit)
 		rv->rv_job = NULL;	/* repo_job_commit freed it */
 	if (se->se_state != SESSION_BACKUP)
@@ -419,6 +467,9 @@ sync_done(struct pool_job *pj)
 		goto out;
 	}
 	rv->rv_synced_bytes = sj->sj_bytes;
+	log_debug("session %llu: checkpoint of '%s': %llu blocks durable",
+	    (unsigned long long)se->se_id, rv->rv_name,
+	    (unsigned long long)sj->sj_blocks);
 	ack.blocks_durable = sj->sj_blocks;
 	ack.bytes_durable = sj->sj_bytes;
 	f.msg_case = FRAME__MSG_ACK;
@@ -452,6 +503,12 @@ receive_submit_sync(struct receive *rv, int commit)
 	} else {
 		sj->sj_blocks = rv->rv_done;
 		sj->sj_bytes = rv->rv_done_bytes;
+		/* What is set now is durable once this sync is done. */
+		if ((sj->sj_snapshot = repo_job_snapshot(rv->rv_job)) == NULL) {
+			free(sj);
+			session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+			return;
+		}
 	}
 	rv->rv_syncing = 1;
 	session_job_hold(se);
@@ -543,8 +600,9 @@ receive_free(struct receive *rv)
 {
 	if (rv == NULL)
 		return;
+	/* Keeps what a checkpoint made durable, for the next backup. */
 	if (rv->rv_job != NULL)
-		repo_job_abort(rv->rv_job);
+		repo_job_suspend(rv->rv_job);
 	repo_point_clear(&rv->rv_base);
 	free(rv->rv_seen);
 	free(rv);

@@ -69,6 +69,13 @@
 /* "YYYYMMDDTHHMMSSZ-" + 8 hex */
 #define POINT_ID_LEN		25
 
+/* Journal of an unfinished job: what of it is durable (resume). */
+#define JOURNAL_NAME		"journal"
+#define JOURNAL_STAGE		"journal.tmp"
+#define JOURNAL_MAGIC		"TRJN"
+#define JOURNAL_VERSION		1
+#define JOURNAL_HDR_LEN		32	/* before the name */
+
 struct repo {
 	char			*r_path;
 	int			 r_fd;		/* root; flock'd */
@@ -744,7 +751,10 @@ struct stale_walk {
 	struct repo	*sw_repo;
 	const char	*sw_tenant;
 	int		 sw_removed;
+	int		 sw_resumable;
 };
+
+static int	journal_prune(struct repo *, const char *);
 
 static int
 repo_stale_job_cb(void *arg, const char *name)
@@ -752,6 +762,15 @@ repo_stale_job_cb(void *arg, const char *name)
 	struct stale_walk	*sw = arg;
 	char			 key[REPO_KEY_MAX];
 
+	/* A job with a journal can be resumed: keep it, minus staging. */
+	if (repo_key(key, sizeof(key), "tenants/%s/tmp/%s/" JOURNAL_NAME,
+	    sw->sw_tenant, name) == 0 && be_exists(sw->sw_repo, key) == 1) {
+		if (repo_key(key, sizeof(key), "tenants/%s/tmp/%s",
+		    sw->sw_tenant, name) == 0)
+			journal_prune(sw->sw_repo, key);
+		sw->sw_resumable++;
+		return 0;
+	}
 	if (repo_key(key, sizeof(key), "tenants/%s/tmp/%s", sw->sw_tenant,
 	    name) == -1 ||
 	    be_remove_tree(sw->sw_repo, key, REPO_TREE_DEPTH) == -1)
@@ -835,6 +854,9 @@ repo_open(const char *path, char *errbuf, size_t errlen)
 	if (sw.sw_removed > 0)
 		log_info("repository %s: removed %d unfinished job(s)", path,
 		    sw.sw_removed);
+	if (sw.sw_resumable > 0)
+		log_info("repository %s: %d interrupted job(s) can resume",
+		    path, sw.sw_resumable);
 	return r;
  fail:
 	repo_close(r);
@@ -1425,7 +1447,8 @@ repo_job_abort(struct repo_job *j)
 {
 	if (j == NULL)
 		return;
-	if (be_remove_tree(j->j_repo, j->j_tmp, REPO_TREE_DEPTH) == -1)
+	if (j->j_tmp[0] != '\0' &&
+	    be_remove_tree(j->j_repo, j->j_tmp, REPO_TREE_DEPTH) == -1)
 		log_warn("repository %s: cannot remove %s",
 		    j->j_repo->r_path, j->j_tmp);
 	tdestroy(j->j_tree, free);
@@ -1882,4 +1905,275 @@ repo_chunk_clear(struct repo_chunk *c)
 	free(c->rc_data);
 	c->rc_data = NULL;
 	c->rc_len = 0;
+}
+
+/*
+ * Resume.  After each sync the receiving side checkpoints the job: the
+ * chunk ids of every block whose chunk is durable go to tmp/<job>/
+ * journal (written whole, fsync, rename, fsync of the directory).  A
+ * job cut off by a lost connection or a crash keeps its tmp directory
+ * and journal; the next backup of the same name uses the journal as
+ * part of its base, so nothing durable travels again.
+ *
+ *	"TRJN" u8 version u8 0 u16 name length | u32 block size
+ *	u32 mode | u64 disk size | u64 blocks | name | blocks * 32 ids
+ *	| SHA-256 of everything before
+ */
+
+/* Removes everything in a journaled job's directory but the journal. */
+static int
+journal_prune_cb(void *arg, const char *name)
+{
+	struct { struct repo *r; const char *dir; } *w = arg;
+	char	 key[REPO_KEY_MAX];
+
+	if (strcmp(name, JOURNAL_NAME) != 0 &&
+	    repo_key(key, sizeof(key), "%s/%s", w->dir, name) == 0)
+		(void)be_remove(w->r, key);
+	return 0;
+}
+
+static int
+journal_prune(struct repo *r, const char *dir)
+{
+	struct { struct repo *r; const char *dir; } w = { r, dir };
+
+	return be_list(r, dir, journal_prune_cb, &w);
+}
+
+/*
+ * Writes the job's journal from snapshot (j_blocks chunk ids, taken
+ * when the sync that made them durable began).  Returns 0 or -1.
+ */
+int
+repo_job_checkpoint(struct repo_job *j, const uint8_t *snapshot)
+{
+	struct repo	*r = j->j_repo;
+	uint8_t		 hdr[JOURNAL_HDR_LEN], digest[CHUNK_ID_LEN];
+	struct iovec	 iov[4];
+	char		 stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
+	size_t		 namelen = strlen(j->j_name);
+	int		 fd = -1, save;
+
+	memset(hdr, 0, sizeof(hdr));
+	memcpy(hdr, JOURNAL_MAGIC, 4);
+	hdr[4] = JOURNAL_VERSION;
+	put_be16(hdr + 6, (uint16_t)namelen);
+	put_be32(hdr + 8, j->j_block_size);
+	put_be32(hdr + 12, j->j_mode);
+	put_be64(hdr + 16, j->j_disk_size);
+	put_be64(hdr + 24, j->j_blocks);
+	iov[0].iov_base = hdr;
+	iov[0].iov_len = sizeof(hdr);
+	iov[1].iov_base = j->j_name;
+	iov[1].iov_len = namelen;
+	iov[2].iov_base = (void *)snapshot;
+	iov[2].iov_len = j->j_blocks * CHUNK_ID_LEN;
+	if (sha256_iov(iov, 3, digest) == -1)
+		return -1;
+	iov[3].iov_base = digest;
+	iov[3].iov_len = sizeof(digest);
+	if (repo_key(stage, sizeof(stage), "%s/" JOURNAL_STAGE,
+	    j->j_tmp) == -1 || repo_key(key, sizeof(key), "%s/" JOURNAL_NAME,
+	    j->j_tmp) == -1)
+		return -1;
+	if ((fd = openat(r->r_fd, stage, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_CLOEXEC | O_NOFOLLOW, 0600)) == -1)
+		return -1;
+	if (write_iov(fd, iov, 4) == -1 || fsync(fd) == -1) {
+		save = errno;
+		close(fd);
+		errno = save;
+		return -1;
+	}
+	if (close_checked(fd) == -1 ||
+	    renameat(r->r_fd, stage, r->r_fd, key) == -1)
+		return -1;
+	return be_sync_parent(r, key);
+}
+
+/*
+ * Drops the job but keeps its journal, if it has one, for a later
+ * resume; without a journal this is repo_job_abort.
+ */
+void
+repo_job_suspend(struct repo_job *j)
+{
+	char	 key[REPO_KEY_MAX];
+
+	if (j == NULL)
+		return;
+	if (repo_key(key, sizeof(key), "%s/" JOURNAL_NAME, j->j_tmp) == 0 &&
+	    be_exists(j->j_repo, key) == 1) {
+		(void)journal_prune(j->j_repo, j->j_tmp);
+		/* An empty tmp path makes abort keep the directory. */
+		j->j_tmp[0] = '\0';
+		log_info("repository %s: job %s/%s/%s suspended; the next "
+		    "backup of '%s' resumes it", j->j_repo->r_path,
+		    j->j_tenant, j->j_name, j->j_id, j->j_name);
+	}
+	repo_job_abort(j);
+}
+
+/* Reads and checks one journal; 0 with *ids (malloc'd) or -1. */
+static int
+journal_read(struct repo *r, const char *key, const char *name,
+    uint32_t block_size, uint8_t **ids, uint64_t *blocks)
+{
+	struct be_obj	 o;
+	uint8_t		 hdr[JOURNAL_HDR_LEN], digest[CHUNK_ID_LEN];
+	uint8_t		 want[CHUNK_ID_LEN];
+	uint8_t		*buf = NULL;
+	uint64_t	 n, len;
+	size_t		 namelen;
+	int		 rv = -1;
+
+	if (be_open(r, key, &o) == -1)
+		return -1;
+	if (o.bo_size < JOURNAL_HDR_LEN + CHUNK_ID_LEN ||
+	    be_read(&o, 0, hdr, sizeof(hdr)) == -1 ||
+	    memcmp(hdr, JOURNAL_MAGIC, 4) != 0 || hdr[4] != JOURNAL_VERSION)
+		goto bad;
+	namelen = get_be16(hdr + 6);
+	n = get_be64(hdr + 24);
+	if (n == 0 || n > REPO_BLOCKS_MAX)
+		goto bad;
+	len = JOURNAL_HDR_LEN + namelen + n * CHUNK_ID_LEN;
+	if (o.bo_size != len + CHUNK_ID_LEN)
+		goto bad;
+	if ((buf = malloc(len)) == NULL)
+		goto out;
+	if (be_read(&o, 0, buf, len) == -1 ||
+	    be_read(&o, len, want, sizeof(want)) == -1)
+		goto bad;
+	crypto_sha256(buf, len, digest);
+	if (memcmp(digest, want, sizeof(digest)) != 0)
+		goto bad;
+	/* Another name's job, or another block size: not for us. */
+	if (namelen != strlen(name) ||
+	    memcmp(buf + JOURNAL_HDR_LEN, name, namelen) != 0 ||
+	    (block_size != 0 && get_be32(hdr + 8) != block_size)) {
+		errno = ESRCH;
+		goto out;
+	}
+	if ((*ids = malloc(n * CHUNK_ID_LEN)) == NULL)
+		goto out;
+	memcpy(*ids, buf + JOURNAL_HDR_LEN + namelen, n * CHUNK_ID_LEN);
+	*blocks = n;
+	rv = 0;
+	goto out;
+ bad:
+	errno = EBADMSG;
+ out:
+	free(buf);
+	be_close(&o);
+	return rv;
+}
+
+struct resume_walk {
+	struct repo	*rw_repo;
+	const char	*rw_tenant;
+	const char	*rw_name;
+	uint32_t	 rw_block_size;
+	char		 rw_best[POINT_ID_LEN + 1];
+	uint8_t		*rw_ids;
+	uint64_t	 rw_blocks;
+	int		 rw_drop;	/* remove instead of load */
+};
+
+static int
+repo_resume_cb(void *arg, const char *job)
+{
+	struct resume_walk	*rw = arg;
+	char			 key[REPO_KEY_MAX];
+	uint8_t			*ids = NULL;
+	uint64_t		 blocks;
+
+	if (!point_id_ok(job) || repo_key(key, sizeof(key),
+	    "tenants/%s/tmp/%s/" JOURNAL_NAME, rw->rw_tenant, job) == -1)
+		return 0;
+	if (rw->rw_drop) {
+		/* Only this name's: read the journal to know whose it is. */
+		if (journal_read(rw->rw_repo, key, rw->rw_name,
+		    rw->rw_block_size, &ids, &blocks) == 0 ||
+		    errno == EBADMSG) {
+			free(ids);
+			if (repo_key(key, sizeof(key), "tenants/%s/tmp/%s",
+			    rw->rw_tenant, job) == 0)
+				(void)be_remove_tree(rw->rw_repo, key,
+				    REPO_TREE_DEPTH);
+		}
+		return 0;
+	}
+	/* The newest journal of this name wins. */
+	if (strcmp(job, rw->rw_best) <= 0)
+		return 0;
+	if (journal_read(rw->rw_repo, key, rw->rw_name, rw->rw_block_size,
+	    &ids, &blocks) == -1)
+		return 0;
+	free(rw->rw_ids);
+	rw->rw_ids = ids;
+	rw->rw_blocks = blocks;
+	snprintf(rw->rw_best, sizeof(rw->rw_best), "%s", job);
+	return 0;
+}
+
+/*
+ * Finds the newest interrupted job of tenant/name with this block size
+ * and returns the chunk ids it made durable (*ids malloc'd, *blocks of
+ * them, zero ids for blocks it never stored).  -1 with ENOENT if none.
+ */
+int
+repo_resume_find(struct repo *r, const char *tenant, const char *name,
+    uint32_t block_size, uint8_t **ids, uint64_t *blocks)
+{
+	struct resume_walk	 rw;
+	char			 key[REPO_KEY_MAX];
+
+	memset(&rw, 0, sizeof(rw));
+	rw.rw_repo = r;
+	rw.rw_tenant = tenant;
+	rw.rw_name = name;
+	rw.rw_block_size = block_size;
+	if (!repo_name_ok(tenant) || !repo_name_ok(name) ||
+	    repo_key(key, sizeof(key), "tenants/%s/tmp", tenant) == -1 ||
+	    be_list(r, key, repo_resume_cb, &rw) == -1 || rw.rw_ids == NULL) {
+		free(rw.rw_ids);
+		errno = ENOENT;
+		return -1;
+	}
+	*ids = rw.rw_ids;
+	*blocks = rw.rw_blocks;
+	return 0;
+}
+
+/* Removes every interrupted job of tenant/name (a backup committed). */
+void
+repo_resume_drop(struct repo *r, const char *tenant, const char *name)
+{
+	struct resume_walk	 rw;
+	char			 key[REPO_KEY_MAX];
+
+	memset(&rw, 0, sizeof(rw));
+	rw.rw_repo = r;
+	rw.rw_tenant = tenant;
+	rw.rw_name = name;
+	rw.rw_block_size = 0;	/* any block size */
+	rw.rw_drop = 1;
+	if (repo_key(key, sizeof(key), "tenants/%s/tmp", tenant) == 0)
+		(void)be_list(r, key, repo_resume_cb, &rw);
+}
+
+/*
+ * A copy of the job's index as it is now, for repo_job_checkpoint
+ * after the next sync.  Call from the thread that sets blocks.
+ */
+uint8_t *
+repo_job_snapshot(const struct repo_job *j)
+{
+	uint8_t	*copy;
+
+	if ((copy = malloc(j->j_blocks * CHUNK_ID_LEN)) != NULL)
+		memcpy(copy, j->j_index, j->j_blocks * CHUNK_ID_LEN);
+	return copy;
 }

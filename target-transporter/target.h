@@ -175,6 +175,12 @@ int		 repo_job_set_block(struct repo_job *, uint64_t,
 int		 repo_job_sync(struct repo_job *);
 int		 repo_job_commit(struct repo_job *, struct repo_point *);
 void		 repo_job_abort(struct repo_job *);
+int		 repo_job_checkpoint(struct repo_job *, const uint8_t *);
+uint8_t		*repo_job_snapshot(const struct repo_job *);
+void		 repo_job_suspend(struct repo_job *);
+int		 repo_resume_find(struct repo *, const char *, const char *,
+		    uint32_t, uint8_t **, uint64_t *);
+void		 repo_resume_drop(struct repo *, const char *, const char *);
 uint64_t	 repo_job_bytes_stored(const struct repo_job *);
 uint64_t	 repo_job_chunks_new(const struct repo_job *);
 uint64_t	 repo_job_chunks_dedup(const struct repo_job *);
