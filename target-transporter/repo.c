@@ -95,6 +95,7 @@ struct repo_job {
 	char			 j_name[NAME_MAX_LEN + 1];
 	char			 j_id[POINT_ID_LEN + 1];
 	char			 j_tmp[REPO_KEY_MAX];	/* key of tmp dir */
+	int			 j_tmp_fd;	/* flock'd: the job is live */
 	int64_t			 j_created;
 	uint64_t		 j_disk_size;
 	uint32_t		 j_block_size;
@@ -964,6 +965,7 @@ repo_job_begin(struct repo *r, const char *tenant, const char *name,
 	if ((j = calloc(1, sizeof(*j))) == NULL)
 		return NULL;
 	j->j_repo = r;
+	j->j_tmp_fd = -1;
 	snprintf(j->j_tenant, sizeof(j->j_tenant), "%s", tenant);
 	snprintf(j->j_name, sizeof(j->j_name), "%s", name);
 	j->j_disk_size = disk_size;
@@ -987,6 +989,10 @@ repo_job_begin(struct repo *r, const char *tenant, const char *name,
 		goto fail;
 	if (mkdirat(r->r_fd, j->j_tmp, 0700) == -1)
 		goto fail;	/* EEXIST: the same id twice, retry */
+	/* Marks the job live, so resume never takes or drops it. */
+	if ((j->j_tmp_fd = openat(r->r_fd, j->j_tmp, O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC)) == -1 || flock(j->j_tmp_fd, LOCK_EX | LOCK_NB) == -1)
+		goto fail;
 	log_debug("repository %s: job %s/%s/%s begun, %llu blocks",
 	    r->r_path, tenant, name, j->j_id, (unsigned long long)blocks);
 	return j;
@@ -996,6 +1002,8 @@ repo_job_begin(struct repo *r, const char *tenant, const char *name,
 		pthread_mutex_destroy(&j->j_sync_mtx);
 	if (mtx)
 		pthread_mutex_destroy(&j->j_mtx);
+	if (j->j_tmp_fd != -1)
+		close(j->j_tmp_fd);
 	free(j->j_index);
 	free(j);
 	errno = save;
@@ -1451,6 +1459,8 @@ repo_job_abort(struct repo_job *j)
 	    be_remove_tree(j->j_repo, j->j_tmp, REPO_TREE_DEPTH) == -1)
 		log_warn("repository %s: cannot remove %s",
 		    j->j_repo->r_path, j->j_tmp);
+	if (j->j_tmp_fd != -1)
+		close(j->j_tmp_fd);
 	tdestroy(j->j_tree, free);
 	j->j_tree = NULL;
 	j->j_pending = NULL;
@@ -2070,6 +2080,20 @@ journal_read(struct repo *r, const char *key, const char *name,
 	return rv;
 }
 
+/* 1 if a job of this process or another holds the lock of dir. */
+static int
+job_is_live(struct repo *r, const char *dir)
+{
+	int	 fd, live;
+
+	if ((fd = openat(r->r_fd, dir, O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC)) == -1)
+		return 1;	/* gone or unreadable: leave it alone */
+	live = flock(fd, LOCK_EX | LOCK_NB) == -1;
+	close(fd);
+	return live;
+}
+
 struct resume_walk {
 	struct repo	*rw_repo;
 	const char	*rw_tenant;
@@ -2090,6 +2114,8 @@ repo_resume_cb(void *arg, const char *job)
 	uint64_t		 blocks;
 
 	if (!point_id_ok(job) || repo_key(key, sizeof(key),
+	    "tenants/%s/tmp/%s", rw->rw_tenant, job) == -1 ||
+	    job_is_live(rw->rw_repo, key) || repo_key(key, sizeof(key),
 	    "tenants/%s/tmp/%s/" JOURNAL_NAME, rw->rw_tenant, job) == -1)
 		return 0;
 	if (rw->rw_drop) {

@@ -293,14 +293,16 @@ ca = $PKI/ca.crt" "$@"
 
 # target_start CONF: start the target in the foreground mode, in the
 # background, logging to $TARGET_LOG; waits up to 10 s for "listening on".
-# Returns 1 (and says why) if it does not get there.
+# Returns 1 (and says why) if it does not get there.  TARGET_FLAGS adds
+# options (-vv for debug lines).
 target_start() {
 	local conf=$1 start
 	[ -z "$TARGET_PID" ] || target_stop
 	touch "$TARGET_LOG"
 	start=$(($(wc -l <"$TARGET_LOG") + 1))
 	echo "--- target_start $conf" >>"$TARGET_LOG"
-	"$BUILD/target-transporter" -d -f "$conf" >>"$TARGET_LOG" 2>&1 &
+	# shellcheck disable=SC2086
+	"$BUILD/target-transporter" -d ${TARGET_FLAGS:-} -f "$conf" >>"$TARGET_LOG" 2>&1 &
 	TARGET_PID=$!
 	track "$TARGET_PID"
 	for _ in $(seq 100); do

@@ -1,0 +1,118 @@
+#!/bin/bash
+# Resume: a backup cut off by a killed target, a killed source or a lost
+# connection continues from what the target made durable, and the final
+# restore point is byte-identical.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+
+# Incompressible data and the slowest zstd level on one worker keep the
+# backup running for several seconds, long enough to interrupt it.
+head -c 160M /dev/urandom >"$T/disk.img"
+TARGET_FLAGS=-vv
+target_conf "$T/target.conf"
+target_start "$T/target.conf" || bail "target did not start"
+source_conf "$T/source.conf" acme "compression_level = 19" "workers = 1" \
+    "window = 64M" "resume_timeout = 120s"
+
+# wait_checkpoint N: until the target log has N checkpoint lines
+wait_checkpoint() {
+	for _ in $(seq 300); do
+		[ "$(grep -c 'checkpoint of' "$TARGET_LOG")" -ge "$1" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# restart_target: SIGKILL the target, start it again on the same port
+restart_target() {
+	kill -KILL "$TARGET_PID"
+	wait "$TARGET_PID" 2>/dev/null
+	TARGET_PID=
+	sleep 1
+	target_start "$T/target.conf"
+}
+
+tmp_jobs() {
+	find "$T/repo/tenants/acme/tmp" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l
+}
+
+# 1. The target is killed twice during one backup.
+src backup --disk "$T/disk.img" --name vm --json >"$T/b1.json" 2>"$T/b1.err" &
+bpid=$!
+track $bpid
+if wait_checkpoint 1; then
+	restart_target && ok "target killed after a checkpoint and restarted" ||
+	    not_ok "target restarted"
+	n=$(grep -c 'checkpoint of' "$TARGET_LOG")
+	wait_checkpoint $((n + 1)) && restart_target &&
+	    ok "target killed a second time and restarted" ||
+	    not_ok "second interruption" "$(tail -3 "$TARGET_LOG")"
+else
+	not_ok "a checkpoint within 30 s" "$(tail -3 "$TARGET_LOG")"
+fi
+wait $bpid
+rc=$?
+[ $rc -eq 0 ] && ok "the backup finished (exit 0)" ||
+    not_ok "the backup finished" "exit $rc: $(tail -3 "$T/b1.err")"
+LAST_OUT=$T/b1.json
+jsoncheck "it resumed: reconnected and reused durable blocks" \
+    'j["resumed"] and j["attempts"] >= 2 and j["blocks_unchanged"] > 0'
+jsoncheck "durable blocks were not sent again" \
+    'j["blocks_sent"] + j["blocks_unchanged"] == j["blocks"]'
+check "restore the resumed point" src restore --name vm --output "$T/r1.img"
+same "resumed point is byte-identical" "$T/disk.img" "$T/r1.img"
+[ "$(tmp_jobs)" -eq 0 ] && ok "no interrupted job left behind" ||
+    not_ok "no interrupted job left behind" "$(ls "$T/repo/tenants/acme/tmp")"
+
+# 2. The source is killed; the same command run again resumes.  The
+# disk changes in between: the resumed base is checked by hashing, never
+# trusted.
+n=$(grep -c 'checkpoint of' "$TARGET_LOG")
+head -c 160M /dev/urandom >"$T/disk2.img"
+# The program itself, not the src wrapper, so that the kill reaches it.
+"$BUILD/source-transporter" -f "$T/source.conf" backup --disk "$T/disk2.img" \
+    --name vm2 --json >/dev/null 2>&1 &
+bpid=$!
+track $bpid
+if wait_checkpoint $((n + 1)); then
+	kill -KILL $bpid
+	wait $bpid 2>/dev/null
+	ok "source killed after a checkpoint"
+else
+	not_ok "a checkpoint for the source to be killed after"
+fi
+for _ in $(seq 50); do
+	grep -q "suspended" "$TARGET_LOG" && break
+	sleep 0.1
+done
+expect_grep "suspended" "$TARGET_LOG" "the target keeps the interrupted job"
+# Overwrite the first 8 MiB: blocks the interrupted job already stored.
+dd if=/dev/urandom of="$T/disk2.img" bs=1M count=8 conv=notrunc 2>/dev/null
+check "the same command again" src backup --disk "$T/disk2.img" --name vm2 --json
+jsoncheck "it resumed the interrupted job" 'j["resumed"] and j["blocks_unchanged"] > 0'
+jsoncheck "the changed blocks were sent although the job had them" \
+    'j["blocks_sent"] >= 8'
+check "restore it" src restore --name vm2 --output "$T/r2.img"
+same "the restore holds the changed disk, not the stale blocks" "$T/disk2.img" "$T/r2.img"
+
+# 3. No target comes back: the source gives up after resume_timeout.
+source_conf "$T/short.conf" acme "compression_level = 19" "workers = 1" \
+    "window = 64M" "resume_timeout = 3s"
+n=$(grep -c 'checkpoint of' "$TARGET_LOG")
+SRC_CONF=$T/short.conf src backup --disk "$T/disk.img" --name vm3 >"$T/b3.out" 2>"$T/b3.err" &
+bpid=$!
+wait_checkpoint $((n + 1))
+target_stop
+wait $bpid
+rc=$?
+[ $rc -ne 0 ] && ok "without a target the source gives up (exit $rc)" ||
+    not_ok "the source gives up"
+expect_grep "again to resume" "$T/b3.err" "and says how to resume"
+target_start "$T/target.conf" || bail "target did not restart"
+check "run again once the target is back" src backup --disk "$T/disk.img" --name vm3 --json
+jsoncheck "it resumed" 'j["resumed"]'
+check "restore vm3" src restore --name vm3 --output "$T/r3.img"
+same "vm3 is byte-identical" "$T/disk.img" "$T/r3.img"
+finish
