@@ -139,3 +139,90 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# --- make fuzz: libFuzzer harnesses (tests/fuzz/), built with clang in
+# $(FUZZ_BUILD)/ from the project's sources compiled with the fuzzer's
+# instrumentation, ASan and UBSan.  Run one with its seed corpus:
+#	build-fuzz/fuzz_frame -max_total_time=60 NEW-DIR tests/fuzz/corpus/frame
+# (tests/integration/fuzz.sh runs them all for a bounded time).
+# build-fuzz/mkcorpus tests/fuzz/corpus rewrites the binary seeds.
+FUZZ_BUILD	?= build-fuzz
+FUZZ_CC		?= clang
+FUZZ_CFLAGS	?= -O1 -g
+FUZZ_SAN	:= -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+		   -fno-omit-frame-pointer
+FUZZ_NAMES	:= frame conf decompress aead ttlv repo
+FUZZ_BINS	:= $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))
+FUZZ_CPPFLAGS	:= -D_GNU_SOURCE -Icommon -Itarget-transporter \
+		   -Isource-transporter -I$(FUZZ_BUILD)/proto -Itests/fuzz
+# Others' sources: warnings shown, not fatal (clang warns differently).
+FUZZ_SRC_FLAGS	 = $(filter-out -Werror,$(WARNFLAGS)) $(PKG_CFLAGS) \
+		   $(FUZZ_SAN) -fsanitize=fuzzer-no-link $(FUZZ_CFLAGS)
+FUZZ_LIB_SRCS	:= $(COMMON_SRCS) target-transporter/repo.c \
+		   target-transporter/config.c source-transporter/config.c
+FUZZ_LIB_OBJS	:= $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(FUZZ_LIB_SRCS)) \
+		   $(FUZZ_BUILD)/proto/transporter.pb-c.o
+FUZZ_LIB	:= $(FUZZ_BUILD)/libfuzzlib.a
+
+fuzz: $(FUZZ_BINS) $(FUZZ_BUILD)/mkcorpus
+
+$(FUZZ_BUILD)/proto/transporter.pb-c.c $(FUZZ_BUILD)/proto/transporter.pb-c.h &: \
+    proto/transporter.proto
+	@mkdir -p $(FUZZ_BUILD)/proto
+	@echo "  PROTOC  $< (fuzz)"
+	$(Q)$(PROTOC_C) --proto_path=proto --c_out=$(FUZZ_BUILD)/proto $<
+
+$(FUZZ_BUILD)/proto/transporter.pb-c.o: $(FUZZ_BUILD)/proto/transporter.pb-c.c
+	@echo "  FUZZCC  $<"
+	$(Q)$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(PKG_CFLAGS) $(FUZZ_SAN) \
+	    -fsanitize=fuzzer-no-link $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BUILD)/obj/%.o: %.c | $(FUZZ_BUILD)/proto/transporter.pb-c.h
+	@mkdir -p $(dir $@)
+	@echo "  FUZZCC  $<"
+	$(Q)$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(FUZZ_SRC_FLAGS) -MMD -MP -c -o $@ $<
+
+# The harnesses themselves are ours: -Werror.
+$(FUZZ_BUILD)/obj/tests/fuzz/%.o: tests/fuzz/%.c \
+    | $(FUZZ_BUILD)/proto/transporter.pb-c.h
+	@mkdir -p $(dir $@)
+	@echo "  FUZZCC  $<"
+	$(Q)$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(WARNFLAGS) $(PKG_CFLAGS) $(FUZZ_SAN) \
+	    -fsanitize=fuzzer-no-link $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJS)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB)
+	@echo "  FUZZLD  $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) \
+	    -lpthread
+
+$(FUZZ_BUILD)/mkcorpus: $(FUZZ_BUILD)/obj/tests/fuzz/mkcorpus.o $(FUZZ_LIB)
+	@echo "  FUZZLD  $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -o $@ $^ \
+	    $(PKG_LIBS) -lpthread
+
+-include $(shell find $(FUZZ_BUILD) -name '*.d' 2>/dev/null)
+
+# --- make asan: the whole project and its test suite under AddressSanitizer
+# (leaks included) and UBSan, in $(ASAN_BUILD)/.  The sanitizers write their
+# reports to $(ASAN_BUILD)/sanitizer/*.PID instead of stderr, since the
+# daemons' logs live in temporary directories that the tests remove; any
+# report fails the run.  ASAN_CFLAGS reach the link line through CFLAGS.
+ASAN_BUILD	?= build-asan
+ASAN_CFLAGS	?= -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+		   -fno-sanitize-recover=undefined -U_FORTIFY_SOURCE
+ASAN_REPORTS	 = $(abspath $(ASAN_BUILD))/sanitizer
+
+asan: deps
+	$(Q)rm -rf $(ASAN_REPORTS) && mkdir -p $(ASAN_REPORTS)
+	$(Q)ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:log_path=$(ASAN_REPORTS)/asan \
+	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(ASAN_REPORTS)/ubsan \
+	    TRANSPORTER_ASAN=1 \
+	    $(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) \
+	    CFLAGS="$(ASAN_CFLAGS)" run-tests; rc=$$?; \
+	    if ls $(ASAN_REPORTS)/* >/dev/null 2>&1; then \
+		echo "asan: sanitizer reports in $(ASAN_REPORTS):"; \
+		head -n 40 $(ASAN_REPORTS)/*; rc=1; \
+	    fi; exit $$rc
