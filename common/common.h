@@ -50,6 +50,8 @@ struct evbuffer;
 #define AEAD_TAG_LEN		16
 #define KEY_ID_LEN		16
 #define AAD_MAX_LEN		64
+/* A chunk sealed under a data key: key id | nonce | ciphertext | tag. */
+#define SEALED_OVERHEAD		(KEY_ID_LEN + AEAD_NONCE_LEN + AEAD_TAG_LEN)
 
 /* AAD purposes: what a sealed buffer is, bound into its AAD. */
 #define AAD_BLOCK_TO_TARGET	1	/* in-flight block, source -> target */

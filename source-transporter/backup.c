@@ -57,6 +57,8 @@ struct backup {
 	uint64_t	 bk_bytes_acked;
 	uint64_t	 bk_start_ms;
 	int		 bk_json;
+	uint32_t	 bk_mode;	/* EncryptionMode */
+	struct envelope	 bk_env;	/* source-side keys */
 };
 
 struct read_job {
@@ -145,16 +147,20 @@ read_work(struct pool_job *pj)
 	uint8_t		 id[CHUNK_ID_LEN], nonce[AEAD_NONCE_LEN];
 	uint8_t		 aad[AAD_MAX_LEN];
 	uint8_t		*raw = NULL, *comp = NULL, *sealed = NULL;
+	uint8_t		*inner = NULL;
 	const uint8_t	*plain;
 	uint64_t	 off = rj->rj_index * bk->bk_block_size;
 	size_t		 len, plen, aadlen, cap;
 	ssize_t		 clen;
+	int		 source_side = bk->bk_mode ==
+			    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE;
 
 	len = bk->bk_disk_size - off < bk->bk_block_size ?
 	    (size_t)(bk->bk_disk_size - off) : bk->bk_block_size;
 	cap = compress_bound(len);
 	if ((raw = malloc(len)) == NULL || (comp = malloc(cap)) == NULL ||
-	    (sealed = malloc(len + AEAD_TAG_LEN)) == NULL) {
+	    (sealed = malloc(len + SEALED_OVERHEAD + AEAD_TAG_LEN)) == NULL ||
+	    (source_side && (inner = malloc(len + SEALED_OVERHEAD)) == NULL)) {
 		rj->rj_errno = ENOMEM;
 		goto out;
 	}
@@ -167,7 +173,12 @@ read_work(struct pool_job *pj)
 		rj->rj_zero = 1;
 		goto out;
 	}
-	crypto_sha256(raw, len, id);
+	if (!source_side)
+		crypto_sha256(raw, len, id);
+	else if (chunk_id_keyed(&bk->bk_env.ev_chunk_key, raw, len, id) == -1) {
+		rj->rj_errno = EIO;
+		goto out;
+	}
 	if (bk->bk_base != NULL && rj->rj_index < bk->bk_base_blocks &&
 	    memcmp(bk->bk_base + rj->rj_index * CHUNK_ID_LEN, id,
 	    CHUNK_ID_LEN) == 0) {
@@ -180,6 +191,26 @@ read_work(struct pool_job *pj)
 	}
 	plain = clen > 0 ? comp : raw;
 	plen = clen > 0 ? (size_t)clen : len;
+	if (source_side) {
+		/*
+		 * Sealed under the point's data key before it leaves:
+		 * key id | nonce | ciphertext | tag.  The block index is a
+		 * unique nonce counter: each DEK seals one job's blocks.
+		 */
+		memcpy(inner, bk->bk_env.ev_dek_id, KEY_ID_LEN);
+		crypto_nonce(inner + KEY_ID_LEN, AAD_CHUNK_STORED,
+		    rj->rj_index);
+		aadlen = crypto_aad(aad, AAD_CHUNK_STORED, bk->bk_env.ev_dek_id,
+		    id, 0);
+		if (crypto_seal(bk->bk_env.ev_dek.kb_key, inner + KEY_ID_LEN,
+		    aad, aadlen, plain, plen, inner + KEY_ID_LEN +
+		    AEAD_NONCE_LEN) == -1) {
+			rj->rj_errno = EIO;
+			goto out;
+		}
+		plain = inner;
+		plen += SEALED_OVERHEAD;
+	}
 	crypto_nonce(nonce, AAD_BLOCK_TO_TARGET, rj->rj_nonce);
 	aadlen = crypto_aad(aad, AAD_BLOCK_TO_TARGET, NULL, id, rj->rj_index);
 	if (crypto_seal(rj->rj_key, nonce, aad, aadlen, plain, plen,
@@ -192,6 +223,7 @@ read_work(struct pool_job *pj)
 	b.chunk_id.len = sizeof(id);
 	b.raw_len = (uint32_t)len;
 	b.compressed = clen > 0;
+	b.encrypted = source_side;
 	b.nonce.data = nonce;
 	b.nonce.len = sizeof(nonce);
 	b.payload.data = sealed;
@@ -204,6 +236,7 @@ read_work(struct pool_job *pj)
 	free(raw);
 	free(comp);
 	free(sealed);
+	free(inner);
 	crypto_wipe(rj->rj_key, sizeof(rj->rj_key));
 }
 
@@ -298,6 +331,9 @@ backup_pump(struct backup *bk)
 	struct read_job	*rj;
 	Frame		 f = FRAME__INIT;
 	BackupEnd	 be = BACKUP_END__INIT;
+	uint8_t		*chain = NULL;
+	size_t		 chainlen = 0;
+	char		 err[KEY_ERR_MAX];
 
 	if (bk->bk_base_wait)
 		return;
@@ -332,9 +368,22 @@ backup_pump(struct backup *bk)
 	be.blocks_sent = bk->bk_blocks_sent;
 	be.zero_blocks = bk->bk_zero_blocks;
 	be.blocks_unchanged = bk->bk_blocks_unchanged;
+	if (bk->bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE) {
+		if (envelope_end(&bk->bk_env, &chain, &chainlen, err,
+		    sizeof(err)) == -1) {
+			client_finish(cl, EXIT_KEY, "%s", err);
+			return;
+		}
+		be.keychain.data = chain;
+		be.keychain.len = chainlen;
+		/* Every key of the chain: dedup may reach any point's chunk. */
+		be.n_keys = bk->bk_env.ev_chain->kc_nkeys;
+		be.keys = bk->bk_env.ev_chain->kc_keys;
+	}
 	f.msg_case = FRAME__MSG_BACKUP_END;
 	f.backup_end = &be;
 	client_send(cl, &f);
+	free(chain);
 }
 
 static void
@@ -347,7 +396,7 @@ backup_ready(struct client *cl, void *arg)
 	bb.name = (char *)bk->bk_name;
 	bb.disk_size = bk->bk_disk_size;
 	bb.block_size = bk->bk_block_size;
-	bb.mode = ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT;
+	bb.mode = bk->bk_mode;
 	bb.source_path = (char *)bk->bk_disk;
 	bb.window = bk->bk_conf->sc_window;
 	bb.incremental = !bk->bk_full;
@@ -371,6 +420,7 @@ backup_summary(struct backup *bk, const Committed *c)
 		secs = 0.001;
 	if (bk->bk_json) {
 		printf("{\"name\":\"%s\",\"point_id\":\"%s\","
+		    "\"encryption\":\"%s\","
 		    "\"disk_size\":%llu,\"bytes_read\":%llu,"
 		    "\"bytes_sent\":%llu,\"bytes_stored\":%llu,"
 		    "\"blocks\":%llu,\"blocks_sent\":%llu,"
@@ -379,6 +429,7 @@ backup_summary(struct backup *bk, const Committed *c)
 		    "\"attempts\":%d,\"chunks_new\":%llu,"
 		    "\"chunks_dedup\":%llu,\"seconds\":%.3f,"
 		    "\"peak_rss_kib\":%ld}\n", bk->bk_name, c->point_id,
+		    mode_name(bk->bk_mode),
 		    (unsigned long long)bk->bk_disk_size,
 		    (unsigned long long)bk->bk_bytes_read,
 		    (unsigned long long)bk->bk_bytes_sent,
@@ -397,8 +448,8 @@ backup_summary(struct backup *bk, const Committed *c)
 	format_bytes(bk->bk_bytes_sent, b3, sizeof(b3));
 	format_bytes(c->bytes_stored, b4, sizeof(b4));
 	format_bytes((uint64_t)(bk->bk_disk_size / secs), b5, sizeof(b5));
-	printf("backup '%s' committed as restore point %s\n", bk->bk_name,
-	    c->point_id);
+	printf("backup '%s' committed as restore point %s (%s encryption)\n",
+	    bk->bk_name, c->point_id, mode_name(bk->bk_mode));
 	printf("  disk      %s in %llu blocks (%llu zero or hole)\n", b1,
 	    (unsigned long long)bk->bk_blocks,
 	    (unsigned long long)bk->bk_zero_blocks);
@@ -429,8 +480,21 @@ backup_base(struct backup *bk, const BaseIndex *bi)
 {
 	size_t	 n = bi->ids.len / CHUNK_ID_LEN;
 
+	char	 err[KEY_ERR_MAX];
+
 	if (!bk->bk_base_wait || bi->ids.len % CHUNK_ID_LEN != 0)
 		return -1;
+	/* The first piece: the chain's keys, before any data is read. */
+	if (bk->bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+	    bk->bk_env.ev_chain == NULL && envelope_begin(&bk->bk_env,
+	    bk->bk_name, bi->keychain.data, bi->keychain.len, err,
+	    sizeof(err)) == -1) {
+		(void)frame_send_error(bk->bk_client->cl_bev,
+		    ERROR__CODE__UNKNOWN, "source aborted the backup: no key");
+		client_finish(bk->bk_client, EXIT_KEY, "backup of '%s' "
+		    "stopped before reading any data: %s", bk->bk_name, err);
+		return 0;
+	}
 	if (bk->bk_base == NULL && bi->point_id[0] != '\0') {
 		if (bi->blocks == 0 || bi->blocks > (1ull << 30))
 			return -1;
@@ -561,6 +625,11 @@ backup_reset(struct backup *bk)
 	bk->bk_base_blocks = bk->bk_base_got = 0;
 	bk->bk_base_id[0] = '\0';
 	bk->bk_resumed = 0;
+	/* A new job needs a new data key; the KEKs stay. */
+	keychain_free(bk->bk_env.ev_chain);
+	bk->bk_env.ev_chain = NULL;
+	key_buf_free(&bk->bk_env.ev_dek);
+	key_buf_free(&bk->bk_env.ev_chunk_key);
 	bk->bk_next = bk->bk_data_end = 0;
 	bk->bk_jobs = bk->bk_ended = bk->bk_base_wait = 0;
 	bk->bk_nunchanged = 0;
@@ -614,9 +683,13 @@ static void
 backup_usage(FILE *fp)
 {
 	fprintf(fp, "usage: source-transporter [-f config] backup --disk PATH "
-	    "--name NAME [--full] [--json]\n"
+	    "--name NAME [--encryption MODE] [--full] [--json]\n"
 	    "  --disk PATH   raw disk image or block device to back up\n"
 	    "  --name NAME   backup name (letters, digits, '.', '_', '-')\n"
+	    "  --encryption MODE  in-flight (the target stores what it can\n"
+	    "                read) or source-side (sealed here under the\n"
+	    "                backup's own key; the target never sees it);\n"
+	    "                default: 'encryption' in the configuration\n"
 	    "  --full        read and send every block, even if a previous\n"
 	    "                restore point exists (default: incremental)\n"
 	    "  --json        print the summary as one JSON object\n");
@@ -630,10 +703,12 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		{ "name",	required_argument, NULL, 'n' },
 		{ "json",	no_argument,	   NULL, 'j' },
 		{ "full",	no_argument,	   NULL, 'F' },
+		{ "encryption",	required_argument, NULL, 'e' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct backup	 bk;
+	char		 err[KEY_ERR_MAX];
 	int		 ch, rv = EXIT_USAGE;
 
 	memset(&bk, 0, sizeof(bk));
@@ -654,6 +729,13 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		case 'F':
 			bk.bk_full = 1;
 			break;
+		case 'e':
+			if (source_parse_encryption(optarg, &bk.bk_mode) == -1) {
+				log_warnx("--encryption must be in-flight or "
+				    "source-side, not '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			break;
 		case 'h':
 			backup_usage(stdout);
 			return EXIT_OK;
@@ -672,6 +754,17 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		    bk.bk_name, NAME_MAX_LEN);
 		return EXIT_USAGE;
 	}
+	if (bk.bk_mode == 0)
+		bk.bk_mode = sc->sc_encryption;
+	envelope_init(&bk.bk_env, sc);
+	/* Fail closed: no key, no data read. */
+	if (bk.bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+	    envelope_prepare(&bk.bk_env, sc, err, sizeof(err)) == -1) {
+		log_warnx("backup of '%s' stopped before reading any data: %s",
+		    bk.bk_name, err);
+		rv = EXIT_KEY;
+		goto out;
+	}
 	if (backup_open_disk(&bk) == -1) {
 		rv = EXIT_INPUT;
 		goto out;
@@ -686,6 +779,7 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 	client_free(bk.bk_client);
 	free(bk.bk_unchanged);
 	free(bk.bk_base);
+	envelope_free(&bk.bk_env);
 	if (bk.bk_fd != -1)
 		close(bk.bk_fd);
 	return rv;

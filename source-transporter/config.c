@@ -26,6 +26,19 @@ conf_string(struct source_conf *sc, char **dst, const char *key,
 	return 0;
 }
 
+/* "in-flight" or "source-side" into an EncryptionMode: 0 or -1. */
+int
+source_parse_encryption(const char *value, uint32_t *mode)
+{
+	if (strcmp(value, "in-flight") == 0)
+		*mode = ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT;
+	else if (strcmp(value, "source-side") == 0)
+		*mode = ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE;
+	else
+		return -1;
+	return 0;
+}
+
 static int
 conf_key(struct source_conf *sc, const char *key, const char *value,
     int line)
@@ -77,6 +90,42 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 		    sc->sc_window > (8ull << 30)) {
 			log_warnx("%s:%d: window must be 64M to 8G, not '%s'",
 			    sc->sc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "kms") == 0)
+		return conf_string(sc, &sc->sc_kms, key, value, line);
+	if (strcmp(key, "kms_certificate") == 0)
+		return conf_string(sc, &sc->sc_kms_cert, key, value, line);
+	if (strcmp(key, "kms_key") == 0)
+		return conf_string(sc, &sc->sc_kms_key, key, value, line);
+	if (strcmp(key, "kms_ca") == 0)
+		return conf_string(sc, &sc->sc_kms_ca, key, value, line);
+	if (strcmp(key, "kms_server_name") == 0)
+		return conf_string(sc, &sc->sc_kms_server_name, key, value,
+		    line);
+	if (strcmp(key, "kek_name") == 0)
+		return conf_string(sc, &sc->sc_kek_name, key, value, line);
+	if (strcmp(key, "password_file") == 0)
+		return conf_string(sc, &sc->sc_password_file, key, value, line);
+	if (strcmp(key, "encryption") == 0) {
+		if (source_parse_encryption(value, &sc->sc_encryption) == -1) {
+			log_warnx("%s:%d: encryption must be in-flight or "
+			    "source-side, not '%s'", sc->sc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "key_provider") == 0) {
+		if (strcmp(value, "kmip") == 0)
+			sc->sc_key_provider = KEY_PROVIDER__KEY_PROVIDER_KMIP;
+		else if (strcmp(value, "password") == 0)
+			sc->sc_key_provider =
+			    KEY_PROVIDER__KEY_PROVIDER_PASSWORD;
+		else {
+			log_warnx("%s:%d: key_provider must be kmip or "
+			    "password, not '%s'", sc->sc_path, line, value);
 			return -1;
 		}
 		return 0;
@@ -144,6 +193,13 @@ conf_finish(struct source_conf *sc)
 		sc->sc_window = SOURCE_WINDOW_DEFAULT;
 	if (!sc->sc_resume_set)
 		sc->sc_resume_timeout = RESUME_TIMEOUT_DEFAULT;
+	if (sc->sc_encryption == 0)
+		sc->sc_encryption = ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT;
+	if (sc->sc_kms_key != NULL &&
+	    conf_check_key_file(sc->sc_kms_key, err, sizeof(err)) == -1) {
+		log_warnx("%s: %s", sc->sc_path, err);
+		errors++;
+	}
 	return errors ? -1 : 0;
 }
 
@@ -182,5 +238,12 @@ source_conf_free(struct source_conf *sc)
 	free(sc->sc_key);
 	free(sc->sc_ca);
 	free(sc->sc_crl);
+	free(sc->sc_kms);
+	free(sc->sc_kms_cert);
+	free(sc->sc_kms_key);
+	free(sc->sc_kms_ca);
+	free(sc->sc_kms_server_name);
+	free(sc->sc_kek_name);
+	free(sc->sc_password_file);
 	free(sc);
 }

@@ -50,6 +50,8 @@ struct restore {
 	int		 rs_max_jobs;
 	int		 rs_paused;
 	uint64_t	 rs_start_ms;
+	int		 rs_source_side;
+	struct envelope	 rs_env;
 };
 
 struct write_job {
@@ -101,8 +103,9 @@ write_work(struct pool_job *pj)
 	Frame			*f;
 	Block			*b;
 	uint8_t			 aad[AAD_MAX_LEN], id[CHUNK_ID_LEN];
-	uint8_t			*plain = NULL, *raw = NULL;
-	const uint8_t		*data;
+	uint8_t			*plain = NULL, *raw = NULL, *opened = NULL;
+	const uint8_t		*data, *sealed;
+	const struct key_buf	*dek;
 	size_t			 aadlen, plen;
 	uint32_t		 want;
 
@@ -124,8 +127,10 @@ write_work(struct pool_job *pj)
 	want = restore_block_len(rs, b->index);
 	if (b->chunk_id.len != CHUNK_ID_LEN || b->nonce.len !=
 	    AEAD_NONCE_LEN || b->raw_len != want || b->payload.len <
-	    AEAD_TAG_LEN || b->payload.len - AEAD_TAG_LEN >
-	    compress_bound(want)) {
+	    AEAD_TAG_LEN + (rs->rs_source_side ? SEALED_OVERHEAD : 0) ||
+	    b->payload.len - AEAD_TAG_LEN > compress_bound(want) +
+	    (rs->rs_source_side ? SEALED_OVERHEAD : 0) ||
+	    (b->encrypted != 0) != rs->rs_source_side) {
 		snprintf(wj->wj_msg, sizeof(wj->wj_msg), "bad field lengths");
 		goto out;
 	}
@@ -143,6 +148,33 @@ write_work(struct pool_job *pj)
 		    "authentication in transit");
 		goto out;
 	}
+	if (rs->rs_source_side) {
+		/* key id | nonce | ciphertext | tag, sealed at backup. */
+		sealed = plain;
+		if ((dek = envelope_key(&rs->rs_env, sealed)) == NULL) {
+			snprintf(wj->wj_msg, sizeof(wj->wj_msg), "is sealed "
+			    "under a key the restore point does not list");
+			goto out;
+		}
+		plen -= SEALED_OVERHEAD;
+		if ((opened = malloc(plen ? plen : 1)) == NULL) {
+			wj->wj_errno = ENOMEM;
+			goto out;
+		}
+		aadlen = crypto_aad(aad, AAD_CHUNK_STORED, sealed,
+		    b->chunk_id.data, 0);
+		if (crypto_open(dek->kb_key, sealed + KEY_ID_LEN, aad, aadlen,
+		    sealed + KEY_ID_LEN + AEAD_NONCE_LEN, plen + AEAD_TAG_LEN,
+		    opened) == -1) {
+			snprintf(wj->wj_msg, sizeof(wj->wj_msg), "failed "
+			    "authentication (AES-GCM tag under its data key); "
+			    "the stored chunk is damaged");
+			goto out;
+		}
+		free(plain);
+		plain = opened;
+		opened = NULL;
+	}
 	if (b->compressed) {
 		if (decompress_block(plain, plen, raw, want) == -1) {
 			snprintf(wj->wj_msg, sizeof(wj->wj_msg), "does not "
@@ -156,7 +188,13 @@ write_work(struct pool_job *pj)
 		goto out;
 	} else
 		data = plain;
-	crypto_sha256(data, want, id);
+	if (!rs->rs_source_side)
+		crypto_sha256(data, want, id);
+	else if (chunk_id_keyed(envelope_chunk_key(&rs->rs_env), data, want,
+	    id) == -1) {
+		wj->wj_errno = ENOMEM;
+		goto out;
+	}
 	if (memcmp(id, b->chunk_id.data, CHUNK_ID_LEN) != 0) {
 		snprintf(wj->wj_msg, sizeof(wj->wj_msg), "does not match its "
 		    "checksum (SHA-256); the stored chunk is damaged");
@@ -173,6 +211,7 @@ write_work(struct pool_job *pj)
  out:
 	free(plain);
 	free(raw);
+	free(opened);
 	frame_free(f);
 	free(wj->wj_frame);
 	wj->wj_frame = NULL;
@@ -430,6 +469,27 @@ restore_maybe_done(struct restore *rs)
 	client_finish(rs->rs_client, EXIT_OK, NULL);
 }
 
+/*
+ * A source-side point: every key it needs must open before a block is
+ * written (fail closed).  0, or -1 after finishing with EXIT_KEY.
+ */
+static int
+restore_open_keys(struct restore *rs, const RestoreBegin *rb)
+{
+	char	 err[2048];
+
+	rs->rs_source_side = 1;
+	if (envelope_load_password(&rs->rs_env, err, sizeof(err)) == -1 ||
+	    envelope_open(&rs->rs_env, rb->point, rb->keychain.data,
+	    rb->keychain.len, err, sizeof(err)) == -1) {
+		client_finish(rs->rs_client, EXIT_KEY, "restore of %s/%s "
+		    "needs keys that cannot be opened: %s; %s was not "
+		    "written", rs->rs_name, rs->rs_point, err, rs->rs_output);
+		return -1;
+	}
+	return 0;
+}
+
 static void
 restore_ready(struct client *cl, void *arg)
 {
@@ -473,6 +533,9 @@ restore_frame(struct client *cl, const Frame *f, void *arg)
 		rs->rs_block_size = pi->block_size;
 		rs->rs_blocks = pi->blocks;
 		rs->rs_expected = f->restore_begin->blocks;
+		if (pi->mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+		    restore_open_keys(rs, f->restore_begin) == -1)
+			return;
 		if ((rs->rs_seen = calloc((rs->rs_blocks + 7) / 8, 1)) ==
 		    NULL) {
 			restore_fail(rs, EXIT_ERROR, "out of memory");
@@ -539,6 +602,7 @@ cmd_restore(struct source_conf *sc, int argc, char **argv)
 
 	memset(&rs, 0, sizeof(rs));
 	rs.rs_fd = -1;
+	envelope_init(&rs.rs_env, sc);
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
@@ -583,5 +647,6 @@ cmd_restore(struct source_conf *sc, int argc, char **argv)
 	if (rs.rs_tmp[0] != '\0')
 		unlink(rs.rs_tmp);
 	free(rs.rs_seen);
+	envelope_free(&rs.rs_env);
 	return rv;
 }

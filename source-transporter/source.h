@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "common.h"
+#include "keys.h"
 
 #define SOURCE_CONF_DEFAULT	"/etc/transporter/source.conf"
 #define SOURCE_PORT_DEFAULT	"7878"
@@ -32,10 +33,36 @@ struct source_conf {
 	uint64_t	 sc_workers;		/* 0: one per core */
 	uint64_t	 sc_window;
 	uint64_t	 sc_resume_timeout;	/* seconds of reconnecting */
+	uint32_t	 sc_encryption;		/* EncryptionMode of backups */
+	uint32_t	 sc_key_provider;	/* KeyProvider */
+	char		*sc_kms;		/* host:port */
+	char		*sc_kms_cert;		/* default: certificate */
+	char		*sc_kms_key;		/* default: key */
+	char		*sc_kms_ca;		/* default: ca */
+	char		*sc_kms_server_name;
+	char		*sc_kek_name;
+	char		*sc_password_file;
 	int		 sc_resume_set;
 };
 
 struct client;
+
+/* Source-side keys of one backup or restore (envelope.c). */
+struct envelope {
+	struct source_conf	*ev_conf;
+	char			*ev_password;
+	struct kek		*ev_newest;	/* wraps new keys */
+	struct kek		**ev_keks;	/* every KEK fetched */
+	size_t			 ev_nkeks;
+	struct keychain		*ev_chain;
+	struct key_buf		 ev_chunk_key;	/* backup: HMAC key of ids */
+	struct key_buf		 ev_dek;	/* backup: this point's DEK */
+	uint8_t			 ev_dek_id[KEY_ID_LEN];
+	struct key_buf		*ev_keys;	/* restore: opened keys */
+	uint8_t			*ev_key_ids;
+	size_t			 ev_nkeys;
+	int			 ev_chunk_idx;	/* restore: the chunk-id key */
+};
 
 /* What a command does with the connection. */
 struct client_ops {
@@ -95,6 +122,7 @@ struct disk;
 
 /* config.c */
 struct source_conf *source_conf_load(const char *);
+int		 source_parse_encryption(const char *, uint32_t *);
 void		 source_conf_free(struct source_conf *);
 
 /* client.c */
@@ -121,6 +149,24 @@ int		 disk_dirty_map(struct disk *, uint32_t, uint8_t **, char *,
 		    size_t);
 uint64_t	 disk_bytes_read(const struct disk *);
 void		 disk_close(struct disk *);
+
+/* envelope.c */
+void		 envelope_init(struct envelope *, struct source_conf *);
+int		 envelope_prepare(struct envelope *, struct source_conf *,
+		    char *, size_t);
+int		 envelope_load_password(struct envelope *, char *, size_t);
+int		 envelope_begin(struct envelope *, const char *,
+		    const uint8_t *, size_t, char *, size_t);
+int		 envelope_open(struct envelope *, const PointInfo *,
+		    const uint8_t *, size_t, char *, size_t);
+const struct key_buf *envelope_key(const struct envelope *, const uint8_t *);
+const struct key_buf *envelope_chunk_key(const struct envelope *);
+int		 envelope_end(struct envelope *, uint8_t **, size_t *, char *,
+		    size_t);
+void		 envelope_free(struct envelope *);
+
+/* benchmark.c */
+int		 cmd_benchmark(struct source_conf *, int, char **);
 
 /* backup.c */
 int		 cmd_backup(struct source_conf *, int, char **);

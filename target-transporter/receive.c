@@ -15,6 +15,7 @@ struct receive {
 	struct session	*rv_session;
 	struct repo_job	*rv_job;
 	char		 rv_name[NAME_MAX_LEN + 1];
+	uint32_t	 rv_mode;	/* EncryptionMode */
 	uint64_t	 rv_disk_size;
 	uint32_t	 rv_block_size;
 	uint64_t	 rv_blocks;	/* blocks in the image */
@@ -87,7 +88,8 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 	Frame		 f = FRAME__INIT;
 	BaseIndex	 bi = BASE_INDEX__INIT;
 	struct repo_point *base = &rv->rv_base;
-	uint8_t		*journal = NULL, *merged;
+	uint8_t		*journal = NULL, *merged, *chain = NULL;
+	size_t		 chainlen = 0;
 	uint64_t	 first, n, jblocks = 0, i;
 	static const uint8_t zero[CHUNK_ID_LEN];
 
@@ -104,15 +106,22 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 			return -1;
 		}
 		memset(base, 0, sizeof(*base));
-	} else if (base->rp_block_size != rv->rv_block_size) {
-		session_log(se, "previous point %s of '%s' has %u-byte blocks, "
-		    "not %u: no base", base->rp_id, rv->rv_name,
-		    base->rp_block_size, rv->rv_block_size);
+	} else if (base->rp_block_size != rv->rv_block_size ||
+	    base->rp_mode != rv->rv_mode) {
+		/* Chunk ids of another mode (keyed or not) never match. */
+		session_log(se, "previous point %s of '%s' has %u-byte blocks "
+		    "and mode %u, not %u and %u: no base", base->rp_id,
+		    rv->rv_name, base->rp_block_size, base->rp_mode,
+		    rv->rv_block_size, rv->rv_mode);
 		repo_point_clear(base);
 		memset(base, 0, sizeof(*base));
 	}
-	/* An interrupted job's durable blocks count as base too. */
-	if (repo_resume_find(tg->tg_repo, se->se_tenant->tn_name, rv->rv_name,
+	/*
+	 * An interrupted job's durable blocks count as base too; not for
+	 * source-side jobs, whose data key died with them.
+	 */
+	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT &&
+	    repo_resume_find(tg->tg_repo, se->se_tenant->tn_name, rv->rv_name,
 	    rv->rv_block_size, &journal, &jblocks) == 0) {
 		n = jblocks > base->rp_blocks ? jblocks : base->rp_blocks;
 		if ((merged = calloc(n, CHUNK_ID_LEN)) == NULL) {
@@ -139,9 +148,22 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 		session_log(se, "resuming an interrupted backup of '%s'",
 		    rv->rv_name);
 	}
+	/* Source-side: the chain's key file goes with the first piece. */
+	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE) {
+		if (repo_keychain_read(tg->tg_repo, se->se_tenant->tn_name,
+		    rv->rv_name, &chain, &chainlen) == -1 && errno != ENOENT) {
+			session_fail(se, session_errno_code(errno), "cannot read "
+			    "the key file of '%s': %s", rv->rv_name,
+			    strerror(errno));
+			return -1;
+		}
+		bi.keychain.data = chain;
+		bi.keychain.len = chainlen;
+	}
 	if (base->rp_index == NULL) {
 		bi.last = 1;
 		session_send(se, &f);
+		free(chain);
 		return 0;
 	}
 	rv->rv_has_base = 1;
@@ -159,7 +181,10 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 		first += n;
 		bi.last = first == base->rp_blocks;
 		session_send(se, &f);
+		bi.keychain.data = NULL;
+		bi.keychain.len = 0;
 	} while (!bi.last && se->se_state == SESSION_BACKUP);
+	free(chain);
 	return se->se_state == SESSION_BACKUP ? 0 : -1;
 }
 
@@ -192,7 +217,8 @@ receive_begin(struct session *se, const BackupBegin *bb)
 		    "out of range", (unsigned long long)bb->disk_size);
 		return -1;
 	}
-	if (bb->mode != ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT) {
+	if (bb->mode != ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT &&
+	    bb->mode != ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "encryption mode %d "
 		    "is not supported by this target", bb->mode);
 		return -1;
@@ -202,6 +228,7 @@ receive_begin(struct session *se, const BackupBegin *bb)
 	rv->rv_session = se;
 	snprintf(rv->rv_name, sizeof(rv->rv_name), "%s", bb->name);
 	rv->rv_disk_size = bb->disk_size;
+	rv->rv_mode = bb->mode;
 	rv->rv_block_size = bb->block_size;
 	rv->rv_blocks = (bb->disk_size + bb->block_size - 1) / bb->block_size;
 	rv->rv_start_ms = now_ms();
@@ -250,7 +277,8 @@ block_work(struct pool_job *pj)
 	uint8_t			 aad[AAD_MAX_LEN], id[CHUNK_ID_LEN];
 	uint8_t			*plain = NULL, *raw = NULL;
 	size_t			 aadlen, plen;
-	uint32_t		 want;
+	uint32_t		 want, flags;
+	int			 source_side;
 
 	bj->bj_code = ERROR__CODE__PROTOCOL;
 	if ((f = frame_unpack(bj->bj_frame, bj->bj_len)) == NULL ||
@@ -269,10 +297,13 @@ block_work(struct pool_job *pj)
 		goto out;
 	}
 	want = receive_block_len(rv, b->index);
+	source_side = rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE;
 	if (b->chunk_id.len != CHUNK_ID_LEN || b->nonce.len !=
 	    AEAD_NONCE_LEN || b->raw_len != want || b->payload.len <
-	    AEAD_TAG_LEN || b->payload.len - AEAD_TAG_LEN >
-	    compress_bound(want)) {
+	    AEAD_TAG_LEN + (source_side ? SEALED_OVERHEAD : 0) ||
+	    b->payload.len - AEAD_TAG_LEN > compress_bound(want) +
+	    (source_side ? SEALED_OVERHEAD : 0) ||
+	    (b->encrypted != 0) != source_side) {
 		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu has bad "
 		    "field lengths", (unsigned long long)b->index);
 		goto out;
@@ -290,6 +321,14 @@ block_work(struct pool_job *pj)
 		    "authentication (AES-GCM tag)",
 		    (unsigned long long)b->index);
 		goto out;
+	}
+	if (source_side) {
+		/*
+		 * Sealed by the source under a key we never see: store it
+		 * as it is.  Its integrity is checked where the key is.
+		 */
+		flags = CHUNK_ENCRYPTED | (b->compressed ? CHUNK_COMPRESSED : 0);
+		goto store;
 	}
 	if (b->compressed) {
 		if ((raw = malloc(want)) == NULL)
@@ -315,8 +354,10 @@ block_work(struct pool_job *pj)
 		    "match its chunk id", (unsigned long long)b->index);
 		goto out;
 	}
-	if (repo_job_put_chunk(rv->rv_job, bj->bj_id, b->compressed ?
-	    CHUNK_COMPRESSED : 0, want, plain, plen) == -1) {
+	flags = b->compressed ? CHUNK_COMPRESSED : 0;
+ store:
+	if (repo_job_put_chunk(rv->rv_job, bj->bj_id, flags, want, plain,
+	    plen) == -1) {
 		bj->bj_code = session_errno_code(errno);
 		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "cannot store block "
 		    "%llu: %s", (unsigned long long)b->index, strerror(errno));
@@ -572,6 +613,51 @@ receive_unchanged(struct session *se, const Unchanged *u, size_t len)
 	return 0;
 }
 
+/*
+ * Source-side: the wrapped keys the point needs go into its manifest
+ * and the chain's new key file is stored with the commit.  The target
+ * cannot unwrap either; it checks only their shape.
+ */
+static int
+receive_keys(struct session *se, const BackupEnd *be)
+{
+	struct receive	*rv = se->se_recv;
+	KeyChain	 kc = KEY_CHAIN__INIT;
+	uint8_t		*buf = NULL;
+	size_t		 len, i;
+	int		 rv_ = -1;
+
+	if (be->n_keys == 0 || be->n_keys > 65536 || be->keychain.len == 0) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': a "
+		    "source-side point needs its wrapped keys", rv->rv_name);
+		return -1;
+	}
+	for (i = 0; i < be->n_keys; i++) {
+		if (be->keys[i]->key_id.len != KEY_ID_LEN ||
+		    be->keys[i]->kek == NULL) {
+			session_fail(se, ERROR__CODE__PROTOCOL, "backup of "
+			    "'%s': malformed wrapped key", rv->rv_name);
+			return -1;
+		}
+	}
+	kc.n_keys = be->n_keys;
+	kc.keys = be->keys;
+	len = key_chain__get_packed_size(&kc);
+	if ((buf = malloc(len)) == NULL) {
+		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+		return -1;
+	}
+	key_chain__pack(&kc, buf);
+	if (repo_job_set_keys(rv->rv_job, buf, len, be->keychain.data,
+	    be->keychain.len) == -1)
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': the "
+		    "keys are too large", rv->rv_name);
+	else
+		rv_ = 0;
+	free(buf);
+	return rv_;
+}
+
 /* BackupEnd: every block has been sent.  Returns 0 or -1 if closed. */
 int
 receive_end(struct session *se, const BackupEnd *be)
@@ -589,6 +675,9 @@ receive_end(struct session *se, const BackupEnd *be)
 		    (unsigned long long)be->blocks_unchanged);
 		return -1;
 	}
+	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+	    receive_keys(se, be) == -1)
+		return -1;
 	rv->rv_ended = 1;
 	receive_progress(rv);
 	return 0;

@@ -64,7 +64,8 @@
 /* Manifest: magic, u32 length, protobuf Manifest, SHA-256. */
 #define MANIFEST_MAGIC		"TRMF"
 #define MANIFEST_FORMAT		1
-#define MANIFEST_MAX		65536
+#define MANIFEST_MAX		(4u << 20)	/* keys of long chains */
+#define KEYCHAIN_FILE_MAX	(16u << 20)
 
 /* "YYYYMMDDTHHMMSSZ-" + 8 hex */
 #define POINT_ID_LEN		25
@@ -102,6 +103,10 @@ struct repo_job {
 	uint32_t		 j_mode;
 	uint64_t		 j_blocks;
 	uint8_t			*j_index;	/* j_blocks * CHUNK_ID_LEN */
+	uint8_t			*j_keys;	/* packed KeyChain: point's keys */
+	size_t			 j_keys_len;
+	uint8_t			*j_keychain;	/* chain key file to store */
+	size_t			 j_keychain_len;
 
 	pthread_mutex_t		 j_mtx;		/* the fields below */
 	void			*j_tree;	/* pending by id (tsearch) */
@@ -756,6 +761,7 @@ struct stale_walk {
 };
 
 static int	journal_prune(struct repo *, const char *);
+static int	repo_keychain_write(struct repo_job *, const char *);
 
 static int
 repo_stale_job_cb(void *arg, const char *name)
@@ -1313,6 +1319,8 @@ point_from_job(const struct repo_job *j, struct repo_point *p)
 	p->rp_blocks = j->j_blocks;
 	p->rp_stored_bytes = atomic_load(&j->j_bytes);
 	p->rp_mode = j->j_mode;
+	p->rp_keys = j->j_keys;		/* borrowed until the commit ends */
+	p->rp_keys_len = j->j_keys_len;
 }
 
 /* Builds the manifest file's bytes; *out is malloc'd. */
@@ -1323,6 +1331,7 @@ manifest_encode(const struct repo_point *p,
 {
 	Manifest	 m = MANIFEST__INIT;
 	PointInfo	 pi = POINT_INFO__INIT;
+	KeyChain	*kc = NULL;
 	uint8_t		*buf;
 	size_t		 len;
 
@@ -1335,21 +1344,33 @@ manifest_encode(const struct repo_point *p,
 	pi.mode = (EncryptionMode)p->rp_mode;
 	pi.blocks = p->rp_blocks;
 	pi.zero_blocks = p->rp_zero_blocks;
+	if (p->rp_keys != NULL) {
+		if ((kc = key_chain__unpack(NULL, p->rp_keys_len,
+		    p->rp_keys)) == NULL) {
+			errno = EINVAL;
+			return -1;
+		}
+		pi.n_keys = kc->n_keys;
+		pi.keys = kc->keys;
+	}
 	m.format = MANIFEST_FORMAT;
 	m.point = &pi;
 	m.index_digest.data = (uint8_t *)digest;
 	m.index_digest.len = CHUNK_ID_LEN;
 	m.chunks = chunks;
 	len = manifest__get_packed_size(&m);
-	if (len > MANIFEST_MAX - 8 - CHUNK_ID_LEN) {
-		errno = EINVAL;
+	if (len > MANIFEST_MAX - 8 - CHUNK_ID_LEN ||
+	    (buf = malloc(8 + len + CHUNK_ID_LEN)) == NULL) {
+		if (kc != NULL)
+			key_chain__free_unpacked(kc, NULL);
+		errno = len > MANIFEST_MAX - 8 - CHUNK_ID_LEN ? EINVAL : ENOMEM;
 		return -1;
 	}
-	if ((buf = malloc(8 + len + CHUNK_ID_LEN)) == NULL)
-		return -1;
 	memcpy(buf, MANIFEST_MAGIC, 4);
 	put_be32(buf + 4, len);
 	manifest__pack(&m, buf + 8);
+	if (kc != NULL)
+		key_chain__free_unpacked(kc, NULL);
 	crypto_sha256(buf, 8 + len, buf + 8 + len);
 	*out = buf;
 	*outlen = 8 + len + CHUNK_ID_LEN;
@@ -1407,6 +1428,10 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 		goto fail;
 	indexed = 1;
 
+	/* The chain's key file, replaced whole before the manifest. */
+	if (j->j_keychain != NULL && repo_keychain_write(j, dir) == -1)
+		goto fail;
+
 	/* The manifest, last: the commit point. */
 	if (manifest_encode(&point, digest, chunks, &man, &manlen) == -1)
 		goto fail;
@@ -1429,6 +1454,8 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	    j->j_name, j->j_id, (unsigned long long)point.rp_blocks,
 	    (unsigned long long)chunks,
 	    (unsigned long long)point.rp_stored_bytes);
+	point.rp_keys = NULL;	/* the job's; freed with it */
+	point.rp_keys_len = 0;
 	*p = point;
 	rv = 0;
  fail:
@@ -1466,6 +1493,8 @@ repo_job_abort(struct repo_job *j)
 	j->j_pending = NULL;
 	free(j->j_index);
 	j->j_index = NULL;
+	free(j->j_keys);
+	free(j->j_keychain);
 	pthread_mutex_destroy(&j->j_mtx);
 	pthread_mutex_destroy(&j->j_sync_mtx);
 	free(j);
@@ -1561,6 +1590,16 @@ manifest_load(struct repo *r, const char *tenant, const char *name,
 	p->rp_zero_blocks = pi->zero_blocks;
 	p->rp_stored_bytes = pi->stored_bytes;
 	p->rp_mode = pi->mode;
+	if (pi->n_keys > 0) {
+		KeyChain	 kc = KEY_CHAIN__INIT;
+
+		kc.n_keys = pi->n_keys;
+		kc.keys = pi->keys;
+		p->rp_keys_len = key_chain__get_packed_size(&kc);
+		if ((p->rp_keys = malloc(p->rp_keys_len)) == NULL)
+			goto fail;
+		key_chain__pack(&kc, p->rp_keys);
+	}
 	memcpy(digest, m->index_digest.data, CHUNK_ID_LEN);
 	rv = 0;
  fail:
@@ -1790,7 +1829,7 @@ repo_point_open(struct repo *r, const char *tenant, const char *name,
 	struct repo_point	*points = NULL;
 	uint8_t			 digest[CHUNK_ID_LEN];
 	char			 newest[sizeof(points->rp_id)];
-	size_t			 n;
+	size_t			 n = 0;
 	int			 rv = -1, save;
 
 	if (p != NULL)
@@ -1820,14 +1859,16 @@ repo_point_open(struct repo *r, const char *tenant, const char *name,
 	rv = 0;
  fail:
 	save = errno;
-	free(points);
-	if (rv == -1 && p != NULL)
+	repo_points_free(points, n);
+	if (rv == -1 && p != NULL) {
+		repo_point_clear(p);
 		memset(p, 0, sizeof(*p));
+	}
 	errno = save;
 	return rv;
 }
 
-/* Frees p's index; safe on a cleared or zeroed point. */
+/* Frees p's index and keys; safe on a cleared or zeroed point. */
 void
 repo_point_clear(struct repo_point *p)
 {
@@ -1835,6 +1876,20 @@ repo_point_clear(struct repo_point *p)
 		return;
 	free(p->rp_index);
 	p->rp_index = NULL;
+	free(p->rp_keys);
+	p->rp_keys = NULL;
+	p->rp_keys_len = 0;
+}
+
+/* Frees an array from repo_list. */
+void
+repo_points_free(struct repo_point *points, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n && points != NULL; i++)
+		repo_point_clear(&points[i]);
+	free(points);
 }
 
 /*
@@ -2202,4 +2257,104 @@ repo_job_snapshot(const struct repo_job *j)
 	if ((copy = malloc(j->j_blocks * CHUNK_ID_LEN)) != NULL)
 		memcpy(copy, j->j_index, j->j_blocks * CHUNK_ID_LEN);
 	return copy;
+}
+
+/*
+ * Source-side keys.  The target keeps them without being able to use
+ * them: each point's manifest lists the wrapped keys it needs, and
+ * points/<name>/keychain holds every key of the chain wrapped by the
+ * newest KEK the source used (a TRKC file, opaque here).
+ */
+
+/*
+ * Gives the job the keys its point needs (a packed KeyChain) and the
+ * chain's new key file; both are copied and written by the commit.
+ */
+int
+repo_job_set_keys(struct repo_job *j, const uint8_t *keys, size_t keys_len,
+    const uint8_t *keychain, size_t keychain_len)
+{
+	if (keys_len > MANIFEST_MAX / 2 || keychain_len > KEYCHAIN_FILE_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	free(j->j_keys);
+	free(j->j_keychain);
+	j->j_keys = j->j_keychain = NULL;
+	j->j_keys_len = j->j_keychain_len = 0;
+	if (keys_len > 0) {
+		if ((j->j_keys = malloc(keys_len)) == NULL)
+			return -1;
+		memcpy(j->j_keys, keys, keys_len);
+		j->j_keys_len = keys_len;
+	}
+	if (keychain_len > 0) {
+		if ((j->j_keychain = malloc(keychain_len)) == NULL)
+			return -1;
+		memcpy(j->j_keychain, keychain, keychain_len);
+		j->j_keychain_len = keychain_len;
+	}
+	return 0;
+}
+
+/* Replaces points/<name>/keychain durably (tmp, fsync, rename, fsync). */
+static int
+repo_keychain_write(struct repo_job *j, const char *dir)
+{
+	struct repo	*r = j->j_repo;
+	char		 stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
+	int		 fd, save;
+
+	if (repo_key(stage, sizeof(stage), "%s/keychain", j->j_tmp) == -1 ||
+	    repo_key(key, sizeof(key), "%s/keychain", dir) == -1)
+		return -1;
+	if ((fd = openat(r->r_fd, stage, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_CLOEXEC | O_NOFOLLOW, 0600)) == -1)
+		return -1;
+	if (write_full(fd, j->j_keychain, j->j_keychain_len) == -1 ||
+	    fsync(fd) == -1) {
+		save = errno;
+		close(fd);
+		errno = save;
+		return -1;
+	}
+	if (close_checked(fd) == -1 ||
+	    renameat(r->r_fd, stage, r->r_fd, key) == -1)
+		return -1;
+	return be_sync_parent(r, key);
+}
+
+/*
+ * Reads tenant/name's key file into *buf (malloc'd), checking only its
+ * size.  -1 with ENOENT if the chain has none.
+ */
+int
+repo_keychain_read(struct repo *r, const char *tenant, const char *name,
+    uint8_t **buf, size_t *len)
+{
+	struct be_obj	 o;
+	char		 key[REPO_KEY_MAX];
+	int		 save;
+
+	if (!repo_name_ok(tenant) || !repo_name_ok(name) ||
+	    repo_key(key, sizeof(key), "tenants/%s/points/%s/keychain", tenant,
+	    name) == -1 || be_open(r, key, &o) == -1)
+		return -1;
+	if (o.bo_size == 0 || o.bo_size > KEYCHAIN_FILE_MAX) {
+		be_close(&o);
+		errno = EBADMSG;
+		return -1;
+	}
+	if ((*buf = malloc(o.bo_size)) == NULL ||
+	    be_read(&o, 0, *buf, o.bo_size) == -1) {
+		save = errno;
+		free(*buf);
+		*buf = NULL;
+		be_close(&o);
+		errno = save;
+		return -1;
+	}
+	*len = o.bo_size;
+	be_close(&o);
+	return 0;
 }

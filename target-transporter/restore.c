@@ -41,6 +41,7 @@ struct read_job {
 	uint8_t		 rj_key[AEAD_KEY_LEN];
 	uint64_t	 rj_nonce;
 	uint32_t	 rj_want;	/* plaintext length of the block */
+	int		 rj_source_side;
 	/* results */
 	uint8_t		*rj_frame;
 	size_t		 rj_len;
@@ -48,10 +49,16 @@ struct read_job {
 	char		 rj_msg[256];
 };
 
-/* Fills pi from rp; pi points into rp, which must outlive it. */
-void
+/*
+ * Fills pi from rp; pi points into rp, which must outlive it.  Returns
+ * the unpacked keys pi points to (free with key_chain__free_unpacked
+ * after use), or NULL if the point has none.
+ */
+KeyChain *
 point_info_fill(PointInfo *pi, const struct repo_point *rp)
 {
+	KeyChain	*kc = NULL;
+
 	point_info__init(pi);
 	pi->name = (char *)rp->rp_name;
 	pi->point_id = (char *)rp->rp_id;
@@ -62,6 +69,12 @@ point_info_fill(PointInfo *pi, const struct repo_point *rp)
 	pi->mode = rp->rp_mode;
 	pi->blocks = rp->rp_blocks;
 	pi->zero_blocks = rp->rp_zero_blocks;
+	if (rp->rp_keys != NULL && (kc = key_chain__unpack(NULL,
+	    rp->rp_keys_len, rp->rp_keys)) != NULL) {
+		pi->n_keys = kc->n_keys;
+		pi->keys = kc->keys;
+	}
+	return kc;
 }
 
 /* ListRequest: every restore point of the tenant (or of one name). */
@@ -70,6 +83,7 @@ list_points(struct session *se, const ListRequest *lr)
 {
 	struct repo_point	*points = NULL;
 	PointInfo		*infos = NULL, **ptrs = NULL;
+	KeyChain		**kcs = NULL;
 	Frame			 f = FRAME__INIT;
 	ListReply		 reply = LIST_REPLY__INIT;
 	size_t			 n = 0, i;
@@ -82,12 +96,13 @@ list_points(struct session *se, const ListRequest *lr)
 		goto out;
 	}
 	if (n > 0 && ((infos = calloc(n, sizeof(*infos))) == NULL ||
-	    (ptrs = calloc(n, sizeof(*ptrs))) == NULL)) {
+	    (ptrs = calloc(n, sizeof(*ptrs))) == NULL ||
+	    (kcs = calloc(n, sizeof(*kcs))) == NULL)) {
 		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
-		point_info_fill(&infos[i], &points[i]);
+		kcs[i] = point_info_fill(&infos[i], &points[i]);
 		ptrs[i] = &infos[i];
 	}
 	reply.n_points = n;
@@ -97,9 +112,13 @@ list_points(struct session *se, const ListRequest *lr)
 	session_send(se, &f);
 	rv = 0;
  out:
+	for (i = 0; kcs != NULL && i < n; i++)
+		if (kcs[i] != NULL)
+			key_chain__free_unpacked(kcs[i], NULL);
+	free(kcs);
 	free(ptrs);
 	free(infos);
-	free(points);
+	repo_points_free(points, n);
 	return rv;
 }
 
@@ -137,7 +156,7 @@ restore_not_found(struct session *se, const RestoreRequest *rr)
 		session_fail(se, ERROR__CODE__NOT_FOUND, "no backup named '%s' "
 		    "in this tenant; existing backups: %s", rr->name,
 		    have[0] ? have : "none");
-	free(points);
+	repo_points_free(points, n);
 }
 
 /* RestoreRequest: open the point, announce it, start streaming. */
@@ -148,6 +167,9 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 	Frame		 f = FRAME__INIT;
 	RestoreBegin	 rb = RESTORE_BEGIN__INIT;
 	PointInfo	 pi;
+	KeyChain	*kc;
+	uint8_t		*chain = NULL;
+	size_t		 chainlen = 0;
 	uint64_t	 i;
 
 	if (!name_is_valid(rr->name)) {
@@ -186,12 +208,22 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 	session_log(se, "restore of %s/%s started: %llu blocks with data",
 	    rs->rs_point.rp_name, rs->rs_point.rp_id,
 	    (unsigned long long)rs->rs_blocks);
-	point_info_fill(&pi, &rs->rs_point);
+	kc = point_info_fill(&pi, &rs->rs_point);
 	rb.point = &pi;
 	rb.blocks = rs->rs_blocks;
+	/* The chain's keys, rewrapped by the newest KEK, if it has them. */
+	if (rs->rs_point.rp_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+	    repo_keychain_read(se->se_target->tg_repo, se->se_tenant->tn_name,
+	    rs->rs_point.rp_name, &chain, &chainlen) == 0) {
+		rb.keychain.data = chain;
+		rb.keychain.len = chainlen;
+	}
 	f.msg_case = FRAME__MSG_RESTORE_BEGIN;
 	f.restore_begin = &rb;
 	session_send(se, &f);
+	if (kc != NULL)
+		key_chain__free_unpacked(kc, NULL);
+	free(chain);
 	restore_pump(se);
 	return 0;
 }
@@ -231,11 +263,19 @@ read_work(struct pool_job *pj)
 		rj->rj_errno = errno;
 		goto out;
 	}
-	if (rc.rc_raw_len != rj->rj_want ||
-	    (rc.rc_flags & CHUNK_ENCRYPTED) != 0) {
+	if (rc.rc_raw_len != rj->rj_want) {
 		rj->rj_errno = EBADMSG;
 		snprintf(rj->rj_msg, sizeof(rj->rj_msg), "holds %u bytes, "
 		    "not %u", rc.rc_raw_len, rj->rj_want);
+		goto out;
+	}
+	/* Sealed by a source: only a source-side point may use it. */
+	if (((rc.rc_flags & CHUNK_ENCRYPTED) != 0) != rj->rj_source_side) {
+		rj->rj_errno = EBADMSG;
+		snprintf(rj->rj_msg, sizeof(rj->rj_msg), "is %s, but the "
+		    "point is %s", rc.rc_flags & CHUNK_ENCRYPTED ?
+		    "source-side encrypted" : "not encrypted",
+		    rj->rj_source_side ? "source-side" : "in-flight");
 		goto out;
 	}
 	if ((sealed = malloc(rc.rc_len + AEAD_TAG_LEN)) == NULL) {
@@ -255,6 +295,7 @@ read_work(struct pool_job *pj)
 	b.chunk_id.len = CHUNK_ID_LEN;
 	b.raw_len = rc.rc_raw_len;
 	b.compressed = (rc.rc_flags & CHUNK_COMPRESSED) != 0;
+	b.encrypted = (rc.rc_flags & CHUNK_ENCRYPTED) != 0;
 	b.nonce.data = nonce;
 	b.nonce.len = sizeof(nonce);
 	b.payload.data = sealed;
@@ -360,6 +401,8 @@ restore_pump(struct session *se)
 		memcpy(rj->rj_id, id, CHUNK_ID_LEN);
 		memcpy(rj->rj_key, se->se_key_out, AEAD_KEY_LEN);
 		rj->rj_nonce = se->se_nonce_out++;
+		rj->rj_source_side = rs->rs_point.rp_mode ==
+		    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE;
 		rj->rj_want = (uint32_t)((rs->rs_next + 1) *
 		    rs->rs_point.rp_block_size > rs->rs_point.rp_disk_size ?
 		    rs->rs_point.rp_disk_size - rs->rs_next *

@@ -64,6 +64,8 @@ struct repo_point {
 	uint64_t	 rp_stored_bytes;
 	uint32_t	 rp_mode;	/* EncryptionMode */
 	uint8_t		*rp_index;	/* rp_blocks * CHUNK_ID_LEN, or NULL */
+	uint8_t		*rp_keys;	/* source-side: packed KeyChain */
+	size_t		 rp_keys_len;
 };
 
 struct repo;
@@ -161,7 +163,7 @@ int		 restore_credit(struct session *, const Credit *);
 void		 restore_pump(struct session *);
 void		 restore_free(struct restore *);
 int		 list_points(struct session *, const ListRequest *);
-void		 point_info_fill(PointInfo *, const struct repo_point *);
+KeyChain	*point_info_fill(PointInfo *, const struct repo_point *);
 
 /* repo.c */
 struct repo	*repo_open(const char *, char *, size_t);
@@ -189,6 +191,11 @@ int		 repo_list(struct repo *, const char *, const char *,
 int		 repo_point_open(struct repo *, const char *, const char *,
 		    const char *, struct repo_point *);
 void		 repo_point_clear(struct repo_point *);
+void		 repo_points_free(struct repo_point *, size_t);
+int		 repo_job_set_keys(struct repo_job *, const uint8_t *, size_t,
+		    const uint8_t *, size_t);
+int		 repo_keychain_read(struct repo *, const char *, const char *,
+		    uint8_t **, size_t *);
 int		 repo_chunk_read(struct repo *, const char *, const uint8_t *,
 		    struct repo_chunk *);
 void		 repo_chunk_clear(struct repo_chunk *);
