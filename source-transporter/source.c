@@ -25,6 +25,8 @@ usage(FILE *fp)
 	    "          list the restore points on the target\n"
 	    "  restore --name NAME [--point ID] --output PATH [--force] [--json]\n"
 	    "          write a restore point back to a file or block device\n"
+	    "  benchmark [--seconds N] [--json]\n"
+	    "          this machine's speed at each stage (needs no config)\n"
 	    "\n"
 	    "options:\n"
 	    "  -f config  configuration file (default %s)\n"
@@ -79,7 +81,7 @@ main(int argc, char *argv[])
 		return EXIT_OK;
 	}
 	if (strcmp(cmd, "backup") != 0 && strcmp(cmd, "restore") != 0 &&
-	    strcmp(cmd, "list") != 0) {
+	    strcmp(cmd, "list") != 0 && strcmp(cmd, "benchmark") != 0) {
 		log_warnx("unknown command '%s'; try 'source-transporter -h'",
 		    cmd);
 		return EXIT_USAGE;
@@ -89,13 +91,16 @@ main(int argc, char *argv[])
 	for (ch = 1; ch < argc; ch++)
 		if (strcmp(argv[ch], "--help") == 0)
 			break;
-	/* A command's --help needs no configuration. */
-	if (ch == argc && (sc = source_conf_load(conffile)) == NULL)
+	/* A command's --help needs no configuration, nor does benchmark. */
+	if (ch == argc && strcmp(cmd, "benchmark") != 0 &&
+	    (sc = source_conf_load(conffile)) == NULL)
 		return EXIT_USAGE;
 	if (strcmp(cmd, "backup") == 0)
 		rv = cmd_backup(sc, argc, argv);
 	else if (strcmp(cmd, "restore") == 0)
 		rv = cmd_restore(sc, argc, argv);
+	else if (strcmp(cmd, "benchmark") == 0)
+		rv = cmd_benchmark(sc, argc, argv);
 	else
 		rv = cmd_list(sc, argc, argv);
 	source_conf_free(sc);
