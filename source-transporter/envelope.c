@@ -257,6 +257,14 @@ envelope_password_kek(struct envelope *ev, char *err, size_t errlen)
 	return 0;
 }
 
+/* Whether the KEK ref names can be had now: 0, or -1 and why. */
+int
+envelope_check_kek(struct envelope *ev, const KekRef *ref, char *err,
+    size_t errlen)
+{
+	return envelope_kek_for(ev, ref, err, errlen) == NULL ? -1 : 0;
+}
+
 /* Unwraps the key of that id from the chain (or *wk) into kb. */
 static int
 envelope_unwrap(struct envelope *ev, const WrappedKey *wk,

@@ -13,6 +13,8 @@ struct list {
 	struct client	*ls_client;
 	const char	*ls_name;
 	int		 ls_json;
+	int		 ls_check_keys;	/* ask the KMS for each KEK */
+	struct envelope	 ls_env;
 };
 
 /* How an established backup product names the mode (README). */
@@ -58,6 +60,86 @@ json_string(const char *s)
 	putchar('"');
 }
 
+/*
+ * Whether the KEK a key needs can be had now (KMS or password), for a
+ * disaster-recovery check; "" when not asked.
+ */
+static const char *
+list_kek_status(struct list *ls, const KekRef *ref, char *buf, size_t len)
+{
+	char	 err[KEY_ERR_MAX];
+
+	if (!ls->ls_check_keys)
+		return "";
+	if (envelope_check_kek(&ls->ls_env, ref, err, sizeof(err)) == 0)
+		return "available";
+	snprintf(buf, len, "not available: %s", err);
+	return buf;
+}
+
+/* The keys of a source-side point, as a JSON array. */
+static void
+list_keys_json(struct list *ls, const PointInfo *pi)
+{
+	const WrappedKey	*wk;
+	const KekRef		*ref;
+	char			 hex[2 * KEY_ID_LEN + 1], st[KEY_ERR_MAX + 32];
+	const char		*status;
+	size_t			 i;
+
+	printf(",\"keys\":[");
+	for (i = 0; i < pi->n_keys; i++) {
+		wk = pi->keys[i];
+		ref = wk->kek;
+		if (wk->key_id.len != KEY_ID_LEN || ref == NULL)
+			continue;
+		hex_encode(wk->key_id.data, KEY_ID_LEN, hex);
+		printf("%s{\"key_id\":\"%s\",\"purpose\":\"%s\","
+		    "\"kek_provider\":\"%s\",\"kek_name\":", i ? "," : "",
+		    hex, key_purpose_name(wk->purpose),
+		    ref->provider == KEY_PROVIDER__KEY_PROVIDER_KMIP ? "kmip" :
+		    "password");
+		json_string(ref->key_name);
+		printf(",\"kek_id\":");
+		json_string(ref->key_id);
+		printf(",\"kek_version\":%lld,\"kms\":",
+		    (long long)ref->version);
+		json_string(ref->kms);
+		if (ls->ls_check_keys) {
+			status = list_kek_status(ls, ref, st, sizeof(st));
+			printf(",\"available\":%s,\"status\":",
+			    strcmp(status, "available") == 0 ? "true" :
+			    "false");
+			json_string(status);
+		}
+		printf("}");
+	}
+	printf("]");
+}
+
+/* The distinct KEKs a source-side point needs, one line each. */
+static void
+list_keys_text(struct list *ls, const PointInfo *pi)
+{
+	const KekRef	*ref;
+	char		 desc[512], st[KEY_ERR_MAX + 32];
+	size_t		 i, j;
+
+	for (i = 0; i < pi->n_keys; i++) {
+		if ((ref = pi->keys[i]->kek) == NULL)
+			continue;
+		for (j = 0; j < i; j++)
+			if (pi->keys[j]->kek != NULL &&
+			    kek_ref_same(pi->keys[j]->kek, ref))
+				break;
+		if (j < i)
+			continue;
+		kek_ref_describe(ref, desc, sizeof(desc));
+		printf("    needs %s%s%s\n", desc, ls->ls_check_keys ? ": " :
+		    "", list_kek_status(ls, ref, st, sizeof(st)));
+	}
+}
+
 static void
 list_print(struct list *ls, const ListReply *lr)
 {
@@ -77,12 +159,15 @@ list_print(struct list *ls, const ListReply *lr)
 			printf(",\"created\":\"%s\",\"disk_size\":%llu,"
 			    "\"block_size\":%u,\"stored_bytes\":%llu,"
 			    "\"blocks\":%llu,\"zero_blocks\":%llu,"
-			    "\"encryption\":\"%s\"}", when,
+			    "\"encryption\":\"%s\"", when,
 			    (unsigned long long)pi->disk_size, pi->block_size,
 			    (unsigned long long)pi->stored_bytes,
 			    (unsigned long long)pi->blocks,
 			    (unsigned long long)pi->zero_blocks,
 			    mode_name(pi->mode));
+			if (pi->n_keys > 0)
+				list_keys_json(ls, pi);
+			printf("}");
 		}
 		printf("%s]\n", lr->n_points ? "\n" : "");
 		return;
@@ -101,6 +186,8 @@ list_print(struct list *ls, const ListReply *lr)
 		format_bytes(pi->stored_bytes, stored, sizeof(stored));
 		printf("%-20s %-26s %-20s %10s %10s  %s\n", pi->name,
 		    pi->point_id, when, size, stored, mode_name(pi->mode));
+		if (pi->n_keys > 0)
+			list_keys_text(ls, pi);
 	}
 }
 
@@ -140,10 +227,12 @@ cmd_list(struct source_conf *sc, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "name",	required_argument, NULL, 'n' },
 		{ "json",	no_argument,	   NULL, 'j' },
+		{ "check-keys",	no_argument,	   NULL, 'k' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct list	 ls;
+	char		 err[KEY_ERR_MAX];
 	int		 ch, rv = EXIT_USAGE;
 
 	memset(&ls, 0, sizeof(ls));
@@ -156,13 +245,20 @@ cmd_list(struct source_conf *sc, int argc, char **argv)
 		case 'j':
 			ls.ls_json = 1;
 			break;
+		case 'k':
+			ls.ls_check_keys = 1;
+			break;
 		case 'h':
 			printf("usage: source-transporter [-f config] list "
-			    "[--name NAME] [--json]\n");
+			    "[--name NAME] [--check-keys] [--json]\n"
+			    "  --check-keys  ask the KMS (or check the password) "
+			    "whether each key\n"
+			    "                a source-side point needs is "
+			    "available\n");
 			return EXIT_OK;
 		default:
 			fprintf(stderr, "usage: source-transporter [-f config] "
-			    "list [--name NAME] [--json]\n");
+			    "list [--name NAME] [--check-keys] [--json]\n");
 			return EXIT_USAGE;
 		}
 	}
@@ -171,9 +267,18 @@ cmd_list(struct source_conf *sc, int argc, char **argv)
 		    "[--name NAME] [--json]\n");
 		return EXIT_USAGE;
 	}
-	if ((ls.ls_client = client_new(sc, &list_ops, &ls)) == NULL)
+	envelope_init(&ls.ls_env, sc);
+	if (ls.ls_check_keys && envelope_load_password(&ls.ls_env, err,
+	    sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		return EXIT_KEY;
+	}
+	if ((ls.ls_client = client_new(sc, &list_ops, &ls)) == NULL) {
+		envelope_free(&ls.ls_env);
 		return EXIT_USAGE;
+	}
 	rv = client_run(ls.ls_client);
 	client_free(ls.ls_client);
+	envelope_free(&ls.ls_env);
 	return rv;
 }

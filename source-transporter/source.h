@@ -155,6 +155,8 @@ void		 envelope_init(struct envelope *, struct source_conf *);
 int		 envelope_prepare(struct envelope *, struct source_conf *,
 		    char *, size_t);
 int		 envelope_load_password(struct envelope *, char *, size_t);
+int		 envelope_check_kek(struct envelope *, const KekRef *, char *,
+		    size_t);
 int		 envelope_begin(struct envelope *, const char *,
 		    const uint8_t *, size_t, char *, size_t);
 int		 envelope_open(struct envelope *, const PointInfo *,

@@ -419,3 +419,30 @@ same() {
 		not_ok "$1" "$(cmp "$2" "$3" 2>&1)"
 	fi
 }
+
+# no_key_bytes PATH...: none of the keys in $T/dek.hex (one hex key a
+# line), raw or in hex, in any file PATH or any file under a directory PATH
+no_key_bytes() {
+	"$PY" - "$T/dek.hex" "$@" <<'EOF'
+import os, sys
+keys = [bytes.fromhex(l.strip()) for l in open(sys.argv[1]) if l.strip()]
+if not keys:
+	print("no keys to look for")
+	sys.exit(1)
+pats = [k for k in keys] + [k.hex().encode() for k in keys]
+bad = 0
+paths = []
+for top in sys.argv[2:]:
+	if os.path.isfile(top):
+		paths.append(top)
+	for d, _, files in os.walk(top):
+		paths += [os.path.join(d, f) for f in files]
+for p in paths:
+	data = open(p, "rb").read()
+	for pat in pats:
+		if pat in data:
+			print("key bytes in", p)
+			bad = 1
+sys.exit(bad if paths else 1)
+EOF
+}

@@ -144,30 +144,6 @@ run kmipt get "$u3"
 cat "$LAST_OUT" >>"$T/dek.hex"
 [ "$(wc -l <"$T/dek.hex")" -eq 4 ]
 verdict "(test only) the three DEKs and the newest KEK revealed"
-# no_key_bytes PATH...: none of the keys in $T/dek.hex, raw or in hex,
-# in any file PATH or any file under a directory PATH
-no_key_bytes() {
-	"$PY" - "$T/dek.hex" "$@" <<'EOF'
-import os, sys
-keys = [bytes.fromhex(l.strip()) for l in open(sys.argv[1]) if l.strip()]
-pats = [k for k in keys] + [k.hex().encode() for k in keys]
-bad = 0
-paths = []
-for top in sys.argv[2:]:
-	if os.path.isfile(top):
-		paths.append(top)
-	for d, _, files in os.walk(top):
-		paths += [os.path.join(d, f) for f in files]
-for p in paths:
-	data = open(p, "rb").read()
-	for pat in pats:
-		if pat in data:
-			print("key bytes in", p)
-			bad = 1
-sys.exit(bad if paths else 1)
-EOF
-}
-
 # --- revoked and destroyed versions ------------------------------------
 
 check "revoke version 2 as superseded (Deactivated)" kmipt revoke "$u2"

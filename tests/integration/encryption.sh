@@ -1,0 +1,151 @@
+#!/bin/bash
+# Source-side encryption end to end, with a real KMS (pykmip-server):
+# fail closed without a key, rotation across three KEK versions in one
+# chain, the chain read with only the newest version through its key
+# file, each point's own version without it, KMS down, a destroyed key,
+# a password KEK, and a target that never holds a key.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+KT=$BUILD/tests/tools/keytool
+KMIPT=$BUILD/tests/tools/kmip-tool
+KMS_DIR=$T/kms
+[ -x "$KT" ] && [ -x "$KMIPT" ] || bail "keytool and kmip-tool not built"
+[ -x /usr/bin/pykmip-server ] || bail "pykmip-server missing (apt-get install python3-pykmip)"
+export TRANSPORTER_ARGON2_MEMORY_KIB=64
+
+kms_start() {
+	sh "$TOP/tests/kmip/server.sh" start "$KMS_DIR" "$KMS_PORT" \
+	    "$PKI/target.crt" "$PKI/target.key" "$PKI/ca.crt" >"$T/kms-start" 2>&1
+}
+kms_stop() {
+	sh "$TOP/tests/kmip/server.sh" stop "$KMS_DIR"
+}
+at_exit kms_stop
+
+pki_init
+KMS_PORT=$(free_port) || bail "no free port"
+kms_start || { diag "$T/kms-start"; bail "pykmip-server does not start"; }
+KMS_OPTS=(-t 10 -H 127.0.0.1 -p "$KMS_PORT" -c "$PKI/acme.crt"
+    -k "$PKI/acme.key" -C "$PKI/ca.crt")
+kmipt() { "$KMIPT" "${KMS_OPTS[@]}" "$@"; }
+kt() { "$KT" "${KMS_OPTS[@]}" "$@"; }
+# new_kek: creates and activates a new version of acme-kek; prints its id
+new_kek() {
+	local uid
+	uid=$(kmipt create acme-kek) && kmipt activate "$uid" >/dev/null &&
+	    echo "$uid"
+}
+
+make_image "$T/disk.img" 24M+777 31
+target_conf "$T/target.conf"
+target_start "$T/target.conf" || bail "target did not start"
+source_conf "$T/source.conf" acme "encryption = source-side" \
+    "key_provider = kmip" "kms = 127.0.0.1:$KMS_PORT" "kek_name = acme-kek"
+REPO=$T/repo/tenants/acme
+list_points() { src list --name vm --json; }
+
+# --- fail closed ----------------------------------------------------------
+expect_exit 8 "no KEK in the KMS yet: the backup stops (exit 8)" \
+    src backup --disk "$T/disk.img" --name vm
+expect_grep "acme-kek" "$LAST_ERR" "the message names the key"
+expect_grep "before reading any data" "$LAST_ERR" "and says no data was read"
+[ ! -d "$REPO/points/vm" ] && ok "nothing was stored" || not_ok "nothing was stored"
+
+# --- three KEK versions, one chain ----------------------------------------
+u1=$(new_kek) || bail "cannot create a KEK"
+check "backup 1 under KEK version 1" src backup --disk "$T/disk.img" --name vm --json
+jsoncheck "it is source-side" 'j["encryption"] == "source-side"'
+p1=$(json_get "$LAST_OUT" point_id)
+cp "$T/disk.img" "$T/disk2.img"
+dd if=/dev/urandom of="$T/disk2.img" bs=1M count=2 seek=3 conv=notrunc 2>/dev/null
+u2=$(new_kek)
+check "backup 2 (incremental) under version 2" src backup --disk "$T/disk2.img" --name vm --json
+jsoncheck "incremental: unchanged blocks not sent" 'j["blocks_unchanged"] > 0 and j["blocks_sent"] <= 3'
+p2=$(json_get "$LAST_OUT" point_id)
+cp "$T/disk2.img" "$T/disk3.img"
+dd if=/dev/urandom of="$T/disk3.img" bs=1M count=1 seek=10 conv=notrunc 2>/dev/null
+u3=$(new_kek)
+check "backup 3 under version 3" src backup --disk "$T/disk3.img" --name vm --json
+p3=$(json_get "$LAST_OUT" point_id)
+
+check "list --json" list_points
+jsoncheck "list shows three source-side points" \
+    'len(j) == 3 and all(p["encryption"] == "source-side" for p in j)'
+# Each backup wraps the chain's keys again under the newest version, so
+# each point's own copies are under the version current at its backup.
+jsoncheck "each point lists its keys and the KEK version that wraps them" \
+    "[sorted(set(k['kek_id'] for k in p['keys'])) for p in j] == [['$u1'], ['$u2'], ['$u3']]"
+jsoncheck "and the keys it needs: the chunk-id key and every data key so far" \
+    "[len(p['keys']) for p in j] == [2, 3, 4]"
+
+for v in 1 2 3; do
+	eval "p=\$p$v"
+	img=$T/disk.img
+	[ $v -gt 1 ] && img=$T/disk$v.img
+	check "restore point $v" src restore --name vm --point "$p" --output "$T/r$v.img"
+	same "point $v is byte-identical" "$img" "$T/r$v.img"
+done
+
+# --- without the key file, each point needs its own versions --------------
+mv "$REPO/points/vm/keychain" "$T/keychain.saved"
+check "without the key file point 1 restores with version 1" \
+    src restore --name vm --point "$p1" --output "$T/n1.img"
+same "and is byte-identical" "$T/disk.img" "$T/n1.img"
+check "revoke version 1 (superseded) and destroy it" \
+    sh -c "'$KMIPT' ${KMS_OPTS[*]} revoke $u1 && '$KMIPT' ${KMS_OPTS[*]} destroy $u1"
+expect_exit 8 "point 1 cannot be read without version 1 and the key file" \
+    src restore --name vm --point "$p1" --output "$T/n1b.img"
+expect_grep "key .*$u1|$u1" "$LAST_ERR" "the message names the missing version"
+[ ! -e "$T/n1b.img" ] && ok "and nothing was written" || not_ok "nothing written"
+check "point 3 still restores: its keys are under version 3" \
+    src restore --name vm --point "$p3" --output "$T/n3.img"
+same "point 3 byte-identical" "$T/disk3.img" "$T/n3.img"
+
+# --- with the key file, the newest version reads the whole chain ----------
+mv "$T/keychain.saved" "$REPO/points/vm/keychain"
+check "with the key file point 1 restores without version 1" \
+    src restore --name vm --point "$p1" --output "$T/k1.img"
+same "point 1 byte-identical" "$T/disk.img" "$T/k1.img"
+
+# --- the target holds no key ------------------------------------------------
+run kt --reveal-for-test unwrap "$REPO/points/vm/keychain"
+cut -d' ' -f2 "$LAST_OUT" >"$T/dek.hex"
+run kmipt get "$u3"
+cat "$LAST_OUT" >>"$T/dek.hex"
+[ "$(wc -l <"$T/dek.hex")" -ge 5 ] && ok "(test only) the chain's keys and the KEK revealed" ||
+    not_ok "keys revealed" "$(cat "$T/dek.hex")"
+if no_key_bytes "$T/repo" "$TARGET_LOG" "$T/target.conf"; then
+	ok "no key byte in the target's repository, log or configuration"
+else
+	not_ok "no key byte on the target"
+fi
+
+# --- KMS down ---------------------------------------------------------------
+kms_stop
+npoints=$(ls "$REPO/points/vm/"*.manifest | wc -l)
+expect_exit 8 "KMS down at backup time: exit 8" \
+    src backup --disk "$T/disk3.img" --name vm
+[ "$(ls "$REPO/points/vm/"*.manifest | wc -l)" -eq "$npoints" ] &&
+    ok "no partial restore point" || not_ok "no partial restore point"
+expect_exit 8 "KMS down at restore time: exit 8" \
+    src restore --name vm --output "$T/down.img"
+[ ! -e "$T/down.img" ] && ok "nothing written" || not_ok "nothing written"
+kms_start || bail "pykmip-server does not restart"
+
+# --- a password KEK ---------------------------------------------------------
+echo "correct horse battery staple" >"$T/pw"
+echo "wrong password" >"$T/badpw"
+source_conf "$T/pw.conf" acme "encryption = source-side" \
+    "key_provider = password" "password_file = $T/pw"
+source_conf "$T/badpw.conf" acme "encryption = source-side" \
+    "key_provider = password" "password_file = $T/badpw"
+SRC_CONF=$T/pw.conf check "backup under a password" src backup --disk "$T/disk.img" --name pw
+SRC_CONF=$T/badpw.conf expect_exit 8 "a wrong password fails at once" \
+    src backup --disk "$T/disk.img" --name pw
+expect_grep "wrong password" "$LAST_ERR" "and says so"
+SRC_CONF=$T/badpw.conf expect_exit 8 "restore with a wrong password: exit 8" \
+    src restore --name pw --output "$T/pwbad.img"
+SRC_CONF=$T/pw.conf check "restore with the password" src restore --name pw --output "$T/pw.img"
+same "password point byte-identical" "$T/disk.img" "$T/pw.img"
+finish
