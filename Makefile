@@ -129,11 +129,41 @@ demo: deps
 run-demo: all $(TOOL_BINS)
 	$(Q)BUILD=$(abspath $(BUILD)) sh tests/demo.sh
 
+# make install: the daemons, the systemd units (their /usr/sbin/ paths
+# rewritten to $(SBINDIR)), the sysusers.d file, the man pages, the PKI
+# script and the example configurations, which never replace a file that
+# exists (a copy always goes to $(DOCDIR)/examples/).  A distribution
+# package uses PREFIX=/usr SYSTEMDUNITDIR=/lib/systemd/system.
+SYSTEMDUNITDIR	?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR	?= $(PREFIX)/lib/sysusers.d
+DOCDIR		?= $(PREFIX)/share/doc/transporter
+INSTALL_UNITS	 = $(wildcard deploy/systemd/*.service deploy/systemd/*.timer)
+
 install: all
-	install -d $(DESTDIR)$(SBINDIR)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSTEMDUNITDIR) \
+	    $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(MANDIR)/man5 \
+	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)/examples \
+	    $(DESTDIR)$(SYSCONFDIR)/transporter
 	install -m 0755 $(SOURCE_BIN) $(TARGET_BIN) $(DESTDIR)$(SBINDIR)/
-	install -d $(DESTDIR)$(SYSCONFDIR)/transporter
-	install -m 0644 deploy/examples/*.conf $(DESTDIR)$(SYSCONFDIR)/transporter/
+	install -m 0755 deploy/pki/mint-pki.sh $(DESTDIR)$(DOCDIR)/
+	$(Q)for u in $(INSTALL_UNITS); do \
+		sed 's|/usr/sbin/|$(SBINDIR)/|g' $$u \
+		    >$(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/} && \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$${u##*/} || exit 1; \
+	done
+	install -m 0644 deploy/systemd/transporter.sysusers \
+	    $(DESTDIR)$(SYSUSERSDIR)/transporter.conf
+	install -m 0644 docs/man/*.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 docs/man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 deploy/examples/*.conf $(DESTDIR)$(DOCDIR)/examples/
+	$(Q)for f in deploy/examples/*.conf; do \
+		dst=$(DESTDIR)$(SYSCONFDIR)/transporter/$${f##*/}; \
+		if [ -e "$$dst" ]; then \
+			echo "  keeping $$dst"; \
+		else \
+			install -m 0644 $$f "$$dst" || exit 1; \
+		fi; \
+	done
 
 clean:
 	rm -rf $(BUILD)
