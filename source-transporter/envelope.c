@@ -32,8 +32,9 @@ envelope_kek_cached(struct envelope *ev, const KekRef *ref)
 	return NULL;
 }
 
-static int
-envelope_kek_keep(struct envelope *ev, struct kek *k)
+/* Keeps k (taken over) among the KEKs at hand: 0, or -1 (ENOMEM). */
+int
+envelope_add_kek(struct envelope *ev, struct kek *k)
 {
 	struct kek	**keks;
 
@@ -143,7 +144,7 @@ envelope_kek_for(struct envelope *ev, const KekRef *ref, char *err,
 		    ref->provider);
 		break;
 	}
-	if (rv == -1 || envelope_kek_keep(ev, k) == -1) {
+	if (rv == -1 || envelope_add_kek(ev, k) == -1) {
 		kek_free(k);
 		free(k);
 		return NULL;
@@ -206,7 +207,7 @@ envelope_prepare(struct envelope *ev, struct source_conf *sc, char *err,
 		    errlen);
 		free(host);
 		free(port);
-		if (rv == -1 || envelope_kek_keep(ev, ev->ev_newest) == -1) {
+		if (rv == -1 || envelope_add_kek(ev, ev->ev_newest) == -1) {
 			kek_free(ev->ev_newest);
 			free(ev->ev_newest);
 			ev->ev_newest = NULL;
@@ -248,7 +249,7 @@ envelope_password_kek(struct envelope *ev, char *err, size_t errlen)
 	if ((ev->ev_newest = calloc(1, sizeof(*ev->ev_newest))) == NULL)
 		return -1;
 	if (kek_from_password(ev->ev_password, NULL, ev->ev_newest, err,
-	    errlen) == -1 || envelope_kek_keep(ev, ev->ev_newest) == -1) {
+	    errlen) == -1 || envelope_add_kek(ev, ev->ev_newest) == -1) {
 		kek_free(ev->ev_newest);
 		free(ev->ev_newest);
 		ev->ev_newest = NULL;
@@ -263,6 +264,14 @@ envelope_check_kek(struct envelope *ev, const KekRef *ref, char *err,
     size_t errlen)
 {
 	return envelope_kek_for(ev, ref, err, errlen) == NULL ? -1 : 0;
+}
+
+/* The KEK ref names, fetched if need be (the envelope keeps it). */
+const struct kek *
+envelope_get_kek(struct envelope *ev, const KekRef *ref, char *err,
+    size_t errlen)
+{
+	return envelope_kek_for(ev, ref, err, errlen);
 }
 
 /* Unwraps the key of that id from the chain (or *wk) into kb. */

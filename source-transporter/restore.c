@@ -29,6 +29,8 @@ struct restore {
 	const char	*rs_name;
 	const char	*rs_point_id;
 	const char	*rs_output;
+	const char	*rs_key_file;
+	const char	*rs_passphrase_file;
 	char		 rs_tmp[PATH_MAX];	/* "" when writing in place */
 	int		 rs_fd;
 	int		 rs_force;
@@ -578,10 +580,13 @@ restore_usage(FILE *fp)
 {
 	fprintf(fp, "usage: source-transporter [-f config] restore --name NAME "
 	    "[--point ID] --output PATH [--force] [--json]\n"
+	    "       [--key-file FILE --passphrase-file FILE]\n"
 	    "  --name NAME    backup to restore\n"
 	    "  --point ID     restore point (default: the newest; see 'list')\n"
 	    "  --output PATH  file or block device to write\n"
 	    "  --force        replace an existing output file\n"
+	    "  --key-file FILE --passphrase-file FILE\n"
+	    "                 keys from 'keys export' instead of the KMS\n"
 	    "  --json         print the summary as one JSON object\n");
 }
 
@@ -594,10 +599,13 @@ cmd_restore(struct source_conf *sc, int argc, char **argv)
 		{ "output",	required_argument, NULL, 'o' },
 		{ "force",	no_argument,	   NULL, 'F' },
 		{ "json",	no_argument,	   NULL, 'j' },
+		{ "key-file",	required_argument, NULL, 'K' },
+		{ "passphrase-file", required_argument, NULL, 'P' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct restore	 rs;
+	char		 err[KEY_ERR_MAX];
 	int		 ch, rv = EXIT_USAGE;
 
 	memset(&rs, 0, sizeof(rs));
@@ -621,6 +629,12 @@ cmd_restore(struct source_conf *sc, int argc, char **argv)
 		case 'j':
 			rs.rs_json = 1;
 			break;
+		case 'K':
+			rs.rs_key_file = optarg;
+			break;
+		case 'P':
+			rs.rs_passphrase_file = optarg;
+			break;
 		case 'h':
 			restore_usage(stdout);
 			return EXIT_OK;
@@ -629,9 +643,17 @@ cmd_restore(struct source_conf *sc, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (optind != argc || rs.rs_name == NULL || rs.rs_output == NULL) {
+	if (optind != argc || rs.rs_name == NULL || rs.rs_output == NULL ||
+	    (rs.rs_key_file == NULL) != (rs.rs_passphrase_file == NULL)) {
 		restore_usage(stderr);
 		return EXIT_USAGE;
+	}
+	/* Keys first: a wrong passphrase fails before anything is touched. */
+	if (rs.rs_key_file != NULL && keyfile_load(&rs.rs_env, rs.rs_key_file,
+	    rs.rs_passphrase_file, err, sizeof(err)) == -1) {
+		log_warnx("key file %s: %s", rs.rs_key_file, err);
+		envelope_free(&rs.rs_env);
+		return EXIT_KEY;
 	}
 	if (restore_open_output(&rs) == -1)
 		return EXIT_INPUT;

@@ -24,7 +24,11 @@ usage(FILE *fp)
 	    "  list    [--name NAME] [--json]\n"
 	    "          list the restore points on the target\n"
 	    "  restore --name NAME [--point ID] --output PATH [--force] [--json]\n"
+	    "          [--key-file FILE --passphrase-file FILE]\n"
 	    "          write a restore point back to a file or block device\n"
+	    "  keys export --name NAME --output FILE --passphrase-file FILE\n"
+	    "          save a backup's keys under a passphrase, for disaster\n"
+	    "          recovery without the KMS\n"
 	    "  benchmark [--seconds N] [--json]\n"
 	    "          this machine's speed at each stage (needs no config)\n"
 	    "\n"
@@ -81,7 +85,7 @@ main(int argc, char *argv[])
 		return EXIT_OK;
 	}
 	if (strcmp(cmd, "backup") != 0 && strcmp(cmd, "restore") != 0 &&
-	    strcmp(cmd, "list") != 0 && strcmp(cmd, "benchmark") != 0) {
+	    strcmp(cmd, "list") != 0 && strcmp(cmd, "keys") != 0 && strcmp(cmd, "benchmark") != 0) {
 		log_warnx("unknown command '%s'; try 'source-transporter -h'",
 		    cmd);
 		return EXIT_USAGE;
@@ -99,6 +103,8 @@ main(int argc, char *argv[])
 		rv = cmd_backup(sc, argc, argv);
 	else if (strcmp(cmd, "restore") == 0)
 		rv = cmd_restore(sc, argc, argv);
+	else if (strcmp(cmd, "keys") == 0)
+		rv = cmd_keys(sc, argc, argv);
 	else if (strcmp(cmd, "benchmark") == 0)
 		rv = cmd_benchmark(sc, argc, argv);
 	else

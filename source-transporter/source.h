@@ -157,6 +157,9 @@ int		 envelope_prepare(struct envelope *, struct source_conf *,
 int		 envelope_load_password(struct envelope *, char *, size_t);
 int		 envelope_check_kek(struct envelope *, const KekRef *, char *,
 		    size_t);
+int		 envelope_add_kek(struct envelope *, struct kek *);
+const struct kek *envelope_get_kek(struct envelope *, const KekRef *, char *,
+		    size_t);
 int		 envelope_begin(struct envelope *, const char *,
 		    const uint8_t *, size_t, char *, size_t);
 int		 envelope_open(struct envelope *, const PointInfo *,
@@ -175,6 +178,11 @@ int		 cmd_backup(struct source_conf *, int, char **);
 
 /* restore.c */
 int		 cmd_restore(struct source_conf *, int, char **);
+
+/* keyfile.c */
+int		 cmd_keys(struct source_conf *, int, char **);
+int		 keyfile_load(struct envelope *, const char *, const char *,
+		    char *, size_t);
 
 /* list.c */
 int		 cmd_list(struct source_conf *, int, char **);

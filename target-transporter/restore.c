@@ -86,7 +86,8 @@ list_points(struct session *se, const ListRequest *lr)
 	KeyChain		**kcs = NULL;
 	Frame			 f = FRAME__INIT;
 	ListReply		 reply = LIST_REPLY__INIT;
-	size_t			 n = 0, i;
+	uint8_t			*chain = NULL;
+	size_t			 n = 0, i, chainlen = 0;
 	int			 rv = -1;
 
 	if (repo_list(se->se_target->tg_repo, se->se_tenant->tn_name,
@@ -107,6 +108,12 @@ list_points(struct session *se, const ListRequest *lr)
 	}
 	reply.n_points = n;
 	reply.points = ptrs;
+	if (lr->keychain && lr->name[0] && repo_keychain_read(
+	    se->se_target->tg_repo, se->se_tenant->tn_name, lr->name, &chain,
+	    &chainlen) == 0) {
+		reply.keychain.data = chain;
+		reply.keychain.len = chainlen;
+	}
 	f.msg_case = FRAME__MSG_LIST_REPLY;
 	f.list_reply = &reply;
 	session_send(se, &f);
@@ -118,6 +125,7 @@ list_points(struct session *se, const ListRequest *lr)
 	free(kcs);
 	free(ptrs);
 	free(infos);
+	free(chain);
 	repo_points_free(points, n);
 	return rv;
 }

@@ -121,6 +121,13 @@ else
 	not_ok "no key byte on the target"
 fi
 
+# --- disaster recovery: an exported key file, no KMS -------------------------
+echo "export passphrase for the vault" >"$T/pass"
+echo "not the passphrase" >"$T/badpass"
+check "keys export" src keys export --name vm --output "$T/vm.keys" --passphrase-file "$T/pass"
+[ -s "$T/vm.keys" ] && [ "$(stat -c %a "$T/vm.keys")" = 600 ] &&
+    ok "the key file is written, mode 600" || not_ok "key file mode 600"
+
 # --- KMS down ---------------------------------------------------------------
 kms_stop
 npoints=$(ls "$REPO/points/vm/"*.manifest | wc -l)
@@ -131,6 +138,20 @@ expect_exit 8 "KMS down at backup time: exit 8" \
 expect_exit 8 "KMS down at restore time: exit 8" \
     src restore --name vm --output "$T/down.img"
 [ ! -e "$T/down.img" ] && ok "nothing written" || not_ok "nothing written"
+# A new site: no KMS in its configuration at all.
+source_conf "$T/dr.conf" acme
+SRC_CONF=$T/dr.conf expect_exit 8 "a wrong passphrase fails before anything is written" \
+    src restore --name vm --point "$p1" --output "$T/dr0.img" \
+    --key-file "$T/vm.keys" --passphrase-file "$T/badpass"
+for v in 1 3; do
+	eval "p=\$p$v"
+	img=$T/disk.img
+	[ $v -gt 1 ] && img=$T/disk$v.img
+	SRC_CONF=$T/dr.conf check "KMS down: point $v restores from the key file" \
+	    src restore --name vm --point "$p" --output "$T/dr$v.img" \
+	    --key-file "$T/vm.keys" --passphrase-file "$T/pass"
+	same "point $v from the key file is byte-identical" "$img" "$T/dr$v.img"
+done
 kms_start || bail "pykmip-server does not restart"
 
 # --- a password KEK ---------------------------------------------------------
