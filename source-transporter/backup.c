@@ -58,6 +58,7 @@ struct backup {
 	uint64_t	 bk_start_ms;
 	int		 bk_json;
 	uint32_t	 bk_mode;	/* EncryptionMode */
+	struct progress	 bk_progress;
 	struct envelope	 bk_env;	/* source-side keys */
 };
 
@@ -283,6 +284,9 @@ read_done(struct pool_job *pj)
 		bk->bk_blocks_sent++;
 		bk->bk_bytes_sent += rj->rj_len;
 	}
+	progress_update(&bk->bk_progress, (bk->bk_zero_blocks +
+	    bk->bk_blocks_unchanged + bk->bk_blocks_sent) *
+	    (uint64_t)bk->bk_block_size, bk->bk_bytes_sent);
 	backup_pump(bk);
  out:
 	free(rj->rj_frame);
@@ -404,6 +408,8 @@ backup_ready(struct client *cl, void *arg)
 	f.backup_begin = &bb;
 	client_send(cl, &f);
 	bk->bk_start_ms = now_ms();
+	progress_start(&bk->bk_progress, "backup", bk->bk_disk_size,
+	    bk->bk_json);
 	/* One round trip for the base index, then stream. */
 	bk->bk_base_wait = 1;
 	backup_pump(bk);
@@ -553,6 +559,7 @@ backup_frame(struct client *cl, const Frame *f, void *arg)
 		if (!bk->bk_ended)
 			break;
 		bk->bk_bytes_acked = bk->bk_bytes_sent;
+		progress_end(&bk->bk_progress);
 		backup_summary(bk, f->committed);
 		client_finish(cl, EXIT_OK, NULL);
 		return;
@@ -660,6 +667,7 @@ backup_run(struct backup *bk)
 		/* Enough blocks in the pool to keep every worker busy. */
 		bk->bk_max_jobs = 2 * pool_threads(bk->bk_client->cl_pool) + 2;
 		rv = client_run(bk->bk_client);
+		progress_end(&bk->bk_progress);
 		if (rv == EXIT_OK || !bk->bk_client->cl_lost ||
 		    now_ms() + delay * 1000 > deadline)
 			break;

@@ -53,6 +53,7 @@ struct restore {
 	int		 rs_paused;
 	uint64_t	 rs_start_ms;
 	int		 rs_source_side;
+	struct progress	 rs_progress;
 	struct envelope	 rs_env;
 };
 
@@ -262,6 +263,8 @@ write_done(struct pool_job *pj)
 	rs->rs_written++;
 	rs->rs_bytes_written += restore_block_len(rs, wj->wj_index);
 	rs->rs_uncredited += wj->wj_len + FRAME_HDR_LEN;
+	progress_update(&rs->rs_progress, rs->rs_bytes_written,
+	    rs->rs_bytes_in);
 	if (rs->rs_uncredited >= SOURCE_CREDIT_STEP) {
 		c.bytes = rs->rs_uncredited;
 		rs->rs_uncredited = 0;
@@ -467,6 +470,7 @@ restore_maybe_done(struct restore *rs)
 		restore_fail(rs, EXIT_INPUT, strerror(errno));
 		return;
 	}
+	progress_end(&rs->rs_progress);
 	restore_summary(rs);
 	client_finish(rs->rs_client, EXIT_OK, NULL);
 }
@@ -535,6 +539,10 @@ restore_frame(struct client *cl, const Frame *f, void *arg)
 		rs->rs_block_size = pi->block_size;
 		rs->rs_blocks = pi->blocks;
 		rs->rs_expected = f->restore_begin->blocks;
+		/* Data blocks only: the rest are holes, written at once. */
+		progress_start(&rs->rs_progress, "restore",
+		    rs->rs_expected * (uint64_t)rs->rs_block_size,
+		    rs->rs_json);
 		if (pi->mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
 		    restore_open_keys(rs, f->restore_begin) == -1)
 			return;
@@ -662,6 +670,7 @@ cmd_restore(struct source_conf *sc, int argc, char **argv)
 	rs.rs_max_jobs = RESTORE_MAX_JOBS_PER_THREAD *
 	    pool_threads(rs.rs_client->cl_pool);
 	rv = client_run(rs.rs_client);
+	progress_end(&rs.rs_progress);
  out:
 	client_free(rs.rs_client);
 	if (rs.rs_fd != -1)

@@ -47,6 +47,16 @@ struct source_conf {
 
 struct client;
 
+/* A progress line on a terminal (progress.c). */
+struct progress {
+	int		 pg_on;
+	int		 pg_drawn;
+	const char	*pg_what;
+	uint64_t	 pg_total;
+	uint64_t	 pg_start_ms;
+	uint64_t	 pg_last_ms;
+};
+
 /* Source-side keys of one backup or restore (envelope.c). */
 struct envelope {
 	struct source_conf	*ev_conf;
@@ -150,6 +160,19 @@ int		 disk_dirty_map(struct disk *, uint32_t, uint8_t **, char *,
 uint64_t	 disk_bytes_read(const struct disk *);
 void		 disk_close(struct disk *);
 
+/* nbd.c: disk.c's NBD transport */
+struct nbd_disk;
+struct nbd_disk	*nbd_disk_open(const char *, const char *, const char *,
+		    const struct disk_opts *);
+uint64_t	 nbd_disk_size(const struct nbd_disk *);
+int		 nbd_disk_tls(const struct nbd_disk *);
+int		 nbd_disk_read(struct nbd_disk *, void *, size_t, uint64_t);
+int		 nbd_disk_next_data(struct nbd_disk *, uint64_t, uint64_t *,
+		    uint64_t *);
+int		 nbd_disk_dirty_map(struct nbd_disk *, uint32_t, uint8_t **,
+		    char *, size_t);
+void		 nbd_disk_close(struct nbd_disk *);
+
 /* envelope.c */
 void		 envelope_init(struct envelope *, struct source_conf *);
 int		 envelope_prepare(struct envelope *, struct source_conf *,
@@ -183,6 +206,11 @@ int		 cmd_restore(struct source_conf *, int, char **);
 int		 cmd_keys(struct source_conf *, int, char **);
 int		 keyfile_load(struct envelope *, const char *, const char *,
 		    char *, size_t);
+
+/* progress.c */
+void		 progress_start(struct progress *, const char *, uint64_t, int);
+void		 progress_update(struct progress *, uint64_t, uint64_t);
+void		 progress_end(struct progress *);
 
 /* list.c */
 int		 cmd_list(struct source_conf *, int, char **);
