@@ -23,7 +23,7 @@ WARNFLAGS	:= -std=c17 -Wall -Wextra -Werror -Wshadow -Wpointer-arith \
 		   -Wmissing-prototypes -Wstrict-prototypes -Wno-unused-parameter
 HARDEN		:= -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE
 PKGS		:= libssl libcrypto libevent libevent_openssl libevent_pthreads \
-		   libzstd libprotobuf-c libargon2
+		   libzstd libprotobuf-c libargon2 libnbd libsystemd
 PKG_CFLAGS	:= $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS	:= $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 
@@ -256,3 +256,7 @@ asan: deps
 		echo "asan: sanitizer reports in $(ASAN_REPORTS):"; \
 		head -n 40 $(ASAN_REPORTS)/*; rc=1; \
 	    fi; exit $$rc
+
+# A benchmark, not a test: reports figures, never fails on a slow one.
+bench: all
+	$(Q)BUILD=$(abspath $(BUILD)) bash tests/bench/bench.sh

@@ -57,6 +57,8 @@ conf_global(struct conf_state *cs, const char *key, const char *value,
 		}
 		return 0;
 	}
+	if (strcmp(key, "metrics") == 0)
+		return conf_set_string(cs, &tc->tc_metrics, key, value, line);
 	if (strcmp(key, "max_sessions") == 0) {
 		if (conf_parse_uint(value, 1, 100000,
 		    &tc->tc_max_sessions) == -1) {
@@ -233,6 +235,8 @@ target_conf_free(struct target_conf *tc)
 	free(tc->tc_ca);
 	free(tc->tc_crl);
 	free(tc->tc_repository);
+	free(tc->tc_metrics);
+	target_conf_free(tc->tc_previous);
 	free(tc);
 }
 

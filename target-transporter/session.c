@@ -25,6 +25,7 @@
 
 #include <openssl/err.h>
 
+#include "metrics.h"
 #include "target.h"
 
 #define HANDSHAKE_TIMEOUT	30	/* seconds */
@@ -129,6 +130,9 @@ session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
 	bufferevent_enable(se->se_bev, EV_READ | EV_WRITE);
 	TAILQ_INSERT_TAIL(&tg->tg_sessions, se, se_entry);
 	tg->tg_nsessions++;
+	metrics_add(metrics_series(metrics.mt_sessions_total, NULL, NULL), 1);
+	metrics_gauge_add(metrics_series(metrics.mt_sessions, "open", NULL),
+	    1);
 	log_debug("session %llu: connection from %s",
 	    (unsigned long long)se->se_id, se->se_addr);
 	return;
@@ -214,6 +218,7 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 			n = strlen(ssl_err);
 		}
 		if (se->se_state == SESSION_HANDSHAKE) {
+			METRICS_INC(metrics.mt_errors, "tls");
 			reason = tls_verify_reason(se->se_ssl);
 			session_close(se, "TLS handshake failed: %s%s%s",
 			    reason ? "client certificate rejected: " : "",
@@ -371,7 +376,9 @@ session_process(struct session *se)
 			    "bytes is empty or over the %u-byte maximum", len,
 			    FRAME_MAX);
 			return;
-		}
+		} else
+			METRICS_ADD(metrics.mt_bytes_received, NULL,
+			    len + FRAME_HDR_LEN);
 		if (se->se_state == SESSION_BACKUP &&
 		    buf[0] == FRAME_BLOCK_TAG) {
 			if (!session_job_slot(se)) {
@@ -515,6 +522,10 @@ session_fail(struct session *se, Error__Code code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	METRICS_INC(metrics.mt_errors, protobuf_c_enum_descriptor_get_value(
+	    &error__code__descriptor, code) != NULL ?
+	    protobuf_c_enum_descriptor_get_value(&error__code__descriptor,
+	    code)->name : "unknown");
 	if (se->se_state != SESSION_CLOSING &&
 	    se->se_state != SESSION_HANDSHAKE)
 		(void)frame_send_error(se->se_bev, code, "%s", msg);
@@ -566,6 +577,8 @@ session_free(struct session *se)
 		TAILQ_REMOVE(&tg->tg_starved, se, se_starve_entry);
 	TAILQ_REMOVE(&tg->tg_sessions, se, se_entry);
 	tg->tg_nsessions--;
+	metrics_gauge_add(metrics_series(metrics.mt_sessions, "open", NULL),
+	    -1);
 	bufferevent_free(se->se_bev);	/* frees the SSL, closes the socket */
 	crypto_wipe(se->se_key_in, sizeof(se->se_key_in));
 	crypto_wipe(se->se_key_out, sizeof(se->se_key_out));

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <getopt.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,13 +16,16 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 
+#include <systemd/sd-daemon.h>
+
+#include "metrics.h"
 #include "target.h"
 
 static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: target-transporter [-dnv] [-f config]\n"
+	    "usage: target-transporter [-dnv] [-f config] [--log-format text|json]\n"
 	    "\n"
 	    "Receives VM disk backups from source-transporter over mutual TLS\n"
 	    "and keeps them as restore points in a repository.\n"
@@ -30,7 +34,11 @@ usage(FILE *fp)
 	    "  -d         stay in the foreground, log to stderr\n"
 	    "  -n         check the configuration and exit\n"
 	    "  -v         verbose logging (repeat for debug)\n"
+	    "  --log-format json  one JSON object per log line\n"
 	    "  -V         print the version and exit\n"
+	    "\n"
+	    "Signals: SIGTERM/SIGINT stop (jobs in progress are discarded or\n"
+	    "kept for resume), SIGHUP reloads certificates, CRL and tenants.\n"
 	    "\n"
 	    "Exit codes: 0 ok, 1 error, 2 bad usage or configuration.\n",
 	    TARGET_CONF_DEFAULT);
@@ -50,6 +58,54 @@ target_accept_error(struct evconnlistener *lev, void *arg)
 	log_warn("accept");
 }
 
+/*
+ * SIGHUP: reads the configuration again.  New certificates, CRL and
+ * tenants apply to new sessions; sessions under way keep what they
+ * had (the old configuration stays allocated until exit, since they
+ * point into it).  listen and repository need a restart.  A bad file
+ * changes nothing.
+ */
+static void
+target_reload(struct target *tg)
+{
+	struct target_conf	*tc;
+	struct tls_conf		 tls;
+	SSL_CTX			*ctx;
+
+	if ((tc = target_conf_load(tg->tg_conf->tc_path)) == NULL) {
+		log_warnx("reload: %s has errors; keeping the running "
+		    "configuration", tg->tg_conf->tc_path);
+		return;
+	}
+	memset(&tls, 0, sizeof(tls));
+	tls.tc_cert = tc->tc_cert;
+	tls.tc_key = tc->tc_key;
+	tls.tc_ca = tc->tc_ca;
+	tls.tc_crl = tc->tc_crl;
+	if ((ctx = tls_ctx_server(&tls)) == NULL) {
+		log_warnx("reload: cannot load the certificates; keeping the "
+		    "running configuration");
+		target_conf_free(tc);
+		return;
+	}
+	if (strcmp(tc->tc_listen, tg->tg_conf->tc_listen) != 0 ||
+	    strcmp(tc->tc_repository, tg->tg_conf->tc_repository) != 0)
+		log_warnx("reload: listen and repository changes take effect "
+		    "at the next restart");
+	tc->tc_previous = tg->tg_conf;
+	tg->tg_conf = tc;
+	SSL_CTX_free(tg->tg_ctx);	/* live sessions hold a reference */
+	tg->tg_ctx = ctx;
+	log_info("reloaded %s", tc->tc_path);
+}
+
+/* Tells systemd we are alive, at half its watchdog interval. */
+static void
+target_watchdog(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)sd_notify(0, "WATCHDOG=1");
+}
+
 static void
 target_signal(evutil_socket_t sig, short ev, void *arg)
 {
@@ -57,11 +113,13 @@ target_signal(evutil_socket_t sig, short ev, void *arg)
 
 	switch (sig) {
 	case SIGHUP:
-		log_info("SIGHUP: configuration reload is not supported yet; "
-		    "restart the daemon to apply changes");
+		(void)sd_notify(0, "RELOADING=1");
+		target_reload(tg);
+		(void)sd_notify(0, "READY=1");
 		break;
 	default:
 		log_info("received signal %d, shutting down", (int)sig);
+		(void)sd_notify(0, "STOPPING=1");
 		event_base_loopexit(tg->tg_base, NULL);
 		break;
 	}
@@ -119,15 +177,34 @@ target_listen(struct target *tg)
 int
 main(int argc, char *argv[])
 {
+	static const struct option longopts[] = {
+		{ "log-format",	required_argument, NULL, 'L' },
+		{ "help",	no_argument,	   NULL, 'h' },
+		{ "version",	no_argument,	   NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
 	struct target	 tg;
 	struct tls_conf	 tls;
+	struct metrics_server *ms = NULL;
+	struct event	*watchdog = NULL;
+	struct timeval	 tv;
 	const char	*conffile = TARGET_CONF_DEFAULT;
-	char		 err[512];
-	int		 ch, foreground = 0, checkonly = 0, verbose = 0;
+	char		 err[512], status[256];
+	uint64_t	 wd_usec;
+	int		 ch, foreground = 0, checkonly = 0, verbose = 0, json = 0;
 	int		 exitcode = EXIT_ERROR;
 
-	while ((ch = getopt(argc, argv, "df:hnvV")) != -1) {
+	while ((ch = getopt_long(argc, argv, "df:hnvV", longopts, NULL)) != -1) {
 		switch (ch) {
+		case 'L':
+			if (strcmp(optarg, "json") == 0)
+				json = 1;
+			else if (strcmp(optarg, "text") != 0) {
+				fprintf(stderr, "target-transporter: "
+				    "--log-format must be text or json\n");
+				return EXIT_USAGE;
+			}
+			break;
 		case 'd':
 			foreground = 1;
 			break;
@@ -156,6 +233,7 @@ main(int argc, char *argv[])
 		return EXIT_USAGE;
 	}
 	log_init("target-transporter", foreground || checkonly, verbose > 1);
+	log_set_format(json);
 
 	memset(&tg, 0, sizeof(tg));
 	TAILQ_INIT(&tg.tg_sessions);
@@ -206,9 +284,27 @@ main(int argc, char *argv[])
 		fatalx("cannot set up signal handlers");
 	if (target_listen(&tg) == -1)
 		goto out;
+	if (tg.tg_conf->tc_metrics != NULL) {
+		if (metrics_init("target-transporter") == -1 ||
+		    (ms = metrics_listen(tg.tg_base,
+		    tg.tg_conf->tc_metrics)) == NULL)
+			goto out;
+	}
 	log_info("target-transporter %s: %d worker threads, repository %s",
 	    TRANSPORTER_VERSION, pool_threads(tg.tg_pool),
 	    tg.tg_conf->tc_repository);
+	snprintf(status, sizeof(status), "STATUS=serving %s, repository %s",
+	    tg.tg_conf->tc_listen, tg.tg_conf->tc_repository);
+	(void)sd_notify(0, "READY=1");
+	(void)sd_notify(0, status);
+	if (sd_watchdog_enabled(0, &wd_usec) > 0) {
+		tv.tv_sec = wd_usec / 2 / 1000000;
+		tv.tv_usec = wd_usec / 2 % 1000000;
+		if ((watchdog = event_new(tg.tg_base, -1, EV_PERSIST,
+		    target_watchdog, NULL)) == NULL ||
+		    event_add(watchdog, &tv) == -1)
+			fatalx("cannot arm the watchdog");
+	}
 
 	event_base_loop(tg.tg_base, EVLOOP_NO_EXIT_ON_EMPTY);
 
@@ -228,6 +324,10 @@ main(int argc, char *argv[])
 		event_base_loop(tg.tg_base, EVLOOP_NO_EXIT_ON_EMPTY);
 	exitcode = EXIT_OK;
  out:
+	if (watchdog != NULL)
+		event_free(watchdog);
+	metrics_server_free(ms);
+	metrics_free();
 	if (tg.tg_listener != NULL)
 		evconnlistener_free(tg.tg_listener);
 	/* Sessions are gone: no finished job waits on the loop any more. */

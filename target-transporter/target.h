@@ -37,7 +37,9 @@ struct target_conf {
 	char			*tc_repository;
 	uint64_t		 tc_workers;	/* 0: one per core */
 	uint64_t		 tc_max_sessions;
+	char			*tc_metrics;	/* host:port, or NULL: off */
 	struct tenant_list	 tc_tenants;
+	struct target_conf	*tc_previous;	/* replaced by a reload */
 };
 
 /* Chunk object flags (repo.c). */

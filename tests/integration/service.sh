@@ -1,0 +1,95 @@
+#!/bin/bash
+# The target as a service: sd_notify READY/STATUS/WATCHDOG/RELOADING/
+# STOPPING on a notify socket, SIGHUP reload (good and bad files),
+# Prometheus /metrics scraped and parsed, JSON log lines parsed.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+make_image "$T/disk.img" 16M 51
+
+# A notify socket, as systemd provides one: a python listener records
+# every datagram.
+"$PY" - "$T/notify.sock" "$T/notify.log" <<'PYEOF' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "a", buffering=1) as log:
+	while True:
+		log.write(s.recv(4096).decode() + "\n")
+PYEOF
+track $!
+for _ in $(seq 50); do [ -S "$T/notify.sock" ] && break; sleep 0.1; done
+
+MPORT=$(free_port)
+target_conf "$T/target.conf" "metrics = 127.0.0.1:$MPORT"
+export NOTIFY_SOCKET=$T/notify.sock WATCHDOG_USEC=400000
+TARGET_FLAGS="--log-format json"
+target_start "$T/target.conf" || bail "target did not start"
+unset NOTIFY_SOCKET WATCHDOG_USEC
+source_conf "$T/source.conf" acme
+
+sleep 0.5
+expect_grep '^READY=1' "$T/notify.log" "READY=1 sent when listening"
+expect_grep '^STATUS=serving' "$T/notify.log" "a STATUS line"
+[ "$(grep -c '^WATCHDOG=1' "$T/notify.log")" -ge 2 ] &&
+    ok "WATCHDOG=1 at half the watchdog interval" ||
+    not_ok "watchdog pings" "$(cat "$T/notify.log")"
+
+check "a backup" src backup --disk "$T/disk.img" --name vm
+source_conf "$T/unknown.conf" unknown
+SRC_CONF=$T/unknown.conf expect_exit 3 "an unknown identity is refused" \
+    src list
+
+# /metrics
+check "GET /metrics" "$PY" -c '
+import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode())' "$MPORT"
+cp "$LAST_OUT" "$T/metrics.txt"
+check "the exposition parses: every sample line is NAME{LABELS} VALUE" "$PY" -c '
+import re, sys
+ok = 0
+for line in open(sys.argv[1]):
+	line = line.rstrip("\n")
+	if not line or line.startswith("#"):
+		continue
+	if not re.match(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [-+0-9.eEInfa]+$", line):
+		print("bad line:", line); sys.exit(1)
+	ok += 1
+sys.exit(0 if ok else 1)' "$T/metrics.txt"
+expect_grep '^transporter_sessions_total [1-9]' "$T/metrics.txt" "sessions counted"
+expect_grep '^transporter_bytes_received_total [1-9]' "$T/metrics.txt" "bytes received counted"
+expect_grep '^transporter_errors_total\{kind="UNAUTHORISED"\} 1' "$T/metrics.txt" \
+    "the refused identity counted as an error by kind"
+
+# JSON logs
+check "every log line is one JSON object" "$PY" -c '
+import json, sys
+n = 0
+for line in open(sys.argv[1]):
+	if line.startswith("---"):
+		continue
+	o = json.loads(line)
+	assert "msg" in o and "level" in o, o
+	n += 1
+sys.exit(0 if n else 1)' "$TARGET_LOG"
+
+# SIGHUP: a broken file changes nothing; a good one is taken.
+cp "$T/target.conf" "$T/target.conf.good"
+echo "bogus_key = 1" >>"$T/target.conf"
+kill -HUP "$TARGET_PID"
+sleep 0.5
+expect_grep 'keeping the running configuration' "$TARGET_LOG" "a bad file is refused on reload"
+check "the target still serves after a bad reload" src list
+cp "$T/target.conf.good" "$T/target.conf"
+# Remove tenant acme: after the reload its source is refused.
+sed -i '/^\[tenant acme\]/,/^identity/d' "$T/target.conf"
+kill -HUP "$TARGET_PID"
+sleep 0.5
+expect_grep 'reloaded' "$TARGET_LOG" "a good file is taken on SIGHUP"
+expect_grep '^RELOADING=1' "$T/notify.log" "RELOADING=1 sent"
+expect_exit 3 "a tenant removed by the reload is refused" src list
+target_stop
+sleep 0.3
+expect_grep '^STOPPING=1' "$T/notify.log" "STOPPING=1 on SIGTERM"
+finish
