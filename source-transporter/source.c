@@ -1,6 +1,7 @@
 /*
  * source.c: source-transporter's command line.
  */
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +14,8 @@ static void
 usage(FILE *fp)
 {
 	fprintf(fp,
-	    "usage: source-transporter [-v] [-f config] command [options]\n"
+	    "usage: source-transporter [-v] [-f config] [--log-format text|json]\n"
+	    "                          command [options]\n"
 	    "\n"
 	    "Backs VM disks up to a target-transporter over mutual TLS and\n"
 	    "restores them.\n"
@@ -35,6 +37,7 @@ usage(FILE *fp)
 	    "options:\n"
 	    "  -f config  configuration file (default %s)\n"
 	    "  -v         verbose\n"
+	    "  --log-format json  messages as one JSON object per line\n"
 	    "  -V         print the version and exit\n"
 	    "\n"
 	    "exit codes: 0 ok, 1 error, 2 usage or configuration, 3 connection,\n"
@@ -47,14 +50,29 @@ usage(FILE *fp)
 int
 main(int argc, char *argv[])
 {
+	static const struct option longopts[] = {
+		{ "log-format",	required_argument, NULL, 'L' },
+		{ "help",	no_argument,	   NULL, 'h' },
+		{ "version",	no_argument,	   NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
 	struct source_conf	*sc;
 	const char		*conffile = SOURCE_CONF_DEFAULT;
 	const char		*cmd;
-	int			 ch, verbose = 0, rv;
+	int			 ch, verbose = 0, rv, json = 0;
 
 	/* '+': options after the command belong to the command. */
-	while ((ch = getopt(argc, argv, "+f:hvV")) != -1) {
+	while ((ch = getopt_long(argc, argv, "+f:hvV", longopts, NULL)) != -1) {
 		switch (ch) {
+		case 'L':
+			if (strcmp(optarg, "json") == 0)
+				json = 1;
+			else if (strcmp(optarg, "text") != 0) {
+				fprintf(stderr, "source-transporter: "
+				    "--log-format must be text or json\n");
+				return EXIT_USAGE;
+			}
+			break;
 		case 'f':
 			conffile = optarg;
 			break;
@@ -80,6 +98,7 @@ main(int argc, char *argv[])
 	}
 	cmd = argv[0];
 	log_init("source-transporter", 1, verbose);
+	log_set_format(json);
 	if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		return EXIT_OK;
