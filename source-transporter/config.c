@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "source.h"
 
@@ -215,8 +216,14 @@ source_conf_load(const char *path)
 		fatal("calloc");
 	memset(&cs, 0, sizeof(cs));
 	cs.cs_conf = sc;
-	if (conf_parse_file(path, conf_line, &cs) == -1)
+	if (conf_parse_file(path, conf_line, &cs) == -1) {
 		cs.cs_errors++;
+		/* An unreadable file has said all there is to say. */
+		if (access(path, R_OK) == -1) {
+			source_conf_free(sc);
+			return NULL;
+		}
+	}
 	if (conf_finish(sc) == -1)
 		cs.cs_errors++;
 	if (cs.cs_errors) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "target.h"
 
@@ -204,8 +205,14 @@ target_conf_load(const char *path)
 	TAILQ_INIT(&tc->tc_tenants);
 	memset(&cs, 0, sizeof(cs));
 	cs.cs_conf = tc;
-	if (conf_parse_file(path, conf_line, &cs) == -1)
+	if (conf_parse_file(path, conf_line, &cs) == -1) {
 		cs.cs_errors++;
+		/* An unreadable file has said all there is to say. */
+		if (access(path, R_OK) == -1) {
+			target_conf_free(tc);
+			return NULL;
+		}
+	}
 	if (conf_finish(tc) == -1)
 		cs.cs_errors++;
 	if (cs.cs_errors > 0) {
