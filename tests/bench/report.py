@@ -1,0 +1,180 @@
+#!/usr/bin/python3
+"""Turns tests/bench/bench.sh's runs.tsv into the tables it prints.
+
+    report.py RUNS.TSV DISK_BYTES RUNS
+
+Each line of RUNS.TSV is one timed run:
+    case wall_s logical_bytes out_bytes src_rss_kib tgt_rss_kib cpu_s expected_out
+(- where a figure does not apply).  Every row printed is the median of its
+runs, column by column.
+"""
+import statistics
+import sys
+
+ROWS = [
+    ("full_source_side", "full backup, source-side encryption"),
+    ("full_inflight", "full backup, in-flight encryption"),
+    ("incr1", "incremental, 1% of blocks changed"),
+    ("incr0", "incremental, nothing changed"),
+    ("restore", "restore to a file (fsynced)"),
+    ("zstd", "zstd -1 -T0 -c image > /dev/null"),
+    ("borg_create", "borg create --compression zstd,1"),
+    ("borg_extract", "borg extract --sparse + fsync"),
+    ("restic_backup", "restic backup (compression auto)"),
+    ("restic_restore", "restic restore + fsync"),
+]
+
+BLOCK_ROWS = [
+    ("full_inflight", "1M", "full backup"),
+    ("bs4M_full", "4M", "full backup"),
+    ("incr1", "1M", "incremental, 1% changed"),
+    ("bs4M_incr1", "4M", "incremental, 1% changed"),
+]
+
+GiB = 1 << 30
+
+
+def load(path):
+    runs = {}
+    with open(path) as f:
+        for line in f:
+            p = line.rstrip("\n").split("\t")
+            if len(p) < 8:
+                continue
+            runs.setdefault(p[0], []).append(p[1:])
+    return runs
+
+
+def median(rows, i):
+    vals = [float(r[i]) for r in rows if r[i] not in ("-", "")]
+    return statistics.median(vals) if vals else None
+
+
+def summary(runs, case):
+    if case not in runs:
+        return None
+    r = runs[case]
+    s = {
+        "n": len(r),
+        "wall": median(r, 0),
+        "logical": median(r, 1),
+        "out": median(r, 2),
+        "rss_src": median(r, 3),
+        "rss_tgt": median(r, 4),
+        "cpu": median(r, 5),
+        "expected": median(r, 6),
+    }
+    return s
+
+
+def fmt(v, spec, scale=1.0):
+    return "-" if v is None else format(v / scale, spec)
+
+
+def row_line(label, s):
+    if s is None:
+        return "%-40s %s" % (label, "n/a (not run)")
+    mbs = s["logical"] / s["wall"] / 1e6 if s["wall"] else None
+    cpu_gib = s["cpu"] / (s["logical"] / GiB) if s["cpu"] is not None \
+        else None
+    return "%-40s %7s %8s %9s %8s %8s %9s" % (
+        label, fmt(s["wall"], ".2f"), fmt(mbs, ".0f"),
+        fmt(s["out"], ".1f", 1e6), fmt(s["rss_src"], ".0f", 1024),
+        fmt(s["rss_tgt"], ".0f", 1024), fmt(cpu_gib, ".2f"))
+
+
+def ratio_line(what, a, b, limit, key="wall"):
+    if a is None or b is None or a[key] is None or not b[key]:
+        return "%-46s %8s  (target <= %.2f)" % (what, "n/a", limit)
+    r = a[key] / b[key]
+    return "%-46s %8.2f  (target <= %.2f)  %s" % (
+        what, r, limit, "PASS" if r <= limit else "MISS")
+
+
+def main():
+    runs = load(sys.argv[1])
+    disk = int(sys.argv[2])
+    nruns = sys.argv[3]
+    S = {c: summary(runs, c) for c, _ in ROWS}
+    for c, _, _ in BLOCK_ROWS:
+        S.setdefault(c, summary(runs, c))
+
+    print("Medians of %s runs on a %.2f GiB image; MB/s = disk size / "
+          "wall time (MB = 10^6 bytes)." % (nruns, disk / GiB))
+    print("out MB: ours = bytes on the wire (backup: bytes_sent, restore: "
+          "bytes_received);")
+    print("        zstd = compressed size; borg/restic = repository size "
+          "(local, no wire).")
+    print("RSS: ours = source (peak_rss_kib) and target (VmHWM); peers = "
+          "the tool (in the first column).")
+    print("CPU s/GiB: user + system seconds of every process involved "
+          "(both daemons for ours) per GiB of disk.")
+    print()
+    print("%-40s %7s %8s %9s %8s %8s %9s" % (
+        "case", "wall s", "MB/s", "out MB", "src MiB", "tgt MiB",
+        "CPU s/GiB"))
+    for case, label in ROWS:
+        if case == "full_source_side" and S[case] is None:
+            print("%-40s %s" % (label, "n/a (not implemented yet)"))
+            continue
+        print(row_line(label, S[case]))
+
+    print()
+    print("Ratios to the issue's targets (ours / peer, wall time):")
+    full = S["full_source_side"] or S["full_inflight"]
+    ss = "source-side" if S["full_source_side"] else "in-flight"
+    print(ratio_line("full (%s) / zstd -1 -T0" % ss, full, S["zstd"], 1.3))
+    print(ratio_line("full (%s) / borg create" % ss, full,
+                     S["borg_create"], 0.5))
+    if S["full_source_side"]:
+        print(ratio_line("full (in-flight) / zstd -1 -T0",
+                         S["full_inflight"], S["zstd"], 1.3))
+        print(ratio_line("full (in-flight) / borg create",
+                         S["full_inflight"], S["borg_create"], 0.5))
+    print(ratio_line("incremental 1% / full (in-flight)", S["incr1"],
+                     S["full_inflight"], 0.3))
+    print(ratio_line("incremental nothing changed / full", S["incr0"],
+                     S["full_inflight"], 0.25))
+    print(ratio_line("restore / borg extract", S["restore"],
+                     S["borg_extract"], 0.5))
+    # Peak RSS of each daemon, the worst of every row of ours.
+    ours = [S[c] for c in ("full_source_side", "full_inflight", "incr1",
+                           "incr0", "restore", "bs4M_full", "bs4M_incr1")
+            if S.get(c)]
+    for key, name in (("rss_src", "source"), ("rss_tgt", "target")):
+        vals = [s[key] for s in ours if s[key] is not None]
+        if vals:
+            m = max(vals) / 1024
+            print("%-46s %5.0f MiB  (target < 256 MiB)  %s" % (
+                "peak RSS of the %s, worst row" % name, m,
+                "PASS" if m < 256 else "MISS"))
+    i1 = S["incr1"]
+    if i1 and i1["expected"]:
+        print(ratio_line("incremental 1%: wire / zstd -3 of changed "
+                         "blocks", {"w": i1["out"]}, {"w": i1["expected"]},
+                         1.05, key="w"))
+    print("For reference, not targets:")
+    print(ratio_line("  full (in-flight) / restic backup",
+                     S["full_inflight"], S["restic_backup"], 1.0))
+    print(ratio_line("  restore / restic restore", S["restore"],
+                     S["restic_restore"], 1.0))
+
+    if S.get("bs4M_full"):
+        print()
+        print("Block size (in-flight, block_size in source.conf):")
+        print("%-28s %5s %7s %8s %9s %8s %8s %9s %9s" % (
+            "case", "block", "wall s", "MB/s", "wire MB", "src MiB",
+            "tgt MiB", "CPU s/GiB", "wire/exp"))
+        for case, bs, label in BLOCK_ROWS:
+            s = S.get(case)
+            if s is None:
+                continue
+            line = row_line("", s)[40:]
+            exp = "%.2f" % (s["out"] / s["expected"]) if s["expected"] \
+                else "-"
+            print("%-28s %5s%s %9s" % (label, bs, line, exp))
+        print("wire/exp: bytes on the wire / zstd -3 size of the changed "
+              "blocks at that block size")
+
+
+main()
