@@ -147,6 +147,18 @@ uri_is_insecure(const char *uri, char *host, size_t hostlen)
 	return !host_is_loopback(h, hlen);
 }
 
+/* Does the URI's authority name a user ("nbds://alice@host/")? */
+static int
+uri_has_user(const char *uri)
+{
+	const char	*auth = strstr(uri, "://");
+
+	if (auth == NULL)
+		return 0;
+	auth += 3;
+	return memchr(auth, '@', strcspn(auth, "/?#")) != NULL;
+}
+
 static const char *
 transport_option(enum disk_transport t)
 {
@@ -263,6 +275,14 @@ disk_open(const char *spec, const struct disk_opts *opts)
 			    "unencrypted; use nbds:// (NBD over TLS), or "
 			    "--allow-insecure-nbd on a trusted network", spec,
 			    host);
+			goto fail;
+		}
+		/* libnbd would fall back to the login name, if any. */
+		if (opts->do_tls_psk_file != NULL &&
+		    strncmp(spec, "nbds", 4) == 0 && !uri_has_user(spec)) {
+			log_warnx("disk %s: a TLS pre-shared key needs its "
+			    "identity in the URI, as in nbds://IDENTITY@host/"
+			    "export", spec);
 			goto fail;
 		}
 		if (disk_open_nbd(dk, spec, NULL, opts) == -1)
