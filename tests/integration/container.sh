@@ -89,7 +89,7 @@ else
 	diag "$LAST"
 	finish
 fi
-grep -A12 'runtime-packages$' "$LAST_OUT" | grep -E '^lib[a-z0-9.+-]+$' |
+grep -A40 'runtime-packages$' "$LAST_OUT" | grep -E '^lib[a-z0-9.+-]+$' |
     tr '\n' ' ' | sed 's/^/# runtime packages: /; s/$/\n/'
 
 # --- the image's configuration -------------------------------------------------
