@@ -109,7 +109,16 @@ if unit_has source-transporter-backup@.timer '^OnCalendar=' &&
 else
 	not_ok "source-transporter-backup@.timer: a persistent calendar timer"
 fi
-if grep -Eq '^u transporter ' "$UNITS/transporter.sysusers"; then
+if command -v systemd-sysusers >/dev/null; then
+	run systemd-sysusers --dry-run "$UNITS/transporter.sysusers"
+	if grep -q "Creating user 'transporter'" "$LAST" ||
+	    getent passwd transporter >/dev/null; then
+		ok "transporter.sysusers creates the transporter user (sysusers --dry-run)"
+	else
+		not_ok "transporter.sysusers creates the transporter user (sysusers --dry-run)"
+		diag "$LAST"
+	fi
+elif grep -Eq '^u transporter ' "$UNITS/transporter.sysusers"; then
 	ok "transporter.sysusers creates the transporter user"
 else
 	not_ok "transporter.sysusers creates the transporter user"
