@@ -77,7 +77,7 @@ struct nbd_req {
 	/* block status: the extents of context nr_ctx */
 	const char		*nr_ctx;
 	struct nbd_extent	*nr_ext;
-	size_t			 nr_next_n;
+	size_t			 nr_nextents;
 	size_t			 nr_cap;
 	int			 nr_ext_errno;
 };
@@ -115,9 +115,11 @@ struct nbd_disk {
 	/* the allocation extents of the last query */
 	pthread_mutex_t		 nd_ext_lock;
 	struct nbd_extent	*nd_ext;
-	size_t			 nd_next_n;
+	size_t			 nd_nextents;
 	uint64_t		 nd_ext_start;
 	uint64_t		 nd_ext_end;
+	size_t			 nd_cur;	/* where the last call ended: */
+	uint64_t		 nd_cur_pos;	/* extent and its offset */
 };
 
 /* libnbd's message for the last failed call of this thread. */
@@ -201,12 +203,12 @@ status_extent(void *arg, const char *ctx, uint64_t off, uint32_t *entries,
 		return 0;
 	if (*error != 0 && r->nr_ext_errno == 0)
 		r->nr_ext_errno = *error;
-	if (r->nr_next_n > 0)	/* a second reply for one context */
+	if (r->nr_nextents > 0)	/* a second reply for one context */
 		return 0;
 	for (i = 0; i + 1 < n; i += 2) {
-		if (r->nr_next_n == NBD_EXTENTS_MAX)
+		if (r->nr_nextents == NBD_EXTENTS_MAX)
 			break;	/* enough: the caller asks again from here */
-		if (r->nr_next_n == r->nr_cap) {
+		if (r->nr_nextents == r->nr_cap) {
 			cap = r->nr_cap ? r->nr_cap * 2 : 64;
 			if ((ext = reallocarray(r->nr_ext, cap,
 			    sizeof(*ext))) == NULL) {
@@ -217,9 +219,9 @@ status_extent(void *arg, const char *ctx, uint64_t off, uint32_t *entries,
 			r->nr_ext = ext;
 			r->nr_cap = cap;
 		}
-		r->nr_ext[r->nr_next_n].ne_len = entries[i];
-		r->nr_ext[r->nr_next_n].ne_flags = entries[i + 1];
-		r->nr_next_n++;
+		r->nr_ext[r->nr_nextents].ne_len = entries[i];
+		r->nr_ext[r->nr_nextents].ne_flags = entries[i + 1];
+		r->nr_nextents++;
 	}
 	return 0;
 }
@@ -823,7 +825,7 @@ nbd_status(struct nbd_disk *nd, const char *ctx, uint64_t off, uint64_t len,
 	conn_submit(&nd->nd_conns[0], &r);
 	rv = wait_done(&w);
 	wait_destroy(&w);
-	if (rv == 0 && r.nr_next_n == 0) {
+	if (rv == 0 && r.nr_nextents == 0) {
 		log_debug("disk %s: no %s extents at %llu", nd->nd_name, ctx,
 		    (unsigned long long)off);
 		errno = EPROTO;
@@ -834,7 +836,37 @@ nbd_status(struct nbd_disk *nd, const char *ctx, uint64_t off, uint64_t len,
 		return -1;
 	}
 	*ext = r.nr_ext;
-	*n = r.nr_next_n;
+	*n = r.nr_nextents;
+	return 0;
+}
+
+/* Replaces the kept allocation extents by a query at off; 0 or -1. */
+static int
+extents_load(struct nbd_disk *nd, uint64_t off)
+{
+	struct nbd_extent	*ext;
+	uint64_t		 len, e = off;
+	size_t			 i, n;
+
+	len = nd->nd_size - off < NBD_STATUS_SPAN ? nd->nd_size - off :
+	    NBD_STATUS_SPAN;
+	if (nbd_status(nd, NBD_CTX_ALLOCATION, off, len, &ext, &n) == -1)
+		return -1;
+	for (i = 0; i < n; i++)
+		e += ext[i].ne_len;
+	if (e > nd->nd_size)
+		e = nd->nd_size;
+	if (e <= off) {
+		free(ext);
+		errno = EPROTO;	/* no progress */
+		return -1;
+	}
+	free(nd->nd_ext);
+	nd->nd_ext = ext;
+	nd->nd_nextents = n;
+	nd->nd_ext_start = nd->nd_cur_pos = off;
+	nd->nd_ext_end = e;
+	nd->nd_cur = 0;
 	return 0;
 }
 
@@ -843,14 +875,16 @@ nbd_status(struct nbd_disk *nd, const char *ctx, uint64_t off, uint64_t len,
  * *end): 0; 1 if only zeros remain; -1 with errno.  Extents the server
  * reports as reading zeros (NBD_STATE_ZERO, holes or not) are skipped;
  * a hole not marked zero may read as data (a backing file) and is not.
+ * The extents of one query are kept with a cursor, so a caller going
+ * forward costs one query per NBD_STATUS_SPAN and no rescanning.
  */
 int
 nbd_disk_next_data(struct nbd_disk *nd, uint64_t off, uint64_t *start,
     uint64_t *end)
 {
-	struct nbd_extent	*ext;
-	uint64_t		 pos, e, len;
-	size_t			 i, n;
+	const struct nbd_extent	*x;
+	uint64_t		 pos, e;
+	size_t			 i;
 	int			 rv = 1;
 
 	if (!nd->nd_allocation) {
@@ -862,49 +896,41 @@ nbd_disk_next_data(struct nbd_disk *nd, uint64_t off, uint64_t *start,
 	}
 	pthread_mutex_lock(&nd->nd_ext_lock);
 	while (off < nd->nd_size) {
-		if (off < nd->nd_ext_start || off >= nd->nd_ext_end) {
-			len = nd->nd_size - off < NBD_STATUS_SPAN ?
-			    nd->nd_size - off : NBD_STATUS_SPAN;
-			if (nbd_status(nd, NBD_CTX_ALLOCATION, off, len, &ext,
-			    &n) == -1) {
-				rv = -1;
-				break;
-			}
-			free(nd->nd_ext);
-			nd->nd_ext = ext;
-			nd->nd_next_n = n;
-			nd->nd_ext_start = nd->nd_ext_end = off;
-			for (i = 0; i < n; i++)
-				nd->nd_ext_end += ext[i].ne_len;
-			if (nd->nd_ext_end > nd->nd_size)
-				nd->nd_ext_end = nd->nd_size;
-			if (nd->nd_ext_end <= off) {
-				errno = EPROTO;	/* no progress */
-				rv = -1;
-				break;
-			}
+		if ((off < nd->nd_ext_start || off >= nd->nd_ext_end) &&
+		    extents_load(nd, off) == -1) {
+			rv = -1;
+			break;
 		}
-		pos = nd->nd_ext_start;
-		for (i = 0; i < nd->nd_next_n && pos < nd->nd_ext_end; i++) {
-			e = pos + nd->nd_ext[i].ne_len;
-			if (e > nd->nd_ext_end)
-				e = nd->nd_ext_end;
-			if (e > off && !(nd->nd_ext[i].ne_flags &
-			    LIBNBD_STATE_ZERO)) {
-				*start = pos > off ? pos : off;
-				/* Join the data extents that follow. */
-				while (i + 1 < nd->nd_next_n && e <
-				    nd->nd_ext_end && !(nd->nd_ext[i + 1].
-				    ne_flags & LIBNBD_STATE_ZERO)) {
-					i++;
-					e += nd->nd_ext[i].ne_len;
-				}
-				*end = e < nd->nd_ext_end ? e : nd->nd_ext_end;
-				rv = 0;
-				goto out;
-			}
-			pos = e;
+		if (off < nd->nd_cur_pos) {	/* backwards: rescan */
+			nd->nd_cur = 0;
+			nd->nd_cur_pos = nd->nd_ext_start;
 		}
+		i = nd->nd_cur;
+		pos = nd->nd_cur_pos;
+		for (; i < nd->nd_nextents && pos < nd->nd_ext_end; i++) {
+			x = &nd->nd_ext[i];
+			e = x->ne_len < nd->nd_ext_end - pos ? pos + x->ne_len :
+			    nd->nd_ext_end;
+			if (e <= off || (x->ne_flags & LIBNBD_STATE_ZERO)) {
+				pos = e;
+				continue;
+			}
+			*start = pos > off ? pos : off;
+			/* Join the data extents that follow. */
+			while (i + 1 < nd->nd_nextents && e < nd->nd_ext_end &&
+			    !(nd->nd_ext[i + 1].ne_flags & LIBNBD_STATE_ZERO)) {
+				i++;
+				e = nd->nd_ext[i].ne_len < nd->nd_ext_end - e ?
+				    e + nd->nd_ext[i].ne_len : nd->nd_ext_end;
+			}
+			*end = e;
+			nd->nd_cur = i + 1;
+			nd->nd_cur_pos = e;
+			rv = 0;
+			goto out;
+		}
+		nd->nd_cur = i;
+		nd->nd_cur_pos = pos;
 		off = nd->nd_ext_end;
 	}
  out:
