@@ -587,13 +587,9 @@ metrics_init(const char *program)
 		"new", "dedup", "zero", "unchanged"
 	};
 	static const char	*job_kinds[] = { "backup", "restore" };
-	static const char	*session_states[] = {
-		"handshake", "hello", "idle", "backup", "restore", "closing"
-	};
-	static const char	*error_kinds[] = {
-		"tls", "identity", "protocol", "integrity", "storage",
-		"disk", "key", "kms", "network", "config"
-	};
+	/* What the daemons pass today; see docs/OPERATIONS.md. */
+	static const char	*session_states[] = { "open" };
+	static const char	*error_kinds[] = { "tls", "kms" };
 	struct metrics_set	*m = &metrics;
 	size_t			 i;
 	int			 rv = 0;
@@ -635,7 +631,8 @@ metrics_init(const char *program)
 	m->mt_sessions_total = metrics_counter("transporter_sessions_total",
 	    "Connections accepted.", NULL);
 	m->mt_errors = metrics_counter("transporter_errors_total",
-	    "Errors that closed a session or failed a job, by kind.", "kind");
+	    "Errors that closed a session or failed a job, by kind: tls, "
+	    "kms, or the code of the Error frame sent.", "kind");
 	m->mt_kms_seconds = metrics_histogram(
 	    "transporter_kms_request_seconds",
 	    "Latency of requests to the key management server.", "op",
@@ -672,6 +669,10 @@ metrics_init(const char *program)
 		(void)metrics_series(m->mt_sessions, session_states[i], NULL);
 	for (i = 0; i < sizeof(error_kinds) / sizeof(*error_kinds); i++)
 		(void)metrics_series(m->mt_errors, error_kinds[i], NULL);
+	/* The codes of Error frames, by their names in transporter.proto. */
+	for (i = 0; i < error__code__descriptor.n_values; i++)
+		(void)metrics_series(m->mt_errors,
+		    error__code__descriptor.values[i].name, NULL);
 	metrics_set(metrics_series(m->mt_build_info, program,
 	    TRANSPORTER_VERSION), 1);
 	metrics_set(metrics_series(m->mt_start_time, NULL, NULL),

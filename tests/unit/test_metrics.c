@@ -376,9 +376,13 @@ test_render(void **state)
 	assert_true(scrape_value(sc, "transporter_bytes_read_total", "") ==
 	    1 << 20);
 	assert_true(scrape_value(sc, "transporter_errors_total",
-	    "kind=integrity") == 0);
+	    "kind=tls") == 0);
+	assert_true(scrape_value(sc, "transporter_errors_total",
+	    "kind=UNAUTHORISED") == 0);
+	assert_true(scrape_value(sc, "transporter_errors_total",
+	    "kind=INTEGRITY") == 0);
 	assert_true(scrape_value(sc, "transporter_sessions",
-	    "state=backup") == 0);
+	    "state=open") == 0);
 	assert_true(scrape_value(sc, "transporter_jobs_total",
 	    "kind=backup,result=failed") == 0);
 	assert_true(scrape_value(sc, "transporter_build_info",
