@@ -285,11 +285,19 @@ for w in '-d' '-n' '-f' '-v' '-V'; do
 	grep -q "^\.It Fl ${w#-}" "$TOP/docs/man/target-transporter.8" ||
 	    undocumented="$undocumented target:$w"
 done
-for w in backup list restore benchmark; do
+for opt in $("$BUILD/target-transporter" -h 2>&1 | grep -o -- '--[a-z-]*' | sort -u); do
+	grep -q "Fl Fl ${opt#--}" "$TOP/docs/man/target-transporter.8" ||
+	    undocumented="$undocumented target:$opt"
+done
+for opt in $("$BUILD/source-transporter" -h 2>&1 | grep -o -- '--[a-z-]*' | sort -u); do
+	grep -q "Fl Fl ${opt#--}" "$TOP/docs/man/source-transporter.8" ||
+	    undocumented="$undocumented source:$opt"
+done
+for w in backup list restore keys benchmark; do
 	grep -q "^\.Ss $w" "$TOP/docs/man/source-transporter.8" ||
 	    undocumented="$undocumented source:$w"
 done
-for cmd in backup list restore benchmark; do
+for cmd in backup list restore keys benchmark; do
 	for opt in $("$BUILD/source-transporter" $cmd --help 2>&1 |
 	    grep -o -- '--[a-z-]*' | sort -u); do
 		[ "$opt" = --help ] && continue
