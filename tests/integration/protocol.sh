@@ -1,0 +1,405 @@
+#!/bin/bash
+# The target's protocol state machine against a hostile but authenticated
+# source: a raw client (python3: pyOpenSSL for the TLS exporter that keys
+# the in-flight encryption, cryptography for AES-GCM, protobuf by hand)
+# completes the handshake and Hello, then sends one bad sequence per
+# connection: out of order, duplicated, tampered, miscounted, truncated,
+# oversized, trailing garbage.  Each must end with an Error frame (or the
+# target closing), the daemon must stay up, and no partial restore point
+# may be listed.  A well-formed backup from the same client commits and
+# restores byte-identical first, so that the refusals mean something; a
+# normal backup by source-transporter still works at the end.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+
+if ! "$PY" -c 'import OpenSSL.SSL, cryptography.hazmat.primitives.ciphers.aead' \
+    2>"$T/import.err"; then
+	skip "hostile protocol sequences" "needs python3-openssl and" \
+	    "python3-cryptography: $(tail -n 1 "$T/import.err")"
+	finish
+fi
+
+make_image "$T/small.img" 3M+777 53
+target_conf "$T/target.conf"
+target_start "$T/target.conf" || bail "target did not start"
+source_conf "$T/source.conf" acme
+
+# proto.py HOST PORT CA CERT KEY CASE [IMAGE-OUT]: runs one case on a new
+# connection and prints "end=HOW frames=T,T errors=CODE:MSG|...": how the
+# session ended (eof, reset, timeout = still open after 10 s, sent = we
+# hung up first), the type of each frame the target sent (hello, ack,
+# committed, error, ...), and each Error's code and message.
+cat >"$T/proto.py" <<'EOF'
+import hashlib, os, select, socket, sys, time
+from OpenSSL import SSL
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+host, port, ca, cert, key, case = sys.argv[1:7]
+image_out = sys.argv[7] if len(sys.argv) > 7 else None
+BS = 64 << 10				# BLOCK_SIZE_MIN
+BLOCKS = 4
+EXPORTER = b"EXPORTER-transporter-in-flight-v1"
+NAMES = {1: "hello", 2: "backup_begin", 3: "block", 4: "ack",
+	5: "backup_end", 6: "committed", 8: "list_reply", 13: "error",
+	14: "base_index"}
+
+def varint(n):
+	out = b""
+	while True:
+		b = n & 0x7f
+		n >>= 7
+		if not n:
+			return out + bytes([b])
+		out += bytes([b | 0x80])
+
+def vfield(num, n):			# varint field
+	return varint(num << 3) + varint(n)
+
+def lfield(num, payload):		# length-delimited field
+	return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+def frame(num, msg):
+	body = lfield(num, msg)
+	return len(body).to_bytes(4, "big") + body
+
+def read_varint(buf, i):
+	n = shift = 0
+	while True:
+		b = buf[i]
+		i += 1
+		n |= (b & 0x7f) << shift
+		shift += 7
+		if not b & 0x80:
+			return n, i
+
+def fields(buf):			# {number: [value, ...]}
+	out, i = {}, 0
+	while i < len(buf):
+		tag, i = read_varint(buf, i)
+		if tag & 7 == 0:
+			v, i = read_varint(buf, i)
+		elif tag & 7 == 2:
+			n, i = read_varint(buf, i)
+			v, i = buf[i:i + n], i + n
+		else:
+			raise ValueError("wire type %d" % (tag & 7))
+		out.setdefault(tag >> 3, []).append(v)
+	return out
+
+HELLO = frame(1, vfield(1, 1) + lfield(3, b"protocol.sh") +
+    vfield(4, 17 << 20))
+
+def begin(name, blocks=BLOCKS, incremental=0):
+	return frame(2, lfield(1, name.encode()) + vfield(2, blocks * BS) +
+	    vfield(3, BS) + vfield(4, 1) + vfield(6, 64 << 20) +
+	    (vfield(7, 1) if incremental else b""))
+
+def end(sent, zero=0, unchanged=0):
+	msg = b""
+	if sent:
+		msg += vfield(1, sent)
+	if zero:
+		msg += vfield(2, zero)
+	if unchanged:
+		msg += vfield(4, unchanged)
+	return frame(5, msg)
+
+class Client:
+	def __init__(self):
+		ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+		ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+		ctx.load_verify_locations(ca)
+		ctx.use_certificate_chain_file(cert)
+		ctx.use_privatekey_file(key)
+		ctx.set_verify(SSL.VERIFY_PEER, lambda c, x, e, d, ok: ok)
+		self.sock = socket.create_connection((host, int(port)), timeout=10)
+		self.sock.settimeout(None)
+		self.conn = SSL.Connection(ctx, self.sock)
+		self.conn.set_tlsext_host_name(b"localhost")
+		self.conn.set_connect_state()
+		self.conn.do_handshake()
+		km = self.conn.export_keying_material(EXPORTER, 64)
+		self.key = AESGCM(km[:32])
+		self.nonce = 0
+		self.buf = b""
+		self.frames, self.errors, self.end = [], [], None
+		self.sock.setblocking(False)
+
+	def send(self, data):
+		view = memoryview(data)
+		while view:
+			try:
+				n = self.conn.send(view[:65536])
+				view = view[n:]
+			except SSL.WantWriteError:
+				select.select([], [self.sock], [], 1)
+			except SSL.WantReadError:
+				self.pump(0.05)
+			except (SSL.Error, OSError) as e:
+				self.end = self.end or "reset(%s)" % e
+				return
+
+	def block(self, index, data, chunk_id=None, raw_len=None,
+	    tamper=False, aad_index=None):
+		cid = chunk_id or hashlib.sha256(data).digest()
+		nonce = (0x5052).to_bytes(4, "big") + self.nonce.to_bytes(8, "big")
+		self.nonce += 1
+		aad = bytes([1, 1]) + bytes(16) + cid + (index if aad_index is
+		    None else aad_index).to_bytes(8, "big")
+		payload = bytearray(self.key.encrypt(nonce, data, aad))
+		if tamper:
+			payload[len(payload) // 2] ^= 0x01
+		return frame(3, vfield(1, index) + lfield(2, cid) +
+		    vfield(3, len(data) if raw_len is None else raw_len) +
+		    lfield(5, nonce) + lfield(6, bytes(payload)))
+
+	def pump(self, timeout):
+		"""Reads what the target sent within timeout seconds."""
+		if self.end:
+			return
+		r, _, _ = select.select([self.sock], [], [], timeout)
+		if not r and not self.conn.pending():
+			return
+		try:
+			while True:
+				d = self.conn.recv(65536)
+				if not d:
+					self.end = "eof"
+					break
+				self.buf += d
+		except SSL.WantReadError:
+			pass
+		except SSL.ZeroReturnError:
+			self.end = "eof"
+		except SSL.SysCallError as e:
+			self.end = "eof" if e.args[0] == -1 else "reset"
+		except SSL.Error as e:
+			self.end = "tls-error(%s)" % e
+		while len(self.buf) >= 4:
+			n = int.from_bytes(self.buf[:4], "big")
+			if len(self.buf) < 4 + n:
+				break
+			body, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
+			f = fields(body)
+			num = min(f) if f else 0
+			self.frames.append(NAMES.get(num, str(num)))
+			if num == 13:
+				e = fields(f[13][0])
+				self.errors.append("%d:%s" % (e.get(1, [0])[0],
+				    e.get(2, [b""])[0].decode(errors="replace")))
+
+	def wait(self, what, timeout=10):
+		"""Reads until a frame named what, the end, or timeout."""
+		deadline = time.time() + timeout
+		while not self.end and what not in self.frames and \
+		    time.time() < deadline:
+			self.pump(deadline - time.time())
+
+	def close(self):
+		try:
+			self.conn.shutdown()
+		except (SSL.Error, OSError):
+			pass
+		self.sock.close()
+
+def blockdata(i):
+	return hashlib.sha256(b"protocol %d" % i).digest() * (BS // 32)
+
+c = Client()
+c.wait("hello")
+c.send(HELLO)
+name = "hostile-" + case
+d0 = blockdata(0)
+hung_up = False
+
+if case == "control":			# the well-formed sequence, then bye
+	name = "proto-ok"
+	c.send(begin(name))
+	for i in (0, 1, 3):		# block 2 stays a zero block
+		c.send(c.block(i, blockdata(i)))
+	c.send(end(3, zero=1))
+	c.wait("committed", 30)
+	with open(image_out, "wb") as f:
+		for i in range(BLOCKS):
+			f.write(bytes(BS) if i == 2 else blockdata(i))
+	c.close()
+	hung_up = True
+elif case == "end-before-begin":
+	c.send(end(0))
+elif case == "block-before-begin":
+	c.send(c.block(0, d0))
+elif case == "begin-twice":
+	c.send(begin(name) + begin(name))
+elif case == "hello-twice":
+	c.send(HELLO)
+elif case == "index-past-end":
+	c.send(begin(name) + c.block(BLOCKS, d0))
+elif case == "same-block-twice":
+	c.send(begin(name) + c.block(0, d0) + c.block(0, d0))
+elif case == "chunk-id-mismatch":	# sealed right, but not that data's id
+	c.send(begin(name) + c.block(0, d0,
+	    chunk_id=hashlib.sha256(b"other").digest()))
+elif case == "wrong-tag":		# a flipped ciphertext bit
+	c.send(begin(name) + c.block(0, d0, tamper=True))
+elif case == "moved-block":		# sealed for block 1, sent as block 0
+	c.send(begin(name) + c.block(0, d0, aad_index=1))
+elif case == "wrong-raw-len":
+	c.send(begin(name) + c.block(0, d0, raw_len=BS - 1))
+elif case == "end-wrong-count":
+	c.send(begin(name) + c.block(0, d0) + end(2, zero=3))
+elif case == "end-wrong-unchanged":
+	c.send(begin(name) + c.block(0, d0) + end(1, zero=3, unchanged=1))
+elif case == "unchanged-without-base":
+	c.send(begin(name) + c.block(0, d0) + frame(15, lfield(1, varint(1))))
+elif case == "truncated-then-close":
+	data = begin(name) + c.block(0, d0) + c.block(1, blockdata(1))
+	c.send(data[:-1000])
+	c.pump(1)
+	c.close()
+	hung_up = True
+elif case == "garbage-in-frame":	# a valid BackupEnd, then junk bytes
+	body = lfield(5, vfield(1, 1)) + b"\xff\xff\xff"
+	c.send(begin(name) + c.block(0, d0) +
+	    len(body).to_bytes(4, "big") + body)
+elif case == "garbage-after-frame":	# a valid frame, then a junk one
+	c.send(begin(name) + c.block(0, d0) + b"\x00\x00\x00\x08" +
+	    os.urandom(8))
+elif case == "garbage-after-end":	# a whole backup, then junk
+	c.send(begin(name) + b"".join(c.block(i, blockdata(i))
+	    for i in range(BLOCKS)) + end(BLOCKS) + b"\x00\x00\x00\x03\xff\xff\xff")
+elif case == "zero-length":
+	c.send(begin(name) + c.block(0, d0) + b"\x00\x00\x00\x00")
+elif case == "oversized-length":
+	c.send(begin(name) + c.block(0, d0) + b"\x7f\xff\xff\xff" +
+	    b"A" * 4096)
+else:
+	sys.exit("unknown case " + case)
+
+if not hung_up:
+	c.wait("error")
+	c.pump(0.5)			# and then the close
+	if not c.end:
+		c.wait("never", 2)
+print("end=%s frames=%s errors=%s name=%s" % ("sent" if hung_up else
+    c.end or "timeout", ",".join(c.frames), "|".join(c.errors), name))
+EOF
+
+# proto CASE [ARGS]: run a case; its verdict in $LAST_OUT
+proto() {
+	run timeout 60 "$PY" "$T/proto.py" 127.0.0.1 "$TARGET_PORT" \
+	    "$PKI/ca.crt" "$PKI/acme.crt" "$PKI/acme.key" "$@"
+	echo "# $1: $(cat "$LAST")"
+}
+
+# names: every backup name acme's list shows, one a line
+names() {
+	src list --json 2>/dev/null | "$PY" -c '
+import json, sys
+for p in json.load(sys.stdin):
+	print(p["name"])'
+}
+
+proto control "$T/control.img"
+if grep -q 'frames=hello.*committed' "$LAST_OUT"; then
+	ok "control: a well-formed backup from the raw client commits"
+else
+	not_ok "control: a well-formed backup from the raw client commits" \
+	    "$(cat "$LAST")"
+	diag "$TARGET_LOG"
+	bail "the raw client does not speak the protocol; nothing below means anything"
+fi
+check "control: it restores" src restore --name proto-ok --output "$T/control.out"
+same "control: byte-identical to what the raw client sent" \
+    "$T/control.img" "$T/control.out"
+
+# refused CASE CODE WHAT: the target answers CASE with an Error of CODE
+# (1 PROTOCOL, 7 INTEGRITY; - when the client hangs up first) or at
+# least closes, stays up, and lists no point of it
+refused() {
+	local name=$1 code=$2 what=$3
+	log_mark
+	proto "$name"
+	if [ "$RC" -ne 0 ]; then
+		not_ok "$what: the raw client ran" "$(cat "$LAST")"
+	elif [ "$code" = - ]; then
+		ok "$what: the client hung up"
+	elif grep -q 'errors=[0-9]' "$LAST_OUT"; then
+		if grep -q "errors=$code:" "$LAST_OUT"; then
+			ok "$what: Error frame, code $code"
+		else
+			not_ok "$what: Error frame, code $code" "$(cat "$LAST_OUT")"
+		fi
+	elif grep -Eq '^end=(eof|reset)' "$LAST_OUT"; then
+		ok "$what: closed (no Error frame)"
+	else
+		not_ok "$what: Error frame or close" "$(cat "$LAST_OUT")"
+	fi
+	if ! target_alive; then
+		not_ok "$what: target still running"
+		diag "$TARGET_LOG"
+		bail "the target died"
+	fi
+	if names | grep -qx "hostile-$name"; then
+		not_ok "$what: no restore point listed" "hostile-$name is listed"
+	else
+		ok "$what: target up, no restore point listed"
+	fi
+}
+
+refused end-before-begin 1 "BackupEnd before BackupBegin"
+refused block-before-begin 1 "a Block before BackupBegin"
+refused begin-twice 1 "a second BackupBegin in a backup"
+refused hello-twice 1 "a second Hello"
+refused index-past-end 1 "a Block past the end of the disk"
+refused same-block-twice 1 "the same block twice"
+refused chunk-id-mismatch 7 "a Block whose chunk id does not match"
+refused wrong-tag 7 "a Block with a wrong tag (tampered payload)"
+refused moved-block 7 "a Block sealed for another index"
+refused wrong-raw-len 1 "a Block with a wrong raw length"
+refused end-wrong-count 1 "a BackupEnd with a wrong block count"
+refused end-wrong-unchanged 1 "a BackupEnd with a wrong unchanged count"
+refused unchanged-without-base 1 "Unchanged in a full backup"
+refused truncated-then-close - "a truncated frame, then close"
+refused garbage-in-frame 1 "garbage after a valid message in a frame"
+refused garbage-after-frame 1 "a garbage frame after valid ones"
+refused zero-length 1 "a zero-length frame"
+refused oversized-length 1 "an oversized length prefix"
+
+# A whole backup followed by junk: the junk is refused; the point may
+# have been committed before it was read, but then it must be whole.
+log_mark
+proto garbage-after-end
+if grep -q 'errors=1:' "$LAST_OUT" || grep -Eq '^end=(eof|reset)' "$LAST_OUT"; then
+	ok "garbage after a whole backup: refused"
+else
+	not_ok "garbage after a whole backup: refused" "$(cat "$LAST_OUT")"
+fi
+if names | grep -qx hostile-garbage-after-end; then
+	check "garbage after a whole backup: the listed point restores" \
+	    src restore --name hostile-garbage-after-end --output "$T/gae.out"
+	"$PY" -c '
+import hashlib, sys
+BS = 64 << 10
+d = b"".join(hashlib.sha256(b"protocol %d" % i).digest() * (BS // 32)
+    for i in range(4))
+sys.exit(open(sys.argv[1], "rb").read() != d)' "$T/gae.out" &&
+	    ok "garbage after a whole backup: and it is whole" ||
+	    not_ok "garbage after a whole backup: and it is whole"
+else
+	ok "garbage after a whole backup: no point listed"
+fi
+
+if target_alive; then
+	ok "target still running after every hostile sequence"
+else
+	not_ok "target still running after every hostile sequence"
+	diag "$TARGET_LOG"
+fi
+check "a normal backup by source-transporter still works" \
+    src backup --disk "$T/small.img" --name small
+check "and restores" src restore --name small --output "$T/small.out"
+same "restored image is byte-identical" "$T/small.img" "$T/small.out"
+
+finish
