@@ -26,7 +26,7 @@
 #include "source.h"
 
 struct disk {
-	char			*dk_spec;	/* as given, for messages */
+	char			*dk_spec;	/* for messages */
 	enum disk_transport	 dk_transport;	/* DIRECT or NBD */
 	int			 dk_fd;		/* direct */
 	int			 dk_blockdev;

@@ -35,13 +35,13 @@
 #include "source.h"
 
 #define NBD_CONNS_MAX		4	/* connections with multi-conn */
-#define NBD_INFLIGHT_MAX	16	/* requests in flight per connection */
-#define NBD_REQ_MAX		(256u << 10)	/* bytes per read request */
-#define NBD_BATCH		32	/* requests one call queues at once */
-#define NBD_STATUS_SPAN		(1ull << 30)	/* bytes per block-status query */
-#define NBD_EXTENTS_MAX		(1u << 20)	/* kept from one reply */
-#define NBD_CONNECT_MS		30000	/* first connection and handshake */
-#define NBD_EXTRA_CONNECT_MS	3000	/* further multi-conn connections */
+#define NBD_INFLIGHT_MAX	16	/* in flight per connection */
+#define NBD_REQ_MAX		(256u << 10) /* bytes per read request */
+#define NBD_BATCH		32	/* requests queued at once */
+#define NBD_STATUS_SPAN		(1ull << 30) /* bytes per status query */
+#define NBD_EXTENTS_MAX		(1u << 20) /* kept from one reply */
+#define NBD_CONNECT_MS		30000	/* first connection */
+#define NBD_EXTRA_CONNECT_MS	3000	/* further connections */
 #define NBD_CTX_ALLOCATION	"base:allocation"
 #define NBD_CTX_BITMAP		"qemu:dirty-bitmap:"
 #define NBD_STATE_DIRTY		1	/* qemu:dirty-bitmap: changed */
@@ -92,7 +92,7 @@ struct nbd_conn {
 	struct nbd_req		*nc_head;	/* queued, not issued */
 	struct nbd_req		*nc_tail;
 	int			 nc_stop;
-	int			 nc_dead;	/* errno once the link failed */
+	int			 nc_dead;	/* errno: the link failed */
 	/* the I/O thread's own */
 	struct nbd_req		*nc_inflight[NBD_INFLIGHT_MAX];
 	int			 nc_ninflight;
@@ -104,22 +104,22 @@ struct nbd_disk {
 	int			 nd_nconns;
 	atomic_uint		 nd_rr;		/* next connection */
 	uint64_t		 nd_size;
-	uint64_t		 nd_align;	/* server's minimum block size */
+	uint64_t		 nd_align;	/* minimum block size */
 	uint64_t		 nd_req_max;
 	int			 nd_tls;
 	int			 nd_multi_conn;
-	int			 nd_allocation;	/* base:allocation negotiated */
-	char			*nd_bitmap_ctx;	/* requested, or NULL */
+	int			 nd_allocation;	/* base:allocation */
+	char			*nd_bitmap_ctx;	/* or NULL */
 	int			 nd_bitmap;	/* and negotiated */
-	char			 nd_certdir[PATH_MAX - 32]; /* temporary, or "" */
+	char			 nd_certdir[PATH_MAX - 32];	/* or "" */
 	/* the allocation extents of the last query */
 	pthread_mutex_t		 nd_ext_lock;
 	struct nbd_extent	*nd_ext;
 	size_t			 nd_nextents;
 	uint64_t		 nd_ext_start;
 	uint64_t		 nd_ext_end;
-	size_t			 nd_cur;	/* where the last call ended: */
-	uint64_t		 nd_cur_pos;	/* extent and its offset */
+	size_t			 nd_cur;		/* next call: extent */
+	uint64_t		 nd_cur_pos;	/* and its offset */
 };
 
 /* libnbd's message for the last failed call of this thread. */
@@ -207,7 +207,7 @@ status_extent(void *arg, const char *ctx, uint64_t off, uint32_t *entries,
 		return 0;
 	for (i = 0; i + 1 < n; i += 2) {
 		if (r->nr_nextents == NBD_EXTENTS_MAX)
-			break;	/* enough: the caller asks again from here */
+			break;	/* enough: the caller asks again */
 		if (r->nr_nextents == r->nr_cap) {
 			cap = r->nr_cap ? r->nr_cap * 2 : 64;
 			if ((ext = reallocarray(r->nr_ext, cap,
@@ -995,8 +995,8 @@ nbd_disk_dirty_map(struct nbd_disk *nd, uint32_t block_size, uint8_t **map,
 		    NBD_STATUS_SPAN;
 		if (nbd_status(nd, nd->nd_bitmap_ctx, off, len, &ext,
 		    &n) == -1) {
-			snprintf(why, whylen, "cannot read dirty bitmap '%s' of "
-			    "disk %s at offset %llu: %s", nd->nd_bitmap_ctx +
+			snprintf(why, whylen, "cannot read dirty bitmap '%s' "
+			    "of disk %s at offset %llu: %s", nd->nd_bitmap_ctx +
 			    strlen(NBD_CTX_BITMAP), nd->nd_name,
 			    (unsigned long long)off, strerror(errno));
 			goto fail;

@@ -55,7 +55,7 @@ struct job {
 	atomic_size_t	 jb_next;
 	uint32_t	 jb_block;
 	int		 jb_out;	/* -1: read only */
-	int		 jb_hash;	/* SHA-256 each block, as a backup */
+	int		 jb_hash;	/* SHA-256 each block */
 	atomic_int	 jb_failed;
 };
 
@@ -161,7 +161,7 @@ main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "transport",		required_argument, NULL, 't' },
 		{ "no-fallback",	no_argument,	   NULL, 'F' },
-		{ "allow-insecure-nbd",	no_argument,	   NULL, 'I' },
+		{ "allow-insecure-nbd", no_argument,	   NULL, 'I' },
 		{ "dirty-bitmap",	required_argument, NULL, 'B' },
 		{ "tls-cert",		required_argument, NULL, 'c' },
 		{ "tls-key",		required_argument, NULL, 'k' },
@@ -183,7 +183,8 @@ main(int argc, char **argv)
 	uint8_t		*map = NULL;
 	size_t		 cap = 0;
 	char		 why[512];
-	int		 ch, rv, threads = 4, dirty = 0, showmap = 0, bench = 0;
+	int		 ch, rv, threads = 4, dirty = 0, showmap = 0;
+	int		 bench = 0;
 	int		 i, first;
 
 	memset(&opts, 0, sizeof(opts));
@@ -337,7 +338,8 @@ main(int argc, char **argv)
 		}
 		printf("{\"transport\":\"%s\",\"size\":%llu,\"data\":%llu,"
 		    "\"threads\":%d,\"block\":%u,\"hash\":%s,\"runs\":%d,"
-		    "\"best_ms\":%llu,\"mib_per_s\":%.0f,\"bytes_read\":%llu}\n",
+		    "\"best_ms\":%llu,\"mib_per_s\":%.0f,"
+		    "\"bytes_read\":%llu}\n",
 		    disk_transport_name(dk), (unsigned long long)disk_size(dk),
 		    (unsigned long long)data, threads, jb.jb_block,
 		    jb.jb_hash ? "true" : "false", bench,
