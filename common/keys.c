@@ -755,6 +755,73 @@ kek_from_password(const char *password, const KekRef *existing,
 	return kek_derive(password, existing, kek, "password", err, errlen);
 }
 
+int
+kek_password_read_file(const char *path, char **password, char *err,
+    size_t errlen)
+{
+	char	*buf = NULL;
+	size_t	 off = 0, len;
+	ssize_t	 n;
+	int	 fd, rv = -1;
+
+	*password = NULL;
+	/* No stdio: its buffer would keep a copy we cannot wipe. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		keys_err(err, errlen, "cannot read password file %s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	if ((buf = calloc(1, KEK_PASSWORD_MAX + 2)) == NULL) {
+		keys_err(err, errlen, "password file %s: out of memory", path);
+		goto fail;
+	}
+	while (off < KEK_PASSWORD_MAX + 1) {
+		if ((n = read(fd, buf + off, KEK_PASSWORD_MAX + 1 - off)) ==
+		    -1) {
+			if (errno == EINTR)
+				continue;
+			keys_err(err, errlen, "cannot read password file %s: "
+			    "%s", path, strerror(errno));
+			goto fail;
+		}
+		if (n == 0 || memchr(buf + off, '\n', (size_t)n) != NULL) {
+			off += (size_t)n;
+			break;
+		}
+		off += (size_t)n;
+	}
+	len = strcspn(buf, "\r\n");
+	if (len > KEK_PASSWORD_MAX) {
+		keys_err(err, errlen, "password file %s: the password is longer "
+		    "than %d bytes", path, KEK_PASSWORD_MAX);
+		goto fail;
+	}
+	OPENSSL_cleanse(buf + len, KEK_PASSWORD_MAX + 2 - len);
+	if (len == 0) {
+		keys_err(err, errlen, "password file %s is empty", path);
+		goto fail;
+	}
+	*password = buf;
+	buf = NULL;
+	rv = 0;
+ fail:
+	if (buf != NULL) {
+		OPENSSL_cleanse(buf, KEK_PASSWORD_MAX + 2);
+		free(buf);
+	}
+	close(fd);
+	return rv;
+}
+
+void
+kek_password_free(char *password)
+{
+	if (password == NULL)
+		return;
+	OPENSSL_cleanse(password, strlen(password));
+	free(password);
+}
+
 /* --- envelope ---------------------------------------------------------- */
 
 int

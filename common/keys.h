@@ -128,6 +128,13 @@ int		 kek_from_kmip_ref(const struct kmip_settings *,
  */
 int		 kek_from_password(const char *, const KekRef *, struct kek *,
 		    char *, size_t);
+/*
+ * Reads a password file: its first line without the line end, at most
+ * KEK_PASSWORD_MAX bytes.  *password is malloc'd; free it with
+ * kek_password_free(), which wipes it.  0, or -1 and why.
+ */
+int		 kek_password_read_file(const char *, char **, char *, size_t);
+void		 kek_password_free(char *);
 /* Sets k_ref->key_name (a label for password KEKs; <= 127 bytes). */
 int		 kek_set_name(struct kek *, const char *, char *, size_t);
 

@@ -18,8 +18,6 @@
 #include "keys.h"
 #include "source.h"
 
-#define PASSWORD_FILE_MAX	4096
-
 /* KEKs fetched so far, by the key they name. */
 static struct kek *
 envelope_kek_cached(struct envelope *ev, const KekRef *ref)
@@ -66,36 +64,7 @@ static int
 envelope_read_password(const char *path, char **out, char *err,
     size_t errlen)
 {
-	FILE	*fp;
-	char	*buf = NULL;
-	size_t	 len;
-
-	if ((fp = fopen(path, "re")) == NULL) {
-		snprintf(err, errlen, "cannot read password file %s: %s", path,
-		    strerror(errno));
-		return -1;
-	}
-	if ((buf = calloc(1, PASSWORD_FILE_MAX)) == NULL ||
-	    fgets(buf, PASSWORD_FILE_MAX, fp) == NULL) {
-		snprintf(err, errlen, "password file %s is empty", path);
-		goto fail;
-	}
-	len = strcspn(buf, "\r\n");
-	buf[len] = '\0';
-	if (len == 0) {
-		snprintf(err, errlen, "password file %s is empty", path);
-		goto fail;
-	}
-	fclose(fp);
-	*out = buf;
-	return 0;
- fail:
-	if (buf != NULL) {
-		crypto_wipe(buf, PASSWORD_FILE_MAX);
-		free(buf);
-	}
-	fclose(fp);
-	return -1;
+	return kek_password_read_file(path, out, err, errlen);
 }
 
 /*

@@ -4,6 +4,8 @@
  * Every error is reported as "file:line: message", all of them in one
  * pass, so an operator fixes a file in one edit.
  */
+#include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +75,56 @@ conf_global(struct conf_state *cs, const char *key, const char *value,
 	return -1;
 }
 
+/* The at-rest keys of a [tenant] section. */
+static int
+conf_tenant_at_rest(struct conf_state *cs, struct tenant *tn, const char *key,
+    const char *value, int line)
+{
+	static const struct {
+		const char	*name;
+		size_t		 off;
+	} strs[] = {
+		{ "kms",		offsetof(struct tenant, tn_kms) },
+		{ "kms_certificate",	offsetof(struct tenant, tn_kms_cert) },
+		{ "kms_key",		offsetof(struct tenant, tn_kms_key) },
+		{ "kms_ca",		offsetof(struct tenant, tn_kms_ca) },
+		{ "kms_server_name",	offsetof(struct tenant,
+					    tn_kms_server_name) },
+		{ "kek_name",		offsetof(struct tenant, tn_kek_name) },
+		{ "password_file",	offsetof(struct tenant,
+					    tn_password_file) },
+	};
+	const char	*path = cs->cs_conf->tc_path;
+	size_t		 i;
+
+	if (strcmp(key, "at_rest") == 0) {
+		if (tn->tn_at_rest_line != 0) {
+			log_warnx("%s:%d: at_rest is set twice in [tenant %s]",
+			    path, line, tn->tn_name);
+			return -1;
+		}
+		tn->tn_at_rest_line = line;
+		if (strcmp(value, "kmip") == 0)
+			tn->tn_at_rest = KEY_PROVIDER__KEY_PROVIDER_KMIP;
+		else if (strcmp(value, "password") == 0)
+			tn->tn_at_rest = KEY_PROVIDER__KEY_PROVIDER_PASSWORD;
+		else if (strcmp(value, "none") != 0) {
+			log_warnx("%s:%d: at_rest must be kmip, password or "
+			    "none, not '%s'", path, line, value);
+			return -1;
+		}
+		return 0;
+	}
+	for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+		if (strcmp(key, strs[i].name) == 0)
+			return conf_set_string(cs,
+			    (char **)((char *)tn + strs[i].off), key, value,
+			    line);
+	log_warnx("%s:%d: unknown key '%s' in [tenant %s]", path, line, key,
+	    tn->tn_name);
+	return -1;
+}
+
 static int
 conf_line(void *arg, const char *section, const char *section_arg,
     const char *key, const char *value, int line)
@@ -126,13 +178,136 @@ conf_line(void *arg, const char *section, const char *section_arg,
 			fatal("strdup");
 		goto out;
 	}
-	log_warnx("%s:%d: unknown key '%s' in [tenant %s]", tc->tc_path, line,
-	    key, tn->tn_name);
-	rv = -1;
+	rv = conf_tenant_at_rest(cs, tn, key, value, line);
  out:
 	if (rv == -1)
 		cs->cs_errors++;
 	return rv;
+}
+
+/* *p made absolute against the working directory (the daemon chdirs). */
+static int
+conf_abs_path(char **p)
+{
+	char	 cwd[PATH_MAX], *abs;
+
+	if (*p == NULL || (*p)[0] == '/')
+		return 0;
+	if (getcwd(cwd, sizeof(cwd)) == NULL)
+		return -1;
+	if (asprintf(&abs, "%s/%s", cwd, *p) == -1)
+		fatal("asprintf");
+	free(*p);
+	*p = abs;
+	return 0;
+}
+
+/* A copy of dflt into *p when *p is unset. */
+static void
+conf_default(char **p, const char *dflt)
+{
+	if (*p == NULL && dflt != NULL && (*p = strdup(dflt)) == NULL)
+		fatal("strdup");
+}
+
+/*
+ * A tenant's at-rest settings: what the provider needs, nothing it does
+ * not use, defaults from the target's own certificate, key and CA, and
+ * absolute paths.  Returns the number of errors logged.
+ */
+static int
+conf_finish_at_rest(struct target_conf *tc, struct tenant *tn)
+{
+	char		 err[512], where[64], *host = NULL, *port = NULL;
+	const char	*unused = NULL;
+	int		 errors = 0;
+
+	if (tn->tn_at_rest_line != 0)
+		snprintf(where, sizeof(where), ":%d", tn->tn_at_rest_line);
+	else
+		where[0] = '\0';
+	if (tc->tc_repository != NULL) {
+		if (asprintf(&tn->tn_keychain, "%s/tenants/%s/at-rest.keychain",
+		    tc->tc_repository, tn->tn_name) == -1)
+			fatal("asprintf");
+		if (conf_abs_path(&tn->tn_keychain) == -1) {
+			log_warn("%s: getcwd", tc->tc_path);
+			errors++;
+		}
+	}
+	switch (tn->tn_at_rest) {
+	case KEY_PROVIDER__KEY_PROVIDER_KMIP:
+		if (tn->tn_kms == NULL || tn->tn_kek_name == NULL) {
+			log_warnx("%s%s: tenant '%s': at_rest = kmip needs "
+			    "'kms = HOST:PORT' and 'kek_name = NAME'",
+			    tc->tc_path, where, tn->tn_name);
+			errors++;
+		} else if (conf_split_hostport(tn->tn_kms, &host,
+		    &port) == -1) {
+			log_warnx("%s%s: tenant '%s': kms must be HOST:PORT, "
+			    "not '%s'", tc->tc_path, where, tn->tn_name,
+			    tn->tn_kms);
+			errors++;
+		}
+		if (tn->tn_password_file != NULL)
+			unused = "password_file";
+		break;
+	case KEY_PROVIDER__KEY_PROVIDER_PASSWORD:
+		if (tn->tn_password_file == NULL) {
+			log_warnx("%s%s: tenant '%s': at_rest = password needs "
+			    "'password_file = PATH'", tc->tc_path, where,
+			    tn->tn_name);
+			errors++;
+		}
+		if (tn->tn_kms != NULL || tn->tn_kek_name != NULL)
+			unused = tn->tn_kms != NULL ? "kms" : "kek_name";
+		break;
+	default:
+		if (tn->tn_kms != NULL || tn->tn_kek_name != NULL ||
+		    tn->tn_password_file != NULL)
+			unused = tn->tn_kms != NULL ? "kms" :
+			    tn->tn_kek_name != NULL ? "kek_name" :
+			    "password_file";
+		break;
+	}
+	free(host);
+	free(port);
+	if (unused != NULL) {
+		log_warnx("%s%s: tenant '%s': '%s' is not used with at_rest = "
+		    "%s; remove it or change at_rest", tc->tc_path, where,
+		    tn->tn_name, unused, tn->tn_at_rest ==
+		    KEY_PROVIDER__KEY_PROVIDER_KMIP ? "kmip" : tn->tn_at_rest ==
+		    KEY_PROVIDER__KEY_PROVIDER_PASSWORD ? "password" : "none");
+		errors++;
+	}
+	if (tn->tn_at_rest == KEY_PROVIDER__KEY_PROVIDER_KMIP) {
+		conf_default(&tn->tn_kms_cert, tc->tc_cert);
+		conf_default(&tn->tn_kms_key, tc->tc_key);
+		conf_default(&tn->tn_kms_ca, tc->tc_ca);
+	}
+	if (conf_abs_path(&tn->tn_kms_cert) == -1 ||
+	    conf_abs_path(&tn->tn_kms_key) == -1 ||
+	    conf_abs_path(&tn->tn_kms_ca) == -1 ||
+	    conf_abs_path(&tn->tn_password_file) == -1) {
+		log_warn("%s: getcwd", tc->tc_path);
+		errors++;
+	}
+	/* Secrets: not readable by group or others. */
+	if (tn->tn_at_rest == KEY_PROVIDER__KEY_PROVIDER_KMIP &&
+	    tn->tn_kms_key != NULL &&
+	    conf_check_key_file(tn->tn_kms_key, err, sizeof(err)) == -1) {
+		log_warnx("%s%s: tenant '%s': %s", tc->tc_path, where,
+		    tn->tn_name, err);
+		errors++;
+	}
+	if (tn->tn_at_rest == KEY_PROVIDER__KEY_PROVIDER_PASSWORD &&
+	    tn->tn_password_file != NULL && conf_check_key_file(
+	    tn->tn_password_file, err, sizeof(err)) == -1) {
+		log_warnx("%s%s: tenant '%s': password_file: %s", tc->tc_path,
+		    where, tn->tn_name, err);
+		errors++;
+	}
+	return errors;
 }
 
 /* Checks what a line cannot: required keys, the tenants, key modes. */
@@ -169,6 +344,7 @@ conf_finish(struct target_conf *tc)
 		errors++;
 	}
 	TAILQ_FOREACH(tn, &tc->tc_tenants, tn_entry) {
+		errors += conf_finish_at_rest(tc, tn);
 		if (tn->tn_identity == NULL) {
 			log_warnx("%s: tenant '%s' has no identity line",
 			    tc->tc_path, tn->tn_name);
@@ -233,6 +409,14 @@ target_conf_free(struct target_conf *tc)
 		TAILQ_REMOVE(&tc->tc_tenants, tn, tn_entry);
 		free(tn->tn_name);
 		free(tn->tn_identity);
+		free(tn->tn_kms);
+		free(tn->tn_kms_cert);
+		free(tn->tn_kms_key);
+		free(tn->tn_kms_ca);
+		free(tn->tn_kms_server_name);
+		free(tn->tn_kek_name);
+		free(tn->tn_password_file);
+		free(tn->tn_keychain);
 		free(tn);
 	}
 	free(tc->tc_path);

@@ -3,19 +3,34 @@
  * checked and stored by the worker pool; every TARGET_SYNC_BYTES the
  * stored chunks are made durable and acknowledged; BackupEnd commits
  * the restore point once every block is durable.
+ *
+ * A tenant with at-rest encryption gets its in-flight backups recorded
+ * as at-rest points: before the base index goes out (the source sends
+ * no block before it has it), a key job gets the point's data key
+ * (atrest.c), and every chunk is sealed under it before it is stored.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "keys.h"
 #include "target.h"
 
 struct receive {
 	struct session	*rv_session;
 	struct repo_job	*rv_job;
 	char		 rv_name[NAME_MAX_LEN + 1];
-	uint32_t	 rv_mode;	/* EncryptionMode */
+	uint32_t	 rv_mode;	/* EncryptionMode of the point */
+	int		 rv_incremental;	/* asked for a base */
+	int		 rv_atrest;	/* chunks sealed here under rv_dek */
+	int		 rv_keys_pending;	/* the key job is out */
+	struct key_buf	 rv_dek;
+	uint8_t		 rv_dek_id[KEY_ID_LEN];
+	_Atomic uint64_t rv_dek_uses;	/* nonce counter under rv_dek */
+	uint8_t		*rv_keys;	/* packed KeyChain the point lists */
+	size_t		 rv_keys_len;
 	uint64_t	 rv_disk_size;
 	uint32_t	 rv_block_size;
 	uint64_t	 rv_blocks;	/* blocks in the image */
@@ -61,6 +76,21 @@ struct sync_job {
 	uint64_t	 sj_chunks_dedup;
 	int		 sj_errno;
 	struct repo_point sj_point;
+};
+
+/* At rest: the point's data key, fetched in the pool. */
+struct key_job {
+	struct pool_job		 kj_job;
+	struct receive		*kj_recv;
+	struct repo		*kj_repo;
+	const struct tenant	*kj_tenant;
+	/* results */
+	int			 kj_failed;
+	struct key_buf		 kj_dek;
+	uint8_t			 kj_dek_id[KEY_ID_LEN];
+	uint8_t			*kj_keys;
+	size_t			 kj_keys_len;
+	char			 kj_err[2 * KEY_ERR_MAX];
 };
 
 static void	receive_progress(struct receive *);
@@ -188,6 +218,85 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 	return se->se_state == SESSION_BACKUP ? 0 : -1;
 }
 
+/* Sends the base, which lets the source start.  0, or -1 if closed. */
+static int
+receive_start(struct session *se, struct receive *rv)
+{
+	if (receive_send_base(se, rv, rv->rv_incremental) == -1)
+		return -1;
+	session_log(se, "backup of '%s' started: %llu bytes in %llu blocks "
+	    "of %u%s%s%s", rv->rv_name, (unsigned long long)rv->rv_disk_size,
+	    (unsigned long long)rv->rv_blocks, rv->rv_block_size,
+	    rv->rv_atrest ? ", encrypted at rest" : "",
+	    rv->rv_has_base ? ", incremental from " : "",
+	    rv->rv_has_base ? rv->rv_base.rp_id : "");
+	return 0;
+}
+
+/* Worker: the point's data key; may wait for the KMS. */
+static void
+key_work(struct pool_job *pj)
+{
+	struct key_job	*kj = (struct key_job *)pj;
+
+	kj->kj_failed = atrest_backup_keys(kj->kj_repo, kj->kj_tenant,
+	    &kj->kj_dek, kj->kj_dek_id, &kj->kj_keys, &kj->kj_keys_len,
+	    kj->kj_err, sizeof(kj->kj_err)) == -1;
+}
+
+/* Loop: with the key the backup starts; without it, it stops here. */
+static void
+key_done(struct pool_job *pj)
+{
+	struct key_job	*kj = (struct key_job *)pj;
+	struct receive	*rv = kj->kj_recv;
+	struct session	*se = rv->rv_session;
+
+	if (se->se_state != SESSION_BACKUP)
+		goto out;
+	if (kj->kj_failed) {
+		session_fail(se, ERROR__CODE__UNKNOWN, "at-rest key of tenant "
+		    "%s unavailable: %s; the backup of '%s' stopped before "
+		    "storing anything", kj->kj_tenant->tn_name, kj->kj_err,
+		    rv->rv_name);
+		goto out;
+	}
+	rv->rv_dek = kj->kj_dek;	/* moved: the page is rv's now */
+	memset(&kj->kj_dek, 0, sizeof(kj->kj_dek));
+	memcpy(rv->rv_dek_id, kj->kj_dek_id, KEY_ID_LEN);
+	rv->rv_keys = kj->kj_keys;
+	rv->rv_keys_len = kj->kj_keys_len;
+	kj->kj_keys = NULL;
+	rv->rv_keys_pending = 0;
+	(void)receive_start(se, rv);
+ out:
+	key_buf_free(&kj->kj_dek);
+	free(kj->kj_keys);
+	free(kj);
+	session_job_done(se, 0);
+}
+
+/* At rest: hands the key fetch to the pool.  0, or -1 if closed. */
+static int
+receive_get_keys(struct session *se, struct receive *rv)
+{
+	struct key_job	*kj;
+
+	if ((kj = calloc(1, sizeof(*kj))) == NULL) {
+		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+		return -1;
+	}
+	kj->kj_job.pj_work = key_work;
+	kj->kj_job.pj_done = key_done;
+	kj->kj_recv = rv;
+	kj->kj_repo = se->se_target->tg_repo;
+	kj->kj_tenant = se->se_tenant;
+	rv->rv_keys_pending = 1;
+	session_job_hold(se);
+	pool_submit(se->se_target->tg_pool, &kj->kj_job);
+	return 0;
+}
+
 /*
  * Opens a BackupBegin: checks it and starts a repository job.  Returns
  * 0, or -1 if the session was closed.
@@ -197,6 +306,7 @@ receive_begin(struct session *se, const BackupBegin *bb)
 {
 	struct target	*tg = se->se_target;
 	struct receive	*rv;
+	int		 atrest;
 
 	if (!name_is_valid(bb->name)) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup name '%.64s' "
@@ -223,12 +333,27 @@ receive_begin(struct session *se, const BackupBegin *bb)
 		    "is not supported by this target", bb->mode);
 		return -1;
 	}
+	/* A namespace never mixes plaintext and at-rest chunks (atrest.c). */
+	atrest = bb->mode == ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT &&
+	    se->se_tenant->tn_at_rest != 0;
+	if (bb->mode == ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT && !atrest &&
+	    atrest_tenant_used(se->se_tenant)) {
+		session_fail(se, ERROR__CODE__UNKNOWN, "tenant %s holds "
+		    "backups encrypted at rest but has no 'at_rest' key "
+		    "provider now; a plaintext backup would share their "
+		    "chunks. Configure its at_rest again, or give plaintext "
+		    "backups a [tenant] of their own; nothing was stored",
+		    se->se_tenant->tn_name);
+		return -1;
+	}
 	if ((rv = calloc(1, sizeof(*rv))) == NULL)
 		goto nomem;
 	rv->rv_session = se;
 	snprintf(rv->rv_name, sizeof(rv->rv_name), "%s", bb->name);
 	rv->rv_disk_size = bb->disk_size;
-	rv->rv_mode = bb->mode;
+	rv->rv_atrest = atrest;
+	rv->rv_mode = atrest ? ENCRYPTION_MODE__ENCRYPTION_AT_REST : bb->mode;
+	rv->rv_incremental = bb->incremental;
 	rv->rv_block_size = bb->block_size;
 	rv->rv_blocks = (bb->disk_size + bb->block_size - 1) / bb->block_size;
 	rv->rv_start_ms = now_ms();
@@ -243,7 +368,7 @@ receive_begin(struct session *se, const BackupBegin *bb)
 		goto nomem;
 	}
 	rv->rv_job = repo_job_begin(tg->tg_repo, se->se_tenant->tn_name,
-	    bb->name, bb->disk_size, bb->block_size, bb->mode);
+	    bb->name, bb->disk_size, bb->block_size, rv->rv_mode);
 	if (rv->rv_job == NULL) {
 		session_fail(se, session_errno_code(errno), "cannot start a "
 		    "backup of '%s' in the repository: %s", bb->name,
@@ -253,14 +378,9 @@ receive_begin(struct session *se, const BackupBegin *bb)
 	}
 	se->se_recv = rv;
 	se->se_state = SESSION_BACKUP;
-	if (receive_send_base(se, rv, bb->incremental) == -1)
-		return -1;
-	session_log(se, "backup of '%s' started: %llu bytes in %llu blocks "
-	    "of %u%s%s", bb->name, (unsigned long long)bb->disk_size,
-	    (unsigned long long)rv->rv_blocks, bb->block_size,
-	    rv->rv_has_base ? ", incremental from " : "",
-	    rv->rv_has_base ? rv->rv_base.rp_id : "");
-	return 0;
+	if (rv->rv_atrest)
+		return receive_get_keys(se, rv);
+	return receive_start(se, rv);
  nomem:
 	session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 	return -1;
@@ -275,7 +395,7 @@ block_work(struct pool_job *pj)
 	Frame			*f;
 	Block			*b;
 	uint8_t			 aad[AAD_MAX_LEN], id[CHUNK_ID_LEN];
-	uint8_t			*plain = NULL, *raw = NULL;
+	uint8_t			*plain = NULL, *raw = NULL, *sealed;
 	size_t			 aadlen, plen;
 	uint32_t		 want, flags;
 	int			 source_side;
@@ -355,6 +475,24 @@ block_work(struct pool_job *pj)
 		goto out;
 	}
 	flags = b->compressed ? CHUNK_COMPRESSED : 0;
+	if (rv->rv_atrest) {
+		/* A counter, not the index: a repeated index is caught late. */
+		if ((sealed = malloc(plen + SEALED_OVERHEAD)) == NULL)
+			goto nomem;
+		if (atrest_seal(&rv->rv_dek, rv->rv_dek_id, bj->bj_id,
+		    atomic_fetch_add(&rv->rv_dek_uses, 1), plain, plen,
+		    sealed) == -1) {
+			free(sealed);
+			bj->bj_code = ERROR__CODE__INTERNAL;
+			snprintf(bj->bj_msg, sizeof(bj->bj_msg), "cannot seal "
+			    "block %llu", (unsigned long long)b->index);
+			goto out;
+		}
+		free(plain);
+		plain = sealed;
+		plen += SEALED_OVERHEAD;
+		flags |= CHUNK_ENCRYPTED;
+	}
  store:
 	if (repo_job_put_chunk(rv->rv_job, bj->bj_id, flags, want, plain,
 	    plen) == -1) {
@@ -418,6 +556,13 @@ receive_block(struct session *se, uint8_t *buf, size_t len)
 	struct receive		*rv = se->se_recv;
 	struct block_job	*bj;
 
+	if (rv->rv_keys_pending) {
+		free(buf);
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': a "
+		    "block before the base index", rv->rv_name);
+		session_job_done(se, 1);
+		return -1;
+	}
 	if ((bj = calloc(1, sizeof(*bj))) == NULL) {
 		free(buf);
 		se->se_jobs++;	/* balance the slot for session_job_done */
@@ -664,6 +809,11 @@ receive_end(struct session *se, const BackupEnd *be)
 {
 	struct receive	*rv = se->se_recv;
 
+	if (rv->rv_keys_pending) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
+		    "BackupEnd before the base index", rv->rv_name);
+		return -1;
+	}
 	if (be->blocks_sent != rv->rv_received ||
 	    be->blocks_unchanged != rv->rv_unchanged) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': the "
@@ -678,6 +828,14 @@ receive_end(struct session *se, const BackupEnd *be)
 	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
 	    receive_keys(se, be) == -1)
 		return -1;
+	/* At rest: the point lists every key of the tenant's key file. */
+	if (rv->rv_atrest && repo_job_set_keys(rv->rv_job, rv->rv_keys,
+	    rv->rv_keys_len, NULL, 0) == -1) {
+		session_fail(se, ERROR__CODE__INTERNAL, "backup of '%s': "
+		    "cannot record the point's keys: %s", rv->rv_name,
+		    strerror(errno));
+		return -1;
+	}
 	rv->rv_ended = 1;
 	receive_progress(rv);
 	return 0;
@@ -693,6 +851,8 @@ receive_free(struct receive *rv)
 	if (rv->rv_job != NULL)
 		repo_job_suspend(rv->rv_job);
 	repo_point_clear(&rv->rv_base);
+	key_buf_free(&rv->rv_dek);
+	free(rv->rv_keys);
 	free(rv->rv_seen);
 	free(rv);
 }

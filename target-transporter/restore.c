@@ -5,6 +5,11 @@
  * Chunks are read and sealed by the worker pool.  The source grants
  * credit in bytes as it writes blocks out, so a slow disk at the source
  * stalls the target instead of growing anyone's memory.
+ *
+ * An at-rest point's data keys are opened by a key job before anything
+ * is announced (the KMS is never asked from the loop); each chunk is
+ * then opened with its key and sealed for the wire like any other, so
+ * the source sees an ordinary in-flight block.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +19,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
+#include "keys.h"
 #include "target.h"
 
 #define RESTORE_WINDOW		(64u << 20)	/* credit before any grant */
@@ -29,6 +35,17 @@ struct restore {
 	uint64_t		 rs_credit;	/* bytes the source allows */
 	uint64_t		 rs_reserved;	/* estimate for jobs in the pool */
 	int			 rs_jobs;
+	int			 rs_keys_pending;	/* at rest: key job out */
+	struct atrest_keys	*rs_keys;	/* at rest: the opened keys */
+};
+
+/* At rest: the point's data keys, opened in the pool. */
+struct rkey_job {
+	struct pool_job		 rk_job;
+	struct restore		*rk_restore;
+	const struct tenant	*rk_tenant;
+	struct atrest_keys	*rk_keys;	/* result, or NULL and why */
+	char			 rk_err[2 * KEY_ERR_MAX];
 };
 
 struct read_job {
@@ -41,7 +58,8 @@ struct read_job {
 	uint8_t		 rj_key[AEAD_KEY_LEN];
 	uint64_t	 rj_nonce;
 	uint32_t	 rj_want;	/* plaintext length of the block */
-	int		 rj_source_side;
+	uint32_t	 rj_mode;	/* EncryptionMode of the point */
+	const struct atrest_keys *rj_keys;	/* at rest */
 	/* results */
 	uint8_t		*rj_frame;
 	size_t		 rj_len;
@@ -69,7 +87,9 @@ point_info_fill(PointInfo *pi, const struct repo_point *rp)
 	pi->mode = rp->rp_mode;
 	pi->blocks = rp->rp_blocks;
 	pi->zero_blocks = rp->rp_zero_blocks;
-	if (rp->rp_keys != NULL && (kc = key_chain__unpack(NULL,
+	/* At-rest keys are the target's business, not the source's. */
+	if (rp->rp_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+	    rp->rp_keys != NULL && (kc = key_chain__unpack(NULL,
 	    rp->rp_keys_len, rp->rp_keys)) != NULL) {
 		pi->n_keys = kc->n_keys;
 		pi->keys = kc->keys;
@@ -167,17 +187,84 @@ restore_not_found(struct session *se, const RestoreRequest *rr)
 	repo_points_free(points, n);
 }
 
-/* RestoreRequest: open the point, announce it, start streaming. */
-int
-restore_begin(struct session *se, const RestoreRequest *rr)
+/* Announces the point and starts streaming it. */
+static void
+restore_announce(struct session *se)
 {
-	struct restore	*rs;
+	struct restore	*rs = se->se_restore;
 	Frame		 f = FRAME__INIT;
 	RestoreBegin	 rb = RESTORE_BEGIN__INIT;
 	PointInfo	 pi;
 	KeyChain	*kc;
 	uint8_t		*chain = NULL;
 	size_t		 chainlen = 0;
+
+	session_log(se, "restore of %s/%s started: %llu blocks with data%s",
+	    rs->rs_point.rp_name, rs->rs_point.rp_id,
+	    (unsigned long long)rs->rs_blocks, rs->rs_keys != NULL ?
+	    ", encrypted at rest" : "");
+	kc = point_info_fill(&pi, &rs->rs_point);
+	rb.point = &pi;
+	rb.blocks = rs->rs_blocks;
+	/* The chain's keys, rewrapped by the newest KEK, if it has them. */
+	if (rs->rs_point.rp_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+	    repo_keychain_read(se->se_target->tg_repo, se->se_tenant->tn_name,
+	    rs->rs_point.rp_name, &chain, &chainlen) == 0) {
+		rb.keychain.data = chain;
+		rb.keychain.len = chainlen;
+	}
+	f.msg_case = FRAME__MSG_RESTORE_BEGIN;
+	f.restore_begin = &rb;
+	session_send(se, &f);
+	if (kc != NULL)
+		key_chain__free_unpacked(kc, NULL);
+	free(chain);
+	restore_pump(se);
+}
+
+/* Worker: opens the keys of an at-rest point; may wait for the KMS. */
+static void
+rkey_work(struct pool_job *pj)
+{
+	struct rkey_job	*rk = (struct rkey_job *)pj;
+
+	rk->rk_keys = atrest_restore_keys(rk->rk_tenant,
+	    &rk->rk_restore->rs_point, rk->rk_err, sizeof(rk->rk_err));
+}
+
+/* Loop: with every key it needs the point streams; else nothing does. */
+static void
+rkey_done(struct pool_job *pj)
+{
+	struct rkey_job	*rk = (struct rkey_job *)pj;
+	struct restore	*rs = rk->rk_restore;
+	struct session	*se = rs->rs_session;
+
+	if (se->se_state != SESSION_RESTORE)
+		goto out;
+	if (rk->rk_keys == NULL) {
+		session_fail(se, ERROR__CODE__UNKNOWN, "at-rest key of tenant "
+		    "%s unavailable: %s; restore point %s/%s was not sent",
+		    rk->rk_tenant->tn_name, rk->rk_err, rs->rs_point.rp_name,
+		    rs->rs_point.rp_id);
+		goto out;
+	}
+	rs->rs_keys = rk->rk_keys;
+	rk->rk_keys = NULL;
+	rs->rs_keys_pending = 0;
+	restore_announce(se);
+ out:
+	atrest_keys_free(rk->rk_keys);
+	free(rk);
+	session_job_done(se, 0);
+}
+
+/* RestoreRequest: open the point, announce it, start streaming. */
+int
+restore_begin(struct session *se, const RestoreRequest *rr)
+{
+	struct restore	*rs;
+	struct rkey_job	*rk;
 	uint64_t	 i;
 
 	if (!name_is_valid(rr->name)) {
@@ -213,26 +300,22 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 	rs->rs_credit = RESTORE_WINDOW;
 	se->se_restore = rs;
 	se->se_state = SESSION_RESTORE;
-	session_log(se, "restore of %s/%s started: %llu blocks with data",
-	    rs->rs_point.rp_name, rs->rs_point.rp_id,
-	    (unsigned long long)rs->rs_blocks);
-	kc = point_info_fill(&pi, &rs->rs_point);
-	rb.point = &pi;
-	rb.blocks = rs->rs_blocks;
-	/* The chain's keys, rewrapped by the newest KEK, if it has them. */
-	if (rs->rs_point.rp_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
-	    repo_keychain_read(se->se_target->tg_repo, se->se_tenant->tn_name,
-	    rs->rs_point.rp_name, &chain, &chainlen) == 0) {
-		rb.keychain.data = chain;
-		rb.keychain.len = chainlen;
+	if (rs->rs_point.rp_mode != ENCRYPTION_MODE__ENCRYPTION_AT_REST ||
+	    rs->rs_blocks == 0) {
+		restore_announce(se);
+		return 0;
 	}
-	f.msg_case = FRAME__MSG_RESTORE_BEGIN;
-	f.restore_begin = &rb;
-	session_send(se, &f);
-	if (kc != NULL)
-		key_chain__free_unpacked(kc, NULL);
-	free(chain);
-	restore_pump(se);
+	if ((rk = calloc(1, sizeof(*rk))) == NULL) {
+		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+		return -1;
+	}
+	rk->rk_job.pj_work = rkey_work;
+	rk->rk_job.pj_done = rkey_done;
+	rk->rk_restore = rs;
+	rk->rk_tenant = se->se_tenant;
+	rs->rs_keys_pending = 1;
+	session_job_hold(se);
+	pool_submit(se->se_target->tg_pool, &rk->rk_job);
 	return 0;
 }
 
@@ -262,8 +345,10 @@ read_work(struct pool_job *pj)
 	Frame			 f = FRAME__INIT;
 	Block			 b = BLOCK__INIT;
 	uint8_t			 aad[AAD_MAX_LEN], nonce[AEAD_NONCE_LEN];
-	uint8_t			*sealed = NULL;
-	size_t			 aadlen;
+	uint8_t			*sealed = NULL, *opened = NULL;
+	const uint8_t		*data;
+	size_t			 aadlen, len;
+	int			 sealed_here;
 
 	memset(&rc, 0, sizeof(rc));
 	if (repo_chunk_read(rj->rj_repo, rj->rj_tenant, rj->rj_id,
@@ -277,23 +362,41 @@ read_work(struct pool_job *pj)
 		    "not %u", rc.rc_raw_len, rj->rj_want);
 		goto out;
 	}
-	/* Sealed by a source: only a source-side point may use it. */
-	if (((rc.rc_flags & CHUNK_ENCRYPTED) != 0) != rj->rj_source_side) {
+	/* Sealed chunks belong to sealed points, plaintext to in-flight. */
+	sealed_here = rj->rj_mode == ENCRYPTION_MODE__ENCRYPTION_AT_REST;
+	if (((rc.rc_flags & CHUNK_ENCRYPTED) != 0) != (sealed_here ||
+	    rj->rj_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE)) {
 		rj->rj_errno = EBADMSG;
 		snprintf(rj->rj_msg, sizeof(rj->rj_msg), "is %s, but the "
 		    "point is %s", rc.rc_flags & CHUNK_ENCRYPTED ?
-		    "source-side encrypted" : "not encrypted",
-		    rj->rj_source_side ? "source-side" : "in-flight");
+		    "encrypted" : "not encrypted", sealed_here ? "at-rest" :
+		    rj->rj_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE ?
+		    "source-side" : "in-flight");
 		goto out;
 	}
-	if ((sealed = malloc(rc.rc_len + AEAD_TAG_LEN)) == NULL) {
+	data = rc.rc_data;
+	len = rc.rc_len;
+	if (sealed_here) {
+		if ((opened = malloc(rc.rc_len)) == NULL) {
+			rj->rj_errno = ENOMEM;
+			goto out;
+		}
+		if (atrest_open(rj->rj_keys, rj->rj_id, rc.rc_data, rc.rc_len,
+		    opened, rj->rj_msg, sizeof(rj->rj_msg)) == -1) {
+			rj->rj_errno = errno;
+			goto out;
+		}
+		data = opened;
+		len = rc.rc_len - SEALED_OVERHEAD;
+	}
+	if ((sealed = malloc(len + AEAD_TAG_LEN)) == NULL) {
 		rj->rj_errno = ENOMEM;
 		goto out;
 	}
 	crypto_nonce(nonce, AAD_BLOCK_TO_SOURCE, rj->rj_nonce);
 	aadlen = crypto_aad(aad, AAD_BLOCK_TO_SOURCE, NULL, rj->rj_id,
 	    rj->rj_index);
-	if (crypto_seal(rj->rj_key, nonce, aad, aadlen, rc.rc_data, rc.rc_len,
+	if (crypto_seal(rj->rj_key, nonce, aad, aadlen, data, len,
 	    sealed) == -1) {
 		rj->rj_errno = EIO;
 		goto out;
@@ -303,17 +406,18 @@ read_work(struct pool_job *pj)
 	b.chunk_id.len = CHUNK_ID_LEN;
 	b.raw_len = rc.rc_raw_len;
 	b.compressed = (rc.rc_flags & CHUNK_COMPRESSED) != 0;
-	b.encrypted = (rc.rc_flags & CHUNK_ENCRYPTED) != 0;
+	b.encrypted = rj->rj_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE;
 	b.nonce.data = nonce;
 	b.nonce.len = sizeof(nonce);
 	b.payload.data = sealed;
-	b.payload.len = rc.rc_len + AEAD_TAG_LEN;
+	b.payload.len = len + AEAD_TAG_LEN;
 	f.msg_case = FRAME__MSG_BLOCK;
 	f.block = &b;
 	if ((rj->rj_frame = frame_pack(&f, &rj->rj_len)) == NULL)
 		rj->rj_errno = ENOMEM;
  out:
 	free(sealed);
+	free(opened);
 	repo_chunk_clear(&rc);
 	crypto_wipe(rj->rj_key, sizeof(rj->rj_key));
 }
@@ -336,6 +440,15 @@ read_done(struct pool_job *pj)
 	rs->rs_reserved -= rs->rs_point.rp_block_size;
 	if (se->se_state != SESSION_RESTORE)
 		goto out;
+	if (rj->rj_errno == ENOKEY) {
+		hex_encode(rj->rj_id, CHUNK_ID_LEN, hex);
+		session_fail(se, ERROR__CODE__UNKNOWN, "at-rest key of tenant "
+		    "%s unavailable: restore point %s/%s: block %llu: chunk "
+		    "%.16s... %s", se->se_tenant->tn_name,
+		    rs->rs_point.rp_name, rs->rs_point.rp_id,
+		    (unsigned long long)rj->rj_index, hex, rj->rj_msg);
+		goto out;
+	}
 	if (rj->rj_errno != 0) {
 		hex_encode(rj->rj_id, CHUNK_ID_LEN, hex);
 		session_fail(se, rj->rj_errno == ENOMEM ?
@@ -380,7 +493,7 @@ restore_pump(struct session *se)
 	static const uint8_t zero[CHUNK_ID_LEN];
 	const uint8_t	*id;
 
-	if (se->se_state != SESSION_RESTORE)
+	if (se->se_state != SESSION_RESTORE || rs->rs_keys_pending)
 		return;
 	while (rs->rs_next < rs->rs_point.rp_blocks) {
 		id = rs->rs_point.rp_index + rs->rs_next * CHUNK_ID_LEN;
@@ -409,8 +522,8 @@ restore_pump(struct session *se)
 		memcpy(rj->rj_id, id, CHUNK_ID_LEN);
 		memcpy(rj->rj_key, se->se_key_out, AEAD_KEY_LEN);
 		rj->rj_nonce = se->se_nonce_out++;
-		rj->rj_source_side = rs->rs_point.rp_mode ==
-		    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE;
+		rj->rj_mode = rs->rs_point.rp_mode;
+		rj->rj_keys = rs->rs_keys;
 		rj->rj_want = (uint32_t)((rs->rs_next + 1) *
 		    rs->rs_point.rp_block_size > rs->rs_point.rp_disk_size ?
 		    rs->rs_point.rp_disk_size - rs->rs_next *
@@ -440,5 +553,6 @@ restore_free(struct restore *rs)
 	if (rs == NULL)
 		return;
 	repo_point_clear(&rs->rs_point);
+	atrest_keys_free(rs->rs_keys);
 	free(rs);
 }

@@ -23,6 +23,17 @@
 struct tenant {
 	char			*tn_name;
 	char			*tn_identity;	/* SAN or CN of its sources */
+	/* At-rest encryption (atrest.c); paths are absolute. */
+	uint32_t		 tn_at_rest;	/* KeyProvider; 0: none */
+	int			 tn_at_rest_line;
+	char			*tn_kms;	/* host:port */
+	char			*tn_kms_cert;	/* default: the target's */
+	char			*tn_kms_key;
+	char			*tn_kms_ca;
+	char			*tn_kms_server_name;
+	char			*tn_kek_name;
+	char			*tn_password_file;
+	char			*tn_keychain;	/* the tenant's at-rest key file */
 	TAILQ_ENTRY(tenant)	 tn_entry;
 };
 TAILQ_HEAD(tenant_list, tenant);
@@ -72,6 +83,7 @@ struct repo_point {
 
 struct repo;
 struct repo_job;
+struct key_buf;
 struct event;
 struct evconnlistener;
 struct receive;
@@ -166,6 +178,22 @@ void		 restore_pump(struct session *);
 void		 restore_free(struct restore *);
 int		 list_points(struct session *, const ListRequest *);
 KeyChain	*point_info_fill(PointInfo *, const struct repo_point *);
+
+/* atrest.c */
+struct atrest_keys;
+int		 atrest_backup_keys(struct repo *, const struct tenant *,
+		    struct key_buf *, uint8_t [KEY_ID_LEN], uint8_t **,
+		    size_t *, char *, size_t);
+int		 atrest_seal(const struct key_buf *, const uint8_t [KEY_ID_LEN],
+		    const uint8_t [CHUNK_ID_LEN], uint64_t, const void *, size_t,
+		    uint8_t *);
+struct atrest_keys *atrest_restore_keys(const struct tenant *,
+		    const struct repo_point *, char *, size_t);
+int		 atrest_open(const struct atrest_keys *,
+		    const uint8_t [CHUNK_ID_LEN], const uint8_t *, size_t,
+		    uint8_t *, char *, size_t);
+void		 atrest_keys_free(struct atrest_keys *);
+int		 atrest_tenant_used(const struct tenant *);
 
 /* repo.c */
 struct repo	*repo_open(const char *, char *, size_t);
