@@ -656,10 +656,9 @@ static int
 backup_run(struct backup *bk)
 {
 	struct source_conf	*sc = bk->bk_conf;
-	uint64_t		 deadline, delay = 1;
+	uint64_t		 deadline = 0, delay = 1;
 	int			 rv, attempt;
 
-	deadline = now_ms() + sc->sc_resume_timeout * 1000;
 	for (attempt = 1;; attempt++) {
 		bk->bk_attempts = attempt;
 		if ((bk->bk_client = client_new(sc, &backup_ops, bk)) == NULL)
@@ -668,9 +667,19 @@ backup_run(struct backup *bk)
 		bk->bk_max_jobs = 2 * pool_threads(bk->bk_client->cl_pool) + 2;
 		rv = client_run(bk->bk_client);
 		progress_end(&bk->bk_progress);
-		if (rv == EXIT_OK || !bk->bk_client->cl_lost ||
-		    now_ms() + delay * 1000 > deadline)
+		if (rv == EXIT_OK || !bk->bk_client->cl_lost)
 			break;
+		/* resume_timeout runs from the loss of a working connection. */
+		if (bk->bk_client->cl_hello || deadline == 0) {
+			deadline = now_ms() + sc->sc_resume_timeout * 1000;
+			delay = 1;
+		}
+		if (now_ms() + delay * 1000 > deadline) {
+			log_warnx("backup of '%s' gave up reconnecting after "
+			    "%d attempt(s) (resume_timeout); run it again to "
+			    "resume", bk->bk_name, attempt);
+			break;
+		}
 		client_free(bk->bk_client);
 		bk->bk_client = NULL;
 		log_warnx("backup of '%s' interrupted (attempt %d); "
@@ -681,9 +690,6 @@ backup_run(struct backup *bk)
 		    delay * 2;
 		backup_reset(bk);
 	}
-	if (rv != EXIT_OK && bk->bk_client->cl_lost && attempt > 1)
-		log_warnx("backup of '%s' gave up after %d attempts; run it "
-		    "again to resume", bk->bk_name, attempt);
 	return rv;
 }
 

@@ -9,7 +9,7 @@ pki_init
 
 # Incompressible data and the slowest zstd level on one worker keep the
 # backup running for several seconds, long enough to interrupt it.
-head -c 160M /dev/urandom >"$T/disk.img"
+head -c 64M /dev/urandom >"$T/disk.img"
 TARGET_FLAGS=-vv
 target_conf "$T/target.conf"
 target_start "$T/target.conf" || bail "target did not start"
@@ -70,7 +70,7 @@ same "resumed point is byte-identical" "$T/disk.img" "$T/r1.img"
 # disk changes in between: the resumed base is checked by hashing, never
 # trusted.
 n=$(grep -c 'checkpoint of' "$TARGET_LOG")
-head -c 160M /dev/urandom >"$T/disk2.img"
+head -c 64M /dev/urandom >"$T/disk2.img"
 # The program itself, not the src wrapper, so that the kill reaches it.
 "$BUILD/source-transporter" -f "$T/source.conf" backup --disk "$T/disk2.img" \
     --name vm2 --json >/dev/null 2>&1 &
