@@ -15,7 +15,8 @@
 #   BENCH_OUT=$BUILD/bench results.txt, runs.tsv, the profiles
 #   BENCH_IMAGE=FILE       benchmark a copy of FILE instead of a new image
 #   BENCH_PEERS=0          skip borg and restic
-#   BENCH_BLOCKS=0         skip the 4M block-size rows
+#   BENCH_BLOCKS=0         skip the 4M block size and zstd level 1 rows
+#   BENCH_SETTLE=5         seconds to wait for a quiet machine before a run
 #   BENCH_PROFILE=0        skip the profile
 #   KEEP=1                 keep the work directory
 #
@@ -133,15 +134,41 @@ warm_dir() {
 	find "$1" -type f -print0 | xargs -0 -r cat >/dev/null 2>&1
 }
 
+# busy_ticks: clock ticks all cores spent busy since boot (every process)
+busy_ticks() {
+	awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+# settle: wait (up to BENCH_SETTLE seconds, default 5) until the other
+# users of this shared machine leave it mostly idle for half a second
+settle() {
+	local i b0 b1
+	for ((i = 0; i < ${BENCH_SETTLE:-5} * 2; i++)); do
+		b0=$(busy_ticks)
+		sleep 0.5
+		b1=$(busy_ticks)
+		awk -v a="$b0" -v b="$b1" -v h="$TCK" \
+		    'BEGIN { exit !((b - a) / h / 0.5 < 0.25) }' && return 0
+	done
+	return 0
+}
+
 # timed CMD...: runs CMD under /usr/bin/time with stdout to $TIMED_OUT
 # (default $T/out) and stderr to $T/err; sets RC, WALL, CPU (user +
-# system seconds of CMD and its children) and MAXRSS (KiB)
+# system seconds of CMD and its children), MAXRSS (KiB) and BUSY (busy
+# CPU seconds of the whole machine meanwhile)
 timed() {
+	local b0 b1 u s
+	settle
+	b0=$(busy_ticks)
 	/usr/bin/time -f '%e %U %S %M' -o "$T/time" "$@" \
 	    >"${TIMED_OUT:-$T/out}" 2>"$T/err"
 	RC=$?
+	b1=$(busy_ticks)
 	read -r WALL u s MAXRSS < <(tail -n 1 "$T/time")
 	CPU=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
+	BUSY=$(awk -v a="$b0" -v b="$b1" -v h="$TCK" \
+	    'BEGIN { printf "%.2f", (b - a) / h }')
 }
 
 # cpu_ticks PID: user + system clock ticks of PID and its threads so far
@@ -150,12 +177,16 @@ cpu_ticks() {
 }
 
 # record CASE WALL OUT SRC_RSS TGT_RSS CPU [EXPECTED]: one run into
-# runs.tsv, with the load average (other users of this machine) after it
+# runs.tsv, with the cores that other processes kept busy meanwhile
+# (other users of this shared machine)
 record() {
+	local others
+	others=$(awk -v b="$BUSY" -v c="$6" -v w="$2" \
+	    'BEGIN { o = w > 0 ? (b - c) / w : 0; printf "%.2f", o < 0 ? 0 : o }')
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" \
-	    "$DISK_BYTES" "$3" "$4" "$5" "$6" "${7:--}" \
-	    "$(cut -d' ' -f1 /proc/loadavg)" >>"$TSV"
-	printf 'bench:   %-18s %6ss  out %s B  cpu %ss\n' "$1" "$2" "$3" "$6" >&2
+	    "$DISK_BYTES" "$3" "$4" "$5" "$6" "${7:--}" "$others" >>"$TSV"
+	printf 'bench:   %-18s %6ss  out %s B  cpu %ss  others %s cores\n' \
+	    "$1" "$2" "$3" "$6" "$others" >&2
 }
 
 # fresh_repo: stop the target and give it an empty repository
@@ -343,7 +374,7 @@ ours_full_incr() {
 GENERIC='\] (0x[0-9a-f]+|clone3|start_thread|_start|main|__libc_start[a-z_]*|entry_SYSCALL[a-z_0-9]*|do_syscall_64|x64_sys_call|__x64_sys_[a-z_0-9]*) '
 
 profile() {
-	local perfpid side ev="-e cpu-clock -F 999 --call-graph dwarf"
+	local perfpid side what ev="-e cpu-clock -F 999 --call-graph dwarf"
 	# Hardware counters are not virtualised here (perf stat -e
 	# instructions says <not supported>): the kernel's cpu-clock timer
 	# samples instead.  DWARF unwinding, because the libraries have no
@@ -355,31 +386,49 @@ profile() {
 		return
 	fi
 	fresh_repo
-	target_start "$T/target.conf" || die "the target did not start"
-	warm
-	# shellcheck disable=SC2086
-	perf record -q $ev -o "$OUT/perf-target.data" -p "$TARGET_PID" \
-	    >/dev/null 2>&1 &
-	perfpid=$!
-	sleep 1
-	# shellcheck disable=SC2086
-	perf record -q $ev -o "$OUT/perf-source.data" -- \
-	    "$SRC" -f "$T/source.conf" backup --disk "$IMG" --name vm --full \
-	    --json >"$T/out" 2>"$T/err" || die "profiled backup failed"
-	kill -INT "$perfpid"
-	wait "$perfpid"
-	for side in source target; do
-		# inclusive time by function, self time by library, threads
-		perf report -i "$OUT/perf-$side.data" --stdio --children \
-		    --sort symbol -g none --percent-limit 1.5 2>/dev/null |
-		    grep -E '^ +[0-9]' | grep -Ev "$GENERIC" >"$OUT/profile-$side.txt"
-		perf report -i "$OUT/perf-$side.data" --stdio --no-children \
-		    --sort dso -g none --percent-limit 0.5 2>/dev/null |
-		    grep -E '^ +[0-9]' >"$OUT/dso-$side.txt"
-		perf report -i "$OUT/perf-$side.data" --stdio --no-children \
-		    --sort pid -g none 2>/dev/null |
-		    grep -E '^ +[0-9]' >"$OUT/threads-$side.txt"
+	for what in backup restore; do
+		target_start "$T/target.conf" || die "the target did not start"
+		warm
+		[ "$what" = backup ] || warm_dir "$T/repo"
+		settle
+		# shellcheck disable=SC2086
+		perf record -q $ev -o "$OUT/perf-$what-target.data" \
+		    -p "$TARGET_PID" >/dev/null 2>&1 &
+		perfpid=$!
+		sleep 1
+		rm -f "$T/restored.img"
+		if [ "$what" = backup ]; then
+			set -- backup --disk "$IMG" --name vm --full
+		else
+			set -- restore --name vm --output "$T/restored.img"
+		fi
+		# shellcheck disable=SC2086
+		perf record -q $ev -o "$OUT/perf-$what-source.data" -- \
+		    "$SRC" -f "$T/source.conf" "$@" >"$T/out" 2>"$T/err" ||
+		    die "profiled $what failed"
+		kill -INT "$perfpid"
+		wait "$perfpid"
+		for side in source target; do
+			perf_summary "$OUT/perf-$what-$side.data" \
+			    >"$OUT/profile-$what-$side.txt"
+		done
 	done
+	rm -f "$T/restored.img"
+}
+
+# perf_summary DATA: self time by library, by thread, and inclusive time
+# by function
+perf_summary() {
+	echo "   self time by library:"
+	perf report -i "$1" --stdio --no-children --sort dso -g none \
+	    --percent-limit 0.5 2>/dev/null | grep -E '^ +[0-9]' | head -n 8
+	echo "   by thread (the lowest id is the event loop):"
+	perf report -i "$1" --stdio --no-children --sort pid -g none \
+	    2>/dev/null | grep -E '^ +[0-9]' | head -n 6
+	echo "   inclusive time (children, self) by function:"
+	perf report -i "$1" --stdio --children --sort symbol -g none \
+	    --percent-limit 1.5 2>/dev/null | grep -E '^ +[0-9]' |
+	    grep -Ev "$GENERIC" | head -n 30 | sed 's/ *- *- *$//'
 }
 
 # --- main ------------------------------------------------------------------
@@ -421,6 +470,7 @@ pki_init
 target_conf "$T/target.conf"
 source_conf "$T/source.conf" acme
 source_conf "$T/source-4m.conf" acme "block_size = 4M"
+source_conf "$T/source-l1.conf" acme "compression_level = 1"
 umask 077
 echo "bench password" >"$T/password"
 source_conf "$T/source-ss.conf" acme "key_provider = password" \
@@ -475,6 +525,12 @@ if [ "$BLOCKS" = 1 ]; then
 	say "4M blocks"
 	# the same changes as the 1M incrementals, at the same places
 	ours_full_incr bs4M_ "$T/source-4m.conf" 0 $((4 * MiB))
+	say "compression_level 1"
+	for k in $(seq "$RUNS"); do
+		fresh_repo
+		ours l1_full "$T/source-l1.conf" backup --disk "$IMG" \
+		    --name vm --full
+	done
 fi
 
 if [ "$PROFILE" = 1 ] && command -v perf >/dev/null; then
@@ -485,18 +541,14 @@ target_stop
 
 echo "== $(basename "$IMG"): backup, restore and the peers"
 /usr/bin/python3 "$TOP/tests/bench/report.py" "$TSV" "$DISK_BYTES" "$RUNS"
-if [ -s "$OUT/profile-source.txt" ]; then
+for what in backup restore; do
 	for side in source target; do
+		[ -s "$OUT/profile-$what-$side.txt" ] || continue
 		echo
-		echo "== profile of the $side during a full backup (perf, cpu-clock)"
-		echo "   self time by library:"
-		head -n 8 "$OUT/dso-$side.txt"
-		echo "   by thread:"
-		head -n 6 "$OUT/threads-$side.txt"
-		echo "   inclusive time (children, self) by function:"
-		head -n 30 "$OUT/profile-$side.txt"
+		echo "== profile of the $side during a full $what (perf, cpu-clock)"
+		cat "$OUT/profile-$what-$side.txt"
 	done
-fi
+done
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg);" \
     "$(($(date +%s) - start)) s in all; runs in $TSV"

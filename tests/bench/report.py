@@ -4,8 +4,10 @@
     report.py RUNS.TSV DISK_BYTES RUNS
 
 Each line of RUNS.TSV is one timed run:
-    case wall_s logical_bytes out_bytes src_rss_kib tgt_rss_kib cpu_s expected_out
-(- where a figure does not apply).  Every row printed is the median of its
+    case wall_s logical_bytes out_bytes src_rss_kib tgt_rss_kib cpu_s
+    expected_out others
+(- where a figure does not apply; others: cores that other processes kept
+busy during the run).  Every row printed is the median of its
 runs, column by column.
 """
 import statistics
@@ -24,11 +26,12 @@ ROWS = [
     ("restic_restore", "restic restore + fsync"),
 ]
 
-BLOCK_ROWS = [
-    ("full_inflight", "1M", "full backup"),
-    ("bs4M_full", "4M", "full backup"),
-    ("incr1", "1M", "incremental, 1% changed"),
-    ("bs4M_incr1", "4M", "incremental, 1% changed"),
+SETTING_ROWS = [
+    ("full_inflight", "1M", 3, "full backup"),
+    ("bs4M_full", "4M", 3, "full backup"),
+    ("l1_full", "1M", 1, "full backup"),
+    ("incr1", "1M", 3, "incremental, 1% changed"),
+    ("bs4M_incr1", "4M", 3, "incremental, 1% changed"),
 ]
 
 GiB = 1 << 30
@@ -39,7 +42,7 @@ def load(path):
     with open(path) as f:
         for line in f:
             p = line.rstrip("\n").split("\t")
-            if len(p) < 8:
+            if len(p) < 9:
                 continue
             runs.setdefault(p[0], []).append(p[1:])
     return runs
@@ -63,6 +66,7 @@ def summary(runs, case):
         "rss_tgt": median(r, 4),
         "cpu": median(r, 5),
         "expected": median(r, 6),
+        "others": median(r, 7),
     }
     return s
 
@@ -77,10 +81,11 @@ def row_line(label, s):
     mbs = s["logical"] / s["wall"] / 1e6 if s["wall"] else None
     cpu_gib = s["cpu"] / (s["logical"] / GiB) if s["cpu"] is not None \
         else None
-    return "%-40s %7s %8s %9s %8s %8s %9s" % (
+    return "%-40s %7s %8s %9s %8s %8s %9s %7s" % (
         label, fmt(s["wall"], ".2f"), fmt(mbs, ".0f"),
         fmt(s["out"], ".1f", 1e6), fmt(s["rss_src"], ".0f", 1024),
-        fmt(s["rss_tgt"], ".0f", 1024), fmt(cpu_gib, ".2f"))
+        fmt(s["rss_tgt"], ".0f", 1024), fmt(cpu_gib, ".2f"),
+        fmt(s["others"], ".2f"))
 
 
 def ratio_line(what, a, b, limit, key="wall"):
@@ -96,7 +101,7 @@ def main():
     disk = int(sys.argv[2])
     nruns = sys.argv[3]
     S = {c: summary(runs, c) for c, _ in ROWS}
-    for c, _, _ in BLOCK_ROWS:
+    for c, _, _, _ in SETTING_ROWS:
         S.setdefault(c, summary(runs, c))
 
     print("Medians of %s runs on a %.2f GiB image; MB/s = disk size / "
@@ -109,10 +114,14 @@ def main():
           "the tool (in the first column).")
     print("CPU s/GiB: user + system seconds of every process involved "
           "(both daemons for ours) per GiB of disk.")
+    print("others: cores kept busy by other processes during the runs "
+          "(a shared machine);")
+    print("        wall times of rows well above 0 are inflated, CPU s/GiB "
+          "much less so.")
     print()
-    print("%-40s %7s %8s %9s %8s %8s %9s" % (
+    print("%-40s %7s %8s %9s %8s %8s %9s %7s" % (
         "case", "wall s", "MB/s", "out MB", "src MiB", "tgt MiB",
-        "CPU s/GiB"))
+        "CPU s/GiB", "others"))
     for case, label in ROWS:
         if case == "full_source_side" and S[case] is None:
             print("%-40s %s" % (label, "n/a (not implemented yet)"))
@@ -139,7 +148,8 @@ def main():
                      S["borg_extract"], 0.5))
     # Peak RSS of each daemon, the worst of every row of ours.
     ours = [S[c] for c in ("full_source_side", "full_inflight", "incr1",
-                           "incr0", "restore", "bs4M_full", "bs4M_incr1")
+                           "incr0", "restore", "bs4M_full", "bs4M_incr1",
+                           "l1_full")
             if S.get(c)]
     for key, name in (("rss_src", "source"), ("rss_tgt", "target")):
         vals = [s[key] for s in ours if s[key] is not None]
@@ -159,22 +169,22 @@ def main():
     print(ratio_line("  restore / restic restore", S["restore"],
                      S["restic_restore"], 1.0))
 
-    if S.get("bs4M_full"):
+    if S.get("bs4M_full") or S.get("l1_full"):
         print()
-        print("Block size (in-flight, block_size in source.conf):")
-        print("%-28s %5s %7s %8s %9s %8s %8s %9s %9s" % (
-            "case", "block", "wall s", "MB/s", "wire MB", "src MiB",
-            "tgt MiB", "CPU s/GiB", "wire/exp"))
-        for case, bs, label in BLOCK_ROWS:
+        print("Settings (in-flight; block_size and compression_level in "
+              "source.conf):")
+        print("%-24s %5s %3s %7s %8s %9s %8s %8s %9s %7s %8s" % (
+            "case", "block", "lvl", "wall s", "MB/s", "wire MB", "src MiB",
+            "tgt MiB", "CPU s/GiB", "others", "wire/exp"))
+        for case, bs, lvl, label in SETTING_ROWS:
             s = S.get(case)
             if s is None:
                 continue
             line = row_line("", s)[40:]
             exp = "%.2f" % (s["out"] / s["expected"]) if s["expected"] \
                 else "-"
-            print("%-28s %5s%s %9s" % (label, bs, line, exp))
+            print("%-24s %5s %3d%s %8s" % (label, bs, lvl, line, exp))
         print("wire/exp: bytes on the wire / zstd -3 size of the changed "
               "blocks at that block size")
-
 
 main()
