@@ -321,6 +321,8 @@ conf_finish(struct target_conf *tc)
 	if (tc->tc_listen == NULL &&
 	    (tc->tc_listen = strdup("0.0.0.0:" TARGET_PORT_DEFAULT)) == NULL)
 		fatal("strdup");
+	if (tc->tc_max_sessions == 0)
+		tc->tc_max_sessions = TARGET_MAX_SESSIONS;
 #define REQUIRE(field, key)						\
 	if (tc->field == NULL) {					\
 		log_warnx("%s: '" key "' is missing; add a line "	\

@@ -272,8 +272,6 @@ main(int argc, char *argv[])
 		fatalx("cannot start worker threads");
 	/* Enough jobs to keep every worker busy, few enough to bound memory. */
 	tg.tg_max_jobs = 4 * pool_threads(tg.tg_pool);
-	if (tg.tg_conf->tc_max_sessions == 0)
-		tg.tg_conf->tc_max_sessions = 256;
 	tg.tg_sigterm = evsignal_new(tg.tg_base, SIGTERM, target_signal, &tg);
 	tg.tg_sigint = evsignal_new(tg.tg_base, SIGINT, target_signal, &tg);
 	tg.tg_sighup = evsignal_new(tg.tg_base, SIGHUP, target_signal, &tg);

@@ -18,6 +18,7 @@
 #define TARGET_PORT_DEFAULT	"7878"
 #define TARGET_SYNC_BYTES	(64u << 20)	/* fsync batch */
 #define TARGET_MAX_TENANTS	256
+#define TARGET_MAX_SESSIONS	256		/* default max_sessions */
 #define BASE_IDS_MAX		32768		/* chunk ids per BaseIndex frame */
 
 struct tenant {
