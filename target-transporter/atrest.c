@@ -255,10 +255,21 @@ atrest_kek_newest(struct atrest_keks *ak, const struct keychain *kc,
 	return NULL;
 }
 
+/* Newest first: creation time, then id (ids sort by creation). */
+static int
+atrest_point_newer(const void *a, const void *b)
+{
+	const struct repo_point	*pa = a, *pb = b;
+
+	if (pa->rp_created != pb->rp_created)
+		return pa->rp_created > pb->rp_created ? -1 : 1;
+	return -strcmp(pa->rp_id, pb->rp_id);
+}
+
 /*
  * A tenant's first at-rest job: refuses a namespace holding plaintext
- * points, and rebuilds the chain from the manifests of at-rest points
- * if the key file was lost.  The chain, or NULL and why.
+ * points (errno EPERM), and rebuilds the chain from the manifests of
+ * at-rest points if the key file was lost.  The chain, or NULL and why.
  */
 static struct keychain *
 atrest_chain_new(struct repo *r, const struct tenant *tn, char *err,
@@ -269,11 +280,12 @@ atrest_chain_new(struct repo *r, const struct tenant *tn, char *err,
 	KeyChain		*pk;
 	char			 names[256], why[KEY_ERR_MAX];
 	size_t			 n = 0, i, j, off = 0, plain = 0, seeded = 0;
+	int			 refused = 0;
 
 	if (repo_list(r, tn->tn_name, NULL, &points, &n) == -1) {
 		snprintf(err, errlen, "cannot list the restore points of "
 		    "tenant '%s': %s", tn->tn_name, strerror(errno));
-		return NULL;
+		goto fail;
 	}
 	names[0] = '\0';
 	for (i = 0; i < n; i++) {
@@ -291,13 +303,18 @@ atrest_chain_new(struct repo *r, const struct tenant *tn, char *err,
 		    "points would share their plaintext chunks. Give at-rest "
 		    "backups a [tenant] of their own, or remove those points",
 		    tn->tn_name, plain, names);
+		refused = 1;
 		goto fail;
 	}
 	if ((kc = keychain_new(tn->tn_name)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	/* The file is gone but points are not: their keys are the chain. */
+	/*
+	 * The file is gone but points are not: their keys are the chain,
+	 * each in the copy of the newest point (under the newest KEK).
+	 */
+	qsort(points, n, sizeof(*points), atrest_point_newer);
 	for (i = 0; i < n; i++) {
 		if (points[i].rp_mode != ENCRYPTION_MODE__ENCRYPTION_AT_REST ||
 		    points[i].rp_keys == NULL)
@@ -321,6 +338,7 @@ atrest_chain_new(struct repo *r, const struct tenant *tn, char *err,
  fail:
 	keychain_free(kc);
 	repo_points_free(points, n);
+	errno = refused ? EPERM : ENOKEY;
 	return NULL;
 }
 
@@ -388,8 +406,9 @@ atrest_point_keys(const struct keychain *kc, uint8_t **out, size_t *outlen,
  * KEK, wraps every key of the tenant's key file again under it, makes
  * the job's DEK (into dek, empty, and dek_id), adds it and writes the
  * file durably.  *keys (to free()) gets what the point lists: every
- * key of the file.  Fails closed: 0, or -1 with why in err, dek empty
- * and nothing changed.
+ * key of the file.  Fails closed: 0, or -1 with why in err, dek empty,
+ * nothing changed and errno EPERM if the namespace cannot go at rest
+ * (it holds plaintext points), else ENOKEY.
  */
 int
 atrest_backup_keys(struct repo *r, const struct tenant *tn,
@@ -403,7 +422,7 @@ atrest_backup_keys(struct repo *r, const struct tenant *tn,
 	KekRef			**refs = NULL;
 	uint8_t			*file = NULL;
 	size_t			 filelen, nrefs = 0, i, rewrapped = 0;
-	int			 locked = 0, rv = -1;
+	int			 locked = 0, refused = 0, rv = -1;
 
 	*keys = NULL;
 	*keyslen = 0;
@@ -414,8 +433,10 @@ atrest_backup_keys(struct repo *r, const struct tenant *tn,
 		goto out;
 	pthread_mutex_lock(&atrest_mtx);
 	locked = 1;
-	if ((kc = atrest_chain_load(r, tn, err, errlen)) == NULL)
+	if ((kc = atrest_chain_load(r, tn, err, errlen)) == NULL) {
+		refused = errno == EPERM;
 		goto out;
+	}
 	if (newest == NULL &&
 	    (newest = atrest_kek_newest(&ak, kc, err, errlen)) == NULL)
 		goto out;
@@ -466,6 +487,8 @@ atrest_backup_keys(struct repo *r, const struct tenant *tn,
 	free(old);
 	keychain_free(kc);
 	atrest_keks_free(&ak);
+	if (rv == -1)
+		errno = refused ? EPERM : ENOKEY;
 	return rv;
 }
 

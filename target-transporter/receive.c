@@ -86,6 +86,7 @@ struct key_job {
 	const struct tenant	*kj_tenant;
 	/* results */
 	int			 kj_failed;
+	int			 kj_errno;
 	struct key_buf		 kj_dek;
 	uint8_t			 kj_dek_id[KEY_ID_LEN];
 	uint8_t			*kj_keys;
@@ -242,6 +243,7 @@ key_work(struct pool_job *pj)
 	kj->kj_failed = atrest_backup_keys(kj->kj_repo, kj->kj_tenant,
 	    &kj->kj_dek, kj->kj_dek_id, &kj->kj_keys, &kj->kj_keys_len,
 	    kj->kj_err, sizeof(kj->kj_err)) == -1;
+	kj->kj_errno = kj->kj_failed ? errno : 0;
 }
 
 /* Loop: with the key the backup starts; without it, it stops here. */
@@ -255,10 +257,12 @@ key_done(struct pool_job *pj)
 	if (se->se_state != SESSION_BACKUP)
 		goto out;
 	if (kj->kj_failed) {
-		session_fail(se, ERROR__CODE__UNKNOWN, "at-rest key of tenant "
-		    "%s unavailable: %s; the backup of '%s' stopped before "
-		    "storing anything", kj->kj_tenant->tn_name, kj->kj_err,
-		    rv->rv_name);
+		session_fail(se, ERROR__CODE__UNKNOWN, "%s%s%s: %s; the backup "
+		    "of '%s' stopped before storing anything",
+		    kj->kj_errno == EPERM ? "at-rest encryption refused for "
+		    "tenant " : "at-rest key of tenant ",
+		    kj->kj_tenant->tn_name, kj->kj_errno == EPERM ? "" :
+		    " unavailable", kj->kj_err, rv->rv_name);
 		goto out;
 	}
 	rv->rv_dek = kj->kj_dek;	/* moved: the page is rv's now */

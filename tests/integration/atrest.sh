@@ -1,0 +1,254 @@
+#!/bin/bash
+# At-rest encryption on the target, with a real KMS (pykmip-server): a
+# tenant with at_rest = kmip gets its in-flight backups sealed by the
+# target (list says at-rest, no plaintext in its chunks, byte-identical
+# restores), KEK rotation with the oldest version destroyed, KMS down at
+# backup and at restore (fail closed, nothing stored or written), a
+# password tenant (and a wrong password), a plaintext tenant beside them
+# unaffected, no key byte on disk or in the log, namespaces that never
+# mix plaintext and at-rest chunks, and configuration errors.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+KT=$BUILD/tests/tools/keytool
+KMIPT=$BUILD/tests/tools/kmip-tool
+KMS_DIR=$T/kms
+[ -x "$KT" ] && [ -x "$KMIPT" ] || bail "keytool and kmip-tool not built"
+[ -x /usr/bin/pykmip-server ] || bail "pykmip-server missing (apt-get install python3-pykmip)"
+export TRANSPORTER_ARGON2_MEMORY_KIB=64
+
+kms_start() {
+	sh "$TOP/tests/kmip/server.sh" start "$KMS_DIR" "$KMS_PORT" \
+	    "$PKI/target.crt" "$PKI/target.key" "$PKI/ca.crt" >"$T/kms-start" 2>&1
+}
+kms_stop() {
+	sh "$TOP/tests/kmip/server.sh" stop "$KMS_DIR"
+}
+at_exit kms_stop
+
+pki_init
+KMS_PORT=$(free_port) || bail "no free port"
+kms_start || { diag "$T/kms-start"; bail "pykmip-server does not start"; }
+# PyKMIP gives a key to the CN that made it: the target's KMS client
+# certificate (kms_certificate) is the one that creates the KEK here.
+KMS_OPTS=(-t 10 -H 127.0.0.1 -p "$KMS_PORT" -c "$PKI/acme.crt"
+    -k "$PKI/acme.key" -C "$PKI/ca.crt")
+kmipt() { "$KMIPT" "${KMS_OPTS[@]}" "$@"; }
+kt() { "$KT" "${KMS_OPTS[@]}" "$@"; }
+new_kek() {
+	local uid
+	uid=$(kmipt create acme-kek) && kmipt activate "$uid" >/dev/null &&
+	    echo "$uid"
+}
+
+# target_atrest FILE ACME GLOBEX NOBODY: a target config whose tenants
+# acme, globex and nobody (certificate "unknown") get the at_rest lines
+# ACME, GLOBEX and NOBODY ("" for none)
+target_atrest() {
+	local file=$1
+	cat >"$file" <<EOF
+listen = 127.0.0.1:$TARGET_PORT
+certificate = $PKI/target.crt
+key = $PKI/target.key
+ca = $PKI/ca.crt
+repository = $T/repo
+[tenant acme]
+identity = acme-source
+$2
+[tenant globex]
+identity = globex-source
+$3
+[tenant nobody]
+identity = nobody-source
+$4
+EOF
+}
+KMIP_LINES="at_rest = kmip
+kms = 127.0.0.1:$KMS_PORT
+kms_certificate = $PKI/acme.crt
+kms_key = $PKI/acme.key
+kek_name = acme-kek"
+PW_LINES="at_rest = password
+password_file = $T/pw"
+echo "the target's at-rest password" >"$T/pw"
+chmod 600 "$T/pw"
+
+# The image: mixed blocks and one MiB of random bytes, whose 64-byte
+# slice $T/needle shows up verbatim in a chunk stored raw (incompressible).
+make_image "$T/disk.img" 12M+333 7
+head -c 1M /dev/urandom >"$T/rand.bin"
+dd if="$T/rand.bin" of="$T/disk.img" bs=1M seek=4 conv=notrunc 2>/dev/null
+dd if="$T/rand.bin" of="$T/needle" bs=64 skip=100 count=1 2>/dev/null
+# in_chunks TENANT: is the needle in any chunk file of TENANT?
+in_chunks() {
+	"$PY" - "$T/needle" "$T/repo/tenants/$1/chunks" <<'EOF'
+import os, sys
+needle = open(sys.argv[1], "rb").read()
+for d, _, files in os.walk(sys.argv[2]):
+	for f in files:
+		if needle in open(os.path.join(d, f), "rb").read():
+			sys.exit(0)
+sys.exit(1)
+EOF
+}
+# all_sealed TENANT: every chunk of TENANT has the encrypted flag
+all_sealed() {
+	"$PY" - "$T/repo/tenants/$1/chunks" <<'EOF'
+import os, sys
+n = 0
+for d, _, files in os.walk(sys.argv[1]):
+	for f in files:
+		hdr = open(os.path.join(d, f), "rb").read(48)
+		if hdr[:4] != b"TRCK" or not hdr[5] & 2:
+			sys.exit(1)
+		n += 1
+sys.exit(0 if n else 1)
+EOF
+}
+manifests() { ls "$T/repo/tenants/$1/points/"*/*.manifest 2>/dev/null | wc -l; }
+
+# --- configuration errors ------------------------------------------------
+TARGET_PORT=$(free_port) || bail "no free port"
+target_atrest "$T/bad.conf" "at_rest = kmip
+kms = 127.0.0.1:$KMS_PORT" "at_rest = sometimes" "password_file = $T/pw"
+expect_exit 2 "target -n refuses bad at-rest settings" \
+    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep "bad.conf:8: tenant 'acme': at_rest = kmip needs .*kek_name" "$LAST" \
+    "a provider without its settings: file:line and what to add"
+expect_grep "bad.conf:[0-9]+: at_rest must be kmip, password or none" "$LAST" \
+    "an unknown provider: file:line"
+expect_grep "'password_file' is not used with at_rest = none" "$LAST" \
+    "a setting the provider does not use"
+
+# --- at rest under a KMS, beside a plaintext tenant ------------------------
+u1=$(new_kek) || bail "cannot create a KEK"
+target_atrest "$T/target.conf" "$KMIP_LINES" "" "$PW_LINES"
+target_start "$T/target.conf" || bail "target did not start"
+source_conf "$T/source.conf" acme
+source_conf "$T/globex.conf" globex
+source_conf "$T/nobody.conf" unknown
+REPO=$T/repo/tenants/acme
+
+check "at-rest tenant: backup" src backup --disk "$T/disk.img" --name vm --json
+p1=$(json_get "$LAST_OUT" point_id)
+check "list" src list --name vm --json
+jsoncheck "list says at-rest, and shows the source no target key" \
+    'len(j) == 1 and j[0]["encryption"] == "at-rest" and "keys" not in j[0]'
+SRC_CONF=$T/globex.conf check "plaintext tenant: backup of the same disk" \
+    src backup --disk "$T/disk.img" --name vm
+SRC_CONF=$T/globex.conf check "plaintext tenant: list" src list --json
+jsoncheck "it says in-flight" 'j[0]["encryption"] == "in-flight"'
+in_chunks globex && ok "the random block is in the plaintext tenant's chunks" ||
+    not_ok "the random block is in the plaintext tenant's chunks"
+in_chunks acme && not_ok "the at-rest tenant's chunks do not hold it" ||
+    ok "the at-rest tenant's chunks do not hold it"
+all_sealed acme && ok "every at-rest chunk is marked encrypted" ||
+    not_ok "every at-rest chunk is marked encrypted"
+[ -s "$REPO/at-rest.keychain" ] && [ "$(stat -c %a "$REPO/at-rest.keychain")" = 600 ] &&
+    ok "the tenant's key file, mode 600" || not_ok "the tenant's key file"
+check "restore the at-rest point" src restore --name vm --output "$T/r1.img"
+same "byte-identical" "$T/disk.img" "$T/r1.img"
+SRC_CONF=$T/globex.conf check "restore the plaintext point" \
+    src restore --name vm --output "$T/g1.img"
+same "byte-identical" "$T/disk.img" "$T/g1.img"
+
+# --- rotation: a new KEK version, then the old one destroyed ---------------
+u2=$(new_kek) || bail "cannot create a second KEK version"
+cp "$T/disk.img" "$T/disk2.img"
+dd if=/dev/urandom of="$T/disk2.img" bs=1M count=1 seek=8 conv=notrunc 2>/dev/null
+check "backup 2 after rotation (incremental)" src backup --disk "$T/disk2.img" --name vm --json
+jsoncheck "unchanged blocks are not sent" 'j["blocks_unchanged"] > 0 and j["blocks_sent"] <= 2'
+p2=$(json_get "$LAST_OUT" point_id)
+run kt needs "$REPO/at-rest.keychain"
+[ "$(grep -c . "$LAST_OUT")" -eq 1 ] && grep -q "key $u2 " "$LAST_OUT" &&
+    ok "the key file is all under the new version" ||
+    not_ok "the key file is all under the new version" "$(cat "$LAST")"
+check "revoke and destroy version 1" \
+    sh -c "'$KMIPT' ${KMS_OPTS[*]} revoke $u1 && '$KMIPT' ${KMS_OPTS[*]} destroy $u1"
+check "point 1 restores with version 2 alone" \
+    src restore --name vm --point "$p1" --output "$T/r1b.img"
+same "byte-identical" "$T/disk.img" "$T/r1b.img"
+check "point 2 restores" src restore --name vm --point "$p2" --output "$T/r2.img"
+same "byte-identical" "$T/disk2.img" "$T/r2.img"
+
+# --- the key file lost: rebuilt from the points' own copies ----------------
+mv "$REPO/at-rest.keychain" "$T/at-rest.keychain.lost"
+log_mark
+check "without the key file, backup 3 goes on" src backup --disk "$T/disk2.img" --name vm
+log_new
+expect_grep "at-rest key file .* is missing; rebuilt" "$TARGET_NEW" "the target says it rebuilt it"
+run kt needs "$REPO/at-rest.keychain"
+[ "$(grep -c . "$LAST_OUT")" -eq 1 ] && grep -q "key $u2 " "$LAST_OUT" &&
+    ok "from the newest copies: only version 2 needed" ||
+    not_ok "from the newest copies: only version 2 needed" "$(cat "$LAST")"
+check "point 1 restores through the rebuilt file" \
+    src restore --name vm --point "$p1" --output "$T/r1c.img"
+same "byte-identical" "$T/disk.img" "$T/r1c.img"
+
+# --- no key on disk or in the log ------------------------------------------
+run kt --reveal-for-test unwrap "$REPO/at-rest.keychain"
+cut -d' ' -f2 "$LAST_OUT" >"$T/dek.hex"
+run kmipt get "$u2"
+cat "$LAST_OUT" >>"$T/dek.hex"
+[ "$(grep -c . "$T/dek.hex")" -ge 3 ] && ok "(test only) the DEKs and the KEK revealed" ||
+    not_ok "keys revealed" "$(cat "$T/dek.hex")"
+if no_key_bytes "$T/repo" "$TARGET_LOG" "$T/target.conf"; then
+	ok "no key byte in the repository, the log or the configuration"
+else
+	not_ok "no key byte in the repository, the log or the configuration"
+fi
+
+# --- KMS down: fail closed -------------------------------------------------
+kms_stop
+n=$(manifests acme)
+expect_fail "KMS down at backup: the backup fails" \
+    src backup --disk "$T/disk2.img" --name vm
+expect_grep "at-rest key of tenant acme unavailable.*127.0.0.1:$KMS_PORT" "$LAST_ERR" \
+    "the message names the tenant and the KMS"
+[ "$(manifests acme)" -eq "$n" ] && ok "no restore point appeared" ||
+    not_ok "no restore point appeared"
+[ -z "$(ls -A "$REPO/tmp")" ] && ok "no job left behind" ||
+    not_ok "no job left behind" "$(ls "$REPO/tmp")"
+expect_fail "KMS down at restore: the restore fails" \
+    src restore --name vm --output "$T/down.img"
+expect_grep "at-rest key of tenant acme unavailable" "$LAST_ERR" "and says why"
+[ -z "$(ls "$T"/down.img* 2>/dev/null)" ] && ok "nothing was written" ||
+    not_ok "nothing was written"
+SRC_CONF=$T/globex.conf check "the plaintext tenant does not need the KMS" \
+    src backup --disk "$T/disk2.img" --name vm
+target_alive && ok "the target still runs" || not_ok "the target still runs"
+
+# --- a password tenant -----------------------------------------------------
+SRC_CONF=$T/nobody.conf check "password tenant: backup" src backup --disk "$T/disk.img" --name pw
+SRC_CONF=$T/nobody.conf check "password tenant: second backup" src backup --disk "$T/disk2.img" --name pw
+SRC_CONF=$T/nobody.conf check "list" src list --json
+jsoncheck "both at-rest" 'len(j) == 2 and all(p["encryption"] == "at-rest" for p in j)'
+in_chunks nobody && not_ok "its chunks do not hold the random block" ||
+    ok "its chunks do not hold the random block"
+SRC_CONF=$T/nobody.conf check "restore" src restore --name pw --output "$T/pw.img"
+same "byte-identical" "$T/disk2.img" "$T/pw.img"
+cp "$T/pw" "$T/pw.good"
+echo "not the password" >"$T/pw"
+SRC_CONF=$T/nobody.conf expect_fail "a wrong password: the backup fails" \
+    src backup --disk "$T/disk.img" --name pw
+expect_grep "wrong password" "$LAST_ERR" "and says so"
+SRC_CONF=$T/nobody.conf expect_fail "a wrong password: the restore fails" \
+    src restore --name pw --output "$T/pwbad.img"
+[ ! -e "$T/pwbad.img" ] && ok "nothing was written" || not_ok "nothing was written"
+cp "$T/pw.good" "$T/pw"
+
+# --- namespaces never mix --------------------------------------------------
+target_atrest "$T/swap.conf" "" "$PW_LINES" ""
+target_start "$T/swap.conf" || bail "target did not restart"
+expect_fail "at_rest removed: plaintext backups are refused" \
+    src backup --disk "$T/disk.img" --name vm
+expect_grep "holds backups encrypted at rest" "$LAST_ERR" "and says why"
+expect_fail "at_rest removed: its at-rest points cannot be read" \
+    src restore --name vm --output "$T/nokey.img"
+expect_grep "no 'at_rest' key provider" "$LAST_ERR" "and says why"
+SRC_CONF=$T/globex.conf expect_fail "at_rest added over plaintext points: refused" \
+    src backup --disk "$T/disk.img" --name vm2
+expect_grep "at-rest encryption refused for tenant globex: .*already holds .* stored without at-rest encryption" "$LAST_ERR" "and says why"
+[ ! -e "$T/repo/tenants/globex/at-rest.keychain" ] && ok "the namespace stays plaintext" ||
+    not_ok "the namespace stays plaintext"
+finish
