@@ -10,11 +10,13 @@
  *                                    bitmap marks into OUT (which holds
  *                                    the previous copy)
  *   disk-read [options] --map SPEC   print the dirty bitmap's blocks
- *   disk-read [options] --bench N [--hash] SPEC
- *                                    read every data extent N times
- *                                    (and hash each block with SHA-256,
- *                                    as a backup does), print the best
- *                                    throughput
+ *   disk-read [options] --bench N [--hash|--pipeline] SPEC
+ *                                    read every data extent N times,
+ *                                    print the best throughput; --hash
+ *                                    hashes each block with SHA-256,
+ *                                    --pipeline also compresses (zstd
+ *                                    -3) and seals it (AES-256-GCM) as
+ *                                    backup.c's workers do
  *
  * Options: --transport auto|direct|nbd, --no-fallback,
  * --allow-insecure-nbd, --dirty-bitmap NAME, --tls-cert FILE,
@@ -56,6 +58,7 @@ struct job {
 	uint32_t	 jb_block;
 	int		 jb_out;	/* -1: read only */
 	int		 jb_hash;	/* SHA-256 each block */
+	int		 jb_pipeline;	/* and zstd -3, AES-256-GCM */
 	atomic_int	 jb_failed;
 };
 
@@ -103,14 +106,18 @@ static void *
 worker(void *arg)
 {
 	struct job	*jb = arg;
+	static const uint8_t key[AEAD_KEY_LEN];
 	struct piece	*p;
-	uint8_t		*buf, id[CHUNK_ID_LEN];
-	size_t		 i;
-	ssize_t		 w;
+	uint8_t		*buf, *comp = NULL, *sealed = NULL, id[CHUNK_ID_LEN];
+	uint8_t		 nonce[AEAD_NONCE_LEN], aad[AAD_MAX_LEN];
+	size_t		 i, cap = compress_bound(jb->jb_block), aadlen;
+	ssize_t		 w, clen;
 
-	if ((buf = malloc(jb->jb_block)) == NULL) {
+	if ((buf = malloc(jb->jb_block)) == NULL || (jb->jb_pipeline &&
+	    ((comp = malloc(cap)) == NULL || (sealed = malloc(cap +
+	    AEAD_TAG_LEN)) == NULL))) {
 		atomic_store(&jb->jb_failed, ENOMEM);
-		return NULL;
+		goto out;
 	}
 	while ((i = atomic_fetch_add(&jb->jb_next, 1)) < jb->jb_npieces &&
 	    atomic_load(&jb->jb_failed) == 0) {
@@ -122,8 +129,21 @@ worker(void *arg)
 			atomic_store(&jb->jb_failed, errno);
 			break;
 		}
-		if (jb->jb_hash)
+		if (jb->jb_hash || jb->jb_pipeline)
 			crypto_sha256(buf, p->pc_len, id);
+		/* What backup.c's workers do with a block. */
+		if (jb->jb_pipeline) {
+			clen = compress_block(3, buf, p->pc_len, comp, cap);
+			crypto_nonce(nonce, AAD_BLOCK_TO_TARGET, i);
+			aadlen = crypto_aad(aad, AAD_BLOCK_TO_TARGET, NULL, id,
+			    i);
+			if (clen < 0 || crypto_seal(key, nonce, aad, aadlen,
+			    clen > 0 ? comp : buf, clen > 0 ? (size_t)clen :
+			    p->pc_len, sealed) == -1) {
+				atomic_store(&jb->jb_failed, EIO);
+				break;
+			}
+		}
 		if (jb->jb_out == -1)
 			continue;
 		w = pwrite(jb->jb_out, buf, p->pc_len, (off_t)p->pc_off);
@@ -134,7 +154,10 @@ worker(void *arg)
 			break;
 		}
 	}
+ out:
 	free(buf);
+	free(comp);
+	free(sealed);
 	return NULL;
 }
 
@@ -173,6 +196,7 @@ main(int argc, char **argv)
 		{ "map",		no_argument,	   NULL, 'm' },
 		{ "bench",		required_argument, NULL, 'n' },
 		{ "hash",		no_argument,	   NULL, 'H' },
+		{ "pipeline",		no_argument,	   NULL, 'P' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct disk_opts opts;
@@ -247,6 +271,9 @@ main(int argc, char **argv)
 			break;
 		case 'H':
 			jb.jb_hash = 1;
+			break;
+		case 'P':
+			jb.jb_pipeline = 1;
 			break;
 		default:
 			usage();
@@ -337,12 +364,13 @@ main(int argc, char **argv)
 				best = dt;
 		}
 		printf("{\"transport\":\"%s\",\"size\":%llu,\"data\":%llu,"
-		    "\"threads\":%d,\"block\":%u,\"hash\":%s,\"runs\":%d,"
+		    "\"threads\":%d,\"block\":%u,\"work\":\"%s\",\"runs\":%d,"
 		    "\"best_ms\":%llu,\"mib_per_s\":%.0f,"
 		    "\"bytes_read\":%llu}\n",
 		    disk_transport_name(dk), (unsigned long long)disk_size(dk),
 		    (unsigned long long)data, threads, jb.jb_block,
-		    jb.jb_hash ? "true" : "false", bench,
+		    jb.jb_pipeline ? "pipeline" : jb.jb_hash ? "hash" : "read",
+		    bench,
 		    (unsigned long long)best,
 		    (double)data / (1 << 20) / ((double)best / 1000),
 		    (unsigned long long)disk_bytes_read(dk));
