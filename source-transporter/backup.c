@@ -28,7 +28,10 @@ struct backup {
 	struct source_conf *bk_conf;
 	const char	*bk_disk;
 	const char	*bk_name;
-	int		 bk_fd;
+	struct disk	*bk_dk;
+	struct disk_opts bk_dopts;
+	uint8_t		*bk_dirty;	/* changed-block map, or NULL */
+	uint64_t	 bk_dirty_skipped;	/* clean blocks not read */
 	uint64_t	 bk_disk_size;
 	uint32_t	 bk_block_size;
 	uint64_t	 bk_blocks;
@@ -42,6 +45,7 @@ struct backup {
 	int		 bk_resumed;	/* the base holds an interrupted job */
 	int		 bk_attempts;
 	char		 bk_base_id[64];
+	char		 bk_base_bitmap[NAME_MAX_LEN + 1];
 	uint8_t		*bk_base;	/* base chunk ids, or NULL */
 	uint64_t	 bk_base_blocks;
 	uint64_t	 bk_base_got;
@@ -79,6 +83,7 @@ struct read_job {
 };
 
 #define UNCHANGED_MAX	8192	/* block numbers per Unchanged frame */
+#define DIRTY_SPOT_CHECKS 16	/* clean blocks read to test a bitmap */
 
 static void	backup_pump(struct backup *);
 
@@ -101,28 +106,6 @@ backup_flush_unchanged(struct backup *bk)
 	client_send(bk->bk_client, &f);
 	bk->bk_bytes_sent += len;
 	bk->bk_nunchanged = 0;
-}
-
-/* Reads len bytes at off, retrying short reads.  0 or -1 with errno. */
-static int
-read_full(int fd, uint8_t *buf, size_t len, uint64_t off)
-{
-	ssize_t	 n;
-	size_t	 done = 0;
-
-	while (done < len) {
-		n = pread(fd, buf + done, len - done, (off_t)(off + done));
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			return -1;
-		if (n == 0) {
-			errno = EIO;	/* the disk shrank under us */
-			return -1;
-		}
-		done += (size_t)n;
-	}
-	return 0;
 }
 
 static int
@@ -165,7 +148,7 @@ read_work(struct pool_job *pj)
 		rj->rj_errno = ENOMEM;
 		goto out;
 	}
-	if (read_full(bk->bk_fd, raw, len, off) == -1) {
+	if (disk_read(bk->bk_dk, raw, len, off) == -1) {
 		rj->rj_errno = errno;
 		goto out;
 	}
@@ -294,37 +277,62 @@ read_done(struct pool_job *pj)
 }
 
 /*
- * Skips the blocks that lie wholly in a hole of a sparse file, so they
- * are neither read nor sent.  Block devices report no holes.
+ * Skips the blocks that lie wholly in a hole (a sparse file, or an NBD
+ * export's zero extents), so they are neither read nor sent.
  */
 static void
 backup_skip_holes(struct backup *bk)
 {
 	uint64_t	 off = bk->bk_next * bk->bk_block_size;
-	off_t		 data, hole;
+	uint64_t	 start, end, skip;
+	int		 r;
 
 	if (off < bk->bk_data_end)
 		return;
-	data = lseek(bk->bk_fd, (off_t)off, SEEK_DATA);
-	if (data == -1) {
-		if (errno == ENXIO) {
-			/* Only a hole is left. */
-			bk->bk_hole_blocks += bk->bk_blocks - bk->bk_next;
-			bk->bk_zero_blocks += bk->bk_blocks - bk->bk_next;
-			bk->bk_next = bk->bk_blocks;
-		} else
-			bk->bk_data_end = bk->bk_disk_size;
+	if ((r = disk_next_data(bk->bk_dk, off, &start, &end)) == 1) {
+		/* Only holes are left. */
+		bk->bk_hole_blocks += bk->bk_blocks - bk->bk_next;
+		bk->bk_zero_blocks += bk->bk_blocks - bk->bk_next;
+		bk->bk_next = bk->bk_blocks;
 		return;
 	}
-	hole = lseek(bk->bk_fd, data, SEEK_HOLE);
-	bk->bk_data_end = hole == -1 ? bk->bk_disk_size : (uint64_t)hole;
-	if ((uint64_t)data / bk->bk_block_size > bk->bk_next) {
-		uint64_t skip = (uint64_t)data / bk->bk_block_size - bk->bk_next;
-
+	if (r == -1) {
+		bk->bk_data_end = bk->bk_disk_size;	/* read it all */
+		return;
+	}
+	bk->bk_data_end = end;
+	if (start / bk->bk_block_size > bk->bk_next) {
+		skip = start / bk->bk_block_size - bk->bk_next;
 		bk->bk_hole_blocks += skip;
 		bk->bk_zero_blocks += skip;
 		bk->bk_next += skip;
 	}
+}
+
+/*
+ * Changed-block tracking: a block the dirty bitmap marks clean is the
+ * base's block; 1 if bk_next was settled that way (and counted).
+ */
+static int
+backup_clean_block(struct backup *bk)
+{
+	static const uint8_t	 zero[CHUNK_ID_LEN];
+	uint64_t		 i = bk->bk_next;
+
+	if (bk->bk_dirty == NULL || i >= bk->bk_base_blocks ||
+	    (bk->bk_dirty[i / 8] & (1u << (i % 8))) != 0)
+		return 0;
+	if (memcmp(bk->bk_base + i * CHUNK_ID_LEN, zero, CHUNK_ID_LEN) == 0)
+		bk->bk_zero_blocks++;
+	else {
+		bk->bk_unchanged[bk->bk_nunchanged++] = i;
+		bk->bk_blocks_unchanged++;
+		if (bk->bk_nunchanged == UNCHANGED_MAX)
+			backup_flush_unchanged(bk);
+	}
+	bk->bk_dirty_skipped++;
+	bk->bk_next++;
+	return 1;
 }
 
 /* Hands out blocks while window, socket and pool allow; ends the job. */
@@ -350,6 +358,8 @@ backup_pump(struct backup *bk)
 		backup_skip_holes(bk);
 		if (bk->bk_next >= bk->bk_blocks)
 			break;
+		if (backup_clean_block(bk))
+			continue;
 		if ((rj = calloc(1, sizeof(*rj))) == NULL) {
 			client_finish(cl, EXIT_ERROR, "out of memory");
 			return;
@@ -404,6 +414,10 @@ backup_ready(struct client *cl, void *arg)
 	bb.source_path = (char *)bk->bk_disk;
 	bb.window = bk->bk_conf->sc_window;
 	bb.incremental = !bk->bk_full;
+	bb.transport = (char *)disk_transport_name(bk->bk_dk);
+	/* From this point on the bitmap tracks changes for the next one. */
+	bb.dirty_bitmap = (char *)(bk->bk_dopts.do_dirty_bitmap ?
+	    bk->bk_dopts.do_dirty_bitmap : "");
 	f.msg_case = FRAME__MSG_BACKUP_BEGIN;
 	f.backup_begin = &bb;
 	client_send(cl, &f);
@@ -426,7 +440,8 @@ backup_summary(struct backup *bk, const Committed *c)
 		secs = 0.001;
 	if (bk->bk_json) {
 		printf("{\"name\":\"%s\",\"point_id\":\"%s\","
-		    "\"encryption\":\"%s\","
+		    "\"encryption\":\"%s\",\"transport\":\"%s\","
+		    "\"blocks_not_read\":%llu,"
 		    "\"disk_size\":%llu,\"bytes_read\":%llu,"
 		    "\"bytes_sent\":%llu,\"bytes_stored\":%llu,"
 		    "\"blocks\":%llu,\"blocks_sent\":%llu,"
@@ -435,7 +450,8 @@ backup_summary(struct backup *bk, const Committed *c)
 		    "\"attempts\":%d,\"chunks_new\":%llu,"
 		    "\"chunks_dedup\":%llu,\"seconds\":%.3f,"
 		    "\"peak_rss_kib\":%ld}\n", bk->bk_name, c->point_id,
-		    mode_name(bk->bk_mode),
+		    mode_name(bk->bk_mode), disk_transport_name(bk->bk_dk),
+		    (unsigned long long)bk->bk_dirty_skipped,
 		    (unsigned long long)bk->bk_disk_size,
 		    (unsigned long long)bk->bk_bytes_read,
 		    (unsigned long long)bk->bk_bytes_sent,
@@ -459,7 +475,9 @@ backup_summary(struct backup *bk, const Committed *c)
 	printf("  disk      %s in %llu blocks (%llu zero or hole)\n", b1,
 	    (unsigned long long)bk->bk_blocks,
 	    (unsigned long long)bk->bk_zero_blocks);
-	printf("  read      %s\n", b2);
+	printf("  read      %s by %s%s\n", b2, disk_transport_name(bk->bk_dk),
+	    bk->bk_dirty != NULL ? " (only blocks the dirty bitmap marks "
+	    "changed)" : "");
 	if (bk->bk_base != NULL)
 		printf("  base      %s%s: %llu blocks unchanged\n",
 		    bk->bk_base_id, bk->bk_resumed ? " and an interrupted "
@@ -475,6 +493,103 @@ backup_summary(struct backup *bk, const Committed *c)
 	    bk->bk_bytes_sent : 0.0);
 	printf("  time      %.2f s, %s/s\n", secs, b5);
 	printf("  peak RSS  %ld MiB\n", rss / 1024);
+}
+
+/*
+ * Reads up to DIRTY_SPOT_CHECKS blocks the bitmap marks clean, spread
+ * over the disk, and compares them with the base: 0 if all match.
+ */
+static int
+backup_spot_check(struct backup *bk, char *why, size_t whylen)
+{
+	static const uint8_t	 zero[CHUNK_ID_LEN];
+	uint8_t			*buf, id[CHUNK_ID_LEN];
+	uint64_t		 i, step, n = 0, off;
+	size_t			 len;
+	int			 rv = 0;
+
+	if ((buf = malloc(bk->bk_block_size)) == NULL)
+		return 0;
+	step = bk->bk_base_blocks / DIRTY_SPOT_CHECKS + 1;
+	for (i = 0; i < bk->bk_base_blocks && i < bk->bk_blocks && rv == 0;
+	    i += step) {
+		if (bk->bk_dirty[i / 8] & (1u << (i % 8)))
+			continue;
+		off = i * bk->bk_block_size;
+		len = bk->bk_disk_size - off < bk->bk_block_size ?
+		    (size_t)(bk->bk_disk_size - off) : bk->bk_block_size;
+		if (disk_read(bk->bk_dk, buf, len, off) == -1) {
+			snprintf(why, whylen, "cannot read block %llu: %s",
+			    (unsigned long long)i, strerror(errno));
+			rv = -1;
+			break;
+		}
+		n++;
+		if (is_zero(buf, len))
+			memset(id, 0, sizeof(id));
+		else if (bk->bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE)
+			(void)chunk_id_keyed(&bk->bk_env.ev_chunk_key, buf, len,
+			    id);
+		else
+			crypto_sha256(buf, len, id);
+		if (memcmp(id, bk->bk_base + i * CHUNK_ID_LEN, CHUNK_ID_LEN) !=
+		    0 && !(memcmp(id, zero, CHUNK_ID_LEN) == 0 &&
+		    memcmp(bk->bk_base + i * CHUNK_ID_LEN, zero,
+		    CHUNK_ID_LEN) == 0)) {
+			snprintf(why, whylen, "block %llu changed but the "
+			    "bitmap marks it clean", (unsigned long long)i);
+			rv = -1;
+		}
+	}
+	free(buf);
+	log_debug("dirty bitmap: %llu clean blocks spot-checked",
+	    (unsigned long long)n);
+	return rv;
+}
+
+/*
+ * Changed-block tracking, never trusted blindly: the bitmap is used only
+ * if the base point recorded the same bitmap (it has tracked changes
+ * since that point), the server exports it, and a sample of the blocks
+ * it calls clean hash as in the base.  Otherwise: a warning that says
+ * why, and a full read with hash comparison.
+ */
+static void
+backup_dirty_map(struct backup *bk)
+{
+	const char	*name = bk->bk_dopts.do_dirty_bitmap;
+	char		 why[512];
+
+	if (bk->bk_base == NULL || bk->bk_resumed) {
+		log_warnx("dirty bitmap '%s': %s; reading the whole disk",
+		    name, bk->bk_base == NULL ? "no previous restore point to "
+		    "compare with" : "resuming an interrupted backup");
+		return;
+	}
+	if (strcmp(bk->bk_base_bitmap, name) != 0) {
+		log_warnx("dirty bitmap '%s' does not belong to the previous "
+		    "restore point %s (it recorded %s%s%s); reading the whole "
+		    "disk and comparing hashes", name, bk->bk_base_id,
+		    bk->bk_base_bitmap[0] ? "'" : "no bitmap",
+		    bk->bk_base_bitmap, bk->bk_base_bitmap[0] ? "'" : "");
+		return;
+	}
+	if (disk_dirty_map(bk->bk_dk, bk->bk_block_size, &bk->bk_dirty, why,
+	    sizeof(why)) == -1) {
+		log_warnx("dirty bitmap '%s': %s; reading the whole disk and "
+		    "comparing hashes", name, why);
+		bk->bk_dirty = NULL;
+		return;
+	}
+	if (backup_spot_check(bk, why, sizeof(why)) == -1) {
+		log_warnx("dirty bitmap '%s' cannot be trusted: %s; reading "
+		    "the whole disk and comparing hashes", name, why);
+		free(bk->bk_dirty);
+		bk->bk_dirty = NULL;
+		return;
+	}
+	log_info("dirty bitmap '%s': reading only the blocks it marks "
+	    "changed since %s", name, bk->bk_base_id);
 }
 
 /*
@@ -509,6 +624,8 @@ backup_base(struct backup *bk, const BaseIndex *bi)
 		bk->bk_base_blocks = bi->blocks;
 		snprintf(bk->bk_base_id, sizeof(bk->bk_base_id), "%s",
 		    bi->point_id);
+		snprintf(bk->bk_base_bitmap, sizeof(bk->bk_base_bitmap), "%s",
+		    bi->dirty_bitmap);
 	}
 	if (n > 0) {
 		if (bk->bk_base == NULL || bi->first != bk->bk_base_got ||
@@ -525,6 +642,8 @@ backup_base(struct backup *bk, const BaseIndex *bi)
 			return -1;
 		bk->bk_base_wait = 0;
 		bk->bk_resumed = bi->resumed;
+		if (bk->bk_dopts.do_dirty_bitmap != NULL)
+			backup_dirty_map(bk);
 		if (bk->bk_base != NULL)
 			log_debug("incremental from restore point %s",
 			    bk->bk_base_id);
@@ -586,40 +705,19 @@ static const struct client_ops backup_ops = {
 static int
 backup_open_disk(struct backup *bk)
 {
-	struct stat	 st;
 	uint64_t	 size;
 
-	if ((bk->bk_fd = open(bk->bk_disk, O_RDONLY | O_CLOEXEC)) == -1) {
-		log_warnx("cannot open disk %s: %s", bk->bk_disk,
-		    strerror(errno));
+	if ((bk->bk_dk = disk_open(bk->bk_disk, &bk->bk_dopts)) == NULL)
 		return -1;
-	}
-	if (fstat(bk->bk_fd, &st) == -1) {
-		log_warnx("cannot stat disk %s: %s", bk->bk_disk,
-		    strerror(errno));
-		return -1;
-	}
-	if (S_ISREG(st.st_mode))
-		size = (uint64_t)st.st_size;
-	else if (S_ISBLK(st.st_mode)) {
-		if (ioctl(bk->bk_fd, BLKGETSIZE64, &size) == -1) {
-			log_warnx("cannot get the size of block device %s: %s",
-			    bk->bk_disk, strerror(errno));
-			return -1;
-		}
-	} else {
-		log_warnx("disk %s is not a regular file or a block device",
-		    bk->bk_disk);
-		return -1;
-	}
-	if (size == 0) {
+	if ((size = disk_size(bk->bk_dk)) == 0) {
 		log_warnx("disk %s is empty; nothing to back up", bk->bk_disk);
 		return -1;
 	}
 	bk->bk_disk_size = size;
 	bk->bk_block_size = (uint32_t)bk->bk_conf->sc_block_size;
 	bk->bk_blocks = (size + bk->bk_block_size - 1) / bk->bk_block_size;
-	(void)posix_fadvise(bk->bk_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	log_info("disk %s: %llu bytes, read by %s", bk->bk_disk,
+	    (unsigned long long)size, disk_transport_name(bk->bk_dk));
 	return 0;
 }
 
@@ -638,6 +736,9 @@ backup_reset(struct backup *bk)
 	key_buf_free(&bk->bk_env.ev_dek);
 	key_buf_free(&bk->bk_env.ev_chunk_key);
 	bk->bk_next = bk->bk_data_end = 0;
+	free(bk->bk_dirty);
+	bk->bk_dirty = NULL;
+	bk->bk_dirty_skipped = 0;
 	bk->bk_jobs = bk->bk_ended = bk->bk_base_wait = 0;
 	bk->bk_nunchanged = 0;
 	bk->bk_blocks_unchanged = bk->bk_bytes_read = 0;
@@ -698,7 +799,20 @@ backup_usage(FILE *fp)
 {
 	fprintf(fp, "usage: source-transporter [-f config] backup --disk PATH "
 	    "--name NAME [--encryption MODE] [--full] [--json]\n"
-	    "  --disk PATH   raw disk image or block device to back up\n"
+	    "       [--transport auto|direct|nbd] [--no-fallback] "
+	    "[--allow-insecure-nbd]\n"
+	    "       [--dirty-bitmap NAME] [--nbd-ca F] [--nbd-cert F] "
+	    "[--nbd-key F] [--nbd-psk-file F]\n"
+	    "  --disk PATH   raw image or block device, or an NBD export:\n"
+	    "                nbd://host[:port]/export, nbds://... (TLS),\n"
+	    "                nbd+unix:///export?socket=PATH\n"
+	    "  --transport   auto (direct if local, else NBD), direct or nbd\n"
+	    "  --no-fallback never switch transport (auto: local disks only)\n"
+	    "  --allow-insecure-nbd  allow plain nbd:// to a remote host\n"
+	    "  --dirty-bitmap NAME  read only the blocks QEMU's bitmap NAME\n"
+	    "                marks changed since the previous point (checked\n"
+	    "                first; a full read with a warning otherwise)\n"
+	    "  --nbd-ca, --nbd-cert, --nbd-key, --nbd-psk-file  nbds:// TLS\n"
 	    "  --name NAME   backup name (letters, digits, '.', '_', '-')\n"
 	    "  --encryption MODE  in-flight (the target stores what it can\n"
 	    "                read) or source-side (sealed here under the\n"
@@ -718,6 +832,14 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		{ "json",	no_argument,	   NULL, 'j' },
 		{ "full",	no_argument,	   NULL, 'F' },
 		{ "encryption",	required_argument, NULL, 'e' },
+		{ "transport",	required_argument, NULL, 't' },
+		{ "no-fallback", no_argument,	   NULL, 'N' },
+		{ "allow-insecure-nbd", no_argument, NULL, 'I' },
+		{ "dirty-bitmap", required_argument, NULL, 'b' },
+		{ "nbd-ca",	required_argument, NULL, 'A' },
+		{ "nbd-cert",	required_argument, NULL, 'C' },
+		{ "nbd-key",	required_argument, NULL, 'K' },
+		{ "nbd-psk-file", required_argument, NULL, 'P' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -726,7 +848,7 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 	int		 ch, rv = EXIT_USAGE;
 
 	memset(&bk, 0, sizeof(bk));
-	bk.bk_fd = -1;
+
 	bk.bk_conf = sc;
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -742,6 +864,45 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 			break;
 		case 'F':
 			bk.bk_full = 1;
+			break;
+		case 't':
+			if (strcmp(optarg, "auto") == 0)
+				bk.bk_dopts.do_transport = DISK_TRANSPORT_AUTO;
+			else if (strcmp(optarg, "direct") == 0)
+				bk.bk_dopts.do_transport = DISK_TRANSPORT_DIRECT;
+			else if (strcmp(optarg, "nbd") == 0)
+				bk.bk_dopts.do_transport = DISK_TRANSPORT_NBD;
+			else {
+				log_warnx("--transport must be auto, direct or "
+				    "nbd, not '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'N':
+			bk.bk_dopts.do_no_fallback = 1;
+			break;
+		case 'I':
+			bk.bk_dopts.do_allow_insecure_nbd = 1;
+			break;
+		case 'b':
+			if (!name_is_valid(optarg)) {
+				log_warnx("--dirty-bitmap '%s' is not a valid "
+				    "bitmap name", optarg);
+				return EXIT_USAGE;
+			}
+			bk.bk_dopts.do_dirty_bitmap = optarg;
+			break;
+		case 'A':
+			bk.bk_dopts.do_tls_ca = optarg;
+			break;
+		case 'C':
+			bk.bk_dopts.do_tls_cert = optarg;
+			break;
+		case 'K':
+			bk.bk_dopts.do_tls_key = optarg;
+			break;
+		case 'P':
+			bk.bk_dopts.do_tls_psk_file = optarg;
 			break;
 		case 'e':
 			if (source_parse_encryption(optarg, &bk.bk_mode) == -1) {
@@ -794,7 +955,7 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 	free(bk.bk_unchanged);
 	free(bk.bk_base);
 	envelope_free(&bk.bk_env);
-	if (bk.bk_fd != -1)
-		close(bk.bk_fd);
+	disk_close(bk.bk_dk);
+	free(bk.bk_dirty);
 	return rv;
 }

@@ -199,6 +199,7 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 	}
 	rv->rv_has_base = 1;
 	bi.point_id = base->rp_id;
+	bi.dirty_bitmap = base->rp_dirty_bitmap;
 	bi.blocks = base->rp_blocks;
 	bi.resumed = rv->rv_resumed;
 	first = 0;
@@ -380,6 +381,14 @@ receive_begin(struct session *se, const BackupBegin *bb)
 		receive_free(rv);
 		return -1;
 	}
+	if (strlen(bb->transport) >= 16 || strlen(bb->dirty_bitmap) >
+	    NAME_MAX_LEN) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
+		    "transport or bitmap name too long", bb->name);
+		receive_free(rv);
+		return -1;
+	}
+	repo_job_set_source(rv->rv_job, bb->transport, bb->dirty_bitmap);
 	se->se_recv = rv;
 	se->se_state = SESSION_BACKUP;
 	if (rv->rv_atrest)

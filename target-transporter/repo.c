@@ -105,6 +105,8 @@ struct repo_job {
 	uint8_t			*j_index;	/* j_blocks * CHUNK_ID_LEN */
 	uint8_t			*j_keys;	/* packed KeyChain: point's keys */
 	size_t			 j_keys_len;
+	char			 j_transport[16];
+	char			 j_dirty_bitmap[NAME_MAX_LEN + 1];
 	uint8_t			*j_keychain;	/* chain key file to store */
 	size_t			 j_keychain_len;
 
@@ -1319,6 +1321,10 @@ point_from_job(const struct repo_job *j, struct repo_point *p)
 	p->rp_blocks = j->j_blocks;
 	p->rp_stored_bytes = atomic_load(&j->j_bytes);
 	p->rp_mode = j->j_mode;
+	snprintf(p->rp_transport, sizeof(p->rp_transport), "%s",
+	    j->j_transport);
+	snprintf(p->rp_dirty_bitmap, sizeof(p->rp_dirty_bitmap), "%s",
+	    j->j_dirty_bitmap);
 	p->rp_keys = j->j_keys;		/* borrowed until the commit ends */
 	p->rp_keys_len = j->j_keys_len;
 }
@@ -1344,6 +1350,8 @@ manifest_encode(const struct repo_point *p,
 	pi.mode = (EncryptionMode)p->rp_mode;
 	pi.blocks = p->rp_blocks;
 	pi.zero_blocks = p->rp_zero_blocks;
+	pi.transport = (char *)p->rp_transport;
+	pi.dirty_bitmap = (char *)p->rp_dirty_bitmap;
 	if (p->rp_keys != NULL) {
 		if ((kc = key_chain__unpack(NULL, p->rp_keys_len,
 		    p->rp_keys)) == NULL) {
@@ -1590,6 +1598,10 @@ manifest_load(struct repo *r, const char *tenant, const char *name,
 	p->rp_zero_blocks = pi->zero_blocks;
 	p->rp_stored_bytes = pi->stored_bytes;
 	p->rp_mode = pi->mode;
+	snprintf(p->rp_transport, sizeof(p->rp_transport), "%s",
+	    pi->transport);
+	snprintf(p->rp_dirty_bitmap, sizeof(p->rp_dirty_bitmap), "%s",
+	    pi->dirty_bitmap);
 	if (pi->n_keys > 0) {
 		KeyChain	 kc = KEY_CHAIN__INIT;
 
@@ -2357,4 +2369,15 @@ repo_keychain_read(struct repo *r, const char *tenant, const char *name,
 	*len = o.bo_size;
 	be_close(&o);
 	return 0;
+}
+
+/* Records how the source read the disk and the bitmap it tracks with. */
+void
+repo_job_set_source(struct repo_job *j, const char *transport,
+    const char *dirty_bitmap)
+{
+	snprintf(j->j_transport, sizeof(j->j_transport), "%s",
+	    transport != NULL ? transport : "");
+	snprintf(j->j_dirty_bitmap, sizeof(j->j_dirty_bitmap), "%s",
+	    dirty_bitmap != NULL ? dirty_bitmap : "");
 }

@@ -80,6 +80,8 @@ struct repo_point {
 	uint8_t		*rp_index;	/* rp_blocks * CHUNK_ID_LEN, or NULL */
 	uint8_t		*rp_keys;	/* source-side: packed KeyChain */
 	size_t		 rp_keys_len;
+	char		 rp_transport[16];	/* how the disk was read */
+	char		 rp_dirty_bitmap[NAME_MAX_LEN + 1];
 };
 
 struct repo;
@@ -225,6 +227,8 @@ void		 repo_point_clear(struct repo_point *);
 void		 repo_points_free(struct repo_point *, size_t);
 int		 repo_job_set_keys(struct repo_job *, const uint8_t *, size_t,
 		    const uint8_t *, size_t);
+void		 repo_job_set_source(struct repo_job *, const char *,
+		    const char *);
 int		 repo_keychain_read(struct repo *, const char *, const char *,
 		    uint8_t **, size_t *);
 int		 repo_chunk_read(struct repo *, const char *, const uint8_t *,
