@@ -214,6 +214,8 @@ client_frame(struct client *cl, const Frame *f)
 			return;
 		}
 		cl->cl_hello = 1;
+		snprintf(cl->cl_peer_software, sizeof(cl->cl_peer_software),
+		    "%s", f->hello->software);
 		log_debug("target is %s", f->hello->software);
 		cl->cl_ops->co_ready(cl, cl->cl_arg);
 		return;

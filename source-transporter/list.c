@@ -282,3 +282,112 @@ cmd_list(struct source_conf *sc, int argc, char **argv)
 	envelope_free(&ls.ls_env);
 	return rv;
 }
+
+/*
+ * status: is the target reachable, who is it, and the newest restore
+ * point of every backup name of this tenant.
+ */
+static void
+status_print(struct list *ls, const ListReply *lr)
+{
+	struct client	*cl = ls->ls_client;
+	const PointInfo	*pi, *newest;
+	char		 when[32], stored[32];
+	uint64_t	 total;
+	size_t		 i, j, n, names = 0;
+
+	for (i = 0; i < lr->n_points; i = j) {
+		for (j = i; j < lr->n_points && strcmp(lr->points[j]->name,
+		    lr->points[i]->name) == 0; j++)
+			;
+		names++;
+	}
+	if (ls->ls_json) {
+		printf("{\"target\":");
+		json_string(cl->cl_addr);
+		printf(",\"software\":");
+		json_string(cl->cl_peer_software);
+		printf(",\"tls\":\"%s\",\"backups\":[",
+		    SSL_get_version(cl->cl_ssl));
+	} else {
+		printf("target    %s (%s, %s)\n", cl->cl_addr,
+		    cl->cl_peer_software, SSL_get_version(cl->cl_ssl));
+		printf("backups   %zu name(s), %zu restore point(s)\n", names,
+		    lr->n_points);
+		if (lr->n_points > 0)
+			printf("%-20s %6s  %-26s %-20s %10s  %s\n", "NAME",
+			    "POINTS", "NEWEST", "CREATED", "STORED",
+			    "ENCRYPTION");
+	}
+	n = 0;
+	for (i = 0; i < lr->n_points; i = j) {
+		total = 0;
+		for (j = i; j < lr->n_points && strcmp(lr->points[j]->name,
+		    lr->points[i]->name) == 0; j++)
+			total += lr->points[j]->stored_bytes;
+		newest = lr->points[j - 1];	/* sorted: newest last */
+		pi = newest;
+		format_time(pi->created, when, sizeof(when));
+		if (ls->ls_json) {
+			printf("%s{\"name\":", n++ ? "," : "");
+			json_string(pi->name);
+			printf(",\"points\":%zu,\"newest\":", j - i);
+			json_string(pi->point_id);
+			printf(",\"created\":\"%s\",\"stored_bytes\":%llu,"
+			    "\"encryption\":\"%s\"}", when,
+			    (unsigned long long)total, mode_name(pi->mode));
+		} else {
+			format_bytes(total, stored, sizeof(stored));
+			printf("%-20s %6zu  %-26s %-20s %10s  %s\n", pi->name,
+			    j - i, pi->point_id, when, stored,
+			    mode_name(pi->mode));
+		}
+	}
+	if (ls->ls_json)
+		printf("]}\n");
+}
+
+static void
+status_frame(struct client *cl, const Frame *f, void *arg)
+{
+	if (f->msg_case != FRAME__MSG_LIST_REPLY) {
+		client_finish(cl, EXIT_ERROR, "%s: protocol error: unexpected "
+		    "%s frame", cl->cl_addr, frame_name(f));
+		return;
+	}
+	status_print(arg, f->list_reply);
+	client_finish(cl, EXIT_OK, NULL);
+}
+
+static const struct client_ops status_ops = {
+	.co_ready = list_ready,
+	.co_frame = status_frame,
+};
+
+int
+cmd_status(struct source_conf *sc, int argc, char **argv)
+{
+	struct list	 ls;
+	int		 rv;
+
+	memset(&ls, 0, sizeof(ls));
+	if (argc == 2 && strcmp(argv[1], "--json") == 0)
+		ls.ls_json = 1;
+	else if (argc == 2 && strcmp(argv[1], "--help") == 0) {
+		printf("usage: source-transporter [-f config] status [--json]\n"
+		    "  whether the target answers, its version, and the newest\n"
+		    "  restore point of each backup\n");
+		return EXIT_OK;
+	} else if (argc != 1) {
+		fprintf(stderr, "usage: source-transporter [-f config] status "
+		    "[--json]\n");
+		return EXIT_USAGE;
+	}
+	envelope_init(&ls.ls_env, sc);
+	if ((ls.ls_client = client_new(sc, &status_ops, &ls)) == NULL)
+		return EXIT_USAGE;
+	rv = client_run(ls.ls_client);
+	client_free(ls.ls_client);
+	envelope_free(&ls.ls_env);
+	return rv;
+}

@@ -21,10 +21,13 @@ usage(FILE *fp)
 	    "restores them.\n"
 	    "\n"
 	    "commands:\n"
-	    "  backup  --disk PATH --name NAME [--json]\n"
-	    "          back a raw image or block device up as a new restore point\n"
-	    "  list    [--name NAME] [--json]\n"
+	    "  backup  --disk PATH|NBD-URI --name NAME [--encryption MODE] [--full]\n"
+	    "          [--dirty-bitmap NAME] [--transport MODE] [--json]\n"
+	    "          back a disk up as a new restore point (see backup --help)\n"
+	    "  list    [--name NAME] [--check-keys] [--json]\n"
 	    "          list the restore points on the target\n"
+	    "  status  [--json]\n"
+	    "          the target's version and each backup's newest point\n"
 	    "  restore --name NAME [--point ID] --output PATH [--force] [--json]\n"
 	    "          [--key-file FILE --passphrase-file FILE]\n"
 	    "          write a restore point back to a file or block device\n"
@@ -104,7 +107,8 @@ main(int argc, char *argv[])
 		return EXIT_OK;
 	}
 	if (strcmp(cmd, "backup") != 0 && strcmp(cmd, "restore") != 0 &&
-	    strcmp(cmd, "list") != 0 && strcmp(cmd, "keys") != 0 && strcmp(cmd, "benchmark") != 0) {
+	    strcmp(cmd, "list") != 0 && strcmp(cmd, "keys") != 0 &&
+	    strcmp(cmd, "status") != 0 && strcmp(cmd, "benchmark") != 0) {
 		log_warnx("unknown command '%s'; try 'source-transporter -h'",
 		    cmd);
 		return EXIT_USAGE;
@@ -124,6 +128,8 @@ main(int argc, char *argv[])
 		rv = cmd_restore(sc, argc, argv);
 	else if (strcmp(cmd, "keys") == 0)
 		rv = cmd_keys(sc, argc, argv);
+	else if (strcmp(cmd, "status") == 0)
+		rv = cmd_status(sc, argc, argv);
 	else if (strcmp(cmd, "benchmark") == 0)
 		rv = cmd_benchmark(sc, argc, argv);
 	else

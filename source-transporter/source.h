@@ -108,6 +108,7 @@ struct client {
 	uint64_t		 cl_nonce;
 	int			 cl_json;
 	int			 cl_lost;	/* worth reconnecting */
+	char			 cl_peer_software[64];	/* from its Hello */
 };
 
 /* How to reach a disk (disk.c, nbd.c). */
@@ -214,6 +215,7 @@ void		 progress_end(struct progress *);
 
 /* list.c */
 int		 cmd_list(struct source_conf *, int, char **);
+int		 cmd_status(struct source_conf *, int, char **);
 const char	*mode_name(uint32_t);
 
 #endif /* SOURCE_H */

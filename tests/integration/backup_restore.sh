@@ -54,6 +54,13 @@ check "list --name vm1 --json" src list --name vm1 --json
 jsoncheck "list --name shows only that name" \
     'j and all(p["name"] == "vm1" for p in j)'
 
+# status
+check "status" src status
+expect_grep 'target-transporter' "$LAST_OUT" "status names the target's software"
+check "status --json" src status --json
+jsoncheck "status --json: the newest point of each name" \
+    'j["software"].startswith("target-transporter") and j["tls"] == "TLSv1.3" and any(b["name"] == "vm1" and b["points"] == 2 for b in j["backups"])'
+
 # points: change the image, back it up, restore both points
 cp "$T/disk.img" "$T/disk2.img"
 printf 'changed' | dd of="$T/disk2.img" bs=1 seek=5000000 conv=notrunc status=none
