@@ -241,7 +241,7 @@ $(FUZZ_BUILD)/mkcorpus: $(FUZZ_BUILD)/obj/tests/fuzz/mkcorpus.o $(FUZZ_LIB)
 # daemons' logs live in temporary directories that the tests remove; any
 # report fails the run.  ASAN_CFLAGS reach the link line through CFLAGS.
 ASAN_BUILD	?= build-asan
-ASAN_CFLAGS	?= -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+ASAN_CFLAGS	?= -O2 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 		   -fno-sanitize-recover=undefined -U_FORTIFY_SOURCE
 ASAN_REPORTS	 = $(abspath $(ASAN_BUILD))/sanitizer
 

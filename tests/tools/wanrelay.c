@@ -99,19 +99,19 @@ struct conn {
 };
 
 static struct {
-	uint64_t		 delay_ns;
-	uint64_t		 rate;		/* bytes/s, 0: unlimited */
-	uint64_t		 buffer;
-	uint64_t		 cap;		/* per direction */
-	uint64_t		 cut_lo, cut_hi;
-	uint64_t		 cuts;		/* connections to cut, or max */
-	uint64_t		 rng;
-	struct sockaddr_in	 fwd;
-	int			 epfd;
-	int			 lfd;
-	int			 tfd;
-	uint64_t		 nconns;
-	TAILQ_HEAD(, conn)	 conns;
+	uint64_t		 rl_delay_ns;
+	uint64_t		 rl_rate;		/* bytes/s, 0: unlimited */
+	uint64_t		 rl_buffer;
+	uint64_t		 rl_cap;		/* per direction */
+	uint64_t		 rl_cut_lo, rl_cut_hi;
+	uint64_t		 rl_cuts;		/* connections to cut, or max */
+	uint64_t		 rl_rng;
+	struct sockaddr_in	 rl_fwd;
+	int			 rl_epfd;
+	int			 rl_lfd;
+	int			 rl_tfd;
+	uint64_t		 rl_nconns;
+	TAILQ_HEAD(, conn)	 rl_conns;
 } relay;
 
 static volatile sig_atomic_t	 relay_stop;
@@ -140,10 +140,10 @@ now_ns(void)
 static uint64_t
 rng_next(void)
 {
-	relay.rng ^= relay.rng >> 12;
-	relay.rng ^= relay.rng << 25;
-	relay.rng ^= relay.rng >> 27;
-	return relay.rng * 2685821657736338717ull;
+	relay.rl_rng ^= relay.rl_rng >> 12;
+	relay.rl_rng ^= relay.rl_rng << 25;
+	relay.rl_rng ^= relay.rl_rng >> 27;
+	return relay.rl_rng * 2685821657736338717ull;
 }
 
 /* "25000000", "200mbit", "1gbit": bytes per second, or -1. */
@@ -200,14 +200,14 @@ ep_set(struct endpoint *e, uint32_t events, int op)
 	memset(&ev, 0, sizeof(ev));
 	ev.events = events;
 	ev.data.ptr = e;
-	if (epoll_ctl(relay.epfd, op, e->e_fd, &ev) == -1)
+	if (epoll_ctl(relay.rl_epfd, op, e->e_fd, &ev) == -1)
 		fatal("epoll_ctl");
 }
 
 static int
 dir_can_read(const struct dir *d)
 {
-	return !d->d_eof && d->d_queued < relay.cap;
+	return !d->d_eof && d->d_queued < relay.rl_cap;
 }
 
 /* What each socket of c waits for now. */
@@ -276,7 +276,7 @@ conn_close(struct conn *c, int reset, const char *why)
 	close(c->c_b.e_fd);
 	dir_clear(&c->c_up);
 	dir_clear(&c->c_down);
-	TAILQ_REMOVE(&relay.conns, c, c_entry);
+	TAILQ_REMOVE(&relay.rl_conns, c, c_entry);
 	free(c);
 }
 
@@ -326,7 +326,7 @@ dir_pump(struct dir *d, uint64_t now)
 		d->d_shut = 1;
 	}
 	while (dir_can_read(d)) {
-		want = relay.cap - d->d_queued;
+		want = relay.rl_cap - d->d_queued;
 		if (want > RELAY_READ_MAX)
 			want = RELAY_READ_MAX;
 		if ((sg = malloc(sizeof(*sg) + want)) == NULL)
@@ -349,10 +349,10 @@ dir_pump(struct dir *d, uint64_t now)
 		}
 		/* On the link after what is queued, off it at the rate. */
 		start = d->d_link_free > now ? d->d_link_free : now;
-		if (relay.rate > 0)
-			start += (uint64_t)n * 1000000000u / relay.rate;
+		if (relay.rl_rate > 0)
+			start += (uint64_t)n * 1000000000u / relay.rl_rate;
 		d->d_link_free = start;
-		sg->sg_ready = start + relay.delay_ns;
+		sg->sg_ready = start + relay.rl_delay_ns;
 		sg->sg_len = (size_t)n;
 		sg->sg_off = 0;
 		TAILQ_INSERT_TAIL(&d->d_queue, sg, sg_entry);
@@ -380,7 +380,7 @@ conn_pump(struct conn *c, uint64_t now)
 				return;
 			log_warnx("connection %llu: 127.0.0.1:%u: %s",
 			    (unsigned long long)c->c_id,
-			    ntohs(relay.fwd.sin_port), strerror(err));
+			    ntohs(relay.rl_fwd.sin_port), strerror(err));
 			conn_close(c, 1, "refused by the forward port");
 			return;
 		}
@@ -410,7 +410,7 @@ relay_accept(void)
 	int		 fd, bfd, one = 1;
 
 	for (;;) {
-		if ((fd = accept4(relay.lfd, NULL, NULL, SOCK_NONBLOCK |
+		if ((fd = accept4(relay.rl_lfd, NULL, NULL, SOCK_NONBLOCK |
 		    SOCK_CLOEXEC)) == -1) {
 			if (errno != EAGAIN && errno != EINTR)
 				log_warn("accept");
@@ -426,8 +426,8 @@ relay_accept(void)
 		    sizeof(one));
 		(void)setsockopt(bfd, IPPROTO_TCP, TCP_NODELAY, &one,
 		    sizeof(one));
-		if (connect(bfd, (struct sockaddr *)&relay.fwd,
-		    sizeof(relay.fwd)) == -1 && errno != EINPROGRESS) {
+		if (connect(bfd, (struct sockaddr *)&relay.rl_fwd,
+		    sizeof(relay.rl_fwd)) == -1 && errno != EINPROGRESS) {
 			log_warn("connect to the forward port");
 			close(fd);
 			close(bfd);
@@ -435,7 +435,7 @@ relay_accept(void)
 		}
 		if ((c = calloc(1, sizeof(*c))) == NULL)
 			fatal("calloc");
-		c->c_id = ++relay.nconns;
+		c->c_id = ++relay.rl_nconns;
 		c->c_start = now_ns();
 		c->c_connecting = 1;
 		c->c_a.e_conn = c;
@@ -444,10 +444,10 @@ relay_accept(void)
 		c->c_b.e_fd = bfd;
 		dir_init(&c->c_up, c, fd, bfd);
 		dir_init(&c->c_down, c, bfd, fd);
-		if (relay.cut_hi > 0 && c->c_id <= relay.cuts)
-			c->c_cut_at = relay.cut_lo + rng_next() %
-			    (relay.cut_hi - relay.cut_lo + 1);
-		TAILQ_INSERT_TAIL(&relay.conns, c, c_entry);
+		if (relay.rl_cut_hi > 0 && c->c_id <= relay.rl_cuts)
+			c->c_cut_at = relay.rl_cut_lo + rng_next() %
+			    (relay.rl_cut_hi - relay.rl_cut_lo + 1);
+		TAILQ_INSERT_TAIL(&relay.rl_conns, c, c_entry);
 		ep_set(&c->c_a, 0, EPOLL_CTL_ADD);
 		ep_set(&c->c_b, 0, EPOLL_CTL_ADD);
 		conn_interest(c);
@@ -468,7 +468,7 @@ relay_timer(void)
 	uint64_t		 next = 0;
 	int			 i;
 
-	TAILQ_FOREACH(c, &relay.conns, c_entry) {
+	TAILQ_FOREACH(c, &relay.rl_conns, c_entry) {
 		if (c->c_connecting)
 			continue;
 		dirs[0] = &c->c_up;
@@ -487,7 +487,7 @@ relay_timer(void)
 		its.it_value.tv_sec = (time_t)(next / 1000000000u);
 		its.it_value.tv_nsec = (long)(next % 1000000000u);
 	}
-	if (timerfd_settime(relay.tfd, TFD_TIMER_ABSTIME, &its, NULL) == -1)
+	if (timerfd_settime(relay.rl_tfd, TFD_TIMER_ABSTIME, &its, NULL) == -1)
 		fatal("timerfd_settime");
 }
 
@@ -510,33 +510,33 @@ main(int argc, char *argv[])
 	int			 ch, n, i, one = 1;
 
 	log_init("wanrelay", 1, 0);
-	relay.buffer = RELAY_BUFFER_DEFAULT;
-	relay.cuts = UINT64_MAX;
+	relay.rl_buffer = RELAY_BUFFER_DEFAULT;
+	relay.rl_cuts = UINT64_MAX;
 	while ((ch = getopt(argc, argv, "b:c:d:n:p:r:s:v")) != -1) {
 		switch (ch) {
 		case 'b':
-			if (conf_parse_size(optarg, &relay.buffer) == -1 ||
-			    relay.buffer == 0)
+			if (conf_parse_size(optarg, &relay.rl_buffer) == -1 ||
+			    relay.rl_buffer == 0)
 				usage();
 			break;
 		case 'c':
 			if ((dash = strchr(optarg, '-')) == NULL)
 				usage();
 			*dash = '\0';
-			if (conf_parse_size(optarg, &relay.cut_lo) == -1 ||
-			    conf_parse_size(dash + 1, &relay.cut_hi) == -1 ||
-			    relay.cut_lo == 0 || relay.cut_hi < relay.cut_lo ||
-			    relay.cut_hi == UINT64_MAX)
+			if (conf_parse_size(optarg, &relay.rl_cut_lo) == -1 ||
+			    conf_parse_size(dash + 1, &relay.rl_cut_hi) == -1 ||
+			    relay.rl_cut_lo == 0 || relay.rl_cut_hi < relay.rl_cut_lo ||
+			    relay.rl_cut_hi == UINT64_MAX)
 				usage();
 			break;
 		case 'd':
 			if (conf_parse_uint(optarg, 0, 60000, &v) == -1)
 				usage();
-			relay.delay_ns = v * 1000000u;
+			relay.rl_delay_ns = v * 1000000u;
 			break;
 		case 'n':
 			if (conf_parse_uint(optarg, 0, UINT64_MAX,
-			    &relay.cuts) == -1)
+			    &relay.rl_cuts) == -1)
 				usage();
 			break;
 		case 'p':
@@ -544,7 +544,7 @@ main(int argc, char *argv[])
 				usage();
 			break;
 		case 'r':
-			if (parse_rate(optarg, &relay.rate) == -1)
+			if (parse_rate(optarg, &relay.rl_rate) == -1)
 				usage();
 			break;
 		case 's':
@@ -563,17 +563,17 @@ main(int argc, char *argv[])
 	if (argc != 1 || conf_parse_uint(argv[0], 1, 65535, &fport) == -1)
 		usage();
 	/* xorshift must not start at 0. */
-	relay.rng = seed * 0x9e3779b97f4a7c15ull + 1;
+	relay.rl_rng = seed * 0x9e3779b97f4a7c15ull + 1;
 	/* What is on the wire, plus the bottleneck's buffer. */
-	relay.cap = relay.buffer;
-	if (relay.rate > 0)
-		relay.cap += relay.rate * (relay.delay_ns / 1000000u) / 1000u;
-	TAILQ_INIT(&relay.conns);
+	relay.rl_cap = relay.rl_buffer;
+	if (relay.rl_rate > 0)
+		relay.rl_cap += relay.rl_rate * (relay.rl_delay_ns / 1000000u) / 1000u;
+	TAILQ_INIT(&relay.rl_conns);
 
-	memset(&relay.fwd, 0, sizeof(relay.fwd));
-	relay.fwd.sin_family = AF_INET;
-	relay.fwd.sin_port = htons((uint16_t)fport);
-	relay.fwd.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	memset(&relay.rl_fwd, 0, sizeof(relay.rl_fwd));
+	relay.rl_fwd.sin_family = AF_INET;
+	relay.rl_fwd.sin_port = htons((uint16_t)fport);
+	relay.rl_fwd.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = relay_signal;
@@ -585,25 +585,25 @@ main(int argc, char *argv[])
 	if (sigaction(SIGPIPE, &sa, NULL) == -1)
 		fatal("sigaction");
 
-	if ((relay.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) ==
-	    -1 || setsockopt(relay.lfd, SOL_SOCKET, SO_REUSEADDR, &one,
+	if ((relay.rl_lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) ==
+	    -1 || setsockopt(relay.rl_lfd, SOL_SOCKET, SO_REUSEADDR, &one,
 	    sizeof(one)) == -1)
 		fatal("socket");
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
 	sin.sin_port = htons((uint16_t)port);
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(relay.lfd, (struct sockaddr *)&sin, sizeof(sin)) == -1)
+	if (bind(relay.rl_lfd, (struct sockaddr *)&sin, sizeof(sin)) == -1)
 		fatal("bind 127.0.0.1:%llu", (unsigned long long)port);
-	if (listen(relay.lfd, 64) == -1 || nonblock(relay.lfd) == -1 ||
-	    getsockname(relay.lfd, (struct sockaddr *)&sin, &slen) == -1)
+	if (listen(relay.rl_lfd, 64) == -1 || nonblock(relay.rl_lfd) == -1 ||
+	    getsockname(relay.rl_lfd, (struct sockaddr *)&sin, &slen) == -1)
 		fatal("listen");
-	if ((relay.epfd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
-	    (relay.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK |
+	if ((relay.rl_epfd = epoll_create1(EPOLL_CLOEXEC)) == -1 ||
+	    (relay.rl_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK |
 	    TFD_CLOEXEC)) == -1)
 		fatal("epoll");
-	listen_ep.e_fd = relay.lfd;
-	timer_ep.e_fd = relay.tfd;
+	listen_ep.e_fd = relay.rl_lfd;
+	timer_ep.e_fd = relay.rl_tfd;
 	ep_set(&listen_ep, EPOLLIN, EPOLL_CTL_ADD);
 	ep_set(&timer_ep, EPOLLIN, EPOLL_CTL_ADD);
 
@@ -613,12 +613,12 @@ main(int argc, char *argv[])
 	log_info("127.0.0.1:%u -> 127.0.0.1:%llu, %llu ms each way, %llu "
 	    "bytes/s, %llu bytes held per direction", ntohs(sin.sin_port),
 	    (unsigned long long)fport,
-	    (unsigned long long)(relay.delay_ns / 1000000u),
-	    (unsigned long long)relay.rate, (unsigned long long)relay.cap);
+	    (unsigned long long)(relay.rl_delay_ns / 1000000u),
+	    (unsigned long long)relay.rl_rate, (unsigned long long)relay.rl_cap);
 
 	while (!relay_stop) {
 		relay_timer();
-		if ((n = epoll_wait(relay.epfd, evs, RELAY_EVENTS, -1)) == -1) {
+		if ((n = epoll_wait(relay.rl_epfd, evs, RELAY_EVENTS, -1)) == -1) {
 			if (errno == EINTR)
 				continue;
 			fatal("epoll_wait");
@@ -627,17 +627,17 @@ main(int argc, char *argv[])
 			if (evs[i].data.ptr == &listen_ep)
 				relay_accept();
 			else if (evs[i].data.ptr == &timer_ep &&
-			    read(relay.tfd, &ticks, sizeof(ticks)) == -1 &&
+			    read(relay.rl_tfd, &ticks, sizeof(ticks)) == -1 &&
 			    errno != EAGAIN)
 				fatal("timerfd");
 		}
 		/* Few connections: pump them all. */
-		for (c = TAILQ_FIRST(&relay.conns); c != NULL; c = next) {
+		for (c = TAILQ_FIRST(&relay.rl_conns); c != NULL; c = next) {
 			next = TAILQ_NEXT(c, c_entry);
 			conn_pump(c, now_ns());
 		}
 	}
-	while ((c = TAILQ_FIRST(&relay.conns)) != NULL)
+	while ((c = TAILQ_FIRST(&relay.rl_conns)) != NULL)
 		conn_close(c, 1, "stopped");
 	return EXIT_OK;
 }
