@@ -189,12 +189,17 @@ record() {
 	    "$1" "$2" "$3" "$6" "$others" >&2
 }
 
-# fresh_repo: stop the target and give it an empty repository
+# fresh_repo: stop the target and give it an empty repository.  The old
+# one is kept until the end: deleting thousands of chunk files just before
+# a run would make ext4 without a journal (this machine's) skip over the
+# recently deleted inodes on every create of the next run.
 fresh_repo() {
 	target_stop
-	rm -rf "$T/repo"
+	mkdir -p "$T/old"
+	[ ! -d "$T/repo" ] || mv "$T/repo" "$T/old/repo.$((++REPOS))"
 	mkdir -p "$T/repo"
 }
+REPOS=0
 
 # ours CASE CONF ARGS...: restarts the target (so its VmHWM is this run's),
 # warms the cache, runs the source with ARGS --json under time and records
