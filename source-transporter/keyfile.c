@@ -16,7 +16,10 @@ struct keys_export {
 	struct envelope	 kx_env;
 	const char	*kx_name;
 	const char	*kx_output;
-	char		*kx_passphrase;
+	char		*kx_passphrase;	/* export: its passphrase */
+	int		 kx_passwd;	/* change-password */
+	char		*kx_new_password;
+	size_t		 kx_nkeys;
 };
 
 /* Reads a passphrase file's first line (the same rules as passwords). */
@@ -142,9 +145,70 @@ export_frame(struct client *cl, const Frame *f, void *arg)
 	keychain_free(kc);
 }
 
+/*
+ * change-password: the key file's keys, all under the configured
+ * password, are wrapped again under the new one and stored back.  No
+ * data is touched.  Points keep their own copies under the old password
+ * (manifests are immutable); the key file is what restores read first.
+ */
+static void
+passwd_frame(struct client *cl, const Frame *f, void *arg)
+{
+	struct keys_export	*kx = arg;
+	struct keychain		*kc = NULL;
+	Frame			 out = FRAME__INIT;
+	KeychainUpdate		 ku = KEYCHAIN_UPDATE__INIT;
+	uint8_t			*buf = NULL;
+	size_t			 len;
+	char			 err[KEY_ERR_MAX];
+
+	if (f->msg_case == FRAME__MSG_KEYCHAIN_STORED) {
+		printf("password of backup '%s' changed: %zu key(s) wrapped "
+		    "again, no data re-encrypted; put the new password in %s\n",
+		    kx->kx_name, kx->kx_nkeys,
+		    kx->kx_env.ev_conf->sc_password_file);
+		client_finish(cl, EXIT_OK, NULL);
+		return;
+	}
+	if (f->msg_case != FRAME__MSG_LIST_REPLY) {
+		client_finish(cl, EXIT_ERROR, "%s: protocol error: unexpected "
+		    "%s frame", cl->cl_addr, frame_name(f));
+		return;
+	}
+	if (f->list_reply->n_points == 0 || f->list_reply->keychain.len == 0) {
+		client_finish(cl, EXIT_NOT_FOUND, "backup '%s' has no "
+		    "source-side key file on the target", kx->kx_name);
+		return;
+	}
+	if ((kc = keychain_unpack(f->list_reply->keychain.data,
+	    f->list_reply->keychain.len, err, sizeof(err))) == NULL ||
+	    keychain_change_password(kc, kx->kx_env.ev_password,
+	    kx->kx_new_password, NULL, err, sizeof(err)) == -1 ||
+	    keychain_pack(kc, &buf, &len, err, sizeof(err)) == -1) {
+		client_finish(cl, EXIT_KEY, "password change of '%s': %s",
+		    kx->kx_name, err);
+		goto out;
+	}
+	kx->kx_nkeys = kc->kc_nkeys;
+	ku.name = (char *)kx->kx_name;
+	ku.keychain.data = buf;
+	ku.keychain.len = len;
+	out.msg_case = FRAME__MSG_KEYCHAIN_UPDATE;
+	out.keychain_update = &ku;
+	client_send(cl, &out);
+ out:
+	free(buf);
+	keychain_free(kc);
+}
+
 static const struct client_ops export_ops = {
 	.co_ready = export_ready,
 	.co_frame = export_frame,
+};
+
+static const struct client_ops passwd_ops = {
+	.co_ready = export_ready,
+	.co_frame = passwd_frame,
 };
 
 static void
@@ -152,10 +216,15 @@ keys_usage(FILE *fp)
 {
 	fprintf(fp, "usage: source-transporter [-f config] keys export "
 	    "--name NAME --output FILE --passphrase-file FILE\n"
-	    "  Writes every key of backup NAME, wrapped under the passphrase\n"
-	    "  (Argon2id), to FILE.  'restore --key-file FILE\n"
+	    "       source-transporter [-f config] keys change-password "
+	    "--name NAME --new-password-file FILE\n"
+	    "  export writes every key of backup NAME, wrapped under the\n"
+	    "  passphrase (Argon2id), to FILE.  'restore --key-file FILE\n"
 	    "  --passphrase-file FILE' then needs neither the KMS nor the\n"
-	    "  backup's password.\n");
+	    "  backup's password.\n"
+	    "  change-password wraps the keys of NAME's key file again under\n"
+	    "  a new password (the configured password_file is the old one);\n"
+	    "  no data is re-encrypted.\n");
 }
 
 int
@@ -165,16 +234,19 @@ cmd_keys(struct source_conf *sc, int argc, char **argv)
 		{ "name",		required_argument, NULL, 'n' },
 		{ "output",		required_argument, NULL, 'o' },
 		{ "passphrase-file",	required_argument, NULL, 'p' },
+		{ "new-password-file",	required_argument, NULL, 'w' },
 		{ "help",		no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct keys_export	 kx;
-	const char		*passfile = NULL;
+	const char		*passfile = NULL, *newfile = NULL;
 	char			 err[KEY_ERR_MAX];
 	int			 ch, rv = EXIT_USAGE;
 
 	memset(&kx, 0, sizeof(kx));
-	if (argc < 2 || strcmp(argv[1], "export") != 0) {
+	if (argc >= 2 && strcmp(argv[1], "change-password") == 0)
+		kx.kx_passwd = 1;
+	else if (argc < 2 || strcmp(argv[1], "export") != 0) {
 		if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
 			keys_usage(stdout);
 			return EXIT_OK;
@@ -194,6 +266,9 @@ cmd_keys(struct source_conf *sc, int argc, char **argv)
 		case 'p':
 			passfile = optarg;
 			break;
+		case 'w':
+			newfile = optarg;
+			break;
 		case 'h':
 			keys_usage(stdout);
 			return EXIT_OK;
@@ -202,12 +277,19 @@ cmd_keys(struct source_conf *sc, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (optind != argc - 1 || kx.kx_name == NULL || kx.kx_output == NULL ||
-	    passfile == NULL) {
+	if (optind != argc - 1 || kx.kx_name == NULL || (kx.kx_passwd ?
+	    newfile == NULL || kx.kx_output != NULL || passfile != NULL :
+	    kx.kx_output == NULL || passfile == NULL || newfile != NULL)) {
 		keys_usage(stderr);
 		return EXIT_USAGE;
 	}
-	if (keyfile_passphrase(passfile, &kx.kx_passphrase) == -1)
+	if (kx.kx_passwd && sc->sc_password_file == NULL) {
+		log_warnx("%s: changing a password needs 'password_file' (the "
+		    "current password)", sc->sc_path);
+		return EXIT_USAGE;
+	}
+	if (keyfile_passphrase(kx.kx_passwd ? newfile : passfile,
+	    kx.kx_passwd ? &kx.kx_new_password : &kx.kx_passphrase) == -1)
 		return EXIT_KEY;
 	envelope_init(&kx.kx_env, sc);
 	if (envelope_load_password(&kx.kx_env, err, sizeof(err)) == -1) {
@@ -215,14 +297,21 @@ cmd_keys(struct source_conf *sc, int argc, char **argv)
 		rv = EXIT_KEY;
 		goto out;
 	}
-	if ((kx.kx_client = client_new(sc, &export_ops, &kx)) == NULL)
+	if ((kx.kx_client = client_new(sc, kx.kx_passwd ? &passwd_ops :
+	    &export_ops, &kx)) == NULL)
 		goto out;
 	rv = client_run(kx.kx_client);
  out:
 	client_free(kx.kx_client);
 	envelope_free(&kx.kx_env);
-	crypto_wipe(kx.kx_passphrase, strlen(kx.kx_passphrase));
-	free(kx.kx_passphrase);
+	if (kx.kx_passphrase != NULL) {
+		crypto_wipe(kx.kx_passphrase, strlen(kx.kx_passphrase));
+		free(kx.kx_passphrase);
+	}
+	if (kx.kx_new_password != NULL) {
+		crypto_wipe(kx.kx_new_password, strlen(kx.kx_new_password));
+		free(kx.kx_new_password);
+	}
 	return rv;
 }
 

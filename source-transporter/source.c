@@ -34,6 +34,8 @@ usage(FILE *fp)
 	    "  keys export --name NAME --output FILE --passphrase-file FILE\n"
 	    "          save a backup's keys under a passphrase, for disaster\n"
 	    "          recovery without the KMS\n"
+	    "  keys change-password --name NAME --new-password-file FILE\n"
+	    "          wrap a password backup's keys under a new password\n"
 	    "  benchmark [--seconds N] [--json]\n"
 	    "          this machine's speed at each stage (needs no config)\n"
 	    "\n"

@@ -2309,24 +2309,20 @@ repo_job_set_keys(struct repo_job *j, const uint8_t *keys, size_t keys_len,
 	return 0;
 }
 
-/* Replaces points/<name>/keychain durably (tmp, fsync, rename, fsync). */
+/* Replaces key with buf durably, staged at stage (fsync, rename, fsync). */
 static int
-repo_keychain_write(struct repo_job *j, const char *dir)
+be_replace(struct repo *r, const char *stage, const char *key,
+    const uint8_t *buf, size_t len)
 {
-	struct repo	*r = j->j_repo;
-	char		 stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
-	int		 fd, save;
+	int	 fd, save;
 
-	if (repo_key(stage, sizeof(stage), "%s/keychain", j->j_tmp) == -1 ||
-	    repo_key(key, sizeof(key), "%s/keychain", dir) == -1)
-		return -1;
 	if ((fd = openat(r->r_fd, stage, O_WRONLY | O_CREAT | O_TRUNC |
 	    O_CLOEXEC | O_NOFOLLOW, 0600)) == -1)
 		return -1;
-	if (write_full(fd, j->j_keychain, j->j_keychain_len) == -1 ||
-	    fsync(fd) == -1) {
+	if (write_full(fd, buf, len) == -1 || fsync(fd) == -1) {
 		save = errno;
 		close(fd);
+		unlinkat(r->r_fd, stage, 0);
 		errno = save;
 		return -1;
 	}
@@ -2334,6 +2330,47 @@ repo_keychain_write(struct repo_job *j, const char *dir)
 	    renameat(r->r_fd, stage, r->r_fd, key) == -1)
 		return -1;
 	return be_sync_parent(r, key);
+}
+
+/* Replaces points/<name>/keychain durably with the job's. */
+static int
+repo_keychain_write(struct repo_job *j, const char *dir)
+{
+	char	 stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
+
+	if (repo_key(stage, sizeof(stage), "%s/keychain", j->j_tmp) == -1 ||
+	    repo_key(key, sizeof(key), "%s/keychain", dir) == -1)
+		return -1;
+	return be_replace(j->j_repo, stage, key, j->j_keychain,
+	    j->j_keychain_len);
+}
+
+/*
+ * Replaces tenant/name's key file outside a backup (a password change).
+ * The name must have restore points.  0, or -1 with errno (ENOENT,
+ * EINVAL, ENOSPC, EIO).
+ */
+int
+repo_keychain_store(struct repo *r, const char *tenant, const char *name,
+    const uint8_t *buf, size_t len)
+{
+	char	 dir[REPO_KEY_MAX], stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
+
+	if (!repo_name_ok(tenant) || !repo_name_ok(name) || len == 0 ||
+	    len > KEYCHAIN_FILE_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (repo_key(dir, sizeof(dir), "tenants/%s/points/%s", tenant,
+	    name) == -1 || repo_key(stage, sizeof(stage),
+	    "%s/.keychain.tmp", dir) == -1 || repo_key(key, sizeof(key),
+	    "%s/keychain", dir) == -1)
+		return -1;
+	if (be_exists(r, dir) != 1) {
+		errno = ENOENT;
+		return -1;
+	}
+	return be_replace(r, stage, key, buf, len);
 }
 
 /*

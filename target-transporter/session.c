@@ -304,6 +304,38 @@ session_hello(struct session *se, const Hello *h)
 	return 0;
 }
 
+/*
+ * KeychainUpdate: a source replaces its backup's key file (a password
+ * change).  Opaque here but for its magic: keys are not ours to read.
+ */
+static int
+session_keychain(struct session *se, const KeychainUpdate *ku)
+{
+	Frame		 f = FRAME__INIT;
+	KeychainStored	 ks = KEYCHAIN_STORED__INIT;
+
+	if (!name_is_valid(ku->name) || ku->keychain.len < 4 ||
+	    memcmp(ku->keychain.data, "TRKC", 4) != 0) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "a key file update "
+		    "needs a backup name and a key file");
+		return -1;
+	}
+	if (repo_keychain_store(se->se_target->tg_repo,
+	    se->se_tenant->tn_name, ku->name, ku->keychain.data,
+	    ku->keychain.len) == -1) {
+		session_fail(se, session_errno_code(errno), "cannot store the "
+		    "key file of '%s': %s", ku->name, errno == ENOENT ?
+		    "no such backup" : strerror(errno));
+		return -1;
+	}
+	session_log(se, "key file of '%s' replaced", ku->name);
+	ks.name = ku->name;
+	f.msg_case = FRAME__MSG_KEYCHAIN_STORED;
+	f.keychain_stored = &ks;
+	session_send(se, &f);
+	return 0;
+}
+
 /* Handles one decoded frame.  Returns 0, or -1 if the session closed. */
 static int
 session_dispatch(struct session *se, const Frame *f, size_t len)
@@ -328,6 +360,8 @@ session_dispatch(struct session *se, const Frame *f, size_t len)
 		case FRAME__MSG_CREDIT:
 			/* Granted while the last restore was ending. */
 			return 0;
+		case FRAME__MSG_KEYCHAIN_UPDATE:
+			return session_keychain(se, f->keychain_update);
 		default:
 			break;
 		}

@@ -231,6 +231,8 @@ void		 repo_job_set_source(struct repo_job *, const char *,
 		    const char *);
 int		 repo_keychain_read(struct repo *, const char *, const char *,
 		    uint8_t **, size_t *);
+int		 repo_keychain_store(struct repo *, const char *, const char *,
+		    const uint8_t *, size_t);
 int		 repo_chunk_read(struct repo *, const char *, const uint8_t *,
 		    struct repo_chunk *);
 void		 repo_chunk_clear(struct repo_chunk *);

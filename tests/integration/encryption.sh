@@ -169,4 +169,25 @@ SRC_CONF=$T/badpw.conf expect_exit 8 "restore with a wrong password: exit 8" \
     src restore --name pw --output "$T/pwbad.img"
 SRC_CONF=$T/pw.conf check "restore with the password" src restore --name pw --output "$T/pw.img"
 same "password point byte-identical" "$T/disk.img" "$T/pw.img"
+
+# Changing the password re-wraps the key file; no data moves.
+echo "a brand new passphrase" >"$T/newpw"
+source_conf "$T/newpw.conf" acme "encryption = source-side" \
+    "key_provider = password" "password_file = $T/newpw"
+chunks_before=$(find "$REPO/chunks" -type f | sort | xargs md5sum | md5sum)
+SRC_CONF=$T/badpw.conf expect_exit 8 "change-password with a wrong current password fails" \
+    src keys change-password --name pw --new-password-file "$T/newpw"
+SRC_CONF=$T/pw.conf check "keys change-password" \
+    src keys change-password --name pw --new-password-file "$T/newpw"
+[ "$(find "$REPO/chunks" -type f | sort | xargs md5sum | md5sum)" = "$chunks_before" ] &&
+    ok "no chunk was rewritten" || not_ok "no chunk was rewritten"
+SRC_CONF=$T/newpw.conf check "the old point restores with the new password" \
+    src restore --name pw --output "$T/pw2.img"
+same "and is byte-identical" "$T/disk.img" "$T/pw2.img"
+SRC_CONF=$T/pw.conf expect_exit 8 "the old password no longer opens the key file" \
+    src restore --name pw --output "$T/pw3.img"
+SRC_CONF=$T/newpw.conf check "a new backup under the new password" \
+    src backup --disk "$T/disk2.img" --name pw
+SRC_CONF=$T/newpw.conf check "restores" src restore --name pw --output "$T/pw4.img"
+same "byte-identical" "$T/disk2.img" "$T/pw4.img"
 finish
