@@ -11,6 +11,7 @@
 
 struct conf_state {
 	struct source_conf	*cs_conf;
+	struct source_job	*cs_job;	/* section being read */
 	int			 cs_errors;
 };
 
@@ -106,6 +107,8 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 	if (strcmp(key, "kms_server_name") == 0)
 		return conf_string(sc, &sc->sc_kms_server_name, key, value,
 		    line);
+	if (strcmp(key, "metrics") == 0)
+		return conf_string(sc, &sc->sc_metrics, key, value, line);
 	if (strcmp(key, "kek_name") == 0)
 		return conf_string(sc, &sc->sc_kek_name, key, value, line);
 	if (strcmp(key, "password_file") == 0)
@@ -146,6 +149,64 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 	return -1;
 }
 
+/* A key of a [job NAME] section. */
+static int
+conf_job(struct conf_state *cs, const char *name, const char *key,
+    const char *value, int line)
+{
+	struct source_conf	*sc = cs->cs_conf;
+	struct source_job	*sj, **tail;
+	uint32_t		 mode;
+
+	if (!name_is_valid(name)) {
+		log_warnx("%s:%d: a job needs a backup name: [job NAME]",
+		    sc->sc_path, line);
+		return -1;
+	}
+	if (cs->cs_job == NULL || strcmp(cs->cs_job->sj_name, name) != 0) {
+		for (sj = sc->sc_jobs; sj != NULL; sj = sj->sj_next)
+			if (strcmp(sj->sj_name, name) == 0) {
+				log_warnx("%s:%d: job '%s' is defined twice",
+				    sc->sc_path, line, name);
+				return -1;
+			}
+		if ((sj = calloc(1, sizeof(*sj))) == NULL ||
+		    (sj->sj_name = strdup(name)) == NULL)
+			fatal("calloc");
+		for (tail = &sc->sc_jobs; *tail != NULL;
+		    tail = &(*tail)->sj_next)
+			;
+		*tail = sj;
+		cs->cs_job = sj;
+	}
+	sj = cs->cs_job;
+	if (strcmp(key, "disk") == 0)
+		return conf_string(sc, &sj->sj_disk, key, value, line);
+	if (strcmp(key, "dirty_bitmap") == 0)
+		return conf_string(sc, &sj->sj_dirty_bitmap, key, value, line);
+	if (strcmp(key, "encryption") == 0) {
+		if (source_parse_encryption(value, &mode) == -1) {
+			log_warnx("%s:%d: encryption must be in-flight or "
+			    "source-side, not '%s'", sc->sc_path, line, value);
+			return -1;
+		}
+		return conf_string(sc, &sj->sj_encryption, key, value, line);
+	}
+	if (strcmp(key, "every") == 0) {
+		if (conf_parse_duration(value, &sj->sj_every) == -1 ||
+		    sj->sj_every < 60 || sj->sj_every > 366 * 86400) {
+			log_warnx("%s:%d: every must be a duration from 60s to "
+			    "366d, such as 30m, 6h or 1d, not '%s'",
+			    sc->sc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
+	log_warnx("%s:%d: unknown key '%s' in [job %s]", sc->sc_path, line,
+	    key, name);
+	return -1;
+}
+
 static int
 conf_line(void *arg, const char *section, const char *section_arg,
     const char *key, const char *value, int line)
@@ -153,12 +214,16 @@ conf_line(void *arg, const char *section, const char *section_arg,
 	struct conf_state	*cs = arg;
 	int			 rv;
 
-	if (section != NULL) {
+	if (section == NULL)
+		rv = conf_key(cs->cs_conf, key, value, line);
+	else if (strcmp(section, "job") == 0)
+		rv = conf_job(cs, section_arg ? section_arg : "", key, value,
+		    line);
+	else {
 		log_warnx("%s:%d: unknown section [%s]", cs->cs_conf->sc_path,
 		    line, section);
 		rv = -1;
-	} else
-		rv = conf_key(cs->cs_conf, key, value, line);
+	}
 	if (rv == -1)
 		cs->cs_errors++;
 	return rv;
@@ -167,8 +232,9 @@ conf_line(void *arg, const char *section, const char *section_arg,
 static int
 conf_finish(struct source_conf *sc)
 {
-	char	 err[512];
-	int	 errors = 0;
+	struct source_job	*sj;
+	char			 err[512];
+	int			 errors = 0;
 
 #define REQUIRE(field, key)						\
 	if (sc->field == NULL) {					\
@@ -185,6 +251,13 @@ conf_finish(struct source_conf *sc)
 	    conf_check_key_file(sc->sc_key, err, sizeof(err)) == -1) {
 		log_warnx("%s: %s", sc->sc_path, err);
 		errors++;
+	}
+	for (sj = sc->sc_jobs; sj != NULL; sj = sj->sj_next) {
+		if (sj->sj_disk == NULL || sj->sj_every == 0) {
+			log_warnx("%s: job '%s' needs 'disk' and 'every'",
+			    sc->sc_path, sj->sj_name);
+			errors++;
+		}
 	}
 	if (sc->sc_block_size == 0)
 		sc->sc_block_size = BLOCK_SIZE_DEFAULT;
@@ -236,6 +309,8 @@ source_conf_load(const char *path)
 void
 source_conf_free(struct source_conf *sc)
 {
+	struct source_job	*sj;
+
 	if (sc == NULL)
 		return;
 	free(sc->sc_path);
@@ -252,5 +327,14 @@ source_conf_free(struct source_conf *sc)
 	free(sc->sc_kms_server_name);
 	free(sc->sc_kek_name);
 	free(sc->sc_password_file);
+	free(sc->sc_metrics);
+	while ((sj = sc->sc_jobs) != NULL) {
+		sc->sc_jobs = sj->sj_next;
+		free(sj->sj_name);
+		free(sj->sj_disk);
+		free(sj->sj_encryption);
+		free(sj->sj_dirty_bitmap);
+		free(sj);
+	}
 	free(sc);
 }

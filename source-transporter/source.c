@@ -28,6 +28,8 @@ usage(FILE *fp)
 	    "          list the restore points on the target\n"
 	    "  status  [--json]\n"
 	    "          the target's version and each backup's newest point\n"
+	    "  agent   run the [job NAME] backups of the configuration on their\n"
+	    "          schedules, as a service (systemd: source-transporter.service)\n"
 	    "  restore --name NAME [--point ID] --output PATH [--force] [--json]\n"
 	    "          [--key-file FILE --passphrase-file FILE]\n"
 	    "          write a restore point back to a file or block device\n"
@@ -110,7 +112,8 @@ main(int argc, char *argv[])
 	}
 	if (strcmp(cmd, "backup") != 0 && strcmp(cmd, "restore") != 0 &&
 	    strcmp(cmd, "list") != 0 && strcmp(cmd, "keys") != 0 &&
-	    strcmp(cmd, "status") != 0 && strcmp(cmd, "benchmark") != 0) {
+	    strcmp(cmd, "status") != 0 && strcmp(cmd, "benchmark") != 0 &&
+	    strcmp(cmd, "agent") != 0) {
 		log_warnx("unknown command '%s'; try 'source-transporter -h'",
 		    cmd);
 		return EXIT_USAGE;
@@ -132,6 +135,8 @@ main(int argc, char *argv[])
 		rv = cmd_keys(sc, argc, argv);
 	else if (strcmp(cmd, "status") == 0)
 		rv = cmd_status(sc, argc, argv);
+	else if (strcmp(cmd, "agent") == 0)
+		rv = cmd_agent(sc, argc, argv);
 	else if (strcmp(cmd, "benchmark") == 0)
 		rv = cmd_benchmark(sc, argc, argv);
 	else

@@ -20,6 +20,22 @@
 #define RESUME_TIMEOUT_DEFAULT	1800	/* seconds */
 #define RECONNECT_DELAY_MAX	30	/* seconds between attempts */
 
+/* A scheduled backup the agent runs ([job NAME] in source.conf). */
+struct source_job {
+	char		*sj_name;
+	char		*sj_disk;
+	uint64_t	 sj_every;	/* seconds */
+	char		*sj_encryption;	/* NULL: the configured default */
+	char		*sj_dirty_bitmap;
+	struct source_job *sj_next;
+	/* agent state */
+	struct agent	*sj_agent;
+	struct event	*sj_timer;
+	int		 sj_due;
+	uint64_t	 sj_runs;
+	uint64_t	 sj_failures;
+};
+
 struct source_conf {
 	char		*sc_path;
 	char		*sc_target;		/* host:port */
@@ -42,10 +58,14 @@ struct source_conf {
 	char		*sc_kms_server_name;
 	char		*sc_kek_name;
 	char		*sc_password_file;
+	char		*sc_metrics;		/* agent: host:port of /metrics */
+	struct source_job *sc_jobs;
 	int		 sc_resume_set;
 };
 
+struct agent;
 struct client;
+struct event;
 
 /* A progress line on a terminal (progress.c). */
 struct progress {
@@ -193,6 +213,9 @@ const struct key_buf *envelope_chunk_key(const struct envelope *);
 int		 envelope_end(struct envelope *, uint8_t **, size_t *, char *,
 		    size_t);
 void		 envelope_free(struct envelope *);
+
+/* agent.c */
+int		 cmd_agent(struct source_conf *, int, char **);
 
 /* benchmark.c */
 int		 cmd_benchmark(struct source_conf *, int, char **);

@@ -1,0 +1,89 @@
+#!/bin/bash
+# source-transporter agent: scheduled [job NAME] backups run as children,
+# one at a time; sd_notify (READY, STATUS, WATCHDOG, RELOADING,
+# STOPPING); /metrics; a failing job does not stop the others; SIGHUP
+# adds jobs; SIGTERM stops.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+make_image "$T/a.img" 12M 71
+make_image "$T/b.img" 9M 72
+target_conf "$T/target.conf"
+target_start "$T/target.conf" || bail "target did not start"
+MPORT=$(free_port)
+source_conf "$T/source.conf" acme "metrics = 127.0.0.1:$MPORT" \
+    "[job vm-a]" "disk = $T/a.img" "every = 1h" \
+    "[job vm-b]" "disk = $T/b.img" "every = 1h" \
+    "[job broken]" "disk = $T/missing.img" "every = 1h"
+
+source_conf "$T/nojobs.conf" acme
+expect_exit 2 "an agent without jobs refuses to start" \
+    "$BUILD/source-transporter" -f "$T/nojobs.conf" agent
+expect_grep 'no \[job NAME\]' "$LAST_ERR" "and says why"
+
+"$PY" - "$T/notify.sock" "$T/notify.log" <<'PYEOF' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "a", buffering=1) as log:
+	while True:
+		log.write(s.recv(4096).decode() + "\n")
+PYEOF
+track $!
+for _ in $(seq 50); do [ -S "$T/notify.sock" ] && break; sleep 0.1; done
+
+NOTIFY_SOCKET=$T/notify.sock WATCHDOG_USEC=500000 \
+    "$BUILD/source-transporter" -f "$T/source.conf" agent >"$T/agent.log" 2>&1 &
+AGENT=$!
+track $AGENT
+
+# points: how many restore points the target lists
+points() {
+	src list --json 2>/dev/null |
+	    "$PY" -c 'import json, sys; print(len(json.load(sys.stdin)))' 2>/dev/null ||
+	    echo 0
+}
+for _ in $(seq 150); do
+	[ "$(points)" -ge 2 ] && grep -q "job 'broken': backup failed" "$T/agent.log" && break
+	sleep 0.2
+done
+[ "$(points)" -eq 2 ] && ok "both jobs ran at start and committed" ||
+    not_ok "both jobs committed" "$(tail -5 "$T/agent.log")"
+expect_grep "job 'broken': backup failed with exit code 6" "$T/agent.log" \
+    "a job whose disk is missing fails with its exit code"
+kill -0 $AGENT 2>/dev/null && ok "the agent keeps running" || not_ok "agent alive"
+expect_grep '^READY=1' "$T/notify.log" "READY=1"
+expect_grep "^STATUS=backing up 'vm-" "$T/notify.log" "STATUS names the running job"
+[ "$(grep -c '^WATCHDOG=1' "$T/notify.log")" -ge 2 ] && ok "watchdog pings" ||
+    not_ok "watchdog pings"
+
+check "GET /metrics" "$PY" -c '
+import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode())' "$MPORT"
+expect_grep '^transporter_jobs_total\{kind="backup",result="ok"\} 2' "$LAST_OUT" \
+    "metrics count two good backups"
+expect_grep '^transporter_jobs_total\{kind="backup",result="failed"\} 1' "$LAST_OUT" \
+    "and one failed"
+
+check "restore what the agent backed up" src restore --name vm-a --output "$T/ra.img"
+same "byte-identical" "$T/a.img" "$T/ra.img"
+
+# SIGHUP: a new job is taken and runs.
+make_image "$T/c.img" 5M 73
+cat >>"$T/source.conf" <<EOF2
+[job vm-c]
+disk = $T/c.img
+every = 1h
+EOF2
+kill -HUP $AGENT
+for _ in $(seq 100); do [ "$(points)" -ge 3 ] && break; sleep 0.2; done
+[ "$(points)" -ge 3 ] && ok "a job added by SIGHUP runs" || not_ok "reload adds a job"
+expect_grep '^RELOADING=1' "$T/notify.log" "RELOADING=1"
+
+kill -TERM $AGENT
+wait $AGENT
+rc=$?
+[ $rc -eq 0 ] && ok "SIGTERM stops the agent (exit 0)" || not_ok "agent exit" "exit $rc"
+expect_grep '^STOPPING=1' "$T/notify.log" "STOPPING=1"
+finish
