@@ -229,7 +229,7 @@ fi
 # uncomment FILE: every "#key = value" line of FILE made live, and the
 # installed paths mapped to files of the test PKI
 uncomment() {
-	sed -E -e 's/^#([a-z_]+ = )/\1/' -e 's/^#(\[tenant )/\1/' \
+	sed -E -e 's/^#([a-z_]+ = )/\1/' -e 's/^#(\[(tenant|job) )/\1/' \
 	    -e "s|/etc/transporter/pki/acme-source|$PKI/acme|g" \
 	    -e "s|/etc/transporter/pki/acme-kms|$PKI/acme|g" \
 	    -e "s|/etc/transporter/pki/kms-ca.crt|$PKI/ca.crt|g" \
