@@ -196,13 +196,20 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 		return;
 	}
 	if (se->se_state == SESSION_CLOSING) {
-		/* The source closed, or the linger or flush timed out. */
+		/*
+		 * The source closed, the socket failed, or the linger or
+		 * flush timed out: nothing more can be sent.  Free now, or
+		 * when the last job comes back (session_job_done).
+		 */
+		se->se_dead = 1;
+		bufferevent_disable(bev, EV_READ | EV_WRITE);
 		if (se->se_jobs == 0)
 			session_free(se);
-		else
-			bufferevent_disable(bev, EV_READ | EV_WRITE);
 		return;
 	}
+	/* The connection is gone or stuck: nothing more can be sent. */
+	se->se_dead = 1;
+	bufferevent_disable(bev, EV_READ | EV_WRITE);
 	if (events & BEV_EVENT_TIMEOUT) {
 		session_close(se, "timed out in state %s",
 		    session_state_name(se->se_state));
@@ -496,9 +503,14 @@ session_job_done(struct session *se, int slot)
 		}
 	}
 	if (se->se_state == SESSION_CLOSING) {
-		if (se->se_jobs == 0 && evbuffer_get_length(
-		    bufferevent_get_output(se->se_bev)) == 0)
+		if (se->se_jobs > 0)
+			return;
+		if (se->se_dead)
+			session_free(se);
+		else if (evbuffer_get_length(bufferevent_get_output(
+		    se->se_bev)) == 0)
 			session_linger(se);
+		/* else the write callback or the flush timeout ends it */
 		return;
 	}
 	session_resume(se);
@@ -593,9 +605,13 @@ session_close(struct session *se, const char *fmt, ...)
 		TAILQ_REMOVE(&se->se_target->tg_starved, se, se_starve_entry);
 		se->se_starved = 0;
 	}
-	if (se->se_jobs == 0 && (se->se_target->tg_stopping ||
-	    evbuffer_get_length(bufferevent_get_output(se->se_bev)) == 0))
+	if (se->se_jobs > 0)
+		return;		/* the last job's session_job_done ends it */
+	if (se->se_dead || se->se_target->tg_stopping)
+		session_free(se);
+	else if (evbuffer_get_length(bufferevent_get_output(se->se_bev)) == 0)
 		session_linger(se);
+	/* else the write callback or the flush timeout ends it */
 }
 
 static void

@@ -139,6 +139,7 @@ struct session {
 	uint8_t			*se_held;	/* a block frame awaiting a slot */
 	size_t			 se_held_len;
 	int			 se_lingering;	/* close_notify sent, awaiting EOF */
+	int			 se_dead;	/* closing and the socket is gone */
 	struct receive		*se_recv;
 	struct restore		*se_restore;
 	TAILQ_ENTRY(session)	 se_entry;

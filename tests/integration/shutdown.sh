@@ -1,0 +1,49 @@
+#!/bin/bash
+# The target keeps serving, and stops promptly on SIGTERM, after sources
+# vanish mid-stream: a restore abandoned while its blocks are in flight,
+# a source killed during a backup and during a restore.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+head -c 96M /dev/urandom >"$T/disk.img"
+target_conf "$T/target.conf"
+target_start "$T/target.conf" || bail "target did not start"
+source_conf "$T/source.conf" acme
+check "a backup to restore later" src backup --disk "$T/disk.img" --name vm
+
+# A restore whose source disappears while the target is streaming.
+for i in 1 2 3; do
+	"$BUILD/source-transporter" -f "$T/source.conf" restore --name vm \
+	    --output "$T/r$i.img" >/dev/null 2>&1 &
+	pid=$!
+	sleep 0.$((i * 2))
+	kill -KILL $pid 2>/dev/null
+	wait $pid 2>/dev/null
+done
+# A backup whose source is killed mid-way.
+"$BUILD/source-transporter" -f "$T/source.conf" backup --disk "$T/disk.img" \
+    --name vm2 --full >/dev/null 2>&1 &
+pid=$!
+sleep 0.3
+kill -KILL $pid 2>/dev/null
+wait $pid 2>/dev/null
+
+check "the target still serves afterwards" src list
+check "and restores" src restore --name vm --output "$T/ok.img"
+same "byte-identical" "$T/disk.img" "$T/ok.img"
+sleep 1
+t0=$(date +%s%N)
+kill -TERM "$TARGET_PID"
+for _ in $(seq 100); do kill -0 "$TARGET_PID" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$TARGET_PID" 2>/dev/null; then
+	not_ok "SIGTERM stops the target within 10 s" "still running"
+else
+	wait "$TARGET_PID"
+	rc=$?
+	TARGET_PID=
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	[ $rc -eq 0 ] && ok "SIGTERM stops the target (exit 0, $ms ms)" ||
+	    not_ok "SIGTERM stops the target" "exit $rc"
+fi
+finish
