@@ -314,7 +314,8 @@ atrest_chain_new(struct repo *r, const struct tenant *tn, char *err,
 	 * The file is gone but points are not: their keys are the chain,
 	 * each in the copy of the newest point (under the newest KEK).
 	 */
-	qsort(points, n, sizeof(*points), atrest_point_newer);
+	if (n > 1)
+		qsort(points, n, sizeof(*points), atrest_point_newer);
 	for (i = 0; i < n; i++) {
 		if (points[i].rp_mode != ENCRYPTION_MODE__ENCRYPTION_AT_REST ||
 		    points[i].rp_keys == NULL)
