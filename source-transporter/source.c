@@ -33,6 +33,9 @@ usage(FILE *fp)
 	    "  restore --name NAME [--point ID] --output PATH [--force] [--json]\n"
 	    "          [--key-file FILE --passphrase-file FILE]\n"
 	    "          write a restore point back to a file or block device\n"
+	    "  verify  --name NAME [--point ID] [--json]\n"
+	    "          read a restore point back and check every block, writing\n"
+	    "          nothing; names each damaged block (exit 5)\n"
 	    "  keys export --name NAME --output FILE --passphrase-file FILE\n"
 	    "          save a backup's keys under a passphrase, for disaster\n"
 	    "          recovery without the KMS\n"
@@ -113,7 +116,7 @@ main(int argc, char *argv[])
 	if (strcmp(cmd, "backup") != 0 && strcmp(cmd, "restore") != 0 &&
 	    strcmp(cmd, "list") != 0 && strcmp(cmd, "keys") != 0 &&
 	    strcmp(cmd, "status") != 0 && strcmp(cmd, "benchmark") != 0 &&
-	    strcmp(cmd, "agent") != 0) {
+	    strcmp(cmd, "agent") != 0 && strcmp(cmd, "verify") != 0) {
 		log_warnx("unknown command '%s'; try 'source-transporter -h'",
 		    cmd);
 		return EXIT_USAGE;
@@ -137,6 +140,8 @@ main(int argc, char *argv[])
 		rv = cmd_status(sc, argc, argv);
 	else if (strcmp(cmd, "agent") == 0)
 		rv = cmd_agent(sc, argc, argv);
+	else if (strcmp(cmd, "verify") == 0)
+		rv = cmd_verify(sc, argc, argv);
 	else if (strcmp(cmd, "benchmark") == 0)
 		rv = cmd_benchmark(sc, argc, argv);
 	else

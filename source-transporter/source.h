@@ -225,6 +225,7 @@ int		 cmd_backup(struct source_conf *, int, char **);
 
 /* restore.c */
 int		 cmd_restore(struct source_conf *, int, char **);
+int		 cmd_verify(struct source_conf *, int, char **);
 
 /* keyfile.c */
 int		 cmd_keys(struct source_conf *, int, char **);

@@ -35,6 +35,8 @@ struct restore {
 	uint64_t		 rs_credit;	/* bytes the source allows */
 	uint64_t		 rs_reserved;	/* estimate for jobs in the pool */
 	int			 rs_jobs;
+	int			 rs_verify;	/* Damage frames, not an Error */
+	uint64_t		 rs_damaged;
 	int			 rs_keys_pending;	/* at rest: key job out */
 	struct atrest_keys	*rs_keys;	/* at rest: the opened keys */
 };
@@ -298,6 +300,7 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 			rs->rs_blocks++;
 	}
 	rs->rs_credit = RESTORE_WINDOW;
+	rs->rs_verify = rr->verify;
 	se->se_restore = rs;
 	se->se_state = SESSION_RESTORE;
 	if (rs->rs_point.rp_mode != ENCRYPTION_MODE__ENCRYPTION_AT_REST ||
@@ -449,6 +452,27 @@ read_done(struct pool_job *pj)
 		    (unsigned long long)rj->rj_index, hex, rj->rj_msg);
 		goto out;
 	}
+	if (rj->rj_errno != 0 && rs->rs_verify && rj->rj_errno != ENOMEM) {
+		/* Verify: name the damage and go on with the next block. */
+		Frame	 f = FRAME__INIT;
+		Damage	 d = DAMAGE__INIT;
+		char	 msg[512];
+
+		hex_encode(rj->rj_id, CHUNK_ID_LEN, hex);
+		snprintf(msg, sizeof(msg), "chunk %.16s... %s", hex,
+		    rj->rj_msg[0] ? rj->rj_msg : rj->rj_errno == ENOENT ?
+		    "is missing" : strerror(rj->rj_errno));
+		d.index = rj->rj_index;
+		d.message = msg;
+		f.msg_case = FRAME__MSG_DAMAGE;
+		f.damage = &d;
+		session_send(se, &f);
+		rs->rs_damaged++;
+		session_log(se, "verify of %s/%s: block %llu: %s",
+		    rs->rs_point.rp_name, rs->rs_point.rp_id,
+		    (unsigned long long)rj->rj_index, msg);
+		goto out;
+	}
 	if (rj->rj_errno != 0) {
 		hex_encode(rj->rj_id, CHUNK_ID_LEN, hex);
 		session_fail(se, rj->rj_errno == ENOMEM ?
@@ -539,6 +563,7 @@ restore_pump(struct session *se)
 	    rs->rs_point.rp_name, rs->rs_point.rp_id,
 	    (unsigned long long)rs->rs_sent);
 	re.blocks_sent = rs->rs_sent;
+	re.damaged = rs->rs_damaged;
 	f.msg_case = FRAME__MSG_RESTORE_END;
 	f.restore_end = &re;
 	se->se_state = SESSION_IDLE;
