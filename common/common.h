@@ -149,5 +149,6 @@ uint64_t	 now_ms(void);
 int	 name_is_valid(const char *);
 void	 format_bytes(uint64_t, char *, size_t);
 long	 peak_rss_kib(void);
+void	 tune_malloc(void);
 
 #endif /* TRANSPORTER_COMMON_H */

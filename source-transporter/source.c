@@ -108,6 +108,7 @@ main(int argc, char *argv[])
 	}
 	cmd = argv[0];
 	log_init("source-transporter", 1, verbose);
+	tune_malloc();
 	log_set_format(json);
 	if (strcmp(cmd, "help") == 0) {
 		usage(stdout);

@@ -16,7 +16,7 @@
 #define SOURCE_WINDOW_MIN	(64u << 20)
 #define SOURCE_OUT_MAX		(8u << 20)	/* queued on the socket */
 #define SOURCE_CREDIT_STEP	(8u << 20)	/* restore credit grants */
-#define COMPRESSION_LEVEL_DEFAULT 3
+#define COMPRESSION_LEVEL_DEFAULT 1	/* docs/PERFORMANCE.md */
 #define RESUME_TIMEOUT_DEFAULT	1800	/* seconds */
 #define RECONNECT_DELAY_MAX	30	/* seconds between attempts */
 

@@ -234,6 +234,7 @@ main(int argc, char *argv[])
 	}
 	log_init("target-transporter", foreground || checkonly, verbose > 1);
 	log_set_format(json);
+	tune_malloc();
 
 	memset(&tg, 0, sizeof(tg));
 	TAILQ_INIT(&tg.tg_sessions);
