@@ -259,3 +259,8 @@ asan: deps
 		echo "asan: sanitizer reports in $(ASAN_REPORTS):"; \
 		head -n 40 $(ASAN_REPORTS)/*; rc=1; \
 	    fi; exit $$rc
+
+# A benchmark, not a test: reports figures, never fails on a slow one.
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BUILD=$(abspath $(BUILD)) bash tests/bench/bench.sh
