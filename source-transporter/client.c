@@ -50,6 +50,8 @@ client_exit_for(Error__Code code)
 	case ERROR__CODE__STORAGE_FULL:
 	case ERROR__CODE__STORAGE_IO:
 		return EXIT_TARGET;
+	case ERROR__CODE__KEY:
+		return EXIT_KEY;
 	default:
 		return EXIT_ERROR;
 	}

@@ -258,7 +258,8 @@ key_done(struct pool_job *pj)
 	if (se->se_state != SESSION_BACKUP)
 		goto out;
 	if (kj->kj_failed) {
-		session_fail(se, ERROR__CODE__UNKNOWN, "%s%s%s: %s; the backup "
+		session_fail(se, kj->kj_errno == EPERM ? ERROR__CODE__PROTOCOL :
+		    ERROR__CODE__KEY, "%s%s%s: %s; the backup "
 		    "of '%s' stopped before storing anything",
 		    kj->kj_errno == EPERM ? "at-rest encryption refused for "
 		    "tenant " : "at-rest key of tenant ",
@@ -578,7 +579,6 @@ receive_block(struct session *se, uint8_t *buf, size_t len)
 	}
 	if ((bj = calloc(1, sizeof(*bj))) == NULL) {
 		free(buf);
-		se->se_jobs++;	/* balance the slot for session_job_done */
 		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 		session_job_done(se, 1);
 		return -1;

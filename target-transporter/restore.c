@@ -245,7 +245,7 @@ rkey_done(struct pool_job *pj)
 	if (se->se_state != SESSION_RESTORE)
 		goto out;
 	if (rk->rk_keys == NULL) {
-		session_fail(se, ERROR__CODE__UNKNOWN, "at-rest key of tenant "
+		session_fail(se, ERROR__CODE__KEY, "at-rest key of tenant "
 		    "%s unavailable: %s; restore point %s/%s was not sent",
 		    rk->rk_tenant->tn_name, rk->rk_err, rs->rs_point.rp_name,
 		    rs->rs_point.rp_id);
@@ -445,7 +445,7 @@ read_done(struct pool_job *pj)
 		goto out;
 	if (rj->rj_errno == ENOKEY) {
 		hex_encode(rj->rj_id, CHUNK_ID_LEN, hex);
-		session_fail(se, ERROR__CODE__UNKNOWN, "at-rest key of tenant "
+		session_fail(se, ERROR__CODE__KEY, "at-rest key of tenant "
 		    "%s unavailable: restore point %s/%s: block %llu: chunk "
 		    "%.16s... %s", se->se_tenant->tn_name,
 		    rs->rs_point.rp_name, rs->rs_point.rp_id,
@@ -531,7 +531,6 @@ restore_pump(struct session *se)
 		    !session_job_slot(se))
 			return;
 		if ((rj = calloc(1, sizeof(*rj))) == NULL) {
-			se->se_jobs++;
 			session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 			session_job_done(se, 1);
 			return;
