@@ -16,6 +16,7 @@ import sys
 ROWS = [
     ("full_source_side", "full backup, source-side encryption"),
     ("full_inflight", "full backup, in-flight encryption"),
+    ("nbd_full", "the same over NBD (qemu-nbd, Unix socket)"),
     ("incr1", "incremental, 1% of blocks changed"),
     ("incr0", "incremental, nothing changed"),
     ("restore", "restore to a file (fsynced)"),
@@ -27,11 +28,11 @@ ROWS = [
 ]
 
 SETTING_ROWS = [
-    ("full_inflight", "1M", 3, "full backup"),
-    ("bs4M_full", "4M", 3, "full backup"),
-    ("l1_full", "1M", 1, "full backup"),
-    ("incr1", "1M", 3, "incremental, 1% changed"),
-    ("bs4M_incr1", "4M", 3, "incremental, 1% changed"),
+    ("full_inflight", "1M", 1, "full backup"),
+    ("bs4M_full", "4M", 1, "full backup"),
+    ("l3_full", "1M", 3, "full backup"),
+    ("incr1", "1M", 1, "incremental, 1% changed"),
+    ("bs4M_incr1", "4M", 1, "incremental, 1% changed"),
 ]
 
 GiB = 1 << 30
@@ -123,7 +124,7 @@ def main():
         "case", "wall s", "MB/s", "out MB", "src MiB", "tgt MiB",
         "CPU s/GiB", "others"))
     for case, label in ROWS:
-        if case == "full_source_side" and S[case] is None:
+        if case in ("full_source_side", "nbd_full") and S[case] is None:
             print("%-40s %s" % (label, "n/a (not implemented yet)"))
             continue
         print(row_line(label, S[case]))
@@ -146,10 +147,13 @@ def main():
                      S["full_inflight"], 0.25))
     print(ratio_line("restore / borg extract", S["restore"],
                      S["borg_extract"], 0.5))
+    if S.get("nbd_full"):
+        print(ratio_line("full over NBD / full direct (in-flight)",
+                         S["nbd_full"], S["full_inflight"], 1.15))
     # Peak RSS of each daemon, the worst of every row of ours.
     ours = [S[c] for c in ("full_source_side", "full_inflight", "incr1",
                            "incr0", "restore", "bs4M_full", "bs4M_incr1",
-                           "l1_full")
+                           "l3_full", "nbd_full")
             if S.get(c)]
     for key, name in (("rss_src", "source"), ("rss_tgt", "target")):
         vals = [s[key] for s in ours if s[key] is not None]
@@ -160,7 +164,7 @@ def main():
                 "PASS" if m < 256 else "MISS"))
     i1 = S["incr1"]
     if i1 and i1["expected"]:
-        print(ratio_line("incremental 1%: wire / zstd -3 of changed "
+        print(ratio_line("incremental 1%: wire / zstd -1 of changed "
                          "blocks", {"w": i1["out"]}, {"w": i1["expected"]},
                          1.05, key="w"))
     print("For reference, not targets:")
@@ -184,7 +188,7 @@ def main():
             exp = "%.2f" % (s["out"] / s["expected"]) if s["expected"] \
                 else "-"
             print("%-24s %5s %3d%s %8s" % (label, bs, lvl, line, exp))
-        print("wire/exp: bytes on the wire / zstd -3 size of the changed "
+        print("wire/exp: bytes on the wire / zstd -1 size of the changed "
               "blocks at that block size")
 
 main()
