@@ -55,6 +55,10 @@ expect_grep "job 'broken': backup failed with exit code 6" "$T/agent.log" \
 kill -0 $AGENT 2>/dev/null && ok "the agent keeps running" || not_ok "agent alive"
 expect_grep '^READY=1' "$T/notify.log" "READY=1"
 expect_grep "^STATUS=backing up 'vm-" "$T/notify.log" "STATUS names the running job"
+for _ in $(seq 50); do
+	[ "$(grep -c '^WATCHDOG=1' "$T/notify.log")" -ge 2 ] && break
+	sleep 0.1
+done
 [ "$(grep -c '^WATCHDOG=1' "$T/notify.log")" -ge 2 ] && ok "watchdog pings" ||
     not_ok "watchdog pings"
 

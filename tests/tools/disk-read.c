@@ -337,7 +337,7 @@ main(int argc, char **argv)
 				    (unsigned long long)start,
 				    (unsigned long long)end,
 				    (unsigned long long)off);
-				return 4;
+				goto fail;
 			}
 			extents++;
 			data += end - start;
@@ -347,7 +347,7 @@ main(int argc, char **argv)
 		if (rv == -1) {
 			fprintf(stderr, "disk-read: extents: %s\n",
 			    strerror(errno));
-			return 4;
+			goto fail;
 		}
 	}
 	dt = now_ms() - t0;	/* time to learn the extents */
@@ -356,7 +356,7 @@ main(int argc, char **argv)
 		for (i = 0; i < bench; i++) {
 			t0 = now_ms();
 			if (run_job(&jb, threads) == -1)
-				return 4;
+				goto fail;
 			dt = now_ms() - t0;
 			if (dt == 0)
 				dt = 1;
@@ -383,14 +383,14 @@ main(int argc, char **argv)
 	    ftruncate(jb.jb_out, (off_t)disk_size(dk)) == -1) {
 		fprintf(stderr, "disk-read: %s: %s\n", argv[1],
 		    strerror(errno));
-		return 4;
+		goto fail;
 	}
 	t0 = now_ms();
 	rv = run_job(&jb, threads);
 	if (close(jb.jb_out) == -1)
 		rv = -1;
 	if (rv == -1)
-		return 4;
+		goto fail;
 	printf("{\"transport\":\"%s\",\"size\":%llu,\"extents\":%llu,"
 	    "\"data\":%llu,\"bytes_read\":%llu,\"extent_ms\":%llu,"
 	    "\"read_ms\":%llu}\n", disk_transport_name(dk),
@@ -403,5 +403,9 @@ main(int argc, char **argv)
 	return 0;
  nomem:
 	fprintf(stderr, "disk-read: out of memory\n");
+ fail:
+	free(map);
+	free(jb.jb_pieces);
+	disk_close(dk);
 	return 4;
 }
