@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "keys.h"
+#include "metrics.h"
 #include "target.h"
 
 struct receive {
@@ -618,6 +619,26 @@ sync_work(struct pool_job *pj)
 		sj->sj_errno = errno;
 }
 
+/* A committed backup in the metrics (docs/OPERATIONS.md). */
+static void
+receive_count(struct session *se, struct receive *rv,
+    const struct repo_point *rp, uint64_t chunks_new, uint64_t chunks_dedup,
+    uint64_t ms)
+{
+	const char	*tenant = se->se_tenant->tn_name;
+
+	METRICS_ADD(metrics.mt_bytes_stored, tenant, rp->rp_stored_bytes);
+	METRICS_ADD(metrics.mt_chunks, "new", chunks_new);
+	METRICS_ADD(metrics.mt_chunks, "dedup", chunks_dedup);
+	METRICS_ADD(metrics.mt_chunks, "unchanged", rv->rv_unchanged);
+	METRICS_ADD(metrics.mt_chunks, "zero", rp->rp_zero_blocks);
+	metrics_add(metrics_series(metrics.mt_jobs_total, "backup", "ok"), 1);
+	metrics_observe(metrics_series(metrics.mt_job_seconds, "backup", NULL),
+	    ms / 1000.0);
+	metrics_set(metrics_series(metrics.mt_last_point, tenant, rv->rv_name),
+	    (double)rp->rp_created);
+}
+
 static void
 sync_done(struct pool_job *pj)
 {
@@ -656,6 +677,8 @@ sync_done(struct pool_job *pj)
 		c.bytes_stored = sj->sj_point.rp_stored_bytes;
 		c.chunks_new = sj->sj_chunks_new;
 		c.chunks_dedup = sj->sj_chunks_dedup;
+		receive_count(se, rv, &sj->sj_point, sj->sj_chunks_new,
+		    sj->sj_chunks_dedup, ms);
 		f.msg_case = FRAME__MSG_COMMITTED;
 		f.committed = &c;
 		session_send(se, &f);

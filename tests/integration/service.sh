@@ -59,6 +59,14 @@ for line in open(sys.argv[1]):
 sys.exit(0 if ok else 1)' "$T/metrics.txt"
 expect_grep '^transporter_sessions_total [1-9]' "$T/metrics.txt" "sessions counted"
 expect_grep '^transporter_bytes_received_total [1-9]' "$T/metrics.txt" "bytes received counted"
+expect_grep '^transporter_bytes_stored_total\{tenant="acme"\} [1-9]' "$T/metrics.txt" \
+    "bytes stored counted per tenant"
+expect_grep '^transporter_chunks_total\{state="new"\} [1-9]' "$T/metrics.txt" \
+    "new chunks counted"
+expect_grep '^transporter_jobs_total\{kind="backup",result="ok"\} 1' "$T/metrics.txt" \
+    "the committed backup counted"
+expect_grep '^transporter_last_point_timestamp_seconds\{tenant="acme",name="vm"\} [1-9]' \
+    "$T/metrics.txt" "the newest point's time per backup"
 expect_grep '^transporter_errors_total\{kind="UNAUTHORISED"\} 1' "$T/metrics.txt" \
     "the refused identity counted as an error by kind"
 
