@@ -383,6 +383,29 @@ client_new(struct source_conf *sc, const struct client_ops *ops, void *arg)
 }
 
 /*
+ * bandwidth_limit: a token bucket on this connection, each way, with a
+ * burst of a quarter second.  0, or -1 after a message.
+ */
+static int
+client_rate_limit(struct client *cl)
+{
+	struct timeval	 tick = { 0, 250000 };
+	uint64_t	 rate = cl->cl_conf->sc_bandwidth;
+	size_t		 per_tick;
+
+	if (rate == 0)
+		return 0;
+	per_tick = (size_t)(rate / 4);
+	if ((cl->cl_rate = ev_token_bucket_cfg_new(per_tick, per_tick,
+	    per_tick, per_tick, &tick)) == NULL ||
+	    bufferevent_set_rate_limit(cl->cl_bev, cl->cl_rate) == -1) {
+		log_warnx("cannot set the bandwidth limit");
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * Connects and runs the event loop until the command finishes.
  * Returns the command's exit code.
  */
@@ -418,6 +441,8 @@ client_run(struct client *cl)
 	    FRAME_MAX + FRAME_HDR_LEN);
 	bufferevent_setwatermark(cl->cl_bev, EV_WRITE, SOURCE_OUT_MAX / 2, 0);
 	bufferevent_set_timeouts(cl->cl_bev, &tv, NULL);
+	if (client_rate_limit(cl) == -1)
+		return EXIT_ERROR;
 	bufferevent_enable(cl->cl_bev, EV_READ | EV_WRITE);
 	/* Finished jobs arrive from the pool even with the socket idle. */
 	event_base_loop(cl->cl_base, EVLOOP_NO_EXIT_ON_EMPTY);
@@ -444,6 +469,8 @@ client_free(struct client *cl)
 		SSL_free(cl->cl_ssl);
 	if (cl->cl_base != NULL)
 		event_base_free(cl->cl_base);
+	if (cl->cl_rate != NULL)
+		ev_token_bucket_cfg_free(cl->cl_rate);
 	SSL_CTX_free(cl->cl_ctx);
 	crypto_wipe(cl->cl_key_out, sizeof(cl->cl_key_out));
 	crypto_wipe(cl->cl_key_in, sizeof(cl->cl_key_in));

@@ -109,6 +109,16 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 		    line);
 	if (strcmp(key, "metrics") == 0)
 		return conf_string(sc, &sc->sc_metrics, key, value, line);
+	if (strcmp(key, "bandwidth_limit") == 0) {
+		if (conf_parse_size(value, &sc->sc_bandwidth) == -1 ||
+		    (sc->sc_bandwidth != 0 && sc->sc_bandwidth < (64u << 10))) {
+			log_warnx("%s:%d: bandwidth_limit must be 0 (none) or at "
+			    "least 64K bytes per second, not '%s'", sc->sc_path,
+			    line, value);
+			return -1;
+		}
+		return 0;
+	}
 	if (strcmp(key, "kek_name") == 0)
 		return conf_string(sc, &sc->sc_kek_name, key, value, line);
 	if (strcmp(key, "password_file") == 0)

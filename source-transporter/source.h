@@ -49,6 +49,7 @@ struct source_conf {
 	uint64_t	 sc_workers;		/* 0: one per core */
 	uint64_t	 sc_window;
 	uint64_t	 sc_resume_timeout;	/* seconds of reconnecting */
+	uint64_t	 sc_bandwidth;		/* bytes/s each way, 0: none */
 	uint32_t	 sc_encryption;		/* EncryptionMode of backups */
 	uint32_t	 sc_key_provider;	/* KeyProvider */
 	char		*sc_kms;		/* host:port */
@@ -129,6 +130,7 @@ struct client {
 	int			 cl_json;
 	int			 cl_lost;	/* worth reconnecting */
 	char			 cl_peer_software[64];	/* from its Hello */
+	struct ev_token_bucket_cfg *cl_rate;	/* bandwidth_limit */
 };
 
 /* How to reach a disk (disk.c, nbd.c). */

@@ -62,6 +62,16 @@ conf_global(struct conf_state *cs, const char *key, const char *value,
 	}
 	if (strcmp(key, "metrics") == 0)
 		return conf_set_string(cs, &tc->tc_metrics, key, value, line);
+	if (strcmp(key, "bandwidth_limit") == 0) {
+		if (conf_parse_size(value, &tc->tc_bandwidth) == -1 ||
+		    (tc->tc_bandwidth != 0 && tc->tc_bandwidth < (64u << 10))) {
+			log_warnx("%s:%d: bandwidth_limit must be 0 (none) or at "
+			    "least 64K bytes per second, not '%s'", tc->tc_path,
+			    line, value);
+			return -1;
+		}
+		return 0;
+	}
 	if (strcmp(key, "max_sessions") == 0) {
 		if (conf_parse_uint(value, 1, 100000,
 		    &tc->tc_max_sessions) == -1) {

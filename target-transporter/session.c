@@ -127,6 +127,9 @@ session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
 	    FRAME_MAX + FRAME_HDR_LEN);
 	bufferevent_setwatermark(se->se_bev, EV_WRITE, 4u << 20, 0);
 	bufferevent_set_timeouts(se->se_bev, &tv, NULL);
+	if (tg->tg_rate_group != NULL)
+		(void)bufferevent_add_to_rate_limit_group(se->se_bev,
+		    tg->tg_rate_group);
 	bufferevent_enable(se->se_bev, EV_READ | EV_WRITE);
 	TAILQ_INSERT_TAIL(&tg->tg_sessions, se, se_entry);
 	tg->tg_nsessions++;

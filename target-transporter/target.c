@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -281,6 +282,17 @@ main(int argc, char *argv[])
 	    evsignal_add(tg.tg_sigint, NULL) || evsignal_add(tg.tg_sighup,
 	    NULL))
 		fatalx("cannot set up signal handlers");
+	if (tg.tg_conf->tc_bandwidth > 0) {
+		struct timeval	 tick = { 0, 250000 };
+		size_t		 per_tick = tg.tg_conf->tc_bandwidth / 4;
+
+		/* One bucket shared by every session, each way. */
+		if ((tg.tg_rate_cfg = ev_token_bucket_cfg_new(per_tick,
+		    per_tick, per_tick, per_tick, &tick)) == NULL ||
+		    (tg.tg_rate_group = bufferevent_rate_limit_group_new(
+		    tg.tg_base, tg.tg_rate_cfg)) == NULL)
+			fatalx("cannot set up the bandwidth limit");
+	}
 	if (target_listen(&tg) == -1)
 		goto out;
 	if (tg.tg_conf->tc_metrics != NULL) {
@@ -337,6 +349,10 @@ main(int argc, char *argv[])
 		event_free(tg.tg_sigint);
 	if (tg.tg_sighup != NULL)
 		event_free(tg.tg_sighup);
+	if (tg.tg_rate_group != NULL)
+		bufferevent_rate_limit_group_free(tg.tg_rate_group);
+	if (tg.tg_rate_cfg != NULL)
+		ev_token_bucket_cfg_free(tg.tg_rate_cfg);
 	if (tg.tg_base != NULL)
 		event_base_free(tg.tg_base);
 	repo_close(tg.tg_repo);

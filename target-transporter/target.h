@@ -50,6 +50,7 @@ struct target_conf {
 	uint64_t		 tc_workers;	/* 0: one per core */
 	uint64_t		 tc_max_sessions;
 	char			*tc_metrics;	/* host:port, or NULL: off */
+	uint64_t		 tc_bandwidth;	/* bytes/s, all sessions; 0: none */
 	struct tenant_list	 tc_tenants;
 	struct target_conf	*tc_previous;	/* replaced by a reload */
 };
@@ -91,6 +92,8 @@ struct event;
 struct evconnlistener;
 struct receive;
 struct restore;
+struct ev_token_bucket_cfg;
+struct bufferevent_rate_limit_group;
 
 /* The daemon. */
 struct target {
@@ -110,6 +113,8 @@ struct target {
 	int			 tg_max_jobs;
 	uint64_t		 tg_next_id;
 	int			 tg_stopping;
+	struct ev_token_bucket_cfg *tg_rate_cfg;	/* bandwidth_limit */
+	struct bufferevent_rate_limit_group *tg_rate_group;
 };
 
 enum session_state {
