@@ -130,6 +130,7 @@ int	 tls_session_keys(SSL *, uint8_t [AEAD_KEY_LEN],
 int	 tls_peer_has_identity(SSL *, const char *);
 void	 tls_peer_describe(SSL *, char *, size_t);
 const char *tls_verify_reason(SSL *);
+void	 tls_count_sent(SSL *, uint64_t *, size_t);
 
 /* pool.c */
 struct pool;

@@ -3,6 +3,7 @@
  * the per-session keys both ends derive from the TLS exporter.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -214,4 +215,52 @@ tls_verify_reason(SSL *ssl)
 	if (res == X509_V_OK)
 		return NULL;
 	return X509_verify_cert_error_string(res);
+}
+
+/*
+ * TLS 1.3 key update.  AES-GCM under one traffic key is safe for a
+ * bounded number of records (RFC 8446 section 5.5: 2^24.5 full records
+ * for AES-GCM), and OpenSSL does not rotate on its own, so a long
+ * session asks for a key update every TLS_KEY_UPDATE_BYTES it sends
+ * (the environment variable TRANSPORTER_TLS_KEY_UPDATE_BYTES lowers it
+ * for tests).  *since counts the bytes queued since the last update.
+ */
+#define TLS_KEY_UPDATE_BYTES	(64ull << 30)	/* ~4M records: far below */
+
+static uint64_t
+tls_key_update_bytes(void)
+{
+	static uint64_t	 limit;
+	const char	*env;
+	uint64_t	 v;
+
+	if (limit == 0) {
+		env = getenv("TRANSPORTER_TLS_KEY_UPDATE_BYTES");
+		if (env != NULL && conf_parse_size(env, &v) == 0 && v >= 4096)
+			limit = v;
+		else
+			limit = TLS_KEY_UPDATE_BYTES;
+	}
+	return limit;
+}
+
+/* Counts n bytes queued for ssl; updates the keys past the limit. */
+void
+tls_count_sent(SSL *ssl, uint64_t *since, size_t n)
+{
+	*since += n;
+	if (*since < tls_key_update_bytes() ||
+	    SSL_get_key_update_type(ssl) != SSL_KEY_UPDATE_NONE)
+		return;
+	/*
+	 * Refused while a record is half written ("bad write retry"):
+	 * not an error, the next frame tries again.
+	 */
+	if (SSL_key_update(ssl, SSL_KEY_UPDATE_NOT_REQUESTED) != 1) {
+		ERR_clear_error();
+		return;
+	}
+	log_debug("TLS key update after %llu bytes",
+	    (unsigned long long)*since);
+	*since = 0;
 }

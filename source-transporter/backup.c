@@ -266,6 +266,7 @@ read_done(struct pool_job *pj)
 		rj->rj_frame = NULL;
 		bk->bk_blocks_sent++;
 		bk->bk_bytes_sent += rj->rj_len;
+		tls_count_sent(cl->cl_ssl, &cl->cl_tls_sent, rj->rj_len);
 	}
 	progress_update(&bk->bk_progress, (bk->bk_zero_blocks +
 	    bk->bk_blocks_unchanged + bk->bk_blocks_sent) *

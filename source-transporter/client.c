@@ -193,6 +193,8 @@ client_write_cb(struct bufferevent *bev, void *arg)
 			event_base_loopexit(cl->cl_base, NULL);
 		return;
 	}
+	/* A drained socket is the likeliest moment for a key update. */
+	tls_count_sent(cl->cl_ssl, &cl->cl_tls_sent, 0);
 	if (cl->cl_hello && cl->cl_ops->co_drained != NULL)
 		cl->cl_ops->co_drained(cl, cl->cl_arg);
 }

@@ -131,6 +131,7 @@ struct client {
 	int			 cl_lost;	/* worth reconnecting */
 	char			 cl_peer_software[64];	/* from its Hello */
 	struct ev_token_bucket_cfg *cl_rate;	/* bandwidth_limit */
+	uint64_t		 cl_tls_sent;	/* since the last key update */
 };
 
 /* How to reach a disk (disk.c, nbd.c). */

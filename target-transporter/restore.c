@@ -496,6 +496,7 @@ read_done(struct pool_job *pj)
 	rj->rj_frame = NULL;
 	rs->rs_sent++;
 	rs->rs_bytes += rj->rj_len;
+	tls_count_sent(se->se_ssl, &se->se_tls_sent, rj->rj_len);
  out:
 	free(rj->rj_frame);
 	free(rj);

@@ -297,6 +297,8 @@ session_write_cb(struct bufferevent *bev, void *arg)
 			session_linger(se);
 		return;
 	}
+	/* A drained socket is the likeliest moment for a key update. */
+	tls_count_sent(se->se_ssl, &se->se_tls_sent, 0);
 	if (se->se_state == SESSION_RESTORE)
 		restore_pump(se);
 }

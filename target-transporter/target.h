@@ -145,6 +145,7 @@ struct session {
 	size_t			 se_held_len;
 	int			 se_lingering;	/* close_notify sent, awaiting EOF */
 	int			 se_dead;	/* closing and the socket is gone */
+	uint64_t		 se_tls_sent;	/* since the last TLS key update */
 	struct receive		*se_recv;
 	struct restore		*se_restore;
 	TAILQ_ENTRY(session)	 se_entry;
