@@ -131,6 +131,7 @@ int	 tls_peer_has_identity(SSL *, const char *);
 void	 tls_peer_describe(SSL *, char *, size_t);
 const char *tls_verify_reason(SSL *);
 void	 tls_count_sent(SSL *, uint64_t *, size_t);
+void	 tls_bev_errors(struct bufferevent *, char *, size_t);
 
 /* pool.c */
 struct pool;
@@ -151,5 +152,6 @@ int	 name_is_valid(const char *);
 void	 format_bytes(uint64_t, char *, size_t);
 long	 peak_rss_kib(void);
 void	 tune_malloc(void);
+void	 json_print_string(const char *);
 
 #endif /* TRANSPORTER_COMMON_H */

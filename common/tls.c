@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/bufferevent_ssl.h>
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -263,4 +265,25 @@ tls_count_sent(SSL *ssl, uint64_t *since, size_t n)
 	log_debug("TLS key update after %llu bytes",
 	    (unsigned long long)*since);
 	*since = 0;
+}
+
+/*
+ * The OpenSSL errors a bufferevent collected, joined with "; " into buf
+ * ("" if none).
+ */
+void
+tls_bev_errors(struct bufferevent *bev, char *buf, size_t len)
+{
+	unsigned long	 e;
+	size_t		 n = 0;
+
+	buf[0] = '\0';
+	while ((e = bufferevent_get_openssl_error(bev)) != 0 && n + 2 < len) {
+		if (n > 0) {
+			buf[n++] = ';';
+			buf[n++] = ' ';
+		}
+		ERR_error_string_n(e, buf + n, len - n);
+		n = strlen(buf);
+	}
 }

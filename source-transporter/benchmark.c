@@ -747,22 +747,6 @@ bench_cpu_model(char *buf, size_t len)
 	fclose(fp);
 }
 
-/* Prints s as a JSON string. */
-static void
-bench_json_string(const char *s)
-{
-	putchar('"');
-	for (; *s != '\0'; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", (unsigned char)*s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
 /* Seconds per byte of one core, summed over the stages given. */
 static double
 bench_chain(const struct bench_stage *st, const int *idx, int n)
@@ -799,27 +783,27 @@ bench_print(struct bench *b, struct bench_stage *st, int nst)
 		}
 	if (b->b_json) {
 		printf("{\"cpu\":");
-		bench_json_string(cpu);
+		json_print_string(cpu);
 		printf(",\"cores\":%d,\"threads\":%d,\"block_size\":%zu,"
 		    "\"level\":%d,\"seconds\":%.2f,\"openssl\":",
 		    pool_default_threads(), b->b_threads, b->b_bsize,
 		    b->b_level, b->b_seconds);
-		bench_json_string(OpenSSL_version(OPENSSL_VERSION));
+		json_print_string(OpenSSL_version(OPENSSL_VERSION));
 		printf(",\"zstd\":");
-		bench_json_string(ZSTD_versionString());
+		json_print_string(ZSTD_versionString());
 		printf(",\"tls_cipher\":");
-		bench_json_string(b->b_cipher);
+		json_print_string(b->b_cipher);
 		printf(",\"data\":{\"blocks\":%d,\"text\":%d,\"binary\":%d,"
 		    "\"random\":%d,\"text_from\":", b->b_nblocks, b->b_ntext,
 		    b->b_nbin, b->b_nrand);
-		bench_json_string(b->b_text_from);
+		json_print_string(b->b_text_from);
 		printf(",\"binary_from\":");
-		bench_json_string(b->b_bin_from);
+		json_print_string(b->b_bin_from);
 		printf("},\"stages\":[");
 		for (i = 0; i < nst; i++) {
 			printf("%s{\"stage\":\"%s\",\"label\":", i ? "," : "",
 			    st[i].bs_key);
-			bench_json_string(st[i].bs_label);
+			json_print_string(st[i].bs_label);
 			printf(",\"one_core_mb_s\":%.1f,"
 			    "\"all_workers_mb_s\":%.1f", st[i].bs_one / 1e6,
 			    st[i].bs_all / 1e6);

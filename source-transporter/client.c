@@ -133,21 +133,12 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 	struct client	*cl = arg;
 	const char	*reason;
 	char		 err[512];
-	unsigned long	 e;
-	size_t		 n = 0;
 
 	if (events & BEV_EVENT_CONNECTED) {
 		client_connected(cl);
 		return;
 	}
-	err[0] = '\0';
-	while ((e = bufferevent_get_openssl_error(bev)) != 0 &&
-	    n < sizeof(err) - 2) {
-		if (n > 0)
-			err[n++] = ';', err[n++] = ' ';
-		ERR_error_string_n(e, err + n, sizeof(err) - n);
-		n = strlen(err);
-	}
+	tls_bev_errors(bev, err, sizeof(err));
 	if (events & BEV_EVENT_TIMEOUT) {
 		client_finish(cl, cl->cl_hello ? EXIT_ERROR : EXIT_CONNECT,
 		    "%s: no answer from the target for too long", cl->cl_addr);

@@ -44,22 +44,6 @@ format_time(int64_t t, char *buf, size_t len)
 		snprintf(buf, len, "%lld", (long long)t);
 }
 
-/* Prints s as a JSON string; names are restricted but be safe anyway. */
-static void
-json_string(const char *s)
-{
-	putchar('"');
-	for (; *s != '\0'; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", (unsigned char)*s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
 /*
  * Whether the KEK a key needs can be had now (KMS or password), for a
  * disaster-recovery check; "" when not asked.
@@ -99,18 +83,18 @@ list_keys_json(struct list *ls, const PointInfo *pi)
 		    hex, key_purpose_name(wk->purpose),
 		    ref->provider == KEY_PROVIDER__KEY_PROVIDER_KMIP ? "kmip" :
 		    "password");
-		json_string(ref->key_name);
+		json_print_string(ref->key_name);
 		printf(",\"kek_id\":");
-		json_string(ref->key_id);
+		json_print_string(ref->key_id);
 		printf(",\"kek_version\":%lld,\"kms\":",
 		    (long long)ref->version);
-		json_string(ref->kms);
+		json_print_string(ref->kms);
 		if (ls->ls_check_keys) {
 			status = list_kek_status(ls, ref, st, sizeof(st));
 			printf(",\"available\":%s,\"status\":",
 			    strcmp(status, "available") == 0 ? "true" :
 			    "false");
-			json_string(status);
+			json_print_string(status);
 		}
 		printf("}");
 	}
@@ -153,9 +137,9 @@ list_print(struct list *ls, const ListReply *lr)
 			pi = lr->points[i];
 			format_time(pi->created, when, sizeof(when));
 			printf("%s\n  {\"name\":", i ? "," : "");
-			json_string(pi->name);
+			json_print_string(pi->name);
 			printf(",\"point_id\":");
-			json_string(pi->point_id);
+			json_print_string(pi->point_id);
 			printf(",\"created\":\"%s\",\"disk_size\":%llu,"
 			    "\"block_size\":%u,\"stored_bytes\":%llu,"
 			    "\"blocks\":%llu,\"zero_blocks\":%llu,"
@@ -304,9 +288,9 @@ status_print(struct list *ls, const ListReply *lr)
 	}
 	if (ls->ls_json) {
 		printf("{\"target\":");
-		json_string(cl->cl_addr);
+		json_print_string(cl->cl_addr);
 		printf(",\"software\":");
-		json_string(cl->cl_peer_software);
+		json_print_string(cl->cl_peer_software);
 		printf(",\"tls\":\"%s\",\"backups\":[",
 		    SSL_get_version(cl->cl_ssl));
 	} else {
@@ -330,9 +314,9 @@ status_print(struct list *ls, const ListReply *lr)
 		format_time(pi->created, when, sizeof(when));
 		if (ls->ls_json) {
 			printf("%s{\"name\":", n++ ? "," : "");
-			json_string(pi->name);
+			json_print_string(pi->name);
 			printf(",\"points\":%zu,\"newest\":", j - i);
-			json_string(pi->point_id);
+			json_print_string(pi->point_id);
 			printf(",\"created\":\"%s\",\"stored_bytes\":%llu,"
 			    "\"encryption\":\"%s\"}", when,
 			    (unsigned long long)total, mode_name(pi->mode));

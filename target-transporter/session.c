@@ -191,8 +191,6 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 	struct session	*se = arg;
 	const char	*reason;
 	char		 ssl_err[512];
-	unsigned long	 e;
-	size_t		 n = 0;
 
 	if (events & BEV_EVENT_CONNECTED) {
 		session_connected(se);
@@ -219,14 +217,8 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 		return;
 	}
 	if (events & BEV_EVENT_ERROR) {
-		ssl_err[0] = '\0';
-		while ((e = bufferevent_get_openssl_error(bev)) != 0 &&
-		    n < sizeof(ssl_err) - 2) {
-			if (n > 0)
-				ssl_err[n++] = ';', ssl_err[n++] = ' ';
-			ERR_error_string_n(e, ssl_err + n, sizeof(ssl_err) - n);
-			n = strlen(ssl_err);
-		}
+		tls_bev_errors(bev, ssl_err, sizeof(ssl_err));
+
 		if (se->se_state == SESSION_HANDSHAKE) {
 			METRICS_INC(metrics.mt_errors, "tls");
 			reason = tls_verify_reason(se->se_ssl);
