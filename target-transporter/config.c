@@ -62,6 +62,16 @@ conf_global(struct conf_state *cs, const char *key, const char *value,
 	}
 	if (strcmp(key, "metrics") == 0)
 		return conf_set_string(cs, &tc->tc_metrics, key, value, line);
+	if (strcmp(key, "handshake_timeout") == 0) {
+		if (conf_parse_duration(value, &tc->tc_handshake_timeout) == -1 ||
+		    tc->tc_handshake_timeout < 1 ||
+		    tc->tc_handshake_timeout > 600) {
+			log_warnx("%s:%d: handshake_timeout must be 1s to 10m, "
+			    "not '%s'", tc->tc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
 	if (strcmp(key, "bandwidth_limit") == 0) {
 		if (conf_parse_size(value, &tc->tc_bandwidth) == -1 ||
 		    (tc->tc_bandwidth != 0 && tc->tc_bandwidth < (64u << 10))) {
@@ -333,6 +343,8 @@ conf_finish(struct target_conf *tc)
 		fatal("strdup");
 	if (tc->tc_max_sessions == 0)
 		tc->tc_max_sessions = TARGET_MAX_SESSIONS;
+	if (tc->tc_handshake_timeout == 0)
+		tc->tc_handshake_timeout = TARGET_HANDSHAKE_TIMEOUT;
 #define REQUIRE(field, key)						\
 	if (tc->field == NULL) {					\
 		log_warnx("%s: '" key "' is missing; add a line "	\

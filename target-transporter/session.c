@@ -28,7 +28,6 @@
 #include "metrics.h"
 #include "target.h"
 
-#define HANDSHAKE_TIMEOUT	30	/* seconds */
 #define IDLE_TIMEOUT		600	/* seconds without a frame */
 #define FLUSH_TIMEOUT		10	/* to deliver a last Error frame */
 #define LINGER_TIMEOUT		5	/* for the source to close after us */
@@ -40,6 +39,7 @@ static void	session_write_cb(struct bufferevent *, void *);
 static void	session_event_cb(struct bufferevent *, short, void *);
 static void	session_process(struct session *);
 static void	session_free(struct session *);
+static void	session_deadline(evutil_socket_t, short, void *);
 static void	session_linger(struct session *);
 
 static const char *
@@ -81,7 +81,7 @@ void
 session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
 {
 	struct session	*se = NULL;
-	struct timeval	 tv = { HANDSHAKE_TIMEOUT, 0 };
+	struct timeval	 tv = { (time_t)tg->tg_conf->tc_handshake_timeout, 0 };
 	char		 host[NI_MAXHOST], port[NI_MAXSERV];
 	SSL		*ssl = NULL;
 	int		 one = 1;
@@ -130,6 +130,17 @@ session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
 	if (tg->tg_rate_group != NULL)
 		(void)bufferevent_add_to_rate_limit_group(se->se_bev,
 		    tg->tg_rate_group);
+	/*
+	 * An absolute deadline for the handshake and the Hello: the read
+	 * timeout restarts with every byte, so a peer dribbling one byte
+	 * at a time would otherwise hold the slot for ever.
+	 */
+	if ((se->se_deadline = evtimer_new(tg->tg_base, session_deadline,
+	    se)) == NULL || evtimer_add(se->se_deadline, &tv) == -1) {
+		log_warnx("session %llu: cannot arm its deadline",
+		    (unsigned long long)se->se_id);
+		goto fail;
+	}
 	bufferevent_enable(se->se_bev, EV_READ | EV_WRITE);
 	TAILQ_INSERT_TAIL(&tg->tg_sessions, se, se_entry);
 	tg->tg_nsessions++;
@@ -140,6 +151,8 @@ session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
 	    (unsigned long long)se->se_id, se->se_addr);
 	return;
  fail:
+	if (se != NULL && se->se_deadline != NULL)
+		event_free(se->se_deadline);
 	if (se != NULL && se->se_bev != NULL)
 		bufferevent_free(se->se_bev);
 	SSL_free(ssl);
@@ -183,6 +196,20 @@ session_connected(struct session *se)
 	f.msg_case = FRAME__MSG_HELLO;
 	f.hello = &h;
 	session_send(se, &f);
+}
+
+static void
+session_deadline(evutil_socket_t fd, short ev, void *arg)
+{
+	struct session	*se = arg;
+
+	if (se->se_state != SESSION_HANDSHAKE && se->se_state != SESSION_HELLO)
+		return;
+	METRICS_INC(metrics.mt_errors, "tls");
+	se->se_dead = 1;
+	bufferevent_disable(se->se_bev, EV_READ | EV_WRITE);
+	session_close(se, "no handshake and Hello within %llu s; closed",
+	    (unsigned long long)se->se_target->tg_conf->tc_handshake_timeout);
 }
 
 static void
@@ -629,6 +656,8 @@ session_free(struct session *se)
 	bufferevent_free(se->se_bev);	/* frees the SSL, closes the socket */
 	crypto_wipe(se->se_key_in, sizeof(se->se_key_in));
 	crypto_wipe(se->se_key_out, sizeof(se->se_key_out));
+	if (se->se_deadline != NULL)
+		event_free(se->se_deadline);
 	free(se->se_held);
 	free(se);
 	if (tg->tg_stopping && TAILQ_EMPTY(&tg->tg_sessions))

@@ -19,6 +19,7 @@
 #define TARGET_SYNC_BYTES	(64u << 20)	/* fsync batch */
 #define TARGET_MAX_TENANTS	256
 #define TARGET_MAX_SESSIONS	256		/* default max_sessions */
+#define TARGET_HANDSHAKE_TIMEOUT 30		/* seconds, default */
 #define BASE_IDS_MAX		32768		/* chunk ids per BaseIndex frame */
 
 struct tenant {
@@ -51,6 +52,7 @@ struct target_conf {
 	uint64_t		 tc_max_sessions;
 	char			*tc_metrics;	/* host:port, or NULL: off */
 	uint64_t		 tc_bandwidth;	/* bytes/s, all sessions; 0: none */
+	uint64_t		 tc_handshake_timeout;	/* seconds */
 	struct tenant_list	 tc_tenants;
 	struct target_conf	*tc_previous;	/* replaced by a reload */
 };
@@ -146,6 +148,7 @@ struct session {
 	int			 se_lingering;	/* close_notify sent, awaiting EOF */
 	int			 se_dead;	/* closing and the socket is gone */
 	uint64_t		 se_tls_sent;	/* since the last TLS key update */
+	struct event		*se_deadline;	/* handshake and Hello */
 	struct receive		*se_recv;
 	struct restore		*se_restore;
 	TAILQ_ENTRY(session)	 se_entry;
