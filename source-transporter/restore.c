@@ -649,8 +649,23 @@ restore_usage(FILE *fp)
 	    "  --json         print the summary as one JSON object\n");
 }
 
-int
-cmd_restore(struct source_conf *sc, int argc, char **argv)
+static void
+verify_usage(FILE *fp)
+{
+	fprintf(fp, "usage: source-transporter [-f config] verify --name NAME "
+	    "[--point ID] [--json]\n"
+	    "       [--key-file FILE --passphrase-file FILE]\n"
+	    "  reads every block of a restore point back and checks it, "
+	    "writing\n  nothing; names each damaged block (exit 5)\n");
+}
+
+/*
+ * restore, or verify: the same stream and the same checks, but verify
+ * writes nothing and goes on past a damaged block.  Returns the exit
+ * code.
+ */
+static int
+restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 {
 	static const struct option opts[] = {
 		{ "name",	required_argument, NULL, 'n' },
@@ -663,12 +678,15 @@ cmd_restore(struct source_conf *sc, int argc, char **argv)
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
+	void		(*usage)(FILE *) = verify ? verify_usage :
+			    restore_usage;
 	struct restore	 rs;
 	char		 err[KEY_ERR_MAX];
 	int		 ch, rv = EXIT_USAGE;
 
 	memset(&rs, 0, sizeof(rs));
 	rs.rs_fd = -1;
+	rs.rs_verify = verify;
 	envelope_init(&rs.rs_env, sc);
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -695,27 +713,34 @@ cmd_restore(struct source_conf *sc, int argc, char **argv)
 			rs.rs_passphrase_file = optarg;
 			break;
 		case 'h':
-			restore_usage(stdout);
-			return EXIT_OK;
+			usage(stdout);
+			rv = EXIT_OK;
+			goto out;
 		default:
-			restore_usage(stderr);
-			return EXIT_USAGE;
+			usage(stderr);
+			goto out;
 		}
 	}
-	if (optind != argc || rs.rs_name == NULL || rs.rs_output == NULL ||
+	if (optind != argc || rs.rs_name == NULL ||
+	    (verify ? rs.rs_output != NULL || rs.rs_force :
+	    rs.rs_output == NULL) ||
 	    (rs.rs_key_file == NULL) != (rs.rs_passphrase_file == NULL)) {
-		restore_usage(stderr);
-		return EXIT_USAGE;
+		usage(stderr);
+		goto out;
 	}
+	if (verify)
+		rs.rs_output = "(nothing: verify)";
 	/* Keys first: a wrong passphrase fails before anything is touched. */
 	if (rs.rs_key_file != NULL && keyfile_load(&rs.rs_env, rs.rs_key_file,
 	    rs.rs_passphrase_file, err, sizeof(err)) == -1) {
 		log_warnx("key file %s: %s", rs.rs_key_file, err);
-		envelope_free(&rs.rs_env);
-		return EXIT_KEY;
+		rv = EXIT_KEY;
+		goto out;
 	}
-	if (restore_open_output(&rs) == -1)
-		return EXIT_INPUT;
+	if (!verify && restore_open_output(&rs) == -1) {
+		rv = EXIT_INPUT;
+		goto out;
+	}
 	if ((rs.rs_client = client_new(sc, &restore_ops, &rs)) == NULL)
 		goto out;
 	rs.rs_max_jobs = RESTORE_MAX_JOBS_PER_THREAD *
@@ -733,6 +758,12 @@ cmd_restore(struct source_conf *sc, int argc, char **argv)
 	return rv;
 }
 
+int
+cmd_restore(struct source_conf *sc, int argc, char **argv)
+{
+	return restore_main(sc, argc, argv, 0);
+}
+
 /*
  * verify: streams a restore point like a restore and checks every block
  * on the way (the target its stored digest, here the AES-GCM tags, the
@@ -742,76 +773,5 @@ cmd_restore(struct source_conf *sc, int argc, char **argv)
 int
 cmd_verify(struct source_conf *sc, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "name",	required_argument, NULL, 'n' },
-		{ "point",	required_argument, NULL, 'p' },
-		{ "json",	no_argument,	   NULL, 'j' },
-		{ "key-file",	required_argument, NULL, 'K' },
-		{ "passphrase-file", required_argument, NULL, 'P' },
-		{ "help",	no_argument,	   NULL, 'h' },
-		{ NULL, 0, NULL, 0 }
-	};
-	struct restore	 rs;
-	char		 err[KEY_ERR_MAX];
-	int		 ch, rv = EXIT_USAGE;
-
-	memset(&rs, 0, sizeof(rs));
-	rs.rs_fd = -1;
-	rs.rs_verify = 1;
-	rs.rs_output = "(nothing: verify)";
-	envelope_init(&rs.rs_env, sc);
-	optind = 1;
-	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'n':
-			rs.rs_name = optarg;
-			break;
-		case 'p':
-			rs.rs_point_id = optarg;
-			break;
-		case 'j':
-			rs.rs_json = 1;
-			break;
-		case 'K':
-			rs.rs_key_file = optarg;
-			break;
-		case 'P':
-			rs.rs_passphrase_file = optarg;
-			break;
-		case 'h':
-			printf("usage: source-transporter [-f config] verify "
-			    "--name NAME [--point ID] [--json]\n"
-			    "       [--key-file FILE --passphrase-file FILE]\n"
-			    "  reads every block of a restore point back and "
-			    "checks it, writing\n  nothing; names each damaged "
-			    "block (exit 5)\n");
-			return EXIT_OK;
-		default:
-			goto usage;
-		}
-	}
-	if (optind != argc || rs.rs_name == NULL ||
-	    (rs.rs_key_file == NULL) != (rs.rs_passphrase_file == NULL))
-		goto usage;
-	if (rs.rs_key_file != NULL && keyfile_load(&rs.rs_env, rs.rs_key_file,
-	    rs.rs_passphrase_file, err, sizeof(err)) == -1) {
-		log_warnx("key file %s: %s", rs.rs_key_file, err);
-		envelope_free(&rs.rs_env);
-		return EXIT_KEY;
-	}
-	if ((rs.rs_client = client_new(sc, &restore_ops, &rs)) != NULL) {
-		rs.rs_max_jobs = RESTORE_MAX_JOBS_PER_THREAD *
-		    pool_threads(rs.rs_client->cl_pool);
-		rv = client_run(rs.rs_client);
-		progress_end(&rs.rs_progress);
-	}
-	client_free(rs.rs_client);
-	free(rs.rs_seen);
-	envelope_free(&rs.rs_env);
-	return rv;
- usage:
-	fprintf(stderr, "usage: source-transporter [-f config] verify --name "
-	    "NAME [--point ID] [--json]\n");
-	envelope_free(&rs.rs_env);
-	return EXIT_USAGE;
+	return restore_main(sc, argc, argv, 1);
 }
