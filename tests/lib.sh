@@ -446,3 +446,40 @@ for p in paths:
 sys.exit(bad if paths else 1)
 EOF
 }
+
+# --- a KMS -----------------------------------------------------------------
+
+# kms_init: starts a real pykmip-server (TLS 1.2, client certificates) on
+# a free port as $KMS_PORT, stopped on exit, with the test PKI; defines
+# kms_start/kms_stop (restart it), kmipt and kt (kmip-tool and keytool
+# as client acme) and new_kek (a new active version of acme-kek; prints
+# its id).  Fast Argon2id for password KEKs.
+kms_init() {
+	KT=$BUILD/tests/tools/keytool
+	KMIPT=$BUILD/tests/tools/kmip-tool
+	KMS_DIR=$T/kms
+	[ -x "$KT" ] && [ -x "$KMIPT" ] || bail "keytool and kmip-tool not built"
+	[ -x /usr/bin/pykmip-server ] ||
+	    bail "pykmip-server missing (apt-get install python3-pykmip)"
+	export TRANSPORTER_ARGON2_MEMORY_KIB=64
+	at_exit kms_stop
+	pki_init
+	KMS_PORT=$(free_port) || bail "no free port"
+	kms_start || { diag "$T/kms-start"; bail "pykmip-server does not start"; }
+	KMS_OPTS=(-t 10 -H 127.0.0.1 -p "$KMS_PORT" -c "$PKI/acme.crt"
+	    -k "$PKI/acme.key" -C "$PKI/ca.crt")
+}
+kms_start() {
+	sh "$TOP/tests/kmip/server.sh" start "$KMS_DIR" "$KMS_PORT" \
+	    "$PKI/target.crt" "$PKI/target.key" "$PKI/ca.crt" >"$T/kms-start" 2>&1
+}
+kms_stop() {
+	sh "$TOP/tests/kmip/server.sh" stop "$KMS_DIR"
+}
+kmipt() { "$KMIPT" "${KMS_OPTS[@]}" "$@"; }
+kt() { "$KT" "${KMS_OPTS[@]}" "$@"; }
+new_kek() {
+	local uid
+	uid=$(kmipt create acme-kek) && kmipt activate "$uid" >/dev/null &&
+	    echo "$uid"
+}

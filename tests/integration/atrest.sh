@@ -10,36 +10,9 @@
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
 need_bins
-KT=$BUILD/tests/tools/keytool
-KMIPT=$BUILD/tests/tools/kmip-tool
-KMS_DIR=$T/kms
-[ -x "$KT" ] && [ -x "$KMIPT" ] || bail "keytool and kmip-tool not built"
-[ -x /usr/bin/pykmip-server ] || bail "pykmip-server missing (apt-get install python3-pykmip)"
-export TRANSPORTER_ARGON2_MEMORY_KIB=64
-
-kms_start() {
-	sh "$TOP/tests/kmip/server.sh" start "$KMS_DIR" "$KMS_PORT" \
-	    "$PKI/target.crt" "$PKI/target.key" "$PKI/ca.crt" >"$T/kms-start" 2>&1
-}
-kms_stop() {
-	sh "$TOP/tests/kmip/server.sh" stop "$KMS_DIR"
-}
-at_exit kms_stop
-
-pki_init
-KMS_PORT=$(free_port) || bail "no free port"
-kms_start || { diag "$T/kms-start"; bail "pykmip-server does not start"; }
+kms_init
 # PyKMIP gives a key to the CN that made it: the target's KMS client
 # certificate (kms_certificate) is the one that creates the KEK here.
-KMS_OPTS=(-t 10 -H 127.0.0.1 -p "$KMS_PORT" -c "$PKI/acme.crt"
-    -k "$PKI/acme.key" -C "$PKI/ca.crt")
-kmipt() { "$KMIPT" "${KMS_OPTS[@]}" "$@"; }
-kt() { "$KT" "${KMS_OPTS[@]}" "$@"; }
-new_kek() {
-	local uid
-	uid=$(kmipt create acme-kek) && kmipt activate "$uid" >/dev/null &&
-	    echo "$uid"
-}
 
 # target_atrest FILE ACME GLOBEX NOBODY: a target config whose tenants
 # acme, globex and nobody (certificate "unknown") get the at_rest lines
