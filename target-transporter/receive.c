@@ -806,7 +806,7 @@ receive_keys(struct session *se, const BackupEnd *be)
 	KeyChain	 kc = KEY_CHAIN__INIT;
 	uint8_t		*buf = NULL;
 	size_t		 len, i;
-	int		 rv_ = -1;
+	int		 ret = -1;
 
 	if (be->n_keys == 0 || be->n_keys > 65536 || be->keychain.len == 0) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': a "
@@ -834,9 +834,9 @@ receive_keys(struct session *se, const BackupEnd *be)
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': the "
 		    "keys are too large", rv->rv_name);
 	else
-		rv_ = 0;
+		ret = 0;
 	free(buf);
-	return rv_;
+	return ret;
 }
 
 /* BackupEnd: every block has been sent.  Returns 0 or -1 if closed. */
