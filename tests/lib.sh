@@ -135,6 +135,32 @@ check() {
 	fi
 }
 
+# verdict NAME: ok if the command just before succeeded, else not ok with
+# the output of the last run
+verdict() {
+	if [ $? -eq 0 ]; then
+		ok "$1"
+	else
+		not_ok "$1"
+		diag "$LAST"
+	fi
+}
+
+# expect_out NAME WANT: ok if the last run exited 0 with stdout WANT
+expect_out() {
+	local got
+	got=$(cat "$LAST_OUT")
+	if [ "$RC" -eq 0 ] && [ "$got" = "$2" ]; then
+		ok "$1"
+	else
+		not_ok "$1" "exit $RC, stdout:
+$got
+expected:
+$2"
+		diag "$LAST_ERR"
+	fi
+}
+
 # expect_exit CODE NAME CMD...: ok if CMD exits exactly CODE
 expect_exit() {
 	local code=$1 name=$2

@@ -9,68 +9,14 @@
 # DEK; the chain file holds every point's DEK (docs/KEYS.md).
 . "$(dirname "$0")/../lib.sh"
 
-KT=$BUILD/tests/tools/keytool
-KMIPT=$BUILD/tests/tools/kmip-tool
-KMS_DIR=$T/kms
+# kms_init (lib.sh): pykmip-server on $KMS_PORT, fast Argon2id
+# (documented in docs/KEYS.md), kt and kmipt as client acme.
+kms_init
+ok "pykmip-server starts"
 D=$T/keys
-[ -x "$KT" ] || bail "keytool not built in $BUILD (make $BUILD/tests/tools/keytool)"
-[ -x "$KMIPT" ] || bail "kmip-tool not built in $BUILD"
-[ -x /usr/bin/pykmip-server ] || bail "pykmip-server missing (apt-get install python3-pykmip)"
-
-# Fast Argon2id for tests (documented in docs/KEYS.md).
-export TRANSPORTER_ARGON2_MEMORY_KIB=64
-
-kms_stop() {
-	sh "$TOP/tests/kmip/server.sh" stop "$KMS_DIR"
-}
-at_exit kms_stop
-
-pki_init
 mkdir -p "$D"
-PORT=$(free_port) || bail "no free port"
-if sh "$TOP/tests/kmip/server.sh" start "$KMS_DIR" "$PORT" \
-    "$PKI/target.crt" "$PKI/target.key" "$PKI/ca.crt" >"$T/kms-start" 2>&1; then
-	ok "pykmip-server starts"
-else
-	diag "$T/kms-start"
-	bail "pykmip-server does not start"
-fi
+PORT=$KMS_PORT
 KMS=127.0.0.1:$PORT
-KMS_OPTS=(-t 10 -H 127.0.0.1 -p "$PORT" -c "$PKI/acme.crt" -k "$PKI/acme.key"
-    -C "$PKI/ca.crt")
-
-kmipt() {
-	"$KMIPT" "${KMS_OPTS[@]}" "$@"
-}
-kt() {
-	"$KT" "${KMS_OPTS[@]}" "$@"
-}
-
-# verdict NAME: ok if the command just before succeeded, else not ok
-# with the output of the last run
-verdict() {
-	if [ $? -eq 0 ]; then
-		ok "$1"
-	else
-		not_ok "$1"
-		diag "$LAST"
-	fi
-}
-
-# expect_out NAME WANT: ok if the last command exited 0 with stdout WANT
-expect_out() {
-	local got
-	got=$(cat "$LAST_OUT")
-	if [ "$RC" -eq 0 ] && [ "$got" = "$2" ]; then
-		ok "$1"
-	else
-		not_ok "$1" "exit $RC, stdout:
-$got
-expected:
-$2"
-		diag "$LAST_ERR"
-	fi
-}
 
 # --- rotation: three versions, one point wrapped by each ---------------
 

@@ -8,28 +8,11 @@
 . "$(dirname "$0")/../lib.sh"
 
 TOOL=$BUILD/tests/tools/kmip-tool
-KMS_DIR=$T/kms
 [ -x "$TOOL" ] || bail "kmip-tool not built in $BUILD (make $BUILD/tests/tools/kmip-tool)"
-[ -x /usr/bin/pykmip-server ] || bail "pykmip-server missing (apt-get install python3-pykmip)"
 
-kms_stop() {
-	sh "$TOP/tests/kmip/server.sh" stop "$KMS_DIR"
-}
-if declare -F at_exit >/dev/null; then
-	at_exit kms_stop
-else
-	trap 'kms_stop; cleanup' EXIT
-fi
-
-pki_init
-PORT=$(free_port) || bail "no free port"
-if sh "$TOP/tests/kmip/server.sh" start "$KMS_DIR" "$PORT" \
-    "$PKI/target.crt" "$PKI/target.key" "$PKI/ca.crt" >"$T/kms-start" 2>&1; then
-	ok "pykmip-server starts (TLS 1.2, client certificates required)"
-else
-	diag "$T/kms-start"
-	bail "pykmip-server does not start"
-fi
+kms_init	# lib.sh: pykmip-server on $KMS_PORT, stopped on exit
+ok "pykmip-server starts (TLS 1.2, client certificates required)"
+PORT=$KMS_PORT
 
 # kt CERT ARGS...: kmip-tool as client CERT against the KMS
 kt() {
@@ -37,29 +20,6 @@ kt() {
 	shift
 	"$TOOL" -t 10 -H 127.0.0.1 -p "$PORT" -c "$PKI/$cert.crt" \
 	    -k "$PKI/$cert.key" -C "$PKI/ca.crt" "$@"
-}
-
-# verdict NAME: ok if the command just before succeeded, else not ok with
-# the output of the last run
-verdict() {
-	if [ $? -eq 0 ]; then
-		ok "$1"
-	else
-		not_ok "$1"
-		diag "$LAST"
-	fi
-}
-
-# expect_out NAME WANT: ok if the last command's stdout is WANT
-expect_out() {
-	local got
-	got=$(cat "$LAST_OUT")
-	if [ "$RC" -eq 0 ] && [ "$got" = "$2" ]; then
-		ok "$1"
-	else
-		not_ok "$1" "exit $RC, stdout '$got', expected '$2'"
-		diag "$LAST"
-	fi
 }
 
 # --- three versions of one key ------------------------------------------
