@@ -42,6 +42,7 @@ client_exit_for(Error__Code code)
 	switch (code) {
 	case ERROR__CODE__UNAUTHORISED:
 	case ERROR__CODE__VERSION:
+	case ERROR__CODE__BUSY:
 		return EXIT_CONNECT;
 	case ERROR__CODE__NOT_FOUND:
 		return EXIT_NOT_FOUND;
@@ -195,6 +196,9 @@ client_frame(struct client *cl, const Frame *f)
 {
 	switch (f->msg_case) {
 	case FRAME__MSG_ERROR:
+		/* Over a limit or a deadline: a backup retries and resumes. */
+		cl->cl_lost = f->error->code == ERROR__CODE__BUSY ||
+		    f->error->code == ERROR__CODE__TIMEOUT;
 		client_finish(cl, client_exit_for(f->error->code), "target: %s",
 		    f->error->message);
 		return;

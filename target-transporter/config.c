@@ -72,6 +72,24 @@ conf_global(struct conf_state *cs, const char *key, const char *value,
 		}
 		return 0;
 	}
+	if (strcmp(key, "frame_timeout") == 0) {
+		if (conf_parse_duration(value, &tc->tc_frame_timeout) == -1 ||
+		    tc->tc_frame_timeout < 1 || tc->tc_frame_timeout > 3600) {
+			log_warnx("%s:%d: frame_timeout must be 1s to 1h, not "
+			    "'%s'", tc->tc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "idle_timeout") == 0) {
+		if (conf_parse_duration(value, &tc->tc_idle_timeout) == -1 ||
+		    tc->tc_idle_timeout < 1 || tc->tc_idle_timeout > 86400) {
+			log_warnx("%s:%d: idle_timeout must be 1s to 1d, not "
+			    "'%s'", tc->tc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
 	if (strcmp(key, "bandwidth_limit") == 0) {
 		if (conf_parse_size(value, &tc->tc_bandwidth) == -1 ||
 		    (tc->tc_bandwidth != 0 && tc->tc_bandwidth < (64u << 10))) {
@@ -87,6 +105,15 @@ conf_global(struct conf_state *cs, const char *key, const char *value,
 		    &tc->tc_max_sessions) == -1) {
 			log_warnx("%s:%d: max_sessions must be 1 to 100000, "
 			    "not '%s'", tc->tc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "max_sessions_per_tenant") == 0) {
+		if (conf_parse_uint(value, 1, 100000,
+		    &tc->tc_max_tenant_sessions) == -1) {
+			log_warnx("%s:%d: max_sessions_per_tenant must be 1 to "
+			    "100000, not '%s'", tc->tc_path, line, value);
 			return -1;
 		}
 		return 0;
@@ -343,8 +370,14 @@ conf_finish(struct target_conf *tc)
 		fatal("strdup");
 	if (tc->tc_max_sessions == 0)
 		tc->tc_max_sessions = TARGET_MAX_SESSIONS;
+	if (tc->tc_max_tenant_sessions == 0)
+		tc->tc_max_tenant_sessions = TARGET_MAX_TENANT_SESSIONS;
 	if (tc->tc_handshake_timeout == 0)
 		tc->tc_handshake_timeout = TARGET_HANDSHAKE_TIMEOUT;
+	if (tc->tc_frame_timeout == 0)
+		tc->tc_frame_timeout = TARGET_FRAME_TIMEOUT;
+	if (tc->tc_idle_timeout == 0)
+		tc->tc_idle_timeout = TARGET_IDLE_TIMEOUT;
 #define REQUIRE(field, key)						\
 	if (tc->field == NULL) {					\
 		log_warnx("%s: '" key "' is missing; add a line "	\

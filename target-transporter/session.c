@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -28,7 +29,7 @@
 #include "metrics.h"
 #include "target.h"
 
-#define IDLE_TIMEOUT		600	/* seconds without a frame */
+#define REFUSE_LOG_EVERY	10	/* seconds between flood log lines */
 #define FLUSH_TIMEOUT		10	/* to deliver a last Error frame */
 #define LINGER_TIMEOUT		5	/* for the source to close after us */
 /* The first byte of a packed Frame holding a Block (field 3, bytes). */
@@ -40,6 +41,8 @@ static void	session_event_cb(struct bufferevent *, short, void *);
 static void	session_process(struct session *);
 static void	session_free(struct session *);
 static void	session_deadline(evutil_socket_t, short, void *);
+static void	session_frame_deadline(evutil_socket_t, short, void *);
+static void	session_idle_arm(struct session *);
 static void	session_linger(struct session *);
 
 static const char *
@@ -90,10 +93,29 @@ session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
 	    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
 		snprintf(host, sizeof(host), "?"), snprintf(port,
 		    sizeof(port), "?");
-	if (tg->tg_stopping ||
-	    (uint64_t)tg->tg_nsessions >= tg->tg_conf->tc_max_sessions) {
-		log_warnx("refusing connection from %s:%s: %d sessions "
-		    "already (max_sessions)", host, port, tg->tg_nsessions);
+	if (tg->tg_stopping) {
+		close(fd);
+		return;
+	}
+	/*
+	 * Over max_sessions a few more connections are let in, to tell
+	 * their sources BUSY after the handshake; beyond those, a flood
+	 * is closed at once so it cannot exhaust descriptors or CPU.
+	 */
+	if ((uint64_t)tg->tg_nsessions >= tg->tg_conf->tc_max_sessions +
+	    TARGET_REFUSE_SLACK) {
+		METRICS_INC(metrics.mt_errors, "BUSY");
+		tg->tg_refused++;
+		if (time(NULL) - tg->tg_refused_logged >= REFUSE_LOG_EVERY) {
+			log_warnx("refused %llu connection(s), the latest from "
+			    "%s:%s: %d sessions open, max_sessions is %llu; "
+			    "raise max_sessions if this load is legitimate",
+			    (unsigned long long)tg->tg_refused, host, port,
+			    tg->tg_nsessions,
+			    (unsigned long long)tg->tg_conf->tc_max_sessions);
+			tg->tg_refused = 0;
+			tg->tg_refused_logged = time(NULL);
+		}
 		close(fd);
 		return;
 	}
@@ -107,6 +129,8 @@ session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
 	se->se_target = tg;
 	se->se_ssl = ssl;
 	se->se_state = SESSION_HANDSHAKE;
+	se->se_refuse = (uint64_t)tg->tg_nsessions >=
+	    tg->tg_conf->tc_max_sessions;
 	snprintf(se->se_addr, sizeof(se->se_addr), "%s%s%s:%s",
 	    strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "",
 	    port);
@@ -136,7 +160,9 @@ session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
 	 * at a time would otherwise hold the slot for ever.
 	 */
 	if ((se->se_deadline = evtimer_new(tg->tg_base, session_deadline,
-	    se)) == NULL || evtimer_add(se->se_deadline, &tv) == -1) {
+	    se)) == NULL || evtimer_add(se->se_deadline, &tv) == -1 ||
+	    (se->se_frame_timer = evtimer_new(tg->tg_base,
+	    session_frame_deadline, se)) == NULL) {
 		log_warnx("session %llu: cannot arm its deadline",
 		    (unsigned long long)se->se_id);
 		goto fail;
@@ -153,6 +179,8 @@ session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
  fail:
 	if (se != NULL && se->se_deadline != NULL)
 		event_free(se->se_deadline);
+	if (se != NULL && se->se_frame_timer != NULL)
+		event_free(se->se_frame_timer);
 	if (se != NULL && se->se_bev != NULL)
 		bufferevent_free(se->se_bev);
 	SSL_free(ssl);
@@ -161,26 +189,61 @@ session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
 		close(fd);
 }
 
-/* The handshake succeeded: map the identity to a tenant, send Hello. */
+/* Sessions of tenant tn open now, other than se. */
+static uint64_t
+session_tenant_count(struct session *se, const struct tenant *tn)
+{
+	struct session	*other;
+	uint64_t	 n = 0;
+
+	/* By name: a reload gives the tenant a new struct. */
+	TAILQ_FOREACH(other, &se->se_target->tg_sessions, se_entry)
+		if (other != se && other->se_tenant != NULL &&
+		    other->se_state != SESSION_CLOSING &&
+		    strcmp(other->se_tenant->tn_name, tn->tn_name) == 0)
+			n++;
+	return n;
+}
+
+/*
+ * The handshake succeeded: map the identity to a tenant, check the
+ * session limits, send Hello.
+ */
 static void
 session_connected(struct session *se)
 {
 	struct target	*tg = se->se_target;
-	struct timeval	 tv = { IDLE_TIMEOUT, 0 };
+	struct tenant	*tn;
 	Frame		 f = FRAME__INIT;
 	Hello		 h = HELLO__INIT;
 	char		 subject[256];
+	uint64_t	 n;
 
 	tls_peer_describe(se->se_ssl, subject, sizeof(subject));
 	se->se_state = SESSION_HELLO;	/* from here on, errors are frames */
-	if ((se->se_tenant = target_tenant_for(tg->tg_conf,
-	    se->se_ssl)) == NULL) {
+	if ((tn = target_tenant_for(tg->tg_conf, se->se_ssl)) == NULL) {
 		session_fail(se, ERROR__CODE__UNAUTHORISED, "certificate %s "
 		    "is not mapped to a tenant on this target; add its name "
 		    "as 'identity' of a [tenant] in %s", subject,
 		    tg->tg_conf->tc_path);
 		return;
 	}
+	if (se->se_refuse) {
+		session_fail(se, ERROR__CODE__BUSY, "target busy: %d sessions "
+		    "open, max_sessions is %llu; retry later",
+		    tg->tg_nsessions - 1,
+		    (unsigned long long)tg->tg_conf->tc_max_sessions);
+		return;
+	}
+	if ((n = session_tenant_count(se, tn)) >=
+	    tg->tg_conf->tc_max_tenant_sessions) {
+		session_fail(se, ERROR__CODE__BUSY, "target busy: tenant '%s' "
+		    "has %llu sessions open, max_sessions_per_tenant is %llu; "
+		    "retry later", tn->tn_name, (unsigned long long)n,
+		    (unsigned long long)tg->tg_conf->tc_max_tenant_sessions);
+		return;
+	}
+	se->se_tenant = tn;
 	if (tls_session_keys(se->se_ssl, se->se_key_in,
 	    se->se_key_out) == -1) {
 		session_fail(se, ERROR__CODE__INTERNAL, "cannot derive the "
@@ -189,7 +252,8 @@ session_connected(struct session *se)
 	}
 	session_log(se, "authenticated as %s (%s)", subject,
 	    SSL_get_version(se->se_ssl));
-	bufferevent_set_timeouts(se->se_bev, &tv, NULL);
+	/* The deadline timers take over from the handshake's timeout. */
+	bufferevent_set_timeouts(se->se_bev, NULL, NULL);
 	h.version = PROTOCOL_VERSION;
 	h.software = "target-transporter " TRANSPORTER_VERSION;
 	h.max_frame = FRAME_MAX;
@@ -198,13 +262,50 @@ session_connected(struct session *se)
 	session_send(se, &f);
 }
 
+/*
+ * Re-arms the idle deadline: the source has sent a whole frame or one
+ * of our jobs finished.  A no-op before Hello (the handshake deadline
+ * runs then) and when closing.
+ */
+static void
+session_idle_arm(struct session *se)
+{
+	struct timeval	 tv = {
+	    (time_t)se->se_target->tg_conf->tc_idle_timeout, 0 };
+
+	if (se->se_state == SESSION_HANDSHAKE ||
+	    se->se_state == SESSION_HELLO || se->se_state == SESSION_CLOSING)
+		return;
+	(void)evtimer_add(se->se_deadline, &tv);
+}
+
+/*
+ * se_deadline: before Hello, the handshake deadline; after it, the
+ * idle deadline, which only counts time the session waits on the
+ * source (with jobs of ours under way, or reading paused for a job
+ * slot, it is the target that is slow, so the deadline moves on).
+ */
 static void
 session_deadline(evutil_socket_t fd, short ev, void *arg)
 {
 	struct session	*se = arg;
 
-	if (se->se_state != SESSION_HANDSHAKE && se->se_state != SESSION_HELLO)
+	if (se->se_state == SESSION_CLOSING)
 		return;
+	if (se->se_state != SESSION_HANDSHAKE &&
+	    se->se_state != SESSION_HELLO) {
+		if (se->se_jobs > 0 || se->se_read_paused ||
+		    se->se_held != NULL) {
+			session_idle_arm(se);
+			return;
+		}
+		session_fail(se, ERROR__CODE__TIMEOUT, "no frame from the "
+		    "source for %llu s in state %s (idle_timeout); closed",
+		    (unsigned long long)
+		    se->se_target->tg_conf->tc_idle_timeout,
+		    session_state_name(se->se_state));
+		return;
+	}
 	METRICS_INC(metrics.mt_errors, "tls");
 	se->se_dead = 1;
 	bufferevent_disable(se->se_bev, EV_READ | EV_WRITE);
@@ -332,6 +433,7 @@ session_hello(struct session *se, const Hello *h)
 		return -1;
 	}
 	se->se_state = SESSION_IDLE;
+	session_idle_arm(se);
 	return 0;
 }
 
@@ -416,6 +518,53 @@ session_dispatch(struct session *se, const Frame *f, size_t len)
 }
 
 /*
+ * frame_timeout: the part of a frame on the input must be whole within
+ * frame_timeout of its first byte.  Absolute: more bytes of the same
+ * frame do not move the deadline, only a new frame does (took: a frame
+ * was taken since the last call).
+ */
+static void
+session_frame_watch(struct session *se, struct evbuffer *in, int took)
+{
+	struct timeval	 tv = {
+	    (time_t)se->se_target->tg_conf->tc_frame_timeout, 0 };
+
+	if (evbuffer_get_length(in) == 0) {
+		if (se->se_frame_armed)
+			(void)evtimer_del(se->se_frame_timer);
+		se->se_frame_armed = 0;
+		return;
+	}
+	if (se->se_frame_armed && !took)
+		return;
+	if (evtimer_add(se->se_frame_timer, &tv) == 0)
+		se->se_frame_armed = 1;
+}
+
+static void
+session_frame_deadline(evutil_socket_t fd, short ev, void *arg)
+{
+	struct session	*se = arg;
+	struct evbuffer	*in = bufferevent_get_input(se->se_bev);
+	uint8_t		 hdr[FRAME_HDR_LEN];
+	size_t		 have = evbuffer_get_length(in);
+	char		 want[32] = "";
+
+	se->se_frame_armed = 0;
+	if (se->se_state == SESSION_CLOSING || se->se_read_paused)
+		return;
+	if (evbuffer_copyout(in, hdr, sizeof(hdr)) == (ev_ssize_t)sizeof(hdr))
+		snprintf(want, sizeof(want), " of %u",
+		    (unsigned)hdr[0] << 24 | (unsigned)hdr[1] << 16 |
+		    (unsigned)hdr[2] << 8 | hdr[3]);
+	session_fail(se, ERROR__CODE__TIMEOUT, "a frame did not arrive "
+	    "whole within %llu s of its first byte (frame_timeout): %zu%s "
+	    "bytes came; closed", (unsigned long long)
+	    se->se_target->tg_conf->tc_frame_timeout,
+	    have >= FRAME_HDR_LEN ? have - FRAME_HDR_LEN : have, want);
+}
+
+/*
  * Takes every whole frame off the input.  Block frames go to the worker
  * pool undecoded; when no job slot is free, reading pauses until one is.
  */
@@ -426,7 +575,7 @@ session_process(struct session *se)
 	uint8_t		*buf;
 	size_t		 len;
 	Frame		*f;
-	int		 r;
+	int		 r, took = 0;
 
 	in = bufferevent_get_input(se->se_bev);
 	while (se->se_state != SESSION_CLOSING) {
@@ -434,16 +583,20 @@ session_process(struct session *se)
 			buf = se->se_held;
 			len = se->se_held_len;
 			se->se_held = NULL;
-		} else if ((r = frame_take(in, FRAME_MAX, &buf, &len)) == 0)
+		} else if ((r = frame_take(in, FRAME_MAX, &buf, &len)) == 0) {
+			session_frame_watch(se, in, took);
 			break;
-		else if (r == -1) {
+		} else if (r == -1) {
 			session_fail(se, ERROR__CODE__PROTOCOL, "frame of %zu "
 			    "bytes is empty or over the %u-byte maximum", len,
 			    FRAME_MAX);
 			return;
-		} else
+		} else {
 			METRICS_ADD(metrics.mt_bytes_received, NULL,
 			    len + FRAME_HDR_LEN);
+			took = 1;
+			session_idle_arm(se);
+		}
 		if (se->se_state == SESSION_BACKUP &&
 		    buf[0] == FRAME_BLOCK_TAG) {
 			if (!session_job_slot(se)) {
@@ -452,6 +605,10 @@ session_process(struct session *se)
 				se->se_held_len = len;
 				se->se_read_paused = 1;
 				bufferevent_disable(se->se_bev, EV_READ);
+				/* Our pause: the frame deadline stops. */
+				if (se->se_frame_armed)
+					(void)evtimer_del(se->se_frame_timer);
+				se->se_frame_armed = 0;
 				return;
 			}
 			/* receive_block owns buf and the slot from here. */
@@ -516,6 +673,7 @@ session_job_done(struct session *se, int slot)
 	struct session	*waiting;
 
 	se->se_jobs--;
+	session_idle_arm(se);
 	if (slot) {
 		tg->tg_jobs--;
 		if ((waiting = TAILQ_FIRST(&tg->tg_starved)) != NULL) {
@@ -658,6 +816,8 @@ session_free(struct session *se)
 	crypto_wipe(se->se_key_out, sizeof(se->se_key_out));
 	if (se->se_deadline != NULL)
 		event_free(se->se_deadline);
+	if (se->se_frame_timer != NULL)
+		event_free(se->se_frame_timer);
 	free(se->se_held);
 	free(se);
 	if (tg->tg_stopping && TAILQ_EMPTY(&tg->tg_sessions))

@@ -19,7 +19,11 @@
 #define TARGET_SYNC_BYTES	(64u << 20)	/* fsync batch */
 #define TARGET_MAX_TENANTS	256
 #define TARGET_MAX_SESSIONS	256		/* default max_sessions */
+#define TARGET_MAX_TENANT_SESSIONS 64		/* default max_sessions_per_tenant */
 #define TARGET_HANDSHAKE_TIMEOUT 30		/* seconds, default */
+#define TARGET_FRAME_TIMEOUT	120		/* seconds, default */
+#define TARGET_IDLE_TIMEOUT	600		/* seconds, default */
+#define TARGET_REFUSE_SLACK	16	/* over max_sessions: told BUSY */
 #define BASE_IDS_MAX		32768		/* chunk ids per BaseIndex frame */
 
 struct tenant {
@@ -50,9 +54,12 @@ struct target_conf {
 	char			*tc_repository;
 	uint64_t		 tc_workers;	/* 0: one per core */
 	uint64_t		 tc_max_sessions;
+	uint64_t		 tc_max_tenant_sessions;
 	char			*tc_metrics;	/* host:port, or NULL: off */
 	uint64_t		 tc_bandwidth;	/* bytes/s, all sessions; 0: none */
 	uint64_t		 tc_handshake_timeout;	/* seconds */
+	uint64_t		 tc_frame_timeout;	/* seconds */
+	uint64_t		 tc_idle_timeout;	/* seconds */
 	struct tenant_list	 tc_tenants;
 	struct target_conf	*tc_previous;	/* replaced by a reload */
 };
@@ -111,6 +118,8 @@ struct target {
 	TAILQ_HEAD(, session)	 tg_sessions;
 	TAILQ_HEAD(, session)	 tg_starved;	/* waiting for a job slot */
 	int			 tg_nsessions;
+	uint64_t		 tg_refused;	/* not yet logged (flood) */
+	int64_t			 tg_refused_logged;	/* when, seconds */
 	int			 tg_jobs;	/* block jobs in the pool */
 	int			 tg_max_jobs;
 	uint64_t		 tg_next_id;
@@ -148,7 +157,10 @@ struct session {
 	int			 se_lingering;	/* close_notify sent, awaiting EOF */
 	int			 se_dead;	/* closing and the socket is gone */
 	uint64_t		 se_tls_sent;	/* since the last TLS key update */
-	struct event		*se_deadline;	/* handshake and Hello */
+	struct event		*se_deadline;	/* handshake and Hello, then idle */
+	struct event		*se_frame_timer;	/* a frame under way */
+	int			 se_frame_armed;
+	int			 se_refuse;	/* over max_sessions: BUSY */
 	struct receive		*se_recv;
 	struct restore		*se_restore;
 	TAILQ_ENTRY(session)	 se_entry;
