@@ -229,7 +229,7 @@ session_connected(struct session *se)
 		return;
 	}
 	if (se->se_refuse) {
-		session_fail(se, ERROR__CODE__BUSY, "target busy: %d sessions "
+		session_fail(se, ERROR__CODE__BUSY, "busy: %d sessions "
 		    "open, max_sessions is %llu; retry later",
 		    tg->tg_nsessions - 1,
 		    (unsigned long long)tg->tg_conf->tc_max_sessions);
@@ -237,7 +237,7 @@ session_connected(struct session *se)
 	}
 	if ((n = session_tenant_count(se, tn)) >=
 	    tg->tg_conf->tc_max_tenant_sessions) {
-		session_fail(se, ERROR__CODE__BUSY, "target busy: tenant '%s' "
+		session_fail(se, ERROR__CODE__BUSY, "busy: tenant '%s' "
 		    "has %llu sessions open, max_sessions_per_tenant is %llu; "
 		    "retry later", tn->tn_name, (unsigned long long)n,
 		    (unsigned long long)tg->tg_conf->tc_max_tenant_sessions);
@@ -419,8 +419,11 @@ session_write_cb(struct bufferevent *bev, void *arg)
 	}
 	/* A drained socket is the likeliest moment for a key update. */
 	tls_count_sent(se->se_ssl, &se->se_tls_sent, 0);
-	if (se->se_state == SESSION_RESTORE)
+	if (se->se_state == SESSION_RESTORE) {
+		/* The source read megabytes: progress, even between credits. */
+		session_idle_arm(se);
 		restore_pump(se);
+	}
 }
 
 static int

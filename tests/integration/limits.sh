@@ -1,0 +1,140 @@
+#!/bin/bash
+# Deadlines and connection caps of the target.  frame_timeout: a peer
+# that sends a frame header, then a byte every 0.3 s, is closed at the
+# frame deadline (absolute: the bytes do not extend it); idle_timeout: a
+# peer that says nothing after Hello is closed; both with a TIMEOUT
+# Error frame and a log line naming the peer and the deadline, while a
+# legitimate backup, slower than both deadlines, gets through.  Caps:
+# max_sessions_per_tenant refuses a tenant's third session with BUSY
+# while another tenant still gets in; max_sessions refuses everyone
+# over it with BUSY, and a flood beyond that is closed before TLS; a
+# backup told BUSY retries and completes once a slot is free.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+make_image "$T/disk.img" 32M 23
+
+# peer CERT MODE [ARG...]: tests/tools/rawpeer.py as CERT's source
+peer() {
+	local cert=$1
+	shift
+	timeout 60 "$PY" "$TOP/tests/tools/rawpeer.py" 127.0.0.1 "$TARGET_PORT" \
+	    "$PKI/ca.crt" "$PKI/$cert.crt" "$PKI/$cert.key" "$@"
+}
+
+# --- deadlines ------------------------------------------------------------
+
+target_conf "$T/target.conf" "frame_timeout = 3s" "idle_timeout = 10s"
+target_start "$T/target.conf" || bail "target did not start"
+# 700 KB/s: the backup and the restore (8 MiB sent each way) take
+# longer than either deadline, each 1 MiB frame within frame_timeout.
+source_conf "$T/source.conf" acme "bandwidth_limit = 700K"
+
+peer acme dribble >"$T/dribble.out" 2>&1 &
+DRIBBLE=$!
+peer acme idle >"$T/idle.out" 2>&1 &
+IDLE=$!
+track $DRIBBLE $IDLE
+sleep 0.5
+check "a legitimate backup gets through meanwhile" \
+    src backup --disk "$T/disk.img" --name vm
+wait $DRIBBLE $IDLE
+echo "# dribble: $(cat "$T/dribble.out")"
+echo "# idle: $(cat "$T/idle.out")"
+# Without an absolute frame deadline idle_timeout (10 s) would end the
+# dribbler, with its own message.
+expect_grep '^end=eof .*error=11:.*(frame_timeout)' "$T/dribble.out" \
+    "a peer dribbling a frame a byte every 0.3 s gets TIMEOUT at frame_timeout"
+expect_grep "session [0-9]* 127.0.0.1:[0-9]* tenant acme: closing: a frame did not arrive whole within 3 s" \
+    "$TARGET_LOG" "the target logs the peer and the frame deadline"
+expect_grep '^end=eof .*error=11:.*(idle_timeout)' "$T/idle.out" \
+    "a peer silent after Hello gets TIMEOUT at idle_timeout"
+expect_grep "session [0-9]* 127.0.0.1:[0-9]* tenant acme: closing: no frame from the source for 10 s in state idle \\(idle_timeout\\)" \
+    "$TARGET_LOG" "the target logs the peer and the idle deadline"
+check "the backup restores as slowly" src restore --name vm --output "$T/vm.out"
+same "byte-identical" "$T/disk.img" "$T/vm.out"
+
+# --- caps -----------------------------------------------------------------
+
+target_conf "$T/target.conf" "max_sessions = 4" "max_sessions_per_tenant = 2"
+target_start "$T/target.conf" || bail "target did not start"
+source_conf "$T/source.conf" acme
+source_conf "$T/globex.conf" globex
+
+# hold NAME CERT: a session held open after Hello; waits for its verdict
+hold() {
+	timeout 60 "$PY" "$TOP/tests/tools/rawpeer.py" 127.0.0.1 "$TARGET_PORT" \
+	    "$PKI/ca.crt" "$PKI/$2.crt" "$PKI/$2.key" hold >"$T/$1.out" 2>&1 &
+	eval "$1=$!"
+	track $!
+	for _ in $(seq 100); do
+		[ -s "$T/$1.out" ] && return 0
+		sleep 0.1
+	done
+}
+hold a1 acme
+hold a2 acme
+expect_grep '^admitted' "$T/a2.out" "two sessions of tenant acme are admitted"
+expect_exit 3 "a third session of acme is refused (exit 3)" src list
+expect_grep "target: busy: tenant 'acme' has 2 sessions open, max_sessions_per_tenant is 2; retry later" \
+    "$LAST_ERR" "in one line that names the cap"
+SRC_CONF=$T/globex.conf check "another tenant still gets in" src list
+hold g1 globex
+hold g2 globex
+expect_grep '^admitted' "$T/g2.out" "globex holds two sessions too: 4 open"
+SRC_CONF=$T/globex.conf expect_exit 3 "a fifth session is refused" src list
+expect_grep "target: busy: 4 sessions open, max_sessions is 4; retry later" \
+    "$LAST_ERR" "naming max_sessions"
+expect_grep "closing: busy: 4 sessions open, max_sessions is 4" "$TARGET_LOG" \
+    "the target logs the refusal"
+
+# A flood: 30 plain TCP connections.  16 over max_sessions are let in
+# to be told BUSY (here they never start TLS); the other 14 are closed
+# at once, and logged in one line.
+"$PY" - "$TARGET_PORT" >"$T/flood.out" 2>&1 <<'PYEOF'
+import socket, sys, time
+socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    for _ in range(30)]
+time.sleep(2)
+closed = 0
+for s in socks:
+	s.setblocking(False)
+	try:
+		if s.recv(1) == b"":
+			closed += 1
+	except BlockingIOError:
+		pass
+	except OSError:
+		closed += 1
+print("closed %d of 30" % closed)
+PYEOF
+echo "# flood: $(cat "$T/flood.out")"
+expect_grep '^closed 14 of 30' "$T/flood.out" \
+    "beyond max_sessions + 16 a flood is closed before TLS"
+expect_grep "refused 1 connection\(s\), the latest from 127.0.0.1:[0-9]*: 20 sessions open, max_sessions is 4" \
+    "$TARGET_LOG" "and logged once, not once per connection"
+
+# A backup told BUSY retries with backoff and gets in when a slot frees.
+src backup --disk "$T/disk.img" --name busy >"$T/busy.out" 2>&1 &
+BUSY=$!
+track $BUSY
+for _ in $(seq 100); do
+	grep -q 'reconnecting' "$T/busy.out" && break
+	sleep 0.1
+done
+stop_pid "$a1"
+stop_pid "$a2"
+if wait $BUSY; then
+	ok "a backup told BUSY completes once a slot is free"
+else
+	not_ok "a backup told BUSY completes once a slot is free"
+	diag "$T/busy.out"
+fi
+expect_grep "target: busy: .*retry later" "$T/busy.out" "it said why it waited"
+expect_grep "interrupted \\(attempt 1\\); reconnecting in 1 s" "$T/busy.out" \
+    "and that it retries"
+check "it restores" src restore --name busy --output "$T/busy.img"
+same "byte-identical" "$T/disk.img" "$T/busy.img"
+target_alive && ok "the target still runs" || not_ok "target alive"
+finish

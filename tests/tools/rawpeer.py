@@ -1,0 +1,170 @@
+# rawpeer.py: a misbehaving source for the load and limits tests.  It
+# speaks just enough of the protocol (TLS 1.3 with a client certificate,
+# the frame length prefix, a hand-packed Hello) to be slow on purpose.
+#
+#   rawpeer.py HOST PORT CA CERT KEY MODE [ARG]
+#
+# MODE dribble: after Hello, a frame header, then one byte every 0.3 s
+#      idle:    after Hello, nothing
+#      hold:    after Hello, prints "admitted" or "refused: MESSAGE" and
+#               stays until closed or killed
+#      slowread NAME: asks to restore NAME, reads a little, then stops
+#               reading for ARG seconds (default 20)
+#
+# Prints one line: "end=HOW after=SECONDS error=CODE:MESSAGE", HOW being
+# eof, reset, tls-error or timeout (still open after 20 s).
+import socket, ssl, sys, time
+
+host, port, ca, cert, key, mode = sys.argv[1:7]
+arg = sys.argv[7] if len(sys.argv) > 7 else None
+
+
+def varint(n):
+	out = b""
+	while True:
+		b = n & 0x7f
+		n >>= 7
+		if n:
+			out += bytes([b | 0x80])
+		else:
+			return out + bytes([b])
+
+
+def field(num, payload):		# length-delimited field
+	return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def frame(body):
+	return len(body).to_bytes(4, "big") + body
+
+
+def read_varint(b, i):
+	n = shift = 0
+	while True:
+		n |= (b[i] & 0x7f) << shift
+		shift += 7
+		i += 1
+		if not b[i - 1] & 0x80:
+			return n, i
+
+
+def error_of(body):
+	"""CODE:MESSAGE of an Error frame body (tag 13), else None."""
+	if not body or body[0] != 0x6a:
+		return None
+	n, i = read_varint(body, 1)
+	msg, code = body[i:i + n], 0
+	i = 0
+	text = ""
+	while i < len(msg):
+		tag, i = read_varint(msg, i)
+		if tag == 0x08:
+			code, i = read_varint(msg, i)
+		elif tag == 0x12:
+			n, i = read_varint(msg, i)
+			text = msg[i:i + n].decode(errors="replace")
+			i += n
+		else:
+			break
+	return "%d:%s" % (code, text)
+
+
+HELLO = frame(field(1, b"\x08\x01" + field(3, b"rawpeer") + b"\x20" +
+    varint(17 << 20)))
+start = time.time()
+buf = b""
+error = None
+
+
+def frames(s):
+	"""Reads what comes within the socket's timeout; returns the bodies
+	of whole frames, or None when the connection ended (end: how)."""
+	global buf, end
+	try:
+		d = s.recv(1 << 16)
+	except (BlockingIOError, ssl.SSLWantReadError, socket.timeout):
+		return []
+	except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+		end = "eof"
+		return None
+	except ssl.SSLError as e:
+		end = "tls-error(%s)" % e.reason
+		return None
+	except (ConnectionResetError, BrokenPipeError):
+		end = "reset"
+		return None
+	if not d:
+		end = "eof"
+		return None
+	buf += d
+	out = []
+	while len(buf) >= 4:
+		n = int.from_bytes(buf[:4], "big")
+		if len(buf) < 4 + n:
+			break
+		out.append(buf[4:4 + n])
+		buf = buf[4 + n:]
+	return out
+
+
+def watch(s, secs, every=None, dribble=None):
+	"""Reads until the target closes or secs pass, sending a dribble
+	byte every interval; records an Error frame."""
+	global error, end
+	end = "timeout"
+	s.settimeout(every or 1)
+	deadline = time.time() + secs
+	while time.time() < deadline:
+		if dribble is not None:
+			try:
+				s.sendall(dribble)
+			except (OSError, ssl.SSLError):
+				pass
+		got = frames(s)
+		if got is None:
+			return
+		for body in got:
+			error = error_of(body) or error
+
+
+raw = socket.create_connection((host, int(port)), timeout=10)
+if mode == "slowread":
+	raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+ctx.load_verify_locations(ca)
+ctx.load_cert_chain(cert, key)
+s = ctx.wrap_socket(raw, server_hostname="localhost")
+s.sendall(HELLO)
+end = "timeout"
+
+if mode == "dribble":
+	s.sendall((1000).to_bytes(4, "big"))
+	watch(s, 20, every=0.3, dribble=b"\x0a")
+elif mode == "idle":
+	watch(s, 20)
+elif mode == "hold":
+	s.settimeout(20)
+	got = []
+	while not got:
+		got = frames(s)
+		if got is None:
+			break
+	err = error_of(got[0]) if got else None
+	print("refused: " + err if err else "admitted" if got else
+	    "closed: " + end, flush=True)
+	if got and not err:
+		watch(s, 3600)
+elif mode == "slowread":
+	s.sendall(frame(field(9, field(1, arg.encode()))))
+	got, n = [], 0
+	while n < 4 and time.time() - start < 20:
+		got = frames(s)
+		if got is None:
+			break
+		n += len(got)
+	print("read %d frames, now reading nothing" % n, flush=True)
+	time.sleep(float(sys.argv[8]) if len(sys.argv) > 8 else 20)
+else:
+	sys.exit("unknown mode " + mode)
+print("end=%s after=%.1f error=%s" % (end, time.time() - start, error))
