@@ -115,7 +115,8 @@ rm -rf "$T/img" "$T/out"
 
 # --- 2. restore clients that stop reading -----------------------------------
 
-make_image "$T/big.img" 96M 5
+# 96 MiB of random bytes: every block is sent, none compresses.
+head -c 96M /dev/urandom >"$T/big.img"
 target_conf "$T/target.conf" "idle_timeout = 6s"
 target_start "$T/target.conf" || bail "target did not start"
 source_conf "$T/source.conf" acme
@@ -191,8 +192,9 @@ WRAP(int, fdatasync, (int fd), (fd))
 EOF
 ${CC:-cc} -shared -fPIC -O2 -o "$T/slowio.so" "$T/slowio.c" -ldl ||
     bail "cannot build the slow-disk shim"
-# Deadlines far below the run's length: the target's own slowness must
-# not trip them.  Each run into an empty repository.
+# The same 96 MiB, all sent; deadlines far below the run's length: the
+# target's own slowness must not trip them.  Each run into an empty
+# repository.
 target_stop
 rm -rf "$T/repo"
 target_conf "$T/target.conf" "frame_timeout = 2s" "idle_timeout = 2s"
@@ -222,7 +224,7 @@ grep -q 'frame_timeout\|idle_timeout' "$TARGET_NEW" &&
     not_ok "no deadline fired on the target's own slowness" ||
     ok "no deadline fired on the target's own slowness"
 # The source's window is 256 MiB: a target that read on regardless would
-# hold most of the 96 MiB image.
+# hold most of the 96 MiB.
 under "target peak RSS into a slow disk, MiB" $((hwm / 1024)) 48
 check "restores" src restore --name slow --output "$T/big.out"
 same "byte-identical" "$T/big.img" "$T/big.out"
