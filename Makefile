@@ -5,6 +5,7 @@
 #   make demo       set up, mint certificates, back up and restore a sample disk
 #   make bench      benchmark against zstd, borg and restic
 #   make asan       the test suite under AddressSanitizer + UBSan
+#   make soak       long load tests (load.sh with 256 sessions)
 #   make fuzz       build the libFuzzer harnesses (clang)
 #   make install    PREFIX=/usr/local DESTDIR=
 
@@ -67,7 +68,7 @@ TOOL_BINS	:= $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRCS))
 # Keep objects of pattern-built programs for the dependency files.
 .SECONDARY:
 
-.PHONY: all check run-tests unit demo run-demo bench asan fuzz install clean deps
+.PHONY: all check run-tests unit demo run-demo bench asan fuzz install clean deps soak
 all: $(SOURCE_BIN) $(TARGET_BIN)
 
 $(PROTO_C) $(PROTO_H): proto/transporter.proto
@@ -123,6 +124,11 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory run-tests
 run-tests: all $(UNIT_BINS) $(TOOL_BINS)
 	$(Q)BUILD=$(abspath $(BUILD)) sh tests/run.sh $(TESTS)
+
+# Heavier variants of the load tests, too long for make check.
+soak: all $(TOOL_BINS)
+	$(Q)BUILD=$(abspath $(BUILD)) LOAD_SESSIONS=256 SRC_TIMEOUT=900 \
+	    bash tests/integration/load.sh
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory run-demo
