@@ -53,10 +53,32 @@ target_accept(struct evconnlistener *lev, evutil_socket_t fd,
 }
 
 static void
+target_accept_again(evutil_socket_t fd, short ev, void *arg)
+{
+	struct target	*tg = arg;
+
+	if (!tg->tg_stopping)
+		evconnlistener_enable(tg->tg_listener);
+}
+
+/*
+ * EMFILE and friends: keep serving the sessions we have.  The pending
+ * connection stays in the backlog and the socket stays readable, so
+ * the listener pauses for a second rather than spin on accept.
+ */
+static void
 target_accept_error(struct evconnlistener *lev, void *arg)
 {
-	/* EMFILE and friends: keep serving the sessions we have. */
-	log_warn("accept");
+	struct target	*tg = arg;
+	struct timeval	 tv = { 1, 0 };
+	int		 error = EVUTIL_SOCKET_ERROR();
+
+	log_warnx("cannot accept a connection: %s; pausing for 1 s (%d "
+	    "sessions open; raise the descriptor limit or lower "
+	    "max_sessions)", strerror(error), tg->tg_nsessions);
+	if (evconnlistener_disable(lev) == 0 && event_base_once(tg->tg_base,
+	    -1, EV_TIMEOUT, target_accept_again, tg, &tv) == -1)
+		evconnlistener_enable(lev);
 }
 
 /*

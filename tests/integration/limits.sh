@@ -15,6 +15,15 @@ need_bins
 pki_init
 make_image "$T/disk.img" 32M 23
 
+# under NAME VALUE BOUND: ok if VALUE < BOUND (integers)
+under() {
+	if [ "$2" -lt "$3" ]; then
+		ok "$1 ($2 < $3)"
+	else
+		not_ok "$1" "$2 is not under $3"
+	fi
+}
+
 # peer CERT MODE [ARG...]: tests/tools/rawpeer.py as CERT's source
 peer() {
 	local cert=$1
@@ -22,6 +31,19 @@ peer() {
 	timeout 60 "$PY" "$TOP/tests/tools/rawpeer.py" 127.0.0.1 "$TARGET_PORT" \
 	    "$PKI/ca.crt" "$PKI/$cert.crt" "$PKI/$cert.key" "$@"
 }
+
+# --- configuration --------------------------------------------------------
+
+target_conf "$T/bad.conf" "frame_timeout = 0s" "idle_timeout = 2d" \
+    "max_sessions_per_tenant = 0"
+expect_exit 2 "out-of-range deadlines and caps are refused" \
+    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep "bad.conf:[0-9]*: frame_timeout must be 1s to 1h, not '0s'" "$LAST" \
+    "frame_timeout's range is named"
+expect_grep "bad.conf:[0-9]*: idle_timeout must be 1s to 1d, not '2d'" "$LAST" \
+    "idle_timeout's range is named"
+expect_grep "bad.conf:[0-9]*: max_sessions_per_tenant must be 1 to 100000" "$LAST" \
+    "max_sessions_per_tenant's range is named"
 
 # --- deadlines ------------------------------------------------------------
 
@@ -136,5 +158,35 @@ expect_grep "interrupted \\(attempt 1\\); reconnecting in 1 s" "$T/busy.out" \
     "and that it retries"
 check "it restores" src restore --name busy --output "$T/busy.img"
 same "byte-identical" "$T/disk.img" "$T/busy.img"
+
+# --- descriptors run out ----------------------------------------------------
+
+# With its descriptor limit at 24, 40 connections exhaust it: the target
+# pauses accepting rather than spin on EMFILE (a spinning loop would
+# burn the whole 2 s of CPU), and serves again once they are gone.
+stop_pid "$g1"
+stop_pid "$g2"
+prlimit --pid "$TARGET_PID" --nofile=24:24 || bail "prlimit failed"
+log_mark
+"$PY" - "$TARGET_PORT" "$TARGET_PID" >"$T/emfile.out" 2>&1 <<'PYEOF'
+import os, socket, sys, time
+def cpu():
+	f = open("/proc/%s/stat" % sys.argv[2]).read().rsplit(")", 1)[1].split()
+	return int(f[11]) + int(f[12])
+socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    for _ in range(40)]
+time.sleep(0.5)
+c0 = cpu()
+time.sleep(2)
+print("cpu %d ticks of %d in 2 s" % (cpu() - c0, 2 * os.sysconf("SC_CLK_TCK")))
+PYEOF
+echo "# $(cat "$T/emfile.out")"
+ticks=$(sed -n 's/^cpu \([0-9]*\) ticks.*/\1/p' "$T/emfile.out")
+under "the target does not spin on EMFILE (CPU ticks in 2 s)" "${ticks:-999}" 50
+log_new
+expect_grep "cannot accept a connection: Too many open files; pausing for 1 s" \
+    "$TARGET_NEW" "and says why it does not accept"
+sleep 1.5
+check "it serves again once the connections are gone" src list
 target_alive && ok "the target still runs" || not_ok "target alive"
 finish
