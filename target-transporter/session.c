@@ -42,7 +42,8 @@ static void	session_process(struct session *);
 static void	session_free(struct session *);
 static void	session_deadline(evutil_socket_t, short, void *);
 static void	session_frame_deadline(evutil_socket_t, short, void *);
-static void	session_idle_arm(struct session *);
+static void	session_idle_arm(struct session *, uint64_t);
+static void	session_progress(struct session *);
 static void	session_linger(struct session *);
 
 static const char *
@@ -263,15 +264,22 @@ session_connected(struct session *se)
 }
 
 /*
- * Re-arms the idle deadline: the source has sent a whole frame or one
- * of our jobs finished.  A no-op before Hello (the handshake deadline
- * runs then) and when closing.
+ * Progress on the session: a whole frame from the source, one of our
+ * jobs done, a frame of ours sent, megabytes of a restore read.  The
+ * idle deadline counts from the latest.
  */
 static void
-session_idle_arm(struct session *se)
+session_progress(struct session *se)
 {
-	struct timeval	 tv = {
-	    (time_t)se->se_target->tg_conf->tc_idle_timeout, 0 };
+	se->se_progress = now_ms();
+}
+
+/* Arms the idle deadline ms from now, once the Hello is in. */
+static void
+session_idle_arm(struct session *se, uint64_t ms)
+{
+	struct timeval	 tv = { (time_t)(ms / 1000),
+	    (suseconds_t)(ms % 1000) * 1000 };
 
 	if (se->se_state == SESSION_HANDSHAKE ||
 	    se->se_state == SESSION_HELLO || se->se_state == SESSION_CLOSING)
@@ -279,24 +287,45 @@ session_idle_arm(struct session *se)
 	(void)evtimer_add(se->se_deadline, &tv);
 }
 
+/* Is a whole frame on the input, not yet taken (we lag, not the peer)? */
+static int
+session_frame_waiting(struct session *se)
+{
+	struct evbuffer	*in = bufferevent_get_input(se->se_bev);
+	uint8_t		 hdr[FRAME_HDR_LEN];
+	uint32_t	 n;
+
+	if (evbuffer_copyout(in, hdr, sizeof(hdr)) != (ev_ssize_t)sizeof(hdr))
+		return 0;
+	n = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+	    (uint32_t)hdr[2] << 8 | hdr[3];
+	return evbuffer_get_length(in) >= (size_t)n + FRAME_HDR_LEN;
+}
+
 /*
  * se_deadline: before Hello, the handshake deadline; after it, the
  * idle deadline, which only counts time the session waits on the
- * source (with jobs of ours under way, or reading paused for a job
- * slot, it is the target that is slow, so the deadline moves on).
+ * source: with jobs of ours under way, reading paused for a job slot,
+ * or a whole frame not yet taken (a loop busy elsewhere), it is the
+ * target that is slow, and the deadline moves on.
  */
 static void
 session_deadline(evutil_socket_t fd, short ev, void *arg)
 {
 	struct session	*se = arg;
+	uint64_t	 idle, quiet;
 
 	if (se->se_state == SESSION_CLOSING)
 		return;
 	if (se->se_state != SESSION_HANDSHAKE &&
 	    se->se_state != SESSION_HELLO) {
+		idle = se->se_target->tg_conf->tc_idle_timeout * 1000;
 		if (se->se_jobs > 0 || se->se_read_paused ||
-		    se->se_held != NULL) {
-			session_idle_arm(se);
+		    se->se_held != NULL || session_frame_waiting(se))
+			session_progress(se);
+		quiet = now_ms() - se->se_progress;
+		if (quiet < idle) {
+			session_idle_arm(se, idle - quiet);
 			return;
 		}
 		session_fail(se, ERROR__CODE__TIMEOUT, "no frame from the "
@@ -421,7 +450,7 @@ session_write_cb(struct bufferevent *bev, void *arg)
 	tls_count_sent(se->se_ssl, &se->se_tls_sent, 0);
 	if (se->se_state == SESSION_RESTORE) {
 		/* The source read megabytes: progress, even between credits. */
-		session_idle_arm(se);
+		session_progress(se);
 		restore_pump(se);
 	}
 }
@@ -436,7 +465,8 @@ session_hello(struct session *se, const Hello *h)
 		return -1;
 	}
 	se->se_state = SESSION_IDLE;
-	session_idle_arm(se);
+	session_progress(se);
+	session_idle_arm(se, se->se_target->tg_conf->tc_idle_timeout * 1000);
 	return 0;
 }
 
@@ -556,6 +586,11 @@ session_frame_deadline(evutil_socket_t fd, short ev, void *arg)
 	se->se_frame_armed = 0;
 	if (se->se_state == SESSION_CLOSING || se->se_read_paused)
 		return;
+	if (session_frame_waiting(se)) {
+		/* It came whole while the loop was busy: ours to take. */
+		session_frame_watch(se, in, 1);
+		return;
+	}
 	if (evbuffer_copyout(in, hdr, sizeof(hdr)) == (ev_ssize_t)sizeof(hdr))
 		snprintf(want, sizeof(want), " of %u",
 		    (unsigned)hdr[0] << 24 | (unsigned)hdr[1] << 16 |
@@ -598,7 +633,7 @@ session_process(struct session *se)
 			METRICS_ADD(metrics.mt_bytes_received, NULL,
 			    len + FRAME_HDR_LEN);
 			took = 1;
-			session_idle_arm(se);
+			session_progress(se);
 		}
 		if (se->se_state == SESSION_BACKUP &&
 		    buf[0] == FRAME_BLOCK_TAG) {
@@ -676,7 +711,7 @@ session_job_done(struct session *se, int slot)
 	struct session	*waiting;
 
 	se->se_jobs--;
-	session_idle_arm(se);
+	session_progress(se);
 	if (slot) {
 		tg->tg_jobs--;
 		if ((waiting = TAILQ_FIRST(&tg->tg_starved)) != NULL) {
@@ -719,6 +754,7 @@ session_resume(struct session *se)
 void
 session_send(struct session *se, const Frame *f)
 {
+	session_progress(se);
 	if (frame_send(se->se_bev, f) == -1)
 		session_close(se, "cannot queue a %s frame", frame_name(f));
 }

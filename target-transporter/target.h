@@ -161,6 +161,7 @@ struct session {
 	struct event		*se_frame_timer;	/* a frame under way */
 	int			 se_frame_armed;
 	int			 se_refuse;	/* over max_sessions: BUSY */
+	uint64_t		 se_progress;	/* now_ms() of the latest */
 	struct receive		*se_recv;
 	struct restore		*se_restore;
 	TAILQ_ENTRY(session)	 se_entry;

@@ -228,4 +228,21 @@ grep -q 'frame_timeout\|idle_timeout' "$TARGET_NEW" &&
 under "target peak RSS into a slow disk, MiB" $((hwm / 1024)) 48
 check "restores" src restore --name slow --output "$T/big.out"
 same "byte-identical" "$T/big.img" "$T/big.out"
+
+# Every write and fsync takes 1.5 s, longer than idle_timeout (1 s): the
+# target is the slow one, so its deadlines wait for it.
+target_stop
+rm -rf "$T/repo"
+target_conf "$T/target.conf" "frame_timeout = 1s" "idle_timeout = 1s"
+LD_PRELOAD=$T/slowio.so SLOWIO_US=1500000 target_start "$T/target.conf" ||
+    bail "target did not start"
+source_conf "$T/source.conf" acme
+head -c 1M /dev/urandom >"$T/one.img"
+log_mark
+check "a backup whose every disk write outlasts idle_timeout completes" \
+    src backup --disk "$T/one.img" --name one
+log_new
+grep -q 'frame_timeout\|idle_timeout' "$TARGET_NEW" &&
+    not_ok "no deadline fired on a disk slower than the deadlines" ||
+    ok "no deadline fired on a disk slower than the deadlines"
 finish
