@@ -51,7 +51,7 @@ target_conf "$T/target.conf" "frame_timeout = 3s" "idle_timeout = 10s"
 target_start "$T/target.conf" || bail "target did not start"
 # 700 KB/s: the backup and the restore (8 MiB sent each way) take
 # longer than either deadline, each 1 MiB frame within frame_timeout.
-source_conf "$T/source.conf" acme "bandwidth_limit = 700K"
+source_conf "$T/source.conf" acme "bandwidth_limit = 700K" "resume_timeout = 0s"
 
 peer acme dribble >"$T/dribble.out" 2>&1 &
 DRIBBLE=$!

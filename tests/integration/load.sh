@@ -199,7 +199,7 @@ target_stop
 rm -rf "$T/repo"
 target_conf "$T/target.conf" "frame_timeout = 2s" "idle_timeout = 2s"
 target_start "$T/target.conf" || bail "target did not start"
-source_conf "$T/source.conf" acme
+source_conf "$T/source.conf" acme "resume_timeout = 0s"	# no silent retry
 start=$(date +%s%N)
 check "an unthrottled backup of 96 MiB (for comparison)" \
     src backup --disk "$T/big.img" --name fast
@@ -210,7 +210,7 @@ rm -rf "$T/repo"
 target_conf "$T/target.conf" "frame_timeout = 2s" "idle_timeout = 2s"
 LD_PRELOAD=$T/slowio.so SLOWIO_US=40000 target_start "$T/target.conf" ||
     bail "target did not start"
-source_conf "$T/source.conf" acme
+source_conf "$T/source.conf" acme "resume_timeout = 0s"	# no silent retry
 rss0=$(rss_kib "$TARGET_PID")
 log_mark
 start=$(date +%s%N)
@@ -236,7 +236,7 @@ rm -rf "$T/repo"
 target_conf "$T/target.conf" "frame_timeout = 1s" "idle_timeout = 1s"
 LD_PRELOAD=$T/slowio.so SLOWIO_US=1500000 target_start "$T/target.conf" ||
     bail "target did not start"
-source_conf "$T/source.conf" acme
+source_conf "$T/source.conf" acme "resume_timeout = 0s"	# no silent retry
 head -c 1M /dev/urandom >"$T/one.img"
 log_mark
 check "a backup whose every disk write outlasts idle_timeout completes" \
