@@ -64,6 +64,8 @@ SOURCE_BIN	:= $(BUILD)/source-transporter
 TARGET_BIN	:= $(BUILD)/target-transporter
 UNIT_BINS	:= $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 TOOL_BINS	:= $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRCS))
+# A test-only LD_PRELOAD shim (tests/tools/faultinject/), never in a daemon.
+SHIM		:= $(BUILD)/tests/tools/faultinject.so
 
 # Keep objects of pattern-built programs for the dependency files.
 .SECONDARY:
@@ -112,6 +114,13 @@ $(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIBCOMMON)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# Without the sanitizers even in make asan: a preloaded shim cannot carry
+# its own ASan runtime (the daemons' comes first).
+$(SHIM): tests/tools/faultinject/faultinject.c
+	@mkdir -p $(dir $@)
+	@echo "  SHLIB   $@"
+	$(Q)$(CC) -D_GNU_SOURCE $(WARNFLAGS) -O2 -g -fPIC -shared -o $@ $< -ldl
+
 # Installs missing Debian packages when run as root (CI, demo).
 deps:
 	$(Q)sh tests/deps.sh
@@ -122,7 +131,7 @@ unit: $(UNIT_BINS)
 # make, so pkg-config runs after the -dev packages are there.
 check: deps
 	$(Q)$(MAKE) --no-print-directory run-tests
-run-tests: all $(UNIT_BINS) $(TOOL_BINS)
+run-tests: all $(UNIT_BINS) $(TOOL_BINS) $(SHIM)
 	$(Q)BUILD=$(abspath $(BUILD)) sh tests/run.sh $(TESTS)
 
 # Heavier variants of the load tests, too long for make check.

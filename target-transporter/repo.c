@@ -541,9 +541,16 @@ be_put(struct repo *r, const char *stage, const char *key,
  * if absent (existed[i] set when it was there already).  Measured on
  * ext4: one syncfs(2) per batch, with write-back started at staging,
  * beats an fsync per object by 1.5-3x (fewer journal commits).
+ *
+ * syncfd is a descriptor the caller opened before staging and no other
+ * job syncs through: syncfs reports a write-back error once per open
+ * file, so on a descriptor shared by all jobs another job's syncfs
+ * could take the error for pages this batch lost, and this batch would
+ * then publish chunks the disk never got.  Nothing is linked unless
+ * the first syncfs succeeds.
  */
 static int
-be_publish(struct repo *r, size_t n, char (*stage)[REPO_KEY_MAX],
+be_publish(struct repo *r, int syncfd, size_t n, char (*stage)[REPO_KEY_MAX],
     char (*key)[REPO_KEY_MAX], int *existed)
 {
 	char	 dir[REPO_KEY_MAX];
@@ -552,7 +559,7 @@ be_publish(struct repo *r, size_t n, char (*stage)[REPO_KEY_MAX],
 
 	if (n == 0)
 		return 0;
-	if (syncfs(r->r_fd) == -1)
+	if (syncfs(syncfd) == -1)
 		return -1;
 	for (i = 0; i < n; i++) {
 		existed[i] = 0;
@@ -569,7 +576,7 @@ be_publish(struct repo *r, size_t n, char (*stage)[REPO_KEY_MAX],
 		}
 	}
 	/* The new names (and any new directories) hit the disk. */
-	return syncfs(r->r_fd);
+	return syncfs(syncfd);
 }
 
 /*
@@ -1141,13 +1148,37 @@ repo_job_set_block(struct repo_job *j, uint64_t index,
 }
 
 /*
+ * Source-side chunks are sealed under the job's own data key, which the
+ * target learns (wrapped) only with the chain's key file at the end.  A
+ * chunk published before that file holds its key would, if the job
+ * died, stay in the store under a key no point can list, and a later
+ * backup of the chain would deduplicate against it and commit a point
+ * that cannot be read.  So such a job's chunks stay staged until its
+ * commit, which stores the key file first.
+ */
+static int
+job_defers_chunks(const struct repo_job *j)
+{
+	return j->j_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE;
+}
+
+static int	job_sync(struct repo_job *, int);
+
+/*
  * Makes every chunk whose repo_job_put_chunk returned before this call
- * durable and visible under chunks/.  May run concurrently with puts;
+ * durable and visible under chunks/ (a source-side job's wait for its
+ * commit: see job_defers_chunks).  May run concurrently with puts;
  * syncs are serialised.  Returns 0, or -1 with errno (ENOSPC, EDQUOT,
  * EIO, ...): the job is then failed for good and must be aborted.
  */
 int
 repo_job_sync(struct repo_job *j)
+{
+	return job_sync(j, 0);
+}
+
+static int
+job_sync(struct repo_job *j, int commit)
 {
 	struct repo	*r;
 	struct pending	*list, *pd, *next;
@@ -1165,6 +1196,10 @@ repo_job_sync(struct repo_job *j)
 	pthread_mutex_lock(&j->j_sync_mtx);
 	if ((err = atomic_load(&j->j_err)) != 0) {
 		errno = err;
+		goto out;
+	}
+	if (!commit && job_defers_chunks(j)) {
+		rv = 0;
 		goto out;
 	}
 
@@ -1190,7 +1225,7 @@ repo_job_sync(struct repo_job *j)
 		    chunk_key(key[i], sizeof(key[i]), j->j_tenant,
 		    pd->pd_id) == -1)
 			goto fail;
-	if (be_publish(r, n, stage, key, existed) == -1)
+	if (be_publish(r, j->j_tmp_fd, n, stage, key, existed) == -1)
 		goto fail;
 
 	pthread_mutex_lock(&j->j_mtx);
@@ -1413,7 +1448,17 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 		return -1;
 	}
 	r = j->j_repo;
-	if (repo_job_sync(j) == -1)
+	if (repo_key(dir, sizeof(dir), "tenants/%s/points/%s", j->j_tenant,
+	    j->j_name) == -1 || be_mkdir(r, dir) == -1)
+		goto fail;
+	/*
+	 * The chain's key file, replaced whole before any chunk sealed
+	 * under the new key is published (job_defers_chunks).  Older
+	 * points read with it: it holds every key of the chain.
+	 */
+	if (j->j_keychain != NULL && repo_keychain_write(j, dir) == -1)
+		goto fail;
+	if (job_sync(j, 1) == -1)
 		goto fail;
 
 	point_from_job(j, &point);
@@ -1421,9 +1466,6 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 		goto fail;
 
 	/* The index. */
-	if (repo_key(dir, sizeof(dir), "tenants/%s/points/%s", j->j_tenant,
-	    j->j_name) == -1 || be_mkdir(r, dir) == -1)
-		goto fail;
 	index_header(hdr, j->j_block_size, j->j_blocks);
 	iov[0].iov_base = hdr;
 	iov[0].iov_len = sizeof(hdr);
@@ -1431,14 +1473,17 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	iov[1].iov_len = j->j_blocks * CHUNK_ID_LEN;
 	if (sha256_iov(iov, 2, digest) == -1 ||
 	    repo_key(stage, sizeof(stage), "%s/index", j->j_tmp) == -1 ||
-	    repo_key(key, sizeof(key), "%s/%s.index", dir, j->j_id) == -1 ||
-	    be_put(r, stage, key, iov, 2) == -1)
+	    repo_key(key, sizeof(key), "%s/%s.index", dir, j->j_id) == -1)
 		goto fail;
+	if (be_put(r, stage, key, iov, 2) == -1) {
+		/* Linked but its directory not synced: no orphan index. */
+		save = errno;
+		if (save != EEXIST && be_exists(r, key) == 1)
+			indexed = 1;
+		errno = save;
+		goto fail;
+	}
 	indexed = 1;
-
-	/* The chain's key file, replaced whole before the manifest. */
-	if (j->j_keychain != NULL && repo_keychain_write(j, dir) == -1)
-		goto fail;
 
 	/* The manifest, last: the commit point. */
 	if (manifest_encode(&point, digest, chunks, &man, &manlen) == -1)
@@ -2031,6 +2076,10 @@ repo_job_checkpoint(struct repo_job *j, const uint8_t *snapshot)
 	char		 stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
 	size_t		 namelen = strlen(j->j_name);
 	int		 fd = -1, save;
+
+	/* Nothing of a source-side job is durable before its commit. */
+	if (job_defers_chunks(j))
+		return 0;
 
 	memset(hdr, 0, sizeof(hdr));
 	memcpy(hdr, JOURNAL_MAGIC, 4);
