@@ -41,8 +41,8 @@ target_wait_dead() {
 
 # shim_plan LOG REPO [TEAR [KINDS [N]]]: from a counting run's FAULT_LOG,
 # the steps to fault, one "class glob k kind" a line: every step of each
-# kind when there are at most four of it, else the first, a middle and the
-# last (with N, only the first N).
+# kind when there are at most three of it, else the first and the last
+# (with N, only the first N).
 # k counts the steps of that class whose path matches glob, exactly as the
 # shim counts them.  With TEAR ("tear"), also "tear" lines for the first
 # write of each kind.  KINDS (comma-separated) keeps only those kinds.
@@ -84,7 +84,7 @@ def k_of(i):
 	return sum(1 for c, p, _, _ in steps[:i + 1]
 	    if c == cls and fnmatch.fnmatchcase(p, glob))
 for (cls, kind), idx in groups.items():
-	pick = idx if len(idx) <= 4 else [idx[0], idx[len(idx) // 2], idx[-1]]
+	pick = idx if len(idx) <= 3 else [idx[0], idx[-1]]
 	if int(first):
 		pick = idx[:int(first)]
 	for i in pick:
