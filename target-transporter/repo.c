@@ -1154,7 +1154,8 @@ repo_job_set_block(struct repo_job *j, uint64_t index,
  * died, stay in the store under a key no point can list, and a later
  * backup of the chain would deduplicate against it and commit a point
  * that cannot be read.  So such a job's chunks stay staged until its
- * commit, which stores the key file first.
+ * commit, which stores the key file first, and it writes no journal
+ * (a source-side job never resumes: its data key dies with it).
  */
 static int
 job_defers_chunks(const struct repo_job *j)
@@ -1421,8 +1422,9 @@ manifest_encode(const struct repo_point *p,
 }
 
 /*
- * Commits the job: syncs its chunks, writes the index and then the
- * manifest, each durably; the point exists from the manifest's
+ * Commits the job: writes the chain's key file (source-side), syncs
+ * its chunks, writes the index and then the manifest, each durably
+ * (a failed fsync fails the commit); the point exists from the manifest's
  * rename on.  Fills p (rp_index NULL) on success.  Frees the job in
  * every case; on failure nothing is listed and errno is set (ENOSPC,
  * EDQUOT, EIO, ENOMEM; ENOENT if a block references a chunk that was
