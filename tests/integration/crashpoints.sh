@@ -59,7 +59,7 @@ reset_repo() {
 # check_after NAME STEP: the checks after a crash at STEP in a backup of
 # NAME (of $T/NAME2.img); one TAP line
 check_after() {
-	local name=$1 step=$2 why= ids state n id
+	local name=$1 step=$2 why='' ids state n id
 	target_start "$T/target.conf" || { not_ok "$step: restart"; return; }
 	if ! as vm list --json >"$T/list.json" 2>"$T/list.err"; then
 		why="list failed: $(head -n 2 "$T/list.err");"
@@ -81,7 +81,7 @@ print(" ".join(p["name"] + "/" + p["point_id"] for p in json.load(open(sys.argv[
 	state=absent
 	for id in $ids; do
 		case $id in
-		vm/${EARLIER[vm]}|sec/${EARLIER[sec]}) ;;
+		"vm/${EARLIER[vm]}"|"sec/${EARLIER[sec]}") ;;
 		$name/*)
 			state=complete
 			rm -f "$T/out.img"
@@ -131,10 +131,10 @@ crash_all() {
 	    grep -Ev "^(${skip:-none}) " >"$T/plan"
 	echo "# $name: $(wc -l <"$T/plan") crash points"
 	while read -r cls glob k kind; do
-		action=kill
+		action='kill'
 		if [ "$cls" = tear ]; then
 			action=tear
-			cls=write
+			cls='write'
 		fi
 		step="$name: $action at $cls #$k of $kind"
 		reset_repo

@@ -47,7 +47,7 @@ target_stop
 # 8 MiB (sec) never stored before
 new_disk() {
 	cp "$T/${1}1.img" "$T/${1}2.img"
-	head -c $([ "$1" = vm ] && echo 24M || echo 8M) /dev/urandom \
+	head -c "$([ "$1" = vm ] && echo 24M || echo 8M)" /dev/urandom \
 	    >>"$T/${1}2.img"
 }
 

@@ -16,7 +16,9 @@ shim_start() {
 	[ "${TRANSPORTER_ASAN:-0}" = 1 ] &&
 	    export ASAN_OPTIONS=${asan:+$asan:}verify_asan_link_order=0
 	export LD_PRELOAD=$SHIM FAULT_PROG=target-transporter \
-	    FAULT_PATH=$T/repo "$@"
+	    FAULT_PATH="$T/repo"
+	# shellcheck disable=SC2163 # VAR=VALUE arguments
+	export "$@"
 	target_start "$conf"
 	rc=$?
 	unset LD_PRELOAD FAULT_PROG FAULT_PATH FAULT_CLASS FAULT_MATCH \
