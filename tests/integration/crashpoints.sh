@@ -172,6 +172,46 @@ crash_all() {
 crash_all sec
 skip="mkdir|unlink" crash_all vm journal,syncfs,chunk,job-dir 2
 
+# Not a crash of the target: a source-side backup cut off after a
+# checkpoint (the source killed).  The job's data key dies with it, so
+# none of its chunks may stay where the next backup would deduplicate
+# against them; that backup must restore byte-identical.
+cp "$T/sec1.img" "$T/sec3.img"
+head -c 24M /dev/urandom >>"$T/sec3.img"
+source_conf "$T/sec3.conf" acme "resume_timeout = 0s" "window = 64M" \
+    "encryption = source-side" "key_provider = password" "password_file = $T/pw"
+# The slowest zstd level on one worker: time to kill it after a checkpoint.
+source_conf "$T/slow.conf" acme "resume_timeout = 0s" "window = 64M" \
+    "encryption = source-side" "key_provider = password" \
+    "password_file = $T/pw" "compression_level = 19" "workers = 1"
+reset_repo
+TARGET_FLAGS=-vv target_start "$T/target.conf" || bail "target did not start"
+log_mark
+"$BUILD/source-transporter" -f "$T/slow.conf" backup --disk "$T/sec3.img" \
+    --name sec >/dev/null 2>&1 &
+bpid=$!
+for _ in $(seq 300); do
+	tail -n "+$LOG_MARK" "$TARGET_LOG" | grep -q "checkpoint of 'sec'" && break
+	kill -0 "$bpid" 2>/dev/null || break
+	sleep 0.05
+done
+if tail -n "+$LOG_MARK" "$TARGET_LOG" | grep -q "checkpoint of 'sec'" &&
+    kill -KILL "$bpid" 2>/dev/null; then
+	wait "$bpid" 2>/dev/null
+	ok "source-side: the source killed after a checkpoint"
+	check "source-side: the next backup completes" \
+	    as sec3 backup --disk "$T/sec3.img" --name sec
+	rm -f "$T/out.img"
+	check "source-side: and restores" \
+	    as sec3 restore --name sec --output "$T/out.img"
+	same "source-side: byte-identical" "$T/sec3.img" "$T/out.img"
+else
+	wait "$bpid" 2>/dev/null
+	skip "source-side: the source killed after a checkpoint" \
+	    "the backup ended before a checkpoint"
+fi
+target_stop
+
 # Every kind of step was crashed at.
 missing=
 for want in kill:create:chunk-stage kill:write:chunk-stage \
