@@ -197,6 +197,33 @@ target_listen(struct target *tg)
 	return rv;
 }
 
+/*
+ * Each session holds a socket and, while a job runs, a directory and a
+ * chunk file or two: raise the soft descriptor limit towards what
+ * max_sessions needs (systemd's default soft limit is 1024, its hard
+ * limit far higher) and say so if the hard limit is too low, rather
+ * than failing with EMFILE under load.
+ */
+static void
+target_fd_limit(const struct target_conf *tc)
+{
+	struct rlimit	 rl;
+	rlim_t		 need;
+
+	need = (rlim_t)(tc->tc_max_sessions + TARGET_REFUSE_SLACK) * 3 + 64;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= need)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ?
+	    need : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur < need)
+		log_warnx("only %llu file descriptors allowed (RLIMIT_NOFILE) "
+		    "but max_sessions %llu needs about %llu: raise "
+		    "LimitNOFILE= or lower max_sessions",
+		    (unsigned long long)rl.rlim_cur,
+		    (unsigned long long)tc->tc_max_sessions,
+		    (unsigned long long)need);
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -315,6 +342,7 @@ main(int argc, char *argv[])
 		    tg.tg_base, tg.tg_rate_cfg)) == NULL)
 			fatalx("cannot set up the bandwidth limit");
 	}
+	target_fd_limit(tg.tg_conf);
 	if (target_listen(&tg) == -1)
 		goto out;
 	if (tg.tg_conf->tc_metrics != NULL) {

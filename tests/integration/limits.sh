@@ -189,4 +189,35 @@ expect_grep "cannot accept a connection: Too many open files; pausing for 1 s" \
 sleep 1.5
 check "it serves again once the connections are gone" src list
 target_alive && ok "the target still runs" || not_ok "target alive"
+
+# --- the descriptor limit at start ------------------------------------------
+
+# A soft limit too low for max_sessions is raised towards the hard limit;
+# a hard limit too low is named in one line at start.
+target_stop
+target_conf "$T/fd.conf" "max_sessions = 100"
+prlimit --nofile=64:4096 "$BUILD/target-transporter" -d -f "$T/fd.conf" \
+    >"$T/fd.log" 2>&1 &
+fdpid=$!
+track "$fdpid"
+for _ in $(seq 50); do
+	grep -q 'listening on' "$T/fd.log" && break
+	sleep 0.1
+done
+soft=$(awk '/^Max open files/ {print $4}' "/proc/$fdpid/limits")
+echo "# soft descriptor limit of the running target: $soft (started at 64)"
+[ "${soft:-0}" -ge 412 ] && ok "a low soft descriptor limit is raised for max_sessions" ||
+    not_ok "soft limit raised" "$soft"
+stop_pid "$fdpid"
+prlimit --nofile=64:64 "$BUILD/target-transporter" -d -f "$T/fd.conf" \
+    >"$T/fd2.log" 2>&1 &
+fdpid=$!
+track "$fdpid"
+for _ in $(seq 50); do
+	grep -q 'listening on' "$T/fd2.log" && break
+	sleep 0.1
+done
+expect_grep "only 64 file descriptors allowed \\(RLIMIT_NOFILE\\) but max_sessions 100 needs about 412" \
+    "$T/fd2.log" "a hard limit too low is named at start"
+stop_pid "$fdpid"
 finish
