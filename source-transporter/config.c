@@ -45,6 +45,8 @@ static int
 conf_key(struct source_conf *sc, const char *key, const char *value,
     int line)
 {
+	int	 on;
+
 	if (strcmp(key, "target") == 0)
 		return conf_string(sc, &sc->sc_target, key, value, line);
 	if (strcmp(key, "server_name") == 0)
@@ -76,6 +78,15 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 			    "not '%s'", sc->sc_path, line, value);
 			return -1;
 		}
+		return 0;
+	}
+	if (strcmp(key, "roundtrip_check") == 0) {
+		if (conf_parse_bool(value, &on) == -1) {
+			log_warnx("%s:%d: roundtrip_check must be yes or no, "
+			    "not '%s'", sc->sc_path, line, value);
+			return -1;
+		}
+		sc->sc_no_roundtrip_check = !on;
 		return 0;
 	}
 	if (strcmp(key, "workers") == 0) {

@@ -46,6 +46,7 @@ struct source_conf {
 	char		*sc_crl;
 	uint64_t	 sc_block_size;
 	uint64_t	 sc_compression_level;
+	int		 sc_no_roundtrip_check;	/* roundtrip_check = no */
 	uint64_t	 sc_workers;		/* 0: one per core */
 	uint64_t	 sc_window;
 	uint64_t	 sc_resume_timeout;	/* seconds of reconnecting */
