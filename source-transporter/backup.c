@@ -990,7 +990,9 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 	}
 	if (bk.bk_mode == 0)
 		bk.bk_mode = sc->sc_encryption;
-	bk.bk_check = !sc->sc_no_roundtrip_check;
+	bk.bk_check = sc->sc_roundtrip_check == ROUNDTRIP_YES ||
+	    (sc->sc_roundtrip_check == ROUNDTRIP_AUTO &&
+	    bk.bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE);
 	bk.bk_test_corrupt = UINT64_MAX;
 	if ((env = getenv("TRANSPORTER_TEST_CORRUPT_BLOCK")) != NULL &&
 	    conf_parse_uint(env, 0, UINT64_MAX - 1, &bk.bk_test_corrupt) == -1)

@@ -81,12 +81,16 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 		return 0;
 	}
 	if (strcmp(key, "roundtrip_check") == 0) {
-		if (conf_parse_bool(value, &on) == -1) {
-			log_warnx("%s:%d: roundtrip_check must be yes or no, "
-			    "not '%s'", sc->sc_path, line, value);
+		if (strcmp(value, "auto") == 0)
+			sc->sc_roundtrip_check = ROUNDTRIP_AUTO;
+		else if (conf_parse_bool(value, &on) == 0)
+			sc->sc_roundtrip_check = on ? ROUNDTRIP_YES :
+			    ROUNDTRIP_NO;
+		else {
+			log_warnx("%s:%d: roundtrip_check must be auto, yes or "
+			    "no, not '%s'", sc->sc_path, line, value);
 			return -1;
 		}
-		sc->sc_no_roundtrip_check = !on;
 		return 0;
 	}
 	if (strcmp(key, "workers") == 0) {

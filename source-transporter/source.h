@@ -36,6 +36,16 @@ struct source_job {
 	uint64_t	 sj_failures;
 };
 
+/*
+ * roundtrip_check: which blocks are decompressed (and, source-side,
+ * opened) again and compared with the block read before they are sent.
+ * auto: source-side blocks, which nobody else can check before a
+ * restore; the target checks in-flight blocks' chunk ids on receipt.
+ */
+#define ROUNDTRIP_AUTO		0
+#define ROUNDTRIP_YES		1
+#define ROUNDTRIP_NO		2
+
 struct source_conf {
 	char		*sc_path;
 	char		*sc_target;		/* host:port */
@@ -46,7 +56,7 @@ struct source_conf {
 	char		*sc_crl;
 	uint64_t	 sc_block_size;
 	uint64_t	 sc_compression_level;
-	int		 sc_no_roundtrip_check;	/* roundtrip_check = no */
+	int		 sc_roundtrip_check;	/* ROUNDTRIP_* */
 	uint64_t	 sc_workers;		/* 0: one per core */
 	uint64_t	 sc_window;
 	uint64_t	 sc_resume_timeout;	/* seconds of reconnecting */
