@@ -25,8 +25,8 @@ ROWS = [
     ("borg_extract", "borg extract --sparse + fsync"),
     ("restic_backup", "restic backup (compression auto)"),
     ("restic_restore", "restic restore + fsync"),
-    ("rss_4G", "full backup, the image in a 4 GiB sparse disk"),
-    ("rss_64G", "full backup, the image in a 64 GiB sparse disk"),
+    ("rss_4G", "full backup, 4 GiB sparse disk (RSS)"),
+    ("rss_64G", "full backup, 64 GiB sparse disk (RSS)"),
 ]
 
 SETTING_ROWS = [
