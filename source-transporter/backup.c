@@ -176,7 +176,10 @@ read_work(struct pool_job *pj)
 	len = bk->bk_disk_size - off < bk->bk_block_size ?
 	    (size_t)(bk->bk_disk_size - off) : bk->bk_block_size;
 	cap = compress_bound(len);
-	if ((raw = malloc(len)) == NULL || (comp = malloc(cap)) == NULL ||
+	/* Aligned, so that direct_io can read into it. */
+	if (posix_memalign((void **)&raw, DISK_DIRECT_ALIGN, len) != 0)
+		raw = NULL;
+	if (raw == NULL || (comp = malloc(cap)) == NULL ||
 	    (bk->bk_check && (check = malloc(len)) == NULL)) {
 		rj->rj_errno = ENOMEM;
 		goto out;
@@ -994,6 +997,7 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 	    (sc->sc_roundtrip_check == ROUNDTRIP_AUTO &&
 	    bk.bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE);
 	bk.bk_test_corrupt = UINT64_MAX;
+	bk.bk_dopts.do_direct_io = sc->sc_direct_io;
 	if ((env = getenv("TRANSPORTER_TEST_CORRUPT_BLOCK")) != NULL &&
 	    conf_parse_uint(env, 0, UINT64_MAX - 1, &bk.bk_test_corrupt) == -1)
 		bk.bk_test_corrupt = UINT64_MAX;

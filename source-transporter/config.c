@@ -93,6 +93,14 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 		}
 		return 0;
 	}
+	if (strcmp(key, "direct_io") == 0) {
+		if (conf_parse_bool(value, &sc->sc_direct_io) == -1) {
+			log_warnx("%s:%d: direct_io must be yes or no, not '%s'",
+			    sc->sc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
 	if (strcmp(key, "workers") == 0) {
 		if (conf_parse_uint(value, 0, 64, &sc->sc_workers) == -1) {
 			log_warnx("%s:%d: workers must be 0 (one per core) to "

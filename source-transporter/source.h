@@ -57,6 +57,7 @@ struct source_conf {
 	uint64_t	 sc_block_size;
 	uint64_t	 sc_compression_level;
 	int		 sc_roundtrip_check;	/* ROUNDTRIP_* */
+	int		 sc_direct_io;		/* O_DIRECT disk reads */
 	uint64_t	 sc_workers;		/* 0: one per core */
 	uint64_t	 sc_window;
 	uint64_t	 sc_resume_timeout;	/* seconds of reconnecting */
@@ -161,7 +162,11 @@ struct disk_opts {
 	const char		*do_tls_key;
 	const char		*do_tls_ca;
 	const char		*do_tls_psk_file;
+	int			 do_direct_io;		/* O_DIRECT reads */
 };
+
+/* Buffers, offsets and lengths of O_DIRECT reads are multiples of it. */
+#define DISK_DIRECT_ALIGN	4096
 
 struct disk;
 
