@@ -93,6 +93,7 @@ int	 hex_decode(const char *, uint8_t *, size_t);
 size_t	 compress_bound(size_t);
 ssize_t	 compress_block(int, const void *, size_t, void *, size_t);
 int	 decompress_block(const void *, size_t, void *, size_t);
+int	 compress_verify(const void *, size_t, const void *, size_t, void *);
 
 /* conf.c */
 typedef int (*conf_cb)(void *, const char *, const char *, const char *,
@@ -108,6 +109,7 @@ int	 conf_check_key_file(const char *, char *, size_t);
 /* frame.c */
 int	 frame_send(struct bufferevent *, const Frame *);
 uint8_t	*frame_pack(const Frame *, size_t *);
+uint8_t	*frame_pack_block(const Block *, size_t, uint8_t **, size_t *);
 int	 frame_take(struct evbuffer *, size_t, uint8_t **, size_t *);
 Frame	*frame_unpack(const uint8_t *, size_t);
 void	 frame_free(Frame *);

@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <zstd.h>
 #include <zstd_errors.h>
@@ -152,6 +153,23 @@ decompress_block(const void *src, size_t srclen, void *dst,
 		return -1;
 	n = ZSTD_decompressDCtx(dctx, dst, expected_len, src, srclen);
 	if (ZSTD_isError(n) || n != expected_len)
+		return -1;
+	return 0;
+}
+
+/*
+ * The round-trip check of a block before it leaves: 0 only if comp,
+ * clen bytes of zstd, decompresses to exactly the len bytes of raw.
+ * scratch must hold len bytes.  A mismatch means a compressor or memory
+ * fault on this machine, not bad input; not logged (the caller names
+ * the block).
+ */
+int
+compress_verify(const void *comp, size_t clen, const void *raw, size_t len,
+    void *scratch)
+{
+	if (decompress_block(comp, clen, scratch, len) == -1 ||
+	    memcmp(scratch, raw, len) != 0)
 		return -1;
 	return 0;
 }

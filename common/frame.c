@@ -45,6 +45,77 @@ frame_pack(const Frame *f, size_t *lenp)
 	return buf;
 }
 
+/* Bytes of v as a protobuf varint. */
+static size_t
+varint_len(size_t v)
+{
+	size_t	 n = 1;
+
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+static uint8_t *
+varint_put(uint8_t *p, size_t v)
+{
+	while (v >= 0x80) {
+		*p++ = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (uint8_t)v;
+	return p;
+}
+
+/* Wire tags (field number << 3 | length-delimited). */
+#define TAG_FRAME_BLOCK		(3 << 3 | 2)
+#define TAG_BLOCK_PAYLOAD	(6 << 3 | 2)
+
+/*
+ * Packs a Block frame whose payload the caller writes in place, so that
+ * a block is sealed straight into the frame instead of being copied
+ * there.  b->payload must be empty; the payload field, payload_len bytes,
+ * goes last (protobuf readers take fields in any order) and *payloadp
+ * points at it.  Returns the buffer (the caller frees it) with *lenp its
+ * total length, or NULL if the frame would be too large.
+ */
+uint8_t *
+frame_pack_block(const Block *b, size_t payload_len, uint8_t **payloadp,
+    size_t *lenp)
+{
+	uint8_t	*buf, *p;
+	size_t	 blen, flen;
+
+	if (b->payload.len != 0 || payload_len > FRAME_MAX) {
+		log_warnx("refusing to send a block of %zu bytes", payload_len);
+		return NULL;
+	}
+	blen = block__get_packed_size(b) + 1 + varint_len(payload_len) +
+	    payload_len;
+	flen = 1 + varint_len(blen) + blen;
+	if (flen > FRAME_MAX) {
+		log_warnx("refusing to send a %zu-byte frame", flen);
+		return NULL;
+	}
+	if ((buf = malloc(FRAME_HDR_LEN + flen)) == NULL)
+		return NULL;
+	buf[0] = flen >> 24;
+	buf[1] = flen >> 16;
+	buf[2] = flen >> 8;
+	buf[3] = flen;
+	p = buf + FRAME_HDR_LEN;
+	*p++ = TAG_FRAME_BLOCK;
+	p = varint_put(p, blen);
+	p += block__pack(b, p);
+	*p++ = TAG_BLOCK_PAYLOAD;
+	p = varint_put(p, payload_len);
+	*payloadp = p;
+	*lenp = FRAME_HDR_LEN + flen;
+	return buf;
+}
+
 /* Queues f on bev without copying its packed bytes.  Returns 0 or -1. */
 int
 frame_send(struct bufferevent *bev, const Frame *f)

@@ -61,6 +61,8 @@ struct backup {
 	uint64_t	 bk_bytes_acked;
 	uint64_t	 bk_start_ms;
 	int		 bk_json;
+	int		 bk_check;	/* roundtrip_check */
+	uint64_t	 bk_test_corrupt;	/* test hook: block to spoil */
 	uint32_t	 bk_mode;	/* EncryptionMode */
 	struct progress	 bk_progress;
 	struct envelope	 bk_env;	/* source-side keys */
@@ -77,6 +79,7 @@ struct read_job {
 	int		 rj_errno;
 	int		 rj_zero;
 	int		 rj_unchanged;	/* same chunk id as in the base */
+	int		 rj_check_failed;	/* failed its round-trip check */
 	uint32_t	 rj_read;
 	uint8_t		*rj_frame;
 	size_t		 rj_len;
@@ -120,21 +123,52 @@ is_zero(const uint8_t *buf, size_t len)
 	    memcmp(buf, buf + sizeof(zero), len - sizeof(zero)) == 0;
 }
 
-/* Worker: read, zero check, hash, compress, seal, pack. */
+/*
+ * The round-trip check of a block about to leave: what the target will
+ * store must give back the block read.  In-flight: the zstd frame
+ * decompresses to raw.  Source-side: the chunk sealed under the data
+ * key opens (into comp, whose plaintext it is) and then decompresses to
+ * raw; this also covers the seal, which nobody can check until a restore.
+ * check holds len bytes.  Returns 0, or -1 if the block must not be sent.
+ */
+static int
+read_check(struct backup *bk, const uint8_t *inner, const uint8_t *aad,
+    size_t aadlen, uint8_t *comp, size_t clen, const uint8_t *raw,
+    size_t len, uint8_t *check)
+{
+	size_t	 plen = clen > 0 ? clen : len;
+
+	if (inner != NULL) {
+		if (crypto_open(bk->bk_env.ev_dek.kb_key, inner + KEY_ID_LEN,
+		    aad, aadlen, inner + KEY_ID_LEN + AEAD_NONCE_LEN,
+		    plen + AEAD_TAG_LEN, clen > 0 ? comp : check) == -1)
+			return -1;
+		if (clen == 0)
+			return memcmp(check, raw, len) == 0 ? 0 : -1;
+	}
+	if (clen == 0)
+		return 0;
+	return compress_verify(comp, clen, raw, len, check);
+}
+
+/*
+ * Worker: read, zero check, hash, compress, check, seal, pack.  The
+ * frame is packed first and the block sealed straight into it (in place
+ * for the in-flight layer), so the payload is written once.
+ */
 static void
 read_work(struct pool_job *pj)
 {
 	struct read_job	*rj = (struct read_job *)pj;
 	struct backup	*bk = rj->rj_backup;
-	Frame		 f = FRAME__INIT;
 	Block		 b = BLOCK__INIT;
 	uint8_t		 id[CHUNK_ID_LEN], nonce[AEAD_NONCE_LEN];
-	uint8_t		 aad[AAD_MAX_LEN];
-	uint8_t		*raw = NULL, *comp = NULL, *sealed = NULL;
-	uint8_t		*inner = NULL;
+	uint8_t		 aad[AAD_MAX_LEN], inner_aad[AAD_MAX_LEN];
+	uint8_t		*raw = NULL, *comp = NULL, *check = NULL;
+	uint8_t		*payload, *inner = NULL;
 	const uint8_t	*plain;
 	uint64_t	 off = rj->rj_index * bk->bk_block_size;
-	size_t		 len, plen, aadlen, cap;
+	size_t		 len, plen, slen, aadlen, inner_aadlen = 0, cap;
 	ssize_t		 clen;
 	int		 source_side = bk->bk_mode ==
 			    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE;
@@ -142,9 +176,11 @@ read_work(struct pool_job *pj)
 	len = bk->bk_disk_size - off < bk->bk_block_size ?
 	    (size_t)(bk->bk_disk_size - off) : bk->bk_block_size;
 	cap = compress_bound(len);
-	if ((raw = malloc(len)) == NULL || (comp = malloc(cap)) == NULL ||
-	    (sealed = malloc(len + SEALED_OVERHEAD + AEAD_TAG_LEN)) == NULL ||
-	    (source_side && (inner = malloc(len + SEALED_OVERHEAD)) == NULL)) {
+	/* Aligned, so that direct_io can read into it. */
+	if (posix_memalign((void **)&raw, DISK_DIRECT_ALIGN, len) != 0)
+		raw = NULL;
+	if (raw == NULL || (comp = malloc(cap)) == NULL ||
+	    (bk->bk_check && (check = malloc(len)) == NULL)) {
 		rj->rj_errno = ENOMEM;
 		goto out;
 	}
@@ -173,35 +209,15 @@ read_work(struct pool_job *pj)
 		rj->rj_errno = EIO;
 		goto out;
 	}
+	/* Test hook: a compressor that got one block wrong. */
+	if (clen > 0 && rj->rj_index == bk->bk_test_corrupt)
+		comp[clen / 2] ^= 0x01;
 	plain = clen > 0 ? comp : raw;
 	plen = clen > 0 ? (size_t)clen : len;
-	if (source_side) {
-		/*
-		 * Sealed under the point's data key before it leaves:
-		 * key id | nonce | ciphertext | tag.  The block index is a
-		 * unique nonce counter: each DEK seals one job's blocks.
-		 */
-		memcpy(inner, bk->bk_env.ev_dek_id, KEY_ID_LEN);
-		crypto_nonce(inner + KEY_ID_LEN, AAD_CHUNK_STORED,
-		    rj->rj_index);
-		aadlen = crypto_aad(aad, AAD_CHUNK_STORED, bk->bk_env.ev_dek_id,
-		    id, 0);
-		if (crypto_seal(bk->bk_env.ev_dek.kb_key, inner + KEY_ID_LEN,
-		    aad, aadlen, plain, plen, inner + KEY_ID_LEN +
-		    AEAD_NONCE_LEN) == -1) {
-			rj->rj_errno = EIO;
-			goto out;
-		}
-		plain = inner;
-		plen += SEALED_OVERHEAD;
-	}
+	slen = plen + (source_side ? SEALED_OVERHEAD : 0);
+
 	crypto_nonce(nonce, AAD_BLOCK_TO_TARGET, rj->rj_nonce);
 	aadlen = crypto_aad(aad, AAD_BLOCK_TO_TARGET, NULL, id, rj->rj_index);
-	if (crypto_seal(rj->rj_key, nonce, aad, aadlen, plain, plen,
-	    sealed) == -1) {
-		rj->rj_errno = EIO;
-		goto out;
-	}
 	b.index = rj->rj_index;
 	b.chunk_id.data = id;
 	b.chunk_id.len = sizeof(id);
@@ -210,17 +226,47 @@ read_work(struct pool_job *pj)
 	b.encrypted = source_side;
 	b.nonce.data = nonce;
 	b.nonce.len = sizeof(nonce);
-	b.payload.data = sealed;
-	b.payload.len = plen + AEAD_TAG_LEN;
-	f.msg_case = FRAME__MSG_BLOCK;
-	f.block = &b;
-	if ((rj->rj_frame = frame_pack(&f, &rj->rj_len)) == NULL)
+	if ((rj->rj_frame = frame_pack_block(&b, slen + AEAD_TAG_LEN,
+	    &payload, &rj->rj_len)) == NULL) {
 		rj->rj_errno = ENOMEM;
+		goto out;
+	}
+	if (source_side) {
+		/*
+		 * Sealed under the point's data key before it leaves:
+		 * key id | nonce | ciphertext | tag.  The block index is a
+		 * unique nonce counter: each DEK seals one job's blocks.
+		 */
+		inner = payload;
+		memcpy(inner, bk->bk_env.ev_dek_id, KEY_ID_LEN);
+		crypto_nonce(inner + KEY_ID_LEN, AAD_CHUNK_STORED,
+		    rj->rj_index);
+		inner_aadlen = crypto_aad(inner_aad, AAD_CHUNK_STORED,
+		    bk->bk_env.ev_dek_id, id, 0);
+		if (crypto_seal(bk->bk_env.ev_dek.kb_key, inner + KEY_ID_LEN,
+		    inner_aad, inner_aadlen, plain, plen, inner + KEY_ID_LEN +
+		    AEAD_NONCE_LEN) == -1) {
+			rj->rj_errno = EIO;
+			goto out;
+		}
+		plain = payload;	/* the in-flight layer goes on in place */
+	}
+	if (bk->bk_check && read_check(bk, inner, inner_aad, inner_aadlen,
+	    comp, (size_t)clen, raw, len, check) == -1) {
+		rj->rj_check_failed = 1;
+		goto out;
+	}
+	if (crypto_seal(rj->rj_key, nonce, aad, aadlen, plain, slen,
+	    payload) == -1)
+		rj->rj_errno = EIO;
  out:
+	if (rj->rj_errno != 0 || rj->rj_check_failed) {
+		free(rj->rj_frame);
+		rj->rj_frame = NULL;
+	}
 	free(raw);
 	free(comp);
-	free(sealed);
-	free(inner);
+	free(check);
 	crypto_wipe(rj->rj_key, sizeof(rj->rj_key));
 }
 
@@ -247,6 +293,20 @@ read_done(struct pool_job *pj)
 		    "%s; the backup was abandoned and nothing was committed",
 		    bk->bk_disk, (unsigned long long)rj->rj_index *
 		    bk->bk_block_size, strerror(rj->rj_errno));
+		goto out;
+	}
+	if (rj->rj_check_failed) {
+		(void)frame_send_error(cl->cl_bev, ERROR__CODE__UNKNOWN,
+		    "source aborted the backup: a block failed its check");
+		client_finish(cl, EXIT_INTEGRITY, "block %llu (offset %llu) of "
+		    "%s failed its round-trip check: its %s does not give the "
+		    "block read back; it was not sent and nothing was "
+		    "committed. Suspect this machine's memory or CPU, and run "
+		    "the backup again", (unsigned long long)rj->rj_index,
+		    (unsigned long long)rj->rj_index * bk->bk_block_size,
+		    bk->bk_disk, bk->bk_mode ==
+		    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE ?
+		    "sealed, compressed form" : "compressed form");
 		goto out;
 	}
 	bk->bk_bytes_read += rj->rj_read;
@@ -845,6 +905,7 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 	struct backup	 bk;
+	const char	*env;
 	char		 err[KEY_ERR_MAX];
 	int		 ch, rv = EXIT_USAGE;
 
@@ -932,6 +993,14 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 	}
 	if (bk.bk_mode == 0)
 		bk.bk_mode = sc->sc_encryption;
+	bk.bk_check = sc->sc_roundtrip_check == ROUNDTRIP_YES ||
+	    (sc->sc_roundtrip_check == ROUNDTRIP_AUTO &&
+	    bk.bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE);
+	bk.bk_test_corrupt = UINT64_MAX;
+	bk.bk_dopts.do_direct_io = sc->sc_direct_io;
+	if ((env = getenv("TRANSPORTER_TEST_CORRUPT_BLOCK")) != NULL &&
+	    conf_parse_uint(env, 0, UINT64_MAX - 1, &bk.bk_test_corrupt) == -1)
+		bk.bk_test_corrupt = UINT64_MAX;
 	envelope_init(&bk.bk_env, sc);
 	/* Fail closed: no key, no data read. */
 	if (bk.bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&

@@ -45,6 +45,8 @@ static int
 conf_key(struct source_conf *sc, const char *key, const char *value,
     int line)
 {
+	int	 on;
+
 	if (strcmp(key, "target") == 0)
 		return conf_string(sc, &sc->sc_target, key, value, line);
 	if (strcmp(key, "server_name") == 0)
@@ -74,6 +76,27 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 		    &sc->sc_compression_level) == -1) {
 			log_warnx("%s:%d: compression_level must be 1 to 19, "
 			    "not '%s'", sc->sc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "roundtrip_check") == 0) {
+		if (strcmp(value, "auto") == 0)
+			sc->sc_roundtrip_check = ROUNDTRIP_AUTO;
+		else if (conf_parse_bool(value, &on) == 0)
+			sc->sc_roundtrip_check = on ? ROUNDTRIP_YES :
+			    ROUNDTRIP_NO;
+		else {
+			log_warnx("%s:%d: roundtrip_check must be auto, yes or "
+			    "no, not '%s'", sc->sc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "direct_io") == 0) {
+		if (conf_parse_bool(value, &sc->sc_direct_io) == -1) {
+			log_warnx("%s:%d: direct_io must be yes or no, not '%s'",
+			    sc->sc_path, line, value);
 			return -1;
 		}
 		return 0;

@@ -36,6 +36,16 @@ struct source_job {
 	uint64_t	 sj_failures;
 };
 
+/*
+ * roundtrip_check: which blocks are decompressed (and, source-side,
+ * opened) again and compared with the block read before they are sent.
+ * auto: source-side blocks, which nobody else can check before a
+ * restore; the target checks in-flight blocks' chunk ids on receipt.
+ */
+#define ROUNDTRIP_AUTO		0
+#define ROUNDTRIP_YES		1
+#define ROUNDTRIP_NO		2
+
 struct source_conf {
 	char		*sc_path;
 	char		*sc_target;		/* host:port */
@@ -46,6 +56,8 @@ struct source_conf {
 	char		*sc_crl;
 	uint64_t	 sc_block_size;
 	uint64_t	 sc_compression_level;
+	int		 sc_roundtrip_check;	/* ROUNDTRIP_* */
+	int		 sc_direct_io;		/* O_DIRECT disk reads */
 	uint64_t	 sc_workers;		/* 0: one per core */
 	uint64_t	 sc_window;
 	uint64_t	 sc_resume_timeout;	/* seconds of reconnecting */
@@ -150,7 +162,11 @@ struct disk_opts {
 	const char		*do_tls_key;
 	const char		*do_tls_ca;
 	const char		*do_tls_psk_file;
+	int			 do_direct_io;		/* O_DIRECT reads */
 };
+
+/* Buffers, offsets and lengths of O_DIRECT reads are multiples of it. */
+#define DISK_DIRECT_ALIGN	4096
 
 struct disk;
 

@@ -401,7 +401,10 @@ receive_begin(struct session *se, const BackupBegin *bb)
 	return -1;
 }
 
-/* Worker: decode, open, decompress, check the id, store. */
+/*
+ * Worker: decode, open (in place, in the decoded frame), decompress,
+ * check the id, store.
+ */
 static void
 block_work(struct pool_job *pj)
 {
@@ -410,7 +413,8 @@ block_work(struct pool_job *pj)
 	Frame			*f;
 	Block			*b;
 	uint8_t			 aad[AAD_MAX_LEN], id[CHUNK_ID_LEN];
-	uint8_t			*plain = NULL, *raw = NULL, *sealed;
+	uint8_t			*plain, *raw = NULL, *sealed = NULL;
+	const uint8_t		*digest = NULL;
 	size_t			 aadlen, plen;
 	uint32_t		 want, flags;
 	int			 source_side;
@@ -422,6 +426,9 @@ block_work(struct pool_job *pj)
 		    "frame");
 		goto out;
 	}
+	/* Decoded: the frame's bytes are not needed any more. */
+	free(bj->bj_frame);
+	bj->bj_frame = NULL;
 	b = f->block;
 	bj->bj_index = b->index;
 	if (b->index >= rv->rv_blocks) {
@@ -445,8 +452,7 @@ block_work(struct pool_job *pj)
 	}
 	memcpy(bj->bj_id, b->chunk_id.data, CHUNK_ID_LEN);
 	plen = b->payload.len - AEAD_TAG_LEN;
-	if ((plain = malloc(plen)) == NULL)
-		goto nomem;
+	plain = b->payload.data;
 	aadlen = crypto_aad(aad, AAD_BLOCK_TO_TARGET, NULL, bj->bj_id,
 	    b->index);
 	bj->bj_code = ERROR__CODE__INTEGRITY;
@@ -490,6 +496,9 @@ block_work(struct pool_job *pj)
 		goto out;
 	}
 	flags = b->compressed ? CHUNK_COMPRESSED : 0;
+	/* Stored as it is: its digest is the chunk id just checked. */
+	if (flags == 0 && !rv->rv_atrest)
+		digest = bj->bj_id;
 	if (rv->rv_atrest) {
 		/* A counter, not the index: a repeated index is caught late. */
 		if ((sealed = malloc(plen + SEALED_OVERHEAD)) == NULL)
@@ -497,20 +506,18 @@ block_work(struct pool_job *pj)
 		if (atrest_seal(&rv->rv_dek, rv->rv_dek_id, bj->bj_id,
 		    atomic_fetch_add(&rv->rv_dek_uses, 1), plain, plen,
 		    sealed) == -1) {
-			free(sealed);
 			bj->bj_code = ERROR__CODE__INTERNAL;
 			snprintf(bj->bj_msg, sizeof(bj->bj_msg), "cannot seal "
 			    "block %llu", (unsigned long long)b->index);
 			goto out;
 		}
-		free(plain);
 		plain = sealed;
 		plen += SEALED_OVERHEAD;
 		flags |= CHUNK_ENCRYPTED;
 	}
  store:
-	if (repo_job_put_chunk(rv->rv_job, bj->bj_id, flags, want, plain,
-	    plen) == -1) {
+	if (repo_job_put_chunk_digest(rv->rv_job, bj->bj_id, flags, want,
+	    plain, plen, digest) == -1) {
 		bj->bj_code = session_errno_code(errno);
 		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "cannot store block "
 		    "%llu: %s", (unsigned long long)b->index, strerror(errno));
@@ -523,7 +530,7 @@ block_work(struct pool_job *pj)
 	snprintf(bj->bj_msg, sizeof(bj->bj_msg), "out of memory");
  out:
 	free(raw);
-	free(plain);
+	free(sealed);
 	frame_free(f);
 	free(bj->bj_frame);
 	bj->bj_frame = NULL;

@@ -1039,6 +1039,20 @@ int
 repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
     uint32_t flags, uint32_t raw_len, const void *payload, size_t len)
 {
+	return repo_job_put_chunk_digest(j, chunk_id, flags, raw_len, payload,
+	    len, NULL);
+}
+
+/*
+ * repo_job_put_chunk with the SHA-256 of payload already known (digest,
+ * or NULL to compute it): a chunk stored raw whose id the caller has
+ * just checked is not hashed twice.
+ */
+int
+repo_job_put_chunk_digest(struct repo_job *j, const uint8_t *chunk_id,
+    uint32_t flags, uint32_t raw_len, const void *payload, size_t len,
+    const uint8_t *digest)
+{
 	struct repo	*r;
 	struct pending	*pd = NULL, **found;
 	uint8_t		 hdr[CHUNK_HDR_LEN];
@@ -1087,7 +1101,10 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 	put_be16(hdr + 6, 0);
 	put_be32(hdr + 8, raw_len);
 	put_be32(hdr + 12, len);
-	crypto_sha256(payload, len, hdr + 16);
+	if (digest != NULL)
+		memcpy(hdr + 16, digest, CHUNK_ID_LEN);
+	else
+		crypto_sha256(payload, len, hdr + 16);
 	iov[0].iov_base = hdr;
 	iov[0].iov_len = sizeof(hdr);
 	iov[1].iov_base = (void *)payload;

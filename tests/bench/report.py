@@ -25,6 +25,8 @@ ROWS = [
     ("borg_extract", "borg extract --sparse + fsync"),
     ("restic_backup", "restic backup (compression auto)"),
     ("restic_restore", "restic restore + fsync"),
+    ("rss_4G", "full backup, 4 GiB sparse disk (RSS)"),
+    ("rss_64G", "full backup, 64 GiB sparse disk (RSS)"),
 ]
 
 SETTING_ROWS = [
@@ -124,8 +126,9 @@ def main():
         "case", "wall s", "MB/s", "out MB", "src MiB", "tgt MiB",
         "CPU s/GiB", "others"))
     for case, label in ROWS:
-        if case in ("full_source_side", "nbd_full") and S[case] is None:
-            print("%-40s %s" % (label, "n/a (not implemented yet)"))
+        if case in ("full_source_side", "nbd_full", "rss_4G", "rss_64G") \
+                and S[case] is None:
+            print("%-40s %s" % (label, "n/a (not run)"))
             continue
         print(row_line(label, S[case]))
 
@@ -153,7 +156,7 @@ def main():
     # Peak RSS of each daemon, the worst of every row of ours.
     ours = [S[c] for c in ("full_source_side", "full_inflight", "incr1",
                            "incr0", "restore", "bs4M_full", "bs4M_incr1",
-                           "l3_full", "nbd_full")
+                           "l3_full", "nbd_full", "rss_4G", "rss_64G")
             if S.get(c)]
     for key, name in (("rss_src", "source"), ("rss_tgt", "target")):
         vals = [s[key] for s in ours if s[key] is not None]
@@ -162,6 +165,14 @@ def main():
             print("%-46s %5.0f MiB  (target < 256 MiB)  %s" % (
                 "peak RSS of the %s, worst row" % name, m,
                 "PASS" if m < 256 else "MISS"))
+    r4, r64 = S.get("rss_4G"), S.get("rss_64G")
+    if r4 and r64:
+        for key, name in (("rss_src", "source"), ("rss_tgt", "target")):
+            if r4[key] and r64[key] is not None:
+                r = r64[key] / r4[key]
+                print("%-46s %8.2f  (target: flat, <= 1.10)  %s" % (
+                    "peak RSS of the %s, 64 GiB / 4 GiB sparse" % name, r,
+                    "PASS" if r <= 1.10 else "MISS"))
     i1 = S["incr1"]
     if i1 and i1["expected"]:
         print(ratio_line("incremental 1%: wire / zstd -1 of changed "

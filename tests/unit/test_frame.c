@@ -183,6 +183,70 @@ test_pack_too_big(void **state)
 	assert_null(buf);
 }
 
+/*
+ * frame_pack_block: a payload written in place behind the other fields
+ * decodes as the same Block frame_pack would send, at every varint
+ * width of the lengths.
+ */
+static void
+test_pack_block_in_place(void **state)
+{
+	static const size_t	 sizes[] = { 0, 1, 100, 127, 128, 16383,
+				    16384, (1u << 20) + 44, 2097152 + 7 };
+	Block		 b = BLOCK__INIT;
+	struct evbuffer	*in;
+	uint8_t		 id[CHUNK_ID_LEN], nonce[AEAD_NONCE_LEN];
+	uint8_t		*buf, *got, *payload;
+	size_t		 i, j, len, glen;
+	Frame		*f;
+
+	memset(id, 0xab, sizeof(id));
+	memset(nonce, 0x01, sizeof(nonce));
+	b.chunk_id.data = id;
+	b.chunk_id.len = sizeof(id);
+	b.nonce.data = nonce;
+	b.nonce.len = sizeof(nonce);
+	b.compressed = 1;
+	b.encrypted = 1;
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		b.index = 1000 + i;
+		b.raw_len = (uint32_t)sizes[i] + 3;
+		buf = frame_pack_block(&b, sizes[i], &payload, &len);
+		assert_non_null(buf);
+		/* The payload is the frame's last bytes. */
+		assert_ptr_equal(payload + sizes[i], buf + len);
+		for (j = 0; j < sizes[i]; j++)
+			payload[j] = (uint8_t)(j * 7 + i);
+		in = evbuffer_new();
+		evbuffer_add(in, buf, len);
+		assert_int_equal(frame_take(in, FRAME_MAX, &got, &glen), 1);
+		assert_int_equal(glen, len - FRAME_HDR_LEN);
+		assert_int_equal(got[0], (3 << 3) | 2);
+		f = frame_unpack(got, glen);
+		assert_non_null(f);
+		assert_int_equal(f->msg_case, FRAME__MSG_BLOCK);
+		assert_int_equal(f->block->index, 1000 + i);
+		assert_int_equal(f->block->raw_len, sizes[i] + 3);
+		assert_true(f->block->compressed);
+		assert_true(f->block->encrypted);
+		assert_memory_equal(f->block->chunk_id.data, id, sizeof(id));
+		assert_memory_equal(f->block->nonce.data, nonce, sizeof(nonce));
+		assert_int_equal(f->block->payload.len, sizes[i]);
+		if (sizes[i] > 0)
+			assert_memory_equal(f->block->payload.data, payload,
+			    sizes[i]);
+		frame_free(f);
+		free(got);
+		free(buf);
+		evbuffer_free(in);
+	}
+	/* Too large, or a payload set as well: refused. */
+	assert_null(frame_pack_block(&b, FRAME_MAX, &payload, &len));
+	b.payload.data = id;
+	b.payload.len = sizeof(id);
+	assert_null(frame_pack_block(&b, 10, &payload, &len));
+}
+
 int
 main(void)
 {
@@ -193,6 +257,7 @@ main(void)
 		cmocka_unit_test(test_oversized),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_pack_too_big),
+		cmocka_unit_test(test_pack_block_in_place),
 	};
 
 	log_init("test_frame", 1, 0);
