@@ -191,6 +191,59 @@ client_write_cb(struct bufferevent *bev, void *arg)
 		cl->cl_ops->co_drained(cl, cl->cl_arg);
 }
 
+/* Notes that something was queued to send: no keepalive needed. */
+static void
+client_queued_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	struct client	*cl = arg;
+
+	if (info->n_added > 0)
+		cl->cl_queued = 1;
+}
+
+/*
+ * A Keepalive when nothing was sent for a whole tick (a long run of
+ * zero blocks, a slow disk), so the target's idle_timeout does not
+ * close a job that is making progress.
+ */
+static void
+client_keepalive_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct client	*cl = arg;
+	Frame		 f = FRAME__INIT;
+	Keepalive	 ka = KEEPALIVE__INIT;
+
+	if (cl->cl_done)
+		return;
+	if (!cl->cl_queued) {
+		f.msg_case = FRAME__MSG_KEEPALIVE;
+		f.keepalive = &ka;
+		client_send(cl, &f);
+	}
+	cl->cl_queued = 0;
+}
+
+/* Ticks at a third of the shorter of both ends' idle timeouts. */
+static void
+client_keepalive_start(struct client *cl, uint32_t target_idle)
+{
+	struct timeval	 tv = { 0, 0 };
+	uint32_t	 idle = IDLE_TIMEOUT;
+
+	if (target_idle > 0 && target_idle < idle)
+		idle = target_idle;
+	tv.tv_sec = idle / 3;
+	if (tv.tv_sec == 0)
+		tv.tv_usec = 300000;
+	if ((cl->cl_keepalive = event_new(cl->cl_base, -1, EV_PERSIST,
+	    client_keepalive_cb, cl)) == NULL ||
+	    evbuffer_add_cb(client_output(cl), client_queued_cb, cl) == NULL ||
+	    event_add(cl->cl_keepalive, &tv) == -1)
+		log_warnx("cannot start keepalives; a long run of zero "
+		    "blocks may time out");
+}
+
 static void
 client_frame(struct client *cl, const Frame *f)
 {
@@ -202,6 +255,10 @@ client_frame(struct client *cl, const Frame *f)
 		client_finish(cl, client_exit_for(f->error->code), "target: %s",
 		    f->error->message);
 		return;
+	case FRAME__MSG_KEEPALIVE:
+		if (!cl->cl_hello)
+			break;
+		return;		/* its bytes reset the read timeout */
 	case FRAME__MSG_HELLO:
 		if (cl->cl_hello)
 			break;
@@ -216,6 +273,7 @@ client_frame(struct client *cl, const Frame *f)
 		snprintf(cl->cl_peer_software, sizeof(cl->cl_peer_software),
 		    "%s", f->hello->software);
 		log_debug("target is %s", f->hello->software);
+		client_keepalive_start(cl, f->hello->idle_timeout);
 		cl->cl_ops->co_ready(cl, cl->cl_arg);
 		return;
 	default:
@@ -456,6 +514,8 @@ client_free(struct client *cl)
 		return;
 	cl->cl_done = 1;
 	pool_free(cl->cl_pool);
+	if (cl->cl_keepalive != NULL)
+		event_free(cl->cl_keepalive);
 	if (cl->cl_bev != NULL) {
 		/* Say goodbye properly: a close_notify, not a bare EOF. */
 		if (cl->cl_hello)

@@ -144,6 +144,8 @@ struct client {
 	char			 cl_peer_software[64];	/* from its Hello */
 	struct ev_token_bucket_cfg *cl_rate;	/* bandwidth_limit */
 	uint64_t		 cl_tls_sent;	/* since the last key update */
+	struct event		*cl_keepalive;	/* when nothing else is sent */
+	int			 cl_queued;	/* a frame since the last tick */
 };
 
 /* How to reach a disk (disk.c, nbd.c). */

@@ -258,6 +258,7 @@ session_connected(struct session *se)
 	h.version = PROTOCOL_VERSION;
 	h.software = "target-transporter " TRANSPORTER_VERSION;
 	h.max_frame = FRAME_MAX;
+	h.idle_timeout = (uint32_t)se->se_target->tg_conf->tc_idle_timeout;
 	f.msg_case = FRAME__MSG_HELLO;
 	f.hello = &h;
 	session_send(se, &f);
@@ -509,6 +510,16 @@ session_dispatch(struct session *se, const Frame *f, size_t len)
 	if (f->msg_case == FRAME__MSG_ERROR) {
 		session_close(se, "source reported: %s", f->error->message);
 		return -1;
+	}
+	if (f->msg_case == FRAME__MSG_KEEPALIVE &&
+	    se->se_state != SESSION_HELLO) {
+		Frame	 k = FRAME__INIT;
+		Keepalive ka = KEEPALIVE__INIT;
+
+		k.msg_case = FRAME__MSG_KEEPALIVE;
+		k.keepalive = &ka;
+		session_send(se, &k);
+		return 0;
 	}
 	switch (se->se_state) {
 	case SESSION_HELLO:

@@ -190,6 +190,34 @@ sleep 1.5
 check "it serves again once the connections are gone" src list
 target_alive && ok "the target still runs" || not_ok "target alive"
 
+# --- keepalives -------------------------------------------------------------
+
+# A disk that is all zeros and slow to read (48 reads of 1 MiB, 0.1 s each,
+# one at a time) gives about 5 s in which the source has nothing to send.
+# The target announces its idle_timeout (2 s) in its Hello and the source
+# sends a Keepalive after a third of it without a frame, so the job is
+# not cut; retries are off, so a cut would fail the backup.
+target_conf "$T/ka.conf" "idle_timeout = 2s"
+target_start "$T/ka.conf" || bail "target did not start"
+source_conf "$T/ka-source.conf" acme "resume_timeout = 0s"
+nbdkit -f -U "$T/zero.sock" --filter=noparallel --filter=noextents \
+    --filter=delay memory size=48M rdelay=100ms >"$T/nbdkit.log" 2>&1 &
+track $!
+for _ in $(seq 50); do [ -S "$T/zero.sock" ] && break; sleep 0.1; done
+log_mark
+SRC_CONF=$T/ka-source.conf check "a backup with 5 s of zero blocks outlives a 2 s idle_timeout" \
+    src backup --disk "nbd+unix:///?socket=$T/zero.sock" --name zeros
+log_new
+if grep -q "idle_timeout" "$TARGET_NEW"; then
+	not_ok "no idle_timeout fired" "$(grep idle_timeout "$TARGET_NEW")"
+else
+	ok "no idle_timeout fired"
+fi
+head -c $((48 << 20)) /dev/zero >"$T/zeros.ref"
+SRC_CONF=$T/ka-source.conf check "it restores" \
+    src restore --name zeros --output "$T/zeros.img"
+same "all zeros, byte-identical" "$T/zeros.ref" "$T/zeros.img"
+
 # --- the descriptor limit at start ------------------------------------------
 
 # A soft limit too low for max_sessions is raised towards the hard limit;
