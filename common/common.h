@@ -14,6 +14,7 @@
 
 #include <openssl/ssl.h>
 
+#include "bytes.h"
 #include "transporter.pb-c.h"
 
 struct event_base;

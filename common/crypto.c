@@ -65,22 +65,6 @@ crypto_wipe(void *buf, size_t len)
 		OPENSSL_cleanse(buf, len);
 }
 
-static void
-put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static void
-put_be64(uint8_t *p, uint64_t v)
-{
-	put_be32(p, (uint32_t)(v >> 32));
-	put_be32(p + 4, (uint32_t)v);
-}
-
 /*
  * Builds the AAD that binds a sealed buffer to what it is: format
  * version, purpose (AAD_*), key id (NULL: all zero), chunk id and block

@@ -16,6 +16,7 @@
 
 #include <openssl/crypto.h>
 
+#include "bytes.h"
 #include "kmip.h"
 
 #define TTLV_PAD(n)	(((uint64_t)(n) + 7) & ~(uint64_t)7)
@@ -43,35 +44,6 @@ static uint32_t
 get24(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
-}
-
-static uint32_t
-get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	    (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t
-get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
-
-static void
-put32(uint8_t *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
-
-static void
-put64(uint8_t *p, uint64_t v)
-{
-	put32(p, v >> 32);
-	put32(p + 4, (uint32_t)v);
 }
 
 /* KMIP tags are 0x42xxxx (standard) or 0x54xxxx (extensions). */
@@ -155,7 +127,7 @@ ttlv_put(struct ttlv_enc *te, uint32_t tag, uint8_t type, const void *val,
 	p[1] = tag >> 8;
 	p[2] = tag;
 	p[3] = type;
-	put32(p + 4, (uint32_t)len);
+	put_be32(p + 4, (uint32_t)len);
 	if (val != NULL && len > 0)
 		memcpy(p + TTLV_HDR_LEN, val, len);
 	else
@@ -196,7 +168,7 @@ ttlv_end(struct ttlv_enc *te)
 		return -1;
 	}
 	off = te->te_open[--te->te_depth];
-	put32(te->te_buf + off + 4,
+	put_be32(te->te_buf + off + 4,
 	    (uint32_t)(te->te_len - off - TTLV_HDR_LEN));
 	return 0;
 }
@@ -206,7 +178,7 @@ ttlv_add_int(struct ttlv_enc *te, uint32_t tag, int32_t v)
 {
 	uint8_t	 b[4];
 
-	put32(b, (uint32_t)v);
+	put_be32(b, (uint32_t)v);
 	return ttlv_put(te, tag, TTLV_INTEGER, b, sizeof(b));
 }
 
@@ -215,7 +187,7 @@ ttlv_add_long(struct ttlv_enc *te, uint32_t tag, int64_t v)
 {
 	uint8_t	 b[8];
 
-	put64(b, (uint64_t)v);
+	put_be64(b, (uint64_t)v);
 	return ttlv_put(te, tag, TTLV_LONG, b, sizeof(b));
 }
 
@@ -252,7 +224,7 @@ ttlv_add_enum(struct ttlv_enc *te, uint32_t tag, uint32_t v)
 {
 	uint8_t	 b[4];
 
-	put32(b, v);
+	put_be32(b, v);
 	return ttlv_put(te, tag, TTLV_ENUM, b, sizeof(b));
 }
 
@@ -261,7 +233,7 @@ ttlv_add_bool(struct ttlv_enc *te, uint32_t tag, int v)
 {
 	uint8_t	 b[8];
 
-	put64(b, v ? 1 : 0);
+	put_be64(b, v ? 1 : 0);
 	return ttlv_put(te, tag, TTLV_BOOL, b, sizeof(b));
 }
 
@@ -282,7 +254,7 @@ ttlv_add_datetime(struct ttlv_enc *te, uint32_t tag, int64_t t)
 {
 	uint8_t	 b[8];
 
-	put64(b, (uint64_t)t);
+	put_be64(b, (uint64_t)t);
 	return ttlv_put(te, tag, TTLV_DATETIME, b, sizeof(b));
 }
 
@@ -291,7 +263,7 @@ ttlv_add_interval(struct ttlv_enc *te, uint32_t tag, uint32_t v)
 {
 	uint8_t	 b[4];
 
-	put32(b, v);
+	put_be32(b, v);
 	return ttlv_put(te, tag, TTLV_INTERVAL, b, sizeof(b));
 }
 
@@ -356,7 +328,7 @@ ttlv_check_value(uint8_t type, const uint8_t *val, uint32_t len,
 			*why = "boolean of another length than 8";
 			return -1;
 		}
-		if (get64(val) > 1) {
+		if (get_be64(val) > 1) {
 			*why = "boolean neither 0 nor 1";
 			return -1;
 		}
@@ -405,7 +377,7 @@ ttlv_items(struct ttlv_parser *tp, const uint8_t *p, size_t len, int depth,
 		}
 		tag = get24(p);
 		type = p[3];
-		vlen = get32(p + 4);
+		vlen = get_be32(p + 4);
 		if (!ttlv_tag_valid(tag)) {
 			ttlv_errf(tp, p, tag, "tag outside the KMIP ranges");
 			return -1;
@@ -478,7 +450,7 @@ ttlv_parse(const uint8_t *buf, size_t len, char *err, size_t errlen)
 		ttlv_errf(&tp, buf, get24(buf), "message larger than 1 MiB");
 		goto fail;
 	}
-	vlen = get32(buf + 4);
+	vlen = get_be32(buf + 4);
 	if (TTLV_PAD(vlen) != len - TTLV_HDR_LEN) {
 		ttlv_errf(&tp, buf, get24(buf), "message length does not "
 		    "match its header");
@@ -523,7 +495,7 @@ ttlv_msg_len(const uint8_t hdr[TTLV_HDR_LEN], uint32_t tag, size_t *total)
 		return -1;
 	if (!ttlv_tag_valid(get24(hdr)) || hdr[3] != TTLV_STRUCTURE)
 		return -1;
-	vlen = get32(hdr + 4);
+	vlen = get_be32(hdr + 4);
 	if (vlen % 8 != 0 || vlen > TTLV_MSG_MAX - TTLV_HDR_LEN)
 		return -1;
 	*total = TTLV_HDR_LEN + (size_t)vlen;
@@ -563,7 +535,7 @@ ttlv_get_int(const struct ttlv_item *it, int32_t *v)
 {
 	if (it == NULL || it->ti_type != TTLV_INTEGER)
 		return -1;
-	*v = (int32_t)get32(it->ti_val);
+	*v = (int32_t)get_be32(it->ti_val);
 	return 0;
 }
 
@@ -572,7 +544,7 @@ ttlv_get_long(const struct ttlv_item *it, int64_t *v)
 {
 	if (it == NULL || it->ti_type != TTLV_LONG)
 		return -1;
-	*v = (int64_t)get64(it->ti_val);
+	*v = (int64_t)get_be64(it->ti_val);
 	return 0;
 }
 
@@ -591,7 +563,7 @@ ttlv_get_enum(const struct ttlv_item *it, uint32_t *v)
 {
 	if (it == NULL || it->ti_type != TTLV_ENUM)
 		return -1;
-	*v = get32(it->ti_val);
+	*v = get_be32(it->ti_val);
 	return 0;
 }
 
@@ -600,7 +572,7 @@ ttlv_get_bool(const struct ttlv_item *it, int *v)
 {
 	if (it == NULL || it->ti_type != TTLV_BOOL)
 		return -1;
-	*v = get64(it->ti_val) != 0;
+	*v = get_be64(it->ti_val) != 0;
 	return 0;
 }
 
@@ -633,7 +605,7 @@ ttlv_get_datetime(const struct ttlv_item *it, int64_t *t)
 {
 	if (it == NULL || it->ti_type != TTLV_DATETIME)
 		return -1;
-	*t = (int64_t)get64(it->ti_val);
+	*t = (int64_t)get_be64(it->ti_val);
 	return 0;
 }
 
@@ -642,6 +614,6 @@ ttlv_get_interval(const struct ttlv_item *it, uint32_t *v)
 {
 	if (it == NULL || it->ti_type != TTLV_INTERVAL)
 		return -1;
-	*v = get32(it->ti_val);
+	*v = get_be32(it->ti_val);
 	return 0;
 }
