@@ -103,26 +103,6 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 static void
-put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = v >> 24;
-	p[1] = v >> 16;
-	p[2] = v >> 8;
-	p[3] = v;
-}
-
-static uint64_t
-get_be64(const uint8_t *p)
-{
-	uint64_t	 v = 0;
-	int		 i;
-
-	for (i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static void
 write_file(const char *path, const void *buf, size_t len)
 {
 	int	 fd;
