@@ -1,0 +1,127 @@
+#!/bin/bash
+# Restore resume: a restore interrupted by a killed source or a killed
+# target continues from what is already in the output, never trusting
+# it: a changed or truncated partial output and a resume state for
+# another point still end byte-identical.  bandwidth_limit slows each
+# restore to several seconds so that the kills land mid-restore.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+
+MIB=16
+head -c "${MIB}M" /dev/urandom >"$T/disk.img"
+head -c "${MIB}M" /dev/urandom >"$T/disk2.img"
+target_conf "$T/target.conf"
+target_start "$T/target.conf" || bail "target did not start"
+source_conf "$T/fast.conf" acme
+source_conf "$T/source.conf" acme "bandwidth_limit = 4M" "resume_timeout = 60s"
+SRC_CONF=$T/fast.conf check "backup point 1" src backup --disk "$T/disk.img" --name vm --json
+p1=$(json_get "$LAST_OUT" point_id)
+SRC_CONF=$T/fast.conf check "backup point 2" src backup --disk "$T/disk2.img" --name vm --full --json
+p2=$(json_get "$LAST_OUT" point_id)
+OUT=$T/out.img
+STATE=$OUT.restore-state
+
+# done_blocks: blocks_done in the state file, 0 if none
+done_blocks() {
+	sed -n 's/^blocks_done //p' "$STATE" 2>/dev/null | grep . || echo 0
+}
+
+# kill_mid ARGS...: start a restore to $OUT, SIGKILL it once the state
+# file records at least 4 blocks
+kill_mid() {
+	"$BUILD/source-transporter" -f "$T/source.conf" restore --output "$OUT" \
+	    "$@" >"$T/killed.out" 2>&1 &
+	local pid=$!
+	track $pid
+	for _ in $(seq 300); do
+		[ "$(done_blocks)" -ge 4 ] && break
+		sleep 0.1
+	done
+	kill -KILL $pid
+	wait $pid 2>/dev/null
+	[ "$(done_blocks)" -ge 4 ] && [ ! -e "$OUT" ]
+}
+
+# sent_blocks: the blocks the target says it sent in the last restore
+sent_blocks() {
+	log_new
+	sed -n 's/.*restore of vm\/[^ ]* sent: \([0-9]*\) blocks.*/\1/p' \
+	    "$TARGET_NEW" | tail -n 1
+}
+
+# 1. The source killed mid-restore, the same command again: resumes.
+kill_mid --name vm --point "$p1" && ok "source killed mid-restore ($(done_blocks) blocks recorded)" ||
+    not_ok "source killed mid-restore" "$(cat "$T/killed.out")"
+log_mark
+check "the same command again" src restore --name vm --point "$p1" --output "$OUT" --json
+expect_grep "resuming restore of vm/$p1 at block [1-9]" "$LAST_ERR" "it says it resumes"
+jsoncheck "it received less than the whole image" \
+    "j['resumed_from_block'] >= 4 and j['bytes_received'] < $MIB * 1048576"
+n=$(sent_blocks)
+[ -n "$n" ] && [ "$n" -lt "$MIB" ] && ok "the target sent $n of $MIB blocks" ||
+    not_ok "the target sent fewer blocks than the image has" "sent: '$n'"
+same "resumed restore is byte-identical" "$T/disk.img" "$OUT"
+[ ! -e "$STATE" ] && [ -z "$(ls "$OUT".partial-* 2>/dev/null)" ] &&
+    ok "no state or partial file left" || not_ok "no state or partial file left" "$(ls "$T")"
+
+# 2. The output changed between runs: a flipped byte in the restored
+# part, then a truncation.  The check reads every block back.
+rm -f "$OUT"
+kill_mid --name vm --point "$p1" || not_ok "killed again" "$(cat "$T/killed.out")"
+part=$(ls "$OUT".partial-* 2>/dev/null | head -n 1)
+printf '\x5a' | dd of="$part" bs=1 seek=$((1048576 + 4321)) conv=notrunc 2>/dev/null
+check "resume after a flipped byte" src restore --name vm --point "$p1" --output "$OUT" --json
+expect_grep "differ from the restore point" "$LAST_ERR" "the flipped block is found"
+jsoncheck "and fetched again" "j['blocks_fetched_again'] >= 1 and j['resumed_from_block'] >= 4"
+same "byte-identical despite the flipped byte" "$T/disk.img" "$OUT"
+rm -f "$OUT"
+kill_mid --name vm --point "$p1" || not_ok "killed again" "$(cat "$T/killed.out")"
+part=$(ls "$OUT".partial-* 2>/dev/null | head -n 1)
+truncate -s $((2 * 1048576 + 100)) "$part"
+check "resume after a truncation" src restore --name vm --point "$p1" --output "$OUT" --json
+jsoncheck "the missing blocks are fetched again" "j['blocks_fetched_again'] >= 1"
+same "byte-identical despite the truncation" "$T/disk.img" "$OUT"
+
+# 3. A state for another point: ignored with a message.
+rm -f "$OUT"
+kill_mid --name vm --point "$p1" || not_ok "killed again" "$(cat "$T/killed.out")"
+check "restore of the newest point over a state for point 1" \
+    src restore --name vm --output "$OUT" --json
+expect_grep "is for restore point vm/$p1, not vm/\(newest\)|is for restore point vm/$p1, not $p2" \
+    "$LAST_ERR" "the state for another point is ignored, with a message"
+jsoncheck "restored from the start" "j['resumed_from_block'] == 0 and j['point_id'] == '$p2'"
+same "the newest point, byte-identical" "$T/disk2.img" "$OUT"
+# A forged state: the right point id, but other chunk ids.
+rm -f "$OUT"
+kill_mid --name vm --point "$p1" || not_ok "killed again" "$(cat "$T/killed.out")"
+sed -i 's/^index_sha256 ./index_sha256 0/; s/^index_sha256 0\(.\)/index_sha256 1\1/' "$STATE"
+check "restore over a forged state" src restore --name vm --point "$p1" --output "$OUT" --json
+expect_grep "does not match restore point" "$LAST_ERR" "the forged state is refused"
+jsoncheck "restored from the start" "j['resumed_from_block'] == 0"
+same "byte-identical" "$T/disk.img" "$OUT"
+
+# 4. The target killed mid-restore and restarted: the source reconnects
+# and resumes by itself.
+rm -f "$OUT"
+src restore --name vm --point "$p1" --output "$OUT" --json >"$T/r4.json" 2>"$T/r4.err" &
+rpid=$!
+for _ in $(seq 300); do
+	[ "$(done_blocks)" -ge 4 ] && break
+	sleep 0.1
+done
+kill -KILL "$TARGET_PID"
+wait "$TARGET_PID" 2>/dev/null
+TARGET_PID=
+sleep 0.5
+target_start "$T/target.conf" || bail "target did not restart"
+wait $rpid
+rc=$?
+[ $rc -eq 0 ] && ok "the restore finished after the target came back" ||
+    not_ok "the restore finished" "exit $rc: $(tail -5 "$T/r4.err")"
+expect_grep "reconnecting" "$T/r4.err" "the source reconnected"
+LAST_OUT=$T/r4.json
+jsoncheck "on a later attempt, resumed" "j['attempts'] >= 2 and j['resumed_from_block'] >= 4"
+same "byte-identical after the target's restart" "$T/disk.img" "$OUT"
+finish
