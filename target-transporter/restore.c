@@ -455,10 +455,9 @@ read_work(struct pool_job *pj)
 {
 	struct read_job		*rj = (struct read_job *)pj;
 	struct repo_chunk	 rc;
-	Frame			 f = FRAME__INIT;
 	Block			 b = BLOCK__INIT;
 	uint8_t			 aad[AAD_MAX_LEN], nonce[AEAD_NONCE_LEN];
-	uint8_t			*sealed = NULL, *opened = NULL;
+	uint8_t			*sealed, *opened = NULL;
 	const uint8_t		*data;
 	size_t			 aadlen, len;
 	int			 sealed_here;
@@ -502,18 +501,9 @@ read_work(struct pool_job *pj)
 		data = opened;
 		len = rc.rc_len - SEALED_OVERHEAD;
 	}
-	if ((sealed = malloc(len + AEAD_TAG_LEN)) == NULL) {
-		rj->rj_errno = ENOMEM;
-		goto out;
-	}
 	crypto_nonce(nonce, AAD_BLOCK_TO_SOURCE, rj->rj_nonce);
 	aadlen = crypto_aad(aad, AAD_BLOCK_TO_SOURCE, NULL, rj->rj_id,
 	    rj->rj_index);
-	if (crypto_seal(rj->rj_key, nonce, aad, aadlen, data, len,
-	    sealed) == -1) {
-		rj->rj_errno = EIO;
-		goto out;
-	}
 	b.index = rj->rj_index;
 	b.chunk_id.data = rj->rj_id;
 	b.chunk_id.len = CHUNK_ID_LEN;
@@ -522,14 +512,20 @@ read_work(struct pool_job *pj)
 	b.encrypted = rj->rj_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE;
 	b.nonce.data = nonce;
 	b.nonce.len = sizeof(nonce);
-	b.payload.data = sealed;
-	b.payload.len = len + AEAD_TAG_LEN;
-	f.msg_case = FRAME__MSG_BLOCK;
-	f.block = &b;
-	if ((rj->rj_frame = frame_pack(&f, &rj->rj_len)) == NULL)
+	/* Sealed straight into the frame: no copy of the payload. */
+	if ((rj->rj_frame = frame_pack_block(&b, len + AEAD_TAG_LEN, &sealed,
+	    &rj->rj_len)) == NULL) {
 		rj->rj_errno = ENOMEM;
+		goto out;
+	}
+	if (crypto_seal(rj->rj_key, nonce, aad, aadlen, data, len,
+	    sealed) == -1) {
+		free(rj->rj_frame);
+		rj->rj_frame = NULL;
+		rj->rj_errno = EIO;
+		goto out;
+	}
  out:
-	free(sealed);
 	free(opened);
 	repo_chunk_clear(&rc);
 	crypto_wipe(rj->rj_key, sizeof(rj->rj_key));
