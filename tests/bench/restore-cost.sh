@@ -80,5 +80,6 @@ echo "# CPU ms per restore, runs: $(tr '\n' ';' <"$T/cpu")"
 echo "# median CPU ms: source $(cut -d' ' -f1 "$T/cpu" | sort -n |
     sed -n "$(((RUNS + 1) / 2))p"), target $(cut -d' ' -f2 "$T/cpu" |
     sort -n | sed -n "$(((RUNS + 1) / 2))p")"
+[ -z "${KEEP_CG:-}" ] || cp "$T/cg.source" "$T/cg.target" "$KEEP_CG"/
 ok "measured"
 finish
