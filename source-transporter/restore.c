@@ -40,7 +40,7 @@
 #define RESTORE_MAX_JOBS_PER_THREAD	3
 #define RESTORE_CHECK_BLOCKS	64	/* per check job; a multiple of 8 */
 #define RESTORE_CKPT_MS		1000	/* resume state at most this often, */
-#define RESTORE_CKPT_BYTES	(64u << 20)	/* or after this much */
+#define RESTORE_CKPT_BYTES	(256u << 20)	/* or after this much */
 #define RESTORE_STATE_MAX	4096
 #define RESTORE_STATE_MAGIC	"transporter restore state 1"
 #define RESTORE_STATE_SUFFIX	".restore-state"
