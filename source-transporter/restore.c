@@ -1214,7 +1214,8 @@ restore_check_pump(struct restore *rs)
 	}
 	if (rs->rs_check_next < rs->rs_from || rs->rs_check_jobs > 0)
 		return;
-	if (rs->rs_nbad > 0 || rs->rs_zeroed > 0)
+	/* A block device's zero blocks are zeroed only at the end. */
+	if (rs->rs_nbad > 0 || (rs->rs_zeroed > 0 && rs->rs_tmp[0] != '\0'))
 		log_warnx("restore of %s/%s: %llu of the %llu blocks already "
 		    "written differ from the restore point (the output was "
 		    "changed meanwhile): %llu fetched again, %llu zeroed",
@@ -1466,6 +1467,8 @@ restore_usage(FILE *fp)
 	    "  --point ID     restore point (default: the newest; see 'list')\n"
 	    "  --output PATH  file or block device to write\n"
 	    "  --force        replace an existing output file\n"
+	    "                 (an interrupted restore to a file resumes when the\n"
+	    "                 same command runs again; see PATH.restore-state)\n"
 	    "  --key-file FILE --passphrase-file FILE\n"
 	    "                 keys from 'keys export' instead of the KMS\n"
 	    "  --json         print the summary as one JSON object\n");
