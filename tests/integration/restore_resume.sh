@@ -29,16 +29,18 @@ done_blocks() {
 }
 
 # kill_mid ARGS...: start a restore to $OUT, SIGKILL it once the state
-# file records at least 4 blocks
+# file records at least 4 blocks (CONF: another source.conf; BETWEEN: a
+# command to run just before the kill)
 kill_mid() {
-	"$BUILD/source-transporter" -f "$T/source.conf" restore --output "$OUT" \
-	    "$@" >"$T/killed.out" 2>&1 &
+	"$BUILD/source-transporter" -f "${CONF:-$T/source.conf}" restore \
+	    --output "$OUT" "$@" >"$T/killed.out" 2>&1 &
 	local pid=$!
 	track $pid
 	for _ in $(seq 300); do
 		[ "$(done_blocks)" -ge 4 ] && break
 		sleep 0.1
 	done
+	${BETWEEN:-true}
 	kill -KILL $pid
 	wait $pid 2>/dev/null
 	[ "$(done_blocks)" -ge 4 ] && [ ! -e "$OUT" ]
@@ -51,14 +53,21 @@ sent_blocks() {
 	    "$TARGET_NEW" | tail -n 1
 }
 
+# second: the same restore again while the first still runs
+second() {
+	expect_exit 6 "a second restore to the same output meanwhile is refused" \
+	    src restore --name vm --point "$p1" --output "$OUT"
+	expect_grep "another restore is writing" "$LAST_ERR" "and says why"
+}
+
 # 1. The source killed mid-restore, the same command again: resumes.
-kill_mid --name vm --point "$p1" && ok "source killed mid-restore ($(done_blocks) blocks recorded)" ||
+BETWEEN=second kill_mid --name vm --point "$p1" && ok "source killed mid-restore ($(done_blocks) blocks recorded)" ||
     not_ok "source killed mid-restore" "$(cat "$T/killed.out")"
 log_mark
 check "the same command again" src restore --name vm --point "$p1" --output "$OUT" --json
 expect_grep "resuming restore of vm/$p1 at block [1-9]" "$LAST_ERR" "it says it resumes"
-jsoncheck "it received less than the whole image" \
-    "j['resumed_from_block'] >= 4 and j['bytes_received'] < $MIB * 1048576"
+jsoncheck "it received less than the whole image, nothing twice" \
+    "j['resumed_from_block'] >= 4 and j['bytes_received'] < $MIB * 1048576 and j['blocks_fetched_again'] == 0"
 n=$(sent_blocks)
 [ -n "$n" ] && [ "$n" -lt "$MIB" ] && ok "the target sent $n of $MIB blocks" ||
     not_ok "the target sent fewer blocks than the image has" "sent: '$n'"
@@ -103,6 +112,21 @@ check "restore over a forged state" src restore --name vm --point "$p1" --output
 expect_grep "does not match restore point" "$LAST_ERR" "the forged state is refused"
 jsoncheck "restored from the start" "j['resumed_from_block'] == 0"
 same "byte-identical" "$T/disk.img" "$OUT"
+
+# 3b. Source-side encryption: the written blocks are checked against
+# chunk ids keyed by the backup's own key.
+export TRANSPORTER_ARGON2_MEMORY_KIB=64
+echo "correct horse battery staple" >"$T/pw"
+source_conf "$T/ss.conf" acme "encryption = source-side" "key_provider = password" \
+    "password_file = $T/pw" "bandwidth_limit = 4M"
+SRC_CONF=$T/ss.conf check "a source-side backup" src backup --disk "$T/disk.img" --name ss --json
+rm -f "$OUT"
+CONF=$T/ss.conf kill_mid --name ss || not_ok "source-side restore killed" "$(cat "$T/killed.out")"
+SRC_CONF=$T/ss.conf check "source-side: the same command again" \
+    src restore --name ss --output "$OUT" --json
+jsoncheck "source-side: resumed, every written block checked good" \
+    "j['resumed_from_block'] >= 4 and j['blocks_fetched_again'] == 0"
+same "source-side: byte-identical" "$T/disk.img" "$OUT"
 
 # 4. The target killed mid-restore and restarted: the source reconnects
 # and resumes by itself.
