@@ -41,6 +41,7 @@
 #define RESTORE_CHECK_BLOCKS	64	/* per check job; a multiple of 8 */
 #define RESTORE_CKPT_MS		1000	/* resume state at most this often, */
 #define RESTORE_CKPT_BYTES	(256u << 20)	/* or after this much */
+#define RESTORE_KEEPALIVE_MS	60000	/* a frame while checking */
 #define RESTORE_STATE_MAX	4096
 #define RESTORE_STATE_MAGIC	"transporter restore state 1"
 #define RESTORE_STATE_SUFFIX	".restore-state"
@@ -112,6 +113,7 @@ struct restore {
 	uint64_t	 rs_zeroed;	/* zero blocks put right here */
 	uint64_t	 rs_check_next;
 	int		 rs_check_jobs;
+	uint64_t	 rs_keepalive_ms;
 	uint64_t	 rs_mark;	/* every block below is in the output */
 	uint64_t	 rs_ckpt_mark;	/* ... as far as the state file says */
 	uint64_t	 rs_ckpt_ms;
@@ -1184,6 +1186,17 @@ check_done(struct pool_job *pj)
 	}
 	rs->rs_nbad += ck->ck_bad;
 	rs->rs_zeroed += ck->ck_zeroed;
+	if (now_ms() - rs->rs_keepalive_ms >= RESTORE_KEEPALIVE_MS) {
+		/* A long check: an empty Credit keeps the target's idle
+		 * timer from closing the session meanwhile. */
+		Frame	 f = FRAME__INIT;
+		Credit	 c = CREDIT__INIT;
+
+		f.msg_case = FRAME__MSG_CREDIT;
+		f.credit = &c;
+		client_send(rs->rs_client, &f);
+		rs->rs_keepalive_ms = now_ms();
+	}
 	restore_check_pump(rs);
  out:
 	free(ck);
@@ -1225,6 +1238,7 @@ restore_check_pump(struct restore *rs)
 		    (unsigned long long)rs->rs_nbad,
 		    (unsigned long long)rs->rs_zeroed);
 	restore_request_blocks(rs);
+	client_resume(rs->rs_client);
 }
 
 /*
@@ -1272,6 +1286,9 @@ restore_plan(struct restore *rs)
 	    "the blocks already written", rs->rs_name, rs->rs_point,
 	    (unsigned long long)from, (unsigned long long)rs->rs_blocks);
 	rs->rs_phase = RP_CHECK;
+	/* Nothing is due from the target: no read timeout meanwhile. */
+	client_pause(rs->rs_client);
+	rs->rs_keepalive_ms = now_ms();
 	restore_check_pump(rs);
 }
 

@@ -113,6 +113,16 @@ expect_grep "does not match restore point" "$LAST_ERR" "the forged state is refu
 jsoncheck "restored from the start" "j['resumed_from_block'] == 0"
 same "byte-identical" "$T/disk.img" "$OUT"
 
+# A damaged state file: ignored with a message (the fast configuration).
+rm -f "$OUT"
+{ echo "transporter restore state 1"; echo "name vm"; echo "point ../../x"
+  head -c 300 /dev/urandom; } >"$STATE"
+SRC_CONF=$T/fast.conf check "restore over a damaged state file" \
+    src restore --name vm --point "$p1" --output "$OUT" --json
+expect_grep "resume state .* is damaged" "$LAST_ERR" "the damaged state is ignored, with a message"
+same "byte-identical" "$T/disk.img" "$OUT"
+[ ! -e "$STATE" ] && ok "and removed" || not_ok "the damaged state removed"
+
 # 3b. Source-side encryption: the written blocks are checked against
 # chunk ids keyed by the backup's own key.
 export TRANSPORTER_ARGON2_MEMORY_KIB=64
