@@ -1277,11 +1277,11 @@ restore_plan(struct restore *rs)
 		restore_fail(rs, EXIT_INPUT, strerror(errno));
 		return;
 	}
+	rs->rs_resumed_from = from;
 	if (from == 0) {
 		restore_request_blocks(rs);
 		return;
 	}
-	rs->rs_resumed_from = from;
 	log_info("resuming restore of %s/%s at block %llu of %llu; checking "
 	    "the blocks already written", rs->rs_name, rs->rs_point,
 	    (unsigned long long)from, (unsigned long long)rs->rs_blocks);
