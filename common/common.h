@@ -44,6 +44,7 @@ struct evbuffer;
 #define BLOCK_SIZE_MIN		(64u << 10)
 #define BLOCK_SIZE_MAX		(16u << 20)
 #define NAME_MAX_LEN		128	/* backup names */
+#define RESTORE_RESEND_MAX	65536	/* RestoreRequest.resend entries */
 
 #define CHUNK_ID_LEN		32
 #define AEAD_KEY_LEN		32

@@ -818,38 +818,24 @@ static int
 backup_run(struct backup *bk)
 {
 	struct source_conf	*sc = bk->bk_conf;
-	uint64_t		 deadline = 0, delay = 1;
-	int			 rv, attempt;
+	struct retry		 rt;
+	char			 what[NAME_MAX_LEN + 32];
+	int			 rv;
 
-	for (attempt = 1;; attempt++) {
-		bk->bk_attempts = attempt;
+	memset(&rt, 0, sizeof(rt));
+	snprintf(what, sizeof(what), "backup of '%s'", bk->bk_name);
+	for (;;) {
+		bk->bk_attempts = rt.rt_attempts + 1;
 		if ((bk->bk_client = client_new(sc, &backup_ops, bk)) == NULL)
 			return EXIT_USAGE;
 		/* Enough blocks in the pool to keep every worker busy. */
 		bk->bk_max_jobs = 2 * pool_threads(bk->bk_client->cl_pool) + 2;
 		rv = client_run(bk->bk_client);
 		progress_end(&bk->bk_progress);
-		if (rv == EXIT_OK || !bk->bk_client->cl_lost)
+		if (rv == EXIT_OK || !client_retry(bk->bk_client, &rt, what))
 			break;
-		/* resume_timeout runs from the loss of a working connection. */
-		if (bk->bk_client->cl_hello || deadline == 0) {
-			deadline = now_ms() + sc->sc_resume_timeout * 1000;
-			delay = 1;
-		}
-		if (now_ms() + delay * 1000 > deadline) {
-			log_warnx("backup of '%s' gave up reconnecting after "
-			    "%d attempt(s) (resume_timeout); run it again to "
-			    "resume", bk->bk_name, attempt);
-			break;
-		}
 		client_free(bk->bk_client);
 		bk->bk_client = NULL;
-		log_warnx("backup of '%s' interrupted (attempt %d); "
-		    "reconnecting in %llu s to resume", bk->bk_name, attempt,
-		    (unsigned long long)delay);
-		sleep((unsigned int)delay);
-		delay = delay * 2 > RECONNECT_DELAY_MAX ? RECONNECT_DELAY_MAX :
-		    delay * 2;
 		backup_reset(bk);
 	}
 	return rv;

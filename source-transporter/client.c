@@ -506,6 +506,40 @@ client_run(struct client *cl)
 	return cl->cl_exit;
 }
 
+/*
+ * After an attempt of a command that can resume (backup, restore):
+ * 1 if another is worth making, after sleeping the backoff; 0 if not
+ * (the connection was not lost, or resume_timeout ran out: said so).
+ * resume_timeout runs from the loss of a working connection; the
+ * delay doubles from 1 s up to RECONNECT_DELAY_MAX.  Zero rt before
+ * the first attempt.
+ */
+int
+client_retry(struct client *cl, struct retry *rt, const char *what)
+{
+	if (!cl->cl_lost)
+		return 0;
+	rt->rt_attempts++;
+	if (cl->cl_hello || rt->rt_deadline == 0) {
+		rt->rt_deadline = now_ms() + cl->cl_conf->sc_resume_timeout *
+		    1000;
+		rt->rt_delay = 1;
+	}
+	if (now_ms() + rt->rt_delay * 1000 > rt->rt_deadline) {
+		log_warnx("%s gave up reconnecting after %d attempt(s) "
+		    "(resume_timeout); run it again to resume", what,
+		    rt->rt_attempts);
+		return 0;
+	}
+	log_warnx("%s interrupted (attempt %d); reconnecting in %llu s to "
+	    "resume", what, rt->rt_attempts,
+	    (unsigned long long)rt->rt_delay);
+	sleep((unsigned int)rt->rt_delay);
+	rt->rt_delay = rt->rt_delay * 2 > RECONNECT_DELAY_MAX ?
+	    RECONNECT_DELAY_MAX : rt->rt_delay * 2;
+	return 1;
+}
+
 /* Frees the client; finished jobs still in the pool are run first. */
 void
 client_free(struct client *cl)

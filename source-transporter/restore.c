@@ -4,7 +4,21 @@
  * the worker pool.  A regular output file is written under a temporary
  * name and renamed into place only when every block verified, so a
  * failed restore never leaves wrong data under the name asked for.
+ *
+ * Resume: the source first asks for the point's chunk ids (a
+ * RestoreRequest with index), then for its blocks from a given index
+ * on.  While blocks are written, the prefix of the image known to be
+ * in the output is recorded, after an fsync of the output, in a state
+ * file beside it (OUTPUT.restore-state, naming the partial file).  A
+ * lost connection reconnects with backoff (client_retry); a source
+ * killed and run again finds the state file.  Either way nothing is
+ * trusted: the point must be the same one (id, sizes and the SHA-256
+ * of its chunk ids), every block of the prefix is read back and hashed
+ * against the index, and the blocks that differ are asked for again.
+ * A state that does not fit is ignored with a warning and the restore
+ * starts from the beginning.
  */
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
@@ -15,6 +29,7 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +38,31 @@
 #include "source.h"
 
 #define RESTORE_MAX_JOBS_PER_THREAD	3
+#define RESTORE_CHECK_BLOCKS	64	/* per check job; a multiple of 8 */
+#define RESTORE_CKPT_MS		1000	/* resume state at most this often, */
+#define RESTORE_CKPT_BYTES	(256u << 20)	/* or after this much */
+#define RESTORE_KEEPALIVE_MS	60000	/* a frame while checking */
+#define RESTORE_STATE_MAX	4096
+#define RESTORE_STATE_MAGIC	"transporter restore state 1"
+#define RESTORE_STATE_SUFFIX	".restore-state"
+
+enum restore_phase {
+	RP_INDEX,	/* waiting for the point's chunk ids */
+	RP_CHECK,	/* reading back what an earlier attempt wrote */
+	RP_STREAM,	/* blocks arrive */
+};
+
+/* How far an interrupted restore got (the state file, or memory). */
+struct restore_state {
+	int		 st_valid;
+	char		 st_name[NAME_MAX_LEN + 1];
+	char		 st_point[64];
+	char		 st_partial[NAME_MAX + 1];	/* basename */
+	uint64_t	 st_disk_size;
+	uint32_t	 st_block_size;
+	uint8_t		 st_digest[CHUNK_ID_LEN];	/* of the chunk ids */
+	uint64_t	 st_done;	/* blocks below are in the output */
+};
 
 struct restore {
 	struct client	*rs_client;
@@ -58,6 +98,57 @@ struct restore {
 	uint64_t	 rs_damaged;	/* verify: blocks found damaged */
 	uint64_t	 rs_target_damaged;	/* ... by the target */
 	struct envelope	 rs_env;
+	/* resume */
+	enum restore_phase rs_phase;
+	int		 rs_announced;	/* this attempt's RestoreBegin */
+	uint64_t	 rs_zero_blocks;
+	char		 rs_state_path[PATH_MAX];	/* "": none kept */
+	struct restore_state rs_st;	/* what an earlier attempt did */
+	uint8_t		*rs_index;	/* the point's chunk ids */
+	uint64_t	 rs_index_got;
+	uint8_t		 rs_digest[CHUNK_ID_LEN];
+	uint64_t	 rs_from;	/* blocks asked for from here on */
+	uint8_t		*rs_bad;	/* bitmap: below rs_from, fetch again */
+	uint64_t	 rs_nbad;
+	uint64_t	 rs_zeroed;	/* zero blocks put right here */
+	uint64_t	 rs_check_next;
+	int		 rs_check_jobs;
+	uint64_t	 rs_keepalive_ms;
+	uint64_t	 rs_mark;	/* every block below is in the output */
+	uint64_t	 rs_ckpt_mark;	/* ... as far as the state file says */
+	uint64_t	 rs_ckpt_ms;
+	int		 rs_ckpt_busy;
+	int		 rs_ckpt_warned;
+	int		 rs_attempts;
+	uint64_t	 rs_resumed_from;	/* for the summary */
+	uint64_t	 rs_refetched;
+	int		 rs_keep;	/* leave the partial file to resume */
+	/*
+	 * One writer at a time: two workers' pwrites into one file contend
+	 * for its inode lock, where the kernel spins the waiter on a CPU
+	 * (14% of a restoring source, docs/PERFORMANCE.md); here it sleeps.
+	 */
+	pthread_mutex_t	 rs_write_lock;
+};
+
+/* Resume state: fsync the output, then record st. */
+struct ckpt_job {
+	struct pool_job	 cj_job;
+	struct restore	*cj_restore;
+	struct restore_state cj_st;
+	int		 cj_errno;
+};
+
+/* Resume: read back blocks [ck_first, ck_end) and compare. */
+struct check_job {
+	struct pool_job	 ck_job;
+	struct restore	*ck_restore;
+	uint64_t	 ck_first;
+	uint64_t	 ck_end;
+	uint64_t	 ck_bad;
+	uint64_t	 ck_zeroed;
+	uint64_t	 ck_at;		/* the block that failed */
+	int		 ck_errno;
 };
 
 struct write_job {
@@ -73,6 +164,41 @@ struct write_job {
 };
 
 static void	restore_maybe_done(struct restore *);
+static void	restore_checkpoint(struct restore *);
+
+static int
+bit_isset(const uint8_t *map, uint64_t i)
+{
+	return (map[i / 8] & (1u << (i % 8))) != 0;
+}
+
+static int
+restore_is_zero(const struct restore *rs, uint64_t i)
+{
+	static const uint8_t	 zero[CHUNK_ID_LEN];
+
+	return memcmp(rs->rs_index + i * CHUNK_ID_LEN, zero,
+	    CHUNK_ID_LEN) == 0;
+}
+
+/* Is block i one this attempt asked the target for? */
+static int
+restore_needed(const struct restore *rs, uint64_t i)
+{
+	return !restore_is_zero(rs, i) && (i >= rs->rs_from ||
+	    bit_isset(rs->rs_bad, i));
+}
+
+static int
+is_zero(const uint8_t *buf, size_t len)
+{
+	static const uint8_t	 zero[64];
+
+	if (len <= sizeof(zero))
+		return memcmp(buf, zero, len) == 0;
+	return memcmp(buf, zero, sizeof(zero)) == 0 &&
+	    memcmp(buf, buf + sizeof(zero), len - sizeof(zero)) == 0;
+}
 
 static uint32_t
 restore_block_len(const struct restore *rs, uint64_t index)
@@ -98,6 +224,21 @@ write_full(int fd, const uint8_t *buf, size_t len, uint64_t off)
 		done += (size_t)n;
 	}
 	return 0;
+}
+
+/* write_full into the output under rs_write_lock. */
+static int
+restore_write(struct restore *rs, const uint8_t *buf, size_t len,
+    uint64_t off)
+{
+	int	 rv, save;
+
+	pthread_mutex_lock(&rs->rs_write_lock);
+	rv = write_full(rs->rs_fd, buf, len, off);
+	save = errno;
+	pthread_mutex_unlock(&rs->rs_write_lock);
+	errno = save;
+	return rv;
 }
 
 /* Worker: decode, open, decompress, verify, write. */
@@ -138,6 +279,16 @@ write_work(struct pool_job *pj)
 	    (rs->rs_source_side ? SEALED_OVERHEAD : 0) ||
 	    (b->encrypted != 0) != rs->rs_source_side) {
 		snprintf(wj->wj_msg, sizeof(wj->wj_msg), "bad field lengths");
+		goto out;
+	}
+	if (rs->rs_index != NULL && !restore_needed(rs, b->index)) {
+		snprintf(wj->wj_msg, sizeof(wj->wj_msg), "was not asked for");
+		goto out;
+	}
+	if (rs->rs_index != NULL && memcmp(rs->rs_index + b->index *
+	    CHUNK_ID_LEN, b->chunk_id.data, CHUNK_ID_LEN) != 0) {
+		snprintf(wj->wj_msg, sizeof(wj->wj_msg), "is not the chunk the "
+		    "restore point's index lists there");
 		goto out;
 	}
 	plen = b->payload.len - AEAD_TAG_LEN;
@@ -206,7 +357,7 @@ write_work(struct pool_job *pj)
 		    "checksum (SHA-256); the stored chunk is damaged");
 		goto out;
 	}
-	if (!rs->rs_verify && write_full(rs->rs_fd, data, want,
+	if (!rs->rs_verify && restore_write(rs, data, want,
 	    b->index * rs->rs_block_size) == -1) {
 		wj->wj_errno = errno;
 		snprintf(wj->wj_msg, sizeof(wj->wj_msg), "cannot be written: "
@@ -272,6 +423,14 @@ write_done(struct pool_job *pj)
 		goto out;
 	}
 	rs->rs_seen[wj->wj_index / 8] |= 1u << (wj->wj_index % 8);
+	if (rs->rs_index != NULL) {
+		/* The prefix now in the output, for the resume state. */
+		while (rs->rs_mark < rs->rs_blocks &&
+		    (!restore_needed(rs, rs->rs_mark) ||
+		    bit_isset(rs->rs_seen, rs->rs_mark)))
+			rs->rs_mark++;
+		restore_checkpoint(rs);
+	}
 	rs->rs_written++;
 	rs->rs_bytes_written += restore_block_len(rs, wj->wj_index);
 	rs->rs_uncredited += wj->wj_len + FRAME_HDR_LEN;
@@ -292,6 +451,233 @@ write_done(struct pool_job *pj)
  out:
 	free(wj->wj_frame);
 	free(wj);
+}
+
+/* Writes st to path atomically and durably.  0 or -1 with errno. */
+static int
+restore_state_write(const char *path, const struct restore_state *st)
+{
+	char	 tmp[PATH_MAX + 8], dir[PATH_MAX], hex[2 * CHUNK_ID_LEN + 1];
+	int	 fd = -1, dfd, save;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >=
+	    sizeof(tmp)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	hex_encode(st->st_digest, CHUNK_ID_LEN, hex);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0600)) == -1)
+		return -1;
+	if (dprintf(fd, "%s\nname %s\npoint %s\npartial %s\ndisk_size %llu\n"
+	    "block_size %u\nindex_sha256 %s\nblocks_done %llu\n",
+	    RESTORE_STATE_MAGIC, st->st_name, st->st_point, st->st_partial,
+	    (unsigned long long)st->st_disk_size, st->st_block_size, hex,
+	    (unsigned long long)st->st_done) < 0 || fsync(fd) == -1 ||
+	    close(fd) == -1) {
+		save = errno;
+		if (fd != -1)
+			(void)close(fd);
+		unlink(tmp);
+		errno = save;
+		return -1;
+	}
+	if (rename(tmp, path) == -1) {
+		save = errno;
+		unlink(tmp);
+		errno = save;
+		return -1;
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC)) != -1) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}
+
+/*
+ * Reads a state file into st, checking every field.  1 if read, 0 if
+ * there is none, -1 with a reason in why if it is damaged.
+ */
+static int
+restore_state_read(const char *path, struct restore_state *st, char *why,
+    size_t whylen)
+{
+	char		 buf[RESTORE_STATE_MAX + 1], *line, *next, *val, *end;
+	unsigned long long v;
+	ssize_t		 n;
+	unsigned	 seen = 0, bit;
+	int		 fd;
+
+	memset(st, 0, sizeof(*st));
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(why, whylen, "%s", strerror(errno));
+		return -1;
+	}
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	if (n < 0 || n > RESTORE_STATE_MAX) {
+		snprintf(why, whylen, "%s", n < 0 ? strerror(errno) :
+		    "too large");
+		return -1;
+	}
+	buf[n] = '\0';
+	if (strncmp(buf, RESTORE_STATE_MAGIC "\n",
+	    sizeof(RESTORE_STATE_MAGIC)) != 0) {
+		snprintf(why, whylen, "not a restore state file");
+		return -1;
+	}
+	for (line = buf + sizeof(RESTORE_STATE_MAGIC); *line != '\0';
+	    line = next) {
+		if ((next = strchr(line, '\n')) == NULL)
+			goto bad;
+		*next++ = '\0';
+		if ((val = strchr(line, ' ')) == NULL)
+			goto bad;
+		*val++ = '\0';
+		v = 0;
+		if (strcmp(line, "disk_size") == 0 || strcmp(line,
+		    "block_size") == 0 || strcmp(line, "blocks_done") == 0) {
+			errno = 0;
+			v = strtoull(val, &end, 10);
+			if (errno != 0 || end == val || *end != '\0' ||
+			    *val == '-')
+				goto bad;
+		}
+		if (strcmp(line, "name") == 0 && name_is_valid(val)) {
+			bit = 1;
+			snprintf(st->st_name, sizeof(st->st_name), "%s", val);
+		} else if (strcmp(line, "point") == 0 && *val != '\0' &&
+		    strlen(val) < sizeof(st->st_point) &&
+		    strspn(val, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		    "abcdefghijklmnopqrstuvwxyz-") == strlen(val)) {
+			bit = 2;
+			snprintf(st->st_point, sizeof(st->st_point), "%s", val);
+		} else if (strcmp(line, "partial") == 0 && *val != '\0' &&
+		    strlen(val) < sizeof(st->st_partial) &&
+		    strchr(val, '/') == NULL) {
+			bit = 4;
+			snprintf(st->st_partial, sizeof(st->st_partial), "%s",
+			    val);
+		} else if (strcmp(line, "disk_size") == 0 && v > 0) {
+			bit = 8;
+			st->st_disk_size = v;
+		} else if (strcmp(line, "block_size") == 0 &&
+		    v >= BLOCK_SIZE_MIN && v <= BLOCK_SIZE_MAX) {
+			bit = 16;
+			st->st_block_size = (uint32_t)v;
+		} else if (strcmp(line, "index_sha256") == 0 &&
+		    strlen(val) == 2 * CHUNK_ID_LEN && hex_decode(val,
+		    st->st_digest, CHUNK_ID_LEN) == 0) {
+			bit = 32;
+		} else if (strcmp(line, "blocks_done") == 0) {
+			bit = 64;
+			st->st_done = v;
+		} else
+			goto bad;
+		if (seen & bit)
+			goto bad;
+		seen |= bit;
+	}
+	if (seen != 127 || st->st_done > (st->st_disk_size +
+	    st->st_block_size - 1) / st->st_block_size)
+		goto bad;
+	st->st_valid = 1;
+	return 1;
+ bad:
+	memset(st, 0, sizeof(*st));
+	snprintf(why, whylen, "a field is missing, repeated or malformed");
+	return -1;
+}
+
+/* st from this attempt's progress: done blocks are in the output. */
+static void
+restore_state_fill(struct restore *rs, struct restore_state *st,
+    uint64_t done)
+{
+	const char	*base = strrchr(rs->rs_tmp, '/');
+
+	memset(st, 0, sizeof(*st));
+	st->st_valid = 1;
+	snprintf(st->st_name, sizeof(st->st_name), "%s", rs->rs_name);
+	snprintf(st->st_point, sizeof(st->st_point), "%s", rs->rs_point);
+	snprintf(st->st_partial, sizeof(st->st_partial), "%.*s",
+	    (int)sizeof(st->st_partial) - 1, base != NULL ? base + 1 :
+	    rs->rs_tmp);
+	st->st_disk_size = rs->rs_disk_size;
+	st->st_block_size = rs->rs_block_size;
+	memcpy(st->st_digest, rs->rs_digest, CHUNK_ID_LEN);
+	st->st_done = done;
+}
+
+static void
+ckpt_work(struct pool_job *pj)
+{
+	struct ckpt_job	*cj = (struct ckpt_job *)pj;
+	struct restore	*rs = cj->cj_restore;
+
+	if (fsync(rs->rs_fd) == -1 ||
+	    restore_state_write(rs->rs_state_path, &cj->cj_st) == -1)
+		cj->cj_errno = errno;
+}
+
+static void
+ckpt_done(struct pool_job *pj)
+{
+	struct ckpt_job	*cj = (struct ckpt_job *)pj;
+	struct restore	*rs = cj->cj_restore;
+
+	rs->rs_jobs--;
+	rs->rs_ckpt_busy = 0;
+	if (rs->rs_client->cl_done)
+		goto out;
+	if (cj->cj_errno != 0) {
+		if (!rs->rs_ckpt_warned)
+			log_warnx("cannot save the resume state %s: %s; if "
+			    "interrupted, this restore starts over",
+			    rs->rs_state_path, strerror(cj->cj_errno));
+		rs->rs_ckpt_warned = 1;
+	} else
+		rs->rs_ckpt_mark = cj->cj_st.st_done;
+	if (rs->rs_paused) {
+		rs->rs_paused = 0;
+		client_resume(rs->rs_client);
+	}
+	restore_maybe_done(rs);
+ out:
+	free(cj);
+}
+
+/*
+ * Records the prefix in the output, once a second or every
+ * RESTORE_CKPT_BYTES, by a job in the pool (the fsync may take a
+ * while): a regular file only, one job at a time.
+ */
+static void
+restore_checkpoint(struct restore *rs)
+{
+	struct ckpt_job	*cj;
+	uint64_t	 now = now_ms();
+
+	if (rs->rs_state_path[0] == '\0' || rs->rs_ckpt_busy ||
+	    rs->rs_mark <= rs->rs_ckpt_mark || rs->rs_ckpt_warned ||
+	    (now - rs->rs_ckpt_ms < RESTORE_CKPT_MS && (rs->rs_mark -
+	    rs->rs_ckpt_mark) * rs->rs_block_size < RESTORE_CKPT_BYTES))
+		return;
+	if ((cj = calloc(1, sizeof(*cj))) == NULL)
+		return;
+	cj->cj_job.pj_work = ckpt_work;
+	cj->cj_job.pj_done = ckpt_done;
+	cj->cj_restore = rs;
+	restore_state_fill(rs, &cj->cj_st, rs->rs_mark);
+	rs->rs_ckpt_busy = 1;
+	rs->rs_ckpt_ms = now;
+	rs->rs_jobs++;
+	pool_submit(rs->rs_client->cl_pool, &cj->cj_job);
 }
 
 static void
@@ -333,16 +719,129 @@ restore_block(struct client *cl, uint8_t *buf, size_t len, void *arg)
 	}
 }
 
-/* Opens the output: a temporary file beside a regular file's path. */
+/* Is name a partial file of this output (so ours to reuse or remove)? */
+static int
+restore_partial_ours(const struct restore *rs, const char *name)
+{
+	char		 out[PATH_MAX];
+	const char	*base;
+	size_t		 len;
+
+	snprintf(out, sizeof(out), "%s", rs->rs_output);
+	base = basename(out);
+	len = strlen(base);
+	return strncmp(name, base, len) == 0 &&
+	    strncmp(name + len, ".partial-", 9) == 0 && strchr(name, '/') ==
+	    NULL;
+}
+
+/* dir/name for the output's directory. */
+static int
+restore_sibling(const struct restore *rs, const char *name, char *path,
+    size_t len)
+{
+	char	 dir[PATH_MAX];
+
+	snprintf(dir, sizeof(dir), "%s", rs->rs_output);
+	if ((size_t)snprintf(path, len, "%s/%s", dirname(dir), name) >= len) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+/* Forgets the resume state: its file, and the partial output it names. */
+static void
+restore_state_discard(struct restore *rs)
+{
+	char	 path[PATH_MAX];
+
+	if (rs->rs_st.st_valid && restore_partial_ours(rs,
+	    rs->rs_st.st_partial) && restore_sibling(rs, rs->rs_st.st_partial,
+	    path, sizeof(path)) == 0 && strcmp(path, rs->rs_tmp) != 0)
+		unlink(path);
+	if (rs->rs_state_path[0] != '\0')
+		unlink(rs->rs_state_path);
+	memset(&rs->rs_st, 0, sizeof(rs->rs_st));
+}
+
+/*
+ * A state file beside the output: reopen the partial file it names.
+ * 0 if resuming (rs_fd, rs_tmp set), 1 if there is nothing to resume,
+ * -1 after a message if another restore is writing it.
+ */
+static int
+restore_state_load(struct restore *rs)
+{
+	struct stat	 st;
+	char		 why[256], path[PATH_MAX];
+	int		 r, fd;
+
+	if ((r = restore_state_read(rs->rs_state_path, &rs->rs_st, why,
+	    sizeof(why))) == 0)
+		return 1;
+	if (r == -1) {
+		log_warnx("resume state %s is damaged (%s); restoring from the "
+		    "start", rs->rs_state_path, why);
+		restore_state_discard(rs);
+		return 1;
+	}
+	if (strcmp(rs->rs_st.st_name, rs->rs_name) != 0 ||
+	    (rs->rs_point_id != NULL && strcmp(rs->rs_st.st_point,
+	    rs->rs_point_id) != 0)) {
+		log_warnx("resume state %s is for restore point %s/%s, not "
+		    "%s/%s; ignoring it and restoring from the start",
+		    rs->rs_state_path, rs->rs_st.st_name, rs->rs_st.st_point,
+		    rs->rs_name, rs->rs_point_id ? rs->rs_point_id : "(newest)");
+		restore_state_discard(rs);
+		return 1;
+	}
+	if (!restore_partial_ours(rs, rs->rs_st.st_partial) ||
+	    restore_sibling(rs, rs->rs_st.st_partial, path,
+	    sizeof(path)) == -1 || (fd = open(path, O_RDWR | O_CLOEXEC |
+	    O_NOFOLLOW)) == -1) {
+		log_warnx("resume state %s names a partial output %s that is "
+		    "not there (%s); restoring from the start",
+		    rs->rs_state_path, rs->rs_st.st_partial,
+		    restore_partial_ours(rs, rs->rs_st.st_partial) ?
+		    strerror(errno) : "not a partial file of this output");
+		restore_state_discard(rs);
+		return 1;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		log_warnx("partial output %s is not a regular file; restoring "
+		    "from the start", path);
+		restore_state_discard(rs);
+		return 1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		close(fd);
+		log_warnx("another restore is writing %s (%s); wait for it or "
+		    "stop it first", rs->rs_output, path);
+		memset(&rs->rs_st, 0, sizeof(rs->rs_st));
+		rs->rs_state_path[0] = '\0';
+		return -1;
+	}
+	rs->rs_fd = fd;
+	snprintf(rs->rs_tmp, sizeof(rs->rs_tmp), "%s", path);
+	return 0;
+}
+
+/*
+ * Opens the output: a block device in place, else a temporary file
+ * beside the path (an interrupted restore's, if its state says so).
+ */
 static int
 restore_open_output(struct restore *rs)
 {
 	struct stat	 st;
-	int		 exists;
+	int		 exists, r;
 
 	exists = stat(rs->rs_output, &st) == 0;
 	if (exists && S_ISBLK(st.st_mode)) {
-		if ((rs->rs_fd = open(rs->rs_output, O_WRONLY | O_CLOEXEC)) ==
+		/* Read too: a resumed attempt checks what it wrote. */
+		if ((rs->rs_fd = open(rs->rs_output, O_RDWR | O_CLOEXEC)) ==
 		    -1)
 			goto fail;
 		return 0;
@@ -357,6 +856,16 @@ restore_open_output(struct restore *rs)
 		    "it", rs->rs_output);
 		return -1;
 	}
+	if ((size_t)snprintf(rs->rs_state_path, sizeof(rs->rs_state_path),
+	    "%s" RESTORE_STATE_SUFFIX, rs->rs_output) >=
+	    sizeof(rs->rs_state_path)) {
+		errno = ENAMETOOLONG;
+		goto fail;
+	}
+	if ((r = restore_state_load(rs)) == -1)
+		return -1;
+	if (r == 0)
+		return 0;
 	if ((size_t)snprintf(rs->rs_tmp, sizeof(rs->rs_tmp),
 	    "%s.partial-XXXXXX", rs->rs_output) >= sizeof(rs->rs_tmp)) {
 		errno = ENAMETOOLONG;
@@ -366,6 +875,7 @@ restore_open_output(struct restore *rs)
 		rs->rs_tmp[0] = '\0';
 		goto fail;
 	}
+	(void)flock(rs->rs_fd, LOCK_EX | LOCK_NB);
 	return 0;
  fail:
 	log_warnx("cannot write output %s: %s", rs->rs_output,
@@ -383,16 +893,17 @@ static int
 restore_zero_unwritten(struct restore *rs)
 {
 	static const uint8_t	 zero[64 << 10];
-	uint64_t		 i = 0, j, range[2], off, end;
+	uint64_t		 i, j, range[2], off, end;
 	size_t			 n;
 
+	/* Below rs_from the check put zero blocks right already. */
+	i = rs->rs_from;
 	while (i < rs->rs_blocks) {
-		if (rs->rs_seen[i / 8] & (1u << (i % 8))) {
+		if (!restore_is_zero(rs, i)) {
 			i++;
 			continue;
 		}
-		for (j = i; j < rs->rs_blocks &&
-		    !(rs->rs_seen[j / 8] & (1u << (j % 8))); j++)
+		for (j = i; j < rs->rs_blocks && restore_is_zero(rs, j); j++)
 			;
 		off = i * rs->rs_block_size;
 		end = j * rs->rs_block_size;
@@ -429,6 +940,8 @@ restore_commit_output(struct restore *rs)
 	if (rename(rs->rs_tmp, rs->rs_output) == -1)
 		return -1;
 	rs->rs_tmp[0] = '\0';
+	unlink(rs->rs_state_path);
+	rs->rs_state_path[0] = '\0';
 	snprintf(dir, sizeof(dir), "%s", rs->rs_output);
 	if ((dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY |
 	    O_CLOEXEC)) != -1) {
@@ -450,12 +963,17 @@ restore_summary(struct restore *rs)
 		printf("{\"name\":\"%s\",\"point_id\":\"%s\",\"output\":\"%s\","
 		    "\"disk_size\":%llu,\"bytes_written\":%llu,"
 		    "\"bytes_received\":%llu,\"blocks\":%llu,"
+		    "\"attempts\":%d,\"resumed_from_block\":%llu,"
+		    "\"blocks_fetched_again\":%llu,"
 		    "\"seconds\":%.3f,\"peak_rss_kib\":%ld}\n", rs->rs_name,
 		    rs->rs_point, rs->rs_output,
 		    (unsigned long long)rs->rs_disk_size,
 		    (unsigned long long)rs->rs_bytes_written,
 		    (unsigned long long)rs->rs_bytes_in,
-		    (unsigned long long)rs->rs_written, secs, peak_rss_kib());
+		    (unsigned long long)rs->rs_written, rs->rs_attempts,
+		    (unsigned long long)rs->rs_resumed_from,
+		    (unsigned long long)rs->rs_refetched, secs,
+		    peak_rss_kib());
 		return;
 	}
 	format_bytes(rs->rs_disk_size, b1, sizeof(b1));
@@ -464,8 +982,14 @@ restore_summary(struct restore *rs)
 	printf("restored %s/%s to %s\n", rs->rs_name, rs->rs_point,
 	    rs->rs_output);
 	printf("  disk      %s (%llu blocks with data, the rest sparse)\n",
-	    b1, (unsigned long long)rs->rs_written);
+	    b1, (unsigned long long)(rs->rs_index != NULL ? rs->rs_blocks -
+	    rs->rs_zero_blocks : rs->rs_written));
 	printf("  received  %s\n", b2);
+	if (rs->rs_resumed_from > 0)
+		printf("  resumed   at block %llu (%llu written blocks fetched "
+		    "again), %d attempt(s)\n",
+		    (unsigned long long)rs->rs_resumed_from,
+		    (unsigned long long)rs->rs_refetched, rs->rs_attempts);
 	printf("  time      %.2f s, %s/s\n", secs, b3);
 }
 
@@ -534,6 +1058,273 @@ restore_open_keys(struct restore *rs, const RestoreBegin *rb)
 	return 0;
 }
 
+/* Sends the request for the blocks this attempt still needs. */
+static void
+restore_request_blocks(struct restore *rs)
+{
+	Frame		 f = FRAME__INIT;
+	RestoreRequest	 rr = RESTORE_REQUEST__INIT;
+	uint64_t	*resend = NULL, i, n = 0, expected;
+
+	if (rs->rs_nbad > 0 && (resend = calloc(rs->rs_nbad <
+	    RESTORE_RESEND_MAX ? rs->rs_nbad : RESTORE_RESEND_MAX,
+	    sizeof(*resend))) == NULL) {
+		restore_fail(rs, EXIT_ERROR, "out of memory");
+		return;
+	}
+	for (i = 0; i < rs->rs_from && rs->rs_nbad > 0; i++) {
+		if (!bit_isset(rs->rs_bad, i))
+			continue;
+		if (n == RESTORE_RESEND_MAX) {
+			/* Too many to list: ask for everything from here. */
+			rs->rs_from = i;
+			break;
+		}
+		resend[n++] = i;
+	}
+	rs->rs_refetched += n;
+	for (expected = n, i = rs->rs_from; i < rs->rs_blocks; i++)
+		if (!restore_is_zero(rs, i))
+			expected++;
+	rs->rs_expected = expected;
+	rr.name = (char *)rs->rs_name;
+	rr.point_id = rs->rs_point;
+	rr.from = rs->rs_from;
+	rr.n_resend = n;
+	rr.resend = resend;
+	f.msg_case = FRAME__MSG_RESTORE_REQUEST;
+	f.restore_request = &rr;
+	rs->rs_phase = RP_STREAM;
+	rs->rs_announced = 0;
+	client_send(rs->rs_client, &f);
+	free(resend);
+}
+
+/* Worker: reads blocks back and compares them with the index. */
+static void
+check_work(struct pool_job *pj)
+{
+	struct check_job	*ck = (struct check_job *)pj;
+	struct restore		*rs = ck->ck_restore;
+	uint8_t			*buf, id[CHUNK_ID_LEN];
+	uint64_t		 i, off;
+	uint32_t		 len;
+	ssize_t			 n;
+	size_t			 got;
+
+	if ((buf = malloc(rs->rs_block_size)) == NULL) {
+		ck->ck_errno = ENOMEM;
+		return;
+	}
+	for (i = ck->ck_first; i < ck->ck_end; i++) {
+		ck->ck_at = i;
+		len = restore_block_len(rs, i);
+		off = i * rs->rs_block_size;
+		for (got = 0; got < len; got += (size_t)n) {
+			n = pread(rs->rs_fd, buf + got, len - got,
+			    (off_t)(off + got));
+			if (n == -1 && errno == EINTR) {
+				n = 0;
+				continue;
+			}
+			if (n <= 0)
+				break;
+		}
+		if (got < len) {
+			ck->ck_errno = n == 0 ? EIO : errno;
+			break;
+		}
+		if (restore_is_zero(rs, i)) {
+			if (is_zero(buf, len))
+				continue;
+			/* Put right here: zero blocks are never sent. */
+			memset(buf, 0, len);
+			if (restore_write(rs, buf, len, off) == -1) {
+				ck->ck_errno = errno;
+				break;
+			}
+			ck->ck_zeroed++;
+			continue;
+		}
+		if (!rs->rs_source_side)
+			crypto_sha256(buf, len, id);
+		else if (chunk_id_keyed(envelope_chunk_key(&rs->rs_env), buf,
+		    len, id) == -1) {
+			ck->ck_errno = ENOMEM;
+			break;
+		}
+		if (memcmp(id, rs->rs_index + i * CHUNK_ID_LEN,
+		    CHUNK_ID_LEN) != 0) {
+			/* ck_first is a multiple of 8: this byte is ours. */
+			rs->rs_bad[i / 8] |= 1u << (i % 8);
+			ck->ck_bad++;
+		}
+	}
+	free(buf);
+}
+
+static void	restore_check_pump(struct restore *);
+
+static void
+check_done(struct pool_job *pj)
+{
+	struct check_job	*ck = (struct check_job *)pj;
+	struct restore		*rs = ck->ck_restore;
+	char			 msg[PATH_MAX + 256];
+
+	rs->rs_jobs--;
+	rs->rs_check_jobs--;
+	if (rs->rs_client->cl_done)
+		goto out;
+	if (ck->ck_errno != 0) {
+		snprintf(msg, sizeof(msg), "cannot read back block %llu of the "
+		    "interrupted restore in %s: %s",
+		    (unsigned long long)ck->ck_at, rs->rs_tmp[0] ? rs->rs_tmp :
+		    rs->rs_output, strerror(ck->ck_errno));
+		restore_fail(rs, EXIT_INPUT, msg);
+		goto out;
+	}
+	rs->rs_nbad += ck->ck_bad;
+	rs->rs_zeroed += ck->ck_zeroed;
+	if (now_ms() - rs->rs_keepalive_ms >= RESTORE_KEEPALIVE_MS) {
+		/* A long check: an empty Credit keeps the target's idle
+		 * timer from closing the session meanwhile. */
+		Frame	 f = FRAME__INIT;
+		Credit	 c = CREDIT__INIT;
+
+		f.msg_case = FRAME__MSG_CREDIT;
+		f.credit = &c;
+		client_send(rs->rs_client, &f);
+		rs->rs_keepalive_ms = now_ms();
+	}
+	restore_check_pump(rs);
+ out:
+	free(ck);
+}
+
+/* Hands out check jobs; when all are done, asks for the blocks. */
+static void
+restore_check_pump(struct restore *rs)
+{
+	struct check_job	*ck;
+
+	while (rs->rs_check_next < rs->rs_from &&
+	    rs->rs_jobs < rs->rs_max_jobs) {
+		if ((ck = calloc(1, sizeof(*ck))) == NULL) {
+			restore_fail(rs, EXIT_ERROR, "out of memory");
+			return;
+		}
+		ck->ck_job.pj_work = check_work;
+		ck->ck_job.pj_done = check_done;
+		ck->ck_restore = rs;
+		ck->ck_first = rs->rs_check_next;
+		ck->ck_end = rs->rs_from - ck->ck_first > RESTORE_CHECK_BLOCKS ?
+		    ck->ck_first + RESTORE_CHECK_BLOCKS : rs->rs_from;
+		rs->rs_check_next = ck->ck_end;
+		rs->rs_jobs++;
+		rs->rs_check_jobs++;
+		pool_submit(rs->rs_client->cl_pool, &ck->ck_job);
+	}
+	if (rs->rs_check_next < rs->rs_from || rs->rs_check_jobs > 0)
+		return;
+	/* A block device's zero blocks are zeroed only at the end. */
+	if (rs->rs_nbad > 0 || (rs->rs_zeroed > 0 && rs->rs_tmp[0] != '\0'))
+		log_warnx("restore of %s/%s: %llu of the %llu blocks already "
+		    "written differ from the restore point (the output was "
+		    "changed meanwhile): %llu fetched again, %llu zeroed",
+		    rs->rs_name, rs->rs_point,
+		    (unsigned long long)(rs->rs_nbad + rs->rs_zeroed),
+		    (unsigned long long)rs->rs_from,
+		    (unsigned long long)rs->rs_nbad,
+		    (unsigned long long)rs->rs_zeroed);
+	restore_request_blocks(rs);
+	client_resume(rs->rs_client);
+}
+
+/*
+ * The index is complete: decide where to start.  The resume state is
+ * used only for the same point with the same chunk ids, and then only
+ * after every block below its mark has been read back and checked.
+ */
+static void
+restore_plan(struct restore *rs)
+{
+	struct restore_state	*st = &rs->rs_st;
+	const char		*where = rs->rs_state_path[0] ?
+				    rs->rs_state_path : "in memory";
+	uint64_t		 from = 0, keep;
+
+	if (st->st_valid && strcmp(st->st_point, rs->rs_point) != 0)
+		log_warnx("resume state %s is for restore point %s/%s, not "
+		    "%s; ignoring it and restoring from the start", where,
+		    st->st_name, st->st_point, rs->rs_point);
+	else if (st->st_valid && (st->st_disk_size != rs->rs_disk_size ||
+	    st->st_block_size != rs->rs_block_size ||
+	    memcmp(st->st_digest, rs->rs_digest, CHUNK_ID_LEN) != 0))
+		log_warnx("resume state %s does not match restore point %s/%s "
+		    "(its size or chunk ids differ); ignoring it and restoring "
+		    "from the start", where, rs->rs_name, rs->rs_point);
+	else if (st->st_valid)
+		from = st->st_done;
+	rs->rs_from = from;
+	rs->rs_check_next = 0;
+	/* A partial file keeps only the checked prefix; the rest is holes. */
+	keep = from * rs->rs_block_size;
+	if (keep > rs->rs_disk_size)
+		keep = rs->rs_disk_size;
+	if (rs->rs_tmp[0] != '\0' && (ftruncate(rs->rs_fd, (off_t)keep) ==
+	    -1 || ftruncate(rs->rs_fd, (off_t)rs->rs_disk_size) == -1)) {
+		restore_fail(rs, EXIT_INPUT, strerror(errno));
+		return;
+	}
+	rs->rs_resumed_from = from;
+	if (from == 0) {
+		restore_request_blocks(rs);
+		return;
+	}
+	log_info("resuming restore of %s/%s at block %llu of %llu; checking "
+	    "the blocks already written", rs->rs_name, rs->rs_point,
+	    (unsigned long long)from, (unsigned long long)rs->rs_blocks);
+	rs->rs_phase = RP_CHECK;
+	/* Nothing is due from the target: no read timeout meanwhile. */
+	client_pause(rs->rs_client);
+	rs->rs_keepalive_ms = now_ms();
+	restore_check_pump(rs);
+}
+
+/*
+ * A piece of the point's chunk ids.  In order, inside the announced
+ * size, the zero count as announced: else -1, a protocol error.
+ */
+static int
+restore_index(struct restore *rs, const BaseIndex *bi)
+{
+	size_t		 n = bi->ids.len / CHUNK_ID_LEN;
+	uint64_t	 i, zero = 0;
+
+	if (rs->rs_phase != RP_INDEX || !rs->rs_announced ||
+	    bi->ids.len % CHUNK_ID_LEN != 0 ||
+	    strcmp(bi->point_id, rs->rs_point) != 0 ||
+	    bi->blocks != rs->rs_blocks || bi->first != rs->rs_index_got ||
+	    n > rs->rs_blocks - rs->rs_index_got ||
+	    (bi->last && rs->rs_index_got + n != rs->rs_blocks))
+		return -1;
+	memcpy(rs->rs_index + rs->rs_index_got * CHUNK_ID_LEN, bi->ids.data,
+	    bi->ids.len);
+	rs->rs_index_got += n;
+	if (!bi->last)
+		return 0;
+	for (i = 0; i < rs->rs_blocks; i++)
+		if (restore_is_zero(rs, i))
+			zero++;
+	if (zero != rs->rs_zero_blocks)
+		return -1;
+	crypto_sha256(rs->rs_index, rs->rs_blocks * CHUNK_ID_LEN,
+	    rs->rs_digest);
+	restore_plan(rs);
+	return 0;
+}
+
 static void
 restore_ready(struct client *cl, void *arg)
 {
@@ -543,59 +1334,108 @@ restore_ready(struct client *cl, void *arg)
 
 	rr.name = (char *)rs->rs_name;
 	rr.point_id = (char *)(rs->rs_point_id ? rs->rs_point_id : "");
+	/* A later attempt asks for the point the first one was given. */
+	if (rs->rs_point[0] != '\0')
+		rr.point_id = rs->rs_point;
 	rr.verify = rs->rs_verify;
+	/* A restore learns the chunk ids first; verify only streams. */
+	rr.index = !rs->rs_verify;
+	rs->rs_phase = rs->rs_verify ? RP_STREAM : RP_INDEX;
 	f.msg_case = FRAME__MSG_RESTORE_REQUEST;
 	f.restore_request = &rr;
 	client_send(cl, &f);
-	rs->rs_start_ms = now_ms();
+	if (rs->rs_start_ms == 0)
+		rs->rs_start_ms = now_ms();
+}
+
+/*
+ * RestoreBegin: the point must be possible, and on every later
+ * announcement the same.  0, or -1 after finishing.
+ */
+static int
+restore_announced(struct restore *rs, const RestoreBegin *rb)
+{
+	const PointInfo	*pi = rb->point;
+
+	if (pi == NULL || pi->block_size < BLOCK_SIZE_MIN ||
+	    pi->block_size > BLOCK_SIZE_MAX || pi->disk_size == 0 ||
+	    pi->disk_size / pi->block_size > (1ull << 30) ||
+	    rb->blocks > pi->blocks || pi->zero_blocks > pi->blocks ||
+	    pi->blocks != (pi->disk_size + pi->block_size - 1) /
+	    pi->block_size || strlen(pi->point_id) >= sizeof(rs->rs_point)) {
+		restore_fail(rs, EXIT_ERROR, "the target announced an "
+		    "impossible restore point");
+		return -1;
+	}
+	if (rs->rs_point[0] != '\0') {
+		if (strcmp(rs->rs_point, pi->point_id) != 0 ||
+		    rs->rs_disk_size != pi->disk_size ||
+		    rs->rs_block_size != pi->block_size ||
+		    rs->rs_zero_blocks != pi->zero_blocks) {
+			restore_fail(rs, EXIT_INTEGRITY, "the target announced "
+			    "a different restore point on a later request");
+			return -1;
+		}
+	} else {
+		snprintf(rs->rs_point, sizeof(rs->rs_point), "%s",
+		    pi->point_id);
+		rs->rs_disk_size = pi->disk_size;
+		rs->rs_block_size = pi->block_size;
+		rs->rs_blocks = pi->blocks;
+		rs->rs_zero_blocks = pi->zero_blocks;
+	}
+	if (pi->mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+	    !rs->rs_source_side && restore_open_keys(rs, rb) == -1)
+		return -1;
+	rs->rs_announced = 1;
+	return 0;
 }
 
 static void
 restore_frame(struct client *cl, const Frame *f, void *arg)
 {
 	struct restore	*rs = arg;
-	PointInfo	*pi;
 
 	switch (f->msg_case) {
 	case FRAME__MSG_RESTORE_BEGIN:
-		pi = f->restore_begin->point;
-		if (rs->rs_begun || pi == NULL)
+		if (rs->rs_announced)
 			break;
-		if (pi->block_size < BLOCK_SIZE_MIN || pi->block_size >
-		    BLOCK_SIZE_MAX || pi->disk_size == 0 ||
-		    pi->disk_size / pi->block_size > (1ull << 32) ||
-		    f->restore_begin->blocks > pi->blocks ||
-		    pi->blocks != (pi->disk_size + pi->block_size - 1) /
-		    pi->block_size) {
-			restore_fail(rs, EXIT_ERROR, "the target announced an "
-			    "impossible restore point");
+		if (restore_announced(rs, f->restore_begin) == -1)
+			return;
+		if (rs->rs_phase == RP_INDEX) {
+			free(rs->rs_index);
+			free(rs->rs_bad);
+			rs->rs_index_got = 0;
+			if ((rs->rs_index = calloc(rs->rs_blocks,
+			    CHUNK_ID_LEN)) == NULL || (rs->rs_bad =
+			    calloc((rs->rs_blocks + 7) / 8, 1)) == NULL) {
+				restore_fail(rs, EXIT_ERROR, "out of memory");
+				return;
+			}
+			return;
+		}
+		if (rs->rs_index == NULL)
+			rs->rs_expected = f->restore_begin->blocks;
+		else if (f->restore_begin->blocks != rs->rs_expected) {
+			restore_fail(rs, EXIT_INTEGRITY, "the target announced "
+			    "other blocks than were asked for");
 			return;
 		}
 		rs->rs_begun = 1;
-		snprintf(rs->rs_point, sizeof(rs->rs_point), "%s",
-		    pi->point_id);
-		rs->rs_disk_size = pi->disk_size;
-		rs->rs_block_size = pi->block_size;
-		rs->rs_blocks = pi->blocks;
-		rs->rs_expected = f->restore_begin->blocks;
 		/* Data blocks only: the rest are holes, written at once. */
 		progress_start(&rs->rs_progress, "restore",
 		    rs->rs_expected * (uint64_t)rs->rs_block_size,
 		    rs->rs_json);
-		if (pi->mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
-		    restore_open_keys(rs, f->restore_begin) == -1)
-			return;
+		free(rs->rs_seen);
 		if ((rs->rs_seen = calloc((rs->rs_blocks + 7) / 8, 1)) ==
 		    NULL) {
 			restore_fail(rs, EXIT_ERROR, "out of memory");
 			return;
 		}
-		/* Holes for every block never written: a sparse image. */
-		if (!rs->rs_verify && rs->rs_tmp[0] != '\0' &&
-		    ftruncate(rs->rs_fd, (off_t)rs->rs_disk_size) == -1) {
-			restore_fail(rs, EXIT_INPUT, strerror(errno));
-			return;
-		}
+		return;
+	case FRAME__MSG_BASE_INDEX:
+		if (restore_index(rs, f->base_index) == -1)
+			break;
 		return;
 	case FRAME__MSG_DAMAGE:
 		if (!rs->rs_verify || !rs->rs_begun || rs->rs_ended ||
@@ -644,6 +1484,8 @@ restore_usage(FILE *fp)
 	    "  --point ID     restore point (default: the newest; see 'list')\n"
 	    "  --output PATH  file or block device to write\n"
 	    "  --force        replace an existing output file\n"
+	    "                 (an interrupted restore to a file resumes when the\n"
+	    "                 same command runs again; see PATH.restore-state)\n"
 	    "  --key-file FILE --passphrase-file FILE\n"
 	    "                 keys from 'keys export' instead of the KMS\n"
 	    "  --json         print the summary as one JSON object\n");
@@ -657,6 +1499,79 @@ verify_usage(FILE *fp)
 	    "       [--key-file FILE --passphrase-file FILE]\n"
 	    "  reads every block of a restore point back and checks it, "
 	    "writing\n  nothing; names each damaged block (exit 5)\n");
+}
+
+/* Forgets one attempt; what it got into the output goes to rs_st. */
+static void
+restore_reset(struct restore *rs)
+{
+	if (rs->rs_index != NULL && rs->rs_phase == RP_STREAM &&
+	    rs->rs_mark > 0)
+		restore_state_fill(rs, &rs->rs_st, rs->rs_mark);
+	rs->rs_phase = RP_INDEX;
+	rs->rs_announced = rs->rs_begun = rs->rs_ended = 0;
+	rs->rs_expected = rs->rs_received = rs->rs_written = 0;
+	rs->rs_bytes_written = rs->rs_uncredited = 0;
+	rs->rs_jobs = rs->rs_paused = rs->rs_check_jobs = 0;
+	rs->rs_ckpt_busy = 0;
+	rs->rs_from = rs->rs_mark = rs->rs_nbad = rs->rs_zeroed = 0;
+	rs->rs_check_next = rs->rs_index_got = 0;
+	free(rs->rs_seen);
+	rs->rs_seen = NULL;
+	free(rs->rs_index);
+	rs->rs_index = NULL;
+	free(rs->rs_bad);
+	rs->rs_bad = NULL;
+}
+
+/*
+ * Runs the restore, reconnecting with backoff while the connection is
+ * lost and resume_timeout has not run out; each new attempt resumes
+ * from what the last one put in the output (checked again).  If it
+ * gives up, the partial output and its state stay for the next run.
+ * Returns the exit code.
+ */
+static int
+restore_run(struct restore *rs, struct source_conf *sc)
+{
+	struct retry	 rt;
+	char		 what[NAME_MAX_LEN + 100];
+	int		 rv;
+
+	memset(&rt, 0, sizeof(rt));
+	for (;;) {
+		rs->rs_attempts = rt.rt_attempts + 1;
+		if ((rs->rs_client = client_new(sc, &restore_ops, rs)) == NULL)
+			return EXIT_USAGE;
+		rs->rs_max_jobs = RESTORE_MAX_JOBS_PER_THREAD *
+		    pool_threads(rs->rs_client->cl_pool);
+		rv = client_run(rs->rs_client);
+		progress_end(&rs->rs_progress);
+		if (rv == EXIT_OK || rs->rs_verify)
+			break;
+		snprintf(what, sizeof(what), "restore of %s/%s", rs->rs_name,
+		    rs->rs_point[0] ? rs->rs_point : "(newest)");
+		if (!client_retry(rs->rs_client, &rt, what))
+			break;
+		/* Its jobs are done before the attempt is forgotten. */
+		client_free(rs->rs_client);
+		rs->rs_client = NULL;
+		restore_reset(rs);
+	}
+	if (rv != EXIT_OK && !rs->rs_verify && rs->rs_client->cl_lost) {
+		client_free(rs->rs_client);
+		rs->rs_client = NULL;
+		restore_reset(rs);
+		/* Keep what is in the output for the next run. */
+		if (rs->rs_st.st_valid && rs->rs_state_path[0] != '\0' &&
+		    (fsync(rs->rs_fd) == -1 || restore_state_write(
+		    rs->rs_state_path, &rs->rs_st) == -1))
+			log_warnx("cannot save the resume state %s: %s",
+			    rs->rs_state_path, strerror(errno));
+		rs->rs_keep = rs->rs_state_path[0] != '\0' && access(
+		    rs->rs_state_path, F_OK) == 0;
+	}
+	return rv;
 }
 
 /*
@@ -686,6 +1601,7 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 
 	memset(&rs, 0, sizeof(rs));
 	rs.rs_fd = -1;
+	pthread_mutex_init(&rs.rs_write_lock, NULL);
 	rs.rs_verify = verify;
 	envelope_init(&rs.rs_env, sc);
 	optind = 1;
@@ -741,20 +1657,24 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 		rv = EXIT_INPUT;
 		goto out;
 	}
-	if ((rs.rs_client = client_new(sc, &restore_ops, &rs)) == NULL)
-		goto out;
-	rs.rs_max_jobs = RESTORE_MAX_JOBS_PER_THREAD *
-	    pool_threads(rs.rs_client->cl_pool);
-	rv = client_run(rs.rs_client);
-	progress_end(&rs.rs_progress);
+	rv = restore_run(&rs, sc);
  out:
 	client_free(rs.rs_client);
+	if (rs.rs_keep && rs.rs_tmp[0] != '\0')
+		log_warnx("the partial output is %s; the same command resumes "
+		    "it", rs.rs_tmp);
+	else if (rs.rs_tmp[0] != '\0') {
+		unlink(rs.rs_tmp);
+		if (rs.rs_state_path[0] != '\0')
+			unlink(rs.rs_state_path);
+	}
 	if (rs.rs_fd != -1)
 		close(rs.rs_fd);
-	if (rs.rs_tmp[0] != '\0')
-		unlink(rs.rs_tmp);
 	free(rs.rs_seen);
+	free(rs.rs_index);
+	free(rs.rs_bad);
 	envelope_free(&rs.rs_env);
+	pthread_mutex_destroy(&rs.rs_write_lock);
 	return rv;
 }
 

@@ -148,6 +148,13 @@ struct client {
 	int			 cl_queued;	/* a frame since the last tick */
 };
 
+/* Reconnecting with backoff between attempts (client_retry). */
+struct retry {
+	uint64_t		 rt_deadline;	/* ms; 0: not lost yet */
+	uint64_t		 rt_delay;	/* s before the next attempt */
+	int			 rt_attempts;	/* that failed so far */
+};
+
 /* How to reach a disk (disk.c, nbd.c). */
 enum disk_transport {
 	DISK_TRANSPORT_AUTO,	/* direct if local and readable, else NBD */
@@ -189,6 +196,7 @@ struct evbuffer	*client_output(struct client *);
 void		 client_pause(struct client *);
 void		 client_resume(struct client *);
 int		 client_exit_for(Error__Code);
+int		 client_retry(struct client *, struct retry *, const char *);
 
 /* disk.c */
 struct disk	*disk_open(const char *, const struct disk_opts *);

@@ -39,6 +39,9 @@ struct restore {
 	uint64_t		 rs_damaged;
 	int			 rs_keys_pending;	/* at rest: key job out */
 	struct atrest_keys	*rs_keys;	/* at rest: the opened keys */
+	uint64_t		*rs_resend;	/* resume: blocks below rs_from */
+	size_t			 rs_nresend;
+	size_t			 rs_resend_pos;	/* next of them to send */
 };
 
 /* At rest: the point's data keys, opened in the pool. */
@@ -261,6 +264,101 @@ rkey_done(struct pool_job *pj)
 	session_job_done(se, 0);
 }
 
+static int
+restore_is_zero(const struct restore *rs, uint64_t i)
+{
+	static const uint8_t	 zero[CHUNK_ID_LEN];
+
+	return memcmp(rs->rs_point.rp_index + i * CHUNK_ID_LEN, zero,
+	    CHUNK_ID_LEN) == 0;
+}
+
+/*
+ * RestoreRequest with index: RestoreBegin and the point's chunk ids in
+ * BaseIndex pieces, so that a source can check what an interrupted
+ * restore wrote.  No blocks; the session is idle again.
+ */
+static void
+restore_send_index(struct session *se, struct restore *rs)
+{
+	Frame		 f = FRAME__INIT;
+	RestoreBegin	 rb = RESTORE_BEGIN__INIT;
+	BaseIndex	 bi = BASE_INDEX__INIT;
+	PointInfo	 pi;
+	KeyChain	*kc;
+	uint8_t		*chain = NULL;
+	size_t		 chainlen = 0;
+	uint64_t	 first = 0, n;
+
+	kc = point_info_fill(&pi, &rs->rs_point);
+	rb.point = &pi;
+	if (rs->rs_point.rp_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+	    repo_keychain_read(se->se_target->tg_repo, se->se_tenant->tn_name,
+	    rs->rs_point.rp_name, &chain, &chainlen) == 0) {
+		rb.keychain.data = chain;
+		rb.keychain.len = chainlen;
+	}
+	f.msg_case = FRAME__MSG_RESTORE_BEGIN;
+	f.restore_begin = &rb;
+	session_send(se, &f);
+	if (kc != NULL)
+		key_chain__free_unpacked(kc, NULL);
+	free(chain);
+	f.msg_case = FRAME__MSG_BASE_INDEX;
+	f.base_index = &bi;
+	bi.point_id = rs->rs_point.rp_id;
+	bi.blocks = rs->rs_point.rp_blocks;
+	do {
+		n = rs->rs_point.rp_blocks - first;
+		if (n > BASE_IDS_MAX)
+			n = BASE_IDS_MAX;
+		bi.first = first;
+		bi.ids.data = rs->rs_point.rp_index + first * CHUNK_ID_LEN;
+		bi.ids.len = n * CHUNK_ID_LEN;
+		first += n;
+		bi.last = first == rs->rs_point.rp_blocks;
+		session_send(se, &f);
+	} while (!bi.last && se->se_state == SESSION_IDLE);
+}
+
+/*
+ * A resumed restore: from within the point, the blocks to send again
+ * below it ascending, each one with data.  0, or -1 after failing the
+ * session.
+ */
+static int
+restore_resume_check(struct session *se, struct restore *rs,
+    const RestoreRequest *rr)
+{
+	size_t	 i;
+
+	if (rr->from > rs->rs_point.rp_blocks ||
+	    rr->n_resend > RESTORE_RESEND_MAX || (rr->verify &&
+	    (rr->from > 0 || rr->n_resend > 0)))
+		goto bad;
+	for (i = 0; i < rr->n_resend; i++)
+		if (rr->resend[i] >= rr->from || (i > 0 && rr->resend[i] <=
+		    rr->resend[i - 1]) || restore_is_zero(rs, rr->resend[i]))
+			goto bad;
+	if (rr->n_resend > 0) {
+		if ((rs->rs_resend = calloc(rr->n_resend,
+		    sizeof(*rs->rs_resend))) == NULL) {
+			session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+			return -1;
+		}
+		memcpy(rs->rs_resend, rr->resend, rr->n_resend *
+		    sizeof(*rs->rs_resend));
+		rs->rs_nresend = rr->n_resend;
+	}
+	return 0;
+ bad:
+	session_fail(se, ERROR__CODE__PROTOCOL, "restore of %s/%s: resume "
+	    "from block %llu with %zu block(s) to send again does not fit "
+	    "the point", rs->rs_point.rp_name, rs->rs_point.rp_id,
+	    (unsigned long long)rr->from, rr->n_resend);
+	return -1;
+}
+
 /* RestoreRequest: open the point, announce it, start streaming. */
 int
 restore_begin(struct session *se, const RestoreRequest *rr)
@@ -292,17 +390,29 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 		free(rs);
 		return -1;
 	}
-	for (i = 0; i < rs->rs_point.rp_blocks; i++) {
-		static const uint8_t zero[CHUNK_ID_LEN];
-
-		if (memcmp(rs->rs_point.rp_index + i * CHUNK_ID_LEN, zero,
-		    CHUNK_ID_LEN) != 0)
-			rs->rs_blocks++;
+	if (rr->index) {
+		restore_send_index(se, rs);
+		restore_free(rs);
+		return se->se_state == SESSION_IDLE ? 0 : -1;
 	}
+	if (restore_resume_check(se, rs, rr) == -1) {
+		restore_free(rs);
+		return -1;
+	}
+	for (i = rr->from; i < rs->rs_point.rp_blocks; i++)
+		if (!restore_is_zero(rs, i))
+			rs->rs_blocks++;
+	rs->rs_blocks += rs->rs_nresend;
+	rs->rs_next = rr->from;
 	rs->rs_credit = RESTORE_WINDOW;
 	rs->rs_verify = rr->verify;
 	se->se_restore = rs;
 	se->se_state = SESSION_RESTORE;
+	if (rr->from > 0 || rs->rs_nresend > 0)
+		session_log(se, "restore of %s/%s resumed at block %llu, %zu "
+		    "earlier block(s) sent again", rs->rs_point.rp_name,
+		    rs->rs_point.rp_id, (unsigned long long)rr->from,
+		    rs->rs_nresend);
 	if (rs->rs_point.rp_mode != ENCRYPTION_MODE__ENCRYPTION_AT_REST ||
 	    rs->rs_blocks == 0) {
 		restore_announce(se);
@@ -345,10 +455,9 @@ read_work(struct pool_job *pj)
 {
 	struct read_job		*rj = (struct read_job *)pj;
 	struct repo_chunk	 rc;
-	Frame			 f = FRAME__INIT;
 	Block			 b = BLOCK__INIT;
 	uint8_t			 aad[AAD_MAX_LEN], nonce[AEAD_NONCE_LEN];
-	uint8_t			*sealed = NULL, *opened = NULL;
+	uint8_t			*sealed, *opened = NULL;
 	const uint8_t		*data;
 	size_t			 aadlen, len;
 	int			 sealed_here;
@@ -392,18 +501,9 @@ read_work(struct pool_job *pj)
 		data = opened;
 		len = rc.rc_len - SEALED_OVERHEAD;
 	}
-	if ((sealed = malloc(len + AEAD_TAG_LEN)) == NULL) {
-		rj->rj_errno = ENOMEM;
-		goto out;
-	}
 	crypto_nonce(nonce, AAD_BLOCK_TO_SOURCE, rj->rj_nonce);
 	aadlen = crypto_aad(aad, AAD_BLOCK_TO_SOURCE, NULL, rj->rj_id,
 	    rj->rj_index);
-	if (crypto_seal(rj->rj_key, nonce, aad, aadlen, data, len,
-	    sealed) == -1) {
-		rj->rj_errno = EIO;
-		goto out;
-	}
 	b.index = rj->rj_index;
 	b.chunk_id.data = rj->rj_id;
 	b.chunk_id.len = CHUNK_ID_LEN;
@@ -412,14 +512,20 @@ read_work(struct pool_job *pj)
 	b.encrypted = rj->rj_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE;
 	b.nonce.data = nonce;
 	b.nonce.len = sizeof(nonce);
-	b.payload.data = sealed;
-	b.payload.len = len + AEAD_TAG_LEN;
-	f.msg_case = FRAME__MSG_BLOCK;
-	f.block = &b;
-	if ((rj->rj_frame = frame_pack(&f, &rj->rj_len)) == NULL)
+	/* Sealed straight into the frame: no copy of the payload. */
+	if ((rj->rj_frame = frame_pack_block(&b, len + AEAD_TAG_LEN, &sealed,
+	    &rj->rj_len)) == NULL) {
 		rj->rj_errno = ENOMEM;
+		goto out;
+	}
+	if (crypto_seal(rj->rj_key, nonce, aad, aadlen, data, len,
+	    sealed) == -1) {
+		free(rj->rj_frame);
+		rj->rj_frame = NULL;
+		rj->rj_errno = EIO;
+		goto out;
+	}
  out:
-	free(sealed);
 	free(opened);
 	repo_chunk_clear(&rc);
 	crypto_wipe(rj->rj_key, sizeof(rj->rj_key));
@@ -517,11 +623,19 @@ restore_pump(struct session *se)
 	struct evbuffer	*out = bufferevent_get_output(se->se_bev);
 	static const uint8_t zero[CHUNK_ID_LEN];
 	const uint8_t	*id;
+	uint64_t	 index;
 
 	if (se->se_state != SESSION_RESTORE || rs->rs_keys_pending)
 		return;
-	while (rs->rs_next < rs->rs_point.rp_blocks) {
-		id = rs->rs_point.rp_index + rs->rs_next * CHUNK_ID_LEN;
+	for (;;) {
+		/* Blocks a resume found wrong first, then from rs_next on. */
+		if (rs->rs_resend_pos < rs->rs_nresend)
+			index = rs->rs_resend[rs->rs_resend_pos];
+		else if (rs->rs_next < rs->rs_point.rp_blocks)
+			index = rs->rs_next;
+		else
+			break;
+		id = rs->rs_point.rp_index + index * CHUNK_ID_LEN;
 		if (memcmp(id, zero, CHUNK_ID_LEN) == 0) {
 			rs->rs_next++;
 			continue;
@@ -542,17 +656,20 @@ restore_pump(struct session *se)
 		rj->rj_repo = se->se_target->tg_repo;
 		snprintf(rj->rj_tenant, sizeof(rj->rj_tenant), "%s",
 		    se->se_tenant->tn_name);
-		rj->rj_index = rs->rs_next;
+		rj->rj_index = index;
 		memcpy(rj->rj_id, id, CHUNK_ID_LEN);
 		memcpy(rj->rj_key, se->se_key_out, AEAD_KEY_LEN);
 		rj->rj_nonce = se->se_nonce_out++;
 		rj->rj_mode = rs->rs_point.rp_mode;
 		rj->rj_keys = rs->rs_keys;
-		rj->rj_want = (uint32_t)((rs->rs_next + 1) *
+		rj->rj_want = (uint32_t)((index + 1) *
 		    rs->rs_point.rp_block_size > rs->rs_point.rp_disk_size ?
-		    rs->rs_point.rp_disk_size - rs->rs_next *
+		    rs->rs_point.rp_disk_size - index *
 		    rs->rs_point.rp_block_size : rs->rs_point.rp_block_size);
-		rs->rs_next++;
+		if (rs->rs_resend_pos < rs->rs_nresend)
+			rs->rs_resend_pos++;
+		else
+			rs->rs_next++;
 		rs->rs_jobs++;
 		rs->rs_reserved += rs->rs_point.rp_block_size;
 		pool_submit(se->se_target->tg_pool, &rj->rj_job);
@@ -579,5 +696,6 @@ restore_free(struct restore *rs)
 		return;
 	repo_point_clear(&rs->rs_point);
 	atrest_keys_free(rs->rs_keys);
+	free(rs->rs_resend);
 	free(rs);
 }

@@ -126,6 +126,9 @@ frames(void)
 	BaseIndex	 bi = BASE_INDEX__INIT;
 	Unchanged	 u = UNCHANGED__INIT;
 	uint64_t	 ublocks[] = { 0, 1, 7, 1000000 };
+	uint64_t	 resend[] = { 3, 17 };
+	uint8_t		*buf, *payload;
+	size_t		 len;
 	uint8_t		 key[AEAD_KEY_LEN] = { 0 }, nonce[AEAD_NONCE_LEN];
 	uint8_t		 raw[300], packed[400], sealed[400 + AEAD_TAG_LEN];
 	uint8_t		 id[CHUNK_ID_LEN], aad[AAD_MAX_LEN], ids[3 * 32];
@@ -264,6 +267,24 @@ frames(void)
 	f.msg_case = FRAME__MSG_BASE_INDEX;
 	f.base_index = &bi;
 	frame_seed("base_index", &f);
+
+	/* A resumed restore: from a block on, two earlier ones again. */
+	rr.from = 40;
+	rr.n_resend = sizeof(resend) / sizeof(resend[0]);
+	rr.resend = resend;
+	f.msg_case = FRAME__MSG_RESTORE_REQUEST;
+	f.restore_request = &rr;
+	frame_seed("restore_resume", &f);
+
+	/* A Block as the restoring target packs it: payload last. */
+	b.payload.data = NULL;
+	b.payload.len = 0;
+	if ((buf = frame_pack_block(&b, n + AEAD_TAG_LEN, &payload,
+	    &len)) == NULL)
+		die("frame_pack_block");
+	memcpy(payload, sealed, n + AEAD_TAG_LEN);
+	seed("frame", "block_payload_last", -1, buf, len);
+	free(buf);
 
 	seed("frame", "stream", -1, stream, stream_len);
 }

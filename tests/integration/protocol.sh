@@ -274,6 +274,13 @@ elif case == "zero-length":
 elif case == "oversized-length":
 	c.send(begin(name) + c.block(0, d0) + b"\x7f\xff\xff\xff" +
 	    b"A" * 4096)
+elif case.startswith("resume-"):	# a RestoreRequest that does not fit
+	frm, resend = {"resume-from-past-end": (5, []),
+	    "resume-resend-unordered": (4, [3, 1]),
+	    "resume-resend-zero-block": (4, [2]),
+	    "resume-resend-not-below": (1, [1])}[case]
+	c.send(frame(9, lfield(1, b"proto-ok") + vfield(5, frm) +
+	    (lfield(6, b"".join(varint(i) for i in resend)) if resend else b"")))
 else:
 	sys.exit("unknown case " + case)
 
@@ -366,6 +373,10 @@ refused garbage-in-frame 1 "garbage after a valid message in a frame"
 refused garbage-after-frame 1 "a garbage frame after valid ones"
 refused zero-length 1 "a zero-length frame"
 refused oversized-length 1 "an oversized length prefix"
+refused resume-from-past-end 1 "a restore resumed past the end of the point"
+refused resume-resend-unordered 1 "a restore resume's blocks out of order"
+refused resume-resend-zero-block 1 "a restore resume asking for a zero block"
+refused resume-resend-not-below 1 "a restore resume's block not below its start"
 
 # A whole backup followed by junk: the junk is refused; the point may
 # have been committed before it was read, but then it must be whole.
