@@ -80,7 +80,15 @@
 struct repo {
 	char			*r_path;
 	int			 r_fd;		/* root; flock'd */
+	int			 r_readonly;	/* verify: no lock, no writes */
 };
+
+/*
+ * Held from the choice of a new point's sequence number until its
+ * manifest is published, so that two jobs of one name never take the
+ * same number.
+ */
+static pthread_mutex_t	 chain_mtx = PTHREAD_MUTEX_INITIALIZER;
 
 /* A chunk written to the job's tmp dir, not yet durable. */
 struct pending {
@@ -694,6 +702,11 @@ repo_marker(struct repo *r, char *errbuf, size_t errlen)
 		    strerror(errno));
 		goto fail;
 	}
+	if (r->r_readonly) {
+		snprintf(errbuf, errlen, "%s: not a transporter repository "
+		    "(no %s file)", r->r_path, REPO_MARKER);
+		goto fail;
+	}
 	if (be_list(r, "", repo_empty_cb, &ew) == -1) {
 		snprintf(errbuf, errlen, "%s: %s", r->r_path,
 		    strerror(errno));
@@ -834,6 +847,52 @@ repo_open(const char *path, char *errbuf, size_t errlen)
  fail:
 	repo_close(r);
 	return NULL;
+}
+
+/*
+ * Opens the repository at path for reading only (verify): no lock is
+ * taken, so that it works while the daemon holds its own, and nothing
+ * is created, removed or written.  Returns the repository, or NULL with
+ * a one-line error in errbuf.  repo_close frees it.
+ */
+struct repo *
+repo_open_readonly(const char *path, char *errbuf, size_t errlen)
+{
+	struct repo	*r = NULL;
+
+	if (errlen > 0)
+		errbuf[0] = '\0';
+	if (path == NULL || path[0] == '\0') {
+		snprintf(errbuf, errlen, "no repository path given");
+		goto fail;
+	}
+	if ((r = calloc(1, sizeof(*r))) == NULL) {
+		snprintf(errbuf, errlen, "%s: out of memory", path);
+		goto fail;
+	}
+	r->r_fd = -1;
+	r->r_readonly = 1;
+	if ((r->r_path = strdup(path)) == NULL) {
+		snprintf(errbuf, errlen, "%s: out of memory", path);
+		goto fail;
+	}
+	if ((r->r_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
+	    -1) {
+		snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (repo_marker(r, errbuf, errlen) == -1)
+		goto fail;
+	return r;
+ fail:
+	repo_close(r);
+	return NULL;
+}
+
+const char *
+repo_path(const struct repo *r)
+{
+	return r->r_path;
 }
 
 /* Closes and frees the repository (and its lock); NULL is fine. */
@@ -1319,7 +1378,39 @@ index_header(uint8_t hdr[INDEX_HDR_LEN], uint32_t block_size,
 	put_be64(hdr + 12, blocks);
 }
 
-static void
+/*
+ * Links p to the newest point of its name: the next sequence number,
+ * that point's id and the digest its manifest ends with.  A point of a
+ * name is never rewritten, so the link is how a deleted middle point
+ * is found: its successor still names it.  (A future prune must keep
+ * this true: it deletes whole points and rewrites nothing, recording
+ * each deletion, e.g. as a tombstone file, so that verify can tell a
+ * pruned point from a lost one.)  Call with chain_mtx held.
+ */
+static int
+chain_link(struct repo *r, const char *tenant, struct repo_point *p)
+{
+	struct repo_point	*points = NULL, *prev;
+	uint64_t		 max = 0;
+	size_t			 n = 0, i;
+
+	if (repo_list(r, tenant, p->rp_name, &points, &n) == -1)
+		return -1;
+	for (i = 0; i < n; i++)
+		if (points[i].rp_sequence > max)
+			max = points[i].rp_sequence;
+	p->rp_sequence = max + 1;
+	if (n > 0) {
+		prev = &points[n - 1];	/* sorted: the newest last */
+		snprintf(p->rp_previous_id, sizeof(p->rp_previous_id), "%s",
+		    prev->rp_id);
+		memcpy(p->rp_previous_digest, prev->rp_digest, CHUNK_ID_LEN);
+	}
+	repo_points_free(points, n);
+	return 0;
+}
+
+static int
 point_from_job(const struct repo_job *j, struct repo_point *p)
 {
 	memset(p, 0, sizeof(*p));
@@ -1337,6 +1428,7 @@ point_from_job(const struct repo_job *j, struct repo_point *p)
 	    j->j_dirty_bitmap);
 	p->rp_keys = j->j_keys;		/* borrowed until the commit ends */
 	p->rp_keys_len = j->j_keys_len;
+	return chain_link(j->j_repo, j->j_tenant, p);
 }
 
 /* Builds the manifest file's bytes; *out is malloc'd. */
@@ -1362,6 +1454,12 @@ manifest_encode(const struct repo_point *p,
 	pi.zero_blocks = p->rp_zero_blocks;
 	pi.transport = (char *)p->rp_transport;
 	pi.dirty_bitmap = (char *)p->rp_dirty_bitmap;
+	pi.sequence = p->rp_sequence;
+	pi.previous_id = (char *)p->rp_previous_id;
+	if (p->rp_previous_id[0] != '\0') {
+		pi.previous_digest.data = (uint8_t *)p->rp_previous_digest;
+		pi.previous_digest.len = CHUNK_ID_LEN;
+	}
 	if (p->rp_keys != NULL) {
 		if ((kc = key_chain__unpack(NULL, p->rp_keys_len,
 		    p->rp_keys)) == NULL) {
@@ -1417,6 +1515,7 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	size_t		 manlen;
 	uint64_t	 chunks;
 	int		 rv = -1, save, indexed = 0, published = 0;
+	int		 chained = 0;
 
 	if (j == NULL || p == NULL) {
 		repo_job_abort(j);
@@ -1437,7 +1536,10 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	if (job_sync(j, 1) == -1)
 		goto fail;
 
-	point_from_job(j, &point);
+	pthread_mutex_lock(&chain_mtx);
+	chained = 1;
+	if (point_from_job(j, &point) == -1)
+		goto fail;
 	if (job_count_chunks(j, &point.rp_zero_blocks, &chunks) == -1)
 		goto fail;
 
@@ -1495,6 +1597,8 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 		if (indexed)
 			be_remove(r, key);
 	}
+	if (chained)
+		pthread_mutex_unlock(&chain_mtx);
 	free(man);
 	repo_job_abort(j);
 	errno = save;
@@ -1555,11 +1659,14 @@ repo_job_chunks_dedup(const struct repo_job *j)
 /*
  * Reads and verifies the manifest of tenant/name/id into p (rp_index
  * NULL) and the index digest it records.  ENOENT if absent, EBADMSG
- * if it does not verify or does not describe that point.
+ * if it does not verify or does not describe that point; then *why
+ * (if why is not NULL) says what is wrong, a static string.  A
+ * manifest from before chains (no sequence) loads with rp_sequence 0.
  */
 static int
 manifest_load(struct repo *r, const char *tenant, const char *name,
-    const char *id, struct repo_point *p, uint8_t digest[CHUNK_ID_LEN])
+    const char *id, struct repo_point *p, uint8_t digest[CHUNK_ID_LEN],
+    const char **why)
 {
 	struct be_obj	 o = { -1, 0 };
 	Manifest	*m = NULL;
@@ -1573,7 +1680,11 @@ manifest_load(struct repo *r, const char *tenant, const char *name,
 	if (repo_key(key, sizeof(key), "tenants/%s/points/%s/%s.manifest",
 	    tenant, name, id) == -1 || be_open(r, key, &o) == -1)
 		goto fail;
+	if (why != NULL)
+		*why = "manifest unreadable";
 	if (o.bo_size < 8 + CHUNK_ID_LEN || o.bo_size > MANIFEST_MAX) {
+		if (why != NULL)
+			*why = "manifest of an impossible size";
 		errno = EBADMSG;
 		goto fail;
 	}
@@ -1583,15 +1694,26 @@ manifest_load(struct repo *r, const char *tenant, const char *name,
 	len = get_be32(buf + 4);
 	if (memcmp(buf, MANIFEST_MAGIC, 4) != 0 ||
 	    len != o.bo_size - 8 - CHUNK_ID_LEN) {
+		if (why != NULL)
+			*why = "manifest header (magic or length) damaged";
 		errno = EBADMSG;
 		goto fail;
 	}
 	crypto_sha256(buf, 8 + len, sum);
-	if (memcmp(sum, buf + 8 + len, CHUNK_ID_LEN) != 0 ||
-	    (m = manifest__unpack(NULL, len, buf + 8)) == NULL) {
+	if (memcmp(sum, buf + 8 + len, CHUNK_ID_LEN) != 0) {
+		if (why != NULL)
+			*why = "manifest checksum mismatch (its bytes changed)";
 		errno = EBADMSG;
 		goto fail;
 	}
+	if ((m = manifest__unpack(NULL, len, buf + 8)) == NULL) {
+		if (why != NULL)
+			*why = "manifest does not decode";
+		errno = EBADMSG;
+		goto fail;
+	}
+	if (why != NULL)
+		*why = "manifest fields are impossible or name another point";
 	pi = m->point;
 	errno = EBADMSG;
 	if (m->format != MANIFEST_FORMAT || pi == NULL ||
@@ -1602,7 +1724,11 @@ manifest_load(struct repo *r, const char *tenant, const char *name,
 	    pi->block_size > BLOCK_SIZE_MAX ||
 	    (pi->block_size & (pi->block_size - 1)) != 0 ||
 	    pi->disk_size == 0 ||
-	    (unsigned)pi->mode > ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE)
+	    (unsigned)pi->mode > ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE ||
+	    (pi->previous_id[0] != '\0' && (!point_id_ok(pi->previous_id) ||
+	    pi->previous_digest.len != CHUNK_ID_LEN)) ||
+	    (pi->previous_id[0] == '\0' && (pi->sequence > 1 ||
+	    pi->previous_digest.len != 0)))
 		goto fail;
 	blocks = pi->disk_size / pi->block_size +
 	    (pi->disk_size % pi->block_size != 0);
@@ -1623,6 +1749,13 @@ manifest_load(struct repo *r, const char *tenant, const char *name,
 	    pi->transport);
 	snprintf(p->rp_dirty_bitmap, sizeof(p->rp_dirty_bitmap), "%s",
 	    pi->dirty_bitmap);
+	p->rp_sequence = pi->sequence;
+	snprintf(p->rp_previous_id, sizeof(p->rp_previous_id), "%s",
+	    pi->previous_id);
+	if (pi->previous_digest.len == CHUNK_ID_LEN)
+		memcpy(p->rp_previous_digest, pi->previous_digest.data,
+		    CHUNK_ID_LEN);
+	memcpy(p->rp_digest, sum, CHUNK_ID_LEN);
 	if (pi->n_keys > 0) {
 		KeyChain	 kc = KEY_CHAIN__INIT;
 
@@ -1634,6 +1767,8 @@ manifest_load(struct repo *r, const char *tenant, const char *name,
 		key_chain__pack(&kc, p->rp_keys);
 	}
 	memcpy(digest, m->index_digest.data, CHUNK_ID_LEN);
+	if (why != NULL)
+		*why = NULL;
 	rv = 0;
  fail:
 	save = errno;
@@ -1651,7 +1786,7 @@ manifest_load(struct repo *r, const char *tenant, const char *name,
  */
 static int
 index_load(struct repo *r, const char *tenant, struct repo_point *p,
-    const uint8_t digest[CHUNK_ID_LEN])
+    const uint8_t digest[CHUNK_ID_LEN], const char **why)
 {
 	struct be_obj	 o = { -1, 0 };
 	uint8_t		 hdr[INDEX_HDR_LEN], sum[CHUNK_ID_LEN];
@@ -1664,6 +1799,8 @@ index_load(struct repo *r, const char *tenant, struct repo_point *p,
 	if (repo_key(key, sizeof(key), "tenants/%s/points/%s/%s.index",
 	    tenant, p->rp_name, p->rp_id) == -1 || be_open(r, key, &o) == -1)
 		goto fail;
+	if (why != NULL)
+		*why = "index header (magic, sizes or length) damaged";
 	if (o.bo_size < INDEX_HDR_LEN) {
 		errno = EBADMSG;
 		goto fail;
@@ -1693,11 +1830,15 @@ index_load(struct repo *r, const char *tenant, struct repo_point *p,
 		if (memcmp(index + i * CHUNK_ID_LEN, zero_id,
 		    CHUNK_ID_LEN) == 0)
 			zero++;
+	if (why != NULL)
+		*why = "index does not match the digest its manifest records";
 	if (memcmp(sum, digest, CHUNK_ID_LEN) != 0 ||
 	    zero != p->rp_zero_blocks) {
 		errno = EBADMSG;
 		goto fail;
 	}
+	if (why != NULL)
+		*why = NULL;
 	p->rp_index = index;
 	index = NULL;
 	rv = 0;
@@ -1743,7 +1884,7 @@ repo_list_point_cb(void *arg, const char *file)
 		lw->lw_cap = cap;
 	}
 	if (manifest_load(lw->lw_repo, lw->lw_tenant, lw->lw_name, id,
-	    &lw->lw_points[lw->lw_n], digest) == -1) {
+	    &lw->lw_points[lw->lw_n], digest, NULL) == -1) {
 		if (errno == EBADMSG) {
 			log_warnx("repository %s: tenants/%s/points/%s/%s: "
 			    "corrupt manifest, point skipped",
@@ -1787,6 +1928,9 @@ point_cmp(const void *a, const void *b)
 
 	if ((c = strcmp(pa->rp_name, pb->rp_name)) != 0)
 		return c;
+	/* The chain's order; points from before chains come first. */
+	if (pa->rp_sequence != pb->rp_sequence)
+		return pa->rp_sequence < pb->rp_sequence ? -1 : 1;
 	if (pa->rp_created != pb->rp_created)
 		return pa->rp_created < pb->rp_created ? -1 : 1;
 	return strcmp(pa->rp_id, pb->rp_id);
@@ -1794,8 +1938,8 @@ point_cmp(const void *a, const void *b)
 
 /*
  * Lists tenant's restore points (of one name, or all if name is
- * NULL): those whose manifest verifies, sorted by name, creation
- * time and id.  *points is malloc'd (NULL when *n is 0), the caller
+ * NULL): those whose manifest verifies, sorted by name, sequence
+ * (points from before chains first), creation time and id.  *points is malloc'd (NULL when *n is 0), the caller
  * frees it with free(); rp_index is NULL.  Returns 0, or -1 with
  * errno EINVAL (bad tenant or name), EIO, ENOMEM.
  */
@@ -1882,9 +2026,9 @@ repo_point_open(struct repo *r, const char *tenant, const char *name,
 		snprintf(newest, sizeof(newest), "%s", points[n - 1].rp_id);
 		id = newest;
 	}
-	if (manifest_load(r, tenant, name, id, p, digest) == -1)
+	if (manifest_load(r, tenant, name, id, p, digest, NULL) == -1)
 		goto fail;
-	if (index_load(r, tenant, p, digest) == -1) {
+	if (index_load(r, tenant, p, digest, NULL) == -1) {
 		if (errno == ENOENT)
 			errno = EBADMSG;	/* manifest without index */
 		goto fail;
@@ -1925,16 +2069,15 @@ repo_points_free(struct repo_point *points, size_t n)
 	free(points);
 }
 
-/*
- * Reads chunk chunk_id of tenant into c (c->rc_data malloc'd, free
- * with repo_chunk_clear), verifying its header and the digest of its
- * stored payload (no key needed).  Thread-safe.  Returns 0, or -1
- * with errno ENOENT (absent), EBADMSG (corrupt, truncated or
- * tampered), EINVAL, EIO, ENOMEM.
- */
-int
-repo_chunk_read(struct repo *r, const char *tenant, const uint8_t *chunk_id,
-    struct repo_chunk *c)
+/* chunk_read's reason for an EBADMSG, with the byte offset in it. */
+#define CHUNK_WHY(...) do {						\
+	if (why != NULL)						\
+		snprintf(why, whylen, __VA_ARGS__);			\
+} while (0)
+
+static int
+chunk_read(struct repo *r, const char *tenant, const uint8_t *chunk_id,
+    struct repo_chunk *c, char *why, size_t whylen)
 {
 	struct be_obj	 o = { -1, 0 };
 	uint8_t		 hdr[CHUNK_HDR_LEN], sum[CHUNK_ID_LEN];
@@ -1955,6 +2098,8 @@ repo_chunk_read(struct repo *r, const char *tenant, const uint8_t *chunk_id,
 	    be_open(r, key, &o) == -1)
 		goto fail;
 	if (o.bo_size < CHUNK_HDR_LEN) {
+		CHUNK_WHY("truncated to %llu bytes, shorter than its header",
+		    (unsigned long long)o.bo_size);
 		errno = EBADMSG;
 		goto fail;
 	}
@@ -1964,11 +2109,19 @@ repo_chunk_read(struct repo *r, const char *tenant, const uint8_t *chunk_id,
 	raw_len = get_be32(hdr + 8);
 	stored_len = get_be32(hdr + 12);
 	if (memcmp(hdr, CHUNK_MAGIC, 4) != 0 || hdr[4] != CHUNK_VERSION ||
-	    (flags & ~CHUNK_FLAGS_ALL) != 0 || get_be16(hdr + 6) != 0 ||
-	    raw_len == 0 || raw_len > BLOCK_SIZE_MAX ||
+	    (flags & ~CHUNK_FLAGS_ALL) != 0 || get_be16(hdr + 6) != 0) {
+		CHUNK_WHY("header damaged (magic, version or flags at bytes "
+		    "0-7)");
+		errno = EBADMSG;
+		goto fail;
+	}
+	if (raw_len == 0 || raw_len > BLOCK_SIZE_MAX ||
 	    stored_len == 0 || stored_len > CHUNK_STORED_MAX ||
 	    stored_len != o.bo_size - CHUNK_HDR_LEN ||
 	    (flags == 0 && stored_len != raw_len)) {
+		CHUNK_WHY("header lengths damaged or object truncated (bytes "
+		    "8-15: raw %u, stored %u; object %llu bytes)", raw_len,
+		    stored_len, (unsigned long long)o.bo_size);
 		errno = EBADMSG;
 		goto fail;
 	}
@@ -1977,6 +2130,9 @@ repo_chunk_read(struct repo *r, const char *tenant, const uint8_t *chunk_id,
 		goto fail;
 	crypto_sha256(data, stored_len, sum);
 	if (memcmp(sum, hdr + 16, CHUNK_ID_LEN) != 0) {
+		CHUNK_WHY("stored payload (bytes %d-%llu) does not match the "
+		    "SHA-256 in its header", CHUNK_HDR_LEN,
+		    (unsigned long long)o.bo_size - 1);
 		errno = EBADMSG;
 		goto fail;
 	}
@@ -1992,6 +2148,140 @@ repo_chunk_read(struct repo *r, const char *tenant, const uint8_t *chunk_id,
 	be_close(&o);
 	errno = save;
 	return rv;
+}
+
+/*
+ * Reads chunk chunk_id of tenant into c (c->rc_data malloc'd, free
+ * with repo_chunk_clear), verifying its header and the digest of its
+ * stored payload (no key needed).  Thread-safe.  Returns 0, or -1
+ * with errno ENOENT (absent), EBADMSG (corrupt, truncated or
+ * tampered), EINVAL, EIO, ENOMEM.
+ */
+int
+repo_chunk_read(struct repo *r, const char *tenant, const uint8_t *chunk_id,
+    struct repo_chunk *c)
+{
+	return chunk_read(r, tenant, chunk_id, c, NULL, 0);
+}
+
+/*
+ * repo_chunk_read for verify: on EBADMSG, why holds what is wrong and
+ * at which byte offset of the chunk object.
+ */
+int
+repo_chunk_inspect(struct repo *r, const char *tenant,
+    const uint8_t *chunk_id, struct repo_chunk *c, char *why, size_t whylen)
+{
+	if (whylen > 0)
+		why[0] = '\0';
+	return chunk_read(r, tenant, chunk_id, c, why, whylen);
+}
+
+/*
+ * Walks for verify.  Each calls cb(arg, name) for every valid tenant,
+ * backup name of a tenant, or restore point id (a file <id>.manifest)
+ * of a name, in no order; a cb returning -1 stops the walk.  Returns
+ * 0, or -1 with errno (ENOENT if the directory is absent).
+ */
+struct name_filter {
+	int		(*nf_cb)(void *, const char *);
+	void		*nf_arg;
+};
+
+static int
+name_filter_cb(void *arg, const char *name)
+{
+	struct name_filter	*nf = arg;
+
+	return repo_name_ok(name) ? nf->nf_cb(nf->nf_arg, name) : 0;
+}
+
+static int
+point_filter_cb(void *arg, const char *file)
+{
+	struct name_filter	*nf = arg;
+	char			 id[POINT_ID_LEN + 1];
+
+	if (strlen(file) != POINT_ID_LEN + strlen(".manifest") ||
+	    strcmp(file + POINT_ID_LEN, ".manifest") != 0)
+		return 0;
+	memcpy(id, file, POINT_ID_LEN);
+	id[POINT_ID_LEN] = '\0';
+	return point_id_ok(id) ? nf->nf_cb(nf->nf_arg, id) : 0;
+}
+
+int
+repo_tenants(struct repo *r, int (*cb)(void *, const char *), void *arg)
+{
+	struct name_filter	 nf = { cb, arg };
+
+	return be_list(r, "tenants", name_filter_cb, &nf);
+}
+
+int
+repo_names(struct repo *r, const char *tenant,
+    int (*cb)(void *, const char *), void *arg)
+{
+	struct name_filter	 nf = { cb, arg };
+	char			 key[REPO_KEY_MAX];
+
+	if (!repo_name_ok(tenant)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (repo_key(key, sizeof(key), "tenants/%s/points", tenant) == -1)
+		return -1;
+	return be_list(r, key, name_filter_cb, &nf);
+}
+
+int
+repo_point_files(struct repo *r, const char *tenant, const char *name,
+    int (*cb)(void *, const char *), void *arg)
+{
+	struct name_filter	 nf = { cb, arg };
+	char			 key[REPO_KEY_MAX];
+
+	if (!repo_name_ok(tenant) || !repo_name_ok(name)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (repo_key(key, sizeof(key), "tenants/%s/points/%s", tenant,
+	    name) == -1)
+		return -1;
+	return be_list(r, key, point_filter_cb, &nf);
+}
+
+/*
+ * repo_point_open of one exact point for verify: on EBADMSG *why says
+ * whether the manifest or the index is damaged, and how; a manifest
+ * that verifies while its index does not is still filled into p
+ * (rp_index NULL), so that its chain can be checked.
+ */
+int
+repo_point_inspect(struct repo *r, const char *tenant, const char *name,
+    const char *id, struct repo_point *p, const char **why)
+{
+	uint8_t		 digest[CHUNK_ID_LEN];
+
+	*why = NULL;
+	memset(p, 0, sizeof(*p));
+	if (!repo_name_ok(tenant) || !repo_name_ok(name) || !point_id_ok(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (manifest_load(r, tenant, name, id, p, digest, why) == -1) {
+		repo_point_clear(p);
+		memset(p, 0, sizeof(*p));
+		return -1;
+	}
+	if (index_load(r, tenant, p, digest, why) == -1) {
+		if (errno == ENOENT) {
+			*why = "index missing (the manifest names it)";
+			errno = EBADMSG;
+		}
+		return -1;
+	}
+	return 0;
 }
 
 /* Frees c's payload; safe on a cleared or zeroed chunk. */

@@ -92,6 +92,11 @@ struct repo_point {
 	size_t		 rp_keys_len;
 	char		 rp_transport[16];	/* how the disk was read */
 	char		 rp_dirty_bitmap[NAME_MAX_LEN + 1];
+	/* The chain of the name; 0 and "" for a point made before it. */
+	uint64_t	 rp_sequence;
+	char		 rp_previous_id[64];
+	uint8_t		 rp_previous_digest[CHUNK_ID_LEN];
+	uint8_t		 rp_digest[CHUNK_ID_LEN];	/* its manifest's */
 };
 
 struct repo;
@@ -261,5 +266,20 @@ int		 repo_keychain_store(struct repo *, const char *, const char *,
 int		 repo_chunk_read(struct repo *, const char *, const uint8_t *,
 		    struct repo_chunk *);
 void		 repo_chunk_clear(struct repo_chunk *);
+struct repo	*repo_open_readonly(const char *, char *, size_t);
+int		 repo_tenants(struct repo *, int (*)(void *, const char *),
+		    void *);
+int		 repo_names(struct repo *, const char *,
+		    int (*)(void *, const char *), void *);
+int		 repo_point_files(struct repo *, const char *, const char *,
+		    int (*)(void *, const char *), void *);
+int		 repo_point_inspect(struct repo *, const char *, const char *,
+		    const char *, struct repo_point *, const char **);
+int		 repo_chunk_inspect(struct repo *, const char *,
+		    const uint8_t *, struct repo_chunk *, char *, size_t);
+const char	*repo_path(const struct repo *);
+
+/* verify.c */
+int		 verify_main(int, char **);
 
 #endif /* TARGET_H */
