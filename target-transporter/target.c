@@ -27,6 +27,8 @@ usage(FILE *fp)
 {
 	fprintf(fp,
 	    "usage: target-transporter [-dnv] [-f config] [--log-format text|json]\n"
+	    "       target-transporter verify [-f config | --repository DIR]\n"
+	    "                                 [--tenant T] [--name NAME [--point ID]]\n"
 	    "\n"
 	    "Receives VM disk backups from source-transporter over mutual TLS\n"
 	    "and keeps them as restore points in a repository.\n"
@@ -41,7 +43,11 @@ usage(FILE *fp)
 	    "Signals: SIGTERM/SIGINT stop (jobs in progress are discarded or\n"
 	    "kept for resume), SIGHUP reloads certificates, CRL and tenants.\n"
 	    "\n"
-	    "Exit codes: 0 ok, 1 error, 2 bad usage or configuration.\n",
+	    "verify checks the repository offline, with no key and no network,\n"
+	    "while the daemon runs or not (see verify --help).\n"
+	    "\n"
+	    "Exit codes: 0 ok, 1 error, 2 bad usage or configuration;\n"
+	    "verify: 4 nothing matched, 5 damage found.\n",
 	    TARGET_CONF_DEFAULT);
 }
 
@@ -244,6 +250,9 @@ main(int argc, char *argv[])
 	int		 ch, foreground = 0, checkonly = 0, verbose = 0, json = 0;
 	int		 exitcode = EXIT_ERROR;
 
+	/* A command first: the daemon takes none. */
+	if (argc > 1 && strcmp(argv[1], "verify") == 0)
+		return verify_main(argc - 1, argv + 1);
 	while ((ch = getopt_long(argc, argv, "df:hnvV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'L':
