@@ -37,6 +37,7 @@ struct evbuffer;
 #define EXIT_INPUT		6	/* disk image or output unreadable/unwritable */
 #define EXIT_TARGET		7	/* target storage full or failing */
 #define EXIT_KEY		8	/* key missing, wrong password, KMS down */
+#define EXIT_ROLLBACK		9	/* the target went back past a point we committed */
 
 #define FRAME_HDR_LEN		4
 #define FRAME_MAX		(17u << 20)	/* hard maximum frame size */

@@ -132,6 +132,14 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 		    line);
 	if (strcmp(key, "metrics") == 0)
 		return conf_string(sc, &sc->sc_metrics, key, value, line);
+	if (strcmp(key, "state_directory") == 0) {
+		if (value[0] != '/') {
+			log_warnx("%s:%d: state_directory must be an absolute "
+			    "path, not '%s'", sc->sc_path, line, value);
+			return -1;
+		}
+		return conf_string(sc, &sc->sc_state_dir, key, value, line);
+	}
 	if (strcmp(key, "bandwidth_limit") == 0) {
 		if (conf_parse_size(value, &sc->sc_bandwidth) == -1 ||
 		    (sc->sc_bandwidth != 0 && sc->sc_bandwidth < (64u << 10))) {
@@ -302,6 +310,9 @@ conf_finish(struct source_conf *sc)
 		sc->sc_resume_timeout = RESUME_TIMEOUT_DEFAULT;
 	if (sc->sc_encryption == 0)
 		sc->sc_encryption = ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT;
+	if (sc->sc_state_dir == NULL &&
+	    (sc->sc_state_dir = strdup(SOURCE_STATE_DIR_DEFAULT)) == NULL)
+		fatal("strdup");
 	if (sc->sc_kms_key != NULL &&
 	    conf_check_key_file(sc->sc_kms_key, err, sizeof(err)) == -1) {
 		log_warnx("%s: %s", sc->sc_path, err);
@@ -361,6 +372,7 @@ source_conf_free(struct source_conf *sc)
 	free(sc->sc_kek_name);
 	free(sc->sc_password_file);
 	free(sc->sc_metrics);
+	free(sc->sc_state_dir);
 	while ((sj = sc->sc_jobs) != NULL) {
 		sc->sc_jobs = sj->sj_next;
 		free(sj->sj_name);

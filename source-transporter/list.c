@@ -14,6 +14,7 @@ struct list {
 	const char	*ls_name;
 	int		 ls_json;
 	int		 ls_check_keys;	/* ask the KMS for each KEK */
+	int		 ls_accept;	/* --accept-rollback */
 	struct envelope	 ls_env;
 };
 
@@ -124,6 +125,21 @@ list_keys_text(struct list *ls, const PointInfo *pi)
 	}
 }
 
+/* Whether pi's predecessor is gone from lr (a deleted middle point). */
+static int
+list_previous_missing(const ListReply *lr, const PointInfo *pi)
+{
+	size_t	 i;
+
+	if (pi->previous_id[0] == '\0')
+		return 0;
+	for (i = 0; i < lr->n_points; i++)
+		if (strcmp(lr->points[i]->name, pi->name) == 0 &&
+		    strcmp(lr->points[i]->point_id, pi->previous_id) == 0)
+			return 0;
+	return 1;
+}
+
 static void
 list_print(struct list *ls, const ListReply *lr)
 {
@@ -149,6 +165,11 @@ list_print(struct list *ls, const ListReply *lr)
 			    (unsigned long long)pi->blocks,
 			    (unsigned long long)pi->zero_blocks,
 			    mode_name(pi->mode));
+			printf(",\"sequence\":%llu,\"previous_id\":",
+			    (unsigned long long)pi->sequence);
+			json_print_string(pi->previous_id);
+			printf(",\"previous_missing\":%s",
+			    list_previous_missing(lr, pi) ? "true" : "false");
 			if (pi->n_keys > 0)
 				list_keys_json(ls, pi);
 			printf("}");
@@ -168,6 +189,16 @@ list_print(struct list *ls, const ListReply *lr)
 		format_time(pi->created, when, sizeof(when));
 		format_bytes(pi->disk_size, size, sizeof(size));
 		format_bytes(pi->stored_bytes, stored, sizeof(stored));
+		if (list_previous_missing(lr, pi)) {
+			if (pi->sequence > 1)
+				printf("%-20s %-26s MISSING (#%llu), referenced "
+				    "by the next\n", pi->name,
+				    pi->previous_id,
+				    (unsigned long long)pi->sequence - 1);
+			else
+				printf("%-20s %-26s MISSING, referenced by the "
+				    "next\n", pi->name, pi->previous_id);
+		}
 		printf("%-20s %-26s %-20s %10s %10s  %s\n", pi->name,
 		    pi->point_id, when, size, stored, mode_name(pi->mode));
 		if (pi->n_keys > 0)
@@ -191,13 +222,19 @@ list_ready(struct client *cl, void *arg)
 static void
 list_frame(struct client *cl, const Frame *f, void *arg)
 {
+	struct list	*ls = arg;
+	int		 rv;
+
 	if (f->msg_case != FRAME__MSG_LIST_REPLY) {
 		client_finish(cl, EXIT_ERROR, "%s: protocol error: unexpected "
 		    "%s frame", cl->cl_addr, frame_name(f));
 		return;
 	}
-	list_print(arg, f->list_reply);
-	client_finish(cl, EXIT_OK, NULL);
+	list_print(ls, f->list_reply);
+	/* Missing middle points are warned of; a rollback is exit 9. */
+	rv = chain_check(cl->cl_conf, f->list_reply, ls->ls_name,
+	    ls->ls_accept);
+	client_finish(cl, rv == EXIT_INTEGRITY ? EXIT_OK : rv, NULL);
 }
 
 static const struct client_ops list_ops = {
@@ -212,6 +249,7 @@ cmd_list(struct source_conf *sc, int argc, char **argv)
 		{ "name",	required_argument, NULL, 'n' },
 		{ "json",	no_argument,	   NULL, 'j' },
 		{ "check-keys",	no_argument,	   NULL, 'k' },
+		{ "accept-rollback", no_argument,  NULL, 'A' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -232,13 +270,22 @@ cmd_list(struct source_conf *sc, int argc, char **argv)
 		case 'k':
 			ls.ls_check_keys = 1;
 			break;
+		case 'A':
+			ls.ls_accept = 1;
+			break;
 		case 'h':
 			printf("usage: source-transporter [-f config] list "
 			    "[--name NAME] [--check-keys] [--json]\n"
+			    "       [--accept-rollback]\n"
 			    "  --check-keys  ask the KMS (or check the password) "
 			    "whether each key\n"
 			    "                a source-side point needs is "
-			    "available\n");
+			    "available\n"
+			    "  --accept-rollback  take the target's points as "
+			    "they are when it no\n"
+			    "                longer has the newest one this source "
+			    "committed (exit 9\n"
+			    "                otherwise)\n");
 			return EXIT_OK;
 		default:
 			fprintf(stderr, "usage: source-transporter [-f config] "

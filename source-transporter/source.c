@@ -23,8 +23,9 @@ usage(FILE *fp)
 	    "commands:\n"
 	    "  backup  --disk PATH|NBD-URI --name NAME [--encryption MODE] [--full]\n"
 	    "          [--dirty-bitmap NAME] [--transport MODE] [--json]\n"
+	    "          [--accept-rollback]\n"
 	    "          back a disk up as a new restore point (see backup --help)\n"
-	    "  list    [--name NAME] [--check-keys] [--json]\n"
+	    "  list    [--name NAME] [--check-keys] [--json] [--accept-rollback]\n"
 	    "          list the restore points on the target\n"
 	    "  status  [--json]\n"
 	    "          the target's version and each backup's newest point\n"
@@ -33,9 +34,11 @@ usage(FILE *fp)
 	    "  restore --name NAME [--point ID] --output PATH [--force] [--json]\n"
 	    "          [--key-file FILE --passphrase-file FILE]\n"
 	    "          write a restore point back to a file or block device\n"
-	    "  verify  --name NAME [--point ID] [--json]\n"
-	    "          read a restore point back and check every block, writing\n"
-	    "          nothing; names each damaged block (exit 5)\n"
+	    "  verify  --name NAME [--point ID] [--json] [--accept-rollback]\n"
+	    "  verify  --all [--name NAME] [--json] [--accept-rollback]\n"
+	    "          read a restore point (--all: every point of the name, or\n"
+	    "          of every name) back and check every block and the chain\n"
+	    "          of points, writing nothing; names each damage (exit 5)\n"
 	    "  keys export --name NAME --output FILE --passphrase-file FILE\n"
 	    "          save a backup's keys under a passphrase, for disaster\n"
 	    "          recovery without the KMS\n"
@@ -53,7 +56,9 @@ usage(FILE *fp)
 	    "exit codes: 0 ok, 1 error, 2 usage or configuration, 3 connection,\n"
 	    "TLS or identity refused, 4 no such backup or restore point,\n"
 	    "5 integrity failure, 6 disk or output unreadable/unwritable,\n"
-	    "7 target storage full or failing, 8 key unavailable.\n",
+	    "7 target storage full or failing, 8 key unavailable, 9 the target\n"
+	    "went back: it lacks the newest point this source committed\n"
+	    "(rolled back; --accept-rollback goes on).\n",
 	    SOURCE_CONF_DEFAULT);
 }
 
@@ -132,7 +137,7 @@ main(int argc, char *argv[])
 	    (sc = source_conf_load(conffile)) == NULL)
 		return EXIT_USAGE;
 	if (strcmp(cmd, "backup") == 0)
-		rv = cmd_backup(sc, argc, argv);
+		rv = cmd_backup_checked(sc, argc, argv);
 	else if (strcmp(cmd, "restore") == 0)
 		rv = cmd_restore(sc, argc, argv);
 	else if (strcmp(cmd, "keys") == 0)
@@ -142,7 +147,7 @@ main(int argc, char *argv[])
 	else if (strcmp(cmd, "agent") == 0)
 		rv = cmd_agent(sc, argc, argv);
 	else if (strcmp(cmd, "verify") == 0)
-		rv = cmd_verify(sc, argc, argv);
+		rv = cmd_verify_checked(sc, argc, argv);
 	else if (strcmp(cmd, "benchmark") == 0)
 		rv = cmd_benchmark(sc, argc, argv);
 	else

@@ -19,6 +19,8 @@
 #define COMPRESSION_LEVEL_DEFAULT 1	/* docs/PERFORMANCE.md */
 #define RESUME_TIMEOUT_DEFAULT	1800	/* seconds */
 #define RECONNECT_DELAY_MAX	30	/* seconds between attempts */
+#define SOURCE_STATE_DIR_DEFAULT "/var/lib/transporter-source"
+#define STATE_FILE_MAX		(4u << 20)
 
 /* A scheduled backup the agent runs ([job NAME] in source.conf). */
 struct source_job {
@@ -72,6 +74,7 @@ struct source_conf {
 	char		*sc_kek_name;
 	char		*sc_password_file;
 	char		*sc_metrics;		/* agent: host:port of /metrics */
+	char		*sc_state_dir;		/* newest point committed, per name */
 	struct source_job *sc_jobs;
 	int		 sc_resume_set;
 };
@@ -265,6 +268,26 @@ int		 keyfile_load(struct envelope *, const char *, const char *,
 void		 progress_start(struct progress *, const char *, uint64_t, int);
 void		 progress_update(struct progress *, uint64_t, uint64_t);
 void		 progress_end(struct progress *);
+
+/* The newest restore point this source committed of a name (state.c). */
+struct state_entry {
+	char		 se_name[NAME_MAX_LEN + 1];
+	uint64_t	 se_sequence;	/* 0: a target without chains */
+	char		 se_id[64];
+};
+
+/* state.c */
+int		 state_load(struct source_conf *, struct state_entry **,
+		    size_t *);
+int		 state_set(struct source_conf *, const char *, uint64_t,
+		    const char *);
+int		 state_drop(struct source_conf *, const char *);
+
+/* chain.c */
+int		 chain_check(struct source_conf *, const ListReply *,
+		    const char *, int);
+int		 cmd_backup_checked(struct source_conf *, int, char **);
+int		 cmd_verify_checked(struct source_conf *, int, char **);
 
 /* list.c */
 int		 cmd_list(struct source_conf *, int, char **);

@@ -302,6 +302,7 @@ identity = globex-source" "$@"
 
 # source_conf FILE CERT [EXTRA...]: a source config for $TARGET_PORT with
 # client certificate $PKI/CERT.crt and key; CERT "none" leaves both out.
+# Its state (the points it committed, for rollback checks) is in $T/state.
 source_conf() {
 	local file=$1 cert=$2 certlines=
 	shift 2
@@ -312,7 +313,8 @@ key = $PKI/$cert.key"
 	conf_write "$file" "target = 127.0.0.1:$TARGET_PORT
 server_name = localhost
 $certlines
-ca = $PKI/ca.crt" "$@"
+ca = $PKI/ca.crt
+state_directory = $T/state" "$@"
 }
 
 # --- daemons -------------------------------------------------------------
