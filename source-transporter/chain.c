@@ -293,8 +293,15 @@ cmd_backup_checked(struct source_conf *sc, int argc, char **argv)
 
 	accept = argv_take(&argc, argv, "--accept-rollback");
 	name = argv_value(argc, argv, "--name");
-	if (sc == NULL || name == NULL || !name_is_valid(name) ||
-	    argv_has(argc, argv, "--help"))
+	if (argv_has(argc, argv, "--help")) {
+		rv = cmd_backup(sc, argc, argv);
+		printf("  --accept-rollback  go on when the target no longer "
+		    "has the newest\n"
+		    "                point this source committed of the name "
+		    "(exit 9 otherwise)\n");
+		return rv;
+	}
+	if (sc == NULL || name == NULL || !name_is_valid(name))
 		return cmd_backup(sc, argc, argv);	/* its usage */
 	if ((rv = chain_list(sc, name, &lr)) != EXIT_OK)
 		return rv;

@@ -250,7 +250,8 @@ uncomment "$TOP/deploy/examples/source.conf" |
     sed -e "s|^target = .*|target = 127.0.0.1:$TARGET_PORT|" \
     -e "s|^server_name = .*|server_name = localhost|" \
     -e "s|^key_provider = .*|key_provider = password|" \
-    -e "s|^kms = .*|kms = 127.0.0.1:1|" >"$T/example-source.conf"
+    -e "s|^kms = .*|kms = 127.0.0.1:1|" \
+    -e "s|^state_directory = .*|state_directory = $T/state|" >"$T/example-source.conf"
 SRC_CONF=$T/example-source.conf check \
     "deploy/examples/source.conf, every key uncommented, parses and connects" \
     src list
@@ -308,7 +309,7 @@ for cmd in backup list restore keys benchmark; do
 		    undocumented="$undocumented source-$cmd:$opt"
 	done
 done
-for code in 0 1 2 3 4 5 6 7 8; do
+for code in 0 1 2 3 4 5 6 7 8 9; do
 	grep -q "^\.It $code\$" "$TOP/docs/man/source-transporter.8" ||
 	    undocumented="$undocumented exit:$code"
 done
