@@ -385,7 +385,6 @@ verify_name_cb(void *arg, const char *name)
 	size_t		 i;
 
 	v->v_name = name;
-	v->v_names++;
 	v->v_npoints = 0;
 	if (repo_point_files(v->v_repo, v->v_tenant, name, verify_point_cb,
 	    v) == -1 && errno != ENOENT && errno != ENOTDIR) {
@@ -395,6 +394,8 @@ verify_name_cb(void *arg, const char *name)
 		return 0;
 	}
 	v->v_seen += v->v_npoints;
+	if (v->v_npoints > 0)
+		v->v_names++;
 	if (v->v_npoints > 0)
 		qsort(v->v_points, v->v_npoints, sizeof(*v->v_points),
 		    vpoint_cmp);
