@@ -1410,7 +1410,7 @@ chain_link(struct repo *r, const char *tenant, struct repo_point *p)
 	return 0;
 }
 
-static int
+static void
 point_from_job(const struct repo_job *j, struct repo_point *p)
 {
 	memset(p, 0, sizeof(*p));
@@ -1428,7 +1428,6 @@ point_from_job(const struct repo_job *j, struct repo_point *p)
 	    j->j_dirty_bitmap);
 	p->rp_keys = j->j_keys;		/* borrowed until the commit ends */
 	p->rp_keys_len = j->j_keys_len;
-	return chain_link(j->j_repo, j->j_tenant, p);
 }
 
 /* Builds the manifest file's bytes; *out is malloc'd. */
@@ -1536,10 +1535,7 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	if (job_sync(j, 1) == -1)
 		goto fail;
 
-	pthread_mutex_lock(&chain_mtx);
-	chained = 1;
-	if (point_from_job(j, &point) == -1)
-		goto fail;
+	point_from_job(j, &point);
 	if (job_count_chunks(j, &point.rp_zero_blocks, &chunks) == -1)
 		goto fail;
 
@@ -1564,6 +1560,10 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	indexed = 1;
 
 	/* The manifest, last: the commit point. */
+	pthread_mutex_lock(&chain_mtx);
+	chained = 1;
+	if (chain_link(r, j->j_tenant, &point) == -1)
+		goto fail;
 	if (manifest_encode(&point, digest, chunks, &man, &manlen) == -1)
 		goto fail;
 	iov[0].iov_base = man;
