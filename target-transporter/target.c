@@ -44,7 +44,7 @@ usage(FILE *fp)
 	    "kept for resume), SIGHUP reloads certificates, CRL and tenants.\n"
 	    "\n"
 	    "verify checks the repository offline, with no key and no network,\n"
-	    "while the daemon runs or not (see verify --help).\n"
+	    "while the daemon runs or not (see 'target-transporter verify -h').\n"
 	    "\n"
 	    "Exit codes: 0 ok, 1 error, 2 bad usage or configuration;\n"
 	    "verify: 4 nothing matched, 5 damage found.\n",

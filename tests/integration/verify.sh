@@ -105,5 +105,12 @@ expect_exit 5 "a damaged index: exit 5" src verify --name vm
 cp "$T/idx.saved" "$idx"
 man=$(ls "$REPO/points/vm/"*.manifest | tail -1)
 flip "$man" 20
-expect_exit 4 "a damaged manifest: the point is not listed (exit 4)" src verify --name vm
+# The point is not listed any more; this source committed it, so it
+# says the target went back (exit 9), pointing at the target's verify.
+expect_exit 9 "a damaged manifest: the point is gone (exit 9: not what was committed)" \
+    src verify --name vm
+expect_grep "committed vm/.* \(#1\), it has no restore point of vm .*target-transporter verify" \
+    "$LAST_ERR" "names the point and where to look"
+expect_exit 4 "with the target's state accepted: no such point (exit 4)" \
+    src verify --name vm --accept-rollback
 finish
