@@ -1782,11 +1782,13 @@ manifest_load(struct repo *r, const char *tenant, const char *name,
 
 /*
  * Reads the index of p, checking it against the manifest's values
- * and digest; fills p->rp_index.  EBADMSG if it does not verify.
+ * and digest; fills p->rp_index.  EBADMSG if it does not verify; with
+ * keep, an index whose header is sound but whose digest is not is
+ * still left in p->rp_index (verify walks it to name the block).
  */
 static int
 index_load(struct repo *r, const char *tenant, struct repo_point *p,
-    const uint8_t digest[CHUNK_ID_LEN], const char **why)
+    const uint8_t digest[CHUNK_ID_LEN], const char **why, int keep)
 {
 	struct be_obj	 o = { -1, 0 };
 	uint8_t		 hdr[INDEX_HDR_LEN], sum[CHUNK_ID_LEN];
@@ -1834,6 +1836,10 @@ index_load(struct repo *r, const char *tenant, struct repo_point *p,
 		*why = "index does not match the digest its manifest records";
 	if (memcmp(sum, digest, CHUNK_ID_LEN) != 0 ||
 	    zero != p->rp_zero_blocks) {
+		if (keep) {
+			p->rp_index = index;
+			index = NULL;
+		}
 		errno = EBADMSG;
 		goto fail;
 	}
@@ -2028,7 +2034,7 @@ repo_point_open(struct repo *r, const char *tenant, const char *name,
 	}
 	if (manifest_load(r, tenant, name, id, p, digest, NULL) == -1)
 		goto fail;
-	if (index_load(r, tenant, p, digest, NULL) == -1) {
+	if (index_load(r, tenant, p, digest, NULL, 0) == -1) {
 		if (errno == ENOENT)
 			errno = EBADMSG;	/* manifest without index */
 		goto fail;
@@ -2254,8 +2260,10 @@ repo_point_files(struct repo *r, const char *tenant, const char *name,
 /*
  * repo_point_open of one exact point for verify: on EBADMSG *why says
  * whether the manifest or the index is damaged, and how; a manifest
- * that verifies while its index does not is still filled into p
- * (rp_index NULL), so that its chain can be checked.
+ * that verifies while its index does not is still filled into p, so
+ * that its chain can be checked, with rp_index set if the index is
+ * whole but does not match its digest.  The caller clears p in every
+ * case (repo_point_clear).
  */
 int
 repo_point_inspect(struct repo *r, const char *tenant, const char *name,
@@ -2274,7 +2282,7 @@ repo_point_inspect(struct repo *r, const char *tenant, const char *name,
 		memset(p, 0, sizeof(*p));
 		return -1;
 	}
-	if (index_load(r, tenant, p, digest, why) == -1) {
+	if (index_load(r, tenant, p, digest, why, 1) == -1) {
 		if (errno == ENOENT) {
 			*why = "index missing (the manifest names it)";
 			errno = EBADMSG;

@@ -191,9 +191,13 @@ point_label(const struct verify *v, const struct repo_point *p, char *buf,
 		    p->rp_id);
 }
 
-/* Every block of p against the chunk it references. */
+/*
+ * Every block of p against the chunk it references.  index_bad: the
+ * index failed its digest, so a block whose chunk is absent points at
+ * the damaged entry (named by its bytes in the .index file).
+ */
 static void
-verify_blocks(struct verify *v, const struct repo_point *p)
+verify_blocks(struct verify *v, const struct repo_point *p, int index_bad)
 {
 	const struct vchunk	*vc;
 	KeyChain		*kc = NULL;
@@ -228,7 +232,15 @@ verify_blocks(struct verify *v, const struct repo_point *p)
 		why[0] = '\0';
 		switch (vc->vc_state) {
 		case VC_ABSENT:
-			snprintf(why, sizeof(why), "is missing");
+			if (index_bad)	/* after its 20-byte header */
+				snprintf(why, sizeof(why), "is missing: the "
+				    "index entry (bytes %llu-%llu of %s.index) "
+				    "is damaged",
+				    (unsigned long long)(20 + i * CHUNK_ID_LEN),
+				    (unsigned long long)(19 + (i + 1) *
+				    CHUNK_ID_LEN), p->rp_id);
+			else
+				snprintf(why, sizeof(why), "is missing");
 			break;
 		case VC_BAD:
 			snprintf(why, sizeof(why), "%s", vc->vc_why);
@@ -409,6 +421,11 @@ verify_name_cb(void *arg, const char *name)
 				    name, vp->vp_id, why != NULL ? why :
 				    "corrupt");
 				v->v_bad_points++;
+				/* Walk what is there to name the block. */
+				if (vp->vp_point.rp_index != NULL &&
+				    (v->v_only_point == NULL || strcmp(
+				    vp->vp_id, v->v_only_point) == 0))
+					verify_blocks(v, &vp->vp_point, 1);
 			} else if (errno != ENOENT) {
 				printf("error: %s/%s/%s: %s\n", v->v_tenant,
 				    name, vp->vp_id, strerror(errno));
@@ -424,7 +441,7 @@ verify_name_cb(void *arg, const char *name)
 		    strcmp(vp->vp_id, v->v_only_point) != 0)
 			continue;
 		v->v_found = 1;
-		verify_blocks(v, &vp->vp_point);
+		verify_blocks(v, &vp->vp_point, 0);
 		free(vp->vp_point.rp_index);	/* the chain needs the rest */
 		vp->vp_point.rp_index = NULL;
 	}

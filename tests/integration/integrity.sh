@@ -189,6 +189,8 @@ idx="$REPO/points/vm/$v3.index"
 cp "$idx" "$T/idx.saved"
 flip "$idx" 40
 damaged "a flipped index byte" "^damaged: acme/vm/$v3: index does not match the digest its manifest records$"
+expect_grep "^damaged: acme/vm/$v3 \(#3\) block 0 \(offset 0\): chunk .* is missing: the index entry \(bytes 20-51 of $v3.index\) is damaged$" \
+    "$LAST_OUT" "target verify: a flipped index byte: the block of that entry is named"
 cp "$T/idx.saved" "$idx"
 
 man="$REPO/points/vm/${ids[1]}.manifest"
