@@ -88,11 +88,13 @@ state_close(struct state *st)
 }
 
 /*
- * Opens (creating state_directory 0700 if need be), locks and reads the
- * state of this target.  0, or -1 after a one-line warning.
+ * Reads the state of this target; to update it (update set), creates
+ * state_directory 0700 if need be and locks it first.  Reading alone
+ * creates nothing and needs no lock: the file is only ever replaced
+ * whole.  0, or -1 after a one-line warning.
  */
 static int
-state_open(struct source_conf *sc, struct state *st)
+state_open(struct source_conf *sc, struct state *st, int update)
 {
 	char		 lock[PATH_MAX + 8], line[512], name[NAME_MAX_LEN + 2];
 	char		 id[64];
@@ -107,6 +109,8 @@ state_open(struct source_conf *sc, struct state *st)
 		log_warn("state_directory %s", sc->sc_state_dir);
 		return -1;
 	}
+	if (!update)
+		goto read;
 	if (mkdir(sc->sc_state_dir, 0700) == -1 && errno != EEXIST) {
 		log_warn("cannot create state_directory %s (set "
 		    "state_directory in %s)", sc->sc_state_dir, sc->sc_path);
@@ -118,6 +122,7 @@ state_open(struct source_conf *sc, struct state *st)
 		log_warn("%s", lock);
 		goto fail;
 	}
+ read:
 	if ((fp = fopen(st->st_path, "re")) == NULL) {
 		if (errno == ENOENT)
 			rv = 0;
@@ -215,7 +220,7 @@ state_load(struct source_conf *sc, struct state_entry **entries, size_t *n)
 
 	*entries = NULL;
 	*n = 0;
-	if (state_open(sc, &st) == -1)
+	if (state_open(sc, &st, 0) == -1)
 		return -1;
 	*entries = st.st_entries;
 	*n = st.st_n;
@@ -235,7 +240,7 @@ state_update(struct source_conf *sc, const char *name, uint64_t seq,
 	size_t			 i;
 	int			 rv = -1;
 
-	if (state_open(sc, &st) == -1)
+	if (state_open(sc, &st, 1) == -1)
 		return -1;
 	for (i = 0; i < st.st_n; i++)
 		if (strcmp(st.st_entries[i].se_name, name) == 0)
