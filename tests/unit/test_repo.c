@@ -845,6 +845,114 @@ test_concurrent_puts(void **state)
 	repo_point_clear(&q);
 }
 
+/*
+ * Rewrites a point's manifest as one from before chains: no sequence,
+ * no predecessor; framed and checksummed as repo.c does.
+ */
+static void
+make_legacy(const struct fixture *f, const char *name, const char *id)
+{
+	Manifest	*m;
+	uint8_t		 buf[65536], out[65536];
+	char		 path[512], *prev;
+	size_t		 n, len;
+	FILE		*fp;
+
+	point_path(f, name, id, "manifest", path, sizeof(path));
+	assert_non_null(fp = fopen(path, "r"));
+	n = fread(buf, 1, sizeof(buf), fp);
+	fclose(fp);
+	assert_true(n > 8 + CHUNK_ID_LEN);
+	len = (size_t)buf[4] << 24 | buf[5] << 16 | buf[6] << 8 | buf[7];
+	assert_non_null(m = manifest__unpack(NULL, len, buf + 8));
+	m->point->sequence = 0;
+	prev = m->point->previous_id;
+	m->point->previous_id = "";
+	m->point->previous_digest.len = 0;
+	len = manifest__get_packed_size(m);
+	assert_true(8 + len + CHUNK_ID_LEN <= sizeof(out));
+	memcpy(out, "TRMF", 4);
+	out[4] = len >> 24;
+	out[5] = len >> 16;
+	out[6] = len >> 8;
+	out[7] = len;
+	manifest__pack(m, out + 8);
+	m->point->previous_id = prev;	/* freed with m */
+	manifest__free_unpacked(m, NULL);
+	crypto_sha256(out, 8 + len, out + 8 + len);
+	assert_non_null(fp = fopen(path, "w"));
+	assert_int_equal(fwrite(out, 1, 8 + len + CHUNK_ID_LEN, fp),
+	    8 + len + CHUNK_ID_LEN);
+	assert_int_equal(fclose(fp), 0);
+}
+
+static void
+test_chain(void **state)
+{
+	struct fixture		*f = *state;
+	static const unsigned	 seeds[] = { 61, 0, 62 };
+	struct repo_point	 p1, p2, p3, d1, q, *pts;
+	struct repo		*ro;
+	char			 err[256], none[128];
+	size_t			 n;
+
+	/* 1, 2, 3 per name, each naming the one before and its digest. */
+	backup(f, "vm", seeds, 3, &p1, NULL, NULL, NULL);
+	backup(f, "vm", seeds, 3, &p2, NULL, NULL, NULL);
+	backup(f, "db", seeds, 3, &d1, NULL, NULL, NULL);
+	backup(f, "vm", seeds, 3, &p3, NULL, NULL, NULL);
+	assert_int_equal(p1.rp_sequence, 1);
+	assert_string_equal(p1.rp_previous_id, "");
+	assert_int_equal(p2.rp_sequence, 2);
+	assert_string_equal(p2.rp_previous_id, p1.rp_id);
+	assert_int_equal(p3.rp_sequence, 3);
+	assert_string_equal(p3.rp_previous_id, p2.rp_id);
+	assert_int_equal(d1.rp_sequence, 1);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", p2.rp_id,
+	    &q), 0);
+	assert_memory_equal(q.rp_digest, p3.rp_previous_digest, CHUNK_ID_LEN);
+	repo_point_clear(&q);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", p3.rp_id,
+	    &q), 0);
+	assert_int_equal(q.rp_sequence, 3);
+	assert_string_equal(q.rp_previous_id, p2.rp_id);
+	repo_point_clear(&q);
+
+	/* Manifests from before chains still load, first in the list. */
+	make_legacy(f, "db", d1.rp_id);
+	assert_int_equal(repo_list(f->f_repo, TENANT, "db", &pts, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(pts[0].rp_sequence, 0);
+	repo_points_free(pts, n);
+	backup(f, "db", seeds, 3, &q, NULL, NULL, NULL);
+	assert_int_equal(q.rp_sequence, 1);
+	assert_string_equal(q.rp_previous_id, d1.rp_id);
+	assert_int_equal(repo_list(f->f_repo, TENANT, "db", &pts, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(pts[0].rp_id, d1.rp_id);
+	assert_string_equal(pts[1].rp_id, q.rp_id);
+	repo_points_free(pts, n);
+
+	/* A read-only open works beside the daemon's lock. */
+	ro = repo_open_readonly(f->f_path, err, sizeof(err));
+	assert_non_null(ro);
+	assert_int_equal(repo_list(ro, TENANT, "vm", &pts, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(pts[2].rp_sequence, 3);
+	repo_points_free(pts, n);
+	repo_close(ro);
+	/* It creates nothing: a missing repository stays missing. */
+	snprintf(none, sizeof(none), "%s/none", f->f_dir);
+	assert_null(repo_open_readonly(none, err, sizeof(err)));
+	assert_non_null(strstr(err, "No such file"));
+	assert_int_equal(access(none, F_OK), -1);
+	/* Nor in an empty directory, which repo_open would make one. */
+	assert_int_equal(mkdir(none, 0700), 0);
+	assert_null(repo_open_readonly(none, err, sizeof(err)));
+	assert_non_null(strstr(err, "not a transporter repository"));
+	assert_int_equal(dir_entries(none), 0);
+}
+
 int
 main(void)
 {
@@ -870,6 +978,7 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invalid_args,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_puts,
 		    setup, teardown),
 	};
