@@ -953,6 +953,66 @@ test_chain(void **state)
 	assert_int_equal(dir_entries(none), 0);
 }
 
+/* Jobs of one name committed at once still take distinct numbers. */
+#define CHAIN_THREADS	4
+#define CHAIN_ROUNDS	5
+
+struct chain_commit {
+	struct repo_job		*cc_job;
+	struct repo_point	 cc_point;
+	int			 cc_rv;
+};
+
+static void *
+chain_commit_worker(void *arg)
+{
+	struct chain_commit	*cc = arg;
+
+	cc->cc_rv = repo_job_commit(cc->cc_job, &cc->cc_point);
+	return NULL;
+}
+
+static void
+test_chain_concurrent(void **state)
+{
+	struct fixture		*f = *state;
+	struct chain_commit	 cc[CHAIN_THREADS];
+	pthread_t		 t[CHAIN_THREADS];
+	struct repo_point	*pts;
+	uint8_t			 buf[1000], id[CHUNK_ID_LEN];
+	size_t			 n, i;
+	int			 r, k;
+
+	make_chunk(71, buf, sizeof(buf), id);
+	for (r = 0; r < CHAIN_ROUNDS; r++) {
+		for (k = 0; k < CHAIN_THREADS; k++) {
+			cc[k].cc_job = repo_job_begin(f->f_repo, TENANT, "vm",
+			    BS, BS, ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT);
+			assert_non_null(cc[k].cc_job);
+			assert_int_equal(repo_job_put_chunk(cc[k].cc_job, id,
+			    CHUNK_COMPRESSED, BS, buf, sizeof(buf)), 0);
+			assert_int_equal(repo_job_set_block(cc[k].cc_job, 0,
+			    id), 0);
+		}
+		for (k = 0; k < CHAIN_THREADS; k++)
+			assert_int_equal(pthread_create(&t[k], NULL,
+			    chain_commit_worker, &cc[k]), 0);
+		for (k = 0; k < CHAIN_THREADS; k++) {
+			assert_int_equal(pthread_join(t[k], NULL), 0);
+			assert_int_equal(cc[k].cc_rv, 0);
+		}
+	}
+	assert_int_equal(repo_list(f->f_repo, TENANT, "vm", &pts, &n), 0);
+	assert_int_equal(n, CHAIN_THREADS * CHAIN_ROUNDS);
+	for (i = 0; i < n; i++) {
+		assert_int_equal(pts[i].rp_sequence, i + 1);
+		if (i > 0)
+			assert_string_equal(pts[i].rp_previous_id,
+			    pts[i - 1].rp_id);
+	}
+	repo_points_free(pts, n);
+}
+
 int
 main(void)
 {
@@ -979,6 +1039,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_invalid_args,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chain_concurrent, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_puts,
 		    setup, teardown),
 	};
