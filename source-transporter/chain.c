@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "source.h"
 
@@ -207,19 +208,44 @@ static const struct client_ops chain_list_ops = {
 	.co_frame = chain_list_frame,
 };
 
-/* The target's points of name (NULL: all); EXIT_OK and *out, or why not. */
+/*
+ * The target's points of name (NULL: all); EXIT_OK and *out, or why
+ * not.  With retry, a target that is busy or drops the connection is
+ * tried again with the backup's own backoff, for resume_timeout: the
+ * check is the first step of a backup.
+ */
 static int
-chain_list(struct source_conf *sc, const char *name, ListReply **out)
+chain_list(struct source_conf *sc, const char *name, ListReply **out,
+    int retry)
 {
 	struct chain_list	 cli = { name, NULL };
 	struct client		*cl;
-	int			 rv;
+	uint64_t		 deadline = 0, delay = 1;
+	int			 rv, lost, attempt;
 
 	*out = NULL;
-	if ((cl = client_new(sc, &chain_list_ops, &cli)) == NULL)
-		return EXIT_USAGE;
-	rv = client_run(cl);
-	client_free(cl);
+	for (attempt = 1;; attempt++) {
+		if ((cl = client_new(sc, &chain_list_ops, &cli)) == NULL)
+			return EXIT_USAGE;
+		rv = client_run(cl);
+		lost = cl->cl_lost;
+		client_free(cl);
+		if (rv == EXIT_OK || !lost || !retry)
+			break;
+		if (deadline == 0)
+			deadline = now_ms() + sc->sc_resume_timeout * 1000;
+		if (now_ms() + delay * 1000 > deadline) {
+			log_warnx("backup of '%s' gave up reconnecting after "
+			    "%d attempt(s) (resume_timeout)", name, attempt);
+			break;
+		}
+		log_warnx("backup of '%s' interrupted (attempt %d); "
+		    "reconnecting in %llu s", name, attempt,
+		    (unsigned long long)delay);
+		sleep((unsigned int)delay);
+		delay = delay * 2 > RECONNECT_DELAY_MAX ? RECONNECT_DELAY_MAX :
+		    delay * 2;
+	}
 	if (rv != EXIT_OK || cli.cl_reply == NULL) {
 		if (cli.cl_reply != NULL)
 			list_reply__free_unpacked(cli.cl_reply, NULL);
@@ -303,7 +329,7 @@ cmd_backup_checked(struct source_conf *sc, int argc, char **argv)
 	}
 	if (sc == NULL || name == NULL || !name_is_valid(name))
 		return cmd_backup(sc, argc, argv);	/* its usage */
-	if ((rv = chain_list(sc, name, &lr)) != EXIT_OK)
+	if ((rv = chain_list(sc, name, &lr, 1)) != EXIT_OK)
 		return rv;
 	rv = chain_check(sc, lr, name, accept);
 	list_reply__free_unpacked(lr, NULL);
@@ -313,7 +339,7 @@ cmd_backup_checked(struct source_conf *sc, int argc, char **argv)
 		return rv;
 	if ((rv = cmd_backup(sc, argc, argv)) != EXIT_OK)
 		return rv;
-	if (chain_list(sc, name, &lr) != EXIT_OK ||
+	if (chain_list(sc, name, &lr, 1) != EXIT_OK ||
 	    (newest = chain_newest(lr, name)) == NULL ||
 	    !chain_id_ok(newest->point_id) ||
 	    state_set(sc, name, newest->sequence, newest->point_id) == -1)
@@ -365,7 +391,7 @@ cmd_verify_checked(struct source_conf *sc, int argc, char **argv)
 			    "verify --all [--name NAME] [--json]\n");
 		return all ? EXIT_USAGE : cmd_verify(sc, argc, argv);
 	}
-	if ((rv = chain_list(sc, name, &lr)) != EXIT_OK)
+	if ((rv = chain_list(sc, name, &lr, 0)) != EXIT_OK)
 		return rv;
 	chain = chain_check(sc, lr, name, accept);
 	if (chain != EXIT_OK && chain != EXIT_INTEGRITY) {
