@@ -50,10 +50,14 @@ declare -A EARLIER=([vm]=$(json_get "$T/vm1.json" point_id)
     [sec]=$(json_get "$T/sec1.json" point_id))
 target_stop
 cp -a "$REPO" "$T/pristine"
+cp -a "$T/state" "$T/pristine-state"
 
-# reset: the repository as it was after the two earlier points
+# reset: the repository as it was after the two earlier points, and the
+# source's memory of what it committed with it (else it rightly says the
+# target went back: exit 9, see integrity.sh)
 reset_repo() {
-	rm -rf "$REPO" && cp -a "$T/pristine" "$REPO"
+	rm -rf "$REPO" "$T/state" && cp -a "$T/pristine" "$REPO" &&
+	    cp -a "$T/pristine-state" "$T/state"
 }
 
 # check_after NAME STEP: the checks after a crash at STEP in a backup of
