@@ -91,6 +91,10 @@ agent_spawn(struct agent *ag, struct source_job *sj)
 		argv[argc++] = "--dirty-bitmap";
 		argv[argc++] = sj->sj_dirty_bitmap;
 	}
+	if (sj->sj_bandwidth != NULL) {
+		argv[argc++] = "--bandwidth-limit";
+		argv[argc++] = sj->sj_bandwidth;
+	}
 	argv[argc] = NULL;
 	if ((pid = fork()) == -1) {
 		log_warn("job '%s': fork", sj->sj_name);

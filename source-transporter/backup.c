@@ -850,6 +850,7 @@ backup_usage(FILE *fp)
 	    "[--allow-insecure-nbd]\n"
 	    "       [--dirty-bitmap NAME] [--nbd-ca F] [--nbd-cert F] "
 	    "[--nbd-key F] [--nbd-psk-file F]\n"
+	    "       [--bandwidth-limit RATE]\n"
 	    "  --disk PATH   raw image or block device, or an NBD export:\n"
 	    "                nbd://host[:port]/export, nbds://... (TLS),\n"
 	    "                nbd+unix:///export?socket=PATH\n"
@@ -867,6 +868,9 @@ backup_usage(FILE *fp)
 	    "                default: 'encryption' in the configuration\n"
 	    "  --full        read and send every block, even if a previous\n"
 	    "                restore point exists (default: incremental)\n"
+	    "  --bandwidth-limit RATE  at most RATE bytes per second each\n"
+	    "                way for this job (e.g. 20M; 0: none); default:\n"
+	    "                'bandwidth_limit' in the configuration\n"
 	    "  --json        print the summary as one JSON object\n");
 }
 
@@ -887,13 +891,15 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		{ "nbd-cert",	required_argument, NULL, 'C' },
 		{ "nbd-key",	required_argument, NULL, 'K' },
 		{ "nbd-psk-file", required_argument, NULL, 'P' },
+		{ "bandwidth-limit", required_argument, NULL, 'B' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct backup	 bk;
 	const char	*env;
 	char		 err[KEY_ERR_MAX];
-	int		 ch, rv = EXIT_USAGE;
+	uint64_t	 bandwidth = 0;
+	int		 ch, rv = EXIT_USAGE, bandwidth_set = 0;
 
 	memset(&bk, 0, sizeof(bk));
 
@@ -952,6 +958,16 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		case 'P':
 			bk.bk_dopts.do_tls_psk_file = optarg;
 			break;
+		case 'B':
+			/* Applied after --help, which has no sc. */
+			if (source_parse_bandwidth(optarg, &bandwidth) == -1) {
+				log_warnx("--bandwidth-limit must be 0 (none) "
+				    "or at least 64K bytes per second, not "
+				    "'%s'", optarg);
+				return EXIT_USAGE;
+			}
+			bandwidth_set = 1;
+			break;
 		case 'e':
 			if (source_parse_encryption(optarg, &bk.bk_mode) == -1) {
 				log_warnx("--encryption must be in-flight or "
@@ -971,6 +987,8 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		backup_usage(stderr);
 		return EXIT_USAGE;
 	}
+	if (bandwidth_set)
+		sc->sc_bandwidth = bandwidth;
 	if (!name_is_valid(bk.bk_name)) {
 		log_warnx("backup name '%s' is not valid: use 1-%d letters, "
 		    "digits, '.', '_' or '-', not starting with '.' or '-'",

@@ -141,8 +141,7 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 		return conf_string(sc, &sc->sc_state_dir, key, value, line);
 	}
 	if (strcmp(key, "bandwidth_limit") == 0) {
-		if (conf_parse_size(value, &sc->sc_bandwidth) == -1 ||
-		    (sc->sc_bandwidth != 0 && sc->sc_bandwidth < (64u << 10))) {
+		if (source_parse_bandwidth(value, &sc->sc_bandwidth) == -1) {
 			log_warnx("%s:%d: bandwidth_limit must be 0 (none) or at "
 			    "least 64K bytes per second, not '%s'", sc->sc_path,
 			    line, value);
@@ -191,6 +190,16 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 }
 
 /* A key of a [job NAME] section. */
+/* A bandwidth limit: 0 (none) or at least 64K bytes per second. */
+int
+source_parse_bandwidth(const char *value, uint64_t *rate)
+{
+	if (conf_parse_size(value, rate) == -1 ||
+	    (*rate != 0 && *rate < (64u << 10)))
+		return -1;
+	return 0;
+}
+
 static int
 conf_job(struct conf_state *cs, const char *name, const char *key,
     const char *value, int line)
@@ -225,6 +234,17 @@ conf_job(struct conf_state *cs, const char *name, const char *key,
 		return conf_string(sc, &sj->sj_disk, key, value, line);
 	if (strcmp(key, "dirty_bitmap") == 0)
 		return conf_string(sc, &sj->sj_dirty_bitmap, key, value, line);
+	if (strcmp(key, "bandwidth_limit") == 0) {
+		uint64_t	 rate;
+
+		if (source_parse_bandwidth(value, &rate) == -1) {
+			log_warnx("%s:%d: bandwidth_limit must be 0 (none) or "
+			    "at least 64K bytes per second, not '%s'",
+			    sc->sc_path, line, value);
+			return -1;
+		}
+		return conf_string(sc, &sj->sj_bandwidth, key, value, line);
+	}
 	if (strcmp(key, "encryption") == 0) {
 		if (source_parse_encryption(value, &mode) == -1) {
 			log_warnx("%s:%d: encryption must be in-flight or "
@@ -379,6 +399,7 @@ source_conf_free(struct source_conf *sc)
 		free(sj->sj_disk);
 		free(sj->sj_encryption);
 		free(sj->sj_dirty_bitmap);
+		free(sj->sj_bandwidth);
 		free(sj);
 	}
 	free(sc);

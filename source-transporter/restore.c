@@ -1479,7 +1479,8 @@ restore_usage(FILE *fp)
 {
 	fprintf(fp, "usage: source-transporter [-f config] restore --name NAME "
 	    "[--point ID] --output PATH [--force] [--json]\n"
-	    "       [--key-file FILE --passphrase-file FILE]\n"
+	    "       [--key-file FILE --passphrase-file FILE] "
+	    "[--bandwidth-limit RATE]\n"
 	    "  --name NAME    backup to restore\n"
 	    "  --point ID     restore point (default: the newest; see 'list')\n"
 	    "  --output PATH  file or block device to write\n"
@@ -1488,6 +1489,8 @@ restore_usage(FILE *fp)
 	    "                 same command runs again; see PATH.restore-state)\n"
 	    "  --key-file FILE --passphrase-file FILE\n"
 	    "                 keys from 'keys export' instead of the KMS\n"
+	    "  --bandwidth-limit RATE  at most RATE bytes per second each way\n"
+	    "                 (e.g. 20M; 0: none; default: the configuration's)\n"
 	    "  --json         print the summary as one JSON object\n");
 }
 
@@ -1496,7 +1499,8 @@ verify_usage(FILE *fp)
 {
 	fprintf(fp, "usage: source-transporter [-f config] verify --name NAME "
 	    "[--point ID] [--json]\n"
-	    "       [--key-file FILE --passphrase-file FILE]\n"
+	    "       [--key-file FILE --passphrase-file FILE] "
+	    "[--bandwidth-limit RATE]\n"
 	    "  reads every block of a restore point back and checks it, "
 	    "writing\n  nothing; names each damaged block (exit 5)\n");
 }
@@ -1590,6 +1594,7 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 		{ "json",	no_argument,	   NULL, 'j' },
 		{ "key-file",	required_argument, NULL, 'K' },
 		{ "passphrase-file", required_argument, NULL, 'P' },
+		{ "bandwidth-limit", required_argument, NULL, 'B' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -1597,7 +1602,8 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 			    restore_usage;
 	struct restore	 rs;
 	char		 err[KEY_ERR_MAX];
-	int		 ch, rv = EXIT_USAGE;
+	uint64_t	 bandwidth = 0;
+	int		 ch, rv = EXIT_USAGE, bandwidth_set = 0;
 
 	memset(&rs, 0, sizeof(rs));
 	rs.rs_fd = -1;
@@ -1628,6 +1634,16 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 		case 'P':
 			rs.rs_passphrase_file = optarg;
 			break;
+		case 'B':
+			/* Applied after --help, which has no sc. */
+			if (source_parse_bandwidth(optarg, &bandwidth) == -1) {
+				log_warnx("--bandwidth-limit must be 0 (none) "
+				    "or at least 64K bytes per second, not "
+				    "'%s'", optarg);
+				goto out;
+			}
+			bandwidth_set = 1;
+			break;
 		case 'h':
 			usage(stdout);
 			rv = EXIT_OK;
@@ -1644,6 +1660,8 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 		usage(stderr);
 		goto out;
 	}
+	if (bandwidth_set)
+		sc->sc_bandwidth = bandwidth;
 	if (verify)
 		rs.rs_output = "(nothing: verify)";
 	/* Keys first: a wrong passphrase fails before anything is touched. */

@@ -29,6 +29,7 @@ struct source_job {
 	uint64_t	 sj_every;	/* seconds */
 	char		*sj_encryption;	/* NULL: the configured default */
 	char		*sj_dirty_bitmap;
+	char		*sj_bandwidth;	/* NULL: the configured default */
 	struct source_job *sj_next;
 	/* agent state */
 	struct agent	*sj_agent;
@@ -185,6 +186,7 @@ struct disk;
 /* config.c */
 struct source_conf *source_conf_load(const char *);
 int		 source_parse_encryption(const char *, uint32_t *);
+int		 source_parse_bandwidth(const char *, uint64_t *);
 void		 source_conf_free(struct source_conf *);
 
 /* client.c */

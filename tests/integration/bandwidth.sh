@@ -37,4 +37,19 @@ secs "a restore from a target limited to 2 MB/s" src restore --name vm --output 
 same "byte-identical" "$T/disk.img" "$T/r2.img"
 source_conf "$T/bad.conf" acme "bandwidth_limit = 10"
 SRC_CONF=$T/bad.conf expect_exit 2 "a limit below 64K is refused" src list
+
+# --bandwidth-limit: one run's own limit over an unlimited configuration.
+target_conf "$T/target-free.conf"
+target_start "$T/target-free.conf" || bail "target did not restart"
+source_conf "$T/source.conf" acme
+secs "a backup run with --bandwidth-limit 2M" src backup --disk "$T/disk.img" \
+    --name cli --bandwidth-limit 2M
+[ "$SECS" -ge 5000 ] && ok "it took ${SECS} ms (>= 5 s for 12 MiB)" ||
+    not_ok "--bandwidth-limit holds" "took $SECS ms"
+expect_exit 2 "--bandwidth-limit below 64K is refused" \
+    src backup --disk "$T/disk.img" --name cli --bandwidth-limit 10
+expect_grep "bandwidth-limit must be 0 \\(none\\) or at least 64K" "$LAST" "and says what it takes"
+source_conf "$T/job.conf" acme "[job vm]" "disk = $T/disk.img" "every = 1h" \
+    "bandwidth_limit = 10"
+SRC_CONF=$T/job.conf expect_exit 2 "a job's bandwidth_limit below 64K is refused" src list
 finish
