@@ -317,6 +317,36 @@ ca = $PKI/ca.crt
 state_directory = $T/state" "$@"
 }
 
+# chunk_of TENANT_DIR NAME N: "block file" of the Nth non-zero block of
+# NAME's newest point in a repository's tenant directory
+chunk_of() {
+	"$PY" - "$1" "$2" "$3" <<'PYEOF'
+import glob, os, sys
+repo, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+idx = sorted(glob.glob(os.path.join(repo, "points", name, "*.index")))[-1]
+data = open(idx, "rb").read()[20:]
+ids = [data[i:i + 32] for i in range(0, len(data), 32)]
+blocks = [(i, b) for i, b in enumerate(ids) if b != bytes(32)]
+i, b = blocks[n]
+h = b.hex()
+print(i, os.path.join(repo, "chunks", h[:2], h))
+PYEOF
+}
+
+# flip FILE OFFSET [fix]: xor a byte of FILE; with fix, a chunk file's
+# header digest of its payload is rewritten so only deeper checks can tell
+flip() {
+	"$PY" - "$@" <<'PYEOF'
+import hashlib, sys
+path, off = sys.argv[1], int(sys.argv[2])
+b = bytearray(open(path, "rb").read())
+b[off] ^= 0x40
+if len(sys.argv) > 3:
+	b[16:48] = hashlib.sha256(bytes(b[48:])).digest()
+open(path, "wb").write(bytes(b))
+PYEOF
+}
+
 # --- daemons -------------------------------------------------------------
 
 # target_start CONF: start the target in the foreground mode, in the

@@ -112,30 +112,6 @@ mv "$T/saved/$g4".* "$T/repo/tenants/globex/points/vm/"
 SRC_CONF=$T/globex.conf check "back in place: list passes" src list --name vm
 
 # --- target verify: a corruption table ----------------------------------------
-# chunk_of TENANT NAME N: "block file" of the Nth non-zero block of the
-# name's newest point
-chunk_of() {
-	"$PY" - "$T/repo/tenants/$1" "$2" "$3" <<'PYEOF'
-import glob, os, sys
-repo, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-idx = sorted(glob.glob(os.path.join(repo, "points", name, "*.index")))[-1]
-data = open(idx, "rb").read()[20:]
-ids = [data[i:i + 32] for i in range(0, len(data), 32)]
-blocks = [(i, b) for i, b in enumerate(ids) if b != bytes(32)]
-i, b = blocks[n]
-h = b.hex()
-print(i, os.path.join(repo, "chunks", h[:2], h))
-PYEOF
-}
-flip() {
-	"$PY" - "$@" <<'PYEOF'
-import sys
-path, off = sys.argv[1], int(sys.argv[2])
-b = bytearray(open(path, "rb").read())
-b[off] ^= 0x40
-open(path, "wb").write(bytes(b))
-PYEOF
-}
 # damaged WHAT REGEX: target verify exits 5 and prints REGEX
 damaged() {
 	expect_exit 5 "target verify: $1: exit 5" tv --repository "$T/repo"
@@ -143,7 +119,7 @@ damaged() {
 }
 v3=${ids[2]}
 
-read -r b1 c1 <<<"$(chunk_of acme vm 1)"
+read -r b1 c1 <<<"$(chunk_of "$T/repo/tenants/acme" vm 1)"
 cp "$c1" "$T/c.saved"
 flip "$c1" 60
 damaged "a flipped payload byte" \
@@ -162,20 +138,20 @@ mv "$c1" "$T/c.saved"
 damaged "a deleted chunk" "^damaged: acme/vm/$v3 \(#3\) block $b1 \(offset $((b1 << 20))\): chunk tenants/acme/chunks/.* is missing$"
 mv "$T/c.saved" "$c1"
 
-read -r b2 c2 <<<"$(chunk_of acme vm 2)"
+read -r b2 c2 <<<"$(chunk_of "$T/repo/tenants/acme" vm 2)"
 cp "$c2" "$T/c2.saved"
 cp "$c1" "$c2"
 damaged "a valid chunk under another chunk's id" \
     "block $b2 .*does not hold the block its id names"
 cp "$T/c2.saved" "$c2"
 
-read -r _ gc <<<"$(chunk_of globex vm 1)"
+read -r _ gc <<<"$(chunk_of "$T/repo/tenants/globex" vm 1)"
 cp "$gc" "$c2"
 damaged "in flight: a valid chunk of another tenant" "block $b2 .*does not hold the block its id names"
 cp "$T/c2.saved" "$c2"
 
-read -r sb ssc <<<"$(chunk_of acme sec 1)"
-read -r _ gsc <<<"$(chunk_of globex sec 1)"
+read -r sb ssc <<<"$(chunk_of "$T/repo/tenants/acme" sec 1)"
+read -r _ gsc <<<"$(chunk_of "$T/repo/tenants/globex" sec 1)"
 cp "$ssc" "$T/s.saved"
 cp "$gsc" "$ssc"
 damaged "source-side, no key: a valid chunk of another tenant" \

@@ -25,56 +25,29 @@ check "verify an intact point" src verify --name vm
 expect_grep 'every one intact' "$LAST_OUT" "says every block is intact"
 SRC_CONF=$T/ss.conf check "verify an intact source-side point" src verify --name sec
 
-# chunk_of NAME N: the file of the Nth non-zero block of NAME's newest point
-chunk_of() {
-	"$PY" - "$REPO" "$1" "$2" <<'PYEOF'
-import glob, os, sys
-repo, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-idx = sorted(glob.glob(os.path.join(repo, "points", name, "*.index")))[-1]
-data = open(idx, "rb").read()[20:]
-ids = [data[i:i + 32] for i in range(0, len(data), 32)]
-blocks = [(i, b) for i, b in enumerate(ids) if b != bytes(32)]
-i, b = blocks[n]
-h = b.hex()
-print(i, os.path.join(repo, "chunks", h[:2], h))
-PYEOF
-}
-# flip FILE OFFSET [fix]: xor a byte; with fix, rewrite the header's
-# digest of the payload so the target's check passes
-flip() {
-	"$PY" - "$@" <<'PYEOF'
-import hashlib, sys
-path, off = sys.argv[1], int(sys.argv[2])
-b = bytearray(open(path, "rb").read())
-b[off] ^= 0x40
-if len(sys.argv) > 3:
-	b[16:48] = hashlib.sha256(bytes(b[48:])).digest()
-open(path, "wb").write(bytes(b))
-PYEOF
-}
 
-read -r b1 c1 <<<"$(chunk_of vm 1)"
+read -r b1 c1 <<<"$(chunk_of "$REPO" vm 1)"
 cp "$c1" "$T/c1.saved"
 flip "$c1" 50
 expect_exit 5 "a flipped payload byte: exit 5" src verify --name vm
 expect_grep "block $b1 \(offset $((b1 << 20))\)" "$LAST_OUT" "names the block and its offset"
 cp "$T/c1.saved" "$c1"
 
-read -r b2 c2 <<<"$(chunk_of vm 2)"
+read -r b2 c2 <<<"$(chunk_of "$REPO" vm 2)"
 cp "$c2" "$T/c2.saved"
 flip "$c2" 13
 expect_exit 5 "a damaged chunk header (length): exit 5" src verify --name vm
 expect_grep "block $b2 " "$LAST_OUT" "names that block"
 cp "$T/c2.saved" "$c2"
 
-read -r b3 c3 <<<"$(chunk_of vm 3)"
+read -r b3 c3 <<<"$(chunk_of "$REPO" vm 3)"
 mv "$c3" "$T/c3.saved"
 expect_exit 5 "a missing chunk: exit 5" src verify --name vm
 expect_grep "block $b3 .*missing" "$LAST_OUT" "says it is missing"
 mv "$T/c3.saved" "$c3"
 
 # Two damaged blocks at once: both are named, verify goes on.
-read -r b4 c4 <<<"$(chunk_of vm 4)"
+read -r b4 c4 <<<"$(chunk_of "$REPO" vm 4)"
 cp "$c1" "$T/c1.saved"; cp "$c4" "$T/c4.saved"
 # A valid chunk of another block under c4's name: only the chunk id
 # (checked by the source) can tell.
@@ -89,7 +62,7 @@ check "verify passes again once repaired" src verify --name vm
 
 # Source-side: ciphertext flipped and the digest rewritten, so only the
 # AES-GCM tag under the point's data key catches it.
-read -r s1 sc1 <<<"$(chunk_of sec 1)"
+read -r s1 sc1 <<<"$(chunk_of "$REPO" sec 1)"
 cp "$sc1" "$T/s1.saved"
 flip "$sc1" 90 fix
 SRC_CONF=$T/ss.conf expect_exit 5 "source-side: a re-digested ciphertext fails its tag" \
