@@ -158,5 +158,6 @@ void	 format_bytes(uint64_t, char *, size_t);
 long	 peak_rss_kib(void);
 void	 tune_malloc(void);
 void	 json_print_string(const char *);
+int	 buf_is_zero(const void *, size_t);
 
 #endif /* TRANSPORTER_COMMON_H */

@@ -114,3 +114,17 @@ json_print_string(const char *s)
 	}
 	putchar('"');
 }
+
+/* 1 if len bytes at buf are all zero (a block not worth storing). */
+int
+buf_is_zero(const void *buf, size_t len)
+{
+	static const uint8_t	 zero[64];
+	const uint8_t		*p = buf;
+
+	if (len <= sizeof(zero))
+		return memcmp(p, zero, len) == 0;
+	/* The first 64 bytes are zero, so compare the rest with itself. */
+	return memcmp(p, zero, sizeof(zero)) == 0 &&
+	    memcmp(p, p + sizeof(zero), len - sizeof(zero)) == 0;
+}

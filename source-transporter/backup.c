@@ -111,18 +111,6 @@ backup_flush_unchanged(struct backup *bk)
 	bk->bk_nunchanged = 0;
 }
 
-static int
-is_zero(const uint8_t *buf, size_t len)
-{
-	static const uint8_t	 zero[64];
-
-	if (len <= sizeof(zero))
-		return memcmp(buf, zero, len) == 0;
-	/* The first 64 bytes are zero, so compare the rest with itself. */
-	return memcmp(buf, zero, sizeof(zero)) == 0 &&
-	    memcmp(buf, buf + sizeof(zero), len - sizeof(zero)) == 0;
-}
-
 /*
  * The round-trip check of a block about to leave: what the target will
  * store must give back the block read.  In-flight: the zstd frame
@@ -189,7 +177,7 @@ read_work(struct pool_job *pj)
 		goto out;
 	}
 	rj->rj_read = (uint32_t)len;
-	if (is_zero(raw, len)) {
+	if (buf_is_zero(raw, len)) {
 		rj->rj_zero = 1;
 		goto out;
 	}
@@ -586,7 +574,7 @@ backup_spot_check(struct backup *bk, char *why, size_t whylen)
 			break;
 		}
 		n++;
-		if (is_zero(buf, len))
+		if (buf_is_zero(buf, len))
 			memset(id, 0, sizeof(id));
 		else if (bk->bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE)
 			(void)chunk_id_keyed(&bk->bk_env.ev_chunk_key, buf, len,

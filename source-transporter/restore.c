@@ -189,17 +189,6 @@ restore_needed(const struct restore *rs, uint64_t i)
 	    bit_isset(rs->rs_bad, i));
 }
 
-static int
-is_zero(const uint8_t *buf, size_t len)
-{
-	static const uint8_t	 zero[64];
-
-	if (len <= sizeof(zero))
-		return memcmp(buf, zero, len) == 0;
-	return memcmp(buf, zero, sizeof(zero)) == 0 &&
-	    memcmp(buf, buf + sizeof(zero), len - sizeof(zero)) == 0;
-}
-
 static uint32_t
 restore_block_len(const struct restore *rs, uint64_t index)
 {
@@ -1135,7 +1124,7 @@ check_work(struct pool_job *pj)
 			break;
 		}
 		if (restore_is_zero(rs, i)) {
-			if (is_zero(buf, len))
+			if (buf_is_zero(buf, len))
 				continue;
 			/* Put right here: zero blocks are never sent. */
 			memset(buf, 0, len);

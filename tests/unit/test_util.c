@@ -83,6 +83,30 @@ test_now_ms(void **state)
 	assert_true(b < a + 5000);
 }
 
+/* Every length and every position of a single non-zero byte. */
+static void
+test_buf_is_zero(void **state)
+{
+	static uint8_t	 buf[4096 + 1];
+	size_t		 lens[] = { 0, 1, 63, 64, 65, 128, 4096, 4097 };
+	size_t		 i, pos;
+
+	for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		assert_true(buf_is_zero(buf, lens[i]));
+		for (pos = 0; pos < lens[i]; pos++) {
+			buf[pos] = 0x01;
+			assert_false(buf_is_zero(buf, lens[i]));
+			buf[pos] = 0;
+		}
+		/* A byte just past the end does not count. */
+		if (lens[i] < sizeof(buf)) {
+			buf[lens[i]] = 0xff;
+			assert_true(buf_is_zero(buf, lens[i]));
+			buf[lens[i]] = 0;
+		}
+	}
+}
+
 static void
 test_peak_rss(void **state)
 {
@@ -101,6 +125,7 @@ main(void)
 		cmocka_unit_test(test_format_bytes),
 		cmocka_unit_test(test_now_ms),
 		cmocka_unit_test(test_peak_rss),
+		cmocka_unit_test(test_buf_is_zero),
 	};
 
 	log_init("test_util", 1, 0);
