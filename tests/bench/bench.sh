@@ -190,7 +190,8 @@ record() {
 	    "$1" "$2" "$3" "$6" "$others" >&2
 }
 
-# fresh_repo: stop the target and give it an empty repository.  The old
+# fresh_repo: stop the target and give it an empty repository (and the
+# source an empty state directory).  The old
 # one is kept until the end: deleting thousands of chunk files just before
 # a run would make ext4 without a journal (this machine's) skip over the
 # recently deleted inodes on every create of the next run.
@@ -199,6 +200,9 @@ fresh_repo() {
 	mkdir -p "$T/old"
 	[ ! -d "$T/repo" ] || mv "$T/repo" "$T/old/repo.$((++REPOS))"
 	mkdir -p "$T/repo"
+	# The source remembers what it committed (state_directory): an empty
+	# repository on purpose is not a rollback.
+	rm -rf "$T/state"
 }
 REPOS=0
 
