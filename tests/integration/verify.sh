@@ -69,6 +69,17 @@ SRC_CONF=$T/ss.conf expect_exit 5 "source-side: a re-digested ciphertext fails i
     src verify --name sec
 expect_grep "block $s1 .*authentication" "$LAST_OUT" "names the block and the tag"
 cp "$T/s1.saved" "$sc1"
+# The same for its nonce and its tag (a sealed chunk is the 48-byte
+# header, then key id (16) | nonce (12) | ciphertext | tag (16)).
+for part in "nonce 67" "tag $(($(stat -c %s "$sc1") - 1))"; do
+	set -- $part
+	flip "$sc1" "$2" fix
+	SRC_CONF=$T/ss.conf expect_exit 5 "source-side: a re-digested chunk with its $1 flipped fails" \
+	    src verify --name sec
+	expect_grep "block $s1 .*authentication" "$LAST_OUT" "names the block ($1)"
+	cp "$T/s1.saved" "$sc1"
+done
+SRC_CONF=$T/ss.conf check "source-side verify passes again once repaired" src verify --name sec
 
 # Index and manifest.
 idx=$(ls "$REPO/points/vm/"*.index | tail -1)
