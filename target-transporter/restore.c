@@ -194,11 +194,13 @@ restore_not_found(struct session *se, const RestoreRequest *rr)
 	repo_points_free(points, n);
 }
 
-/* Announces the point and starts streaming it. */
+/*
+ * Sends RestoreBegin: the point, the Block frames to follow, and for a
+ * source-side point the chain's keys (rewrapped by the newest KEK).
+ */
 static void
-restore_announce(struct session *se)
+restore_send_begin(struct session *se, struct restore *rs, uint64_t blocks)
 {
-	struct restore	*rs = se->se_restore;
 	Frame		 f = FRAME__INIT;
 	RestoreBegin	 rb = RESTORE_BEGIN__INIT;
 	PointInfo	 pi;
@@ -206,14 +208,9 @@ restore_announce(struct session *se)
 	uint8_t		*chain = NULL;
 	size_t		 chainlen = 0;
 
-	session_log(se, "restore of %s/%s started: %llu blocks with data%s",
-	    rs->rs_point.rp_name, rs->rs_point.rp_id,
-	    (unsigned long long)rs->rs_blocks, rs->rs_keys != NULL ?
-	    ", encrypted at rest" : "");
 	kc = point_info_fill(&pi, &rs->rs_point);
 	rb.point = &pi;
-	rb.blocks = rs->rs_blocks;
-	/* The chain's keys, rewrapped by the newest KEK, if it has them. */
+	rb.blocks = blocks;
 	if (rs->rs_point.rp_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
 	    repo_keychain_read(se->se_target->tg_repo, se->se_tenant->tn_name,
 	    rs->rs_point.rp_name, &chain, &chainlen) == 0) {
@@ -226,6 +223,19 @@ restore_announce(struct session *se)
 	if (kc != NULL)
 		key_chain__free_unpacked(kc, NULL);
 	free(chain);
+}
+
+/* Announces the point and starts streaming it. */
+static void
+restore_announce(struct session *se)
+{
+	struct restore	*rs = se->se_restore;
+
+	session_log(se, "restore of %s/%s started: %llu blocks with data%s",
+	    rs->rs_point.rp_name, rs->rs_point.rp_id,
+	    (unsigned long long)rs->rs_blocks, rs->rs_keys != NULL ?
+	    ", encrypted at rest" : "");
+	restore_send_begin(se, rs, rs->rs_blocks);
 	restore_pump(se);
 }
 
@@ -284,28 +294,10 @@ static void
 restore_send_index(struct session *se, struct restore *rs)
 {
 	Frame		 f = FRAME__INIT;
-	RestoreBegin	 rb = RESTORE_BEGIN__INIT;
 	BaseIndex	 bi = BASE_INDEX__INIT;
-	PointInfo	 pi;
-	KeyChain	*kc;
-	uint8_t		*chain = NULL;
-	size_t		 chainlen = 0;
 	uint64_t	 first = 0, n;
 
-	kc = point_info_fill(&pi, &rs->rs_point);
-	rb.point = &pi;
-	if (rs->rs_point.rp_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
-	    repo_keychain_read(se->se_target->tg_repo, se->se_tenant->tn_name,
-	    rs->rs_point.rp_name, &chain, &chainlen) == 0) {
-		rb.keychain.data = chain;
-		rb.keychain.len = chainlen;
-	}
-	f.msg_case = FRAME__MSG_RESTORE_BEGIN;
-	f.restore_begin = &rb;
-	session_send(se, &f);
-	if (kc != NULL)
-		key_chain__free_unpacked(kc, NULL);
-	free(chain);
+	restore_send_begin(se, rs, 0);
 	f.msg_case = FRAME__MSG_BASE_INDEX;
 	f.base_index = &bi;
 	bi.point_id = rs->rs_point.rp_id;
