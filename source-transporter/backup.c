@@ -948,12 +948,8 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 			break;
 		case 'B':
 			/* Applied after --help, which has no sc. */
-			if (source_parse_bandwidth(optarg, &bandwidth) == -1) {
-				log_warnx("--bandwidth-limit must be 0 (none) "
-				    "or at least 64K bytes per second, not "
-				    "'%s'", optarg);
+			if (source_bandwidth_option(optarg, &bandwidth) == -1)
 				return EXIT_USAGE;
-			}
 			bandwidth_set = 1;
 			break;
 		case 'e':

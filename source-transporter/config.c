@@ -200,6 +200,17 @@ source_parse_bandwidth(const char *value, uint64_t *rate)
 	return 0;
 }
 
+/* --bandwidth-limit's argument; -1 after a message. */
+int
+source_bandwidth_option(const char *arg, uint64_t *rate)
+{
+	if (source_parse_bandwidth(arg, rate) == 0)
+		return 0;
+	log_warnx("--bandwidth-limit must be 0 (none) or at least 64K bytes "
+	    "per second, not '%s'", arg);
+	return -1;
+}
+
 static int
 conf_job(struct conf_state *cs, const char *name, const char *key,
     const char *value, int line)

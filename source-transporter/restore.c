@@ -1625,12 +1625,8 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 			break;
 		case 'B':
 			/* Applied after --help, which has no sc. */
-			if (source_parse_bandwidth(optarg, &bandwidth) == -1) {
-				log_warnx("--bandwidth-limit must be 0 (none) "
-				    "or at least 64K bytes per second, not "
-				    "'%s'", optarg);
+			if (source_bandwidth_option(optarg, &bandwidth) == -1)
 				goto out;
-			}
 			bandwidth_set = 1;
 			break;
 		case 'h':
