@@ -28,18 +28,7 @@ cp "$T/vm1.img" "$T/vm2.img"
 head -c 24M /dev/urandom >>"$T/vm2.img"
 cp "$T/sec1.img" "$T/sec2.img"
 head -c 12M /dev/urandom >>"$T/sec2.img"
-echo "a password" >"$T/pw"
-target_conf "$T/target.conf"
-source_conf "$T/vm.conf" acme "resume_timeout = 0s" "window = 64M"
-source_conf "$T/sec.conf" acme "resume_timeout = 0s" \
-    "encryption = source-side" "key_provider = password" "password_file = $T/pw"
-# as NAME ARGS...: the source with NAME's configuration
-as() {
-	local name=$1
-	shift
-	SRC_CONF=$T/$name.conf src "$@"
-}
-REPO=$T/repo
+fault_confs
 
 target_start "$T/target.conf" || bail "target did not start"
 as vm backup --disk "$T/vm1.img" --name vm --json >"$T/vm1.json" ||

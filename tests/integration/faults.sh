@@ -25,17 +25,7 @@ echo "# seed $SEED (FAULTS_SEED=$SEED repeats this run)"
 # chunks published) before the commit.  sec: source-side (key file).
 make_image "$T/vm1.img" 3M+777 21
 make_image "$T/sec1.img" 2M 22
-echo "a password" >"$T/pw"
-target_conf "$T/target.conf"
-source_conf "$T/vm.conf" acme "resume_timeout = 0s" "window = 64M"
-source_conf "$T/sec.conf" acme "resume_timeout = 0s" \
-    "encryption = source-side" "key_provider = password" "password_file = $T/pw"
-as() {
-	local name=$1
-	shift
-	SRC_CONF=$T/$name.conf src "$@"
-}
-REPO=$T/repo
+fault_confs
 CASE=0
 
 target_start "$T/target.conf" || bail "target did not start"

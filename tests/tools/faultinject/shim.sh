@@ -95,3 +95,24 @@ for (cls, kind), idx in groups.items():
 		print("tear", steps[idx[0]][3], k_of(idx[0]), kind)
 EOF
 }
+
+# fault_confs: the configurations both fault scripts use: a target on
+# $T/repo (REPO), and sources vm (in flight, a 64 MiB window so that a
+# journal checkpoint publishes chunks before the commit) and sec
+# (source-side, password KEK: the commit stores the chain's key file),
+# each giving up at once rather than resuming; `as NAME ARGS...` runs the
+# source with NAME's configuration.
+fault_confs() {
+	echo "a password" >"$T/pw"
+	target_conf "$T/target.conf"
+	source_conf "$T/vm.conf" acme "resume_timeout = 0s" "window = 64M"
+	source_conf "$T/sec.conf" acme "resume_timeout = 0s" \
+	    "encryption = source-side" "key_provider = password" \
+	    "password_file = $T/pw"
+	REPO=$T/repo
+}
+as() {
+	local name=$1
+	shift
+	SRC_CONF=$T/$name.conf src "$@"
+}
