@@ -618,6 +618,35 @@ kdf_memory(uint32_t *m, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Argon2id into key, its p lanes on at most as many threads as there are
+ * cores: the lanes decide the key, the threads only the wall time (the
+ * library's argon2id_hash_raw runs one thread per lane).
+ */
+static int
+kdf_argon2id(uint32_t t, uint32_t m, uint32_t p, const char *password,
+    size_t pwlen, const uint8_t *salt, size_t saltlen, uint8_t key[KEY_LEN])
+{
+	argon2_context	 ctx;
+	long		 cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.out = key;
+	ctx.outlen = KEY_LEN;
+	ctx.pwd = (uint8_t *)(uintptr_t)password;
+	ctx.pwdlen = (uint32_t)pwlen;
+	ctx.salt = (uint8_t *)(uintptr_t)salt;
+	ctx.saltlen = (uint32_t)saltlen;
+	ctx.t_cost = t;
+	ctx.m_cost = m;
+	ctx.lanes = p;
+	ctx.threads = cores > 0 && (unsigned long)cores < p ?
+	    (uint32_t)cores : p;
+	ctx.version = ARGON2_VERSION_13;
+	ctx.flags = ARGON2_DEFAULT_FLAGS;
+	return argon2_ctx(&ctx, Argon2_id);
+}
+
 /* HMAC-SHA256 of a fixed label under the derived key. */
 static int
 kdf_verifier(const uint8_t key[KEY_LEN], uint8_t out[KEK_VERIFIER_LEN])
@@ -687,8 +716,8 @@ kek_derive(const char *password, const KekRef *existing, struct kek *kek,
 		    strerror(errno));
 		goto fail;
 	}
-	if ((rc = argon2id_hash_raw(t, m, p, password, pwlen, s, slen,
-	    kek->k_key.kb_key, KEY_LEN)) != ARGON2_OK) {
+	if ((rc = kdf_argon2id(t, m, p, password, pwlen, s, slen,
+	    kek->k_key.kb_key)) != ARGON2_OK) {
 		keys_err(err, errlen, "%s key: Argon2id (t %u, m %u KiB, p %u) "
 		    "failed: %s", word, t, m, p, argon2_error_message(rc));
 		goto fail;

@@ -51,6 +51,9 @@ for mode in $MODES; do
 		target_stop
 		[ ! -d "$REPO" ] || mv "$REPO" "$REPO.old.$mode.$k"
 		mkdir -p "$REPO"
+		# an empty repository: what the source remembers must go too
+		# (state_directory), or it refuses the "rolled back" target
+		rm -rf "$T/state"
 		target_start "$T/target.conf" || { echo "cpu: no target" >&2; exit 1; }
 		cat "$IMG" >/dev/null
 		t0=$(cpu_ticks "$TARGET_PID")

@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include <argon2.h>
+
 #include "common.h"
 #include "keys.h"
 
@@ -307,7 +309,39 @@ test_password_defaults(void **state)
 	setenv(KEK_KDF_ENV_MEMORY, TEST_MEMORY_KIB, 1);
 	assert_int_equal(a.k_ref->kdf_t_cost, 3);
 	assert_int_equal(a.k_ref->kdf_m_cost_kib, 65536);
-	assert_int_equal(a.k_ref->kdf_parallelism, 1);
+	assert_int_equal(a.k_ref->kdf_parallelism, 4);
+	kek_free(&a);
+}
+
+/*
+ * The lanes decide the key, not the threads that run them: a KEK derived
+ * on fewer threads than lanes is the one the reference function (a
+ * thread per lane) gives, and the stored parallelism is the one used.
+ */
+static void
+test_password_lanes(void **state)
+{
+	struct kek	 a, b;
+	KekRef		*other;
+	uint8_t		 ref[KEY_LEN];
+	char		 err[KEY_ERR_MAX];
+
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	assert_int_equal(kek_from_password("lanes", NULL, &a, err,
+	    sizeof(err)), 0);
+	assert_int_equal(argon2id_hash_raw(a.k_ref->kdf_t_cost,
+	    a.k_ref->kdf_m_cost_kib, a.k_ref->kdf_parallelism, "lanes", 5,
+	    a.k_ref->kdf_salt.data, a.k_ref->kdf_salt.len, ref, KEY_LEN),
+	    ARGON2_OK);
+	assert_memory_equal(a.k_key.kb_key, ref, KEY_LEN);
+	/* Another parallelism is another key: the verifier refuses it. */
+	assert_non_null(other = kek_ref_dup(a.k_ref));
+	other->kdf_parallelism = 1;
+	assert_int_equal(kek_from_password("lanes", other, &b, err,
+	    sizeof(err)), -1);
+	assert_non_null(strstr(err, "wrong password"));
+	kek_ref__free_unpacked(other, NULL);
 	kek_free(&a);
 }
 
@@ -898,6 +932,7 @@ main(void)
 		cmocka_unit_test(test_unwrap_failures),
 		cmocka_unit_test(test_password),
 		cmocka_unit_test(test_password_defaults),
+		cmocka_unit_test(test_password_lanes),
 		cmocka_unit_test(test_keychain_round_trip),
 		cmocka_unit_test(test_keychain_hostile),
 		cmocka_unit_test(test_rewrap),
