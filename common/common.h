@@ -136,7 +136,7 @@ int	 tls_peer_has_identity(SSL *, const char *);
 void	 tls_peer_describe(SSL *, char *, size_t);
 const char *tls_verify_reason(SSL *);
 void	 tls_count_sent(SSL *, uint64_t *, size_t);
-void	 tls_bev_errors(struct bufferevent *, char *, size_t);
+int	 tls_bev_errors(struct bufferevent *, char *, size_t);
 
 /* pool.c */
 struct pool;

@@ -269,16 +269,21 @@ tls_count_sent(SSL *ssl, uint64_t *since, size_t n)
 
 /*
  * The OpenSSL errors a bufferevent collected, joined with "; " into buf
- * ("" if none).
+ * ("" if none).  Returns 1 if one of them is an alert the peer sent (a
+ * TLS verdict), 0 if not (an end of the connection, or our own error).
  */
-void
+int
 tls_bev_errors(struct bufferevent *bev, char *buf, size_t len)
 {
 	unsigned long	 e;
 	size_t		 n = 0;
+	int		 alert = 0;
 
 	buf[0] = '\0';
 	while ((e = bufferevent_get_openssl_error(bev)) != 0 && n + 2 < len) {
+		if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+		    ERR_GET_REASON(e) >= SSL_AD_REASON_OFFSET)
+			alert = 1;
 		if (n > 0) {
 			buf[n++] = ';';
 			buf[n++] = ' ';
@@ -286,4 +291,5 @@ tls_bev_errors(struct bufferevent *bev, char *buf, size_t len)
 		ERR_error_string_n(e, buf + n, len - n);
 		n = strlen(buf);
 	}
+	return alert;
 }

@@ -134,12 +134,13 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 	struct client	*cl = arg;
 	const char	*reason;
 	char		 err[512];
+	int		 alert;
 
 	if (events & BEV_EVENT_CONNECTED) {
 		client_connected(cl);
 		return;
 	}
-	tls_bev_errors(bev, err, sizeof(err));
+	alert = tls_bev_errors(bev, err, sizeof(err));
 	if (events & BEV_EVENT_TIMEOUT) {
 		client_finish(cl, cl->cl_hello ? EXIT_ERROR : EXIT_CONNECT,
 		    "%s: no answer from the target for too long", cl->cl_addr);
@@ -151,6 +152,20 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 		    reason, cl->cl_conf->sc_server_name ?
 		    cl->cl_conf->sc_server_name : cl->cl_host,
 		    cl->cl_conf->sc_ca);
+		return;
+	}
+	/*
+	 * Closed before the target sent a certificate or an alert: not a
+	 * verdict on ours but a target over its connection cap (it closes
+	 * a flood at accept) or going down; worth another try, like BUSY.
+	 */
+	if (!cl->cl_hello && !alert &&
+	    SSL_get0_peer_certificate(cl->cl_ssl) == NULL) {
+		cl->cl_lost = 1;
+		client_finish(cl, EXIT_CONNECT, "%s: the target closed the "
+		    "connection before TLS began (%s): it may be over "
+		    "max_sessions or restarting", cl->cl_addr,
+		    err[0] ? err : "no reason given");
 		return;
 	}
 	if (!cl->cl_hello) {

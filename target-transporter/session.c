@@ -375,7 +375,7 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 		return;
 	}
 	if (events & BEV_EVENT_ERROR) {
-		tls_bev_errors(bev, ssl_err, sizeof(ssl_err));
+		(void)tls_bev_errors(bev, ssl_err, sizeof(ssl_err));
 
 		if (se->se_state == SESSION_HANDSHAKE) {
 			METRICS_INC(metrics.mt_errors, "tls");

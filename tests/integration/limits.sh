@@ -159,13 +159,54 @@ expect_grep "interrupted \\(attempt 1\\); reconnecting in 1 s" "$T/busy.out" \
 check "it restores" src restore --name busy --output "$T/busy.img"
 same "byte-identical" "$T/disk.img" "$T/busy.img"
 
+# A connection closed at accept, over max_sessions + 16, is no verdict on
+# the source's certificate: the backup says so and retries like BUSY.
+stop_pid "$g1"
+stop_pid "$g2"
+"$PY" - "$TARGET_PORT" "$T/unplug" >"$T/plug.out" 2>&1 <<'PYEOF' &
+import os, socket, sys, time
+socks = [socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    for _ in range(20)]
+print("plugged", flush=True)
+while not os.path.exists(sys.argv[2]):
+	time.sleep(0.1)
+PYEOF
+PLUG=$!
+track $PLUG
+for _ in $(seq 100); do
+	grep -q plugged "$T/plug.out" && break
+	sleep 0.1
+done
+src backup --disk "$T/disk.img" --name plugged >"$T/plugged.out" 2>&1 &
+BK=$!
+track $BK
+for _ in $(seq 100); do
+	grep -q 'reconnecting' "$T/plugged.out" && break
+	sleep 0.1
+done
+touch "$T/unplug"
+wait $PLUG
+if wait $BK; then
+	ok "a backup closed at accept completes once the flood is gone"
+else
+	not_ok "a backup closed at accept completes once the flood is gone"
+	diag "$T/plugged.out"
+fi
+expect_grep "the target closed the connection before TLS began .*: it may be over max_sessions or restarting" \
+    "$T/plugged.out" "it says the target may be over max_sessions"
+if grep -q "certificate" "$T/plugged.out"; then
+	not_ok "and does not blame its certificate" "$(cat "$T/plugged.out")"
+else
+	ok "and does not blame its certificate"
+fi
+expect_grep "interrupted \\(attempt 1\\); reconnecting in 1 s" "$T/plugged.out" \
+    "and that it retries"
+
 # --- descriptors run out ----------------------------------------------------
 
 # With its descriptor limit at 24, 40 connections exhaust it: the target
 # pauses accepting rather than spin on EMFILE (a spinning loop would
 # burn the whole 2 s of CPU), and serves again once they are gone.
-stop_pid "$g1"
-stop_pid "$g2"
 prlimit --pid "$TARGET_PID" --nofile=24:24 || bail "prlimit failed"
 log_mark
 "$PY" - "$TARGET_PORT" "$TARGET_PID" >"$T/emfile.out" 2>&1 <<'PYEOF'
