@@ -66,6 +66,7 @@ UNIT_BINS	:= $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 TOOL_BINS	:= $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRCS))
 # A test-only LD_PRELOAD shim (tests/tools/faultinject/), never in a daemon.
 SHIM		:= $(BUILD)/tests/tools/faultinject.so
+BADZSTD		:= $(BUILD)/tests/tools/badzstd.so
 
 # Keep objects of pattern-built programs for the dependency files.
 .SECONDARY:
@@ -120,6 +121,10 @@ $(SHIM): tests/tools/faultinject/faultinject.c
 	@mkdir -p $(dir $@)
 	@echo "  SHLIB   $@"
 	$(Q)$(CC) -D_GNU_SOURCE $(WARNFLAGS) -O2 -g -fPIC -shared -o $@ $< -ldl
+$(BADZSTD): tests/tools/faultinject/badzstd.c
+	@mkdir -p $(dir $@)
+	@echo "  SHLIB   $@"
+	$(Q)$(CC) -D_GNU_SOURCE $(WARNFLAGS) -O2 -g -fPIC -shared -o $@ $< -ldl
 
 # Installs missing Debian packages when run as root (CI, demo).
 deps:
@@ -131,7 +136,7 @@ unit: $(UNIT_BINS)
 # make, so pkg-config runs after the -dev packages are there.
 check: deps
 	$(Q)$(MAKE) --no-print-directory run-tests
-run-tests: all $(UNIT_BINS) $(TOOL_BINS) $(SHIM)
+run-tests: all $(UNIT_BINS) $(TOOL_BINS) $(SHIM) $(BADZSTD)
 	$(Q)BUILD=$(abspath $(BUILD)) sh tests/run.sh $(TESTS)
 
 # Heavier variants of the load tests, too long for make check.

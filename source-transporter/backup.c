@@ -62,7 +62,6 @@ struct backup {
 	uint64_t	 bk_start_ms;
 	int		 bk_json;
 	int		 bk_check;	/* roundtrip_check */
-	uint64_t	 bk_test_corrupt;	/* test hook: block to spoil */
 	uint32_t	 bk_mode;	/* EncryptionMode */
 	struct progress	 bk_progress;
 	struct envelope	 bk_env;	/* source-side keys */
@@ -197,9 +196,6 @@ read_work(struct pool_job *pj)
 		rj->rj_errno = EIO;
 		goto out;
 	}
-	/* Test hook: a compressor that got one block wrong. */
-	if (clen > 0 && rj->rj_index == bk->bk_test_corrupt)
-		comp[clen / 2] ^= 0x01;
 	plain = clen > 0 ? comp : raw;
 	plen = clen > 0 ? (size_t)clen : len;
 	slen = plen + (source_side ? SEALED_OVERHEAD : 0);
@@ -884,7 +880,6 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 	struct backup	 bk;
-	const char	*env;
 	char		 err[KEY_ERR_MAX];
 	uint64_t	 bandwidth = 0;
 	int		 ch, rv = EXIT_USAGE, bandwidth_set = 0;
@@ -984,12 +979,7 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 	bk.bk_check = sc->sc_roundtrip_check == ROUNDTRIP_YES ||
 	    (sc->sc_roundtrip_check == ROUNDTRIP_AUTO &&
 	    bk.bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE);
-	bk.bk_test_corrupt = UINT64_MAX;
 	bk.bk_dopts.do_direct_io = sc->sc_direct_io;
-	if ((env = getenv("TRANSPORTER_TEST_CORRUPT_BLOCK")) != NULL &&
-	    conf_parse_uint(env, 0, UINT64_MAX - 1, &bk.bk_test_corrupt) == -1)
-		bk.bk_test_corrupt = UINT64_MAX;
-	envelope_init(&bk.bk_env, sc);
 	/* Fail closed: no key, no data read. */
 	if (bk.bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
 	    envelope_prepare(&bk.bk_env, sc, err, sizeof(err)) == -1) {

@@ -1,8 +1,9 @@
 #!/bin/bash
 # The round-trip check before a block leaves the source (roundtrip_check):
 # with it, full backups restore byte-identical in both encryption modes; a
-# block whose compressed form is spoiled (test hook
-# TRANSPORTER_TEST_CORRUPT_BLOCK) is not sent, the backup fails with exit 5
+# block whose compressed form is spoiled (badzstd.so preloaded into the
+# source: a compressor that gets one block wrong) is not sent, the backup
+# fails with exit 5
 # naming the block and nothing is committed.  Without the check the same
 # fault commits a source-side point that cannot be restored: the check is
 # what keeps it out.
@@ -30,6 +31,19 @@ source_conf "$T/source-no.conf" acme "roundtrip_check = no" \
 source_conf "$T/source-bad.conf" acme "roundtrip_check = sometimes"
 points() { [ -d "$T/repo/tenants/acme/points/$1" ] && ls "$T/repo/tenants/acme/points/$1"; }
 
+BADZSTD=$BUILD/tests/tools/badzstd.so
+[ -f "$BADZSTD" ] || bail "$BADZSTD not built (make run-tests builds it)"
+# spoiled N CMD...: CMD with a compressor that spoils block N of $IMG
+# (badzstd.so knows it by its first 32 bytes, a line of seq's output)
+spoiled() {
+	local n=$1 asan=${ASAN_OPTIONS:-}
+	shift
+	[ "${TRANSPORTER_ASAN:-0}" = 1 ] &&
+	    asan=${asan:+$asan:}verify_asan_link_order=0
+	BADZSTD_PREFIX=$(dd if="$IMG" bs=1 skip=$((n << 20)) count=32 \
+	    status=none) LD_PRELOAD=$BADZSTD ASAN_OPTIONS=$asan "$@"
+}
+
 # --- the normal path: checked, sent, restored identical -------------------
 check "source-side full backup with the check (auto)" \
     src backup --disk "$IMG" --name ss --full --encryption source-side --json
@@ -45,34 +59,34 @@ SRC_CONF=$T/source-yes.conf check "restore it" \
 same "restored byte-identical" "$IMG" "$T/inf.img"
 
 # --- a spoiled block is not sent ------------------------------------------
-TRANSPORTER_TEST_CORRUPT_BLOCK=2 expect_exit 5 \
+expect_exit 5 \
     "source-side: a block failing its check stops the backup (exit 5)" \
-    src backup --disk "$IMG" --name bad --full --encryption source-side
+    spoiled 2 src backup --disk "$IMG" --name bad --full --encryption source-side
 expect_grep "block 2 \(offset 2097152\) of .*failed its round-trip check" \
     "$LAST_ERR" "the message names the block and its offset"
 expect_grep "not sent and nothing was committed" "$LAST_ERR" \
     "and says it was not sent"
 [ -z "$(points bad)" ] && ok "no restore point was committed" ||
     not_ok "no restore point was committed" "$(points bad)"
-SRC_CONF=$T/source-yes.conf TRANSPORTER_TEST_CORRUPT_BLOCK=1 expect_exit 5 \
+SRC_CONF=$T/source-yes.conf expect_exit 5 \
     "in-flight with roundtrip_check = yes: the same (exit 5)" \
-    src backup --disk "$IMG" --name bad2 --full
+    spoiled 1 src backup --disk "$IMG" --name bad2 --full
 expect_grep "block 1 \(offset 1048576\).*round-trip check" "$LAST_ERR" \
     "the message names the block"
 [ -z "$(points bad2)" ] && ok "no restore point was committed" ||
     not_ok "no restore point was committed" "$(points bad2)"
 # auto leaves in-flight blocks to the target, which checks their ids.
 SRC_CONF=$T/source-yes.conf check "target still up" src list --json
-TRANSPORTER_TEST_CORRUPT_BLOCK=1 expect_exit 5 \
+expect_exit 5 \
     "in-flight, auto: the target refuses the block on receipt (exit 5)" \
-    src backup --disk "$IMG" --name bad3 --full --encryption in-flight
+    spoiled 1 src backup --disk "$IMG" --name bad3 --full --encryption in-flight
 [ -z "$(points bad3)" ] && ok "no restore point was committed" ||
     not_ok "no restore point was committed" "$(points bad3)"
 
 # --- without the check the fault gets through ------------------------------
-SRC_CONF=$T/source-no.conf TRANSPORTER_TEST_CORRUPT_BLOCK=2 check \
+SRC_CONF=$T/source-no.conf check \
     "roundtrip_check = no: the spoiled source-side block is committed" \
-    src backup --disk "$IMG" --name nocheck --full --encryption source-side
+    spoiled 2 src backup --disk "$IMG" --name nocheck --full --encryption source-side
 SRC_CONF=$T/source-no.conf expect_exit 5 "and that point cannot be restored" \
     src restore --name nocheck --output "$T/nocheck.img"
 expect_grep "block 2" "$LAST_ERR" "the restore names the bad block"
