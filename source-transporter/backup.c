@@ -62,6 +62,9 @@ struct backup {
 	uint64_t	 bk_start_ms;
 	int		 bk_json;
 	int		 bk_check;	/* roundtrip_check */
+	int		 bk_accept_rollback;
+	struct state_entry bk_known;	/* the newest point we committed */
+	int		 bk_has_known;
 	uint32_t	 bk_mode;	/* EncryptionMode */
 	struct progress	 bk_progress;
 	struct envelope	 bk_env;	/* source-side keys */
@@ -463,6 +466,11 @@ backup_ready(struct client *cl, void *arg)
 	/* From this point on the bitmap tracks changes for the next one. */
 	bb.dirty_bitmap = (char *)(bk->bk_dopts.do_dirty_bitmap ?
 	    bk->bk_dopts.do_dirty_bitmap : "");
+	/* For the rollback check; read again on each attempt. */
+	bk->bk_has_known = chain_known(bk->bk_conf, bk->bk_name,
+	    &bk->bk_known);
+	bb.known_point_id = bk->bk_has_known ? bk->bk_known.se_id : "";
+	bb.known_sequence = bk->bk_has_known ? bk->bk_known.se_sequence : 0;
 	f.msg_case = FRAME__MSG_BACKUP_BEGIN;
 	f.backup_begin = &bb;
 	client_send(cl, &f);
@@ -647,9 +655,20 @@ backup_base(struct backup *bk, const BaseIndex *bi)
 	size_t	 n = bi->ids.len / CHUNK_ID_LEN;
 
 	char	 err[KEY_ERR_MAX];
+	int	 rv;
 
 	if (!bk->bk_base_wait || bi->ids.len % CHUNK_ID_LEN != 0)
 		return -1;
+	/* The last piece: has the target gone back?  Before any data. */
+	if (bi->last && (rv = chain_check_base(bk->bk_conf, bk->bk_name,
+	    bk->bk_has_known ? &bk->bk_known : NULL, bi,
+	    bk->bk_accept_rollback)) != EXIT_OK) {
+		(void)frame_send_error(bk->bk_client->cl_bev,
+		    ERROR__CODE__UNKNOWN, "source aborted the backup: the "
+		    "target does not have the newest point it committed");
+		client_finish(bk->bk_client, rv, NULL);
+		return 0;
+	}
 	/* The first piece: the chain's keys, before any data is read. */
 	if (bk->bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
 	    bk->bk_env.ev_chain == NULL && envelope_begin(&bk->bk_env,
@@ -724,6 +743,7 @@ backup_frame(struct client *cl, const Frame *f, void *arg)
 			break;
 		bk->bk_bytes_acked = bk->bk_bytes_sent;
 		progress_end(&bk->bk_progress);
+		chain_remember(bk->bk_conf, bk->bk_name, f->committed);
 		backup_summary(bk, f->committed);
 		client_finish(cl, EXIT_OK, NULL);
 		return;
@@ -834,7 +854,7 @@ backup_usage(FILE *fp)
 	    "[--allow-insecure-nbd]\n"
 	    "       [--dirty-bitmap NAME] [--nbd-ca F] [--nbd-cert F] "
 	    "[--nbd-key F] [--nbd-psk-file F]\n"
-	    "       [--bandwidth-limit RATE]\n"
+	    "       [--bandwidth-limit RATE] [--accept-rollback]\n"
 	    "  --disk PATH   raw image or block device, or an NBD export:\n"
 	    "                nbd://host[:port]/export, nbds://... (TLS),\n"
 	    "                nbd+unix:///export?socket=PATH\n"
@@ -855,6 +875,10 @@ backup_usage(FILE *fp)
 	    "  --bandwidth-limit RATE  at most RATE bytes per second each\n"
 	    "                way for this job (e.g. 20M; 0: none); default:\n"
 	    "                'bandwidth_limit' in the configuration\n"
+	    "  --accept-rollback  go on when the target no longer has the "
+	    "newest\n"
+	    "                point this source committed of the name (exit 9 "
+	    "otherwise)\n"
 	    "  --json        print the summary as one JSON object\n");
 }
 
@@ -876,6 +900,7 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		{ "nbd-key",	required_argument, NULL, 'K' },
 		{ "nbd-psk-file", required_argument, NULL, 'P' },
 		{ "bandwidth-limit", required_argument, NULL, 'B' },
+		{ "accept-rollback", no_argument,  NULL, 'R' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -917,6 +942,9 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 			break;
 		case 'N':
 			bk.bk_dopts.do_no_fallback = 1;
+			break;
+		case 'R':
+			bk.bk_accept_rollback = 1;
 			break;
 		case 'I':
 			bk.bk_dopts.do_allow_insecure_nbd = 1;
@@ -980,6 +1008,7 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 	    (sc->sc_roundtrip_check == ROUNDTRIP_AUTO &&
 	    bk.bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE);
 	bk.bk_dopts.do_direct_io = sc->sc_direct_io;
+	envelope_init(&bk.bk_env, sc);
 	/* Fail closed: no key, no data read. */
 	if (bk.bk_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
 	    envelope_prepare(&bk.bk_env, sc, err, sizeof(err)) == -1) {

@@ -6,10 +6,11 @@
  * older copy, the source can: it remembers the newest point it
  * committed of each name (state.c) and refuses to go on (exit 9,
  * EXIT_ROLLBACK) when the target no longer has it, unless told
- * --accept-rollback.  backup, list and verify all check; verify --all
- * reads every point of a name, or of every name.
+ * --accept-rollback.  backup, list and verify all check: a backup on
+ * the chain the target sends with its base index (one connection, and
+ * the new point remembered from Committed), list and verify on the
+ * ListReply; verify --all reads every point of a name, or of every name.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +91,42 @@ chain_gaps(const ListReply *lr, const char *name)
 }
 
 /*
+ * What this source committed of a name (e) is gone from the target,
+ * whose newest point of it is newest_id (#newest_seq; NULL: none).  One
+ * line and EXIT_ROLLBACK, or with accept the target's state becomes the
+ * remembered one: EXIT_OK, or EXIT_ERROR if it cannot be written.
+ */
+static int
+chain_went_back(struct source_conf *sc, const struct state_entry *e,
+    const char *newest_id, uint64_t newest_seq, int accept)
+{
+	char	 now[256];
+
+	if (newest_id == NULL)
+		snprintf(now, sizeof(now), "it has no restore point of %s",
+		    e->se_name);
+	else
+		snprintf(now, sizeof(now), "its newest is %s (#%llu)",
+		    newest_id, (unsigned long long)newest_seq);
+	if (accept) {
+		log_warnx("accepted: %s/%s (#%llu) is gone from the target, %s",
+		    e->se_name, e->se_id, (unsigned long long)e->se_sequence,
+		    now);
+		if ((newest_id == NULL ? state_drop(sc, e->se_name) :
+		    state_set(sc, e->se_name, newest_seq, newest_id)) == -1)
+			return EXIT_ERROR;
+		return EXIT_OK;
+	}
+	log_warnx("the target went back: this source committed %s/%s "
+	    "(#%llu), %s (the repository was restored from an older copy, or "
+	    "that point deleted or damaged: 'target-transporter verify' tells "
+	    "which); rerun with --accept-rollback to go on from the target's "
+	    "state", e->se_name, e->se_id, (unsigned long long)e->se_sequence,
+	    now);
+	return EXIT_ROLLBACK;
+}
+
+/*
  * Checks lr (the target's points, of name or of every name) against
  * what this source committed.  A name whose committed point is gone,
  * with no newer point in its place, went back: exit 9 after a one-line
@@ -105,8 +142,7 @@ chain_check(struct source_conf *sc, const ListReply *lr, const char *name,
 	struct state_entry	*st = NULL, *e;
 	const PointInfo		*pi, *newest;
 	size_t			 n = 0, i, gaps;
-	int			 rv = EXIT_OK;
-	char			 now[256];
+	int			 rv = EXIT_OK, one;
 
 	gaps = chain_gaps(lr, name);
 	if (state_load(sc, &st, &n) == -1)
@@ -125,31 +161,10 @@ chain_check(struct source_conf *sc, const ListReply *lr, const char *name,
 		if (pi == NULL && newest != NULL && e->se_sequence > 0 &&
 		    newest->sequence > e->se_sequence)
 			continue;
-		if (newest == NULL)
-			snprintf(now, sizeof(now), "it has no restore point "
-			    "of %s", e->se_name);
-		else
-			snprintf(now, sizeof(now), "its newest is %s (#%llu)",
-			    newest->point_id,
-			    (unsigned long long)newest->sequence);
-		if (accept) {
-			log_warnx("accepted: %s/%s (#%llu) is gone from the "
-			    "target, %s", e->se_name, e->se_id,
-			    (unsigned long long)e->se_sequence, now);
-			if ((newest == NULL ? state_drop(sc, e->se_name) :
-			    state_set(sc, e->se_name, newest->sequence,
-			    newest->point_id)) == -1)
-				rv = EXIT_ERROR;
-			continue;
-		}
-		log_warnx("the target went back: this source committed "
-		    "%s/%s (#%llu), %s (the repository was restored from an "
-		    "older copy, or that point deleted or damaged: "
-		    "'target-transporter verify' tells which); rerun with "
-		    "--accept-rollback to go on from the target's state",
-		    e->se_name, e->se_id, (unsigned long long)e->se_sequence,
-		    now);
-		rv = EXIT_ROLLBACK;
+		one = chain_went_back(sc, e, newest ? newest->point_id : NULL,
+		    newest ? newest->sequence : 0, accept);
+		if (one != EXIT_OK && rv != EXIT_ROLLBACK)
+			rv = one;
 	}
 	free(st);
 	if (rv == EXIT_OK && gaps > 0)
@@ -157,9 +172,67 @@ chain_check(struct source_conf *sc, const ListReply *lr, const char *name,
 	return rv;
 }
 
+/* The newest point of name this source committed: 1 and *e, or 0. */
+int
+chain_known(struct source_conf *sc, const char *name, struct state_entry *e)
+{
+	struct state_entry	*st = NULL;
+	size_t			 n = 0, i;
+	int			 found = 0;
+
+	if (state_load(sc, &st, &n) == -1)
+		log_warnx("cannot check the target against the points this "
+		    "source committed; going on without");
+	for (i = 0; i < n && !found; i++)
+		if (strcmp(st[i].se_name, name) == 0) {
+			*e = st[i];
+			found = 1;
+		}
+	free(st);
+	return found;
+}
+
 /*
- * A ListRequest on a connection of its own, for the checks around a
- * backup or a verify.
+ * The backup's rollback check, on the chain the target sent with the
+ * base index (known: the point this source remembers, if any).
+ * EXIT_OK, EXIT_ROLLBACK or EXIT_ERROR, each said in one line.
+ */
+int
+chain_check_base(struct source_conf *sc, const char *name,
+    const struct state_entry *known, const BaseIndex *bi, int accept)
+{
+	if (!bi->chain) {
+		log_warnx("the target does not report its restore points of %s "
+		    "(an older target-transporter): no rollback check for "
+		    "this backup", name);
+		return EXIT_OK;
+	}
+	if (bi->missing > 0)
+		log_warnx("%llu restore point(s) of %s miss the point before "
+		    "them on the target; 'source-transporter list --name %s' "
+		    "names it", (unsigned long long)bi->missing, name, name);
+	if (known == NULL || bi->known ||
+	    (known->se_sequence > 0 && bi->newest_id[0] != '\0' &&
+	    bi->newest_sequence > known->se_sequence))
+		return EXIT_OK;
+	return chain_went_back(sc, known, bi->newest_id[0] != '\0' ?
+	    bi->newest_id : NULL, bi->newest_sequence, accept);
+}
+
+/* After a commit: remember the new point as the newest of name. */
+void
+chain_remember(struct source_conf *sc, const char *name, const Committed *c)
+{
+	if (!chain_id_ok(c->point_id) ||
+	    state_set(sc, name, c->sequence, c->point_id) == -1)
+		log_warnx("backup %s committed, but its restore point could "
+		    "not be remembered in %s: a later rollback of the target "
+		    "may go unnoticed", name, sc->sc_state_dir);
+}
+
+/*
+ * A ListRequest on a connection of its own, for the check before a
+ * verify.
  */
 struct chain_list {
 	const char	*cl_name;
@@ -208,44 +281,19 @@ static const struct client_ops chain_list_ops = {
 	.co_frame = chain_list_frame,
 };
 
-/*
- * The target's points of name (NULL: all); EXIT_OK and *out, or why
- * not.  With retry, a target that is busy or drops the connection is
- * tried again with the backup's own backoff, for resume_timeout: the
- * check is the first step of a backup.
- */
+/* The target's points of name (NULL: all): EXIT_OK and *out, or why not. */
 static int
-chain_list(struct source_conf *sc, const char *name, ListReply **out,
-    int retry)
+chain_list(struct source_conf *sc, const char *name, ListReply **out)
 {
 	struct chain_list	 cli = { name, NULL };
 	struct client		*cl;
-	uint64_t		 deadline = 0, delay = 1;
-	int			 rv, lost, attempt;
+	int			 rv;
 
 	*out = NULL;
-	for (attempt = 1;; attempt++) {
-		if ((cl = client_new(sc, &chain_list_ops, &cli)) == NULL)
-			return EXIT_USAGE;
-		rv = client_run(cl);
-		lost = cl->cl_lost;
-		client_free(cl);
-		if (rv == EXIT_OK || !lost || !retry)
-			break;
-		if (deadline == 0)
-			deadline = now_ms() + sc->sc_resume_timeout * 1000;
-		if (now_ms() + delay * 1000 > deadline) {
-			log_warnx("backup of '%s' gave up reconnecting after "
-			    "%d attempt(s) (resume_timeout)", name, attempt);
-			break;
-		}
-		log_warnx("backup of '%s' interrupted (attempt %d); "
-		    "reconnecting in %llu s", name, attempt,
-		    (unsigned long long)delay);
-		sleep((unsigned int)delay);
-		delay = delay * 2 > RECONNECT_DELAY_MAX ? RECONNECT_DELAY_MAX :
-		    delay * 2;
-	}
+	if ((cl = client_new(sc, &chain_list_ops, &cli)) == NULL)
+		return EXIT_USAGE;
+	rv = client_run(cl);
+	client_free(cl);
 	if (rv != EXIT_OK || cli.cl_reply == NULL) {
 		if (cli.cl_reply != NULL)
 			list_reply__free_unpacked(cli.cl_reply, NULL);
@@ -255,191 +303,52 @@ chain_list(struct source_conf *sc, const char *name, ListReply **out,
 	return EXIT_OK;
 }
 
-/* Removes a flag without argument from argv; 1 if it was there. */
-static int
-argv_take(int *argc, char **argv, const char *flag)
-{
-	int	 i, j, found = 0;
-
-	for (i = 1; i < *argc; i++) {
-		if (strcmp(argv[i], "--") == 0)
-			break;
-		if (strcmp(argv[i], flag) != 0)
-			continue;
-		for (j = i; j < *argc - 1; j++)
-			argv[j] = argv[j + 1];
-		(*argc)--;
-		argv[*argc] = NULL;
-		found = 1;
-		i--;
-	}
-	return found;
-}
-
-/* The value of --opt VALUE or --opt=VALUE in argv, or NULL. */
-static const char *
-argv_value(int argc, char **argv, const char *opt)
-{
-	size_t	 len = strlen(opt);
-	int	 i;
-
-	for (i = 1; i < argc; i++) {
-		if (strcmp(argv[i], opt) == 0 && i + 1 < argc)
-			return argv[i + 1];
-		if (strncmp(argv[i], opt, len) == 0 && argv[i][len] == '=')
-			return argv[i] + len + 1;
-	}
-	return NULL;
-}
-
-static int
-argv_has(int argc, char **argv, const char *flag)
-{
-	int	 i;
-
-	for (i = 1; i < argc; i++)
-		if (strcmp(argv[i], flag) == 0)
-			return 1;
-	return 0;
-}
-
-/*
- * backup, checked: before it, the target must still have the newest
- * point this source committed of the name (else exit 9, or with
- * --accept-rollback go on from what the target has); after it, the new
- * point is remembered.  The agent's backups run through here too.
- */
-int
-cmd_backup_checked(struct source_conf *sc, int argc, char **argv)
-{
-	ListReply	*lr = NULL;
-	const PointInfo	*newest;
-	const char	*name;
-	int		 accept, rv;
-
-	accept = argv_take(&argc, argv, "--accept-rollback");
-	name = argv_value(argc, argv, "--name");
-	if (argv_has(argc, argv, "--help")) {
-		rv = cmd_backup(sc, argc, argv);
-		printf("  --accept-rollback  go on when the target no longer "
-		    "has the newest\n"
-		    "                point this source committed of the name "
-		    "(exit 9 otherwise)\n");
-		return rv;
-	}
-	if (sc == NULL || name == NULL || !name_is_valid(name))
-		return cmd_backup(sc, argc, argv);	/* its usage */
-	if ((rv = chain_list(sc, name, &lr, 1)) != EXIT_OK)
-		return rv;
-	rv = chain_check(sc, lr, name, accept);
-	list_reply__free_unpacked(lr, NULL);
-	lr = NULL;
-	/* A missing middle point was warned of; it does not stop a backup. */
-	if (rv != EXIT_OK && rv != EXIT_INTEGRITY)
-		return rv;
-	if ((rv = cmd_backup(sc, argc, argv)) != EXIT_OK)
-		return rv;
-	if (chain_list(sc, name, &lr, 1) != EXIT_OK ||
-	    (newest = chain_newest(lr, name)) == NULL ||
-	    !chain_id_ok(newest->point_id) ||
-	    state_set(sc, name, newest->sequence, newest->point_id) == -1)
-		log_warnx("backup %s committed, but its restore point could "
-		    "not be remembered in %s: a later rollback of the target "
-		    "may go unnoticed", name, sc->sc_state_dir);
-	if (lr != NULL)
-		list_reply__free_unpacked(lr, NULL);
-	return EXIT_OK;
-}
-
 /*
  * verify, checked: the chain of the name (or of every name with --all
- * and no --name) first, then one point as before, or with --all every
- * point, each on its own connection through cmd_verify.  Exit 9 if the
- * target went back, 5 if a point is damaged or missing.
+ * and no --name) first, then one point, or with --all every point, each
+ * on its own connection.  Exit 9 if the target went back, 5 if a point
+ * is damaged or missing.
  */
 int
-cmd_verify_checked(struct source_conf *sc, int argc, char **argv)
+verify_chain(struct source_conf *sc, const struct verify_opts *vo)
 {
 	ListReply	*lr = NULL;
 	const PointInfo	*pi;
-	const char	*name, *keyfile, *passfile;
-	char		*sub[12];
 	uint64_t	 damaged = 0, failed = 0, names = 0;
 	size_t		 i;
-	int		 all, accept, json, rv, chain, one, n;
+	int		 rv, chain, one;
 
-	all = argv_take(&argc, argv, "--all");
-	accept = argv_take(&argc, argv, "--accept-rollback");
-	name = argv_value(argc, argv, "--name");
-	if (argv_has(argc, argv, "--help")) {
-		rv = cmd_verify(sc, argc, argv);
-		printf("  --all          every restore point of the name, or "
-		    "of every name\n"
-		    "                 without --name; a summary line at the "
-		    "end\n"
-		    "  --accept-rollback  go on when the target no longer "
-		    "has the newest\n"
-		    "                 point this source committed (exit 9 "
-		    "otherwise)\n");
+	if ((rv = chain_list(sc, vo->vo_name, &lr)) != EXIT_OK)
 		return rv;
-	}
-	if (sc == NULL || (!all && name == NULL) ||
-	    (name != NULL && !name_is_valid(name)) ||
-	    (all && argv_value(argc, argv, "--point") != NULL)) {
-		if (all)
-			fprintf(stderr, "usage: source-transporter [-f config] "
-			    "verify --all [--name NAME] [--json]\n");
-		return all ? EXIT_USAGE : cmd_verify(sc, argc, argv);
-	}
-	if ((rv = chain_list(sc, name, &lr, 0)) != EXIT_OK)
-		return rv;
-	chain = chain_check(sc, lr, name, accept);
+	chain = chain_check(sc, lr, vo->vo_name, vo->vo_accept_rollback);
 	if (chain != EXIT_OK && chain != EXIT_INTEGRITY) {
 		list_reply__free_unpacked(lr, NULL);
 		return chain;
 	}
-	if (!all) {
+	if (!vo->vo_all) {
 		list_reply__free_unpacked(lr, NULL);
-		rv = cmd_verify(sc, argc, argv);
+		rv = verify_point(sc, vo, vo->vo_name, vo->vo_point);
 		fflush(stdout);
 		if (rv == EXIT_OK && chain == EXIT_INTEGRITY) {
 			log_warnx("verify of %s: a restore point of its chain "
-			    "is missing (named above)", name);
+			    "is missing (named above)", vo->vo_name);
 			rv = EXIT_INTEGRITY;
 		}
 		return rv;
 	}
-	if (name != NULL && lr->n_points == 0) {
+	if (vo->vo_name != NULL && lr->n_points == 0) {
 		log_warnx("no restore points of %s on the target; see "
-		    "'source-transporter list'", name);
+		    "'source-transporter list'", vo->vo_name);
 		list_reply__free_unpacked(lr, NULL);
 		return EXIT_NOT_FOUND;
 	}
-	json = argv_has(argc, argv, "--json");
-	keyfile = argv_value(argc, argv, "--key-file");
-	passfile = argv_value(argc, argv, "--passphrase-file");
 	rv = EXIT_OK;
 	for (i = 0; i < lr->n_points; i++) {
 		pi = lr->points[i];
 		if (i == 0 || strcmp(pi->name, lr->points[i - 1]->name) != 0)
 			names++;
-		n = 0;
-		sub[n++] = "verify";
-		sub[n++] = "--name";
-		sub[n++] = pi->name;
-		sub[n++] = "--point";
-		sub[n++] = pi->point_id;
-		if (json)
-			sub[n++] = "--json";
-		if (keyfile != NULL && passfile != NULL) {
-			sub[n++] = "--key-file";
-			sub[n++] = (char *)keyfile;
-			sub[n++] = "--passphrase-file";
-			sub[n++] = (char *)passfile;
-		}
-		sub[n] = NULL;
 		fflush(stdout);
-		one = cmd_verify(sc, n, sub);
+		one = verify_point(sc, vo, pi->name, pi->point_id);
 		fflush(stdout);
 		if (one == EXIT_INTEGRITY)
 			damaged++;
@@ -449,7 +358,7 @@ cmd_verify_checked(struct source_conf *sc, int argc, char **argv)
 				rv = one;
 		}
 	}
-	if (json)
+	if (vo->vo_json)
 		printf("{\"points\":%zu,\"names\":%llu,\"damaged\":%llu,"
 		    "\"failed\":%llu,\"chain_intact\":%s}\n", lr->n_points,
 		    (unsigned long long)names, (unsigned long long)damaged,

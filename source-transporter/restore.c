@@ -1488,10 +1488,19 @@ verify_usage(FILE *fp)
 {
 	fprintf(fp, "usage: source-transporter [-f config] verify --name NAME "
 	    "[--point ID] [--json]\n"
+	    "       source-transporter [-f config] verify --all [--name NAME] "
+	    "[--json]\n"
 	    "       [--key-file FILE --passphrase-file FILE] "
-	    "[--bandwidth-limit RATE]\n"
+	    "[--bandwidth-limit RATE] [--accept-rollback]\n"
 	    "  reads every block of a restore point back and checks it, "
-	    "writing\n  nothing; names each damaged block (exit 5)\n");
+	    "writing\n  nothing; names each damaged block (exit 5)\n"
+	    "  --all          every restore point of the name, or of every "
+	    "name\n"
+	    "                 without --name; a summary line at the end\n"
+	    "  --accept-rollback  go on when the target no longer has the "
+	    "newest\n"
+	    "                 point this source committed (exit 9 "
+	    "otherwise)\n");
 }
 
 /* Forgets one attempt; what it got into the output goes to rs_st. */
@@ -1567,10 +1576,83 @@ restore_run(struct restore *rs, struct source_conf *sc)
 	return rv;
 }
 
+static void
+restore_init(struct restore *rs, struct source_conf *sc, int verify)
+{
+	memset(rs, 0, sizeof(*rs));
+	rs->rs_fd = -1;
+	pthread_mutex_init(&rs->rs_write_lock, NULL);
+	rs->rs_verify = verify;
+	envelope_init(&rs->rs_env, sc);
+}
+
+/* Ends a restore or verify: the partial output kept or removed. */
+static void
+restore_done(struct restore *rs)
+{
+	client_free(rs->rs_client);
+	if (rs->rs_keep && rs->rs_tmp[0] != '\0')
+		log_warnx("the partial output is %s; the same command resumes "
+		    "it", rs->rs_tmp);
+	else if (rs->rs_tmp[0] != '\0') {
+		unlink(rs->rs_tmp);
+		if (rs->rs_state_path[0] != '\0')
+			unlink(rs->rs_state_path);
+	}
+	if (rs->rs_fd != -1)
+		close(rs->rs_fd);
+	free(rs->rs_seen);
+	free(rs->rs_index);
+	free(rs->rs_bad);
+	envelope_free(&rs->rs_env);
+	pthread_mutex_destroy(&rs->rs_write_lock);
+}
+
+/* Runs a restore or verify whose options are set; the exit code. */
+static int
+restore_exec(struct source_conf *sc, struct restore *rs)
+{
+	char	 err[KEY_ERR_MAX];
+	int	 rv;
+
+	if (rs->rs_verify)
+		rs->rs_output = "(nothing: verify)";
+	/* Keys first: a wrong passphrase fails before anything is touched. */
+	if (rs->rs_key_file != NULL && keyfile_load(&rs->rs_env,
+	    rs->rs_key_file, rs->rs_passphrase_file, err, sizeof(err)) == -1) {
+		log_warnx("key file %s: %s", rs->rs_key_file, err);
+		rv = EXIT_KEY;
+	} else if (!rs->rs_verify && restore_open_output(rs) == -1)
+		rv = EXIT_INPUT;
+	else
+		rv = restore_run(rs, sc);
+	restore_done(rs);
+	return rv;
+}
+
+/*
+ * verify of one point (NULL: the newest) of name, with vo's keys and
+ * output format.  Returns the exit code.
+ */
+int
+verify_point(struct source_conf *sc, const struct verify_opts *vo,
+    const char *name, const char *point)
+{
+	struct restore	 rs;
+
+	restore_init(&rs, sc, 1);
+	rs.rs_name = name;
+	rs.rs_point_id = point;
+	rs.rs_json = vo->vo_json;
+	rs.rs_key_file = vo->vo_key_file;
+	rs.rs_passphrase_file = vo->vo_passphrase_file;
+	return restore_exec(sc, &rs);
+}
+
 /*
  * restore, or verify: the same stream and the same checks, but verify
- * writes nothing and goes on past a damaged block.  Returns the exit
- * code.
+ * writes nothing and goes on past a damaged block; verify goes through
+ * the chain check first (verify_chain).  Returns the exit code.
  */
 static int
 restore_main(struct source_conf *sc, int argc, char **argv, int verify)
@@ -1584,21 +1666,20 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 		{ "key-file",	required_argument, NULL, 'K' },
 		{ "passphrase-file", required_argument, NULL, 'P' },
 		{ "bandwidth-limit", required_argument, NULL, 'B' },
+		{ "all",	no_argument,	   NULL, 'a' },
+		{ "accept-rollback", no_argument,  NULL, 'R' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	void		(*usage)(FILE *) = verify ? verify_usage :
 			    restore_usage;
 	struct restore	 rs;
-	char		 err[KEY_ERR_MAX];
+	struct verify_opts vo;
 	uint64_t	 bandwidth = 0;
-	int		 ch, rv = EXIT_USAGE, bandwidth_set = 0;
+	int		 ch, bandwidth_set = 0;
 
-	memset(&rs, 0, sizeof(rs));
-	rs.rs_fd = -1;
-	pthread_mutex_init(&rs.rs_write_lock, NULL);
-	rs.rs_verify = verify;
-	envelope_init(&rs.rs_env, sc);
+	memset(&vo, 0, sizeof(vo));
+	restore_init(&rs, sc, verify);
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
@@ -1626,59 +1707,46 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 		case 'B':
 			/* Applied after --help, which has no sc. */
 			if (source_bandwidth_option(optarg, &bandwidth) == -1)
-				goto out;
+				goto usage;
 			bandwidth_set = 1;
+			break;
+		case 'a':
+			vo.vo_all = 1;
+			break;
+		case 'R':
+			vo.vo_accept_rollback = 1;
 			break;
 		case 'h':
 			usage(stdout);
-			rv = EXIT_OK;
-			goto out;
+			restore_done(&rs);
+			return EXIT_OK;
 		default:
 			usage(stderr);
-			goto out;
+			goto usage;
 		}
 	}
-	if (optind != argc || rs.rs_name == NULL ||
-	    (verify ? rs.rs_output != NULL || rs.rs_force :
-	    rs.rs_output == NULL) ||
+	if (optind != argc || (rs.rs_name == NULL && !vo.vo_all) ||
+	    (verify ? rs.rs_output != NULL || rs.rs_force ||
+	    (vo.vo_all && rs.rs_point_id != NULL) :
+	    rs.rs_output == NULL || vo.vo_all || vo.vo_accept_rollback) ||
 	    (rs.rs_key_file == NULL) != (rs.rs_passphrase_file == NULL)) {
 		usage(stderr);
-		goto out;
+		goto usage;
 	}
 	if (bandwidth_set)
 		sc->sc_bandwidth = bandwidth;
-	if (verify)
-		rs.rs_output = "(nothing: verify)";
-	/* Keys first: a wrong passphrase fails before anything is touched. */
-	if (rs.rs_key_file != NULL && keyfile_load(&rs.rs_env, rs.rs_key_file,
-	    rs.rs_passphrase_file, err, sizeof(err)) == -1) {
-		log_warnx("key file %s: %s", rs.rs_key_file, err);
-		rv = EXIT_KEY;
-		goto out;
-	}
-	if (!verify && restore_open_output(&rs) == -1) {
-		rv = EXIT_INPUT;
-		goto out;
-	}
-	rv = restore_run(&rs, sc);
- out:
-	client_free(rs.rs_client);
-	if (rs.rs_keep && rs.rs_tmp[0] != '\0')
-		log_warnx("the partial output is %s; the same command resumes "
-		    "it", rs.rs_tmp);
-	else if (rs.rs_tmp[0] != '\0') {
-		unlink(rs.rs_tmp);
-		if (rs.rs_state_path[0] != '\0')
-			unlink(rs.rs_state_path);
-	}
-	if (rs.rs_fd != -1)
-		close(rs.rs_fd);
-	free(rs.rs_seen);
-	free(rs.rs_index);
-	free(rs.rs_bad);
-	envelope_free(&rs.rs_env);
-	pthread_mutex_destroy(&rs.rs_write_lock);
-	return rv;
+	if (!verify)
+		return restore_exec(sc, &rs);
+	vo.vo_name = rs.rs_name;
+	vo.vo_point = rs.rs_point_id;
+	vo.vo_json = rs.rs_json;
+	vo.vo_key_file = rs.rs_key_file;
+	vo.vo_passphrase_file = rs.rs_passphrase_file;
+	restore_done(&rs);
+	return verify_chain(sc, &vo);
+ usage:
+	restore_done(&rs);
+	return EXIT_USAGE;
 }
 
 int

@@ -137,7 +137,7 @@ main(int argc, char *argv[])
 	    (sc = source_conf_load(conffile)) == NULL)
 		return EXIT_USAGE;
 	if (strcmp(cmd, "backup") == 0)
-		rv = cmd_backup_checked(sc, argc, argv);
+		rv = cmd_backup(sc, argc, argv);
 	else if (strcmp(cmd, "restore") == 0)
 		rv = cmd_restore(sc, argc, argv);
 	else if (strcmp(cmd, "keys") == 0)
@@ -147,7 +147,7 @@ main(int argc, char *argv[])
 	else if (strcmp(cmd, "agent") == 0)
 		rv = cmd_agent(sc, argc, argv);
 	else if (strcmp(cmd, "verify") == 0)
-		rv = cmd_verify_checked(sc, argc, argv);
+		rv = cmd_verify(sc, argc, argv);
 	else if (strcmp(cmd, "benchmark") == 0)
 		rv = cmd_benchmark(sc, argc, argv);
 	else

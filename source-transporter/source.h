@@ -258,9 +258,22 @@ int		 cmd_benchmark(struct source_conf *, int, char **);
 /* backup.c */
 int		 cmd_backup(struct source_conf *, int, char **);
 
+/* verify's options, for one point or, with vo_all, every point. */
+struct verify_opts {
+	const char	*vo_name;	/* NULL: every name (vo_all) */
+	const char	*vo_point;	/* NULL: the newest */
+	const char	*vo_key_file;
+	const char	*vo_passphrase_file;
+	int		 vo_json;
+	int		 vo_all;
+	int		 vo_accept_rollback;
+};
+
 /* restore.c */
 int		 cmd_restore(struct source_conf *, int, char **);
 int		 cmd_verify(struct source_conf *, int, char **);
+int		 verify_point(struct source_conf *, const struct verify_opts *,
+		    const char *, const char *);
 
 /* keyfile.c */
 int		 cmd_keys(struct source_conf *, int, char **);
@@ -289,8 +302,13 @@ int		 state_drop(struct source_conf *, const char *);
 /* chain.c */
 int		 chain_check(struct source_conf *, const ListReply *,
 		    const char *, int);
-int		 cmd_backup_checked(struct source_conf *, int, char **);
-int		 cmd_verify_checked(struct source_conf *, int, char **);
+int		 chain_known(struct source_conf *, const char *,
+		    struct state_entry *);
+int		 chain_check_base(struct source_conf *, const char *,
+		    const struct state_entry *, const BaseIndex *, int);
+void		 chain_remember(struct source_conf *, const char *,
+		    const Committed *);
+int		 verify_chain(struct source_conf *, const struct verify_opts *);
 
 /* list.c */
 int		 cmd_list(struct source_conf *, int, char **);

@@ -25,6 +25,8 @@ struct receive {
 	char		 rv_name[NAME_MAX_LEN + 1];
 	uint32_t	 rv_mode;	/* EncryptionMode of the point */
 	int		 rv_incremental;	/* asked for a base */
+	char		 rv_known_id[64];	/* the source's newest, if any */
+	uint64_t	 rv_known_seq;
 	int		 rv_atrest;	/* chunks sealed here under rv_dek */
 	int		 rv_keys_pending;	/* the key job is out */
 	struct key_buf	 rv_dek;
@@ -108,6 +110,53 @@ receive_block_len(const struct receive *rv, uint64_t index)
 }
 
 /*
+ * The chain of the name, for the source's rollback check: the newest
+ * point (newest_id, as long as a repo_point's rp_id), whether the point the
+ * source last committed is still here, and how many points miss their
+ * predecessor.  0, or -1 after session_fail.
+ */
+static int
+receive_chain(struct session *se, struct receive *rv, BaseIndex *bi,
+    char *newest_id)
+{
+	struct repo_point	*pts = NULL, *p;
+	size_t			 n = 0, i, j;
+
+	if (repo_list(se->se_target->tg_repo, se->se_tenant->tn_name,
+	    rv->rv_name, &pts, &n) == -1 && errno != ENOENT) {
+		session_fail(se, session_errno_code(errno), "cannot list the "
+		    "restore points of '%s': %s", rv->rv_name,
+		    strerror(errno));
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		p = &pts[i];
+		if (rv->rv_known_id[0] != '\0' &&
+		    strcmp(p->rp_id, rv->rv_known_id) == 0 &&
+		    (rv->rv_known_seq == 0 || p->rp_sequence == 0 ||
+		    p->rp_sequence == rv->rv_known_seq))
+			bi->known = 1;
+		if (p->rp_previous_id[0] == '\0')
+			continue;
+		for (j = 0; j < n; j++)
+			if (strcmp(pts[j].rp_id, p->rp_previous_id) == 0)
+				break;
+		if (j == n)
+			bi->missing++;
+	}
+	/* repo_list sorts the points of a name oldest first. */
+	newest_id[0] = '\0';
+	if (n > 0) {
+		snprintf(newest_id, sizeof(pts->rp_id), "%s", pts[n - 1].rp_id);
+		bi->newest_sequence = pts[n - 1].rp_sequence;
+	}
+	bi->newest_id = newest_id;
+	bi->chain = 1;
+	free(pts);
+	return 0;
+}
+
+/*
  * Sends the index of the newest point of the name, the base of an
  * incremental backup, in pieces; or an empty last piece if there is no
  * usable base (none yet, or another block size).  Returns 0 or -1 if
@@ -120,6 +169,7 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 	Frame		 f = FRAME__INIT;
 	BaseIndex	 bi = BASE_INDEX__INIT;
 	struct repo_point *base = &rv->rv_base;
+	char		 newest_id[sizeof(base->rp_id)];
 	uint8_t		*journal = NULL, *merged, *chain = NULL;
 	size_t		 chainlen = 0;
 	uint64_t	 first, n, jblocks = 0, i;
@@ -127,6 +177,8 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 
 	f.msg_case = FRAME__MSG_BASE_INDEX;
 	f.base_index = &bi;
+	if (receive_chain(se, rv, &bi, newest_id) == -1)
+		return -1;
 	if (!use_point)
 		memset(base, 0, sizeof(*base));
 	else if (repo_point_open(tg->tg_repo, se->se_tenant->tn_name,
@@ -361,6 +413,9 @@ receive_begin(struct session *se, const BackupBegin *bb)
 	rv->rv_atrest = atrest;
 	rv->rv_mode = atrest ? ENCRYPTION_MODE__ENCRYPTION_AT_REST : bb->mode;
 	rv->rv_incremental = bb->incremental;
+	snprintf(rv->rv_known_id, sizeof(rv->rv_known_id), "%s",
+	    bb->known_point_id);
+	rv->rv_known_seq = bb->known_sequence;
 	rv->rv_block_size = bb->block_size;
 	rv->rv_blocks = (bb->disk_size + bb->block_size - 1) / bb->block_size;
 	rv->rv_start_ms = now_ms();
@@ -384,9 +439,10 @@ receive_begin(struct session *se, const BackupBegin *bb)
 		return -1;
 	}
 	if (strlen(bb->transport) >= 16 || strlen(bb->dirty_bitmap) >
-	    NAME_MAX_LEN) {
+	    NAME_MAX_LEN || strlen(bb->known_point_id) >=
+	    sizeof(rv->rv_known_id)) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
-		    "transport or bitmap name too long", bb->name);
+		    "transport, bitmap name or point id too long", bb->name);
 		receive_free(rv);
 		return -1;
 	}
@@ -684,6 +740,7 @@ sync_done(struct pool_job *pj)
 		c.bytes_stored = sj->sj_point.rp_stored_bytes;
 		c.chunks_new = sj->sj_chunks_new;
 		c.chunks_dedup = sj->sj_chunks_dedup;
+		c.sequence = sj->sj_point.rp_sequence;
 		receive_count(se, rv, &sj->sj_point, sj->sj_chunks_new,
 		    sj->sj_chunks_dedup, ms);
 		f.msg_case = FRAME__MSG_COMMITTED;

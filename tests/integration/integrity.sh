@@ -110,6 +110,27 @@ SRC_CONF=$T/globex.conf expect_exit 9 "the newest point deleted: the source refu
 expect_grep "committed vm/$g4 \(#3\)" "$LAST_ERR" "and names it"
 mv "$T/saved/$g4".* "$T/repo/tenants/globex/points/vm/"
 SRC_CONF=$T/globex.conf check "back in place: list passes" src list --name vm
+# A backup checks on its own connection: the target sends the chain with
+# the base index, and Committed tells the new point to remember.
+mapfile -t gids < <(ls "$T/repo/tenants/globex/points/vm/" | sed -n 's/\.manifest$//p' | sort)
+mv "$T/repo/tenants/globex/points/vm/${gids[1]}".* "$T/saved/"
+before=$(grep -c "authenticated as" "$TARGET_LOG")
+SRC_CONF=$T/globex.conf check "a backup with a middle point missing goes on" \
+    src backup --disk "$T/disk.img" --name vm --json
+after=$(grep -c "authenticated as" "$TARGET_LOG")
+[ $((after - before)) -eq 1 ] && ok "the backup and its rollback check took one connection" ||
+    not_ok "the backup took $((after - before)) connections"
+expect_grep "1 restore point\(s\) of vm miss the point before them" "$LAST_ERR" \
+    "the backup warns of the gap"
+g5=$(json_get "$LAST_OUT" point_id)
+mv "$T/saved/${gids[1]}".* "$T/repo/tenants/globex/points/vm/"
+mv "$T/repo/tenants/globex/points/vm/$g5".* "$T/saved/"
+SRC_CONF=$T/globex.conf expect_exit 9 "its point deleted: the next backup refuses (exit 9)" \
+    src backup --disk "$T/disk.img" --name vm
+expect_grep "committed vm/$g5 \(#4\), its newest is ${gids[2]} \(#3\)" "$LAST_ERR" \
+    "the backup remembered the point it made (#4)"
+mv "$T/saved/$g5".* "$T/repo/tenants/globex/points/vm/"
+SRC_CONF=$T/globex.conf check "back in place: backup passes" src backup --disk "$T/disk.img" --name vm
 
 # --- target verify: a corruption table ----------------------------------------
 # damaged WHAT REGEX: target verify exits 5 and prints REGEX
