@@ -9,7 +9,9 @@
  * RestoreRequest with index), then for its blocks from a given index
  * on.  While blocks are written, the prefix of the image known to be
  * in the output is recorded, after an fsync of the output, in a state
- * file beside it (OUTPUT.restore-state, naming the partial file).  A
+ * file beside it (OUTPUT.restore-state, naming the partial file), or
+ * for a block device, written in place, in the state directory
+ * (restore-dev-MAJOR-MINOR.restore-state).  A
  * lost connection reconnects with backoff (client_retry); a source
  * killed and run again finds the state file.  Either way nothing is
  * trusted: the point must be the same one (id, sizes and the SHA-256
@@ -21,6 +23,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <linux/fs.h>
 
@@ -71,6 +74,7 @@ struct restore {
 	const char	*rs_output;
 	const char	*rs_key_file;
 	const char	*rs_passphrase_file;
+	const char	*rs_state_dir;	/* a device's resume state goes here */
 	char		 rs_tmp[PATH_MAX];	/* "" when writing in place */
 	int		 rs_fd;
 	int		 rs_force;
@@ -594,9 +598,10 @@ restore_state_fill(struct restore *rs, struct restore_state *st,
 	st->st_valid = 1;
 	snprintf(st->st_name, sizeof(st->st_name), "%s", rs->rs_name);
 	snprintf(st->st_point, sizeof(st->st_point), "%s", rs->rs_point);
+	/* "-": a block device, written in place. */
 	snprintf(st->st_partial, sizeof(st->st_partial), "%.*s",
 	    (int)sizeof(st->st_partial) - 1, base != NULL ? base + 1 :
-	    rs->rs_tmp);
+	    rs->rs_tmp[0] != '\0' ? rs->rs_tmp : "-");
 	st->st_disk_size = rs->rs_disk_size;
 	st->st_block_size = rs->rs_block_size;
 	memcpy(st->st_digest, rs->rs_digest, CHUNK_ID_LEN);
@@ -644,7 +649,7 @@ ckpt_done(struct pool_job *pj)
 /*
  * Records the prefix in the output, once a second or every
  * RESTORE_CKPT_BYTES, by a job in the pool (the fsync may take a
- * while): a regular file only, one job at a time.
+ * while): where a state file is kept, one job at a time.
  */
 static void
 restore_checkpoint(struct restore *rs)
@@ -755,9 +760,11 @@ restore_state_discard(struct restore *rs)
 }
 
 /*
- * A state file beside the output: reopen the partial file it names.
- * 0 if resuming (rs_fd, rs_tmp set), 1 if there is nothing to resume,
- * -1 after a message if another restore is writing it.
+ * The resume state of the output: for a regular file, beside it, naming
+ * the partial file to reopen; for a block device (rs_fd open), in the
+ * state directory, the device itself.  0 if resuming (rs_fd, and for a
+ * file rs_tmp, set), 1 if there is nothing to resume, -1 after a message
+ * if another restore is writing it.
  */
 static int
 restore_state_load(struct restore *rs)
@@ -782,6 +789,14 @@ restore_state_load(struct restore *rs)
 		    "%s/%s; ignoring it and restoring from the start",
 		    rs->rs_state_path, rs->rs_st.st_name, rs->rs_st.st_point,
 		    rs->rs_name, rs->rs_point_id ? rs->rs_point_id : "(newest)");
+		restore_state_discard(rs);
+		return 1;
+	}
+	if (rs->rs_fd != -1) {
+		if (strcmp(rs->rs_st.st_partial, "-") == 0)
+			return 0;
+		log_warnx("resume state %s is not one of a block device; "
+		    "restoring from the start", rs->rs_state_path);
 		restore_state_discard(rs);
 		return 1;
 	}
@@ -833,7 +848,26 @@ restore_open_output(struct restore *rs)
 		if ((rs->rs_fd = open(rs->rs_output, O_RDWR | O_CLOEXEC)) ==
 		    -1)
 			goto fail;
-		return 0;
+		if (flock(rs->rs_fd, LOCK_EX | LOCK_NB) == -1) {
+			log_warnx("another restore is writing %s; wait for it "
+			    "or stop it first", rs->rs_output);
+			return -1;
+		}
+		/* Its state, by device number: any path to it finds it. */
+		if (rs->rs_state_dir == NULL || (size_t)snprintf(
+		    rs->rs_state_path, sizeof(rs->rs_state_path),
+		    "%s/restore-dev-%u-%u" RESTORE_STATE_SUFFIX,
+		    rs->rs_state_dir, major(st.st_rdev), minor(st.st_rdev)) >=
+		    sizeof(rs->rs_state_path) || (mkdir(rs->rs_state_dir,
+		    0700) == -1 && errno != EEXIST)) {
+			log_warnx("no resume state for %s (state_directory "
+			    "%s): an interrupted run starts again from the "
+			    "first block", rs->rs_output, rs->rs_state_dir ?
+			    rs->rs_state_dir : "unset");
+			rs->rs_state_path[0] = '\0';
+			return 0;
+		}
+		return restore_state_load(rs) == -1 ? -1 : 0;
 	}
 	if (exists && !S_ISREG(st.st_mode)) {
 		log_warnx("output %s is neither a regular file nor a block "
@@ -924,8 +958,12 @@ restore_commit_output(struct restore *rs)
 		return -1;
 	if (fsync(rs->rs_fd) == -1)
 		return -1;
-	if (rs->rs_tmp[0] == '\0')
+	if (rs->rs_tmp[0] == '\0') {
+		if (rs->rs_state_path[0] != '\0')
+			unlink(rs->rs_state_path);
+		rs->rs_state_path[0] = '\0';
 		return 0;
+	}
 	if (rename(rs->rs_tmp, rs->rs_output) == -1)
 		return -1;
 	rs->rs_tmp[0] = '\0';
@@ -1594,8 +1632,12 @@ restore_done(struct restore *rs)
 	if (rs->rs_keep && rs->rs_tmp[0] != '\0')
 		log_warnx("the partial output is %s; the same command resumes "
 		    "it", rs->rs_tmp);
-	else if (rs->rs_tmp[0] != '\0') {
-		unlink(rs->rs_tmp);
+	else if (rs->rs_keep)
+		log_warnx("%s holds part of the restore (%s); the same command "
+		    "resumes it", rs->rs_output, rs->rs_state_path);
+	else {
+		if (rs->rs_tmp[0] != '\0')
+			unlink(rs->rs_tmp);
 		if (rs->rs_state_path[0] != '\0')
 			unlink(rs->rs_state_path);
 	}
@@ -1617,6 +1659,7 @@ restore_exec(struct source_conf *sc, struct restore *rs)
 
 	if (rs->rs_verify)
 		rs->rs_output = "(nothing: verify)";
+	rs->rs_state_dir = sc->sc_state_dir;
 	/* Keys first: a wrong passphrase fails before anything is touched. */
 	if (rs->rs_key_file != NULL && keyfile_load(&rs->rs_env,
 	    rs->rs_key_file, rs->rs_passphrase_file, err, sizeof(err)) == -1) {

@@ -198,6 +198,16 @@ expect_grep() {
 	fi
 }
 
+# wait_grep REGEX FILE: wait up to 10 s for REGEX in FILE; 1 if it never came
+wait_grep() {
+	local _
+	for _ in $(seq 100); do
+		grep -Eq -- "$1" "$2" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # --- environment ---------------------------------------------------------
 
 # need_bins: stop unless both daemons are built

@@ -300,31 +300,32 @@ expected_wire() {
 
 # --- the cases -------------------------------------------------------------
 
-bench_zstd() {
-	local k zsize
-	command -v zstd >/dev/null || { say "zstd missing: no compression bound"; return; }
-	zsize=$(zstd -1 -T0 -q -c "$IMG" | wc -c)
-	for k in $(seq "$RUNS"); do
-		warm
-		TIMED_OUT=/dev/null peer zstd "echo $zsize" \
-		    zstd -1 -T0 -q -c "$IMG"
-	done
+# zstd_run: one timed zstd -1 -T0 of the image (ZSIZE: its output size)
+zstd_run() {
+	warm
+	TIMED_OUT=/dev/null peer zstd "echo $ZSIZE" zstd -1 -T0 -q -c "$IMG"
 }
 
-bench_borg() {
-	local k dir=$T/borg-out file
+borg_env() {
 	export BORG_PASSPHRASE=bench-passphrase BORG_BASE_DIR=$T/borg-home
 	export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 	export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 	export BORG_DISPLAY_PASSPHRASE=no
-	for k in $(seq "$RUNS"); do
-		rm -rf "$T/borg" "$BORG_BASE_DIR"
-		borg init --encryption=repokey "$T/borg" >/dev/null 2>&1 ||
-		    die "borg init failed"
-		warm
-		peer borg_create "du -sb '$T/borg' | cut -f1" \
-		    borg create --compression zstd,1 "$T/borg::vm" "$IMG"
-	done
+}
+
+# borg_create_run: one timed borg create into a new repository (repokey)
+borg_create_run() {
+	rm -rf "$T/borg" "$BORG_BASE_DIR"
+	borg init --encryption=repokey "$T/borg" >/dev/null 2>&1 ||
+	    die "borg init failed"
+	warm
+	peer borg_create "du -sb '$T/borg' | cut -f1" \
+	    borg create --compression zstd,1 "$T/borg::vm" "$IMG"
+}
+
+# borg_extract_runs: RUNS timed extracts of the last borg create
+borg_extract_runs() {
+	local k dir=$T/borg-out file
 	file=$dir/${IMG#/}
 	for k in $(seq "$RUNS"); do
 		rm -rf "$dir"
@@ -489,31 +490,33 @@ if "$SRC" backup --help 2>&1 | grep -q -- '--encryption'; then
 	HAVE_SS=1
 fi
 
-say "zstd"
-bench_zstd
+# The rows the ratios compare, round by round (zstd, borg create,
+# ours source-side, ours in-flight, then again), so that a slow spell of
+# this shared machine weighs on each of them alike.
+command -v zstd >/dev/null || die "zstd missing: no compression bound"
+ZSIZE=$(zstd -1 -T0 -q -c "$IMG" | wc -c)
+[ "$HAVE_PEERS" = 1 ] && borg_env
+say "full backups, round by round: zstd -1 -T0, borg create, ours source-side, ours in-flight"
+for k in $(seq "$RUNS"); do
+	zstd_run
+	[ "$HAVE_PEERS" = 1 ] && borg_create_run
+	if [ "$HAVE_SS" = 1 ]; then
+		fresh_repo
+		ours full_source_side "$T/source-ss.conf" backup --disk "$IMG" \
+		    --name vm --full --encryption source-side
+	fi
+	fresh_repo
+	ours full_inflight "$T/source.conf" backup --disk "$IMG" --name vm --full
+done
 if [ "$HAVE_PEERS" = 1 ]; then
-	say "borg"
-	bench_borg
+	say "borg extract"
+	borg_extract_runs
 	say "restic"
 	bench_restic
 else
 	say "borg or restic missing: their rows are n/a"
 fi
 
-if [ "$HAVE_SS" = 1 ]; then
-	say "full backups, source-side encryption"
-	for k in $(seq "$RUNS"); do
-		fresh_repo
-		ours full_source_side "$T/source-ss.conf" backup --disk "$IMG" \
-		    --name vm --full --encryption source-side
-	done
-fi
-
-say "full backups, in-flight encryption"
-for k in $(seq "$RUNS"); do
-	fresh_repo
-	ours full_inflight "$T/source.conf" backup --disk "$IMG" --name vm --full
-done
 # The same image over NBD (qemu-nbd on a Unix socket, 4 connections),
 # to compare with the direct reads of the row above.
 if command -v qemu-nbd >/dev/null; then

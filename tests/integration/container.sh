@@ -194,12 +194,7 @@ chroot --userspec=$UID_IMAGE:$UID_IMAGE "$M" /usr/sbin/target-transporter -d \
     -f /etc/transporter/target.conf >>"$TARGET_LOG" 2>&1 &
 TARGET_PID=$!
 track "$TARGET_PID"
-for _ in $(seq 100); do
-	grep -q 'listening on' "$TARGET_LOG" && break
-	kill -0 "$TARGET_PID" 2>/dev/null || break
-	sleep 0.1
-done
-if grep -q 'listening on' "$TARGET_LOG"; then
+if wait_grep 'listening on' "$TARGET_LOG"; then
 	ok "the image's target-transporter starts and listens"
 else
 	not_ok "the image's target-transporter starts and listens"

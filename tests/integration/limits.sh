@@ -8,7 +8,8 @@
 # max_sessions_per_tenant refuses a tenant's third session with BUSY
 # while another tenant still gets in; max_sessions refuses everyone
 # over it with BUSY, and a flood beyond that is closed before TLS; a
-# backup told BUSY retries and completes once a slot is free.
+# backup told BUSY, or closed at accept by such a flood, retries and
+# completes once a slot is free.
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
 need_bins
@@ -137,17 +138,20 @@ expect_grep '^closed 14 of 30' "$T/flood.out" \
 expect_grep "refused 1 connection\(s\), the latest from 127.0.0.1:[0-9]*: 20 sessions open, max_sessions is 4" \
     "$TARGET_LOG" "and logged once, not once per connection"
 
+# backup_retrying NAME: a backup of NAME in the background (pid in BK,
+# output in $T/NAME.out), once it says it will try again
+backup_retrying() {
+	src backup --disk "$T/disk.img" --name "$1" >"$T/$1.out" 2>&1 &
+	BK=$!
+	track $BK
+	wait_grep reconnecting "$T/$1.out"
+}
+
 # A backup told BUSY retries with backoff and gets in when a slot frees.
-src backup --disk "$T/disk.img" --name busy >"$T/busy.out" 2>&1 &
-BUSY=$!
-track $BUSY
-for _ in $(seq 100); do
-	grep -q 'reconnecting' "$T/busy.out" && break
-	sleep 0.1
-done
+backup_retrying busy
 stop_pid "$a1"
 stop_pid "$a2"
-if wait $BUSY; then
+if wait $BK; then
 	ok "a backup told BUSY completes once a slot is free"
 else
 	not_ok "a backup told BUSY completes once a slot is free"
@@ -173,17 +177,8 @@ while not os.path.exists(sys.argv[2]):
 PYEOF
 PLUG=$!
 track $PLUG
-for _ in $(seq 100); do
-	grep -q plugged "$T/plug.out" && break
-	sleep 0.1
-done
-src backup --disk "$T/disk.img" --name plugged >"$T/plugged.out" 2>&1 &
-BK=$!
-track $BK
-for _ in $(seq 100); do
-	grep -q 'reconnecting' "$T/plugged.out" && break
-	sleep 0.1
-done
+wait_grep plugged "$T/plug.out"
+backup_retrying plugged
 touch "$T/unplug"
 wait $PLUG
 if wait $BK; then

@@ -46,10 +46,11 @@ kill_mid() {
 	[ "$(done_blocks)" -ge 4 ] && [ ! -e "$OUT" ]
 }
 
-# sent_blocks: the blocks the target says it sent in the last restore
+# sent_blocks [NAME]: the blocks the target says it sent in the last
+# restore (of vm)
 sent_blocks() {
 	log_new
-	sed -n 's/.*restore of vm\/[^ ]* sent: \([0-9]*\) blocks.*/\1/p' \
+	sed -n "s/.*restore of ${1:-vm}\\/[^ ]* sent: \\([0-9]*\\) blocks.*/\\1/p" \
 	    "$TARGET_NEW" | tail -n 1
 }
 
@@ -161,7 +162,7 @@ LAST_OUT=$T/r4.json
 jsoncheck "on a later attempt, resumed" "j['attempts'] >= 2 and j['resumed_from_block'] >= 4"
 same "byte-identical after the target's restart" "$T/disk.img" "$OUT"
 
-# 5. A block device (written in place, no state file): the target killed
+# 5. A block device (written in place): the target killed
 # once its first blocks are on the device; the same process resumes.  The
 # device starts as 0xff, so zero blocks that are not zeroed show.
 head -c "${MIB}M" /dev/urandom >"$T/dev.img"
@@ -194,4 +195,26 @@ jsoncheck "the device restore resumed on a later attempt" \
     "j['attempts'] >= 2 and j['resumed_from_block'] >= 2"
 cmp -s "$T/dev.img" "$dev" && ok "the device holds the image, zero blocks zeroed" ||
     not_ok "the device holds the image" "$(cmp "$T/dev.img" "$dev" 2>&1)"
+[ -z "$(ls "$T/state"/restore-dev-* 2>/dev/null)" ] &&
+    ok "a finished device restore leaves no resume state behind" ||
+    not_ok "a finished device restore leaves no resume state" "$(ls "$T/state")"
+
+# 6. The source killed mid-restore onto the device: its state is in the
+# state directory, by device number, and the same command resumes.
+dd if=/dev/zero bs=1M count="$MIB" 2>/dev/null | tr '\0' '\377' >"$dev"
+STATE=$(printf '%s/restore-dev-%d-%d.restore-state' "$T/state" \
+    $((0x$(stat -c %t "$dev"))) $((0x$(stat -c %T "$dev"))))
+OUT=$dev kill_mid --name dev || true
+[ "$(done_blocks)" -ge 4 ] && ok "source killed mid-restore onto the device ($(done_blocks) blocks recorded)" ||
+    not_ok "source killed mid-restore onto the device" "$(cat "$T/killed.out")"
+log_mark
+check "the same command resumes onto the device" \
+    src restore --name dev --output "$dev" --json
+expect_grep "resuming restore of dev/[^ ]* at block [1-9]" "$LAST_ERR" "it says it resumes"
+sent=$(sent_blocks dev)
+[ "${sent:-$MIB}" -lt "$MIB" ] && ok "the target sent only the rest ($sent of $MIB blocks)" ||
+    not_ok "the target sent only the rest" "sent ${sent:-nothing logged}"
+cmp -s "$T/dev.img" "$dev" && ok "the device holds the image after the resumed run" ||
+    not_ok "the device holds the image" "$(cmp "$T/dev.img" "$dev" 2>&1)"
+[ ! -e "$STATE" ] && ok "and its resume state is gone" || not_ok "resume state left" "$STATE"
 finish
