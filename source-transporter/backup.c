@@ -664,8 +664,8 @@ backup_base(struct backup *bk, const BaseIndex *bi)
 	    bk->bk_has_known ? &bk->bk_known : NULL, bi,
 	    bk->bk_accept_rollback)) != EXIT_OK) {
 		(void)frame_send_error(bk->bk_client->cl_bev,
-		    ERROR__CODE__UNKNOWN, "source aborted the backup: the "
-		    "target does not have the newest point it committed");
+		    ERROR__CODE__UNKNOWN, "source aborted the backup: this "
+		    "target lacks the newest point the source committed");
 		client_finish(bk->bk_client, rv, NULL);
 		return 0;
 	}

@@ -232,6 +232,10 @@ elif case == "block-before-begin":
 	c.send(c.block(0, d0))
 elif case == "begin-twice":
 	c.send(begin(name) + begin(name))
+elif case == "known-id-too-long":	# the rollback check's point id
+	c.send(frame(2, lfield(1, name.encode()) +
+	    vfield(2, BLOCKS * BS) + vfield(3, BS) + vfield(4, 1) +
+	    vfield(6, 64 << 20) + lfield(10, b"x" * 200)))
 elif case == "hello-twice":
 	c.send(HELLO)
 elif case == "index-past-end":
@@ -359,6 +363,7 @@ refused end-before-begin 1 "BackupEnd before BackupBegin"
 refused block-before-begin 1 "a Block before BackupBegin"
 refused begin-twice 1 "a second BackupBegin in a backup"
 refused hello-twice 1 "a second Hello"
+refused known-id-too-long 1 "a BackupBegin naming a 200-byte known point id"
 refused index-past-end 1 "a Block past the end of the disk"
 refused same-block-twice 1 "the same block twice"
 refused chunk-id-mismatch 7 "a Block whose chunk id does not match"
