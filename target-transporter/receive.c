@@ -152,7 +152,7 @@ receive_chain(struct session *se, struct receive *rv, BaseIndex *bi,
 	}
 	bi->newest_id = newest_id;
 	bi->chain = 1;
-	free(pts);
+	repo_points_free(pts, n);
 	return 0;
 }
 

@@ -1945,9 +1945,10 @@ point_cmp(const void *a, const void *b)
 /*
  * Lists tenant's restore points (of one name, or all if name is
  * NULL): those whose manifest verifies, sorted by name, sequence
- * (points from before chains first), creation time and id.  *points is malloc'd (NULL when *n is 0), the caller
- * frees it with free(); rp_index is NULL.  Returns 0, or -1 with
- * errno EINVAL (bad tenant or name), EIO, ENOMEM.
+ * (points from before chains first), creation time and id.  *points is
+ * malloc'd (NULL when *n is 0), the caller frees it with
+ * repo_points_free(); rp_index is NULL.  Returns 0, or -1 with errno
+ * EINVAL (bad tenant or name), EIO, ENOMEM.
  */
 int
 repo_list(struct repo *r, const char *tenant, const char *name,
