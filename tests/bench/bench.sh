@@ -140,10 +140,13 @@ busy_ticks() {
 	awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
 }
 
-# settle: wait (up to BENCH_SETTLE seconds, default 5) until the other
-# users of this shared machine leave it mostly idle for half a second
+# settle: write back what the previous run left dirty (each run starts
+# with a quiet disk), then wait (up to BENCH_SETTLE seconds, default 5)
+# until the other users of this shared machine leave it mostly idle for
+# half a second
 settle() {
 	local i b0 b1
+	sync
 	for ((i = 0; i < ${BENCH_SETTLE:-5} * 2; i++)); do
 		b0=$(busy_ticks)
 		sleep 0.5
