@@ -789,24 +789,39 @@ repo_stale_tenant_cb(void *arg, const char *name)
  * other processes.  Returns the repository, or NULL with a one-line
  * error in errbuf.  repo_close frees it.
  */
-struct repo *
-repo_open(const char *path, char *errbuf, size_t errlen)
+/*
+ * A struct repo for path, not yet opened; NULL with a one-line error in
+ * errbuf.
+ */
+static struct repo *
+repo_new(const char *path, char *errbuf, size_t errlen)
 {
-	struct stale_walk	 sw;
-	struct repo		*r = NULL;
+	struct repo	*r;
 
 	if (errlen > 0)
 		errbuf[0] = '\0';
 	if (path == NULL || path[0] == '\0') {
 		snprintf(errbuf, errlen, "no repository path given");
-		goto fail;
+		return NULL;
 	}
 	if ((r = calloc(1, sizeof(*r))) == NULL ||
 	    (r->r_path = strdup(path)) == NULL) {
+		free(r);
 		snprintf(errbuf, errlen, "%s: out of memory", path);
-		goto fail;
+		return NULL;
 	}
 	r->r_fd = -1;
+	return r;
+}
+
+struct repo *
+repo_open(const char *path, char *errbuf, size_t errlen)
+{
+	struct stale_walk	 sw;
+	struct repo		*r;
+
+	if ((r = repo_new(path, errbuf, errlen)) == NULL)
+		return NULL;
 	if (mkdir(path, 0700) == -1 && errno != EEXIST) {
 		snprintf(errbuf, errlen, "%s: cannot create: %s", path,
 		    strerror(errno));
@@ -858,24 +873,11 @@ repo_open(const char *path, char *errbuf, size_t errlen)
 struct repo *
 repo_open_readonly(const char *path, char *errbuf, size_t errlen)
 {
-	struct repo	*r = NULL;
+	struct repo	*r;
 
-	if (errlen > 0)
-		errbuf[0] = '\0';
-	if (path == NULL || path[0] == '\0') {
-		snprintf(errbuf, errlen, "no repository path given");
-		goto fail;
-	}
-	if ((r = calloc(1, sizeof(*r))) == NULL) {
-		snprintf(errbuf, errlen, "%s: out of memory", path);
-		goto fail;
-	}
-	r->r_fd = -1;
+	if ((r = repo_new(path, errbuf, errlen)) == NULL)
+		return NULL;
 	r->r_readonly = 1;
-	if ((r->r_path = strdup(path)) == NULL) {
-		snprintf(errbuf, errlen, "%s: out of memory", path);
-		goto fail;
-	}
 	if ((r->r_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
 	    -1) {
 		snprintf(errbuf, errlen, "%s: %s", path, strerror(errno));

@@ -392,6 +392,15 @@ target_start() {
 	return 1
 }
 
+# restart_target: SIGKILL the target, start it again on the same port
+restart_target() {
+	kill -KILL "$TARGET_PID"
+	{ wait "$TARGET_PID"; } 2>/dev/null
+	TARGET_PID=
+	sleep 0.5
+	target_start "$T/target.conf"
+}
+
 # target_stop: stop the running target (TERM, then KILL after 5 s)
 target_stop() {
 	[ -n "$TARGET_PID" ] || return 0

@@ -264,10 +264,7 @@ prlimit --nofile=64:4096 "$BUILD/target-transporter" -d -f "$T/fd.conf" \
     >"$T/fd.log" 2>&1 &
 fdpid=$!
 track "$fdpid"
-for _ in $(seq 50); do
-	grep -q 'listening on' "$T/fd.log" && break
-	sleep 0.1
-done
+wait_grep 'listening on' "$T/fd.log"
 soft=$(awk '/^Max open files/ {print $4}' "/proc/$fdpid/limits")
 echo "# soft descriptor limit of the running target: $soft (started at 64)"
 [ "${soft:-0}" -ge 412 ] && ok "a low soft descriptor limit is raised for max_sessions" ||
@@ -277,10 +274,7 @@ prlimit --nofile=64:64 "$BUILD/target-transporter" -d -f "$T/fd.conf" \
     >"$T/fd2.log" 2>&1 &
 fdpid=$!
 track "$fdpid"
-for _ in $(seq 50); do
-	grep -q 'listening on' "$T/fd2.log" && break
-	sleep 0.1
-done
+wait_grep 'listening on' "$T/fd2.log"
 expect_grep "only 64 file descriptors allowed \\(RLIMIT_NOFILE\\) but max_sessions 100 needs about 412" \
     "$T/fd2.log" "a hard limit too low is named at start"
 stop_pid "$fdpid"

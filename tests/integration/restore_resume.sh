@@ -148,11 +148,7 @@ for _ in $(seq 300); do
 	[ "$(done_blocks)" -ge 4 ] && break
 	sleep 0.1
 done
-kill -KILL "$TARGET_PID"
-{ wait "$TARGET_PID"; } 2>/dev/null
-TARGET_PID=
-sleep 0.5
-target_start "$T/target.conf" || bail "target did not restart"
+restart_target || bail "target did not restart"
 wait $rpid
 rc=$?
 [ $rc -eq 0 ] && ok "the restore finished after the target came back" ||
@@ -181,11 +177,7 @@ for _ in $(seq 300); do
 	cmp -s -n $((2 << 20)) "$T/dev.img" "$dev" && break
 	sleep 0.1
 done
-kill -KILL "$TARGET_PID"
-{ wait "$TARGET_PID"; } 2>/dev/null
-TARGET_PID=
-sleep 0.5
-target_start "$T/target.conf" || bail "target did not restart"
+restart_target || bail "target did not restart"
 wait $rpid
 rc=$?
 [ $rc -eq 0 ] && ok "the device restore finished after the target came back" ||

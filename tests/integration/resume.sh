@@ -25,15 +25,6 @@ wait_checkpoint() {
 	return 1
 }
 
-# restart_target: SIGKILL the target, start it again on the same port
-restart_target() {
-	kill -KILL "$TARGET_PID"
-	wait "$TARGET_PID" 2>/dev/null
-	TARGET_PID=
-	sleep 1
-	target_start "$T/target.conf"
-}
-
 tmp_jobs() {
 	find "$T/repo/tenants/acme/tmp" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l
 }
