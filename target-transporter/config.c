@@ -60,6 +60,14 @@ conf_global(struct conf_state *cs, const char *key, const char *value,
 		}
 		return 0;
 	}
+	if (strcmp(key, "direct_io") == 0) {
+		if (conf_parse_bool(value, &tc->tc_direct_io) == -1) {
+			log_warnx("%s:%d: direct_io must be yes or no, not '%s'",
+			    tc->tc_path, line, value);
+			return -1;
+		}
+		return 0;
+	}
 	if (strcmp(key, "metrics") == 0)
 		return conf_set_string(cs, &tc->tc_metrics, key, value, line);
 	if (strcmp(key, "handshake_timeout") == 0) {
@@ -435,6 +443,7 @@ target_conf_load(const char *path)
 	if ((tc = calloc(1, sizeof(*tc))) == NULL ||
 	    (tc->tc_path = strdup(path)) == NULL)
 		fatal("calloc");
+	tc->tc_direct_io = 1;
 	TAILQ_INIT(&tc->tc_tenants);
 	memset(&cs, 0, sizeof(cs));
 	cs.cs_conf = tc;

@@ -81,7 +81,16 @@ struct repo {
 	char			*r_path;
 	int			 r_fd;		/* root; flock'd */
 	int			 r_readonly;	/* verify: no lock, no writes */
+	_Atomic int		 r_direct;	/* chunks staged with O_DIRECT */
 };
+
+/*
+ * O_DIRECT chunk staging: offsets, lengths and buffer addresses are
+ * multiples of this (the largest logical block size of common disks).
+ */
+#define DIRECT_ALIGN		4096
+#define DIRECT_BUF_LEN		((CHUNK_HDR_LEN + CHUNK_STORED_MAX + \
+				    DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1))
 
 /*
  * Held from the choice of a new point's sequence number until its
@@ -438,9 +447,96 @@ be_link(struct repo *r, const char *stage, const char *key)
 	return -1;
 }
 
+/* Each writing thread's aligned buffer for O_DIRECT staging. */
+static pthread_key_t	 direct_key;
+static pthread_once_t	 direct_once = PTHREAD_ONCE_INIT;
+static int		 direct_key_ok;
+
+static void
+direct_key_init(void)
+{
+	direct_key_ok = pthread_key_create(&direct_key, free) == 0;
+}
+
 /*
- * Writes an object at the stage key without making it durable, and
- * starts its write-back so that the batched sync finds little to do.
+ * The calling thread's DIRECT_BUF_LEN-byte aligned buffer, or NULL.
+ * Reserved, not touched: only the pages a chunk fills count in RSS.
+ */
+static uint8_t *
+direct_buffer(void)
+{
+	void	*buf;
+
+	(void)pthread_once(&direct_once, direct_key_init);
+	if (!direct_key_ok)
+		return NULL;
+	if ((buf = pthread_getspecific(direct_key)) != NULL)
+		return buf;
+	if (posix_memalign(&buf, DIRECT_ALIGN, DIRECT_BUF_LEN) != 0)
+		return NULL;
+	if (pthread_setspecific(direct_key, buf) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+/*
+ * be_stage with O_DIRECT: the object, padded to DIRECT_ALIGN, goes from
+ * one aligned buffer to the disk, then the file is cut to its size.
+ * Chunks are written once and read only by a restore or verify, so the
+ * page cache gains nothing from them, and filling fresh page cache was
+ * most of the target's CPU time on the development machine
+ * (docs/PERFORMANCE.md); the batch's syncfs then has only metadata
+ * left to write.  -1 with EINVAL if the file system refuses O_DIRECT.
+ */
+static int
+be_stage_direct(struct repo *r, const char *stage, const struct iovec *iov,
+    int iovcnt)
+{
+	uint8_t	*buf, *p;
+	size_t	 len = 0, alen;
+	int	 fd, i, save;
+
+	if ((buf = direct_buffer()) == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	for (i = 0; i < iovcnt; i++)
+		len += iov[i].iov_len;
+	alen = (len + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1);
+	if (alen > DIRECT_BUF_LEN) {
+		errno = EFBIG;
+		return -1;
+	}
+	for (i = 0, p = buf; i < iovcnt; p += iov[i].iov_len, i++)
+		memcpy(p, iov[i].iov_base, iov[i].iov_len);
+	memset(p, 0, alen - len);
+	if ((fd = openat(r->r_fd, stage, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_CLOEXEC | O_NOFOLLOW | O_DIRECT, 0600)) == -1)
+		return -1;
+	if (write_full(fd, buf, alen) == -1 ||
+	    (alen != len && ftruncate(fd, (off_t)len) == -1)) {
+		save = errno;
+		close(fd);
+		goto fail;
+	}
+	if (close_checked(fd) == -1) {
+		save = errno;
+		goto fail;
+	}
+	return 0;
+ fail:
+	unlinkat(r->r_fd, stage, 0);
+	errno = save;
+	return -1;
+}
+
+/*
+ * Writes an object at the stage key without making it durable: with
+ * O_DIRECT (above) unless the file system refuses it, else through the
+ * page cache, starting its write-back so that the batched sync finds
+ * little to do.
  */
 static int
 be_stage(struct repo *r, const char *stage, const struct iovec *iov,
@@ -448,6 +544,16 @@ be_stage(struct repo *r, const char *stage, const struct iovec *iov,
 {
 	int	 fd, save;
 
+	if (atomic_load(&r->r_direct)) {
+		if (be_stage_direct(r, stage, iov, iovcnt) == 0)
+			return 0;
+		if (errno != EINVAL)
+			return -1;
+		if (atomic_exchange(&r->r_direct, 0))
+			log_info("repository %s: the file system refuses "
+			    "O_DIRECT; chunks go through the page cache",
+			    r->r_path);
+	}
 	if ((fd = openat(r->r_fd, stage,
 	    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
 	    0600)) == -1)
@@ -811,6 +917,7 @@ repo_new(const char *path, char *errbuf, size_t errlen)
 		return NULL;
 	}
 	r->r_fd = -1;
+	atomic_init(&r->r_direct, 1);
 	return r;
 }
 
@@ -889,6 +996,16 @@ repo_open_readonly(const char *path, char *errbuf, size_t errlen)
  fail:
 	repo_close(r);
 	return NULL;
+}
+
+/*
+ * Whether new chunks are staged with O_DIRECT (be_stage_direct; the
+ * default) or through the page cache (direct_io = no).
+ */
+void
+repo_set_direct_io(struct repo *r, int on)
+{
+	atomic_store(&r->r_direct, on != 0);
 }
 
 const char *

@@ -117,6 +117,7 @@ target_reload(struct target *tg)
 		target_conf_free(tc);
 		return;
 	}
+	repo_set_direct_io(tg->tg_repo, tc->tc_direct_io);
 	if (strcmp(tc->tc_listen, tg->tg_conf->tc_listen) != 0 ||
 	    strcmp(tc->tc_repository, tg->tg_conf->tc_repository) != 0)
 		log_warnx("reload: listen and repository changes take effect "
@@ -319,6 +320,7 @@ main(int argc, char *argv[])
 		log_warnx("%s", err);
 		goto out;
 	}
+	repo_set_direct_io(tg.tg_repo, tg.tg_conf->tc_direct_io);
 
 	if (!foreground && daemon(0, 0) == -1)
 		fatal("daemon");

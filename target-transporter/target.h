@@ -53,6 +53,7 @@ struct target_conf {
 	char			*tc_crl;
 	char			*tc_repository;
 	uint64_t		 tc_workers;	/* 0: one per core */
+	int			 tc_direct_io;	/* chunks with O_DIRECT */
 	uint64_t		 tc_max_sessions;
 	uint64_t		 tc_max_tenant_sessions;
 	char			*tc_metrics;	/* host:port, or NULL: off */
@@ -229,6 +230,7 @@ int		 atrest_tenant_used(const struct tenant *);
 /* repo.c */
 struct repo	*repo_open(const char *, char *, size_t);
 void		 repo_close(struct repo *);
+void		 repo_set_direct_io(struct repo *, int);
 struct repo_job	*repo_job_begin(struct repo *, const char *, const char *,
 		    uint64_t, uint32_t, uint32_t);
 int		 repo_job_put_chunk(struct repo_job *, const uint8_t *,

@@ -16,7 +16,9 @@
  *	mkdir	mkdir, mkdirat
  *
  * on a path under FAULT_PATH (a file descriptor's path is read from
- * /proc/self/fd, so no descriptor table can go stale).  Environment:
+ * /proc/self/fd, so no descriptor table can go stale).  A create with
+ * O_DIRECT is logged as "openat(O_DIRECT)" (or "open(O_DIRECT)").
+ * Environment:
  *
  *	FAULT_PATH	directory whose files count (required)
  *	FAULT_PROG	only in a program of this name (default: any)
@@ -27,8 +29,9 @@
  *			(default 1; 0: every one after it)
  *	FAULT_ACTION	kill: SIGKILL before the step runs (a crash
  *			exactly there); tear: a write writes half its bytes,
- *			then SIGKILL; eio, enospc: the call fails with that
- *			errno and does nothing
+ *			then SIGKILL; eio, enospc, einval: the call fails
+ *			with that errno and does nothing (einval on a create
+ *			with O_DIRECT: a file system without O_DIRECT)
  *	FAULT_LOG	append "N class op path [action]" for each
  *			counted step (counting mode: FAULT_AT unset)
  *
@@ -69,7 +72,7 @@ static const char *const fc_names[] = {
 	"mkdir",
 };
 
-enum { FA_NONE, FA_KILL, FA_TEAR, FA_EIO, FA_ENOSPC };
+enum { FA_NONE, FA_KILL, FA_TEAR, FA_EIO, FA_ENOSPC, FA_EINVAL };
 
 static int		 fi_on;
 static char		 fi_path[PATH_MAX];
@@ -197,6 +200,8 @@ fi_init(void)
 			fi_action = FA_EIO;
 		else if (strcmp(v, "enospc") == 0)
 			fi_action = FA_ENOSPC;
+		else if (strcmp(v, "einval") == 0)
+			fi_action = FA_EINVAL;
 		else {
 			fprintf(stderr, "faultinject: bad action %s\n", v);
 			_exit(127);
@@ -281,7 +286,8 @@ step(int class, const char *op, const char *path)
 		len = snprintf(line, sizeof(line), "%lu %s %s %s%s%s\n", n,
 		    fc_names[i], op, path, act != FA_NONE ? " " : "",
 		    act == FA_KILL ? "kill" : act == FA_TEAR ? "tear" :
-		    act == FA_EIO ? "eio" : act == FA_ENOSPC ? "enospc" : "");
+		    act == FA_EIO ? "eio" : act == FA_ENOSPC ? "enospc" :
+		    act == FA_EINVAL ? "einval" : "");
 		if (len > 0)
 			(void)real_write(fi_log, line,
 			    (size_t)len < sizeof(line) ? (size_t)len :
@@ -313,6 +319,10 @@ fail(int act)
 	}
 	if (act == FA_ENOSPC) {
 		errno = ENOSPC;
+		return -1;
+	}
+	if (act == FA_EINVAL) {
+		errno = EINVAL;
 		return -1;
 	}
 	return 0;
@@ -350,7 +360,9 @@ open_common(int dirfd, const char *path, int flags, mode_t mode, int at)
 
 	RESOLVE(real_mkdirat);
 	if ((flags & O_CREAT) != 0) {
-		act = at_step(FC_CREATE, at ? "openat" : "open", dirfd, path);
+		act = at_step(FC_CREATE, (flags & O_DIRECT) != 0 ?
+		    (at ? "openat(O_DIRECT)" : "open(O_DIRECT)") :
+		    (at ? "openat" : "open"), dirfd, path);
 		if (fail(act) == -1)
 			return -1;
 	}
