@@ -19,6 +19,11 @@
 #   BENCH_SETTLE=5         seconds to wait for a quiet machine before a run
 #   BENCH_PROFILE=0        skip the profile
 #   BENCH_RSS=0            skip the 4 GiB / 64 GiB sparse peak RSS rows
+#   BENCH_FS=ext4          (default) every file of the run on a fresh ext4
+#                          made by mkfs.ext4's defaults, with its journal,
+#                          on a loop device (root only; else as tmp)
+#   BENCH_FS=tmp           every file of the run under TMPDIR as it is
+#   BENCH_FS_SIZE=32G      the fresh file system's size (sparse)
 #   KEEP=1                 keep the work directory
 #
 # Page caches cannot be dropped on a shared machine, so every timed run
@@ -27,6 +32,46 @@
 
 if [ -z "${BASH_VERSION:-}" ]; then
 	exec bash "$0" "$@"
+fi
+
+# on_fresh_ext4 ARGS...: runs this script again with TMPDIR on a fresh
+# ext4 (mkfs.ext4 defaults, so with a journal) on a loop device with
+# direct I/O, then unmounts it and exits with the run's status; returns
+# 1 if it cannot make one.  A repository's file system is made fresh and
+# journaled; this machine's root file system is ext4 without a journal,
+# whose inode allocator steps over every inode freed in the last minutes
+# on each create, so a run there pays for the files that earlier runs
+# and other users deleted (docs/PERFORMANCE.md).
+on_fresh_ext4() {
+	local dir dev rc
+	[ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null &&
+	    command -v losetup >/dev/null || return 1
+	dir=$(mktemp -d "${TMPDIR:-/tmp}/transporter-benchfs.XXXXXX") ||
+	    return 1
+	if ! truncate -s "${BENCH_FS_SIZE:-32G}" "$dir/fs.img" ||
+	    ! mkfs.ext4 -q -F "$dir/fs.img" ||
+	    ! dev=$(losetup -f --show --direct-io=on "$dir/fs.img"); then
+		rm -rf "$dir"
+		return 1
+	fi
+	mkdir "$dir/mnt"
+	if ! mount "$dev" "$dir/mnt"; then
+		losetup -d "$dev"
+		rm -rf "$dir"
+		return 1
+	fi
+	echo "bench: every file of this run on a fresh ext4 with a journal" \
+	    "($dev, ${BENCH_FS_SIZE:-32G}) at $dir/mnt" >&2
+	trap : INT TERM HUP	# the run stops on its own; then clean up
+	TMPDIR=$dir/mnt BENCH_FS=tmp bash "$0" "$@"
+	rc=$?
+	umount "$dir/mnt" && losetup -d "$dev" && rm -rf "$dir"
+	exit "$rc"
+}
+if [ "${BENCH_FS:-ext4}" = ext4 ]; then
+	on_fresh_ext4 "$@" ||
+	    echo "bench: cannot make a fresh ext4 (root, mkfs.ext4 and" \
+		"losetup are needed): the run stays under ${TMPDIR:-/tmp}" >&2
 fi
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -475,6 +520,7 @@ fi
 DISK_BYTES=$(stat -c %s "$IMG")
 echo "image: $((DISK_BYTES >> 20)) MiB ext4, $(($(du -k "$IMG" | cut -f1) >> 10)) MiB" \
     "allocated (real files from /usr/share and /usr/lib; the rest never written)"
+echo "files: under $T ($(findmnt -n -o SOURCE,FSTYPE -T "$T" | tr -s ' '))"
 echo "cache: page caches cannot be dropped on this shared machine; every timed"
 echo "run follows 'cat image > /dev/null' (restores: the repository too)"
 echo

@@ -155,10 +155,20 @@ fault sec "EIO from the key file's fsync (source-side)" "$EIO" \
 fault sec "EIO from the source-side commit's syncfs" "$EIO" \
     FAULT_CLASS=syncfs FAULT_AT=1 FAULT_ACTION=eio
 
-# ENOSPC at random writes of a backup (of its 52: chunks, the journal,
-# the index, the manifest); one-shot, as if space were freed right after.
+# ENOSPC at random writes of a backup (chunks, the journal, the index,
+# the manifest; counted on a backup of the same shape first); one-shot,
+# as if space were freed right after.
+new_disk vm
+rm -f "$T/hits"
+shim_start "$T/target.conf" FAULT_CLASS=write FAULT_LOG="$T/hits" ||
+    bail "target with the shim did not start"
+check "a backup whose writes are counted" \
+    as vm backup --disk "$T/vm2.img" --name vm
+target_stop
+WRITES=$(wc -l <"$T/hits")
+echo "# a backup of 24 MiB of new data makes $WRITES writes"
 for _ in 1 2 3; do
-	k=$((1 + RANDOM % 52))
+	k=$((1 + RANDOM % WRITES))
 	fault vm "ENOSPC from write #$k" "space|full" \
 	    FAULT_CLASS=write FAULT_AT="$k" FAULT_ACTION=enospc
 done
