@@ -269,21 +269,22 @@ tls_count_sent(SSL *ssl, uint64_t *since, size_t n)
 
 /*
  * The OpenSSL errors a bufferevent collected, joined with "; " into buf
- * ("" if none).  Returns 1 if one of them is an alert the peer sent (a
- * TLS verdict), 0 if not (an end of the connection, or our own error).
+ * ("" if none).  Returns the alert the peer sent (SSL_AD_*, a TLS
+ * verdict) if one of them is one, else -1 (an end of the connection, or
+ * our own error).
  */
 int
 tls_bev_errors(struct bufferevent *bev, char *buf, size_t len)
 {
 	unsigned long	 e;
 	size_t		 n = 0;
-	int		 alert = 0;
+	int		 alert = -1;
 
 	buf[0] = '\0';
 	while ((e = bufferevent_get_openssl_error(bev)) != 0 && n + 2 < len) {
 		if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
 		    ERR_GET_REASON(e) >= SSL_AD_REASON_OFFSET)
-			alert = 1;
+			alert = ERR_GET_REASON(e) - SSL_AD_REASON_OFFSET;
 		if (n > 0) {
 			buf[n++] = ';';
 			buf[n++] = ' ';

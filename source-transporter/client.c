@@ -128,6 +128,33 @@ client_connected(struct client *cl)
 	client_send(cl, &f);
 }
 
+/*
+ * What an alert the target sent during the handshake tells the user to
+ * look at: our certificate, the TLS version, or the cipher suites.
+ */
+static const char *
+client_alert_advice(int alert)
+{
+	switch (alert) {
+	case SSL_AD_BAD_CERTIFICATE:
+	case SSL_AD_UNSUPPORTED_CERTIFICATE:
+	case SSL_AD_CERTIFICATE_REVOKED:
+	case SSL_AD_CERTIFICATE_EXPIRED:
+	case SSL_AD_CERTIFICATE_UNKNOWN:
+	case SSL_AD_UNKNOWN_CA:
+	case SSL_AD_ACCESS_DENIED:
+	case SSL_AD_CERTIFICATE_REQUIRED:
+		return "it refused our certificate";
+	case SSL_AD_PROTOCOL_VERSION:
+		return "it does not speak TLS 1.3";
+	case SSL_AD_HANDSHAKE_FAILURE:
+	case SSL_AD_INSUFFICIENT_SECURITY:
+		return "it shares no TLS 1.3 cipher suite or key group with us";
+	default:
+		return "it gave no reason we know";
+	}
+}
+
 static void
 client_event_cb(struct bufferevent *bev, short events, void *arg)
 {
@@ -159,7 +186,7 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 	 * verdict on ours but a target over its connection cap (it closes
 	 * a flood at accept) or going down; worth another try, like BUSY.
 	 */
-	if (!cl->cl_hello && !alert &&
+	if (!cl->cl_hello && alert == -1 &&
 	    SSL_get0_peer_certificate(cl->cl_ssl) == NULL) {
 		cl->cl_lost = 1;
 		client_finish(cl, EXIT_CONNECT, "%s: the target closed the "
@@ -168,11 +195,17 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 		    err[0] ? err : "no reason given");
 		return;
 	}
+	if (!cl->cl_hello && alert != -1) {
+		client_finish(cl, EXIT_CONNECT, "%s: the target ended the "
+		    "handshake with the alert '%s': %s (our certificate: %s) — its log "
+		    "says more", cl->cl_addr, SSL_alert_desc_string_long(alert),
+		    client_alert_advice(alert), cl->cl_conf->sc_cert);
+		return;
+	}
 	if (!cl->cl_hello) {
 		client_finish(cl, EXIT_CONNECT, "%s: the target closed the "
-		    "connection during the handshake (%s); it may not accept "
-		    "our certificate %s — see the target's log", cl->cl_addr,
-		    err[0] ? err : "no reason given", cl->cl_conf->sc_cert);
+		    "connection during the handshake (%s) — its log says why",
+		    cl->cl_addr, err[0] ? err : "no reason given");
 		return;
 	}
 	if (!cl->cl_done) {
