@@ -447,6 +447,26 @@ be_link(struct repo *r, const char *stage, const char *key)
 	return -1;
 }
 
+/*
+ * Ends the write of a staged object: closes fd (its write returned rv)
+ * and removes the stage if the write or the close failed.  Returns 0,
+ * or -1 with the first failure's errno.
+ */
+static int
+stage_finish(struct repo *r, const char *stage, int fd, int rv)
+{
+	int	 save;
+
+	if (rv == 0 && close_checked(fd) == 0)
+		return 0;
+	save = errno;
+	if (rv != 0)
+		close(fd);
+	unlinkat(r->r_fd, stage, 0);
+	errno = save;
+	return -1;
+}
+
 /* Each writing thread's aligned buffer for O_DIRECT staging. */
 static pthread_key_t	 direct_key;
 static pthread_once_t	 direct_once = PTHREAD_ONCE_INIT;
@@ -496,7 +516,7 @@ be_stage_direct(struct repo *r, const char *stage, const struct iovec *iov,
 {
 	uint8_t	*buf, *p;
 	size_t	 len = 0, alen;
-	int	 fd, i, save;
+	int	 fd, i;
 
 	if ((buf = direct_buffer()) == NULL) {
 		errno = ENOMEM;
@@ -515,21 +535,8 @@ be_stage_direct(struct repo *r, const char *stage, const struct iovec *iov,
 	if ((fd = openat(r->r_fd, stage, O_WRONLY | O_CREAT | O_TRUNC |
 	    O_CLOEXEC | O_NOFOLLOW | O_DIRECT, 0600)) == -1)
 		return -1;
-	if (write_full(fd, buf, alen) == -1 ||
-	    (alen != len && ftruncate(fd, (off_t)len) == -1)) {
-		save = errno;
-		close(fd);
-		goto fail;
-	}
-	if (close_checked(fd) == -1) {
-		save = errno;
-		goto fail;
-	}
-	return 0;
- fail:
-	unlinkat(r->r_fd, stage, 0);
-	errno = save;
-	return -1;
+	return stage_finish(r, stage, fd, write_full(fd, buf, alen) == -1 ||
+	    (alen != len && ftruncate(fd, (off_t)len) == -1) ? -1 : 0);
 }
 
 /*
@@ -542,7 +549,7 @@ static int
 be_stage(struct repo *r, const char *stage, const struct iovec *iov,
     int iovcnt)
 {
-	int	 fd, save;
+	int	 fd, rv;
 
 	if (atomic_load(&r->r_direct)) {
 		if (be_stage_direct(r, stage, iov, iovcnt) == 0)
@@ -558,21 +565,9 @@ be_stage(struct repo *r, const char *stage, const struct iovec *iov,
 	    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
 	    0600)) == -1)
 		return -1;
-	if (write_iov(fd, iov, iovcnt) == -1) {
-		save = errno;
-		close(fd);
-		goto fail;
-	}
-	(void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-	if (close_checked(fd) == -1) {
-		save = errno;
-		goto fail;
-	}
-	return 0;
- fail:
-	unlinkat(r->r_fd, stage, 0);
-	errno = save;
-	return -1;
+	if ((rv = write_iov(fd, iov, iovcnt)) == 0)
+		(void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	return stage_finish(r, stage, fd, rv);
 }
 
 /*
@@ -583,28 +578,16 @@ static int
 be_put(struct repo *r, const char *stage, const char *key,
     const struct iovec *iov, int iovcnt)
 {
-	int	 fd, save;
+	int	 fd;
 
 	if ((fd = openat(r->r_fd, stage,
 	    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
 	    0600)) == -1)
 		return -1;
-	if (write_iov(fd, iov, iovcnt) == -1 || fsync(fd) == -1) {
-		save = errno;
-		close(fd);
-		goto fail;
-	}
-	if (close_checked(fd) == -1) {
-		save = errno;
-		goto fail;
-	}
-	if (be_link(r, stage, key) == -1)
+	if (stage_finish(r, stage, fd, write_iov(fd, iov, iovcnt) == -1 ||
+	    fsync(fd) == -1 ? -1 : 0) == -1 || be_link(r, stage, key) == -1)
 		return -1;
 	return be_sync_parent(r, key);
- fail:
-	unlinkat(r->r_fd, stage, 0);
-	errno = save;
-	return -1;
 }
 
 /*

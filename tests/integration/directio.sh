@@ -56,39 +56,38 @@ target_backup() {
 	grep -E '/tmp/[^/]+/c[0-9]+' "$T/creates" >"$T/staged" || true
 }
 TB=0
+
+# staged_verdict WHAT STATUS: ok WHAT if STATUS is 0, else not ok with the
+# first staged creates
+staged_verdict() {
+	if [ "$2" -eq 0 ]; then
+		ok "$1"
+	else
+		not_ok "$1" "$(head -n 3 "$T/staged")"
+	fi
+}
+
 make_image "$T/big.img" 9M+4097 6
 
 target_backup "target default" "$T/target.conf" "$T/big.img"
-if [ -s "$T/staged" ] && ! grep -qv 'O_DIRECT' "$T/staged"; then
-	ok "target default: every new chunk was staged with O_DIRECT"
-else
-	not_ok "target default: every new chunk was staged with O_DIRECT" \
-	    "$(head -n 3 "$T/staged")"
-fi
+[ -s "$T/staged" ] && ! grep -qv 'O_DIRECT' "$T/staged"
+staged_verdict "target default: every new chunk was staged with O_DIRECT" $?
 
 sed '1i direct_io = no' "$T/target.conf" >"$T/buffered.conf"
 make_image "$T/cached.img" 7M 8
 target_backup "target direct_io = no" "$T/buffered.conf" "$T/cached.img"
-if [ -s "$T/staged" ] && ! grep -q 'O_DIRECT' "$T/staged"; then
-	ok "target direct_io = no: chunks staged through the page cache"
-else
-	not_ok "target direct_io = no: chunks staged through the page cache" \
-	    "$(head -n 3 "$T/staged")"
-fi
+[ -s "$T/staged" ] && ! grep -q 'O_DIRECT' "$T/staged"
+staged_verdict "target direct_io = no: chunks staged through the page cache" $?
 
 make_image "$T/other.img" 5M+1 7
 target_backup "a file system without O_DIRECT" "$T/target.conf" \
     "$T/other.img" "FAULT_MATCH=*/tmp/*/c*" FAULT_AT=1 FAULT_ACTION=einval
 expect_grep "refuses O_DIRECT; chunks go through the page cache" \
     "$TARGET_LOG" "without O_DIRECT: the target says so"
-if [ "$(grep -c 'refuses O_DIRECT' "$TARGET_LOG")" -eq 1 ] &&
+[ "$(grep -c 'refuses O_DIRECT' "$TARGET_LOG")" -eq 1 ] &&
     [ "$(grep -c 'O_DIRECT.* einval$' "$T/staged")" -eq 1 ] &&
-    [ "$(grep -vc 'O_DIRECT' "$T/staged")" -ge 3 ]; then
-	ok "without O_DIRECT: said once, later chunks staged through the cache"
-else
-	not_ok "without O_DIRECT: said once, later chunks staged through the cache" \
-	    "$(head -n 3 "$T/staged")"
-fi
+    [ "$(grep -vc 'O_DIRECT' "$T/staged")" -ge 3 ]
+staged_verdict "without O_DIRECT: said once, later chunks staged through the cache" $?
 
 sed '1i direct_io = sometimes' "$T/target.conf" >"$T/badtgt.conf"
 expect_exit 2 "target direct_io = sometimes is refused" \
