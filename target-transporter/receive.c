@@ -109,6 +109,13 @@ receive_block_len(const struct receive *rv, uint64_t index)
 	return left < rv->rv_block_size ? (uint32_t)left : rv->rv_block_size;
 }
 
+/* strcmp for qsort and bsearch over an array of strings */
+static int
+id_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /*
  * The chain of the name, for the source's rollback check: the newest
  * point (newest_id, as long as a repo_point's rp_id), whether the point the
@@ -120,7 +127,8 @@ receive_chain(struct session *se, struct receive *rv, BaseIndex *bi,
     char *newest_id)
 {
 	struct repo_point	*pts = NULL, *p;
-	size_t			 n = 0, i, j;
+	const char		**ids = NULL, *prev;
+	size_t			 n = 0, i;
 
 	if (repo_list(se->se_target->tg_repo, se->se_tenant->tn_name,
 	    rv->rv_name, &pts, &n) == -1 && errno != ENOENT) {
@@ -129,6 +137,16 @@ receive_chain(struct session *se, struct receive *rv, BaseIndex *bi,
 		    strerror(errno));
 		return -1;
 	}
+	/* The ids sorted, so that each predecessor is a binary search. */
+	if (n > 0 && (ids = calloc(n, sizeof(*ids))) == NULL) {
+		repo_points_free(pts, n);
+		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < n; i++)
+		ids[i] = pts[i].rp_id;
+	if (n > 0)
+		qsort(ids, n, sizeof(*ids), id_cmp);
 	for (i = 0; i < n; i++) {
 		p = &pts[i];
 		if (rv->rv_known_id[0] != '\0' &&
@@ -136,14 +154,12 @@ receive_chain(struct session *se, struct receive *rv, BaseIndex *bi,
 		    (rv->rv_known_seq == 0 || p->rp_sequence == 0 ||
 		    p->rp_sequence == rv->rv_known_seq))
 			bi->known = 1;
-		if (p->rp_previous_id[0] == '\0')
-			continue;
-		for (j = 0; j < n; j++)
-			if (strcmp(pts[j].rp_id, p->rp_previous_id) == 0)
-				break;
-		if (j == n)
+		prev = p->rp_previous_id;
+		if (prev[0] != '\0' &&
+		    bsearch(&prev, ids, n, sizeof(*ids), id_cmp) == NULL)
 			bi->missing++;
 	}
+	free(ids);
 	/* repo_list sorts the points of a name oldest first. */
 	newest_id[0] = '\0';
 	if (n > 0) {
