@@ -413,13 +413,22 @@ be_sync_parent(struct repo *r, const char *key)
 	return be_sync_dir(r, dir);
 }
 
-/* Creates a "directory" if absent, durably.  A no-op on object stores. */
+/*
+ * Creates a "directory" if absent; durably unless the caller's next
+ * syncfs makes it so (nosync).  A no-op on object stores.
+ */
 static int
-be_mkdir(struct repo *r, const char *key)
+be_mkdir_sync(struct repo *r, const char *key, int sync)
 {
 	if (mkdirat(r->r_fd, key, 0700) == -1)
 		return errno == EEXIST ? 0 : -1;
-	return be_sync_parent(r, key);
+	return sync ? be_sync_parent(r, key) : 0;
+}
+
+static int
+be_mkdir(struct repo *r, const char *key)
+{
+	return be_mkdir_sync(r, key, 1);
 }
 
 /*
@@ -620,7 +629,8 @@ be_publish(struct repo *r, int syncfd, size_t n, char (*stage)[REPO_KEY_MAX],
 		if ((slash = strrchr(key[i], '/')) != NULL) {
 			memcpy(dir, key[i], slash - key[i]);
 			dir[slash - key[i]] = '\0';
-			if (be_mkdir(r, dir) == -1)
+			/* Durable with the names, by the syncfs below. */
+			if (be_mkdir_sync(r, dir, 0) == -1)
 				return -1;
 		}
 		if (be_link(r, stage[i], key[i]) == -1) {
