@@ -77,6 +77,7 @@ struct restore {
 	const char	*rs_state_dir;	/* a device's resume state goes here */
 	char		 rs_tmp[PATH_MAX];	/* "" when writing in place */
 	int		 rs_fd;
+	int		 rs_device;	/* the output: a block device, in place */
 	int		 rs_force;
 	int		 rs_json;
 	int		 rs_begun;
@@ -761,8 +762,8 @@ restore_state_discard(struct restore *rs)
 
 /*
  * The resume state of the output: for a regular file, beside it, naming
- * the partial file to reopen; for a block device (rs_fd open), in the
- * state directory, the device itself.  0 if resuming (rs_fd, and for a
+ * the partial file to reopen; for a block device (rs_device, rs_fd
+ * open), in the state directory, the device itself.  0 if resuming (rs_fd, and for a
  * file rs_tmp, set), 1 if there is nothing to resume, -1 after a message
  * if another restore is writing it.
  */
@@ -792,7 +793,7 @@ restore_state_load(struct restore *rs)
 		restore_state_discard(rs);
 		return 1;
 	}
-	if (rs->rs_fd != -1) {
+	if (rs->rs_device) {
 		if (strcmp(rs->rs_st.st_partial, "-") == 0)
 			return 0;
 		log_warnx("resume state %s is not one of a block device; "
@@ -844,6 +845,7 @@ restore_open_output(struct restore *rs)
 
 	exists = stat(rs->rs_output, &st) == 0;
 	if (exists && S_ISBLK(st.st_mode)) {
+		rs->rs_device = 1;
 		/* Read too: a resumed attempt checks what it wrote. */
 		if ((rs->rs_fd = open(rs->rs_output, O_RDWR | O_CLOEXEC)) ==
 		    -1)
@@ -954,11 +956,11 @@ restore_commit_output(struct restore *rs)
 	char	 dir[PATH_MAX];
 	int	 dfd;
 
-	if (rs->rs_tmp[0] == '\0' && restore_zero_unwritten(rs) == -1)
+	if (rs->rs_device && restore_zero_unwritten(rs) == -1)
 		return -1;
 	if (fsync(rs->rs_fd) == -1)
 		return -1;
-	if (rs->rs_tmp[0] == '\0') {
+	if (rs->rs_device) {
 		if (rs->rs_state_path[0] != '\0')
 			unlink(rs->rs_state_path);
 		rs->rs_state_path[0] = '\0';
