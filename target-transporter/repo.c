@@ -414,8 +414,8 @@ be_sync_parent(struct repo *r, const char *key)
 }
 
 /*
- * Creates a "directory" if absent; durably unless the caller's next
- * syncfs makes it so (nosync).  A no-op on object stores.
+ * Creates a "directory" if absent, and with sync makes it durable
+ * (sync 0: the caller's next syncfs does).  A no-op on object stores.
  */
 static int
 be_mkdir_sync(struct repo *r, const char *key, int sync)
