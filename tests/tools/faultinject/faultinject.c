@@ -28,7 +28,8 @@
  *	FAULT_TIMES	how many counted steps fail from FAULT_AT on
  *			(default 1; 0: every one after it)
  *	FAULT_ACTION	kill: SIGKILL before the step runs (a crash
- *			exactly there); tear: a write writes half its bytes,
+ *			exactly there); tear: a write writes half its bytes
+ *			(on an O_DIRECT descriptor rounded down to 4 KiB),
  *			then SIGKILL; eio, enospc, einval: the call fails
  *			with that errno and does nothing (einval on a create
  *			with O_DIRECT: a file system without O_DIRECT)
@@ -448,13 +449,26 @@ __openat64_2(int dirfd, const char *path, int flags)
 	return open_common(dirfd, path, flags, 0, 1);
 }
 
+/*
+ * Half of len for a tear; on an O_DIRECT descriptor rounded down to 4 KiB,
+ * so that the kernel takes the half instead of refusing it (EINVAL).
+ */
+static size_t
+tear_len(int fd, size_t len)
+{
+	int	 fl = fcntl(fd, F_GETFL);
+
+	return fl != -1 && (fl & O_DIRECT) != 0 ? (len / 2) & ~(size_t)4095 :
+	    len / 2;
+}
+
 ssize_t
 write(int fd, const void *buf, size_t len)
 {
 	int	 act = fd_step(FC_WRITE, "write", fd);
 
 	if (act == FA_TEAR) {
-		(void)real_write(fd, buf, len / 2);
+		(void)real_write(fd, buf, tear_len(fd, len));
 		fi_die();
 	}
 	if (fail(act) == -1)
@@ -468,7 +482,7 @@ pwrite(int fd, const void *buf, size_t len, off_t off)
 	int	 act = fd_step(FC_WRITE, "pwrite", fd);
 
 	if (act == FA_TEAR) {
-		(void)real_pwrite(fd, buf, len / 2, off);
+		(void)real_pwrite(fd, buf, tear_len(fd, len), off);
 		fi_die();
 	}
 	if (fail(act) == -1)
