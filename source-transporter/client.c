@@ -202,10 +202,15 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 		    client_alert_advice(alert), cl->cl_conf->sc_cert);
 		return;
 	}
+	/*
+	 * No alert read: the target may have sent one that the reset of
+	 * the connection took with it before we read it.
+	 */
 	if (!cl->cl_hello) {
 		client_finish(cl, EXIT_CONNECT, "%s: the target closed the "
-		    "connection during the handshake (%s) — its log says why",
-		    cl->cl_addr, err[0] ? err : "no reason given");
+		    "connection during the handshake (%s); it may not accept "
+		    "our certificate %s — its log says why", cl->cl_addr,
+		    err[0] ? err : "no reason given", cl->cl_conf->sc_cert);
 		return;
 	}
 	if (!cl->cl_done) {
