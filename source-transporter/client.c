@@ -197,8 +197,9 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 	}
 	if (!cl->cl_hello && alert != -1) {
 		client_finish(cl, EXIT_CONNECT, "%s: the target ended the "
-		    "handshake with the alert '%s': %s (our certificate: %s) — its log "
-		    "says more", cl->cl_addr, SSL_alert_desc_string_long(alert),
+		    "handshake with the alert '%s': %s (our certificate: "
+		    "%s) — its log says more", cl->cl_addr,
+		    SSL_alert_desc_string_long(alert),
 		    client_alert_advice(alert), cl->cl_conf->sc_cert);
 		return;
 	}

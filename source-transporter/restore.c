@@ -763,9 +763,9 @@ restore_state_discard(struct restore *rs)
 /*
  * The resume state of the output: for a regular file, beside it, naming
  * the partial file to reopen; for a block device (rs_device, rs_fd
- * open), in the state directory, the device itself.  0 if resuming (rs_fd, and for a
- * file rs_tmp, set), 1 if there is nothing to resume, -1 after a message
- * if another restore is writing it.
+ * open), in the state directory, the device itself.  0 if resuming
+ * (rs_fd, and for a file rs_tmp, set), 1 if there is nothing to resume,
+ * -1 after a message if another restore is writing it.
  */
 static int
 restore_state_load(struct restore *rs)
