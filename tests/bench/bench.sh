@@ -70,8 +70,9 @@ on_fresh_ext4() {
 }
 if [ "${BENCH_FS:-ext4}" = ext4 ]; then
 	on_fresh_ext4 "$@" ||
-	    echo "bench: cannot make a fresh ext4 (root, mkfs.ext4 and" \
-		"losetup are needed): the run stays under ${TMPDIR:-/tmp}" >&2
+	    echo "bench: cannot make a fresh ext4 on a loop device (it needs" \
+		"root, mkfs.ext4, losetup and a free loop device): the run" \
+		"stays under ${TMPDIR:-/tmp}" >&2
 fi
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
