@@ -75,6 +75,12 @@ static const char *const fc_names[] = {
 
 enum { FA_NONE, FA_KILL, FA_TEAR, FA_EIO, FA_ENOSPC, FA_EINVAL };
 
+/* FAULT_ACTION's words, by action; the errno of each error action. */
+static const char *const fa_names[] = {
+	"", "kill", "tear", "eio", "enospc", "einval",
+};
+static const int fa_errno[] = { 0, 0, 0, EIO, ENOSPC, EINVAL };
+
 static int		 fi_on;
 static char		 fi_path[PATH_MAX];
 static size_t		 fi_pathlen;
@@ -193,20 +199,14 @@ fi_init(void)
 	if ((v = getenv("FAULT_TIMES")) != NULL && v[0] != '\0')
 		fi_times = strtoul(v, &end, 10);
 	if ((v = getenv("FAULT_ACTION")) != NULL && v[0] != '\0') {
-		if (strcmp(v, "kill") == 0)
-			fi_action = FA_KILL;
-		else if (strcmp(v, "tear") == 0)
-			fi_action = FA_TEAR;
-		else if (strcmp(v, "eio") == 0)
-			fi_action = FA_EIO;
-		else if (strcmp(v, "enospc") == 0)
-			fi_action = FA_ENOSPC;
-		else if (strcmp(v, "einval") == 0)
-			fi_action = FA_EINVAL;
-		else {
+		for (i = 1; i < sizeof(fa_names) / sizeof(*fa_names); i++)
+			if (strcmp(v, fa_names[i]) == 0)
+				break;
+		if (i == sizeof(fa_names) / sizeof(*fa_names)) {
 			fprintf(stderr, "faultinject: bad action %s\n", v);
 			_exit(127);
 		}
+		fi_action = (int)i;
 	}
 	if ((v = getenv("FAULT_LOG")) != NULL && v[0] != '\0')
 		fi_log = real_open(v, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
@@ -286,9 +286,7 @@ step(int class, const char *op, const char *path)
 			;
 		len = snprintf(line, sizeof(line), "%lu %s %s %s%s%s\n", n,
 		    fc_names[i], op, path, act != FA_NONE ? " " : "",
-		    act == FA_KILL ? "kill" : act == FA_TEAR ? "tear" :
-		    act == FA_EIO ? "eio" : act == FA_ENOSPC ? "enospc" :
-		    act == FA_EINVAL ? "einval" : "");
+		    fa_names[act]);
 		if (len > 0)
 			(void)real_write(fi_log, line,
 			    (size_t)len < sizeof(line) ? (size_t)len :
@@ -314,16 +312,8 @@ fi_die(void)
 static int
 fail(int act)
 {
-	if (act == FA_EIO) {
-		errno = EIO;
-		return -1;
-	}
-	if (act == FA_ENOSPC) {
-		errno = ENOSPC;
-		return -1;
-	}
-	if (act == FA_EINVAL) {
-		errno = EINVAL;
+	if (fa_errno[act] != 0) {
+		errno = fa_errno[act];
 		return -1;
 	}
 	return 0;
