@@ -46,6 +46,8 @@ struct evbuffer;
 #define BLOCK_SIZE_MAX		(16u << 20)
 #define NAME_MAX_LEN		128	/* backup names */
 #define RESTORE_RESEND_MAX	65536	/* RestoreRequest.resend entries */
+#define JOB_CONNECTIONS_MAX	16	/* connections carrying one backup */
+#define JOB_TOKEN_LEN		32	/* BaseIndex.job_token, JoinJob */
 
 #define CHUNK_ID_LEN		32
 #define AEAD_KEY_LEN		32

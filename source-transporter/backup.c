@@ -5,6 +5,11 @@
  * finished frames on the socket.  Reads stop while the unacknowledged
  * bytes exceed the window or the socket is backed up, so memory stays
  * bounded whatever the disk size.
+ *
+ * With `connections` above 1 the target gives the job a token, and that
+ * many connections in all carry its blocks: each block is sealed for
+ * and queued on the connection with the least queued when it is handed
+ * out, and the window counts the unacknowledged bytes of all of them.
  */
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -23,8 +28,24 @@
 
 #include "source.h"
 
+struct backup;
+
+/* One connection carrying the job's blocks; the first also the rest. */
+struct backup_conn {
+	struct backup	*bc_backup;
+	struct client	*bc_client;
+	int		 bc_joined;	/* may carry blocks (JoinJob sent) */
+	int		 bc_jobs;	/* blocks in the pool bound for it */
+	uint64_t	 bc_blocks;	/* Block frames queued on it */
+	uint64_t	 bc_sent;	/* frame bytes queued on it */
+	uint64_t	 bc_acked;	/* ... and acknowledged */
+};
+
 struct backup {
-	struct client	*bk_client;
+	struct client	*bk_client;	/* the first connection */
+	struct backup_conn bk_conns[JOB_CONNECTIONS_MAX];
+	int		 bk_nconns;
+	uint8_t		 bk_token[JOB_TOKEN_LEN];	/* to join the job */
 	struct source_conf *bk_conf;
 	const char	*bk_disk;
 	const char	*bk_name;
@@ -73,6 +94,7 @@ struct backup {
 struct read_job {
 	struct pool_job	 rj_job;
 	struct backup	*rj_backup;
+	struct backup_conn *rj_conn;	/* sealed for and sent on */
 	uint64_t	 rj_index;
 	uint64_t	 rj_nonce;
 	uint8_t		 rj_key[AEAD_KEY_LEN];
@@ -91,6 +113,7 @@ struct read_job {
 #define DIRTY_SPOT_CHECKS 16	/* clean blocks read to test a bitmap */
 
 static void	backup_pump(struct backup *);
+static void	backup_connect_more(struct backup *, const BaseIndex *);
 
 /* Sends the pending unchanged block numbers in one frame. */
 static void
@@ -110,6 +133,7 @@ backup_flush_unchanged(struct backup *bk)
 	len = frame__get_packed_size(&f) + FRAME_HDR_LEN;
 	client_send(bk->bk_client, &f);
 	bk->bk_bytes_sent += len;
+	bk->bk_conns[0].bc_sent += len;
 	bk->bk_nunchanged = 0;
 }
 
@@ -269,8 +293,10 @@ read_done(struct pool_job *pj)
 	struct read_job	*rj = (struct read_job *)pj;
 	struct backup	*bk = rj->rj_backup;
 	struct client	*cl = bk->bk_client;
+	struct client	*out = rj->rj_conn->bc_client;
 
 	bk->bk_jobs--;
+	rj->rj_conn->bc_jobs--;
 	if (cl->cl_done)
 		goto out;
 	if (rj->rj_errno != 0) {
@@ -305,7 +331,7 @@ read_done(struct pool_job *pj)
 		if (bk->bk_nunchanged == UNCHANGED_MAX)
 			backup_flush_unchanged(bk);
 	} else {
-		if (evbuffer_add_reference(client_output(cl), rj->rj_frame,
+		if (evbuffer_add_reference(client_output(out), rj->rj_frame,
 		    rj->rj_len, frame_free_cb, rj->rj_frame) == -1) {
 			client_finish(cl, EXIT_ERROR, "cannot queue a block");
 			goto out;
@@ -313,7 +339,9 @@ read_done(struct pool_job *pj)
 		rj->rj_frame = NULL;
 		bk->bk_blocks_sent++;
 		bk->bk_bytes_sent += rj->rj_len;
-		tls_count_sent(cl->cl_ssl, &cl->cl_tls_sent, rj->rj_len);
+		rj->rj_conn->bc_blocks++;
+		rj->rj_conn->bc_sent += rj->rj_len;
+		tls_count_sent(out->cl_ssl, &out->cl_tls_sent, rj->rj_len);
 	}
 	progress_update(&bk->bk_progress, (bk->bk_zero_blocks +
 	    bk->bk_blocks_unchanged + bk->bk_blocks_sent) *
@@ -383,50 +411,53 @@ backup_clean_block(struct backup *bk)
 	return 1;
 }
 
-/* Hands out blocks while window, socket and pool allow; ends the job. */
+/*
+ * The connection the next block goes on: of those that may carry
+ * blocks, the one with the fewest bytes queued and bound for it.
+ */
+static struct backup_conn *
+backup_pick(struct backup *bk)
+{
+	struct backup_conn	*bc, *best = NULL;
+	uint64_t		 queued, least = 0;
+	int			 i;
+
+	for (i = 0; i < bk->bk_nconns; i++) {
+		bc = &bk->bk_conns[i];
+		if (!bc->bc_joined)
+			continue;
+		queued = evbuffer_get_length(client_output(bc->bc_client)) +
+		    (uint64_t)bc->bc_jobs * bk->bk_block_size;
+		if (best == NULL || queued < least) {
+			best = bc;
+			least = queued;
+		}
+	}
+	return best;
+}
+
+/* BackupEnd on every joined connection, then on the first.  */
 static void
-backup_pump(struct backup *bk)
+backup_end(struct backup *bk)
 {
 	struct client	*cl = bk->bk_client;
-	struct read_job	*rj;
 	Frame		 f = FRAME__INIT;
-	BackupEnd	 be = BACKUP_END__INIT;
+	BackupEnd	 be = BACKUP_END__INIT, part = BACKUP_END__INIT;
 	uint8_t		*chain = NULL;
 	size_t		 chainlen = 0;
 	char		 err[KEY_ERR_MAX];
+	int		 i;
 
-	if (bk->bk_base_wait)
-		return;
-	while (!cl->cl_done && bk->bk_next < bk->bk_blocks &&
-	    bk->bk_jobs < bk->bk_max_jobs &&
-	    evbuffer_get_length(client_output(cl)) < SOURCE_OUT_MAX &&
-	    bk->bk_bytes_sent - bk->bk_bytes_acked +
-	    (uint64_t)bk->bk_jobs * bk->bk_block_size <
-	    bk->bk_conf->sc_window) {
-		backup_skip_holes(bk);
-		if (bk->bk_next >= bk->bk_blocks)
-			break;
-		if (backup_clean_block(bk))
+	f.msg_case = FRAME__MSG_BACKUP_END;
+	f.backup_end = &part;
+	for (i = 1; i < bk->bk_nconns; i++) {
+		if (!bk->bk_conns[i].bc_joined)
 			continue;
-		if ((rj = calloc(1, sizeof(*rj))) == NULL) {
-			client_finish(cl, EXIT_ERROR, "out of memory");
-			return;
-		}
-		rj->rj_job.pj_work = read_work;
-		rj->rj_job.pj_done = read_done;
-		rj->rj_backup = bk;
-		rj->rj_index = bk->bk_next++;
-		rj->rj_nonce = cl->cl_nonce++;
-		rj->rj_level = (int)bk->bk_conf->sc_compression_level;
-		memcpy(rj->rj_key, cl->cl_key_out, AEAD_KEY_LEN);
-		bk->bk_jobs++;
-		pool_submit(cl->cl_pool, &rj->rj_job);
+		part.blocks_sent = bk->bk_conns[i].bc_blocks;
+		client_send(bk->bk_conns[i].bc_client, &f);
+		be.joined++;
 	}
-	if (cl->cl_done || bk->bk_ended || bk->bk_next < bk->bk_blocks ||
-	    bk->bk_jobs > 0)
-		return;
-	backup_flush_unchanged(bk);
-	bk->bk_ended = 1;
+	f.backup_end = &be;
 	be.blocks_sent = bk->bk_blocks_sent;
 	be.zero_blocks = bk->bk_zero_blocks;
 	be.blocks_unchanged = bk->bk_blocks_unchanged;
@@ -442,10 +473,56 @@ backup_pump(struct backup *bk)
 		be.n_keys = bk->bk_env.ev_chain->kc_nkeys;
 		be.keys = bk->bk_env.ev_chain->kc_keys;
 	}
-	f.msg_case = FRAME__MSG_BACKUP_END;
-	f.backup_end = &be;
 	client_send(cl, &f);
 	free(chain);
+}
+
+/* Hands out blocks while window, socket and pool allow; ends the job. */
+static void
+backup_pump(struct backup *bk)
+{
+	struct client	*cl = bk->bk_client;
+	struct backup_conn *bc;
+	struct read_job	*rj;
+
+	if (bk->bk_base_wait)
+		return;
+	while (!cl->cl_done && bk->bk_next < bk->bk_blocks &&
+	    bk->bk_jobs < bk->bk_max_jobs &&
+	    (bc = backup_pick(bk)) != NULL &&
+	    evbuffer_get_length(client_output(bc->bc_client)) <
+	    SOURCE_OUT_MAX &&
+	    bk->bk_bytes_sent - bk->bk_bytes_acked +
+	    (uint64_t)bk->bk_jobs * bk->bk_block_size <
+	    bk->bk_conf->sc_window) {
+		backup_skip_holes(bk);
+		if (bk->bk_next >= bk->bk_blocks)
+			break;
+		if (backup_clean_block(bk))
+			continue;
+		if ((rj = calloc(1, sizeof(*rj))) == NULL) {
+			client_finish(cl, EXIT_ERROR, "out of memory");
+			return;
+		}
+		rj->rj_job.pj_work = read_work;
+		rj->rj_job.pj_done = read_done;
+		rj->rj_backup = bk;
+		rj->rj_conn = bc;
+		rj->rj_index = bk->bk_next++;
+		/* Sealed under the key of the connection it goes on. */
+		rj->rj_nonce = bc->bc_client->cl_nonce++;
+		rj->rj_level = (int)bk->bk_conf->sc_compression_level;
+		memcpy(rj->rj_key, bc->bc_client->cl_key_out, AEAD_KEY_LEN);
+		bk->bk_jobs++;
+		bc->bc_jobs++;
+		pool_submit(cl->cl_pool, &rj->rj_job);
+	}
+	if (cl->cl_done || bk->bk_ended || bk->bk_next < bk->bk_blocks ||
+	    bk->bk_jobs > 0)
+		return;
+	backup_flush_unchanged(bk);
+	bk->bk_ended = 1;
+	backup_end(bk);
 }
 
 static void
@@ -461,6 +538,7 @@ backup_ready(struct client *cl, void *arg)
 	bb.mode = bk->bk_mode;
 	bb.source_path = (char *)bk->bk_disk;
 	bb.window = bk->bk_conf->sc_window;
+	bb.connections = (uint32_t)bk->bk_conf->sc_connections;
 	bb.incremental = !bk->bk_full;
 	bb.transport = (char *)disk_transport_name(bk->bk_dk);
 	/* From this point on the bitmap tracks changes for the next one. */
@@ -488,7 +566,10 @@ backup_summary(struct backup *bk, const Committed *c)
 	char		 b1[32], b2[32], b3[32], b4[32], b5[32];
 	double		 secs = (now_ms() - bk->bk_start_ms) / 1000.0;
 	long		 rss = peak_rss_kib();
+	int		 nconns = 0, i;
 
+	for (i = 0; i < bk->bk_nconns; i++)
+		nconns += bk->bk_conns[i].bc_joined;
 	if (secs <= 0)
 		secs = 0.001;
 	if (bk->bk_json) {
@@ -500,7 +581,7 @@ backup_summary(struct backup *bk, const Committed *c)
 		    "\"blocks\":%llu,\"blocks_sent\":%llu,"
 		    "\"zero_blocks\":%llu,\"blocks_unchanged\":%llu,"
 		    "\"base_point_id\":\"%s\",\"resumed\":%s,"
-		    "\"attempts\":%d,\"chunks_new\":%llu,"
+		    "\"attempts\":%d,\"connections\":%d,\"chunks_new\":%llu,"
 		    "\"chunks_dedup\":%llu,\"seconds\":%.3f,"
 		    "\"peak_rss_kib\":%ld}\n", bk->bk_name, c->point_id,
 		    mode_name(bk->bk_mode), disk_transport_name(bk->bk_dk),
@@ -514,7 +595,7 @@ backup_summary(struct backup *bk, const Committed *c)
 		    (unsigned long long)bk->bk_zero_blocks,
 		    (unsigned long long)bk->bk_blocks_unchanged,
 		    bk->bk_base_id, bk->bk_resumed ? "true" : "false",
-		    bk->bk_attempts, (unsigned long long)c->chunks_new,
+		    bk->bk_attempts, nconns, (unsigned long long)c->chunks_new,
 		    (unsigned long long)c->chunks_dedup, secs, rss);
 		return;
 	}
@@ -536,8 +617,9 @@ backup_summary(struct backup *bk, const Committed *c)
 		    bk->bk_base_id, bk->bk_resumed ? " and an interrupted "
 		    "backup (resumed)" : "",
 		    (unsigned long long)bk->bk_blocks_unchanged);
-	printf("  sent      %s (%llu blocks)\n", b3,
-	    (unsigned long long)bk->bk_blocks_sent);
+	printf("  sent      %s (%llu blocks) on %d connection%s\n", b3,
+	    (unsigned long long)bk->bk_blocks_sent, nconns,
+	    nconns > 1 ? "s" : "");
 	printf("  stored    %s new (%llu new chunks, %llu already stored)\n",
 	    b4, (unsigned long long)c->chunks_new,
 	    (unsigned long long)c->chunks_dedup);
@@ -711,9 +793,112 @@ backup_base(struct backup *bk, const BaseIndex *bi)
 		if (bk->bk_base != NULL)
 			log_debug("incremental from restore point %s",
 			    bk->bk_base_id);
+		backup_connect_more(bk, bi);
 		backup_pump(bk);
 	}
 	return 0;
+}
+
+/* Ack on one of the job's connections: what it carried is durable. */
+static void
+backup_ack(struct backup_conn *bc, const Ack *ack)
+{
+	struct backup	*bk = bc->bc_backup;
+	struct client	*cl = bc->bc_client;
+
+	if (ack->bytes_durable > bc->bc_sent ||
+	    ack->bytes_durable < bc->bc_acked) {
+		client_finish(cl, EXIT_ERROR, "%s: protocol error: "
+		    "acknowledgement of %llu bytes is out of order",
+		    cl->cl_addr, (unsigned long long)ack->bytes_durable);
+		return;
+	}
+	bk->bk_bytes_acked += ack->bytes_durable - bc->bc_acked;
+	bc->bc_acked = ack->bytes_durable;
+	backup_pump(bk);
+}
+
+/* An extra connection's Hello: it joins the job, unless that is over. */
+static void
+join_ready(struct client *cl, void *arg)
+{
+	struct backup_conn *bc = arg;
+	struct backup	*bk = bc->bc_backup;
+	Frame		 f = FRAME__INIT;
+	JoinJob		 jj = JOIN_JOB__INIT;
+
+	if (bk->bk_ended)
+		return;
+	jj.job_token.data = bk->bk_token;
+	jj.job_token.len = sizeof(bk->bk_token);
+	f.msg_case = FRAME__MSG_JOIN_JOB;
+	f.join_job = &jj;
+	client_send(cl, &f);
+	bc->bc_joined = 1;
+	backup_pump(bk);
+}
+
+static void
+join_frame(struct client *cl, const Frame *f, void *arg)
+{
+	struct backup_conn *bc = arg;
+
+	if (f->msg_case == FRAME__MSG_ACK) {
+		backup_ack(bc, f->ack);
+		return;
+	}
+	client_finish(cl, EXIT_ERROR, "%s: protocol error: unexpected %s "
+	    "frame on an extra connection of a backup", cl->cl_addr,
+	    frame_name(f));
+}
+
+static void
+join_drained(struct client *cl, void *arg)
+{
+	struct backup_conn *bc = arg;
+
+	backup_pump(bc->bc_backup);
+}
+
+static const struct client_ops join_ops = {
+	.co_ready = join_ready,
+	.co_frame = join_frame,
+	.co_drained = join_drained,
+};
+
+/*
+ * connections: the target gave the job a token; open the extra
+ * connections, which join it once their handshake is done.  One that
+ * cannot be opened leaves the job to the others.
+ */
+static void
+backup_connect_more(struct backup *bk, const BaseIndex *bi)
+{
+	struct backup_conn *bc;
+	int		 want = (int)bk->bk_conf->sc_connections;
+
+	if (want <= 1)
+		return;
+	if (bi->job_token.len != JOB_TOKEN_LEN) {
+		log_info("target %s carries a job on one connection only; "
+		    "'connections = %d' has no effect", bk->bk_client->cl_addr,
+		    want);
+		return;
+	}
+	memcpy(bk->bk_token, bi->job_token.data, JOB_TOKEN_LEN);
+	while (bk->bk_nconns < want) {
+		bc = &bk->bk_conns[bk->bk_nconns];
+		memset(bc, 0, sizeof(*bc));
+		bc->bc_backup = bk;
+		if ((bc->bc_client = client_add(bk->bk_client, &join_ops,
+		    bc)) == NULL) {
+			log_warnx("cannot open connection %d of %d to %s; the "
+			    "backup goes on with %d", bk->bk_nconns + 1, want,
+			    bk->bk_client->cl_addr, bk->bk_nconns);
+			return;
+		}
+		bk->bk_nconns++;
+	}
 }
 
 static void
@@ -727,16 +912,7 @@ backup_frame(struct client *cl, const Frame *f, void *arg)
 			break;
 		return;
 	case FRAME__MSG_ACK:
-		if (f->ack->bytes_durable > bk->bk_bytes_sent ||
-		    f->ack->bytes_durable < bk->bk_bytes_acked) {
-			client_finish(cl, EXIT_ERROR, "%s: protocol error: "
-			    "acknowledgement of %llu bytes is out of order",
-			    cl->cl_addr,
-			    (unsigned long long)f->ack->bytes_durable);
-			return;
-		}
-		bk->bk_bytes_acked = f->ack->bytes_durable;
-		backup_pump(bk);
+		backup_ack(&bk->bk_conns[0], f->ack);
 		return;
 	case FRAME__MSG_COMMITTED:
 		if (!bk->bk_ended)
@@ -832,6 +1008,11 @@ backup_run(struct backup *bk)
 		bk->bk_attempts = rt.rt_attempts + 1;
 		if ((bk->bk_client = client_new(sc, &backup_ops, bk)) == NULL)
 			return EXIT_USAGE;
+		memset(bk->bk_conns, 0, sizeof(bk->bk_conns));
+		bk->bk_conns[0].bc_backup = bk;
+		bk->bk_conns[0].bc_client = bk->bk_client;
+		bk->bk_conns[0].bc_joined = 1;
+		bk->bk_nconns = 1;
 		/* Enough blocks in the pool to keep every worker busy. */
 		bk->bk_max_jobs = 2 * pool_threads(bk->bk_client->cl_pool) + 2;
 		rv = client_run(bk->bk_client);

@@ -79,6 +79,15 @@ client_finish(struct client *cl, int code, const char *fmt, ...)
 		va_end(ap);
 		log_warnx("%s", msg);
 	}
+	/* One connection of a job ends the job, with its verdict. */
+	if (cl->cl_first != NULL) {
+		if (cl->cl_bev != NULL)
+			bufferevent_disable(cl->cl_bev, EV_READ);
+		if (!cl->cl_first->cl_done)
+			cl->cl_first->cl_lost = cl->cl_lost;
+		client_finish(cl->cl_first, code, NULL);
+		return;
+	}
 	if (cl->cl_bev != NULL) {
 		bufferevent_disable(cl->cl_bev, EV_READ);
 		if (evbuffer_get_length(bufferevent_get_output(cl->cl_bev)) >
@@ -303,9 +312,13 @@ client_frame(struct client *cl, const Frame *f)
 {
 	switch (f->msg_case) {
 	case FRAME__MSG_ERROR:
-		/* Over a limit or a deadline: a backup retries and resumes. */
+		/*
+		 * Over a limit, a deadline, or another connection of the job
+		 * lost: a backup retries and resumes.
+		 */
 		cl->cl_lost = f->error->code == ERROR__CODE__BUSY ||
-		    f->error->code == ERROR__CODE__TIMEOUT;
+		    f->error->code == ERROR__CODE__TIMEOUT ||
+		    f->error->code == ERROR__CODE__ABORTED;
 		client_finish(cl, client_exit_for(f->error->code), "target: %s",
 		    f->error->message);
 		return;
@@ -492,34 +505,49 @@ client_new(struct source_conf *sc, const struct client_ops *ops, void *arg)
 }
 
 /*
- * bandwidth_limit: a token bucket on this connection, each way, with a
- * burst of a quarter second.  0, or -1 after a message.
+ * bandwidth_limit: a token bucket each way, with a burst of a quarter
+ * second; shared by every connection of a job that may have several.
+ * 0, or -1 after a message.
  */
 static int
 client_rate_limit(struct client *cl)
 {
 	struct timeval	 tick = { 0, 250000 };
+	struct client	*first = cl->cl_first ? cl->cl_first : cl;
 	uint64_t	 rate = cl->cl_conf->sc_bandwidth;
 	size_t		 per_tick;
 
 	if (rate == 0)
 		return 0;
 	per_tick = (size_t)(rate / 4);
-	if ((cl->cl_rate = ev_token_bucket_cfg_new(per_tick, per_tick,
-	    per_tick, per_tick, &tick)) == NULL ||
-	    bufferevent_set_rate_limit(cl->cl_bev, cl->cl_rate) == -1) {
-		log_warnx("cannot set the bandwidth limit");
-		return -1;
+	if (first->cl_rate == NULL && (first->cl_rate =
+	    ev_token_bucket_cfg_new(per_tick, per_tick, per_tick, per_tick,
+	    &tick)) == NULL)
+		goto fail;
+	if (cl->cl_conf->sc_connections <= 1) {
+		if (bufferevent_set_rate_limit(cl->cl_bev, cl->cl_rate) == -1)
+			goto fail;
+		return 0;
 	}
+	if (first->cl_rate_group == NULL && (first->cl_rate_group =
+	    bufferevent_rate_limit_group_new(cl->cl_base,
+	    first->cl_rate)) == NULL)
+		goto fail;
+	if (bufferevent_add_to_rate_limit_group(cl->cl_bev,
+	    first->cl_rate_group) == -1)
+		goto fail;
 	return 0;
+ fail:
+	log_warnx("cannot set the bandwidth limit");
+	return -1;
 }
 
 /*
- * Connects and runs the event loop until the command finishes.
- * Returns the command's exit code.
+ * Connects and starts the TLS handshake on the loop.  EXIT_OK, or the
+ * exit code after a message.
  */
-int
-client_run(struct client *cl)
+static int
+client_connect(struct client *cl)
 {
 	struct timeval	 tv = { HANDSHAKE_TIMEOUT, 0 };
 	int		 fd;
@@ -553,6 +581,20 @@ client_run(struct client *cl)
 	if (client_rate_limit(cl) == -1)
 		return EXIT_ERROR;
 	bufferevent_enable(cl->cl_bev, EV_READ | EV_WRITE);
+	return EXIT_OK;
+}
+
+/*
+ * Connects and runs the event loop until the command finishes.
+ * Returns the command's exit code.
+ */
+int
+client_run(struct client *cl)
+{
+	int	 rv;
+
+	if ((rv = client_connect(cl)) != EXIT_OK)
+		return rv;
 	/* Finished jobs arrive from the pool even with the socket idle. */
 	event_base_loop(cl->cl_base, EVLOOP_NO_EXIT_ON_EMPTY);
 	if (!cl->cl_done)
@@ -594,14 +636,39 @@ client_retry(struct client *cl, struct retry *rt, const char *what)
 	return 1;
 }
 
-/* Frees the client; finished jobs still in the pool are run first. */
-void
-client_free(struct client *cl)
+/*
+ * One more connection for the job of the running client first, with
+ * its own ops: it shares first's loop, pool and TLS context, and
+ * first's client_free frees it.  Its Hello calls ops->co_ready.  NULL
+ * after a message if it cannot be opened.
+ */
+struct client *
+client_add(struct client *first, const struct client_ops *ops, void *arg)
 {
-	if (cl == NULL)
-		return;
-	cl->cl_done = 1;
-	pool_free(cl->cl_pool);
+	struct client	*cl;
+	int		 rv;
+
+	if (first->cl_nmore == JOB_CONNECTIONS_MAX ||
+	    (cl = calloc(1, sizeof(*cl))) == NULL)
+		return NULL;
+	*cl = (struct client){ .cl_conf = first->cl_conf, .cl_ops = ops,
+	    .cl_arg = arg, .cl_exit = EXIT_ERROR, .cl_first = first,
+	    .cl_base = first->cl_base, .cl_pool = first->cl_pool,
+	    .cl_ctx = first->cl_ctx, .cl_host = first->cl_host,
+	    .cl_port = first->cl_port };
+	snprintf(cl->cl_addr, sizeof(cl->cl_addr), "%s", first->cl_addr);
+	first->cl_more[first->cl_nmore++] = cl;
+	if ((rv = client_connect(cl)) != EXIT_OK) {
+		cl->cl_done = 1;
+		return NULL;
+	}
+	return cl;
+}
+
+/* The end of a connection: its events and TLS, and its socket. */
+static void
+client_close(struct client *cl)
+{
 	if (cl->cl_keepalive != NULL)
 		event_free(cl->cl_keepalive);
 	if (cl->cl_bev != NULL) {
@@ -612,13 +679,37 @@ client_free(struct client *cl)
 	}
 	else
 		SSL_free(cl->cl_ssl);
+	crypto_wipe(cl->cl_key_out, sizeof(cl->cl_key_out));
+	crypto_wipe(cl->cl_key_in, sizeof(cl->cl_key_in));
+}
+
+/*
+ * Frees the client and the connections added to it; finished jobs
+ * still in the pool are run first.
+ */
+void
+client_free(struct client *cl)
+{
+	int	 i;
+
+	if (cl == NULL)
+		return;
+	cl->cl_done = 1;
+	for (i = 0; i < cl->cl_nmore; i++)
+		cl->cl_more[i]->cl_done = 1;
+	pool_free(cl->cl_pool);
+	for (i = 0; i < cl->cl_nmore; i++) {
+		client_close(cl->cl_more[i]);
+		free(cl->cl_more[i]);
+	}
+	client_close(cl);
+	if (cl->cl_rate_group != NULL)
+		bufferevent_rate_limit_group_free(cl->cl_rate_group);
 	if (cl->cl_base != NULL)
 		event_base_free(cl->cl_base);
 	if (cl->cl_rate != NULL)
 		ev_token_bucket_cfg_free(cl->cl_rate);
 	SSL_CTX_free(cl->cl_ctx);
-	crypto_wipe(cl->cl_key_out, sizeof(cl->cl_key_out));
-	crypto_wipe(cl->cl_key_in, sizeof(cl->cl_key_in));
 	free(cl->cl_host);
 	free(cl->cl_port);
 	free(cl);

@@ -109,6 +109,15 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 		}
 		return 0;
 	}
+	if (strcmp(key, "connections") == 0) {
+		if (conf_parse_uint(value, 1, JOB_CONNECTIONS_MAX,
+		    &sc->sc_connections) == -1) {
+			log_warnx("%s:%d: connections must be 1 to %d, not '%s'",
+			    sc->sc_path, line, JOB_CONNECTIONS_MAX, value);
+			return -1;
+		}
+		return 0;
+	}
 	if (strcmp(key, "window") == 0) {
 		if (conf_parse_size(value, &sc->sc_window) == -1 ||
 		    sc->sc_window < SOURCE_WINDOW_MIN ||
@@ -337,6 +346,8 @@ conf_finish(struct source_conf *sc)
 		sc->sc_compression_level = COMPRESSION_LEVEL_DEFAULT;
 	if (sc->sc_window == 0)
 		sc->sc_window = SOURCE_WINDOW_DEFAULT;
+	if (sc->sc_connections == 0)
+		sc->sc_connections = SOURCE_CONNECTIONS_DEFAULT;
 	if (!sc->sc_resume_set)
 		sc->sc_resume_timeout = RESUME_TIMEOUT_DEFAULT;
 	if (sc->sc_encryption == 0)

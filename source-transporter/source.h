@@ -15,6 +15,7 @@
 #define SOURCE_WINDOW_DEFAULT	(256u << 20)	/* unacknowledged bytes */
 #define SOURCE_WINDOW_MIN	(64u << 20)
 #define SOURCE_OUT_MAX		(8u << 20)	/* queued on the socket */
+#define SOURCE_CONNECTIONS_DEFAULT 1		/* docs/PERFORMANCE.md */
 #define SOURCE_CREDIT_STEP	(8u << 20)	/* restore credit grants */
 #define COMPRESSION_LEVEL_DEFAULT 1	/* docs/PERFORMANCE.md */
 #define RESUME_TIMEOUT_DEFAULT	1800	/* seconds */
@@ -63,6 +64,7 @@ struct source_conf {
 	int		 sc_direct_io;		/* O_DIRECT disk reads */
 	uint64_t	 sc_workers;		/* 0: one per core */
 	uint64_t	 sc_window;
+	uint64_t	 sc_connections;	/* per backup job */
 	uint64_t	 sc_resume_timeout;	/* seconds of reconnecting */
 	uint64_t	 sc_bandwidth;		/* bytes/s each way, 0: none */
 	uint32_t	 sc_encryption;		/* EncryptionMode of backups */
@@ -147,6 +149,12 @@ struct client {
 	int			 cl_lost;	/* worth reconnecting */
 	char			 cl_peer_software[64];	/* from its Hello */
 	struct ev_token_bucket_cfg *cl_rate;	/* bandwidth_limit */
+	struct bufferevent_rate_limit_group *cl_rate_group;	/* ... shared */
+	/* More connections of one job (client_add): they share the first's
+	 * loop, pool and TLS context, and its end is theirs. */
+	struct client		*cl_first;	/* NULL: this is the first */
+	struct client		*cl_more[JOB_CONNECTIONS_MAX];
+	int			 cl_nmore;
 	uint64_t		 cl_tls_sent;	/* since the last key update */
 	struct event		*cl_keepalive;	/* when nothing else is sent */
 	int			 cl_queued;	/* a frame since the last tick */
@@ -194,6 +202,8 @@ void		 source_conf_free(struct source_conf *);
 struct client	*client_new(struct source_conf *, const struct client_ops *,
 		    void *);
 int		 client_run(struct client *);
+struct client	*client_add(struct client *, const struct client_ops *,
+		    void *);
 void		 client_free(struct client *);
 void		 client_send(struct client *, const Frame *);
 void		 client_finish(struct client *, int, const char *, ...)

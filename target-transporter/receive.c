@@ -4,6 +4,14 @@
  * stored chunks are made durable and acknowledged; BackupEnd commits
  * the restore point once every block is durable.
  *
+ * A job may come on several connections (source.conf `connections`):
+ * the first opens it and gets a token with the base index; each extra
+ * connection of the same tenant names that token in JoinJob and then
+ * carries Block frames and a BackupEnd of its own.  Each connection is
+ * acknowledged for what it carried; the commit waits for all of them,
+ * and the loss of any one ends the job on all (receive_abort), to be
+ * resumed like a job on one connection.
+ *
  * A tenant with at-rest encryption gets its in-flight backups recorded
  * as at-rest points: before the base index goes out (the source sends
  * no block before it has it), a key job gets the point's data key
@@ -15,12 +23,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "keys.h"
 #include "metrics.h"
 #include "target.h"
 
 struct receive {
-	struct session	*rv_session;
+	struct session	*rv_session;	/* the connection that opened it */
+	TAILQ_HEAD(, session) rv_joined_list;	/* extra connections */
+	int		 rv_refs;	/* sessions that point here */
+	int		 rv_failed;	/* ended on every connection */
+	uint32_t	 rv_connections;	/* asked for, this one included */
+	uint8_t		 rv_token[JOB_TOKEN_LEN];	/* 0s: none given */
+	uint32_t	 rv_joined;	/* JoinJob taken */
+	uint32_t	 rv_joined_ended;	/* ... and their BackupEnd */
+	uint32_t	 rv_joined_expected;	/* BackupEnd.joined */
+	uint64_t	 rv_blocks_reported;	/* BackupEnd.blocks_sent */
 	struct repo_job	*rv_job;
 	char		 rv_name[NAME_MAX_LEN + 1];
 	uint32_t	 rv_mode;	/* EncryptionMode of the point */
@@ -57,6 +76,7 @@ struct receive {
 struct block_job {
 	struct pool_job	 bj_job;
 	struct receive	*bj_recv;
+	struct session	*bj_session;	/* the connection it came on */
 	uint8_t		*bj_frame;
 	size_t		 bj_len;
 	uint8_t		 bj_key[AEAD_KEY_LEN];
@@ -98,6 +118,18 @@ struct key_job {
 };
 
 static void	receive_progress(struct receive *);
+static void	receive_free(struct receive *);
+
+/* The connection of the job after se: the first one, then those joined. */
+static struct session *
+receive_next(struct receive *rv, struct session *se)
+{
+	if (se == NULL)
+		return rv->rv_session;
+	if (se == rv->rv_session)
+		return TAILQ_FIRST(&rv->rv_joined_list);
+	return TAILQ_NEXT(se, se_join_entry);
+}
 
 /* The plaintext length block index must have. */
 static uint32_t
@@ -169,6 +201,26 @@ receive_chain(struct session *se, struct receive *rv, BaseIndex *bi,
 	bi->newest_id = newest_id;
 	bi->chain = 1;
 	repo_points_free(pts, n);
+	return 0;
+}
+
+/*
+ * On the last BaseIndex piece: the job's token, if the source asked to
+ * use more connections; only the connections of this tenant that know
+ * it can join (receive_join).  0, or -1 after session_fail.
+ */
+static int
+receive_token(struct session *se, struct receive *rv, BaseIndex *bi)
+{
+	if (rv->rv_connections <= 1)
+		return 0;
+	if (crypto_random(rv->rv_token, sizeof(rv->rv_token)) == -1) {
+		session_fail(se, ERROR__CODE__INTERNAL, "cannot make a job "
+		    "token");
+		return -1;
+	}
+	bi->job_token.data = rv->rv_token;
+	bi->job_token.len = sizeof(rv->rv_token);
 	return 0;
 }
 
@@ -262,6 +314,10 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 	}
 	if (base->rp_index == NULL) {
 		bi.last = 1;
+		if (receive_token(se, rv, &bi) == -1) {
+			free(chain);
+			return -1;
+		}
 		session_send(se, &f);
 		free(chain);
 		return 0;
@@ -281,6 +337,8 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 		bi.ids.len = n * CHUNK_ID_LEN;
 		first += n;
 		bi.last = first == base->rp_blocks;
+		if (bi.last && receive_token(se, rv, &bi) == -1)
+			break;
 		session_send(se, &f);
 		bi.keychain.data = NULL;
 		bi.keychain.len = 0;
@@ -424,6 +482,10 @@ receive_begin(struct session *se, const BackupBegin *bb)
 	if ((rv = calloc(1, sizeof(*rv))) == NULL)
 		goto nomem;
 	rv->rv_session = se;
+	rv->rv_refs = 1;
+	TAILQ_INIT(&rv->rv_joined_list);
+	rv->rv_connections = bb->connections > JOB_CONNECTIONS_MAX ?
+	    JOB_CONNECTIONS_MAX : bb->connections;
 	snprintf(rv->rv_name, sizeof(rv->rv_name), "%s", bb->name);
 	rv->rv_disk_size = bb->disk_size;
 	rv->rv_atrest = atrest;
@@ -615,9 +677,9 @@ block_done(struct pool_job *pj)
 {
 	struct block_job	*bj = (struct block_job *)pj;
 	struct receive		*rv = bj->bj_recv;
-	struct session		*se = rv->rv_session;
+	struct session		*se = bj->bj_session;
 
-	if (se->se_state != SESSION_BACKUP)
+	if (se->se_state != SESSION_BACKUP || rv->rv_failed)
 		goto out;
 	if (bj->bj_code != 0) {
 		session_fail(se, bj->bj_code, "backup of '%s': %s",
@@ -634,6 +696,8 @@ block_done(struct pool_job *pj)
 	repo_job_set_block(rv->rv_job, bj->bj_index, bj->bj_id);
 	rv->rv_done++;
 	rv->rv_done_bytes += bj->bj_len + FRAME_HDR_LEN;
+	se->se_done_blocks++;
+	se->se_done_bytes += bj->bj_len + FRAME_HDR_LEN;
 	receive_progress(rv);
  out:
 	free(bj);
@@ -650,10 +714,11 @@ receive_block(struct session *se, uint8_t *buf, size_t len)
 	struct receive		*rv = se->se_recv;
 	struct block_job	*bj;
 
-	if (rv->rv_keys_pending) {
+	if (rv->rv_keys_pending || se->se_ended) {
 		free(buf);
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': a "
-		    "block before the base index", rv->rv_name);
+		    "block %s", rv->rv_name, se->se_ended ? "after BackupEnd" :
+		    "before the base index");
 		session_job_done(se, 1);
 		return -1;
 	}
@@ -666,10 +731,12 @@ receive_block(struct session *se, uint8_t *buf, size_t len)
 	bj->bj_job.pj_work = block_work;
 	bj->bj_job.pj_done = block_done;
 	bj->bj_recv = rv;
+	bj->bj_session = se;
 	bj->bj_frame = buf;
 	bj->bj_len = len;
 	memcpy(bj->bj_key, se->se_key_in, sizeof(bj->bj_key));
 	rv->rv_received++;
+	se->se_blocks_in++;
 	pool_submit(se->se_target->tg_pool, &bj->bj_job);
 	return 0;
 }
@@ -727,6 +794,7 @@ sync_done(struct pool_job *pj)
 	Frame		 f = FRAME__INIT;
 	Ack		 ack = ACK__INIT;
 	Committed	 c = COMMITTED__INIT;
+	struct session	*other;
 	char		 rate[32], stored[32];
 	uint64_t	 ms;
 
@@ -734,7 +802,7 @@ sync_done(struct pool_job *pj)
 	free(sj->sj_snapshot);
 	if (sj->sj_commit)
 		rv->rv_job = NULL;	/* repo_job_commit freed it */
-	if (se->se_state != SESSION_BACKUP)
+	if (se->se_state != SESSION_BACKUP || rv->rv_failed)
 		goto out;
 	if (sj->sj_errno != 0) {
 		session_fail(se, session_errno_code(sj->sj_errno), "backup of "
@@ -750,8 +818,9 @@ sync_done(struct pool_job *pj)
 		format_bytes(ms ? rv->rv_disk_size * 1000 / ms : 0, rate,
 		    sizeof(rate));
 		session_log(se, "committed restore point %s/%s: %s stored, "
-		    "%.1f s, %s/s", rv->rv_name, sj->sj_point.rp_id, stored,
-		    ms / 1000.0, rate);
+		    "%.1f s, %s/s, %u connection%s", rv->rv_name,
+		    sj->sj_point.rp_id, stored, ms / 1000.0, rate,
+		    rv->rv_joined + 1, rv->rv_joined > 0 ? "s" : "");
 		c.point_id = sj->sj_point.rp_id;
 		c.bytes_stored = sj->sj_point.rp_stored_bytes;
 		c.chunks_new = sj->sj_chunks_new;
@@ -762,8 +831,13 @@ sync_done(struct pool_job *pj)
 		f.msg_case = FRAME__MSG_COMMITTED;
 		f.committed = &c;
 		session_send(se, &f);
-		receive_free(rv);
-		se->se_recv = NULL;
+		/* Every connection of the job is free for the next request. */
+		while ((other = TAILQ_FIRST(&rv->rv_joined_list)) != NULL) {
+			if (other->se_state == SESSION_BACKUP)
+				other->se_state = SESSION_IDLE;
+			receive_release(other);
+		}
+		receive_release(se);
 		if (se->se_state == SESSION_BACKUP)
 			se->se_state = SESSION_IDLE;
 		goto out;
@@ -772,11 +846,16 @@ sync_done(struct pool_job *pj)
 	log_debug("session %llu: checkpoint of '%s': %llu blocks durable",
 	    (unsigned long long)se->se_id, rv->rv_name,
 	    (unsigned long long)sj->sj_blocks);
-	ack.blocks_durable = sj->sj_blocks;
-	ack.bytes_durable = sj->sj_bytes;
+	/* Each connection learns what of its own part is durable. */
 	f.msg_case = FRAME__MSG_ACK;
 	f.ack = &ack;
-	session_send(se, &f);
+	for (other = se; other != NULL; other = receive_next(rv, other)) {
+		if (other->se_state != SESSION_BACKUP)
+			continue;
+		ack.blocks_durable = other->se_sync_blocks;
+		ack.bytes_durable = other->se_sync_bytes;
+		session_send(other, &f);
+	}
 	receive_progress(rv);
  out:
 	free(sj);
@@ -786,7 +865,7 @@ sync_done(struct pool_job *pj)
 static void
 receive_submit_sync(struct receive *rv, int commit)
 {
-	struct session	*se = rv->rv_session;
+	struct session	*se = rv->rv_session, *other;
 	struct sync_job	*sj;
 
 	if ((sj = calloc(1, sizeof(*sj))) == NULL) {
@@ -805,6 +884,10 @@ receive_submit_sync(struct receive *rv, int commit)
 	} else {
 		sj->sj_blocks = rv->rv_done;
 		sj->sj_bytes = rv->rv_done_bytes;
+		for (other = se; other != NULL; other = receive_next(rv, other)) {
+			other->se_sync_blocks = other->se_done_blocks;
+			other->se_sync_bytes = other->se_done_bytes;
+		}
 		/* What is set now is durable once this sync is done. */
 		if ((sj->sj_snapshot = repo_job_snapshot(rv->rv_job)) == NULL) {
 			free(sj);
@@ -821,11 +904,21 @@ receive_submit_sync(struct receive *rv, int commit)
 static void
 receive_progress(struct receive *rv)
 {
-	if (rv->rv_syncing || rv->rv_committing)
+	if (rv->rv_failed || rv->rv_syncing || rv->rv_committing)
 		return;
-	if (rv->rv_ended && rv->rv_done == rv->rv_received)
+	if (rv->rv_ended && rv->rv_joined_ended == rv->rv_joined_expected &&
+	    rv->rv_done == rv->rv_received) {
+		/* Every connection's BackupEnd is in: the counts must add up. */
+		if (rv->rv_received != rv->rv_blocks_reported) {
+			session_fail(rv->rv_session, ERROR__CODE__PROTOCOL,
+			    "backup of '%s': the source sent %llu blocks but "
+			    "reports %llu; nothing was committed", rv->rv_name,
+			    (unsigned long long)rv->rv_received,
+			    (unsigned long long)rv->rv_blocks_reported);
+			return;
+		}
 		receive_submit_sync(rv, 1);
-	else if (rv->rv_done_bytes - rv->rv_synced_bytes >= rv->rv_sync_every)
+	} else if (rv->rv_done_bytes - rv->rv_synced_bytes >= rv->rv_sync_every)
 		receive_submit_sync(rv, 0);
 }
 
@@ -843,9 +936,11 @@ receive_unchanged(struct session *se, const Unchanged *u, size_t len)
 	uint64_t	 idx;
 	size_t		 i;
 
-	if (!rv->rv_has_base) {
+	if (!rv->rv_has_base || se != rv->rv_session || se->se_ended) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
-		    "unchanged blocks without a base point", rv->rv_name);
+		    "unchanged blocks %s", rv->rv_name, !rv->rv_has_base ?
+		    "without a base point" : se->se_ended ? "after BackupEnd" :
+		    "on a joined connection");
 		return -1;
 	}
 	for (i = 0; i < u->n_blocks; i++) {
@@ -870,6 +965,7 @@ receive_unchanged(struct session *se, const Unchanged *u, size_t len)
 		rv->rv_unchanged++;
 	}
 	rv->rv_done_bytes += len + FRAME_HDR_LEN;
+	se->se_done_bytes += len + FRAME_HDR_LEN;
 	receive_progress(rv);
 	return 0;
 }
@@ -919,18 +1015,59 @@ receive_keys(struct session *se, const BackupEnd *be)
 	return ret;
 }
 
-/* BackupEnd: every block has been sent.  Returns 0 or -1 if closed. */
+/*
+ * BackupEnd on a joined connection: it carried blocks_sent blocks, all
+ * of them taken already (frames of one connection come in order).
+ */
+static int
+receive_end_joined(struct session *se, struct receive *rv,
+    const BackupEnd *be)
+{
+	if (se->se_ended || be->blocks_sent != se->se_blocks_in ||
+	    be->n_keys > 0 || be->keychain.len > 0 || be->joined > 0) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': a "
+		    "joined connection's BackupEnd is not valid (it reports "
+		    "%llu blocks and carried %llu%s); nothing was committed",
+		    rv->rv_name,
+		    (unsigned long long)be->blocks_sent,
+		    (unsigned long long)se->se_blocks_in,
+		    se->se_ended ? " and ended before" : "");
+		return -1;
+	}
+	se->se_ended = 1;
+	rv->rv_joined_ended++;
+	receive_progress(rv);
+	return 0;
+}
+
+/*
+ * BackupEnd: every block has been sent on this connection; on the
+ * first, the job is complete once every joined one has ended too.
+ * Returns 0 or -1 if closed.
+ */
 int
 receive_end(struct session *se, const BackupEnd *be)
 {
 	struct receive	*rv = se->se_recv;
 
-	if (rv->rv_keys_pending) {
+	if (se != rv->rv_session)
+		return receive_end_joined(se, rv, be);
+	if (rv->rv_keys_pending || se->se_ended) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
-		    "BackupEnd before the base index", rv->rv_name);
+		    "BackupEnd %s", rv->rv_name, se->se_ended ? "twice" :
+		    "before the base index");
 		return -1;
 	}
-	if (be->blocks_sent != rv->rv_received ||
+	if (be->joined < rv->rv_joined || (be->joined > 0 &&
+	    be->joined >= rv->rv_connections)) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
+		    "BackupEnd reports %u joined connections; %u joined and "
+		    "%u were asked for; nothing was committed", rv->rv_name,
+		    be->joined, rv->rv_joined, rv->rv_connections);
+		return -1;
+	}
+	/* On one connection the count is checked now, else at the commit. */
+	if ((be->joined == 0 && be->blocks_sent != rv->rv_received) ||
 	    be->blocks_unchanged != rv->rv_unchanged) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': the "
 		    "source sent %llu blocks and %llu unchanged but reports "
@@ -952,13 +1089,107 @@ receive_end(struct session *se, const BackupEnd *be)
 		    strerror(errno));
 		return -1;
 	}
+	se->se_ended = 1;
 	rv->rv_ended = 1;
+	rv->rv_joined_expected = be->joined;
+	rv->rv_blocks_reported = be->blocks_sent;
 	receive_progress(rv);
 	return 0;
 }
 
-/* Frees a job that is no longer in the pool, aborting it if uncommitted. */
+/*
+ * JoinJob: this connection carries blocks of the running job the token
+ * names.  Only a job of the same tenant can be joined, and an unknown
+ * token, another tenant's and an ended job are refused alike, so that
+ * a source learns nothing of jobs that are not its own.  0, or -1 if
+ * the session closed.
+ */
+int
+receive_join(struct session *se, const JoinJob *jj)
+{
+	struct session	*owner;
+	struct receive	*rv = NULL;
+
+	if (jj->job_token.len == JOB_TOKEN_LEN)
+		TAILQ_FOREACH(owner, &se->se_target->tg_sessions, se_entry) {
+			rv = owner->se_recv;
+			if (rv != NULL && rv->rv_session == owner &&
+			    owner->se_state == SESSION_BACKUP &&
+			    rv->rv_connections > 1 && CRYPTO_memcmp(
+			    rv->rv_token, jj->job_token.data,
+			    JOB_TOKEN_LEN) == 0)
+				break;
+			rv = NULL;
+		}
+	if (rv == NULL || rv->rv_failed || strcmp(rv->rv_session->se_tenant->
+	    tn_name, se->se_tenant->tn_name) != 0 ||
+	    rv->rv_joined + 1 >= rv->rv_connections ||
+	    (rv->rv_ended && rv->rv_joined >= rv->rv_joined_expected)) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "no backup job of "
+		    "tenant '%s' can take another connection with that "
+		    "token", se->se_tenant->tn_name);
+		return -1;
+	}
+	se->se_recv = rv;
+	rv->rv_refs++;
+	rv->rv_joined++;
+	TAILQ_INSERT_TAIL(&rv->rv_joined_list, se, se_join_entry);
+	se->se_state = SESSION_BACKUP;
+	session_log(se, "joined the backup of '%s' of session %llu "
+	    "(connection %u of %u)", rv->rv_name,
+	    (unsigned long long)rv->rv_session->se_id, rv->rv_joined + 1,
+	    rv->rv_connections);
+	return 0;
+}
+
+/*
+ * se is closing (why: msg) while it carries a backup: unless it was
+ * committed, the job ends on every connection, with se's own error
+ * code if it failed (so the source decides alike whichever it reads
+ * first), else ABORTED, which the source retries and resumes.
+ */
 void
+receive_abort(struct session *se, const char *msg)
+{
+	struct receive	*rv = se->se_recv;
+	struct session	*other, *next;
+	Error__Code	 code;
+
+	if (rv->rv_failed)
+		return;
+	rv->rv_failed = 1;
+	code = se->se_fail_code != 0 ? se->se_fail_code : ERROR__CODE__ABORTED;
+	for (other = receive_next(rv, NULL); other != NULL; other = next) {
+		next = receive_next(rv, other);
+		if (other != se && other->se_state != SESSION_CLOSING)
+			session_fail(other, code, "backup of '%s': its "
+			    "connection of session %llu ended: %s", rv->rv_name,
+			    (unsigned long long)se->se_id, msg);
+	}
+}
+
+/*
+ * se no longer carries its backup (it closed, or the job committed);
+ * the last connection to let go frees the job.
+ */
+void
+receive_release(struct session *se)
+{
+	struct receive	*rv = se->se_recv;
+
+	if (rv == NULL)
+		return;
+	se->se_recv = NULL;
+	if (rv->rv_session == se)
+		rv->rv_session = NULL;
+	else
+		TAILQ_REMOVE(&rv->rv_joined_list, se, se_join_entry);
+	if (--rv->rv_refs == 0)
+		receive_free(rv);
+}
+
+/* Frees a job that is no longer in the pool, aborting it if uncommitted. */
+static void
 receive_free(struct receive *rv)
 {
 	if (rv == NULL)

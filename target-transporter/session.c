@@ -539,6 +539,8 @@ session_dispatch(struct session *se, const Frame *f, size_t len)
 			return 0;
 		case FRAME__MSG_KEYCHAIN_UPDATE:
 			return session_keychain(se, f->keychain_update);
+		case FRAME__MSG_JOIN_JOB:
+			return receive_join(se, f->join_job);
 		default:
 			break;
 		}
@@ -807,6 +809,8 @@ session_fail(struct session *se, Error__Code code, const char *fmt, ...)
 	if (se->se_state != SESSION_CLOSING &&
 	    se->se_state != SESSION_HANDSHAKE)
 		(void)frame_send_error(se->se_bev, code, "%s", msg);
+	if (se->se_state != SESSION_CLOSING)
+		se->se_fail_code = code;
 	session_close(se, "%s", msg);
 }
 
@@ -832,6 +836,9 @@ session_close(struct session *se, const char *fmt, ...)
 	else
 		session_log(se, "closing: %s", msg);
 	se->se_state = SESSION_CLOSING;
+	/* A backup on several connections ends on all of them. */
+	if (se->se_recv != NULL)
+		receive_abort(se, msg);
 	bufferevent_set_timeouts(se->se_bev, &tv, &tv);
 	if (se->se_starved) {
 		TAILQ_REMOVE(&se->se_target->tg_starved, se, se_starve_entry);
@@ -851,8 +858,7 @@ session_free(struct session *se)
 {
 	struct target	*tg = se->se_target;
 
-	receive_free(se->se_recv);
-	se->se_recv = NULL;
+	receive_release(se);
 	restore_free(se->se_restore);
 	se->se_restore = NULL;
 	if (se->se_starved)

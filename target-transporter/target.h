@@ -168,7 +168,16 @@ struct session {
 	int			 se_frame_armed;
 	int			 se_refuse;	/* over max_sessions: BUSY */
 	uint64_t		 se_progress;	/* now_ms() of the latest */
-	struct receive		*se_recv;
+	Error__Code		 se_fail_code;	/* why session_fail closed it */
+	struct receive		*se_recv;	/* the backup it carries */
+	/* This connection's part of the backup (receive.c). */
+	uint64_t		 se_blocks_in;	/* block frames taken */
+	uint64_t		 se_done_blocks;	/* ... and stored */
+	uint64_t		 se_done_bytes;	/* their frame bytes */
+	uint64_t		 se_sync_blocks;	/* durable after the sync */
+	uint64_t		 se_sync_bytes;
+	int			 se_ended;	/* its BackupEnd arrived */
+	TAILQ_ENTRY(session)	 se_join_entry;	/* joined another's job */
 	struct restore		*se_restore;
 	TAILQ_ENTRY(session)	 se_entry;
 	TAILQ_ENTRY(session)	 se_starve_entry;
@@ -201,7 +210,9 @@ int		 receive_begin(struct session *, const BackupBegin *);
 int		 receive_block(struct session *, uint8_t *, size_t);
 int		 receive_unchanged(struct session *, const Unchanged *, size_t);
 int		 receive_end(struct session *, const BackupEnd *);
-void		 receive_free(struct receive *);
+int		 receive_join(struct session *, const JoinJob *);
+void		 receive_abort(struct session *, const char *);
+void		 receive_release(struct session *);
 
 /* restore.c */
 int		 restore_begin(struct session *, const RestoreRequest *);
