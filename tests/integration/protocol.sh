@@ -91,12 +91,13 @@ def fields(buf):			# {number: [value, ...]}
 HELLO = frame(1, vfield(1, 1) + lfield(3, b"protocol.sh") +
     vfield(4, 17 << 20))
 
-def begin(name, blocks=BLOCKS, incremental=0):
+def begin(name, blocks=BLOCKS, incremental=0, connections=0):
 	return frame(2, lfield(1, name.encode()) + vfield(2, blocks * BS) +
 	    vfield(3, BS) + vfield(4, 1) + vfield(6, 64 << 20) +
-	    (vfield(7, 1) if incremental else b""))
+	    (vfield(7, 1) if incremental else b"") +
+	    (vfield(12, connections) if connections else b""))
 
-def end(sent, zero=0, unchanged=0):
+def end(sent, zero=0, unchanged=0, joined=0):
 	msg = b""
 	if sent:
 		msg += vfield(1, sent)
@@ -104,10 +105,15 @@ def end(sent, zero=0, unchanged=0):
 		msg += vfield(2, zero)
 	if unchanged:
 		msg += vfield(4, unchanged)
+	if joined:
+		msg += vfield(7, joined)
 	return frame(5, msg)
 
+def join(token):
+	return frame(20, lfield(1, token))
+
 class Client:
-	def __init__(self):
+	def __init__(self, cert=cert, key=key):
 		ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
 		ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
 		ctx.load_verify_locations(ca)
@@ -125,6 +131,7 @@ class Client:
 		self.nonce = 0
 		self.buf = b""
 		self.frames, self.errors, self.end = [], [], None
+		self.token = None		# BaseIndex.job_token
 		self.sock.setblocking(False)
 
 	def send(self, data):
@@ -185,6 +192,8 @@ class Client:
 			f = fields(body)
 			num = min(f) if f else 0
 			self.frames.append(NAMES.get(num, str(num)))
+			if num == 14:
+				self.token = fields(f[14][0]).get(14, [None])[0]
 			if num == 13:
 				e = fields(f[13][0])
 				self.errors.append("%d:%s" % (e.get(1, [0])[0],
@@ -207,12 +216,20 @@ class Client:
 def blockdata(i):
 	return hashlib.sha256(b"protocol %d" % i).digest() * (BS // 32)
 
+def joined(cert=cert, key=key):
+	"""Another connection, after Hello, joined to c's job."""
+	j = Client(cert, key)
+	j.wait("hello")
+	j.send(HELLO + join(c.token))
+	return j
+
 c = Client()
 c.wait("hello")
 c.send(HELLO)
 name = "hostile-" + case
 d0 = blockdata(0)
 hung_up = False
+report = c		# whose frames and errors are printed
 
 if case == "control":			# the well-formed sequence, then bye
 	name = "proto-ok"
@@ -226,6 +243,48 @@ if case == "control":			# the well-formed sequence, then bye
 			f.write(bytes(BS) if i == 2 else blockdata(i))
 	c.close()
 	hung_up = True
+elif case == "two-connections":	# a well-formed job on two connections
+	name = "proto-two"
+	c.send(begin(name, connections=2))
+	c.wait("base_index")
+	j = joined()
+	c.send(c.block(0, blockdata(0)) + c.block(1, blockdata(1)))
+	j.send(j.block(3, blockdata(3)) + end(1))
+	c.send(end(3, zero=1, joined=1))
+	c.wait("committed", 30)
+	with open(image_out, "wb") as f:
+		for i in range(BLOCKS):
+			f.write(bytes(BS) if i == 2 else blockdata(i))
+	c.close()
+	j.close()
+	hung_up = True
+elif case == "join-unknown-token":
+	c.send(join(os.urandom(32)))
+elif case == "join-short-token":
+	c.send(join(b"short"))
+elif case.startswith("join-"):		# c opens a job on two connections
+	c.send(begin(name, connections=2))
+	c.wait("base_index")
+	if c.token is None:
+		sys.exit("no job token in the BaseIndex")
+	if case == "join-other-tenant":	# a globex connection with acme's token
+		report = joined(os.environ["PROTO_OTHER"] + ".crt",
+		    os.environ["PROTO_OTHER"] + ".key")
+	elif case == "join-third":	# two asked for, a third joins
+		j = joined()
+		j.pump(0.5)
+		report = joined()
+	elif case == "join-end-wrong-count":
+		j = joined()
+		report = j
+		j.send(j.block(0, d0) + end(2))
+	elif case == "join-then-lost":	# the joined one vanishes: all end
+		j = joined()
+		j.send(j.block(1, blockdata(1)))
+		j.pump(0.5)
+		j.sock.close()
+	else:
+		sys.exit("unknown case " + case)
 elif case == "end-before-begin":
 	c.send(end(0))
 elif case == "block-before-begin":
@@ -289,15 +348,18 @@ else:
 	sys.exit("unknown case " + case)
 
 if not hung_up:
-	c.wait("error")
-	c.pump(0.5)			# and then the close
-	if not c.end:
-		c.wait("never", 2)
+	report.wait("error")
+	report.pump(0.5)		# and then the close
+	if not report.end:
+		report.wait("never", 2)
 print("end=%s frames=%s errors=%s name=%s" % ("sent" if hung_up else
-    c.end or "timeout", ",".join(c.frames), "|".join(c.errors), name))
+    report.end or "timeout", ",".join(report.frames),
+    "|".join(report.errors), name))
 EOF
 
-# proto CASE [ARGS]: run a case; its verdict in $LAST_OUT
+# proto CASE [ARGS]: run a case; its verdict in $LAST_OUT.  A case
+# with a connection of tenant globex uses PROTO_OTHER's .crt and .key.
+export PROTO_OTHER=$PKI/globex
 proto() {
 	run timeout 60 "$PY" "$T/proto.py" 127.0.0.1 "$TARGET_PORT" \
 	    "$PKI/ca.crt" "$PKI/acme.crt" "$PKI/acme.key" "$@"
@@ -358,6 +420,26 @@ refused() {
 		ok "$what: target up, no restore point listed"
 	fi
 }
+
+# A job on two connections from the raw client, then the joins the
+# target must refuse (code 1) and a lost one, which ends the whole job
+# (the first connection is told ABORTED, 12, and may resume).
+proto two-connections "$T/two.img"
+if grep -q 'frames=hello.*committed' "$LAST_OUT"; then
+	ok "two connections: a job carried by two connections commits"
+else
+	not_ok "two connections: a job carried by two connections commits" \
+	    "$(cat "$LAST")"
+fi
+check "two connections: it restores" src restore --name proto-two --output "$T/two.out"
+same "two connections: byte-identical to what both carried" \
+    "$T/two.img" "$T/two.out"
+refused join-unknown-token 1 "JoinJob with a token no job has"
+refused join-short-token 1 "JoinJob with a short token"
+refused join-other-tenant 1 "JoinJob with another tenant's job token"
+refused join-third 1 "a third connection joining a job that asked for two"
+refused join-end-wrong-count 1 "a joined connection's BackupEnd miscounting its blocks"
+refused join-then-lost 12 "a joined connection lost mid-job"
 
 refused end-before-begin 1 "BackupEnd before BackupBegin"
 refused block-before-begin 1 "a Block before BackupBegin"

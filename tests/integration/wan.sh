@@ -11,9 +11,14 @@
 # 50 ms + 1 MiB / 25 MB/s = 92 ms, 11.4 MB/s, 46% of the link.
 #
 # Cuts: the relay resets the first connection at a seeded random offset,
-# in the handshake and in the middle of the data.  The backup either
-# fails cleanly (and lists no partial point) or resumes by itself; either
-# way the next backup completes and restores byte-identical.
+# in the handshake and in the middle of the data; and, with the job on
+# three connections (`connections = 3`), the second one mid-data, which
+# must end the job on all three.  The backup either fails cleanly (and
+# lists no partial point) or resumes by itself; either way the next
+# backup completes and restores byte-identical.
+#
+# The same backup on four connections is timed too (printed, and held
+# to WAN_MIN_PCT): one is expected to fill this link already.
 #
 # WAN_SIZE_MIB (default 256) and WAN_MIN_PCT tune it.
 # shellcheck source=tests/lib.sh
@@ -53,7 +58,8 @@ relay_start() {
 		sleep 0.1
 	done
 	[ -n "$RELAY_PORT" ] || bail "wanrelay did not start: $(cat "$T/relay.log")"
-	source_conf "$T/source.conf" acme "target = 127.0.0.1:$RELAY_PORT"
+	source_conf "$T/source.conf" acme "target = 127.0.0.1:$RELAY_PORT" \
+	    "connections = ${CONNECTIONS:-1}"
 }
 
 # secs_since T0: seconds since date +%s.%N gave T0
@@ -116,16 +122,32 @@ same "restored through the relay: byte-identical" "$T/random.img" "$T/restored.i
 rm -f "$T/restored.img"
 grep 'closed after' "$T/relay.log" | sed 's/^/# /'
 
+CONNECTIONS=4 relay_start -d "$DELAY_MS" -r "$RATE"
+t0=$(date +%s.%N)
+check "backup on 4 connections through the WAN relay" \
+    src backup --disk "$T/random.img" --name wan4 --full --json
+secs=$(secs_since "$t0")
+jsoncheck "it used 4 connections" 'j["connections"] == 4'
+p=$(pct "$size" "$secs")
+echo "# backup goodput on 4 connections: $size bytes in $secs s = $p% of $RATE"
+at_least "backup goodput on 4 connections" "$p"
+check "restore the 4-connection backup" \
+    src restore --name wan4 --output "$T/restored.img"
+same "4 connections: byte-identical" "$T/random.img" "$T/restored.img"
+rm -f "$T/restored.img"
+
 # --- cuts -----------------------------------------------------------------
 
 random_image "$T/cut.img" 48 2
 
-# cut_case NAME LO-HI SEED: the first connection is reset after LO to HI
-# bytes; then the same backup again, through the same relay.
+# cut_case NAME LO-HI SEED [SPARED]: the first connection (after the
+# first SPARED) is reset after LO to HI bytes; then the same backup
+# again, through the same relay.
 cut_case() {
 	local name=$1 range=$2 seed=$3 before after
 	before=$(points "cut-$seed")
-	relay_start -d "$DELAY_MS" -r "$RATE" -c "$range" -n 1 -s "$seed"
+	relay_start -d "$DELAY_MS" -r "$RATE" -c "$range" -n 1 -s "$seed" \
+	    -k "${4:-0}"
 	SRC_TIMEOUT=180 run src backup --disk "$T/cut.img" --name "cut-$seed"
 	echo "# $name: exit $RC; relay: $(grep -c ' cut after' "$T/relay.log") cut(s) so far"
 	if [ "$RC" -eq 0 ]; then
@@ -165,5 +187,6 @@ cut_case() {
 
 cut_case "cut in the TLS handshake" 100-3000 11
 cut_case "cut mid-backup" 8M-40M 12
+CONNECTIONS=3 cut_case "the second of three connections cut mid-backup" 2M-10M 13 1
 
 finish

@@ -4,8 +4,8 @@
  * behave like one direction of a long, thin link, where this kernel has
  * no netem:
  *
- *	wanrelay [-d delay-ms] [-r rate] [-b buffer] [-c lo-hi [-n cuts]]
- *	    [-s seed] [-p port] forward-port
+ *	wanrelay [-d delay-ms] [-r rate] [-b buffer]
+ *	    [-c lo-hi [-n cuts] [-k spared]] [-s seed] [-p port] forward-port
  *
  *	-d	one-way delay in milliseconds, each direction (default 0)
  *	-r	link rate per direction: bytes/s, or with kbit, mbit, gbit
@@ -17,6 +17,7 @@
  *	-c	cut each connection with a reset once lo to hi bytes (both
  *		directions together, chosen at random) have gone through
  *	-n	cut only the first N connections (default: every one)
+ *	-k	... counting from the one after the first K (default 0)
  *	-s	seed of the cut offsets (default 1)
  *	-p	port to listen on (default 0: any free port)
  *
@@ -105,6 +106,7 @@ static struct {
 	uint64_t		 rl_cap;		/* per direction */
 	uint64_t		 rl_cut_lo, rl_cut_hi;
 	uint64_t		 rl_cuts;		/* connections to cut, or max */
+	uint64_t		 rl_spared;		/* ... after this many */
 	uint64_t		 rl_rng;
 	struct sockaddr_in	 rl_fwd;
 	int			 rl_epfd;
@@ -121,8 +123,8 @@ static void __attribute__((noreturn))
 usage(void)
 {
 	fprintf(stderr, "usage: wanrelay [-d delay-ms] [-r rate] [-b buffer] "
-	    "[-c lo-hi [-n cuts]] [-s seed]\n"
-	    "                [-p port] forward-port\n");
+	    "[-c lo-hi [-n cuts] [-k spared]]\n"
+	    "                [-s seed] [-p port] forward-port\n");
 	exit(EXIT_USAGE);
 }
 
@@ -444,7 +446,8 @@ relay_accept(void)
 		c->c_b.e_fd = bfd;
 		dir_init(&c->c_up, c, fd, bfd);
 		dir_init(&c->c_down, c, bfd, fd);
-		if (relay.rl_cut_hi > 0 && c->c_id <= relay.rl_cuts)
+		if (relay.rl_cut_hi > 0 && c->c_id > relay.rl_spared &&
+		    c->c_id - relay.rl_spared <= relay.rl_cuts)
 			c->c_cut_at = relay.rl_cut_lo + rng_next() %
 			    (relay.rl_cut_hi - relay.rl_cut_lo + 1);
 		TAILQ_INSERT_TAIL(&relay.rl_conns, c, c_entry);
@@ -512,7 +515,7 @@ main(int argc, char *argv[])
 	log_init("wanrelay", 1, 0);
 	relay.rl_buffer = RELAY_BUFFER_DEFAULT;
 	relay.rl_cuts = UINT64_MAX;
-	while ((ch = getopt(argc, argv, "b:c:d:n:p:r:s:v")) != -1) {
+	while ((ch = getopt(argc, argv, "b:c:d:k:n:p:r:s:v")) != -1) {
 		switch (ch) {
 		case 'b':
 			if (conf_parse_size(optarg, &relay.rl_buffer) == -1 ||
@@ -533,6 +536,11 @@ main(int argc, char *argv[])
 			if (conf_parse_uint(optarg, 0, 60000, &v) == -1)
 				usage();
 			relay.rl_delay_ns = v * 1000000u;
+			break;
+		case 'k':
+			if (conf_parse_uint(optarg, 0, UINT64_MAX,
+			    &relay.rl_spared) == -1)
+				usage();
 			break;
 		case 'n':
 			if (conf_parse_uint(optarg, 0, UINT64_MAX,
