@@ -675,6 +675,10 @@ client_close(struct client *cl)
 		/* Say goodbye properly: a close_notify, not a bare EOF. */
 		if (cl->cl_hello)
 			(void)SSL_shutdown(cl->cl_ssl);
+		/* Now: the group is freed before the loop frees the bev. */
+		if ((cl->cl_first ? cl->cl_first : cl)->cl_rate_group != NULL)
+			(void)bufferevent_remove_from_rate_limit_group(
+			    cl->cl_bev);
 		bufferevent_free(cl->cl_bev);	/* frees cl_ssl */
 	}
 	else
