@@ -835,6 +835,7 @@ join_ready(struct client *cl, void *arg)
 	f.join_job = &jj;
 	client_send(cl, &f);
 	bc->bc_joined = 1;
+	cl->cl_optional = 0;	/* it carries blocks: its loss is the job's */
 	backup_pump(bk);
 }
 

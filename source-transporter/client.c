@@ -77,12 +77,18 @@ client_finish(struct client *cl, int code, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(msg, sizeof(msg), fmt, ap);
 		va_end(ap);
-		log_warnx("%s", msg);
+		if (cl->cl_optional)
+			log_warnx("an extra connection was not used: %s; the "
+			    "job goes on without it", msg);
+		else
+			log_warnx("%s", msg);
 	}
 	/* One connection of a job ends the job, with its verdict. */
 	if (cl->cl_first != NULL) {
 		if (cl->cl_bev != NULL)
 			bufferevent_disable(cl->cl_bev, EV_READ);
+		if (cl->cl_optional)
+			return;
 		if (!cl->cl_first->cl_done)
 			cl->cl_first->cl_lost = cl->cl_lost;
 		client_finish(cl->cl_first, code, NULL);
@@ -244,7 +250,9 @@ client_write_cb(struct bufferevent *bev, void *arg)
 	struct client	*cl = arg;
 
 	if (cl->cl_done) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		/* The loop is the first connection's to end. */
+		if (cl->cl_first == NULL &&
+		    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 			event_base_loopexit(cl->cl_base, NULL);
 		return;
 	}
@@ -639,8 +647,9 @@ client_retry(struct client *cl, struct retry *rt, const char *what)
 /*
  * One more connection for the job of the running client first, with
  * its own ops: it shares first's loop, pool and TLS context, and
- * first's client_free frees it.  Its Hello calls ops->co_ready.  NULL
- * after a message if it cannot be opened.
+ * first's client_free frees it.  Its Hello calls ops->co_ready.  Until
+ * the caller clears cl_optional, its failure ends only itself; after,
+ * it ends first too.  NULL after a message if it cannot be opened.
  */
 struct client *
 client_add(struct client *first, const struct client_ops *ops, void *arg)
@@ -655,7 +664,7 @@ client_add(struct client *first, const struct client_ops *ops, void *arg)
 	    .cl_arg = arg, .cl_exit = EXIT_ERROR, .cl_first = first,
 	    .cl_base = first->cl_base, .cl_pool = first->cl_pool,
 	    .cl_ctx = first->cl_ctx, .cl_host = first->cl_host,
-	    .cl_port = first->cl_port };
+	    .cl_port = first->cl_port, .cl_optional = 1 };
 	snprintf(cl->cl_addr, sizeof(cl->cl_addr), "%s", first->cl_addr);
 	first->cl_more[first->cl_nmore++] = cl;
 	if ((rv = client_connect(cl)) != EXIT_OK) {

@@ -153,6 +153,7 @@ struct client {
 	/* More connections of one job (client_add): they share the first's
 	 * loop, pool and TLS context, and its end is theirs. */
 	struct client		*cl_first;	/* NULL: this is the first */
+	int			 cl_optional;	/* not joined yet: may fail alone */
 	struct client		*cl_more[JOB_CONNECTIONS_MAX];
 	int			 cl_nmore;
 	uint64_t		 cl_tls_sent;	/* since the last key update */

@@ -5,7 +5,8 @@
 # connection (the image holds more than twice the window of data that
 # does not compress, so a job whose extra connections were never
 # acknowledged would stall); a bandwidth limit holds for the job as a
-# whole, not per connection; bad values are refused.  Hostile joins are
+# whole, not per connection; a connection the target refuses (over
+# max_sessions_per_tenant) is left out; bad values are refused.  Hostile joins are
 # in protocol.sh, a connection cut mid-job in wan.sh.
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -88,6 +89,19 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 jsoncheck "it used 3 connections" 'j["connections"] == 3'
 [ "$ms" -ge 5000 ] && ok "the limit held for all 3 together ($ms ms >= 5 s)" ||
     not_ok "the limit held for all 3 together" "took $ms ms"
+
+# A target that takes fewer: the connection it refuses (BUSY) is left
+# out, and the job goes on with those it took.
+target_conf "$T/target2.conf" "max_sessions_per_tenant = 2"
+target_start "$T/target2.conf" || bail "target did not start"
+source_conf "$T/source.conf" acme "connections = 3"
+check "a job on 3 connections where the tenant may open 2" \
+    src backup --disk "$T/disk2.img" --name capped --full --json
+jsoncheck "it went on 2 connections" 'j["connections"] == 2'
+expect_grep "an extra connection was not used: .*busy" "$LAST_ERR" \
+    "the refused connection is named, and the job went on"
+check "restore it" src restore --name capped --output "$T/r4.img"
+same "restored byte-identical" "$T/disk2.img" "$T/r4.img"
 
 target_stop
 check "every stored chunk verifies" "$BUILD/target-transporter" verify \
