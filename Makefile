@@ -4,6 +4,7 @@
 #   make check      build and run every test (unit + integration)
 #   make demo       set up, mint certificates, back up and restore a sample disk
 #   make bench      benchmark against zstd, borg and restic
+#   make bench-connections  1, 2 or 4 connections per job over an emulated WAN
 #   make asan       the test suite under AddressSanitizer + UBSan
 #   make soak       long load tests (load.sh with 256 sessions)
 #   make fuzz       build the libFuzzer harnesses (clang)
@@ -71,7 +72,7 @@ BADZSTD		:= $(BUILD)/tests/tools/badzstd.so
 # Keep objects of pattern-built programs for the dependency files.
 .SECONDARY:
 
-.PHONY: all check run-tests unit demo run-demo bench asan fuzz install clean deps soak
+.PHONY: all check run-tests unit demo run-demo bench bench-connections asan fuzz install clean deps soak
 all: $(SOURCE_BIN) $(TARGET_BIN)
 
 $(PROTO_C) $(PROTO_H): proto/transporter.proto
@@ -288,3 +289,7 @@ asan: deps
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BUILD=$(abspath $(BUILD)) bash tests/bench/bench.sh
+
+# How many connections a job should use, through the WAN emulator.
+bench-connections: all $(TOOL_BINS)
+	$(Q)BUILD=$(abspath $(BUILD)) bash tests/bench/connections.sh

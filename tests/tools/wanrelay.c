@@ -4,12 +4,15 @@
  * behave like one direction of a long, thin link, where this kernel has
  * no netem:
  *
- *	wanrelay [-d delay-ms] [-r rate] [-b buffer]
+ *	wanrelay [-d delay-ms] [-r rate [-S]] [-b buffer]
  *	    [-c lo-hi [-n cuts] [-k spared]] [-s seed] [-p port] forward-port
  *
  *	-d	one-way delay in milliseconds, each direction (default 0)
  *	-r	link rate per direction: bytes/s, or with kbit, mbit, gbit
  *		(decimal bits/s); 0, the default, is unlimited
+ *	-S	one link for all connections, which share its rate (default:
+ *		a link of that rate for each connection, as where a path
+ *		limits each flow)
  *	-b	bottleneck buffer per direction, bytes (K, M suffixes): the
  *		relay holds at most rate * delay (the bytes on the wire) plus
  *		this much, and stops reading beyond it, so a sender feels
@@ -102,6 +105,8 @@ struct conn {
 static struct {
 	uint64_t		 rl_delay_ns;
 	uint64_t		 rl_rate;		/* bytes/s, 0: unlimited */
+	int			 rl_shared;		/* -S: one link for all */
+	uint64_t		 rl_link_free[2];	/* -S: up, down */
 	uint64_t		 rl_buffer;
 	uint64_t		 rl_cap;		/* per direction */
 	uint64_t		 rl_cut_lo, rl_cut_hi;
@@ -122,7 +127,7 @@ static struct endpoint		 listen_ep, timer_ep;
 static void __attribute__((noreturn))
 usage(void)
 {
-	fprintf(stderr, "usage: wanrelay [-d delay-ms] [-r rate] [-b buffer] "
+	fprintf(stderr, "usage: wanrelay [-d delay-ms] [-r rate [-S]] [-b buffer] "
 	    "[-c lo-hi [-n cuts] [-k spared]]\n"
 	    "                [-s seed] [-p port] forward-port\n");
 	exit(EXIT_USAGE);
@@ -291,7 +296,7 @@ dir_pump(struct dir *d, uint64_t now)
 {
 	struct conn	*c = d->d_conn;
 	struct seg	*sg;
-	uint64_t	 start;
+	uint64_t	 start, *link_free;
 	size_t		 want;
 	ssize_t		 n;
 
@@ -350,10 +355,12 @@ dir_pump(struct dir *d, uint64_t now)
 			return -1;
 		}
 		/* On the link after what is queued, off it at the rate. */
-		start = d->d_link_free > now ? d->d_link_free : now;
+		link_free = !relay.rl_shared ? &d->d_link_free :
+		    &relay.rl_link_free[d == &d->d_conn->c_up ? 0 : 1];
+		start = *link_free > now ? *link_free : now;
 		if (relay.rl_rate > 0)
 			start += (uint64_t)n * 1000000000u / relay.rl_rate;
-		d->d_link_free = start;
+		*link_free = start;
 		sg->sg_ready = start + relay.rl_delay_ns;
 		sg->sg_len = (size_t)n;
 		sg->sg_off = 0;
@@ -515,7 +522,7 @@ main(int argc, char *argv[])
 	log_init("wanrelay", 1, 0);
 	relay.rl_buffer = RELAY_BUFFER_DEFAULT;
 	relay.rl_cuts = UINT64_MAX;
-	while ((ch = getopt(argc, argv, "b:c:d:k:n:p:r:s:v")) != -1) {
+	while ((ch = getopt(argc, argv, "b:c:d:k:n:p:r:Ss:v")) != -1) {
 		switch (ch) {
 		case 'b':
 			if (conf_parse_size(optarg, &relay.rl_buffer) == -1 ||
@@ -554,6 +561,9 @@ main(int argc, char *argv[])
 		case 'r':
 			if (parse_rate(optarg, &relay.rl_rate) == -1)
 				usage();
+			break;
+		case 'S':
+			relay.rl_shared = 1;
 			break;
 		case 's':
 			if (conf_parse_uint(optarg, 0, UINT64_MAX, &seed) == -1)
