@@ -434,6 +434,38 @@ src() {
 	    -f "${SRC_CONF:-$T/source.conf}" "$@"
 }
 
+# --- the WAN emulator (tests/tools/wanrelay) --------------------------------
+
+# random_image OUT MIB SEED: incompressible, reproducible bytes
+random_image() {
+	openssl enc -aes-128-ctr -nosalt -iv 0 \
+	    -K "$(printf 'wan %s' "$3" | sha256sum | cut -c1-32)" \
+	    -in /dev/zero 2>/dev/null | head -c "$(($2 << 20))" >"$1"
+	[ "$(stat -c %s "$1")" -eq $(($2 << 20)) ] || bail "cannot make $1"
+}
+
+# relay_start ARGS...: a new wanrelay with ARGS in front of the target
+# ($TARGET_PORT) on $RELAY_PORT; the previous one is stopped.  Its log is
+# $T/relay.log.
+RELAY_PID=
+relay_start() {
+	local relay=$BUILD/tests/tools/wanrelay
+	[ -x "$relay" ] || bail "$relay not built (make run-tests builds it)"
+	[ -z "$RELAY_PID" ] || stop_pid "$RELAY_PID"
+	RELAY_PORT=
+	rm -f "$T/relay.port"
+	echo "--- wanrelay $*" >>"$T/relay.log"
+	"$relay" "$@" "$TARGET_PORT" >"$T/relay.port" 2>>"$T/relay.log" &
+	RELAY_PID=$!
+	track "$RELAY_PID"
+	for _ in $(seq 50); do
+		RELAY_PORT=$(head -n 1 "$T/relay.port" 2>/dev/null)
+		[ -z "$RELAY_PORT" ] || return 0
+		sleep 0.1
+	done
+	bail "wanrelay did not start: $(cat "$T/relay.log")"
+}
+
 # --- measurements --------------------------------------------------------
 
 # measure CMD...: like run, and RSS_KIB gets CMD's peak resident set size

@@ -24,34 +24,15 @@ fi
 . "$(dirname "$0")/../lib.sh"
 need_bins
 pki_init
-RELAY=$BUILD/tests/tools/wanrelay
-[ -x "$RELAY" ] || bail "$RELAY not built (make run-tests builds it)"
 SIZE_MIB=${CONN_SIZE_MIB:-128}
 DELAY_MS=${CONN_DELAY_MS:-25}
 RATE=${CONN_RATE:-200mbit}
 RUNS=${CONN_RUNS:-2}
 COUNTS=${CONN_COUNTS:-1 2 4}
-RELAY_PID=
 
 target_conf "$T/target.conf"
 target_start "$T/target.conf" || bail "target did not start"
-openssl enc -aes-128-ctr -nosalt -iv 0 -K 00112233445566778899aabbccddeeff \
-    -in /dev/zero 2>/dev/null | head -c "$((SIZE_MIB << 20))" >"$T/random.img"
-
-# relay_start ARGS...: a new relay in front of the target; RELAY_PORT
-relay_start() {
-	[ -z "$RELAY_PID" ] || stop_pid "$RELAY_PID"
-	rm -f "$T/relay.port"
-	"$RELAY" "$@" "$TARGET_PORT" >"$T/relay.port" 2>>"$T/relay.log" &
-	RELAY_PID=$!
-	track "$RELAY_PID"
-	for _ in $(seq 50); do
-		RELAY_PORT=$(head -n 1 "$T/relay.port" 2>/dev/null)
-		[ -z "$RELAY_PORT" ] || return 0
-		sleep 0.1
-	done
-	bail "wanrelay did not start: $(cat "$T/relay.log")"
-}
+random_image "$T/random.img" "$SIZE_MIB" 1
 
 # median: the median of the numbers on stdin
 median() {

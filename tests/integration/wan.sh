@@ -17,47 +17,25 @@
 # lists no partial point) or resumes by itself; either way the next
 # backup completes and restores byte-identical.
 #
-# The same backup on four connections is timed too (printed, and held
-# to WAN_MIN_PCT): one is expected to fill this link already.
+# The same backup on four connections is timed too (printed, and held to
+# WAN_MIN_PCT); the relay gives each connection a link of its own, so
+# they go faster (make bench-connections compares a shared link).
 #
 # WAN_SIZE_MIB (default 256) and WAN_MIN_PCT tune it.
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
 need_bins
 pki_init
-RELAY=$BUILD/tests/tools/wanrelay
-[ -x "$RELAY" ] || bail "$RELAY not built (make run-tests builds it)"
 SIZE_MIB=${WAN_SIZE_MIB:-256}
 MIN_PCT=${WAN_MIN_PCT:-60}
 DELAY_MS=25
 RATE=200mbit
 LINK_BPS=25000000	# 200 Mbit/s in bytes per second
-RELAY_PID=
-RELAY_PORT=
 
-# random_image OUT MIB SEED: incompressible, reproducible bytes
-random_image() {
-	openssl enc -aes-128-ctr -nosalt -iv 0 \
-	    -K "$(printf 'wan %s' "$3" | sha256sum | cut -c1-32)" \
-	    -in /dev/zero 2>/dev/null | head -c "$(($2 << 20))" >"$1"
-	[ "$(stat -c %s "$1")" -eq $(($2 << 20)) ] || bail "cannot make $1"
-}
-
-# relay_start ARGS...: a new relay to the target ($RELAY_PORT); the
-# previous one is stopped.  Its log is $T/relay.log.
-relay_start() {
-	[ -z "$RELAY_PID" ] || stop_pid "$RELAY_PID"
-	rm -f "$T/relay.port"
-	echo "--- wanrelay $*" >>"$T/relay.log"
-	"$RELAY" "$@" "$TARGET_PORT" >"$T/relay.port" 2>>"$T/relay.log" &
-	RELAY_PID=$!
-	track "$RELAY_PID"
-	for _ in $(seq 50); do
-		RELAY_PORT=$(head -n 1 "$T/relay.port" 2>/dev/null)
-		[ -z "$RELAY_PORT" ] || break
-		sleep 0.1
-	done
-	[ -n "$RELAY_PORT" ] || bail "wanrelay did not start: $(cat "$T/relay.log")"
+# wan_relay ARGS...: relay_start ARGS, and $T/source.conf goes through it
+# with CONNECTIONS connections per job (default 1)
+wan_relay() {
+	relay_start "$@"
 	source_conf "$T/source.conf" acme "target = 127.0.0.1:$RELAY_PORT" \
 	    "connections = ${CONNECTIONS:-1}"
 }
@@ -98,7 +76,7 @@ size=$((SIZE_MIB << 20))
 
 # --- goodput --------------------------------------------------------------
 
-relay_start -d "$DELAY_MS" -r "$RATE"
+wan_relay -d "$DELAY_MS" -r "$RATE"
 echo "# link: $DELAY_MS ms each way, $RATE; image: $SIZE_MIB MiB of random bytes"
 t0=$(date +%s.%N)
 check "backup of $SIZE_MIB MiB through the WAN relay" \
@@ -122,7 +100,7 @@ same "restored through the relay: byte-identical" "$T/random.img" "$T/restored.i
 rm -f "$T/restored.img"
 grep 'closed after' "$T/relay.log" | sed 's/^/# /'
 
-CONNECTIONS=4 relay_start -d "$DELAY_MS" -r "$RATE"
+CONNECTIONS=4 wan_relay -d "$DELAY_MS" -r "$RATE"
 t0=$(date +%s.%N)
 check "backup on 4 connections through the WAN relay" \
     src backup --disk "$T/random.img" --name wan4 --full --json
@@ -146,7 +124,7 @@ random_image "$T/cut.img" 48 2
 cut_case() {
 	local name=$1 range=$2 seed=$3 before after
 	before=$(points "cut-$seed")
-	relay_start -d "$DELAY_MS" -r "$RATE" -c "$range" -n 1 -s "$seed" \
+	wan_relay -d "$DELAY_MS" -r "$RATE" -c "$range" -n 1 -s "$seed" \
 	    -k "${4:-0}"
 	SRC_TIMEOUT=180 run src backup --disk "$T/cut.img" --name "cut-$seed"
 	echo "# $name: exit $RC; relay: $(grep -c ' cut after' "$T/relay.log") cut(s) so far"
