@@ -71,7 +71,7 @@ agent_status(struct agent *ag)
 static int
 agent_spawn(struct agent *ag, struct source_job *sj)
 {
-	char	*argv[16];
+	char	*argv[20];
 	int	 argc = 0;
 	pid_t	 pid;
 
@@ -94,6 +94,10 @@ agent_spawn(struct agent *ag, struct source_job *sj)
 	if (sj->sj_bandwidth != NULL) {
 		argv[argc++] = "--bandwidth-limit";
 		argv[argc++] = sj->sj_bandwidth;
+	}
+	if (sj->sj_connections != NULL) {
+		argv[argc++] = "--connections";
+		argv[argc++] = sj->sj_connections;
 	}
 	argv[argc] = NULL;
 	if ((pid = fork()) == -1) {

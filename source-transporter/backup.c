@@ -1036,7 +1036,8 @@ backup_usage(FILE *fp)
 	    "[--allow-insecure-nbd]\n"
 	    "       [--dirty-bitmap NAME] [--nbd-ca F] [--nbd-cert F] "
 	    "[--nbd-key F] [--nbd-psk-file F]\n"
-	    "       [--bandwidth-limit RATE] [--accept-rollback]\n"
+	    "       [--bandwidth-limit RATE] [--connections N] "
+	    "[--accept-rollback]\n"
 	    "  --disk PATH   raw image or block device, or an NBD export:\n"
 	    "                nbd://host[:port]/export, nbds://... (TLS),\n"
 	    "                nbd+unix:///export?socket=PATH\n"
@@ -1057,6 +1058,8 @@ backup_usage(FILE *fp)
 	    "  --bandwidth-limit RATE  at most RATE bytes per second each\n"
 	    "                way for this job (e.g. 20M; 0: none); default:\n"
 	    "                'bandwidth_limit' in the configuration\n"
+	    "  --connections N  carry the blocks on N TCP connections (1-16);\n"
+	    "                default: 'connections' in the configuration\n"
 	    "  --accept-rollback  go on when the target no longer has the "
 	    "newest\n"
 	    "                point this source committed of the name (exit 9 "
@@ -1083,12 +1086,13 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 		{ "nbd-psk-file", required_argument, NULL, 'P' },
 		{ "bandwidth-limit", required_argument, NULL, 'B' },
 		{ "accept-rollback", no_argument,  NULL, 'R' },
+		{ "connections", required_argument, NULL, 'c' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct backup	 bk;
 	char		 err[KEY_ERR_MAX];
-	uint64_t	 bandwidth = 0;
+	uint64_t	 bandwidth = 0, connections = 0;
 	int		 ch, rv = EXIT_USAGE, bandwidth_set = 0;
 
 	memset(&bk, 0, sizeof(bk));
@@ -1157,6 +1161,14 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 				return EXIT_USAGE;
 			bandwidth_set = 1;
 			break;
+		case 'c':
+			if (conf_parse_uint(optarg, 1, JOB_CONNECTIONS_MAX,
+			    &connections) == -1) {
+				log_warnx("--connections must be 1 to %d, not "
+				    "'%s'", JOB_CONNECTIONS_MAX, optarg);
+				return EXIT_USAGE;
+			}
+			break;
 		case 'e':
 			if (source_parse_encryption(optarg, &bk.bk_mode) == -1) {
 				log_warnx("--encryption must be in-flight or "
@@ -1178,6 +1190,8 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 	}
 	if (bandwidth_set)
 		sc->sc_bandwidth = bandwidth;
+	if (connections != 0)
+		sc->sc_connections = connections;
 	if (!name_is_valid(bk.bk_name)) {
 		log_warnx("backup name '%s' is not valid: use 1-%d letters, "
 		    "digits, '.', '_' or '-', not starting with '.' or '-'",

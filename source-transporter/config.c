@@ -265,6 +265,16 @@ conf_job(struct conf_state *cs, const char *name, const char *key,
 		}
 		return conf_string(sc, &sj->sj_bandwidth, key, value, line);
 	}
+	if (strcmp(key, "connections") == 0) {
+		uint64_t	 n;
+
+		if (conf_parse_uint(value, 1, JOB_CONNECTIONS_MAX, &n) == -1) {
+			log_warnx("%s:%d: connections must be 1 to %d, not '%s'",
+			    sc->sc_path, line, JOB_CONNECTIONS_MAX, value);
+			return -1;
+		}
+		return conf_string(sc, &sj->sj_connections, key, value, line);
+	}
 	if (strcmp(key, "encryption") == 0) {
 		if (source_parse_encryption(value, &mode) == -1) {
 			log_warnx("%s:%d: encryption must be in-flight or "
@@ -422,6 +432,7 @@ source_conf_free(struct source_conf *sc)
 		free(sj->sj_encryption);
 		free(sj->sj_dirty_bitmap);
 		free(sj->sj_bandwidth);
+		free(sj->sj_connections);
 		free(sj);
 	}
 	free(sc);

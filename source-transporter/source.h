@@ -31,6 +31,7 @@ struct source_job {
 	char		*sj_encryption;	/* NULL: the configured default */
 	char		*sj_dirty_bitmap;
 	char		*sj_bandwidth;	/* NULL: the configured default */
+	char		*sj_connections;	/* NULL: the configured default */
 	struct source_job *sj_next;
 	/* agent state */
 	struct agent	*sj_agent;

@@ -351,14 +351,19 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 static int
 receive_start(struct session *se, struct receive *rv)
 {
+	char		 conns[48] = "";
+
 	if (receive_send_base(se, rv, rv->rv_incremental) == -1)
 		return -1;
+	if (rv->rv_connections > 1)
+		snprintf(conns, sizeof(conns), ", on up to %u connections",
+		    rv->rv_connections);
 	session_log(se, "backup of '%s' started: %llu bytes in %llu blocks "
-	    "of %u%s%s%s", rv->rv_name, (unsigned long long)rv->rv_disk_size,
+	    "of %u%s%s%s%s", rv->rv_name, (unsigned long long)rv->rv_disk_size,
 	    (unsigned long long)rv->rv_blocks, rv->rv_block_size,
 	    rv->rv_atrest ? ", encrypted at rest" : "",
 	    rv->rv_has_base ? ", incremental from " : "",
-	    rv->rv_has_base ? rv->rv_base.rp_id : "");
+	    rv->rv_has_base ? rv->rv_base.rp_id : "", conns);
 	return 0;
 }
 

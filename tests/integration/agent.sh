@@ -14,7 +14,7 @@ target_start "$T/target.conf" || bail "target did not start"
 MPORT=$(free_port)
 source_conf "$T/source.conf" acme "metrics = 127.0.0.1:$MPORT" \
     "[job vm-a]" "disk = $T/a.img" "every = 1h" \
-    "[job vm-b]" "disk = $T/b.img" "every = 1h" \
+    "[job vm-b]" "disk = $T/b.img" "every = 1h" "connections = 2" \
     "[job broken]" "disk = $T/missing.img" "every = 1h"
 
 source_conf "$T/nojobs.conf" acme
@@ -50,6 +50,8 @@ for _ in $(seq 150); do
 done
 [ "$(points)" -eq 2 ] && ok "both jobs ran at start and committed" ||
     not_ok "both jobs committed" "$(tail -5 "$T/agent.log")"
+expect_grep "backup of 'vm-b' started: .*, on up to 2 connections" "$TARGET_LOG" \
+    "a job's own 'connections' reaches the backup"
 expect_grep "job 'broken': backup failed with exit code 6" "$T/agent.log" \
     "a job whose disk is missing fails with its exit code"
 kill -0 $AGENT 2>/dev/null && ok "the agent keeps running" || not_ok "agent alive"

@@ -68,6 +68,13 @@ n=$(joins sealed)
 check "restore it" src restore --name sealed --output "$T/r3.img"
 same "restored byte-identical" "$T/disk.img" "$T/r3.img"
 
+check "--connections 2 overrides the configuration" src backup \
+    --disk "$T/disk.img" --name flag --connections 2 --json
+jsoncheck "it used 2 connections" 'j["connections"] == 2'
+expect_exit 2 "--connections 0 is refused" src backup --disk "$T/disk.img" \
+    --name flag --connections 0
+expect_grep "connections must be 1 to 16" "$LAST" "and the message says why"
+
 # One connection asked for: no token, nobody joins.
 source_conf "$T/one.conf" acme
 log_mark
