@@ -5,9 +5,11 @@
 # connection (the image holds more than twice the window of data that
 # does not compress, so a job whose extra connections were never
 # acknowledged would stall); a bandwidth limit holds for the job as a
-# whole, not per connection; a connection the target refuses (over
-# max_sessions_per_tenant) is left out; bad values are refused.  Hostile joins are
-# in protocol.sh, a connection cut mid-job in wan.sh.
+# whole, not per connection; the source killed mid-job closes every
+# connection of it on the target and the same command resumes it; a
+# connection the target refuses (over max_sessions_per_tenant) is left
+# out; `--connections` overrides; bad values are refused.  Hostile joins
+# are in protocol.sh, a connection cut mid-job in wan.sh.
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
 need_bins
@@ -22,6 +24,7 @@ printf 'correct horse battery staple\n' >"$T/pw"
 chmod 600 "$T/pw"
 
 target_conf "$T/target.conf"
+TARGET_FLAGS=-vv	# its checkpoints, for the kill below
 target_start "$T/target.conf" || bail "target did not start"
 source_conf "$T/source.conf" acme "connections = 3" "window = 64M" \
     "key_provider = password" "password_file = $T/pw"
@@ -74,6 +77,41 @@ jsoncheck "it used 2 connections" 'j["connections"] == 2'
 expect_exit 2 "--connections 0 is refused" src backup --disk "$T/disk.img" \
     --name flag --connections 0
 expect_grep "connections must be 1 to 16" "$LAST" "and the message says why"
+
+# The source killed mid-job: every connection of the job closes on the
+# target, the durable part is kept, and the same command resumes it.
+log_mark
+"$BUILD/source-transporter" -f "$T/source.conf" backup --disk "$T/disk.img" \
+    --name killed --bandwidth-limit 16M --json >/dev/null 2>&1 &
+bpid=$!
+track $bpid
+for _ in $(seq 300); do
+	log_new
+	grep -q "checkpoint of 'killed'" "$TARGET_NEW" && break
+	sleep 0.1
+done
+if grep -q "checkpoint of 'killed'" "$TARGET_NEW"; then
+	kill -KILL $bpid
+	wait $bpid 2>/dev/null
+	ok "source killed after a checkpoint of a job on 3 connections"
+else
+	not_ok "a checkpoint for the source to be killed after" "$(tail -5 "$TARGET_NEW")"
+fi
+for _ in $(seq 50); do
+	log_new
+	grep -q "killed.*suspended" "$TARGET_NEW" && break
+	sleep 0.1
+done
+expect_grep "killed.*suspended" "$TARGET_NEW" "the target keeps the interrupted job"
+n=$(grep -c "closing: connection \(closed\|lost\)\|closing: backup of 'killed'" "$TARGET_NEW")
+[ "$n" -ge 3 ] && ok "all 3 of its connections closed on the target ($n)" ||
+    not_ok "all 3 of its connections closed on the target" "$n closed"
+target_alive && ok "the target is still up" || bail "the target died"
+check "the same command again" src backup --disk "$T/disk.img" --name killed --json
+jsoncheck "it resumed the interrupted job on 3 connections" \
+    'j["resumed"] and j["blocks_unchanged"] > 0 and j["connections"] == 3'
+check "restore it" src restore --name killed --output "$T/r5.img"
+same "restored byte-identical" "$T/disk.img" "$T/r5.img"
 
 # One connection asked for: no token, nobody joins.
 source_conf "$T/one.conf" acme
