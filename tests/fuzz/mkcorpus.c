@@ -125,6 +125,7 @@ frames(void)
 	Error		 e = ERROR__INIT;
 	BaseIndex	 bi = BASE_INDEX__INIT;
 	Unchanged	 u = UNCHANGED__INIT;
+	JoinJob		 jj = JOIN_JOB__INIT;
 	uint64_t	 ublocks[] = { 0, 1, 7, 1000000 };
 	uint64_t	 resend[] = { 3, 17 };
 	uint8_t		*buf, *payload;
@@ -285,6 +286,14 @@ frames(void)
 	memcpy(payload, sealed, n + AEAD_TAG_LEN);
 	seed("frame", "block_payload_last", -1, buf, len);
 	free(buf);
+
+	/* An extra connection of a job, naming its token. */
+	memset(ids, 0x5a, JOB_TOKEN_LEN);
+	jj.job_token.data = ids;
+	jj.job_token.len = JOB_TOKEN_LEN;
+	f.msg_case = FRAME__MSG_JOIN_JOB;
+	f.join_job = &jj;
+	frame_seed("join_job", &f);
 
 	seed("frame", "stream", -1, stream, stream_len);
 }
