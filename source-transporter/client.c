@@ -87,8 +87,11 @@ client_finish(struct client *cl, int code, const char *fmt, ...)
 	if (cl->cl_first != NULL) {
 		if (cl->cl_bev != NULL)
 			bufferevent_disable(cl->cl_bev, EV_READ);
-		if (cl->cl_optional)
+		if (cl->cl_optional) {
+			if (cl->cl_ops->co_left != NULL)
+				cl->cl_ops->co_left(cl, cl->cl_arg);
 			return;
+		}
 		if (!cl->cl_first->cl_done)
 			cl->cl_first->cl_lost = cl->cl_lost;
 		client_finish(cl->cl_first, code, NULL);

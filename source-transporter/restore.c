@@ -19,6 +19,13 @@
  * against the index, and the blocks that differ are asked for again.
  * A state that does not fit is ignored with a warning and the restore
  * starts from the beginning.
+ *
+ * With `connections` above 1 the blocks come on several connections:
+ * the target's RestoreBegin carries a token, the extra connections join
+ * with it, the first says how many did (Joined), and each connection
+ * grants credit for the blocks it carried and gets a RestoreEnd of its
+ * own.  The written prefix is kept from a bitmap, so the order in which
+ * blocks arrive does not matter.
  */
 #include <sys/file.h>
 #include <sys/ioctl.h>
@@ -49,6 +56,20 @@
 #define RESTORE_STATE_MAGIC	"transporter restore state 1"
 #define RESTORE_STATE_SUFFIX	".restore-state"
 
+struct restore;
+
+/* One connection the blocks come on; the first also carries the rest. */
+struct restore_conn {
+	struct restore	*rc_restore;
+	struct client	*rc_client;
+	int		 rc_joined;	/* JoinJob sent (first: always) */
+	int		 rc_settled;	/* joined, or left out */
+	int		 rc_ended;	/* its RestoreEnd arrived */
+	int		 rc_paused;	/* reading stopped: the pool is full */
+	uint64_t	 rc_received;	/* Block frames taken */
+	uint64_t	 rc_uncredited;	/* consumed, not yet granted back */
+};
+
 enum restore_phase {
 	RP_INDEX,	/* waiting for the point's chunk ids */
 	RP_CHECK,	/* reading back what an earlier attempt wrote */
@@ -68,7 +89,14 @@ struct restore_state {
 };
 
 struct restore {
-	struct client	*rs_client;
+	struct client	*rs_client;	/* the first connection */
+	struct restore_conn rs_conns[JOB_CONNECTIONS_MAX];
+	int		 rs_nconns;
+	uint8_t		 rs_token[JOB_TOKEN_LEN];	/* to join */
+	int		 rs_told;	/* Joined sent */
+	uint64_t	 rs_end_blocks;	/* the first's RestoreEnd ... */
+	uint64_t	 rs_end_damaged;
+	int		 rs_end_first;	/* ... arrived */
 	const char	*rs_name;
 	const char	*rs_point_id;
 	const char	*rs_output;
@@ -81,7 +109,7 @@ struct restore {
 	int		 rs_force;
 	int		 rs_json;
 	int		 rs_begun;
-	int		 rs_ended;	/* RestoreEnd arrived */
+	int		 rs_ended;	/* every connection's RestoreEnd, checked */
 	char		 rs_point[64];
 	uint64_t	 rs_disk_size;
 	uint32_t	 rs_block_size;
@@ -91,11 +119,9 @@ struct restore {
 	uint64_t	 rs_written;
 	uint64_t	 rs_bytes_written;
 	uint64_t	 rs_bytes_in;	/* frame bytes received */
-	uint64_t	 rs_uncredited;	/* consumed, not yet granted back */
 	uint8_t		*rs_seen;	/* bitmap of blocks received */
 	int		 rs_jobs;
 	int		 rs_max_jobs;
-	int		 rs_paused;
 	uint64_t	 rs_start_ms;
 	int		 rs_source_side;
 	struct progress	 rs_progress;
@@ -159,6 +185,7 @@ struct check_job {
 struct write_job {
 	struct pool_job	 wj_job;
 	struct restore	*wj_restore;
+	struct restore_conn *wj_conn;	/* it came on, and is credited on */
 	uint8_t		*wj_frame;
 	size_t		 wj_len;
 	uint8_t		 wj_key[AEAD_KEY_LEN];
@@ -170,6 +197,20 @@ struct write_job {
 
 static void	restore_maybe_done(struct restore *);
 static void	restore_checkpoint(struct restore *);
+static uint32_t	restore_joined_count(const struct restore *);
+
+/* A job left the pool: connections stopped for a full pool read again. */
+static void
+restore_read_again(struct restore *rs)
+{
+	int	 i;
+
+	for (i = 0; i < rs->rs_nconns; i++)
+		if (rs->rs_conns[i].rc_paused) {
+			rs->rs_conns[i].rc_paused = 0;
+			client_resume(rs->rs_conns[i].rc_client);
+		}
+}
 
 static int
 bit_isset(const uint8_t *map, uint64_t i)
@@ -382,6 +423,7 @@ write_done(struct pool_job *pj)
 {
 	struct write_job	*wj = (struct write_job *)pj;
 	struct restore		*rs = wj->wj_restore;
+	struct restore_conn	*rc = wj->wj_conn;
 	struct client		*cl = rs->rs_client;
 	Frame			 f = FRAME__INIT;
 	Credit			 c = CREDIT__INIT;
@@ -427,20 +469,18 @@ write_done(struct pool_job *pj)
 	}
 	rs->rs_written++;
 	rs->rs_bytes_written += restore_block_len(rs, wj->wj_index);
-	rs->rs_uncredited += wj->wj_len + FRAME_HDR_LEN;
+	/* Credit goes back on the connection the block came on. */
+	rc->rc_uncredited += wj->wj_len + FRAME_HDR_LEN;
 	progress_update(&rs->rs_progress, rs->rs_bytes_written,
 	    rs->rs_bytes_in);
-	if (rs->rs_uncredited >= SOURCE_CREDIT_STEP) {
-		c.bytes = rs->rs_uncredited;
-		rs->rs_uncredited = 0;
+	if (rc->rc_uncredited >= SOURCE_CREDIT_STEP) {
+		c.bytes = rc->rc_uncredited;
+		rc->rc_uncredited = 0;
 		f.msg_case = FRAME__MSG_CREDIT;
 		f.credit = &c;
-		client_send(cl, &f);
+		client_send(rc->rc_client, &f);
 	}
-	if (rs->rs_paused) {
-		rs->rs_paused = 0;
-		client_resume(cl);
-	}
+	restore_read_again(rs);
 	restore_maybe_done(rs);
  out:
 	free(wj->wj_frame);
@@ -638,10 +678,7 @@ ckpt_done(struct pool_job *pj)
 		rs->rs_ckpt_warned = 1;
 	} else
 		rs->rs_ckpt_mark = cj->cj_st.st_done;
-	if (rs->rs_paused) {
-		rs->rs_paused = 0;
-		client_resume(rs->rs_client);
-	}
+	restore_read_again(rs);
 	restore_maybe_done(rs);
  out:
 	free(cj);
@@ -675,13 +712,15 @@ restore_checkpoint(struct restore *rs)
 	pool_submit(rs->rs_client->cl_pool, &cj->cj_job);
 }
 
+/* A Block frame on connection rc goes to the pool; buf is ours. */
 static void
-restore_block(struct client *cl, uint8_t *buf, size_t len, void *arg)
+restore_take_block(struct restore_conn *rc, uint8_t *buf, size_t len)
 {
-	struct restore		*rs = arg;
+	struct restore		*rs = rc->rc_restore;
+	struct client		*cl = rc->rc_client;
 	struct write_job	*wj;
 
-	if (!rs->rs_begun || rs->rs_ended) {
+	if (!rs->rs_begun || rc->rc_ended) {
 		free(buf);
 		restore_fail(rs, EXIT_ERROR, "protocol error: a block outside "
 		    "the restore");
@@ -701,17 +740,27 @@ restore_block(struct client *cl, uint8_t *buf, size_t len, void *arg)
 	wj->wj_job.pj_work = write_work;
 	wj->wj_job.pj_done = write_done;
 	wj->wj_restore = rs;
+	wj->wj_conn = rc;
 	wj->wj_frame = buf;
 	wj->wj_len = len;
 	memcpy(wj->wj_key, cl->cl_key_in, AEAD_KEY_LEN);
 	rs->rs_received++;
+	rc->rc_received++;
 	rs->rs_bytes_in += len + FRAME_HDR_LEN;
 	rs->rs_jobs++;
 	pool_submit(cl->cl_pool, &wj->wj_job);
 	if (rs->rs_jobs >= rs->rs_max_jobs) {
-		rs->rs_paused = 1;
+		rc->rc_paused = 1;
 		client_pause(cl);
 	}
+}
+
+static void
+restore_block(struct client *cl, uint8_t *buf, size_t len, void *arg)
+{
+	struct restore	*rs = arg;
+
+	restore_take_block(&rs->rs_conns[0], buf, len);
 }
 
 /* Is name a partial file of this output (so ours to reuse or remove)? */
@@ -993,7 +1042,7 @@ restore_summary(struct restore *rs)
 		    "\"disk_size\":%llu,\"bytes_written\":%llu,"
 		    "\"bytes_received\":%llu,\"blocks\":%llu,"
 		    "\"attempts\":%d,\"resumed_from_block\":%llu,"
-		    "\"blocks_fetched_again\":%llu,"
+		    "\"blocks_fetched_again\":%llu,\"connections\":%u,"
 		    "\"seconds\":%.3f,\"peak_rss_kib\":%ld}\n", rs->rs_name,
 		    rs->rs_point, rs->rs_output,
 		    (unsigned long long)rs->rs_disk_size,
@@ -1001,8 +1050,8 @@ restore_summary(struct restore *rs)
 		    (unsigned long long)rs->rs_bytes_in,
 		    (unsigned long long)rs->rs_written, rs->rs_attempts,
 		    (unsigned long long)rs->rs_resumed_from,
-		    (unsigned long long)rs->rs_refetched, secs,
-		    peak_rss_kib());
+		    (unsigned long long)rs->rs_refetched,
+		    restore_joined_count(rs) + 1, secs, peak_rss_kib());
 		return;
 	}
 	format_bytes(rs->rs_disk_size, b1, sizeof(b1));
@@ -1013,7 +1062,9 @@ restore_summary(struct restore *rs)
 	printf("  disk      %s (%llu blocks with data, the rest sparse)\n",
 	    b1, (unsigned long long)(rs->rs_index != NULL ? rs->rs_blocks -
 	    rs->rs_zero_blocks : rs->rs_written));
-	printf("  received  %s\n", b2);
+	printf("  received  %s on %u connection%s\n", b2,
+	    restore_joined_count(rs) + 1, restore_joined_count(rs) ? "s" :
+	    "");
 	if (rs->rs_resumed_from > 0)
 		printf("  resumed   at block %llu (%llu written blocks fetched "
 		    "again), %d attempt(s)\n",
@@ -1121,6 +1172,7 @@ restore_request_blocks(struct restore *rs)
 	rr.from = rs->rs_from;
 	rr.n_resend = n;
 	rr.resend = resend;
+	rr.connections = (uint32_t)rs->rs_client->cl_conf->sc_connections;
 	f.msg_case = FRAME__MSG_RESTORE_REQUEST;
 	f.restore_request = &rr;
 	rs->rs_phase = RP_STREAM;
@@ -1369,6 +1421,8 @@ restore_ready(struct client *cl, void *arg)
 	rr.verify = rs->rs_verify;
 	/* A restore learns the chunk ids first; verify only streams. */
 	rr.index = !rs->rs_verify;
+	if (rs->rs_verify)
+		rr.connections = (uint32_t)cl->cl_conf->sc_connections;
 	rs->rs_phase = rs->rs_verify ? RP_STREAM : RP_INDEX;
 	f.msg_case = FRAME__MSG_RESTORE_REQUEST;
 	f.restore_request = &rr;
@@ -1420,6 +1474,159 @@ restore_announced(struct restore *rs, const RestoreBegin *rb)
 	return 0;
 }
 
+/* Extra connections that sent JoinJob. */
+static uint32_t
+restore_joined_count(const struct restore *rs)
+{
+	uint32_t	 n = 0;
+	int		 i;
+
+	for (i = 1; i < rs->rs_nconns; i++)
+		n += rs->rs_conns[i].rc_joined;
+	return n;
+}
+
+/*
+ * A RestoreEnd arrived: once every connection's is in, the counts must
+ * add up to what was announced; then the restore completes as its last
+ * blocks are written.
+ */
+static void
+restore_ends(struct restore *rs)
+{
+	int	 i;
+
+	if (!rs->rs_end_first)
+		return;
+	for (i = 1; i < rs->rs_nconns; i++)
+		if (rs->rs_conns[i].rc_joined && !rs->rs_conns[i].rc_ended)
+			return;
+	rs->rs_ended = 1;
+	if (rs->rs_end_blocks != rs->rs_received ||
+	    rs->rs_end_damaged != rs->rs_target_damaged ||
+	    rs->rs_received + rs->rs_target_damaged != rs->rs_expected) {
+		restore_fail(rs, EXIT_INTEGRITY, "the target sent fewer "
+		    "blocks than the restore point holds");
+		return;
+	}
+	restore_maybe_done(rs);
+}
+
+/* Several connections: when every extra one joined or failed, say so. */
+static void
+restore_tell_joined(struct restore *rs)
+{
+	Frame		 f = FRAME__INIT;
+	Joined		 j = JOINED__INIT;
+	int		 i;
+
+	if (rs->rs_told)
+		return;
+	for (i = 1; i < rs->rs_nconns; i++)
+		if (!rs->rs_conns[i].rc_settled)
+			return;
+	rs->rs_told = 1;
+	j.connections = restore_joined_count(rs);
+	f.msg_case = FRAME__MSG_JOINED;
+	f.joined = &j;
+	client_send(rs->rs_client, &f);
+}
+
+/* An extra connection's Hello: it joins the restore. */
+static void
+join_ready(struct client *cl, void *arg)
+{
+	struct restore_conn *rc = arg;
+	struct restore	*rs = rc->rc_restore;
+	Frame		 f = FRAME__INIT;
+	JoinJob		 jj = JOIN_JOB__INIT;
+
+	jj.job_token.data = rs->rs_token;
+	jj.job_token.len = sizeof(rs->rs_token);
+	f.msg_case = FRAME__MSG_JOIN_JOB;
+	f.join_job = &jj;
+	client_send(cl, &f);
+	rc->rc_joined = rc->rc_settled = 1;
+	cl->cl_optional = 0;	/* it carries blocks: its loss is the job's */
+	restore_tell_joined(rs);
+}
+
+/* An extra connection failed before it joined: left out. */
+static void
+join_left(struct client *cl, void *arg)
+{
+	struct restore_conn *rc = arg;
+
+	rc->rc_settled = 1;
+	restore_tell_joined(rc->rc_restore);
+}
+
+static void
+join_block(struct client *cl, uint8_t *buf, size_t len, void *arg)
+{
+	restore_take_block(arg, buf, len);
+}
+
+/* An extra connection's frames: its RestoreEnd, and nothing else. */
+static void
+join_frame(struct client *cl, const Frame *f, void *arg)
+{
+	struct restore_conn *rc = arg;
+	struct restore	*rs = rc->rc_restore;
+
+	if (f->msg_case == FRAME__MSG_RESTORE_END && rs->rs_begun &&
+	    !rc->rc_ended) {
+		rc->rc_ended = 1;
+		if (f->restore_end->blocks_sent != rc->rc_received) {
+			restore_fail(rs, EXIT_INTEGRITY, "the target sent "
+			    "fewer blocks than it counted on a connection");
+			return;
+		}
+		restore_ends(rs);
+		return;
+	}
+	client_finish(cl, EXIT_ERROR, "%s: protocol error: unexpected %s "
+	    "frame on an extra connection of a restore", cl->cl_addr,
+	    frame_name(f));
+}
+
+static const struct client_ops join_ops = {
+	.co_ready = join_ready,
+	.co_frame = join_frame,
+	.co_block = join_block,
+	.co_left = join_left,
+};
+
+/*
+ * RestoreBegin with a token: open the extra connections, which join
+ * once their handshake is done; the target streams after Joined.  One
+ * that cannot be opened is left out.
+ */
+static void
+restore_connect_more(struct restore *rs, const RestoreBegin *rb)
+{
+	struct restore_conn *rc;
+	int		 want = (int)rs->rs_client->cl_conf->sc_connections;
+
+	if (rb->job_token.len != JOB_TOKEN_LEN)
+		return;
+	memcpy(rs->rs_token, rb->job_token.data, JOB_TOKEN_LEN);
+	while (rs->rs_nconns < want) {
+		rc = &rs->rs_conns[rs->rs_nconns];
+		memset(rc, 0, sizeof(*rc));
+		rc->rc_restore = rs;
+		if ((rc->rc_client = client_add(rs->rs_client, &join_ops,
+		    rc)) == NULL) {
+			log_warnx("cannot open connection %d of %d to %s; the "
+			    "restore goes on with %d", rs->rs_nconns + 1, want,
+			    rs->rs_client->cl_addr, rs->rs_nconns);
+			break;
+		}
+		rs->rs_nconns++;
+	}
+	restore_tell_joined(rs);
+}
+
 static void
 restore_frame(struct client *cl, const Frame *f, void *arg)
 {
@@ -1451,6 +1658,7 @@ restore_frame(struct client *cl, const Frame *f, void *arg)
 			return;
 		}
 		rs->rs_begun = 1;
+		restore_connect_more(rs, f->restore_begin);
 		/* Data blocks only: the rest are holes, written at once. */
 		progress_start(&rs->rs_progress, "restore",
 		    rs->rs_expected * (uint64_t)rs->rs_block_size,
@@ -1477,18 +1685,19 @@ restore_frame(struct client *cl, const Frame *f, void *arg)
 		    f->damage->message);
 		return;
 	case FRAME__MSG_RESTORE_END:
-		if (!rs->rs_begun || rs->rs_ended)
+		if (!rs->rs_begun || rs->rs_end_first)
 			break;
-		rs->rs_ended = 1;
-		if (f->restore_end->blocks_sent != rs->rs_received ||
-		    f->restore_end->damaged != rs->rs_target_damaged ||
-		    rs->rs_received + rs->rs_target_damaged !=
-		    rs->rs_expected) {
-			restore_fail(rs, EXIT_INTEGRITY, "the target sent "
-			    "fewer blocks than the restore point holds");
+		rs->rs_end_first = 1;
+		rs->rs_conns[0].rc_ended = 1;
+		rs->rs_end_blocks = f->restore_end->blocks_sent;
+		rs->rs_end_damaged = f->restore_end->damaged;
+		if (f->restore_end->joined != restore_joined_count(rs)) {
+			restore_fail(rs, EXIT_INTEGRITY, "the target ended the "
+			    "restore with another number of connections than "
+			    "joined it");
 			return;
 		}
-		restore_maybe_done(rs);
+		restore_ends(rs);
 		return;
 	default:
 		break;
@@ -1553,8 +1762,9 @@ restore_reset(struct restore *rs)
 	rs->rs_phase = RP_INDEX;
 	rs->rs_announced = rs->rs_begun = rs->rs_ended = 0;
 	rs->rs_expected = rs->rs_received = rs->rs_written = 0;
-	rs->rs_bytes_written = rs->rs_uncredited = 0;
-	rs->rs_jobs = rs->rs_paused = rs->rs_check_jobs = 0;
+	rs->rs_bytes_written = 0;
+	rs->rs_jobs = rs->rs_check_jobs = 0;
+	rs->rs_end_first = rs->rs_told = 0;
 	rs->rs_ckpt_busy = 0;
 	rs->rs_from = rs->rs_mark = rs->rs_nbad = rs->rs_zeroed = 0;
 	rs->rs_check_next = rs->rs_index_got = 0;
@@ -1585,6 +1795,11 @@ restore_run(struct restore *rs, struct source_conf *sc)
 		rs->rs_attempts = rt.rt_attempts + 1;
 		if ((rs->rs_client = client_new(sc, &restore_ops, rs)) == NULL)
 			return EXIT_USAGE;
+		memset(rs->rs_conns, 0, sizeof(rs->rs_conns));
+		rs->rs_conns[0] = (struct restore_conn){ .rc_restore = rs,
+		    .rc_client = rs->rs_client, .rc_joined = 1,
+		    .rc_settled = 1 };
+		rs->rs_nconns = 1;
 		rs->rs_max_jobs = RESTORE_MAX_JOBS_PER_THREAD *
 		    pool_threads(rs->rs_client->cl_pool);
 		rv = client_run(rs->rs_client);

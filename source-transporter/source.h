@@ -126,6 +126,8 @@ struct client_ops {
 	void	(*co_drained)(struct client *, void *);
 	/* Closing: jobs still in the pool must be waited for. */
 	int	(*co_busy)(struct client *, void *);
+	/* An extra connection (client_add) failed before it joined. */
+	void	(*co_left)(struct client *, void *);
 };
 
 struct client {

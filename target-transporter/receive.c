@@ -1103,38 +1103,30 @@ receive_end(struct session *se, const BackupEnd *be)
 }
 
 /*
- * JoinJob: this connection carries blocks of the running job the token
- * names.  Only a job of the same tenant can be joined, and an unknown
- * token, another tenant's and an ended job are refused alike, so that
- * a source learns nothing of jobs that are not its own.  0, or -1 if
- * the session closed.
+ * JoinJob (session_join): this connection carries blocks of the
+ * running backup of the same tenant whose token (JOB_TOKEN_LEN bytes)
+ * it names.  1 if it joined, 0 if no such backup takes it.
  */
 int
-receive_join(struct session *se, const JoinJob *jj)
+receive_join(struct session *se, const uint8_t *token)
 {
 	struct session	*owner;
 	struct receive	*rv = NULL;
 
-	if (jj->job_token.len == JOB_TOKEN_LEN)
-		TAILQ_FOREACH(owner, &se->se_target->tg_sessions, se_entry) {
-			rv = owner->se_recv;
-			if (rv != NULL && rv->rv_session == owner &&
-			    owner->se_state == SESSION_BACKUP &&
-			    rv->rv_connections > 1 && CRYPTO_memcmp(
-			    rv->rv_token, jj->job_token.data,
-			    JOB_TOKEN_LEN) == 0)
-				break;
-			rv = NULL;
-		}
+	TAILQ_FOREACH(owner, &se->se_target->tg_sessions, se_entry) {
+		rv = owner->se_recv;
+		if (rv != NULL && rv->rv_session == owner &&
+		    owner->se_state == SESSION_BACKUP &&
+		    rv->rv_connections > 1 && CRYPTO_memcmp(rv->rv_token,
+		    token, JOB_TOKEN_LEN) == 0)
+			break;
+		rv = NULL;
+	}
 	if (rv == NULL || rv->rv_failed || strcmp(rv->rv_session->se_tenant->
 	    tn_name, se->se_tenant->tn_name) != 0 ||
 	    rv->rv_joined + 1 >= rv->rv_connections ||
-	    (rv->rv_ended && rv->rv_joined >= rv->rv_joined_expected)) {
-		session_fail(se, ERROR__CODE__PROTOCOL, "no backup job of "
-		    "tenant '%s' can take another connection with that "
-		    "token", se->se_tenant->tn_name);
-		return -1;
-	}
+	    (rv->rv_ended && rv->rv_joined >= rv->rv_joined_expected))
+		return 0;
 	se->se_recv = rv;
 	rv->rv_refs++;
 	rv->rv_joined++;
@@ -1144,7 +1136,7 @@ receive_join(struct session *se, const JoinJob *jj)
 	    "(connection %u of %u)", rv->rv_name,
 	    (unsigned long long)rv->rv_session->se_id, rv->rv_joined + 1,
 	    rv->rv_connections);
-	return 0;
+	return 1;
 }
 
 /*

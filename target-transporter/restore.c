@@ -10,6 +10,14 @@
  * is announced (the KMS is never asked from the loop); each chunk is
  * then opened with its key and sealed for the wire like any other, so
  * the source sees an ordinary in-flight block.
+ *
+ * A restore may go out on several connections (the source's
+ * `connections`): RestoreBegin then carries a token, the source's extra
+ * connections name it in JoinJob, and once the first says how many
+ * joined (Joined) the blocks are shared out, each sealed for the
+ * connection it goes on, against that connection's own credit.  Each
+ * connection ends with a RestoreEnd of its own; the loss of any one
+ * ends the restore on all of them (restore_abort).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,6 +27,8 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
+#include <openssl/crypto.h>
+
 #include "keys.h"
 #include "target.h"
 
@@ -26,14 +36,20 @@
 #define RESTORE_OUT_MAX		(8u << 20)	/* queued on the socket */
 
 struct restore {
-	struct session		*rs_session;
+	struct session		*rs_session;	/* the connection that asked */
+	TAILQ_HEAD(, session)	 rs_joined_list;	/* extra connections */
+	int			 rs_refs;	/* sessions that point here */
+	int			 rs_failed;	/* ended on every connection */
+	uint32_t		 rs_connections;	/* asked for, this one included */
+	uint8_t			 rs_token[JOB_TOKEN_LEN];
+	uint32_t		 rs_joined;	/* JoinJob taken */
+	int			 rs_waiting;	/* for the joins: no block yet */
+	int			 rs_told;	/* Joined arrived ... */
+	uint32_t		 rs_joined_told;	/* ... with this count */
 	struct repo_point	 rs_point;
 	uint64_t		 rs_next;	/* next index to look at */
 	uint64_t		 rs_blocks;	/* non-zero blocks */
-	uint64_t		 rs_sent;	/* block frames queued */
-	uint64_t		 rs_bytes;	/* their bytes */
-	uint64_t		 rs_credit;	/* bytes the source allows */
-	uint64_t		 rs_reserved;	/* estimate for jobs in the pool */
+	uint64_t		 rs_sent;	/* block frames queued, in all */
 	int			 rs_jobs;
 	int			 rs_verify;	/* Damage frames, not an Error */
 	uint64_t		 rs_damaged;
@@ -56,6 +72,7 @@ struct rkey_job {
 struct read_job {
 	struct pool_job	 rj_job;
 	struct restore	*rj_restore;
+	struct session	*rj_session;	/* the connection it goes on */
 	char		 rj_tenant[NAME_MAX_LEN + 1];
 	struct repo	*rj_repo;
 	uint64_t	 rj_index;
@@ -71,6 +88,38 @@ struct read_job {
 	int		 rj_errno;
 	char		 rj_msg[256];
 };
+
+static void	restore_free(struct restore *);
+
+/* The connection of the restore after se: the first, then those joined. */
+static struct session *
+restore_next(struct restore *rs, struct session *se)
+{
+	if (se == NULL)
+		return rs->rs_session;
+	if (se == rs->rs_session)
+		return TAILQ_FIRST(&rs->rs_joined_list);
+	return TAILQ_NEXT(se, se_join_entry);
+}
+
+/* A connection's part of a restore starts: its first credit. */
+static void
+restore_conn_start(struct session *se)
+{
+	se->se_credit = RESTORE_WINDOW;
+	se->se_out_bytes = se->se_out_blocks = se->se_reserved = 0;
+}
+
+/* Several connections: once every join the source told of is in, stream. */
+static void
+restore_joins_done(struct restore *rs)
+{
+	if (!rs->rs_waiting || !rs->rs_told ||
+	    rs->rs_joined != rs->rs_joined_told)
+		return;
+	rs->rs_waiting = 0;
+	restore_pump(rs->rs_session);
+}
 
 /*
  * Fills pi from rp; pi points into rp, which must outlive it.  Returns
@@ -211,6 +260,13 @@ restore_send_begin(struct session *se, struct restore *rs, uint64_t blocks)
 	kc = point_info_fill(&pi, &rs->rs_point);
 	rb.point = &pi;
 	rb.blocks = blocks;
+	/* Several connections: none streams before the joins are in. */
+	if (rs->rs_connections > 1 && blocks > 0 &&
+	    crypto_random(rs->rs_token, sizeof(rs->rs_token)) == 0) {
+		rb.job_token.data = rs->rs_token;
+		rb.job_token.len = sizeof(rs->rs_token);
+		rs->rs_waiting = 1;
+	}
 	if (rs->rs_point.rp_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
 	    repo_keychain_read(se->se_target->tg_repo, se->se_tenant->tn_name,
 	    rs->rs_point.rp_name, &chain, &chainlen) == 0) {
@@ -231,10 +287,15 @@ restore_announce(struct session *se)
 {
 	struct restore	*rs = se->se_restore;
 
-	session_log(se, "restore of %s/%s started: %llu blocks with data%s",
+	char		 conns[48] = "";
+
+	if (rs->rs_connections > 1)
+		snprintf(conns, sizeof(conns), ", on up to %u connections",
+		    rs->rs_connections);
+	session_log(se, "restore of %s/%s started: %llu blocks with data%s%s",
 	    rs->rs_point.rp_name, rs->rs_point.rp_id,
 	    (unsigned long long)rs->rs_blocks, rs->rs_keys != NULL ?
-	    ", encrypted at rest" : "");
+	    ", encrypted at rest" : "", conns);
 	restore_send_begin(se, rs, rs->rs_blocks);
 	restore_pump(se);
 }
@@ -257,7 +318,7 @@ rkey_done(struct pool_job *pj)
 	struct restore	*rs = rk->rk_restore;
 	struct session	*se = rs->rs_session;
 
-	if (se->se_state != SESSION_RESTORE)
+	if (se->se_state != SESSION_RESTORE || rs->rs_failed)
 		goto out;
 	if (rk->rk_keys == NULL) {
 		session_fail(se, ERROR__CODE__KEY, "at-rest key of tenant "
@@ -371,6 +432,8 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 		return -1;
 	}
 	rs->rs_session = se;
+	rs->rs_refs = 1;
+	TAILQ_INIT(&rs->rs_joined_list);
 	if (repo_point_open(se->se_target->tg_repo, se->se_tenant->tn_name,
 	    rr->name, rr->point_id[0] ? rr->point_id : NULL,
 	    &rs->rs_point) == -1) {
@@ -398,8 +461,10 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 			rs->rs_blocks++;
 	rs->rs_blocks += rs->rs_nresend;
 	rs->rs_next = rr->from;
-	rs->rs_credit = RESTORE_WINDOW;
 	rs->rs_verify = rr->verify;
+	rs->rs_connections = rr->connections > JOB_CONNECTIONS_MAX ?
+	    JOB_CONNECTIONS_MAX : rr->connections;
+	restore_conn_start(se);
 	se->se_restore = rs;
 	se->se_state = SESSION_RESTORE;
 	if (rr->from > 0 || rs->rs_nresend > 0)
@@ -426,21 +491,82 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 	return 0;
 }
 
-/* Credit: the source wrote this many more bytes out. */
+/* Credit: the source wrote this many more bytes of this connection's. */
 int
 restore_credit(struct session *se, const Credit *c)
 {
-	struct restore	*rs = se->se_restore;
-
 	if (c->bytes > (uint64_t)BLOCK_SIZE_MAX * 1024 ||
-	    rs->rs_credit + c->bytes < rs->rs_credit) {
+	    se->se_credit + c->bytes < se->se_credit) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "credit of %llu bytes "
 		    "is out of range", (unsigned long long)c->bytes);
 		return -1;
 	}
-	rs->rs_credit += c->bytes;
+	se->se_credit += c->bytes;
 	restore_pump(se);
 	return 0;
+}
+
+/*
+ * JoinJob (session_join): this connection takes part of the restore of
+ * the same tenant whose token (JOB_TOKEN_LEN bytes) it names, before
+ * that restore streams.  1 if it joined, 0 if no such restore takes it.
+ */
+int
+restore_join(struct session *se, const uint8_t *token)
+{
+	struct session	*owner;
+	struct restore	*rs = NULL;
+
+	TAILQ_FOREACH(owner, &se->se_target->tg_sessions, se_entry) {
+		rs = owner->se_restore;
+		if (rs != NULL && rs->rs_session == owner &&
+		    owner->se_state == SESSION_RESTORE && rs->rs_waiting &&
+		    CRYPTO_memcmp(rs->rs_token, token, JOB_TOKEN_LEN) == 0)
+			break;
+		rs = NULL;
+	}
+	if (rs == NULL || rs->rs_failed || strcmp(rs->rs_session->se_tenant->
+	    tn_name, se->se_tenant->tn_name) != 0 ||
+	    rs->rs_joined + 1 >= rs->rs_connections ||
+	    (rs->rs_told && rs->rs_joined >= rs->rs_joined_told))
+		return 0;
+	se->se_restore = rs;
+	rs->rs_refs++;
+	rs->rs_joined++;
+	TAILQ_INSERT_TAIL(&rs->rs_joined_list, se, se_join_entry);
+	se->se_state = SESSION_RESTORE;
+	restore_conn_start(se);
+	session_log(se, "joined the restore of %s/%s of session %llu "
+	    "(connection %u of %u)", rs->rs_point.rp_name,
+	    rs->rs_point.rp_id, (unsigned long long)rs->rs_session->se_id,
+	    rs->rs_joined + 1, rs->rs_connections);
+	restore_joins_done(rs);
+	return 1;
+}
+
+/*
+ * Joined, on the restore's first connection: this many joins are on
+ * their way; the blocks go out once all of them are in.  0, or -1 if
+ * the session closed.
+ */
+int
+restore_joined(struct session *se, const Joined *j)
+{
+	struct restore	*rs = se->se_restore;
+
+	if (se != rs->rs_session || !rs->rs_waiting || rs->rs_told ||
+	    j->connections < rs->rs_joined ||
+	    j->connections >= rs->rs_connections) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "restore of %s/%s: "
+		    "Joined of %u connections does not fit (%u joined, %u "
+		    "asked for)", rs->rs_point.rp_name, rs->rs_point.rp_id,
+		    j->connections, rs->rs_joined, rs->rs_connections);
+		return -1;
+	}
+	rs->rs_told = 1;
+	rs->rs_joined_told = j->connections;
+	restore_joins_done(rs);
+	return se->se_state == SESSION_RESTORE ? 0 : -1;
 }
 
 /* Worker: read the chunk, check it, seal it for the wire. */
@@ -536,12 +662,12 @@ read_done(struct pool_job *pj)
 {
 	struct read_job	*rj = (struct read_job *)pj;
 	struct restore	*rs = rj->rj_restore;
-	struct session	*se = rs->rs_session;
+	struct session	*se = rj->rj_session;
 	char		 hex[2 * CHUNK_ID_LEN + 1];
 
 	rs->rs_jobs--;
-	rs->rs_reserved -= rs->rs_point.rp_block_size;
-	if (se->se_state != SESSION_RESTORE)
+	se->se_reserved -= rs->rs_point.rp_block_size;
+	if (se->se_state != SESSION_RESTORE || rs->rs_failed)
 		goto out;
 	if (rj->rj_errno == ENOKEY) {
 		hex_encode(rj->rj_id, CHUNK_ID_LEN, hex);
@@ -553,7 +679,7 @@ read_done(struct pool_job *pj)
 		goto out;
 	}
 	if (rj->rj_errno != 0 && rs->rs_verify && rj->rj_errno != ENOMEM) {
-		/* Verify: name the damage and go on with the next block. */
+		/* Verify: name the damage (on the first) and go on. */
 		Frame	 f = FRAME__INIT;
 		Damage	 d = DAMAGE__INIT;
 		char	 msg[512];
@@ -566,7 +692,7 @@ read_done(struct pool_job *pj)
 		d.message = msg;
 		f.msg_case = FRAME__MSG_DAMAGE;
 		f.damage = &d;
-		session_send(se, &f);
+		session_send(rs->rs_session, &f);
 		rs->rs_damaged++;
 		session_log(se, "verify of %s/%s: block %llu: %s",
 		    rs->rs_point.rp_name, rs->rs_point.rp_id,
@@ -595,7 +721,8 @@ read_done(struct pool_job *pj)
 	}
 	rj->rj_frame = NULL;
 	rs->rs_sent++;
-	rs->rs_bytes += rj->rj_len;
+	se->se_out_blocks++;
+	se->se_out_bytes += rj->rj_len;
 	tls_count_sent(se->se_ssl, &se->se_tls_sent, rj->rj_len);
  out:
 	free(rj->rj_frame);
@@ -603,87 +730,176 @@ read_done(struct pool_job *pj)
 	session_job_done(se, 1);
 }
 
-/*
- * Starts reads while the source has credit, the socket is not backed
- * up and job slots are free; ends the restore when all blocks are out.
- */
-void
-restore_pump(struct session *se)
+/* The next block to send (a resume's first), skipping zero blocks. */
+static int
+restore_next_block(struct restore *rs, uint64_t *index)
 {
-	struct restore	*rs = se->se_restore;
-	struct read_job	*rj;
-	Frame		 f = FRAME__INIT;
-	RestoreEnd	 re = RESTORE_END__INIT;
-	struct evbuffer	*out = bufferevent_get_output(se->se_bev);
-	static const uint8_t zero[CHUNK_ID_LEN];
-	const uint8_t	*id;
-	uint64_t	 index;
-
-	if (se->se_state != SESSION_RESTORE || rs->rs_keys_pending)
-		return;
 	for (;;) {
-		/* Blocks a resume found wrong first, then from rs_next on. */
-		if (rs->rs_resend_pos < rs->rs_nresend)
-			index = rs->rs_resend[rs->rs_resend_pos];
-		else if (rs->rs_next < rs->rs_point.rp_blocks)
-			index = rs->rs_next;
-		else
-			break;
-		id = rs->rs_point.rp_index + index * CHUNK_ID_LEN;
-		if (memcmp(id, zero, CHUNK_ID_LEN) == 0) {
-			rs->rs_next++;
-			continue;
+		if (rs->rs_resend_pos < rs->rs_nresend) {
+			*index = rs->rs_resend[rs->rs_resend_pos];
+			return 1;
 		}
-		if (rs->rs_bytes + rs->rs_reserved +
-		    rs->rs_point.rp_block_size > rs->rs_credit ||
+		if (rs->rs_next >= rs->rs_point.rp_blocks)
+			return 0;
+		if (!restore_is_zero(rs, rs->rs_next)) {
+			*index = rs->rs_next;
+			return 1;
+		}
+		rs->rs_next++;
+	}
+}
+
+/*
+ * Starts reads for connection se while it has credit, its socket is
+ * not backed up and it has job slots.  0, or -1 if the session failed.
+ */
+static int
+restore_fill(struct restore *rs, struct session *se)
+{
+	struct evbuffer	*out = bufferevent_get_output(se->se_bev);
+	struct read_job	*rj;
+	uint64_t	 index;
+	uint32_t	 bs = rs->rs_point.rp_block_size;
+
+	while (restore_next_block(rs, &index)) {
+		if (se->se_out_bytes + se->se_reserved + bs > se->se_credit ||
 		    evbuffer_get_length(out) > RESTORE_OUT_MAX ||
 		    !session_job_slot(se))
-			return;
+			return 0;
 		if ((rj = calloc(1, sizeof(*rj))) == NULL) {
 			session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 			session_job_done(se, 1);
-			return;
+			return -1;
 		}
 		rj->rj_job.pj_work = read_work;
 		rj->rj_job.pj_done = read_done;
 		rj->rj_restore = rs;
+		rj->rj_session = se;
 		rj->rj_repo = se->se_target->tg_repo;
 		snprintf(rj->rj_tenant, sizeof(rj->rj_tenant), "%s",
 		    se->se_tenant->tn_name);
 		rj->rj_index = index;
-		memcpy(rj->rj_id, id, CHUNK_ID_LEN);
+		memcpy(rj->rj_id, rs->rs_point.rp_index + index * CHUNK_ID_LEN,
+		    CHUNK_ID_LEN);
+		/* Sealed under the key of the connection it goes on. */
 		memcpy(rj->rj_key, se->se_key_out, AEAD_KEY_LEN);
 		rj->rj_nonce = se->se_nonce_out++;
 		rj->rj_mode = rs->rs_point.rp_mode;
 		rj->rj_keys = rs->rs_keys;
-		rj->rj_want = (uint32_t)((index + 1) *
-		    rs->rs_point.rp_block_size > rs->rs_point.rp_disk_size ?
-		    rs->rs_point.rp_disk_size - index *
-		    rs->rs_point.rp_block_size : rs->rs_point.rp_block_size);
+		rj->rj_want = (uint32_t)((index + 1) * bs >
+		    rs->rs_point.rp_disk_size ? rs->rs_point.rp_disk_size -
+		    index * bs : bs);
 		if (rs->rs_resend_pos < rs->rs_nresend)
 			rs->rs_resend_pos++;
 		else
 			rs->rs_next++;
 		rs->rs_jobs++;
-		rs->rs_reserved += rs->rs_point.rp_block_size;
+		se->se_reserved += bs;
 		pool_submit(se->se_target->tg_pool, &rj->rj_job);
 	}
-	if (rs->rs_jobs > 0)
-		return;
-	session_log(se, "restore of %s/%s sent: %llu blocks",
+	return 0;
+}
+
+/*
+ * Every block is out: RestoreEnd on each joined connection (what it
+ * carried), then on the first (all of it); each is idle again.
+ */
+static void
+restore_end(struct restore *rs)
+{
+	struct session	*se = rs->rs_session, *other;
+	Frame		 f = FRAME__INIT;
+	RestoreEnd	 re = RESTORE_END__INIT;
+
+	session_log(se, "restore of %s/%s sent: %llu blocks%s",
 	    rs->rs_point.rp_name, rs->rs_point.rp_id,
-	    (unsigned long long)rs->rs_sent);
-	re.blocks_sent = rs->rs_sent;
-	re.damaged = rs->rs_damaged;
+	    (unsigned long long)rs->rs_sent, rs->rs_joined > 0 ?
+	    " on several connections" : "");
 	f.msg_case = FRAME__MSG_RESTORE_END;
 	f.restore_end = &re;
+	while ((other = TAILQ_FIRST(&rs->rs_joined_list)) != NULL) {
+		re.blocks_sent = other->se_out_blocks;
+		if (other->se_state == SESSION_RESTORE) {
+			other->se_state = SESSION_IDLE;
+			session_send(other, &f);
+		}
+		restore_release(other);
+	}
+	re.blocks_sent = rs->rs_sent;
+	re.damaged = rs->rs_damaged;
+	re.joined = rs->rs_joined;
 	se->se_state = SESSION_IDLE;
-	se->se_restore = NULL;
-	restore_free(rs);
+	restore_release(se);		/* frees rs */
 	session_send(se, &f);
 }
 
+/*
+ * Starts reads on every connection of se's restore while they allow;
+ * ends the restore when all blocks are out.
+ */
 void
+restore_pump(struct session *se)
+{
+	struct restore	*rs = se->se_restore;
+	struct session	*c;
+	uint64_t	 index;
+
+	if (se->se_state != SESSION_RESTORE || rs->rs_keys_pending ||
+	    rs->rs_waiting || rs->rs_failed)
+		return;
+	for (c = restore_next(rs, NULL); c != NULL; c = restore_next(rs, c))
+		if (c->se_state == SESSION_RESTORE &&
+		    restore_fill(rs, c) == -1)
+			return;
+	if (rs->rs_jobs > 0 || restore_next_block(rs, &index))
+		return;
+	restore_end(rs);
+}
+
+/*
+ * se is closing (why: msg) during a restore: the restore ends on every
+ * connection, with se's error code if it failed, else ABORTED, which
+ * the source retries and resumes.
+ */
+void
+restore_abort(struct session *se, const char *msg)
+{
+	struct restore	*rs = se->se_restore;
+	struct session	*other, *next;
+	Error__Code	 code;
+
+	if (rs->rs_failed)
+		return;
+	rs->rs_failed = 1;
+	code = se->se_fail_code != 0 ? se->se_fail_code : ERROR__CODE__ABORTED;
+	for (other = restore_next(rs, NULL); other != NULL; other = next) {
+		next = restore_next(rs, other);
+		if (other != se && other->se_state != SESSION_CLOSING)
+			session_fail(other, code, "restore of %s/%s: its "
+			    "connection of session %llu ended: %s",
+			    rs->rs_point.rp_name, rs->rs_point.rp_id,
+			    (unsigned long long)se->se_id, msg);
+	}
+}
+
+/* se no longer takes part in its restore; the last one frees it. */
+void
+restore_release(struct session *se)
+{
+	struct restore	*rs = se->se_restore;
+
+	if (rs == NULL)
+		return;
+	se->se_restore = NULL;
+	if (rs->rs_session == se)
+		rs->rs_session = NULL;
+	else
+		TAILQ_REMOVE(&rs->rs_joined_list, se, se_join_entry);
+	if (--rs->rs_refs == 0)
+		restore_free(rs);
+}
+
+static void
 restore_free(struct restore *rs)
 {
 	if (rs == NULL)

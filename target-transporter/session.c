@@ -503,6 +503,26 @@ session_keychain(struct session *se, const KeychainUpdate *ku)
 	return 0;
 }
 
+/*
+ * JoinJob: this connection carries part of the running backup or
+ * restore its token names.  An unknown token, another tenant's job and
+ * one that takes no more connections are refused alike, so that a
+ * source learns nothing of jobs that are not its own.  0, or -1 if the
+ * session closed.
+ */
+static int
+session_join(struct session *se, const JoinJob *jj)
+{
+	if (jj->job_token.len == JOB_TOKEN_LEN &&
+	    (receive_join(se, jj->job_token.data) ||
+	    restore_join(se, jj->job_token.data)))
+		return 0;
+	session_fail(se, ERROR__CODE__PROTOCOL, "no job of tenant '%s' can "
+	    "take another connection with that token",
+	    se->se_tenant->tn_name);
+	return -1;
+}
+
 /* Handles one decoded frame.  Returns 0, or -1 if the session closed. */
 static int
 session_dispatch(struct session *se, const Frame *f, size_t len)
@@ -540,7 +560,7 @@ session_dispatch(struct session *se, const Frame *f, size_t len)
 		case FRAME__MSG_KEYCHAIN_UPDATE:
 			return session_keychain(se, f->keychain_update);
 		case FRAME__MSG_JOIN_JOB:
-			return receive_join(se, f->join_job);
+			return session_join(se, f->join_job);
 		default:
 			break;
 		}
@@ -554,6 +574,8 @@ session_dispatch(struct session *se, const Frame *f, size_t len)
 	case SESSION_RESTORE:
 		if (f->msg_case == FRAME__MSG_CREDIT)
 			return restore_credit(se, f->credit);
+		if (f->msg_case == FRAME__MSG_JOINED)
+			return restore_joined(se, f->joined);
 		break;
 	default:
 		break;
@@ -836,9 +858,11 @@ session_close(struct session *se, const char *fmt, ...)
 	else
 		session_log(se, "closing: %s", msg);
 	se->se_state = SESSION_CLOSING;
-	/* A backup on several connections ends on all of them. */
+	/* A job on several connections ends on all of them. */
 	if (se->se_recv != NULL)
 		receive_abort(se, msg);
+	if (se->se_restore != NULL)
+		restore_abort(se, msg);
 	bufferevent_set_timeouts(se->se_bev, &tv, &tv);
 	if (se->se_starved) {
 		TAILQ_REMOVE(&se->se_target->tg_starved, se, se_starve_entry);
@@ -859,8 +883,7 @@ session_free(struct session *se)
 	struct target	*tg = se->se_target;
 
 	receive_release(se);
-	restore_free(se->se_restore);
-	se->se_restore = NULL;
+	restore_release(se);
 	if (se->se_starved)
 		TAILQ_REMOVE(&tg->tg_starved, se, se_starve_entry);
 	TAILQ_REMOVE(&tg->tg_sessions, se, se_entry);

@@ -178,6 +178,11 @@ struct session {
 	uint64_t		 se_sync_bytes;
 	int			 se_ended;	/* its BackupEnd arrived */
 	TAILQ_ENTRY(session)	 se_join_entry;	/* joined another's job */
+	/* This connection's part of a restore (restore.c). */
+	uint64_t		 se_credit;	/* bytes the source allows */
+	uint64_t		 se_out_bytes;	/* block frame bytes queued */
+	uint64_t		 se_out_blocks;
+	uint64_t		 se_reserved;	/* for its jobs in the pool */
 	struct restore		*se_restore;
 	TAILQ_ENTRY(session)	 se_entry;
 	TAILQ_ENTRY(session)	 se_starve_entry;
@@ -210,15 +215,18 @@ int		 receive_begin(struct session *, const BackupBegin *);
 int		 receive_block(struct session *, uint8_t *, size_t);
 int		 receive_unchanged(struct session *, const Unchanged *, size_t);
 int		 receive_end(struct session *, const BackupEnd *);
-int		 receive_join(struct session *, const JoinJob *);
+int		 receive_join(struct session *, const uint8_t *);
 void		 receive_abort(struct session *, const char *);
 void		 receive_release(struct session *);
 
 /* restore.c */
 int		 restore_begin(struct session *, const RestoreRequest *);
 int		 restore_credit(struct session *, const Credit *);
+int		 restore_join(struct session *, const uint8_t *);
+int		 restore_joined(struct session *, const Joined *);
 void		 restore_pump(struct session *);
-void		 restore_free(struct restore *);
+void		 restore_abort(struct session *, const char *);
+void		 restore_release(struct session *);
 int		 list_points(struct session *, const ListRequest *);
 KeyChain	*point_info_fill(PointInfo *, const struct repo_point *);
 
