@@ -1,12 +1,14 @@
 #!/bin/bash
-# A backup job on several TCP connections (source.conf `connections`):
-# in-flight, source-side and incremental jobs on three connections
-# restore byte-identical and verify; the window is acknowledged on every
+# Backup and restore jobs on several TCP connections (source.conf
+# `connections`): in-flight, source-side and incremental backups on
+# three connections restore, on three connections too, byte-identical
+# and verify; the window is acknowledged on every
 # connection (the image holds more than twice the window of data that
 # does not compress, so a job whose extra connections were never
 # acknowledged would stall); a bandwidth limit holds for the job as a
-# whole, not per connection; the source killed mid-job closes every
-# connection of it on the target and the same command resumes it; a
+# whole, not per connection; the source killed mid-backup closes every
+# connection of it on the target and the same command resumes it, and
+# so does a restore killed mid-way; a
 # connection the target refuses (over max_sessions_per_tenant) is left
 # out; `--connections` overrides; bad values are refused.  Hostile joins
 # are in protocol.sh, a connection cut mid-job in wan.sh.
@@ -45,8 +47,15 @@ n=$(joins vm)
     not_ok "the target saw 2 connections join the job" "$n joins"
 expect_grep "committed restore point vm/.*3 connections" "$TARGET_NEW" \
     "the target committed it from 3 connections"
-check "restore it" src restore --name vm --output "$T/r1.img"
+log_mark
+check "restore it, on 3 connections too" src restore --name vm \
+    --output "$T/r1.img" --json
+jsoncheck "the restore says 3 connections" 'j["connections"] == 3'
 same "restored byte-identical" "$T/disk.img" "$T/r1.img"
+log_new
+n=$(grep -c "joined the restore of vm/" "$TARGET_NEW")
+[ "$n" = 2 ] && ok "the target saw 2 connections join the restore" ||
+    not_ok "the target saw 2 connections join the restore" "$n joins"
 
 # Two blocks change: only they travel, on whichever connection.
 cp "$T/disk.img" "$T/disk2.img"
@@ -69,6 +78,7 @@ n=$(joins sealed)
 [ "$n" = 2 ] && ok "the target saw 2 connections join it" ||
     not_ok "the target saw 2 connections join it" "$n joins"
 check "restore it" src restore --name sealed --output "$T/r3.img"
+check "verify it (on 3 connections)" src verify --name sealed
 same "restored byte-identical" "$T/disk.img" "$T/r3.img"
 
 check "--connections 2 overrides the configuration" src backup \
@@ -113,6 +123,27 @@ jsoncheck "it resumed the interrupted job on 3 connections" \
 check "restore it" src restore --name killed --output "$T/r5.img"
 same "restored byte-identical" "$T/disk.img" "$T/r5.img"
 
+# The same for a restore: killed mid-way, the same command resumes it
+# from what is in the output (checked again), on 3 connections.
+rm -f "$T/r6.img"
+"$BUILD/source-transporter" -f "$T/source.conf" restore --name killed \
+    --output "$T/r6.img" --bandwidth-limit 16M >/dev/null 2>&1 &
+bpid=$!
+track $bpid
+for _ in $(seq 100); do
+	[ -e "$T/r6.img.restore-state" ] && break
+	sleep 0.1
+done
+sleep 1.5
+kill -KILL $bpid
+wait $bpid 2>/dev/null
+[ -e "$T/r6.img.restore-state" ] && ok "a restore on 3 connections killed after a checkpoint" ||
+    not_ok "a restore on 3 connections killed after a checkpoint" "no state file"
+check "the same restore again" src restore --name killed --output "$T/r6.img" --json
+jsoncheck "it resumed on 3 connections" \
+    'j["resumed_from_block"] > 0 and j["connections"] == 3'
+same "restored byte-identical" "$T/disk.img" "$T/r6.img"
+
 # One connection asked for: no token, nobody joins.
 source_conf "$T/one.conf" acme
 log_mark
@@ -145,7 +176,8 @@ check "a job on 3 connections where the tenant may open 2" \
 jsoncheck "it went on 2 connections" 'j["connections"] == 2'
 expect_grep "an extra connection was not used: .*busy" "$LAST_ERR" \
     "the refused connection is named, and the job went on"
-check "restore it" src restore --name capped --output "$T/r4.img"
+check "restore it" src restore --name capped --output "$T/r4.img" --json
+jsoncheck "the restore went on 2 connections" 'j["connections"] == 2'
 same "restored byte-identical" "$T/disk2.img" "$T/r4.img"
 
 target_stop

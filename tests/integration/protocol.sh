@@ -43,7 +43,7 @@ BLOCKS = 4
 EXPORTER = b"EXPORTER-transporter-in-flight-v1"
 NAMES = {1: "hello", 2: "backup_begin", 3: "block", 4: "ack",
 	5: "backup_end", 6: "committed", 8: "list_reply", 13: "error",
-	14: "base_index"}
+	14: "base_index", 10: "restore_begin", 12: "restore_end"}
 
 def varint(n):
 	out = b""
@@ -194,6 +194,8 @@ class Client:
 			self.frames.append(NAMES.get(num, str(num)))
 			if num == 14:
 				self.token = fields(f[14][0]).get(14, [None])[0]
+			if num == 10:
+				self.token = fields(f[10][0]).get(4, [None])[0]
 			if num == 13:
 				e = fields(f[13][0])
 				self.errors.append("%d:%s" % (e.get(1, [0])[0],
@@ -258,6 +260,24 @@ elif case == "two-connections":	# a well-formed job on two connections
 	c.close()
 	j.close()
 	hung_up = True
+elif case.startswith("restore-"):	# proto-ok on two connections
+	c.send(frame(9, lfield(1, b"proto-ok") + vfield(7, 2)))
+	c.wait("restore_begin")
+	if c.token is None:
+		sys.exit("no job token in the RestoreBegin")
+	if case == "restore-waits-for-joined":
+		c.pump(1)		# nothing may come before Joined
+		before = ",".join(c.frames)
+		c.send(frame(21, vfield(1, 0)))	# Joined: none after all
+		c.wait("restore_end", 10)
+		c.pump(0.5)
+		c.frames.insert(0, "before-joined:" + before + ";")
+		c.close()
+		hung_up = True
+	elif case == "restore-joined-too-many":
+		c.send(frame(21, vfield(1, 5)))
+	else:
+		sys.exit("unknown case " + case)
 elif case == "join-unknown-token":
 	c.send(join(os.urandom(32)))
 elif case == "join-short-token":
@@ -440,6 +460,14 @@ refused join-other-tenant 1 "JoinJob with another tenant's job token"
 refused join-third 1 "a third connection joining a job that asked for two"
 refused join-end-wrong-count 1 "a joined connection's BackupEnd miscounting its blocks"
 refused join-then-lost 12 "a joined connection lost mid-job"
+refused restore-joined-too-many 1 "a restore's Joined counting more connections than asked for"
+proto restore-waits-for-joined
+if grep -q 'frames=before-joined:hello,restore_begin;,hello,restore_begin,block,block,block,restore_end' "$LAST_OUT"; then
+	ok "a restore on two connections sends no block before Joined, then all of them"
+else
+	not_ok "a restore on two connections sends no block before Joined, then all of them" \
+	    "$(cat "$LAST_OUT")"
+fi
 
 refused end-before-begin 1 "BackupEnd before BackupBegin"
 refused block-before-begin 1 "a Block before BackupBegin"

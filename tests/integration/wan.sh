@@ -17,9 +17,11 @@
 # lists no partial point) or resumes by itself; either way the next
 # backup completes and restores byte-identical.
 #
-# The same backup on four connections is timed too (printed, and held to
-# WAN_MIN_PCT); the relay gives each connection a link of its own, so
-# they go faster (make bench-connections compares a shared link).
+# The same backup and its restore on four connections are timed too
+# (printed, and held to WAN_MIN_PCT); the relay gives each connection a
+# link of its own, so they go faster (make bench-connections compares a
+# shared link).  A restore on three whose second connection is cut
+# resumes by itself.
 #
 # WAN_SIZE_MIB (default 256) and WAN_MIN_PCT tune it.
 # shellcheck source=tests/lib.sh
@@ -109,8 +111,14 @@ jsoncheck "it used 4 connections" 'j["connections"] == 4'
 p=$(pct "$size" "$secs")
 echo "# backup goodput on 4 connections: $size bytes in $secs s = $p% of $RATE"
 at_least "backup goodput on 4 connections" "$p"
-check "restore the 4-connection backup" \
-    src restore --name wan4 --output "$T/restored.img"
+t0=$(date +%s.%N)
+check "restore on 4 connections through the WAN relay" \
+    src restore --name wan4 --output "$T/restored.img" --json
+secs=$(secs_since "$t0")
+jsoncheck "it used 4 connections" 'j["connections"] == 4'
+p=$(pct "$size" "$secs")
+echo "# restore goodput on 4 connections: $size bytes in $secs s = $p% of $RATE"
+at_least "restore goodput on 4 connections" "$p"
 same "4 connections: byte-identical" "$T/random.img" "$T/restored.img"
 rm -f "$T/restored.img"
 
@@ -166,5 +174,19 @@ cut_case() {
 cut_case "cut in the TLS handshake" 100-3000 11
 cut_case "cut mid-backup" 8M-40M 12
 CONNECTIONS=3 cut_case "the second of three connections cut mid-backup" 2M-10M 13 1
+
+# A restore on three connections whose second is cut mid-way: it
+# reconnects and resumes by itself, byte-identical.
+CONNECTIONS=3 wan_relay -d "$DELAY_MS" -r "$RATE" -c 2M-10M -n 1 -s 14 -k 1
+SRC_TIMEOUT=180 run src restore --name cut-12 --output "$T/cut-restored.img" --json
+echo "# restore with a cut: exit $RC; relay: $(grep -c ' cut after' "$T/relay.log") cut(s) so far"
+if [ "$RC" -eq 0 ]; then
+	ok "the second of three connections cut mid-restore: it resumed and completed"
+	jsoncheck "and it took another attempt" 'j["attempts"] >= 2'
+else
+	not_ok "the second of three connections cut mid-restore: it resumed and completed" \
+	    "$(cat "$LAST")"
+fi
+same "the cut restore: byte-identical" "$T/cut.img" "$T/cut-restored.img"
 
 finish
