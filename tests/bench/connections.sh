@@ -1,8 +1,8 @@
 #!/bin/bash
-# How many TCP connections a backup job should use (source.conf
-# `connections`): the goodput of a full in-flight backup of incompressible
-# data through tests/tools/wanrelay, for 1, 2 and 4 connections, on two
-# kinds of WAN path of the same rate and delay:
+# How many TCP connections a job should use (source.conf `connections`):
+# the goodput of a full in-flight backup of incompressible data, and of
+# its restore, through tests/tools/wanrelay, for 1, 2 and 4 connections,
+# on two kinds of WAN path of the same rate and delay:
 #
 #   per-flow   every connection gets a link of RATE (a path that shapes or
 #              polices each flow, or a long fat pipe where one TCP flow's
@@ -42,8 +42,6 @@ median() {
 
 echo "# $SIZE_MIB MiB of random bytes, $DELAY_MS ms each way, $RATE;" \
     "median of $RUNS runs; MB/s of disk data"
-printf '| path | connections | wall s | MB/s | of the rate |\n'
-printf '|---|---:|---:|---:|---:|\n'
 link_bps=$("$PY" -c 'import sys
 r = sys.argv[1].lower()
 m = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
@@ -52,6 +50,29 @@ for k, f in m.items():
 		print(int(float(r[:-len(k)]) * f / 8)); break
 else:
 	print(int(r))' "$RATE")
+# timed KIND CMD...: runs CMD, appends its wall ms to $T/KIND (not on failure)
+timed() {
+	local kind=$1 t0
+	shift
+	t0=$(date +%s%N)
+	if ! SRC_TIMEOUT=600 run "$@"; then
+		echo "# $path, $n connections: $kind failed (exit $RC)"
+		diag "$LAST"
+		return
+	fi
+	echo "$((($(date +%s%N) - t0) / 1000000))" >>"$T/$kind"
+}
+
+# row KIND: the table row of the median of $T/KIND
+row() {
+	awk -v ms="$(median <"$T/$1")" -v b="$((SIZE_MIB << 20))" \
+	    -v l="$link_bps" -v p="$path" -v n="$n" -v k="$1" 'BEGIN {
+	    s = ms / 1000; printf "| %s | %s | %d | %.2f | %.1f | %.0f%% |\n",
+	    p, k, n, s, b / s / 1e6, b / s / l * 100 }'
+}
+
+printf '| path | job | connections | wall s | MB/s | of the rate |\n'
+printf '|---|---|---:|---:|---:|---:|\n'
 for path in per-flow shared; do
 	flag=
 	[ "$path" = shared ] && flag=-S
@@ -60,22 +81,17 @@ for path in per-flow shared; do
 	for n in $COUNTS; do
 		source_conf "$T/source.conf" acme \
 		    "target = 127.0.0.1:$RELAY_PORT" "connections = $n"
-		: >"$T/secs"
+		: >"$T/backup"
+		: >"$T/restore"
 		for r in $(seq "$RUNS"); do
-			t0=$(date +%s%N)
-			if ! SRC_TIMEOUT=600 run src backup --disk "$T/random.img" \
-			    --name "c$n-$r" --full --json; then
-				echo "# $path, $n connections: backup failed (exit $RC)"
-				diag "$LAST"
-				continue
-			fi
-			echo "$((($(date +%s%N) - t0) / 1000000))" >>"$T/secs"
+			timed backup src backup --disk "$T/random.img" \
+			    --name "c$n-$r" --full --json
+			rm -f "$T/restored.img"
+			timed restore src restore --name "c$n-$r" \
+			    --output "$T/restored.img"
 		done
-		ms=$(median <"$T/secs")
-		awk -v ms="$ms" -v b="$((SIZE_MIB << 20))" -v l="$link_bps" \
-		    -v p="$path" -v n="$n" 'BEGIN { s = ms / 1000;
-		    printf "| %s | %d | %.2f | %.1f | %.0f%% |\n", p, n, s,
-		    b / s / 1e6, b / s / l * 100 }'
+		row backup
+		row restore
 	done
 done
 stop_pid "$RELAY_PID"
