@@ -23,20 +23,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
 #include "keys.h"
 #include "metrics.h"
 #include "target.h"
 
 struct receive {
-	struct session	*rv_session;	/* the connection that opened it */
-	TAILQ_HEAD(, session) rv_joined_list;	/* extra connections */
-	int		 rv_refs;	/* sessions that point here */
-	int		 rv_failed;	/* ended on every connection */
-	uint32_t	 rv_connections;	/* asked for, this one included */
-	uint8_t		 rv_token[JOB_TOKEN_LEN];	/* 0s: none given */
-	uint32_t	 rv_joined;	/* JoinJob taken */
+	struct job_conns rv_jc;		/* its connections */
 	uint32_t	 rv_joined_ended;	/* ... and their BackupEnd */
 	uint32_t	 rv_joined_expected;	/* BackupEnd.joined */
 	uint64_t	 rv_blocks_reported;	/* BackupEnd.blocks_sent */
@@ -120,17 +112,6 @@ struct key_job {
 static void	receive_progress(struct receive *);
 static void	receive_free(struct receive *);
 
-/* The connection of the job after se: the first one, then those joined. */
-static struct session *
-receive_next(struct receive *rv, struct session *se)
-{
-	if (se == NULL)
-		return rv->rv_session;
-	if (se == rv->rv_session)
-		return TAILQ_FIRST(&rv->rv_joined_list);
-	return TAILQ_NEXT(se, se_join_entry);
-}
-
 /* The plaintext length block index must have. */
 static uint32_t
 receive_block_len(const struct receive *rv, uint64_t index)
@@ -212,15 +193,16 @@ receive_chain(struct session *se, struct receive *rv, BaseIndex *bi,
 static int
 receive_token(struct session *se, struct receive *rv, BaseIndex *bi)
 {
-	if (rv->rv_connections <= 1)
-		return 0;
-	if (crypto_random(rv->rv_token, sizeof(rv->rv_token)) == -1) {
+	switch (jobconn_token(&rv->rv_jc)) {
+	case -1:
 		session_fail(se, ERROR__CODE__INTERNAL, "cannot make a job "
 		    "token");
 		return -1;
+	case 1:
+		bi->job_token.data = rv->rv_jc.jc_token;
+		bi->job_token.len = sizeof(rv->rv_jc.jc_token);
+		break;
 	}
-	bi->job_token.data = rv->rv_token;
-	bi->job_token.len = sizeof(rv->rv_token);
 	return 0;
 }
 
@@ -355,9 +337,9 @@ receive_start(struct session *se, struct receive *rv)
 
 	if (receive_send_base(se, rv, rv->rv_incremental) == -1)
 		return -1;
-	if (rv->rv_connections > 1)
+	if (rv->rv_jc.jc_asked > 1)
 		snprintf(conns, sizeof(conns), ", on up to %u connections",
-		    rv->rv_connections);
+		    rv->rv_jc.jc_asked);
 	session_log(se, "backup of '%s' started: %llu bytes in %llu blocks "
 	    "of %u%s%s%s%s", rv->rv_name, (unsigned long long)rv->rv_disk_size,
 	    (unsigned long long)rv->rv_blocks, rv->rv_block_size,
@@ -385,7 +367,7 @@ key_done(struct pool_job *pj)
 {
 	struct key_job	*kj = (struct key_job *)pj;
 	struct receive	*rv = kj->kj_recv;
-	struct session	*se = rv->rv_session;
+	struct session	*se = rv->rv_jc.jc_first;
 
 	if (se->se_state != SESSION_BACKUP)
 		goto out;
@@ -486,11 +468,9 @@ receive_begin(struct session *se, const BackupBegin *bb)
 	}
 	if ((rv = calloc(1, sizeof(*rv))) == NULL)
 		goto nomem;
-	rv->rv_session = se;
-	rv->rv_refs = 1;
-	TAILQ_INIT(&rv->rv_joined_list);
-	rv->rv_connections = bb->connections > JOB_CONNECTIONS_MAX ?
-	    JOB_CONNECTIONS_MAX : bb->connections;
+	jobconn_init(&rv->rv_jc, se, bb->connections);
+	snprintf(rv->rv_jc.jc_what, sizeof(rv->rv_jc.jc_what), "backup of "
+	    "'%s'", bb->name);
 	snprintf(rv->rv_name, sizeof(rv->rv_name), "%s", bb->name);
 	rv->rv_disk_size = bb->disk_size;
 	rv->rv_atrest = atrest;
@@ -684,7 +664,7 @@ block_done(struct pool_job *pj)
 	struct receive		*rv = bj->bj_recv;
 	struct session		*se = bj->bj_session;
 
-	if (se->se_state != SESSION_BACKUP || rv->rv_failed)
+	if (se->se_state != SESSION_BACKUP || rv->rv_jc.jc_failed)
 		goto out;
 	if (bj->bj_code != 0) {
 		session_fail(se, bj->bj_code, "backup of '%s': %s",
@@ -752,7 +732,7 @@ sync_work(struct pool_job *pj)
 	struct sync_job	*sj = (struct sync_job *)pj;
 
 	struct receive	*rv = sj->sj_recv;
-	struct session	*se = rv->rv_session;
+	struct session	*se = rv->rv_jc.jc_first;
 
 	sj->sj_errno = 0;
 	if (sj->sj_commit) {
@@ -795,7 +775,7 @@ sync_done(struct pool_job *pj)
 {
 	struct sync_job	*sj = (struct sync_job *)pj;
 	struct receive	*rv = sj->sj_recv;
-	struct session	*se = rv->rv_session;
+	struct session	*se = rv->rv_jc.jc_first;
 	Frame		 f = FRAME__INIT;
 	Ack		 ack = ACK__INIT;
 	Committed	 c = COMMITTED__INIT;
@@ -807,7 +787,7 @@ sync_done(struct pool_job *pj)
 	free(sj->sj_snapshot);
 	if (sj->sj_commit)
 		rv->rv_job = NULL;	/* repo_job_commit freed it */
-	if (se->se_state != SESSION_BACKUP || rv->rv_failed)
+	if (se->se_state != SESSION_BACKUP || rv->rv_jc.jc_failed)
 		goto out;
 	if (sj->sj_errno != 0) {
 		session_fail(se, session_errno_code(sj->sj_errno), "backup of "
@@ -825,7 +805,7 @@ sync_done(struct pool_job *pj)
 		session_log(se, "committed restore point %s/%s: %s stored, "
 		    "%.1f s, %s/s, %u connection%s", rv->rv_name,
 		    sj->sj_point.rp_id, stored, ms / 1000.0, rate,
-		    rv->rv_joined + 1, rv->rv_joined > 0 ? "s" : "");
+		    rv->rv_jc.jc_count + 1, rv->rv_jc.jc_count > 0 ? "s" : "");
 		c.point_id = sj->sj_point.rp_id;
 		c.bytes_stored = sj->sj_point.rp_stored_bytes;
 		c.chunks_new = sj->sj_chunks_new;
@@ -837,7 +817,7 @@ sync_done(struct pool_job *pj)
 		f.committed = &c;
 		session_send(se, &f);
 		/* Every connection of the job is free for the next request. */
-		while ((other = TAILQ_FIRST(&rv->rv_joined_list)) != NULL) {
+		while ((other = TAILQ_FIRST(&rv->rv_jc.jc_joined)) != NULL) {
 			if (other->se_state == SESSION_BACKUP)
 				other->se_state = SESSION_IDLE;
 			receive_release(other);
@@ -854,7 +834,8 @@ sync_done(struct pool_job *pj)
 	/* Each connection learns what of its own part is durable. */
 	f.msg_case = FRAME__MSG_ACK;
 	f.ack = &ack;
-	for (other = se; other != NULL; other = receive_next(rv, other)) {
+	for (other = se; other != NULL;
+	    other = jobconn_next(&rv->rv_jc, other)) {
 		if (other->se_state != SESSION_BACKUP)
 			continue;
 		ack.blocks_durable = other->se_sync_blocks;
@@ -870,7 +851,7 @@ sync_done(struct pool_job *pj)
 static void
 receive_submit_sync(struct receive *rv, int commit)
 {
-	struct session	*se = rv->rv_session, *other;
+	struct session	*se = rv->rv_jc.jc_first, *other;
 	struct sync_job	*sj;
 
 	if ((sj = calloc(1, sizeof(*sj))) == NULL) {
@@ -889,7 +870,8 @@ receive_submit_sync(struct receive *rv, int commit)
 	} else {
 		sj->sj_blocks = rv->rv_done;
 		sj->sj_bytes = rv->rv_done_bytes;
-		for (other = se; other != NULL; other = receive_next(rv, other)) {
+		for (other = se; other != NULL;
+		    other = jobconn_next(&rv->rv_jc, other)) {
 			other->se_sync_blocks = other->se_done_blocks;
 			other->se_sync_bytes = other->se_done_bytes;
 		}
@@ -909,13 +891,13 @@ receive_submit_sync(struct receive *rv, int commit)
 static void
 receive_progress(struct receive *rv)
 {
-	if (rv->rv_failed || rv->rv_syncing || rv->rv_committing)
+	if (rv->rv_jc.jc_failed || rv->rv_syncing || rv->rv_committing)
 		return;
 	if (rv->rv_ended && rv->rv_joined_ended == rv->rv_joined_expected &&
 	    rv->rv_done == rv->rv_received) {
 		/* Every connection's BackupEnd is in: the counts must add up. */
 		if (rv->rv_received != rv->rv_blocks_reported) {
-			session_fail(rv->rv_session, ERROR__CODE__PROTOCOL,
+			session_fail(rv->rv_jc.jc_first, ERROR__CODE__PROTOCOL,
 			    "backup of '%s': the source sent %llu blocks but "
 			    "reports %llu; nothing was committed", rv->rv_name,
 			    (unsigned long long)rv->rv_received,
@@ -941,7 +923,7 @@ receive_unchanged(struct session *se, const Unchanged *u, size_t len)
 	uint64_t	 idx;
 	size_t		 i;
 
-	if (!rv->rv_has_base || se != rv->rv_session || se->se_ended) {
+	if (!rv->rv_has_base || se != rv->rv_jc.jc_first || se->se_ended) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
 		    "unchanged blocks %s", rv->rv_name, !rv->rv_has_base ?
 		    "without a base point" : se->se_ended ? "after BackupEnd" :
@@ -1055,7 +1037,7 @@ receive_end(struct session *se, const BackupEnd *be)
 {
 	struct receive	*rv = se->se_recv;
 
-	if (se != rv->rv_session)
+	if (se != rv->rv_jc.jc_first)
 		return receive_end_joined(se, rv, be);
 	if (rv->rv_keys_pending || se->se_ended) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
@@ -1063,12 +1045,12 @@ receive_end(struct session *se, const BackupEnd *be)
 		    "before the base index");
 		return -1;
 	}
-	if (be->joined < rv->rv_joined || (be->joined > 0 &&
-	    be->joined >= rv->rv_connections)) {
+	if (be->joined < rv->rv_jc.jc_count || (be->joined > 0 &&
+	    be->joined >= rv->rv_jc.jc_asked)) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
 		    "BackupEnd reports %u joined connections; %u joined and "
 		    "%u were asked for; nothing was committed", rv->rv_name,
-		    be->joined, rv->rv_joined, rv->rv_connections);
+		    be->joined, rv->rv_jc.jc_count, rv->rv_jc.jc_asked);
 		return -1;
 	}
 	/* On one connection the count is checked now, else at the commit. */
@@ -1104,65 +1086,36 @@ receive_end(struct session *se, const BackupEnd *be)
 
 /*
  * JoinJob (session_join): this connection carries blocks of the
- * running backup of the same tenant whose token (JOB_TOKEN_LEN bytes)
- * it names.  1 if it joined, 0 if no such backup takes it.
+ * running backup whose token (JOB_TOKEN_LEN bytes) it names.  1 if it
+ * joined, 0 if no such backup takes it.
  */
 int
 receive_join(struct session *se, const uint8_t *token)
 {
 	struct session	*owner;
-	struct receive	*rv = NULL;
+	struct receive	*rv;
 
 	TAILQ_FOREACH(owner, &se->se_target->tg_sessions, se_entry) {
 		rv = owner->se_recv;
-		if (rv != NULL && rv->rv_session == owner &&
-		    owner->se_state == SESSION_BACKUP &&
-		    rv->rv_connections > 1 && CRYPTO_memcmp(rv->rv_token,
-		    token, JOB_TOKEN_LEN) == 0)
+		if (rv != NULL && owner->se_state == SESSION_BACKUP &&
+		    jobconn_may_join(&rv->rv_jc, owner, se, token) &&
+		    !(rv->rv_ended && rv->rv_jc.jc_count >=
+		    rv->rv_joined_expected))
 			break;
-		rv = NULL;
 	}
-	if (rv == NULL || rv->rv_failed || strcmp(rv->rv_session->se_tenant->
-	    tn_name, se->se_tenant->tn_name) != 0 ||
-	    rv->rv_joined + 1 >= rv->rv_connections ||
-	    (rv->rv_ended && rv->rv_joined >= rv->rv_joined_expected))
+	if (owner == NULL)
 		return 0;
 	se->se_recv = rv;
-	rv->rv_refs++;
-	rv->rv_joined++;
-	TAILQ_INSERT_TAIL(&rv->rv_joined_list, se, se_join_entry);
 	se->se_state = SESSION_BACKUP;
-	session_log(se, "joined the backup of '%s' of session %llu "
-	    "(connection %u of %u)", rv->rv_name,
-	    (unsigned long long)rv->rv_session->se_id, rv->rv_joined + 1,
-	    rv->rv_connections);
+	jobconn_join(&rv->rv_jc, se);
 	return 1;
 }
 
-/*
- * se is closing (why: msg) while it carries a backup: unless it was
- * committed, the job ends on every connection, with se's own error
- * code if it failed (so the source decides alike whichever it reads
- * first), else ABORTED, which the source retries and resumes.
- */
+/* se is closing (why: msg) while it carries a backup: see jobconn_abort. */
 void
 receive_abort(struct session *se, const char *msg)
 {
-	struct receive	*rv = se->se_recv;
-	struct session	*other, *next;
-	Error__Code	 code;
-
-	if (rv->rv_failed)
-		return;
-	rv->rv_failed = 1;
-	code = se->se_fail_code != 0 ? se->se_fail_code : ERROR__CODE__ABORTED;
-	for (other = receive_next(rv, NULL); other != NULL; other = next) {
-		next = receive_next(rv, other);
-		if (other != se && other->se_state != SESSION_CLOSING)
-			session_fail(other, code, "backup of '%s': its "
-			    "connection of session %llu ended: %s", rv->rv_name,
-			    (unsigned long long)se->se_id, msg);
-	}
+	jobconn_abort(&se->se_recv->rv_jc, se, msg);
 }
 
 /*
@@ -1177,11 +1130,7 @@ receive_release(struct session *se)
 	if (rv == NULL)
 		return;
 	se->se_recv = NULL;
-	if (rv->rv_session == se)
-		rv->rv_session = NULL;
-	else
-		TAILQ_REMOVE(&rv->rv_joined_list, se, se_join_entry);
-	if (--rv->rv_refs == 0)
+	if (jobconn_leave(&rv->rv_jc, se))
 		receive_free(rv);
 }
 

@@ -27,8 +27,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
-#include <openssl/crypto.h>
-
 #include "keys.h"
 #include "target.h"
 
@@ -36,13 +34,7 @@
 #define RESTORE_OUT_MAX		(8u << 20)	/* queued on the socket */
 
 struct restore {
-	struct session		*rs_session;	/* the connection that asked */
-	TAILQ_HEAD(, session)	 rs_joined_list;	/* extra connections */
-	int			 rs_refs;	/* sessions that point here */
-	int			 rs_failed;	/* ended on every connection */
-	uint32_t		 rs_connections;	/* asked for, this one included */
-	uint8_t			 rs_token[JOB_TOKEN_LEN];
-	uint32_t		 rs_joined;	/* JoinJob taken */
+	struct job_conns	 rs_jc;		/* its connections */
 	int			 rs_waiting;	/* for the joins: no block yet */
 	int			 rs_told;	/* Joined arrived ... */
 	uint32_t		 rs_joined_told;	/* ... with this count */
@@ -91,17 +83,6 @@ struct read_job {
 
 static void	restore_free(struct restore *);
 
-/* The connection of the restore after se: the first, then those joined. */
-static struct session *
-restore_next(struct restore *rs, struct session *se)
-{
-	if (se == NULL)
-		return rs->rs_session;
-	if (se == rs->rs_session)
-		return TAILQ_FIRST(&rs->rs_joined_list);
-	return TAILQ_NEXT(se, se_join_entry);
-}
-
 /* A connection's part of a restore starts: its first credit. */
 static void
 restore_conn_start(struct session *se)
@@ -115,10 +96,10 @@ static void
 restore_joins_done(struct restore *rs)
 {
 	if (!rs->rs_waiting || !rs->rs_told ||
-	    rs->rs_joined != rs->rs_joined_told)
+	    rs->rs_jc.jc_count != rs->rs_joined_told)
 		return;
 	rs->rs_waiting = 0;
-	restore_pump(rs->rs_session);
+	restore_pump(rs->rs_jc.jc_first);
 }
 
 /*
@@ -261,10 +242,9 @@ restore_send_begin(struct session *se, struct restore *rs, uint64_t blocks)
 	rb.point = &pi;
 	rb.blocks = blocks;
 	/* Several connections: none streams before the joins are in. */
-	if (rs->rs_connections > 1 && blocks > 0 &&
-	    crypto_random(rs->rs_token, sizeof(rs->rs_token)) == 0) {
-		rb.job_token.data = rs->rs_token;
-		rb.job_token.len = sizeof(rs->rs_token);
+	if (blocks > 0 && jobconn_token(&rs->rs_jc) == 1) {
+		rb.job_token.data = rs->rs_jc.jc_token;
+		rb.job_token.len = sizeof(rs->rs_jc.jc_token);
 		rs->rs_waiting = 1;
 	}
 	if (rs->rs_point.rp_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
@@ -289,9 +269,9 @@ restore_announce(struct session *se)
 
 	char		 conns[48] = "";
 
-	if (rs->rs_connections > 1)
+	if (rs->rs_jc.jc_asked > 1)
 		snprintf(conns, sizeof(conns), ", on up to %u connections",
-		    rs->rs_connections);
+		    rs->rs_jc.jc_asked);
 	session_log(se, "restore of %s/%s started: %llu blocks with data%s%s",
 	    rs->rs_point.rp_name, rs->rs_point.rp_id,
 	    (unsigned long long)rs->rs_blocks, rs->rs_keys != NULL ?
@@ -316,9 +296,9 @@ rkey_done(struct pool_job *pj)
 {
 	struct rkey_job	*rk = (struct rkey_job *)pj;
 	struct restore	*rs = rk->rk_restore;
-	struct session	*se = rs->rs_session;
+	struct session	*se = rs->rs_jc.jc_first;
 
-	if (se->se_state != SESSION_RESTORE || rs->rs_failed)
+	if (se->se_state != SESSION_RESTORE || rs->rs_jc.jc_failed)
 		goto out;
 	if (rk->rk_keys == NULL) {
 		session_fail(se, ERROR__CODE__KEY, "at-rest key of tenant "
@@ -431,9 +411,7 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 		return -1;
 	}
-	rs->rs_session = se;
-	rs->rs_refs = 1;
-	TAILQ_INIT(&rs->rs_joined_list);
+	jobconn_init(&rs->rs_jc, se, rr->connections);
 	if (repo_point_open(se->se_target->tg_repo, se->se_tenant->tn_name,
 	    rr->name, rr->point_id[0] ? rr->point_id : NULL,
 	    &rs->rs_point) == -1) {
@@ -462,8 +440,8 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 	rs->rs_blocks += rs->rs_nresend;
 	rs->rs_next = rr->from;
 	rs->rs_verify = rr->verify;
-	rs->rs_connections = rr->connections > JOB_CONNECTIONS_MAX ?
-	    JOB_CONNECTIONS_MAX : rr->connections;
+	snprintf(rs->rs_jc.jc_what, sizeof(rs->rs_jc.jc_what), "restore of "
+	    "%s/%s", rs->rs_point.rp_name, rs->rs_point.rp_id);
 	restore_conn_start(se);
 	se->se_restore = rs;
 	se->se_state = SESSION_RESTORE;
@@ -507,39 +485,30 @@ restore_credit(struct session *se, const Credit *c)
 }
 
 /*
- * JoinJob (session_join): this connection takes part of the restore of
- * the same tenant whose token (JOB_TOKEN_LEN bytes) it names, before
- * that restore streams.  1 if it joined, 0 if no such restore takes it.
+ * JoinJob (session_join): this connection takes part of the restore
+ * whose token (JOB_TOKEN_LEN bytes) it names, before that restore
+ * streams.  1 if it joined, 0 if no such restore takes it.
  */
 int
 restore_join(struct session *se, const uint8_t *token)
 {
 	struct session	*owner;
-	struct restore	*rs = NULL;
+	struct restore	*rs;
 
 	TAILQ_FOREACH(owner, &se->se_target->tg_sessions, se_entry) {
 		rs = owner->se_restore;
-		if (rs != NULL && rs->rs_session == owner &&
-		    owner->se_state == SESSION_RESTORE && rs->rs_waiting &&
-		    CRYPTO_memcmp(rs->rs_token, token, JOB_TOKEN_LEN) == 0)
+		if (rs != NULL && owner->se_state == SESSION_RESTORE &&
+		    rs->rs_waiting &&
+		    jobconn_may_join(&rs->rs_jc, owner, se, token) &&
+		    !(rs->rs_told && rs->rs_jc.jc_count >= rs->rs_joined_told))
 			break;
-		rs = NULL;
 	}
-	if (rs == NULL || rs->rs_failed || strcmp(rs->rs_session->se_tenant->
-	    tn_name, se->se_tenant->tn_name) != 0 ||
-	    rs->rs_joined + 1 >= rs->rs_connections ||
-	    (rs->rs_told && rs->rs_joined >= rs->rs_joined_told))
+	if (owner == NULL)
 		return 0;
 	se->se_restore = rs;
-	rs->rs_refs++;
-	rs->rs_joined++;
-	TAILQ_INSERT_TAIL(&rs->rs_joined_list, se, se_join_entry);
 	se->se_state = SESSION_RESTORE;
 	restore_conn_start(se);
-	session_log(se, "joined the restore of %s/%s of session %llu "
-	    "(connection %u of %u)", rs->rs_point.rp_name,
-	    rs->rs_point.rp_id, (unsigned long long)rs->rs_session->se_id,
-	    rs->rs_joined + 1, rs->rs_connections);
+	jobconn_join(&rs->rs_jc, se);
 	restore_joins_done(rs);
 	return 1;
 }
@@ -554,13 +523,13 @@ restore_joined(struct session *se, const Joined *j)
 {
 	struct restore	*rs = se->se_restore;
 
-	if (se != rs->rs_session || !rs->rs_waiting || rs->rs_told ||
-	    j->connections < rs->rs_joined ||
-	    j->connections >= rs->rs_connections) {
+	if (se != rs->rs_jc.jc_first || !rs->rs_waiting || rs->rs_told ||
+	    j->connections < rs->rs_jc.jc_count ||
+	    j->connections >= rs->rs_jc.jc_asked) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "restore of %s/%s: "
 		    "Joined of %u connections does not fit (%u joined, %u "
 		    "asked for)", rs->rs_point.rp_name, rs->rs_point.rp_id,
-		    j->connections, rs->rs_joined, rs->rs_connections);
+		    j->connections, rs->rs_jc.jc_count, rs->rs_jc.jc_asked);
 		return -1;
 	}
 	rs->rs_told = 1;
@@ -667,7 +636,7 @@ read_done(struct pool_job *pj)
 
 	rs->rs_jobs--;
 	se->se_reserved -= rs->rs_point.rp_block_size;
-	if (se->se_state != SESSION_RESTORE || rs->rs_failed)
+	if (se->se_state != SESSION_RESTORE || rs->rs_jc.jc_failed)
 		goto out;
 	if (rj->rj_errno == ENOKEY) {
 		hex_encode(rj->rj_id, CHUNK_ID_LEN, hex);
@@ -692,7 +661,7 @@ read_done(struct pool_job *pj)
 		d.message = msg;
 		f.msg_case = FRAME__MSG_DAMAGE;
 		f.damage = &d;
-		session_send(rs->rs_session, &f);
+		session_send(rs->rs_jc.jc_first, &f);
 		rs->rs_damaged++;
 		session_log(se, "verify of %s/%s: block %llu: %s",
 		    rs->rs_point.rp_name, rs->rs_point.rp_id,
@@ -807,17 +776,17 @@ restore_fill(struct restore *rs, struct session *se)
 static void
 restore_end(struct restore *rs)
 {
-	struct session	*se = rs->rs_session, *other;
+	struct session	*se = rs->rs_jc.jc_first, *other;
 	Frame		 f = FRAME__INIT;
 	RestoreEnd	 re = RESTORE_END__INIT;
 
 	session_log(se, "restore of %s/%s sent: %llu blocks%s",
 	    rs->rs_point.rp_name, rs->rs_point.rp_id,
-	    (unsigned long long)rs->rs_sent, rs->rs_joined > 0 ?
+	    (unsigned long long)rs->rs_sent, rs->rs_jc.jc_count > 0 ?
 	    " on several connections" : "");
 	f.msg_case = FRAME__MSG_RESTORE_END;
 	f.restore_end = &re;
-	while ((other = TAILQ_FIRST(&rs->rs_joined_list)) != NULL) {
+	while ((other = TAILQ_FIRST(&rs->rs_jc.jc_joined)) != NULL) {
 		re.blocks_sent = other->se_out_blocks;
 		if (other->se_state == SESSION_RESTORE) {
 			other->se_state = SESSION_IDLE;
@@ -827,7 +796,7 @@ restore_end(struct restore *rs)
 	}
 	re.blocks_sent = rs->rs_sent;
 	re.damaged = rs->rs_damaged;
-	re.joined = rs->rs_joined;
+	re.joined = rs->rs_jc.jc_count;
 	se->se_state = SESSION_IDLE;
 	restore_release(se);		/* frees rs */
 	session_send(se, &f);
@@ -845,9 +814,10 @@ restore_pump(struct session *se)
 	uint64_t	 index;
 
 	if (se->se_state != SESSION_RESTORE || rs->rs_keys_pending ||
-	    rs->rs_waiting || rs->rs_failed)
+	    rs->rs_waiting || rs->rs_jc.jc_failed)
 		return;
-	for (c = restore_next(rs, NULL); c != NULL; c = restore_next(rs, c))
+	for (c = jobconn_next(&rs->rs_jc, NULL); c != NULL;
+	    c = jobconn_next(&rs->rs_jc, c))
 		if (c->se_state == SESSION_RESTORE &&
 		    restore_fill(rs, c) == -1)
 			return;
@@ -856,30 +826,11 @@ restore_pump(struct session *se)
 	restore_end(rs);
 }
 
-/*
- * se is closing (why: msg) during a restore: the restore ends on every
- * connection, with se's error code if it failed, else ABORTED, which
- * the source retries and resumes.
- */
+/* se is closing (why: msg) during a restore: see jobconn_abort. */
 void
 restore_abort(struct session *se, const char *msg)
 {
-	struct restore	*rs = se->se_restore;
-	struct session	*other, *next;
-	Error__Code	 code;
-
-	if (rs->rs_failed)
-		return;
-	rs->rs_failed = 1;
-	code = se->se_fail_code != 0 ? se->se_fail_code : ERROR__CODE__ABORTED;
-	for (other = restore_next(rs, NULL); other != NULL; other = next) {
-		next = restore_next(rs, other);
-		if (other != se && other->se_state != SESSION_CLOSING)
-			session_fail(other, code, "restore of %s/%s: its "
-			    "connection of session %llu ended: %s",
-			    rs->rs_point.rp_name, rs->rs_point.rp_id,
-			    (unsigned long long)se->se_id, msg);
-	}
+	jobconn_abort(&se->se_restore->rs_jc, se, msg);
 }
 
 /* se no longer takes part in its restore; the last one frees it. */
@@ -891,11 +842,7 @@ restore_release(struct session *se)
 	if (rs == NULL)
 		return;
 	se->se_restore = NULL;
-	if (rs->rs_session == se)
-		rs->rs_session = NULL;
-	else
-		TAILQ_REMOVE(&rs->rs_joined_list, se, se_join_entry);
-	if (--rs->rs_refs == 0)
+	if (jobconn_leave(&rs->rs_jc, se))
 		restore_free(rs);
 }
 

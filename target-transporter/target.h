@@ -190,6 +190,18 @@ struct session {
 
 #define SESSION_MAX_JOBS	8	/* per session, bounds its memory */
 
+/* The connections that carry one backup or restore (jobconn.c). */
+struct job_conns {
+	struct session		*jc_first;	/* opened it */
+	TAILQ_HEAD(, session)	 jc_joined;	/* joined it (JoinJob) */
+	int			 jc_refs;	/* sessions that point at it */
+	int			 jc_failed;	/* ended on every connection */
+	uint32_t		 jc_asked;	/* connections, the first included */
+	uint32_t		 jc_count;	/* joined so far */
+	uint8_t			 jc_token[JOB_TOKEN_LEN];
+	char			 jc_what[NAME_MAX_LEN + 96];	/* for messages */
+};
+
 /* config.c */
 struct target_conf *target_conf_load(const char *);
 void		 target_conf_free(struct target_conf *);
@@ -209,6 +221,18 @@ void		 session_send(struct session *, const Frame *);
 void		 session_log(struct session *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
 Error__Code	 session_errno_code(int);
+
+/* jobconn.c */
+void		 jobconn_init(struct job_conns *, struct session *, uint32_t);
+int		 jobconn_token(struct job_conns *);
+struct session	*jobconn_next(struct job_conns *, struct session *);
+int		 jobconn_may_join(const struct job_conns *,
+		    const struct session *, const struct session *,
+		    const uint8_t *);
+void		 jobconn_join(struct job_conns *, struct session *);
+void		 jobconn_abort(struct job_conns *, struct session *,
+		    const char *);
+int		 jobconn_leave(struct job_conns *, struct session *);
 
 /* receive.c */
 int		 receive_begin(struct session *, const BackupBegin *);
