@@ -1162,12 +1162,9 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 			bandwidth_set = 1;
 			break;
 		case 'c':
-			if (conf_parse_uint(optarg, 1, JOB_CONNECTIONS_MAX,
-			    &connections) == -1) {
-				log_warnx("--connections must be 1 to %d, not "
-				    "'%s'", JOB_CONNECTIONS_MAX, optarg);
+			if (source_connections_option(optarg,
+			    &connections) == -1)
 				return EXIT_USAGE;
-			}
 			break;
 		case 'e':
 			if (source_parse_encryption(optarg, &bk.bk_mode) == -1) {

@@ -220,6 +220,17 @@ source_bandwidth_option(const char *arg, uint64_t *rate)
 	return -1;
 }
 
+/* --connections N of backup, restore and verify: 0, or -1 after a message. */
+int
+source_connections_option(const char *arg, uint64_t *n)
+{
+	if (conf_parse_uint(arg, 1, JOB_CONNECTIONS_MAX, n) == 0)
+		return 0;
+	log_warnx("--connections must be 1 to %d, not '%s'",
+	    JOB_CONNECTIONS_MAX, arg);
+	return -1;
+}
+
 static int
 conf_job(struct conf_state *cs, const char *name, const char *key,
     const char *value, int line)

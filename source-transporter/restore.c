@@ -1718,7 +1718,7 @@ restore_usage(FILE *fp)
 	fprintf(fp, "usage: source-transporter [-f config] restore --name NAME "
 	    "[--point ID] --output PATH [--force] [--json]\n"
 	    "       [--key-file FILE --passphrase-file FILE] "
-	    "[--bandwidth-limit RATE]\n"
+	    "[--bandwidth-limit RATE] [--connections N]\n"
 	    "  --name NAME    backup to restore\n"
 	    "  --point ID     restore point (default: the newest; see 'list')\n"
 	    "  --output PATH  file or block device to write\n"
@@ -1729,6 +1729,8 @@ restore_usage(FILE *fp)
 	    "                 keys from 'keys export' instead of the KMS\n"
 	    "  --bandwidth-limit RATE  at most RATE bytes per second each way\n"
 	    "                 (e.g. 20M; 0: none; default: the configuration's)\n"
+	    "  --connections N  take the blocks on N TCP connections (1-16;\n"
+	    "                 default: 'connections' in the configuration)\n"
 	    "  --json         print the summary as one JSON object\n");
 }
 
@@ -1740,7 +1742,8 @@ verify_usage(FILE *fp)
 	    "       source-transporter [-f config] verify --all [--name NAME] "
 	    "[--json]\n"
 	    "       [--key-file FILE --passphrase-file FILE] "
-	    "[--bandwidth-limit RATE] [--accept-rollback]\n"
+	    "[--bandwidth-limit RATE] [--connections N] "
+	    "[--accept-rollback]\n"
 	    "  reads every block of a restore point back and checks it, "
 	    "writing\n  nothing; names each damaged block (exit 5)\n"
 	    "  --all          every restore point of the name, or of every "
@@ -1926,6 +1929,7 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 		{ "key-file",	required_argument, NULL, 'K' },
 		{ "passphrase-file", required_argument, NULL, 'P' },
 		{ "bandwidth-limit", required_argument, NULL, 'B' },
+		{ "connections", required_argument, NULL, 'c' },
 		{ "all",	no_argument,	   NULL, 'a' },
 		{ "accept-rollback", no_argument,  NULL, 'R' },
 		{ "help",	no_argument,	   NULL, 'h' },
@@ -1935,7 +1939,7 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 			    restore_usage;
 	struct restore	 rs;
 	struct verify_opts vo;
-	uint64_t	 bandwidth = 0;
+	uint64_t	 bandwidth = 0, connections = 0;
 	int		 ch, bandwidth_set = 0;
 
 	memset(&vo, 0, sizeof(vo));
@@ -1970,6 +1974,11 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 				goto usage;
 			bandwidth_set = 1;
 			break;
+		case 'c':
+			if (source_connections_option(optarg,
+			    &connections) == -1)
+				goto usage;
+			break;
 		case 'a':
 			vo.vo_all = 1;
 			break;
@@ -1995,6 +2004,8 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 	}
 	if (bandwidth_set)
 		sc->sc_bandwidth = bandwidth;
+	if (connections != 0)
+		sc->sc_connections = connections;
 	if (!verify)
 		return restore_exec(sc, &rs);
 	vo.vo_name = rs.rs_name;

@@ -200,6 +200,7 @@ struct source_conf *source_conf_load(const char *);
 int		 source_parse_encryption(const char *, uint32_t *);
 int		 source_parse_bandwidth(const char *, uint64_t *);
 int		 source_bandwidth_option(const char *, uint64_t *);
+int		 source_connections_option(const char *, uint64_t *);
 void		 source_conf_free(struct source_conf *);
 
 /* client.c */

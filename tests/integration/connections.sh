@@ -10,7 +10,8 @@
 # connection of it on the target and the same command resumes it, and
 # so does a restore killed mid-way; a
 # connection the target refuses (over max_sessions_per_tenant) is left
-# out; `--connections` overrides; bad values are refused.  Hostile joins
+# out; `--connections` overrides (backup, restore, verify); bad values
+# are refused.  Hostile joins
 # are in protocol.sh, a connection cut mid-job in wan.sh.
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -87,6 +88,13 @@ jsoncheck "it used 2 connections" 'j["connections"] == 2'
 expect_exit 2 "--connections 0 is refused" src backup --disk "$T/disk.img" \
     --name flag --connections 0
 expect_grep "connections must be 1 to 16" "$LAST" "and the message says why"
+check "restore --connections 2 overrides it too" src restore --name flag \
+    --output "$T/r7.img" --connections 2 --json
+jsoncheck "the restore used 2 connections" 'j["connections"] == 2'
+same "restored byte-identical" "$T/disk.img" "$T/r7.img"
+check "verify --connections 2" src verify --name flag --connections 2
+expect_exit 2 "restore --connections 17 is refused" src restore --name flag \
+    --output "$T/r8.img" --connections 17
 
 # The source killed mid-job: every connection of the job closes on the
 # target, the durable part is kept, and the same command resumes it.
