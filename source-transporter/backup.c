@@ -824,18 +824,11 @@ join_ready(struct client *cl, void *arg)
 {
 	struct backup_conn *bc = arg;
 	struct backup	*bk = bc->bc_backup;
-	Frame		 f = FRAME__INIT;
-	JoinJob		 jj = JOIN_JOB__INIT;
 
 	if (bk->bk_ended)
 		return;
-	jj.job_token.data = bk->bk_token;
-	jj.job_token.len = sizeof(bk->bk_token);
-	f.msg_case = FRAME__MSG_JOIN_JOB;
-	f.join_job = &jj;
-	client_send(cl, &f);
+	client_join(cl, bk->bk_token);
 	bc->bc_joined = 1;
-	cl->cl_optional = 0;	/* it carries blocks: its loss is the job's */
 	backup_pump(bk);
 }
 

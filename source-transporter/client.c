@@ -651,7 +651,7 @@ client_retry(struct client *cl, struct retry *rt, const char *what)
  * One more connection for the job of the running client first, with
  * its own ops: it shares first's loop, pool and TLS context, and
  * first's client_free frees it.  Its Hello calls ops->co_ready.  Until
- * the caller clears cl_optional, its failure ends only itself; after,
+ * it joins (client_join), its failure ends only itself; after,
  * it ends first too.  NULL after a message if it cannot be opened.
  */
 struct client *
@@ -675,6 +675,25 @@ client_add(struct client *first, const struct client_ops *ops, void *arg)
 		return NULL;
 	}
 	return cl;
+}
+
+/*
+ * An added connection joins the job whose token (JOB_TOKEN_LEN bytes)
+ * the target gave: from here on it carries blocks, and its loss is the
+ * job's (it is no longer optional).
+ */
+void
+client_join(struct client *cl, const uint8_t *token)
+{
+	Frame		 f = FRAME__INIT;
+	JoinJob		 jj = JOIN_JOB__INIT;
+
+	jj.job_token.data = (uint8_t *)token;
+	jj.job_token.len = JOB_TOKEN_LEN;
+	f.msg_case = FRAME__MSG_JOIN_JOB;
+	f.join_job = &jj;
+	client_send(cl, &f);
+	cl->cl_optional = 0;
 }
 
 /* The end of a connection: its events and TLS, and its socket. */

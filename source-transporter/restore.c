@@ -1538,16 +1538,9 @@ join_ready(struct client *cl, void *arg)
 {
 	struct restore_conn *rc = arg;
 	struct restore	*rs = rc->rc_restore;
-	Frame		 f = FRAME__INIT;
-	JoinJob		 jj = JOIN_JOB__INIT;
 
-	jj.job_token.data = rs->rs_token;
-	jj.job_token.len = sizeof(rs->rs_token);
-	f.msg_case = FRAME__MSG_JOIN_JOB;
-	f.join_job = &jj;
-	client_send(cl, &f);
+	client_join(cl, rs->rs_token);
 	rc->rc_joined = rc->rc_settled = 1;
-	cl->cl_optional = 0;	/* it carries blocks: its loss is the job's */
 	restore_tell_joined(rs);
 }
 

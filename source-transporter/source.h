@@ -209,6 +209,7 @@ struct client	*client_new(struct source_conf *, const struct client_ops *,
 int		 client_run(struct client *);
 struct client	*client_add(struct client *, const struct client_ops *,
 		    void *);
+void		 client_join(struct client *, const uint8_t *);
 void		 client_free(struct client *);
 void		 client_send(struct client *, const Frame *);
 void		 client_finish(struct client *, int, const char *, ...)
