@@ -619,6 +619,34 @@ kdf_memory(uint32_t *m, char *err, size_t errlen)
 }
 
 /*
+ * Argon2id's memory (64 MiB by default): its own mapping in 2 MiB pages
+ * where the kernel has them, so the lanes take 32 page faults instead
+ * of 16384 (a third of the derivation's time, which every source-side
+ * job waits for before its first block), and out of core dumps.  The
+ * library wipes it before handing it back.
+ */
+static int
+kdf_alloc(uint8_t **memory, size_t len)
+{
+	void	*p;
+
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+	    -1, 0);
+	if (p == MAP_FAILED)
+		return ARGON2_MEMORY_ALLOCATION_ERROR;
+	(void)madvise(p, len, MADV_HUGEPAGE);
+	(void)madvise(p, len, MADV_DONTDUMP);
+	*memory = p;
+	return ARGON2_OK;
+}
+
+static void
+kdf_free(uint8_t *memory, size_t len)
+{
+	(void)munmap(memory, len);
+}
+
+/*
  * Argon2id into key, its p lanes on at most as many threads as there are
  * cores: the lanes decide the key, the threads only the wall time (the
  * library's argon2id_hash_raw runs one thread per lane).
@@ -644,6 +672,8 @@ kdf_argon2id(uint32_t t, uint32_t m, uint32_t p, const char *password,
 	    (uint32_t)cores : p;
 	ctx.version = ARGON2_VERSION_13;
 	ctx.flags = ARGON2_DEFAULT_FLAGS;
+	ctx.allocate_cbk = kdf_alloc;
+	ctx.free_cbk = kdf_free;
 	return argon2_ctx(&ctx, Argon2_id);
 }
 
