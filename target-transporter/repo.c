@@ -511,8 +511,11 @@ direct_buffer(void)
 }
 
 /*
- * be_stage with O_DIRECT: the object, padded to DIRECT_ALIGN, goes from
- * one aligned buffer to the disk, then the file is cut to its size.
+ * be_stage with O_DIRECT: the object's whole DIRECT_ALIGN blocks go from
+ * one aligned buffer to the disk, and its last partial block through the
+ * page cache (O_DIRECT cleared with F_SETFL).  Padding the write and
+ * cutting the file to size instead made ext4 read the last block back
+ * from the disk, one synchronous read per chunk, to zero its tail.
  * Chunks are written once and read only by a restore or verify, so the
  * page cache gains nothing from them, and filling fresh page cache was
  * most of the target's CPU time on the development machine
@@ -525,7 +528,7 @@ be_stage_direct(struct repo *r, const char *stage, const struct iovec *iov,
 {
 	uint8_t	*buf, *p;
 	size_t	 len = 0, alen;
-	int	 fd, i;
+	int	 fd, i, fl, rv = 0;
 
 	if ((buf = direct_buffer()) == NULL) {
 		errno = ENOMEM;
@@ -533,19 +536,23 @@ be_stage_direct(struct repo *r, const char *stage, const struct iovec *iov,
 	}
 	for (i = 0; i < iovcnt; i++)
 		len += iov[i].iov_len;
-	alen = (len + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1);
-	if (alen > DIRECT_BUF_LEN) {
+	if (len > DIRECT_BUF_LEN) {
 		errno = EFBIG;
 		return -1;
 	}
+	alen = len & ~(size_t)(DIRECT_ALIGN - 1);
 	for (i = 0, p = buf; i < iovcnt; p += iov[i].iov_len, i++)
 		memcpy(p, iov[i].iov_base, iov[i].iov_len);
-	memset(p, 0, alen - len);
 	if ((fd = openat(r->r_fd, stage, O_WRONLY | O_CREAT | O_TRUNC |
 	    O_CLOEXEC | O_NOFOLLOW | O_DIRECT, 0600)) == -1)
 		return -1;
-	return stage_finish(r, stage, fd, write_full(fd, buf, alen) == -1 ||
-	    (alen != len && ftruncate(fd, (off_t)len) == -1) ? -1 : 0);
+	if (alen > 0 && write_full(fd, buf, alen) == -1)
+		rv = -1;
+	else if (alen < len && ((fl = fcntl(fd, F_GETFL)) == -1 ||
+	    fcntl(fd, F_SETFL, fl & ~O_DIRECT) == -1 ||
+	    write_full(fd, buf + alen, len - alen) == -1))
+		rv = -1;
+	return stage_finish(r, stage, fd, rv);
 }
 
 /*
