@@ -25,7 +25,7 @@ WARNFLAGS	:= -std=c17 -Wall -Wextra -Werror -Wshadow -Wpointer-arith \
 		   -Wmissing-prototypes -Wstrict-prototypes -Wno-unused-parameter
 HARDEN		:= -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE
 PKGS		:= libssl libcrypto libevent libevent_openssl libevent_pthreads \
-		   libzstd libprotobuf-c libargon2 libnbd libsystemd
+		   libzstd libprotobuf-c libargon2 libnbd libsystemd libxxhash
 PKG_CFLAGS	:= $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS	:= $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 

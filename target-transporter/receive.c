@@ -533,7 +533,6 @@ block_work(struct pool_job *pj)
 	Block			*b;
 	uint8_t			 aad[AAD_MAX_LEN], id[CHUNK_ID_LEN];
 	uint8_t			*plain, *raw = NULL, *sealed = NULL;
-	const uint8_t		*digest = NULL;
 	size_t			 aadlen, plen;
 	uint32_t		 want, flags;
 	int			 source_side;
@@ -615,9 +614,6 @@ block_work(struct pool_job *pj)
 		goto out;
 	}
 	flags = b->compressed ? CHUNK_COMPRESSED : 0;
-	/* Stored as it is: its digest is the chunk id just checked. */
-	if (flags == 0 && !rv->rv_atrest)
-		digest = bj->bj_id;
 	if (rv->rv_atrest) {
 		/* A counter, not the index: a repeated index is caught late. */
 		if ((sealed = malloc(plen + SEALED_OVERHEAD)) == NULL)
@@ -635,8 +631,8 @@ block_work(struct pool_job *pj)
 		flags |= CHUNK_ENCRYPTED;
 	}
  store:
-	if (repo_job_put_chunk_digest(rv->rv_job, bj->bj_id, flags, want,
-	    plain, plen, digest) == -1) {
+	if (repo_job_put_chunk(rv->rv_job, bj->bj_id, flags, want,
+	    plain, plen) == -1) {
 		bj->bj_code = session_errno_code(errno);
 		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "cannot store block "
 		    "%llu: %s", (unsigned long long)b->index, strerror(errno));

@@ -278,8 +278,6 @@ struct repo_job	*repo_job_begin(struct repo *, const char *, const char *,
 		    uint64_t, uint32_t, uint32_t);
 int		 repo_job_put_chunk(struct repo_job *, const uint8_t *,
 		    uint32_t, uint32_t, const void *, size_t);
-int		 repo_job_put_chunk_digest(struct repo_job *, const uint8_t *,
-		    uint32_t, uint32_t, const void *, size_t, const uint8_t *);
 int		 repo_job_set_block(struct repo_job *, uint64_t,
 		    const uint8_t *);
 int		 repo_job_sync(struct repo_job *);

@@ -7,7 +7,7 @@ PKGS="build-essential pkg-config libssl-dev libevent-dev libzstd-dev
 libprotobuf-c-dev protobuf-c-compiler libcmocka-dev libargon2-dev
 libsystemd-dev libnbd-dev nbdkit qemu-utils python3 python3-pykmip
 e2fsprogs zstd openssl iproute2 clang libclang-rt-14-dev python3-openssl
-python3-cryptography"
+python3-cryptography libxxhash-dev python3-xxhash"
 
 missing=
 for p in $PKGS; do

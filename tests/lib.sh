@@ -347,12 +347,15 @@ PYEOF
 # header digest of its payload is rewritten so only deeper checks can tell
 flip() {
 	"$PY" - "$@" <<'PYEOF'
-import hashlib, sys
+import hashlib, sys, xxhash
 path, off = sys.argv[1], int(sys.argv[2])
 b = bytearray(open(path, "rb").read())
 b[off] ^= 0x40
-if len(sys.argv) > 3:
-	b[16:48] = hashlib.sha256(bytes(b[48:])).digest()
+if len(sys.argv) > 3:	# a chunk's header checksum, by its version
+	if b[4] == 1:
+		b[16:48] = hashlib.sha256(bytes(b[48:])).digest()
+	else:
+		b[16:48] = xxhash.xxh3_128(bytes(b[48:])).digest() + bytes(16)
 open(path, "wb").write(bytes(b))
 PYEOF
 }

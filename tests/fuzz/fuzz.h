@@ -51,7 +51,9 @@ int	LLVMFuzzerInitialize(int *, char ***);
 
 /* repo.c's layouts. */
 #define FUZZ_CHUNK_MAGIC	"TRCK"
-#define FUZZ_CHUNK_HDR_LEN	48	/* payload digest at 16 */
+#define FUZZ_CHUNK_HDR_LEN	48
+#define FUZZ_CHUNK_SUM_OFF	16	/* payload checksum: to the header's end */
+#define FUZZ_CHUNK_VERSION_SHA256 1	/* SHA-256; 2 is XXH3-128 */
 #define FUZZ_INDEX_MAGIC	"TRIX"
 #define FUZZ_INDEX_HDR_LEN	20	/* block size at 8, blocks at 12 */
 #define FUZZ_MANIFEST_MAGIC	"TRMF"

@@ -22,6 +22,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "target.h"
 #include "fuzz.h"
 
@@ -249,6 +251,24 @@ index_with_manifest(const uint8_t *data, size_t size)
 	free(pb);
 }
 
+/* Rewrites a chunk's header checksum of its payload, as its version has it. */
+static void
+chunk_sum_fix(uint8_t *buf, size_t size)
+{
+	XXH128_canonical_t	 c;
+	uint8_t			*sum = buf + FUZZ_CHUNK_SUM_OFF;
+
+	if (buf[4] == FUZZ_CHUNK_VERSION_SHA256) {
+		crypto_sha256(buf + FUZZ_CHUNK_HDR_LEN,
+		    size - FUZZ_CHUNK_HDR_LEN, sum);
+		return;
+	}
+	XXH128_canonicalFromHash(&c, XXH3_128bits(buf + FUZZ_CHUNK_HDR_LEN,
+	    size - FUZZ_CHUNK_HDR_LEN));
+	memset(sum, 0, FUZZ_CHUNK_HDR_LEN - FUZZ_CHUNK_SUM_OFF);
+	memcpy(sum, c.digest, sizeof(c.digest));
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -270,8 +290,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		memcpy(buf, data, size);
 		if (size >= FUZZ_CHUNK_HDR_LEN)
-			crypto_sha256(buf + FUZZ_CHUNK_HDR_LEN,
-			    size - FUZZ_CHUNK_HDR_LEN, buf + 16);
+			chunk_sum_fix(buf, size);
 		write_file(chunk_path, buf, size);
 		free(buf);
 		read_chunk(chunk_id);

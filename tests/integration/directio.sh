@@ -12,7 +12,7 @@
 # through the page cache; a file system that refuses O_DIRECT (EINVAL,
 # injected by tests/tools/faultinject.so) gets one log line and cached
 # writes, and the backup goes on.  Each restores byte-identical, and the
-# chunks' stored SHA-256 checks out (target-transporter verify).
+# chunks' stored checksum checks out (target-transporter verify).
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
 # shellcheck source=tests/tools/faultinject/shim.sh

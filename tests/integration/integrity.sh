@@ -144,7 +144,7 @@ read -r b1 c1 <<<"$(chunk_of "$T/repo/tenants/acme" vm 1)"
 cp "$c1" "$T/c.saved"
 flip "$c1" 60
 damaged "a flipped payload byte" \
-    "^damaged: acme/vm/$v3 \(#3\) block $b1 \(offset $((b1 << 20))\): chunk .* stored payload \(bytes 48-[0-9]+\) does not match the SHA-256 in its header$"
+    "^damaged: acme/vm/$v3 \(#3\) block $b1 \(offset $((b1 << 20))\): chunk .* stored payload \(bytes 48-[0-9]+\) does not match the XXH3-128 in its header$"
 cp "$T/c.saved" "$c1"
 
 flip "$c1" 13
@@ -179,7 +179,7 @@ damaged "source-side, no key: a valid chunk of another tenant" \
     "^damaged: acme/sec/.* block $sb .*is sealed under key [0-9a-f]{32}, which this point does not record"
 cp "$T/s.saved" "$ssc"
 flip "$ssc" 100
-damaged "source-side, no key: a flipped ciphertext byte" "acme/sec/.* block $sb .*does not match the SHA-256"
+damaged "source-side, no key: a flipped ciphertext byte" "acme/sec/.* block $sb .*does not match the XXH3-128"
 cp "$T/s.saved" "$ssc"
 
 idx="$REPO/points/vm/$v3.index"

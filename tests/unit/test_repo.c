@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "target.h"
 
@@ -532,6 +533,70 @@ test_chunk_tamper(void **state)
 	assert_int_equal(errno, ENOENT);
 }
 
+/*
+ * A chunk's header checksum: XXH3-128 of the stored bytes (version 2,
+ * the one written), or SHA-256 in chunks written before (version 1),
+ * which still read; damage to either, or an unknown version, refused.
+ */
+static void
+test_chunk_versions(void **state)
+{
+	struct fixture		*f = *state;
+	static const unsigned	 seeds[] = { 41 };
+	struct repo_point	 p;
+	struct repo_chunk	 c;
+	XXH128_canonical_t	 x;
+	uint8_t			 buf[1000], id[CHUNK_ID_LEN], zero[16] = { 0 };
+	uint8_t			 file[CHUNK_HDR + 1000 + 1];	/* one spare */
+	char			 path[512];
+	FILE			*fp;
+
+	backup(f, "vm", seeds, 1, &p, NULL, NULL, NULL);
+	make_chunk(41, buf, sizeof(buf), id);
+	chunk_path(f, id, path, sizeof(path));
+	assert_non_null(fp = fopen(path, "rb"));
+	assert_int_equal(fread(file, 1, sizeof(file), fp), CHUNK_HDR + 1000);
+	fclose(fp);
+	assert_int_equal(file[4], 2);
+	XXH128_canonicalFromHash(&x, XXH3_128bits(file + CHUNK_HDR, 1000));
+	assert_memory_equal(file + 16, x.digest, 16);
+	assert_memory_equal(file + 32, zero, 16);
+
+	/* The same chunk as version 1 wrote it. */
+	file[4] = 1;
+	crypto_sha256(file + CHUNK_HDR, 1000, file + 16);
+	assert_non_null(fp = fopen(path, "wb"));
+	assert_int_equal(fwrite(file, 1, CHUNK_HDR + 1000, fp),
+	    CHUNK_HDR + 1000);
+	assert_int_equal(fclose(fp), 0);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), 0);
+	assert_int_equal(c.rc_len, 1000);
+	assert_memory_equal(c.rc_data, file + CHUNK_HDR, 1000);
+	repo_chunk_clear(&c);
+	flip_byte(path, -1);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), -1);
+	assert_int_equal(errno, EBADMSG);
+	flip_byte(path, -1);
+
+	/* Version 2 with its checksum's zero half damaged; version 3. */
+	file[4] = 2;
+	memcpy(file + 16, x.digest, 16);
+	memset(file + 32, 0, 16);
+	file[40] = 1;
+	assert_non_null(fp = fopen(path, "wb"));
+	assert_int_equal(fwrite(file, 1, CHUNK_HDR + 1000, fp),
+	    CHUNK_HDR + 1000);
+	assert_int_equal(fclose(fp), 0);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), -1);
+	assert_int_equal(errno, EBADMSG);
+	flip_byte(path, 40);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), 0);
+	repo_chunk_clear(&c);
+	flip_byte(path, 4);	/* 2 ^ 1: version 3 */
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), -1);
+	assert_int_equal(errno, EBADMSG);
+}
+
 static void
 test_manifest_tamper(void **state)
 {
@@ -1027,6 +1092,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_abort_and_uncommitted,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chunk_tamper,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chunk_versions,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_manifest_tamper,
 		    setup, teardown),
