@@ -615,6 +615,13 @@ be_put(struct repo *r, const char *stage, const char *key,
 	return be_sync_parent(r, key);
 }
 
+/* Makes the objects staged so far durable (not yet published). */
+static int
+be_flush_staged(struct repo *r, int syncfd)
+{
+	return syncfs(syncfd);
+}
+
 /*
  * Makes n staged objects durable under their final keys, each created
  * if absent (existed[i] set when it was there already).  Measured on
@@ -1363,6 +1370,15 @@ job_sync(struct repo_job *j, int commit)
 		goto out;
 	}
 	if (!commit && job_defers_chunks(j)) {
+		/*
+		 * Nothing to publish yet, but the staged chunks are made
+		 * durable now, while the job runs, so that the commit's
+		 * own syncfs (which the source waits for) finds little
+		 * left to write.  Its error fails the job: the commit's
+		 * syncfs would not report it again.
+		 */
+		if (be_flush_staged(r, j->j_tmp_fd) == -1)
+			goto fail;
 		rv = 0;
 		goto out;
 	}

@@ -26,6 +26,8 @@ echo "# seed $SEED (FAULTS_SEED=$SEED repeats this run)"
 make_image "$T/vm1.img" 3M+777 21
 make_image "$T/sec1.img" 2M 22
 fault_confs
+# sec too in a 64 MiB window: 24 MiB of new data syncs before the commit
+echo "window = 64M" >>"$T/sec.conf"
 CASE=0
 
 target_start "$T/target.conf" || bail "target did not start"
@@ -34,10 +36,11 @@ check "first backup of sec" as sec backup --disk "$T/sec1.img" --name sec
 target_stop
 
 # new_disk NAME: $T/NAME2.img, the first point's disk then 24 MiB (vm) or
-# 8 MiB (sec) never stored before
+# SEC_NEW (sec, default 8 MiB: no sync before the commit) never stored
+# before
 new_disk() {
 	cp "$T/${1}1.img" "$T/${1}2.img"
-	head -c "$([ "$1" = vm ] && echo 24M || echo 8M)" /dev/urandom \
+	head -c "$([ "$1" = vm ] && echo 24M || echo "${SEC_NEW:-8M}")" /dev/urandom \
 	    >>"$T/${1}2.img"
 }
 
@@ -154,6 +157,28 @@ fault sec "EIO from the key file's fsync (source-side)" "$EIO" \
     FAULT_CLASS=fsync "FAULT_MATCH=*keychain*" FAULT_AT=1 FAULT_ACTION=eio
 fault sec "EIO from the source-side commit's syncfs" "$EIO" \
     FAULT_CLASS=syncfs FAULT_AT=1 FAULT_ACTION=eio
+# 24 MiB new in a 64 MiB window: a source-side job makes its staged
+# chunks durable (none published) while it runs, before its commit's
+# first step, the key file's fsync (counted first, no fault); that
+# syncfs's error must end the job, the commit's would not see it.
+SEC_NEW=24M new_disk sec
+rm -f "$T/hits"
+shim_start "$T/target.conf" FAULT_CLASS=syncfs,fsync FAULT_LOG="$T/hits" ||
+    bail "target with the shim did not start"
+check "a source-side backup whose syncs are counted" \
+    as sec backup --disk "$T/sec2.img" --name sec
+target_stop
+first_sync=$(grep -n ' syncfs ' "$T/hits" | head -n 1 | cut -d: -f1)
+first_key=$(grep -n 'keychain' "$T/hits" | head -n 1 | cut -d: -f1)
+if [ -n "$first_sync" ] && [ -n "$first_key" ] &&
+    [ "$first_sync" -lt "$first_key" ]; then
+	ok "a source-side job syncs its staged chunks before its commit"
+else
+	not_ok "a source-side job syncs its staged chunks before its commit" \
+	    "$(cat "$T/hits" 2>/dev/null)"
+fi
+SEC_NEW=24M fault sec "EIO from a source-side job's syncfs while it runs" \
+    "$EIO" FAULT_CLASS=syncfs FAULT_AT=1 FAULT_ACTION=eio
 
 # ENOSPC at random writes of a backup (chunks, the journal, the index,
 # the manifest; counted on a backup of the same shape first); one-shot,
