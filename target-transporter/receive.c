@@ -780,7 +780,7 @@ sync_done(struct pool_job *pj)
 	uint64_t	 ms;
 
 	rv->rv_syncing = 0;
-	free(sj->sj_snapshot);
+	repo_snapshot_free(sj->sj_snapshot, rv->rv_blocks);
 	if (sj->sj_commit)
 		rv->rv_job = NULL;	/* repo_job_commit freed it */
 	if (se->se_state != SESSION_BACKUP || rv->rv_jc.jc_failed)

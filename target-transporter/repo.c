@@ -19,6 +19,7 @@
  */
 #include <sys/types.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 
@@ -69,6 +70,7 @@
 #define INDEX_HDR_LEN		20
 /* 2^30 blocks: 64 TiB at 64 KiB blocks, a 32 GiB index in memory. */
 #define REPO_BLOCKS_MAX		(1ull << 30)
+#define INDEX_PAGE		4096	/* snapshots copy touched pages only */
 
 /* Manifest: magic, u32 length, protobuf Manifest, SHA-256. */
 #define MANIFEST_MAGIC		"TRMF"
@@ -1100,6 +1102,37 @@ repo_point_id(char id[POINT_ID_LEN + 1], int64_t *created)
 }
 
 /*
+ * A job's index (and a snapshot of it) lives in a mapping of its own,
+ * so that the pages a sparse disk's holes never set are never written
+ * (calloc takes them from the heap, where it may clear recycled memory,
+ * writing every page).  Pages only read cost nothing where the kernel
+ * maps its shared zero page for them; not every kernel does
+ * (docs/PERFORMANCE.md, 2026-12-06).
+ */
+static size_t
+index_map_len(uint64_t blocks)
+{
+	return blocks > 0 ? (size_t)blocks * CHUNK_ID_LEN : 1;
+}
+
+static uint8_t *
+index_map(uint64_t blocks)
+{
+	void	*p;
+
+	p = mmap(NULL, index_map_len(blocks), PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void
+index_unmap(uint8_t *index, uint64_t blocks)
+{
+	if (index != NULL)
+		(void)munmap(index, index_map_len(blocks));
+}
+
+/*
  * Starts a backup job of disk_size bytes in blocks of block_size for
  * backup name in tenant's namespace, with EncryptionMode mode.  Every
  * block starts as the zero block.  Returns the job, or NULL with
@@ -1144,8 +1177,7 @@ repo_job_begin(struct repo *r, const char *tenant, const char *name,
 	if ((errno = pthread_mutex_init(&j->j_sync_mtx, NULL)) != 0)
 		goto fail;
 	sync_mtx = 1;
-	/* calloc: untouched pages of a sparse disk cost nothing. */
-	if ((j->j_index = calloc(blocks, CHUNK_ID_LEN)) == NULL)
+	if ((j->j_index = index_map(blocks)) == NULL)
 		goto fail;
 	if (repo_point_id(j->j_id, &j->j_created) == -1)
 		goto fail;
@@ -1170,7 +1202,7 @@ repo_job_begin(struct repo *r, const char *tenant, const char *name,
 		pthread_mutex_destroy(&j->j_mtx);
 	if (j->j_tmp_fd != -1)
 		close(j->j_tmp_fd);
-	free(j->j_index);
+	index_unmap(j->j_index, j->j_blocks);
 	free(j);
 	errno = save;
 	return NULL;
@@ -1770,7 +1802,7 @@ repo_job_abort(struct repo_job *j)
 	tdestroy(j->j_tree, free);
 	j->j_tree = NULL;
 	j->j_pending = NULL;
-	free(j->j_index);
+	index_unmap(j->j_index, j->j_blocks);
 	j->j_index = NULL;
 	free(j->j_keys);
 	free(j->j_keychain);
@@ -2739,11 +2771,25 @@ repo_resume_drop(struct repo *r, const char *tenant, const char *name)
 uint8_t *
 repo_job_snapshot(const struct repo_job *j)
 {
+	size_t	 len = j->j_blocks * CHUNK_ID_LEN, off, n;
 	uint8_t	*copy;
 
-	if ((copy = malloc(j->j_blocks * CHUNK_ID_LEN)) != NULL)
-		memcpy(copy, j->j_index, j->j_blocks * CHUNK_ID_LEN);
+	if ((copy = index_map(j->j_blocks)) == NULL)
+		return NULL;
+	/* Page by page: a page of zero ids (holes) stays untouched. */
+	for (off = 0; off < len; off += n) {
+		n = len - off < INDEX_PAGE ? len - off : INDEX_PAGE;
+		if (!buf_is_zero(j->j_index + off, n))
+			memcpy(copy + off, j->j_index + off, n);
+	}
 	return copy;
+}
+
+/* Lets go of a snapshot of a job of that many blocks. */
+void
+repo_snapshot_free(uint8_t *snapshot, uint64_t blocks)
+{
+	index_unmap(snapshot, blocks);
 }
 
 /*

@@ -285,6 +285,7 @@ int		 repo_job_commit(struct repo_job *, struct repo_point *);
 void		 repo_job_abort(struct repo_job *);
 int		 repo_job_checkpoint(struct repo_job *, const uint8_t *);
 uint8_t		*repo_job_snapshot(const struct repo_job *);
+void		 repo_snapshot_free(uint8_t *, uint64_t);
 void		 repo_job_suspend(struct repo_job *);
 int		 repo_resume_find(struct repo *, const char *, const char *,
 		    uint32_t, uint8_t **, uint64_t *);
