@@ -86,7 +86,7 @@ struct sync_job {
 	int		 sj_commit;
 	uint64_t	 sj_blocks;	/* blocks durable once this is done */
 	uint64_t	 sj_bytes;
-	uint8_t		*sj_snapshot;	/* index to checkpoint after a sync */
+	struct repo_snapshot *sj_snapshot; /* index to checkpoint after a sync */
 	uint64_t	 sj_chunks_new;
 	uint64_t	 sj_chunks_dedup;
 	int		 sj_errno;
@@ -780,7 +780,7 @@ sync_done(struct pool_job *pj)
 	uint64_t	 ms;
 
 	rv->rv_syncing = 0;
-	repo_snapshot_free(sj->sj_snapshot, rv->rv_blocks);
+	repo_snapshot_free(sj->sj_snapshot);
 	if (sj->sj_commit)
 		rv->rv_job = NULL;	/* repo_job_commit freed it */
 	if (se->se_state != SESSION_BACKUP || rv->rv_jc.jc_failed)

@@ -70,7 +70,8 @@
 #define INDEX_HDR_LEN		20
 /* 2^30 blocks: 64 TiB at 64 KiB blocks, a 32 GiB index in memory. */
 #define REPO_BLOCKS_MAX		(1ull << 30)
-#define INDEX_PAGE		4096	/* snapshots copy touched pages only */
+#define INDEX_PAGE		4096	/* index pages tracked as written */
+#define INDEX_ZERO_RUN		(64u << 10) /* untouched bytes per iovec */
 
 /* Manifest: magic, u32 length, protobuf Manifest, SHA-256. */
 #define MANIFEST_MAGIC		"TRMF"
@@ -131,6 +132,7 @@ struct repo_job {
 	uint32_t		 j_mode;
 	uint64_t		 j_blocks;
 	uint8_t			*j_index;	/* j_blocks * CHUNK_ID_LEN */
+	uint8_t			*j_touched;	/* its pages written: bits */
 	uint8_t			*j_keys;	/* packed KeyChain: point's keys */
 	size_t			 j_keys_len;
 	char			 j_transport[16];
@@ -1103,16 +1105,26 @@ repo_point_id(char id[POINT_ID_LEN + 1], int64_t *created)
 
 /*
  * A job's index (and a snapshot of it) lives in a mapping of its own,
- * so that the pages a sparse disk's holes never set are never written
- * (calloc takes them from the heap, where it may clear recycled memory,
- * writing every page).  Pages only read cost nothing where the kernel
- * maps its shared zero page for them; not every kernel does
- * (docs/PERFORMANCE.md, 2026-12-06).
+ * with a bit per INDEX_PAGE saying which pages were ever written: the
+ * pages of a sparse disk's holes are never touched, not even read
+ * (hashed and written from a static page of zeros instead), so they
+ * take no memory whatever the disk's size.  Reading an untouched page
+ * would do: not every kernel maps its shared zero page for it
+ * (docs/PERFORMANCE.md, 2026-12-06); and calloc may clear recycled heap
+ * memory, writing every page.
  */
+static const uint8_t	 index_zeros[INDEX_ZERO_RUN];
+
 static size_t
-index_map_len(uint64_t blocks)
+index_len(uint64_t blocks)
 {
-	return blocks > 0 ? (size_t)blocks * CHUNK_ID_LEN : 1;
+	return (size_t)blocks * CHUNK_ID_LEN;
+}
+
+static size_t
+index_pages(uint64_t blocks)
+{
+	return (index_len(blocks) + INDEX_PAGE - 1) / INDEX_PAGE;
 }
 
 static uint8_t *
@@ -1120,8 +1132,8 @@ index_map(uint64_t blocks)
 {
 	void	*p;
 
-	p = mmap(NULL, index_map_len(blocks), PROT_READ | PROT_WRITE,
-	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	p = mmap(NULL, blocks > 0 ? index_len(blocks) : 1, PROT_READ |
+	    PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	return p == MAP_FAILED ? NULL : p;
 }
 
@@ -1129,7 +1141,49 @@ static void
 index_unmap(uint8_t *index, uint64_t blocks)
 {
 	if (index != NULL)
-		(void)munmap(index, index_map_len(blocks));
+		(void)munmap(index, blocks > 0 ? index_len(blocks) : 1);
+}
+
+static int
+index_touched(const uint8_t *touched, size_t page)
+{
+	return (touched[page / 8] >> (page % 8)) & 1;
+}
+
+/*
+ * The index as iovecs, for hashing and writing: runs of written pages
+ * from ids, runs of untouched ones from index_zeros.  The array has
+ * `before` free slots first and one free slot last for the caller;
+ * *n counts all.  NULL (ENOMEM) on failure; free() it.
+ */
+static struct iovec *
+index_iov(const uint8_t *ids, const uint8_t *touched, uint64_t blocks,
+    int before, int *n)
+{
+	struct iovec	*iov;
+	size_t		 pages = index_pages(blocks), len = index_len(blocks);
+	size_t		 page, run, off, end;
+	int		 k = before, t;
+
+	if (pages + before + 1 > INT_MAX ||
+	    (iov = calloc(pages + before + 1, sizeof(*iov))) == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	for (page = 0; page < pages; page = run) {
+		t = index_touched(touched, page);
+		for (run = page + 1; run < pages &&
+		    index_touched(touched, run) == t &&
+		    (t || (run - page) * INDEX_PAGE < INDEX_ZERO_RUN); run++)
+			;
+		off = page * INDEX_PAGE;
+		end = run * INDEX_PAGE < len ? run * INDEX_PAGE : len;
+		iov[k].iov_base = t ? (void *)(ids + off) : (void *)index_zeros;
+		iov[k].iov_len = end - off;
+		k++;
+	}
+	*n = k + 1;
+	return iov;
 }
 
 /*
@@ -1177,7 +1231,8 @@ repo_job_begin(struct repo *r, const char *tenant, const char *name,
 	if ((errno = pthread_mutex_init(&j->j_sync_mtx, NULL)) != 0)
 		goto fail;
 	sync_mtx = 1;
-	if ((j->j_index = index_map(blocks)) == NULL)
+	if ((j->j_index = index_map(blocks)) == NULL ||
+	    (j->j_touched = calloc(index_pages(blocks) / 8 + 1, 1)) == NULL)
 		goto fail;
 	if (repo_point_id(j->j_id, &j->j_created) == -1)
 		goto fail;
@@ -1203,6 +1258,7 @@ repo_job_begin(struct repo *r, const char *tenant, const char *name,
 	if (j->j_tmp_fd != -1)
 		close(j->j_tmp_fd);
 	index_unmap(j->j_index, j->j_blocks);
+	free(j->j_touched);
 	free(j);
 	errno = save;
 	return NULL;
@@ -1346,6 +1402,9 @@ repo_job_set_block(struct repo_job *j, uint64_t index,
 		return -1;
 	}
 	memcpy(j->j_index + index * CHUNK_ID_LEN, chunk_id, CHUNK_ID_LEN);
+	/* An id never spans two pages: INDEX_PAGE is a multiple of it. */
+	j->j_touched[index * CHUNK_ID_LEN / INDEX_PAGE / 8] |=
+	    1u << (index * CHUNK_ID_LEN / INDEX_PAGE % 8);
 	return 0;
 }
 
@@ -1485,6 +1544,14 @@ index_pos_cmp(const void *a, const void *b, void *arg)
 	    index + (uint64_t)pb * CHUNK_ID_LEN, CHUNK_ID_LEN);
 }
 
+/* Whether block i of the job's index holds a chunk (untouched: no). */
+static int
+job_block_set(const struct repo_job *j, uint64_t i)
+{
+	return index_touched(j->j_touched, i * CHUNK_ID_LEN / INDEX_PAGE) &&
+	    memcmp(j->j_index + i * CHUNK_ID_LEN, zero_id, CHUNK_ID_LEN) != 0;
+}
+
 /*
  * Counts the zero blocks and the distinct chunks of the job's index,
  * and checks that every chunk it references is in the tenant's
@@ -1502,16 +1569,14 @@ job_count_chunks(struct repo_job *j, uint64_t *zero, uint64_t *distinct)
 
 	*zero = *distinct = 0;
 	for (i = 0; i < j->j_blocks; i++)
-		if (memcmp(index + i * CHUNK_ID_LEN, zero_id,
-		    CHUNK_ID_LEN) == 0)
+		if (!job_block_set(j, i))
 			(*zero)++;
 	if (j->j_blocks == *zero)
 		return 0;
 	if ((pos = calloc(j->j_blocks - *zero, sizeof(*pos))) == NULL)
 		return -1;
 	for (i = 0; i < j->j_blocks; i++)
-		if (memcmp(index + i * CHUNK_ID_LEN, zero_id,
-		    CHUNK_ID_LEN) != 0)
+		if (job_block_set(j, i))
 			pos[n++] = (uint32_t)i;
 	qsort_r(pos, n, sizeof(*pos), index_pos_cmp, (void *)index);
 	for (i = 0; i < n; i++) {
@@ -1684,7 +1749,7 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 {
 	struct repo	*r;
 	uint8_t		 hdr[INDEX_HDR_LEN], digest[CHUNK_ID_LEN];
-	struct iovec	 iov[2];
+	struct iovec	 iov[1], *iiov = NULL;
 	char		 dir[REPO_KEY_MAX], key[REPO_KEY_MAX];
 	char		 stage[REPO_KEY_MAX], mkey[REPO_KEY_MAX];
 	struct repo_point point;
@@ -1692,7 +1757,7 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	size_t		 manlen;
 	uint64_t	 chunks;
 	int		 rv = -1, save, indexed = 0, published = 0;
-	int		 chained = 0;
+	int		 chained = 0, niov;
 
 	if (j == NULL || p == NULL) {
 		repo_job_abort(j);
@@ -1719,15 +1784,17 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 
 	/* The index. */
 	index_header(hdr, j->j_block_size, j->j_blocks);
-	iov[0].iov_base = hdr;
-	iov[0].iov_len = sizeof(hdr);
-	iov[1].iov_base = j->j_index;
-	iov[1].iov_len = j->j_blocks * CHUNK_ID_LEN;
-	if (sha256_iov(iov, 2, digest) == -1 ||
+	if ((iiov = index_iov(j->j_index, j->j_touched, j->j_blocks, 1,
+	    &niov)) == NULL)
+		goto fail;
+	iiov[0].iov_base = hdr;
+	iiov[0].iov_len = sizeof(hdr);
+	niov--;		/* no trailer */
+	if (sha256_iov(iiov, niov, digest) == -1 ||
 	    repo_key(stage, sizeof(stage), "%s/index", j->j_tmp) == -1 ||
 	    repo_key(key, sizeof(key), "%s/%s.index", dir, j->j_id) == -1)
 		goto fail;
-	if (be_put(r, stage, key, iov, 2) == -1) {
+	if (be_put(r, stage, key, iiov, niov) == -1) {
 		/* Linked but its directory not synced: no orphan index. */
 		save = errno;
 		if (save != EEXIST && be_exists(r, key) == 1)
@@ -1778,6 +1845,7 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	if (chained)
 		pthread_mutex_unlock(&chain_mtx);
 	free(man);
+	free(iiov);
 	repo_job_abort(j);
 	errno = save;
 	return rv;
@@ -1804,6 +1872,8 @@ repo_job_abort(struct repo_job *j)
 	j->j_pending = NULL;
 	index_unmap(j->j_index, j->j_blocks);
 	j->j_index = NULL;
+	free(j->j_touched);
+	j->j_touched = NULL;
 	free(j->j_keys);
 	free(j->j_keychain);
 	pthread_mutex_destroy(&j->j_mtx);
@@ -2526,14 +2596,14 @@ journal_prune(struct repo *r, const char *dir)
  * when the sync that made them durable began).  Returns 0 or -1.
  */
 int
-repo_job_checkpoint(struct repo_job *j, const uint8_t *snapshot)
+repo_job_checkpoint(struct repo_job *j, const struct repo_snapshot *sn)
 {
 	struct repo	*r = j->j_repo;
 	uint8_t		 hdr[JOURNAL_HDR_LEN], digest[CHUNK_ID_LEN];
-	struct iovec	 iov[4];
+	struct iovec	*iov;
 	char		 stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
 	size_t		 namelen = strlen(j->j_name);
-	int		 fd = -1, save;
+	int		 fd = -1, save, n, rv = -1;
 
 	/* Nothing of a source-side job is durable before its commit. */
 	if (job_defers_chunks(j))
@@ -2547,33 +2617,43 @@ repo_job_checkpoint(struct repo_job *j, const uint8_t *snapshot)
 	put_be32(hdr + 12, j->j_mode);
 	put_be64(hdr + 16, j->j_disk_size);
 	put_be64(hdr + 24, j->j_blocks);
+	if (sn->sn_blocks != j->j_blocks) {
+		errno = EINVAL;
+		return -1;
+	}
+	if ((iov = index_iov(sn->sn_ids, sn->sn_touched, sn->sn_blocks, 2,
+	    &n)) == NULL)
+		return -1;
 	iov[0].iov_base = hdr;
 	iov[0].iov_len = sizeof(hdr);
 	iov[1].iov_base = j->j_name;
 	iov[1].iov_len = namelen;
-	iov[2].iov_base = (void *)snapshot;
-	iov[2].iov_len = j->j_blocks * CHUNK_ID_LEN;
-	if (sha256_iov(iov, 3, digest) == -1)
-		return -1;
-	iov[3].iov_base = digest;
-	iov[3].iov_len = sizeof(digest);
+	if (sha256_iov(iov, n - 1, digest) == -1)
+		goto out;
+	iov[n - 1].iov_base = digest;
+	iov[n - 1].iov_len = sizeof(digest);
 	if (repo_key(stage, sizeof(stage), "%s/" JOURNAL_STAGE,
 	    j->j_tmp) == -1 || repo_key(key, sizeof(key), "%s/" JOURNAL_NAME,
 	    j->j_tmp) == -1)
-		return -1;
+		goto out;
 	if ((fd = openat(r->r_fd, stage, O_WRONLY | O_CREAT | O_TRUNC |
 	    O_CLOEXEC | O_NOFOLLOW, 0600)) == -1)
-		return -1;
-	if (write_iov(fd, iov, 4) == -1 || fsync(fd) == -1) {
+		goto out;
+	if (write_iov(fd, iov, n) == -1 || fsync(fd) == -1) {
 		save = errno;
 		close(fd);
 		errno = save;
-		return -1;
+		goto out;
 	}
 	if (close_checked(fd) == -1 ||
 	    renameat(r->r_fd, stage, r->r_fd, key) == -1)
-		return -1;
-	return be_sync_parent(r, key);
+		goto out;
+	rv = be_sync_parent(r, key);
+ out:
+	save = errno;
+	free(iov);
+	errno = save;
+	return rv;
 }
 
 /*
@@ -2765,31 +2845,43 @@ repo_resume_drop(struct repo *r, const char *tenant, const char *name)
 }
 
 /*
- * A copy of the job's index as it is now, for repo_job_checkpoint
- * after the next sync.  Call from the thread that sets blocks.
+ * A copy of the job's index as it is now (its written pages only), for
+ * repo_job_checkpoint after the next sync.  Call from the thread that
+ * sets blocks.
  */
-uint8_t *
+struct repo_snapshot *
 repo_job_snapshot(const struct repo_job *j)
 {
-	size_t	 len = j->j_blocks * CHUNK_ID_LEN, off, n;
-	uint8_t	*copy;
+	struct repo_snapshot	*sn;
+	size_t			 page, pages = index_pages(j->j_blocks);
+	size_t			 len = index_len(j->j_blocks), off, n;
 
-	if ((copy = index_map(j->j_blocks)) == NULL)
+	if ((sn = calloc(1, sizeof(*sn))) == NULL ||
+	    (sn->sn_touched = malloc(pages / 8 + 1)) == NULL ||
+	    (sn->sn_ids = index_map(j->j_blocks)) == NULL) {
+		repo_snapshot_free(sn);
 		return NULL;
-	/* Page by page: a page of zero ids (holes) stays untouched. */
-	for (off = 0; off < len; off += n) {
-		n = len - off < INDEX_PAGE ? len - off : INDEX_PAGE;
-		if (!buf_is_zero(j->j_index + off, n))
-			memcpy(copy + off, j->j_index + off, n);
 	}
-	return copy;
+	sn->sn_blocks = j->j_blocks;
+	memcpy(sn->sn_touched, j->j_touched, pages / 8 + 1);
+	for (page = 0; page < pages; page++) {
+		if (!index_touched(j->j_touched, page))
+			continue;
+		off = page * INDEX_PAGE;
+		n = len - off < INDEX_PAGE ? len - off : INDEX_PAGE;
+		memcpy(sn->sn_ids + off, j->j_index + off, n);
+	}
+	return sn;
 }
 
-/* Lets go of a snapshot of a job of that many blocks. */
 void
-repo_snapshot_free(uint8_t *snapshot, uint64_t blocks)
+repo_snapshot_free(struct repo_snapshot *sn)
 {
-	index_unmap(snapshot, blocks);
+	if (sn == NULL)
+		return;
+	index_unmap(sn->sn_ids, sn->sn_blocks);
+	free(sn->sn_touched);
+	free(sn);
 }
 
 /*

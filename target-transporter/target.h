@@ -78,6 +78,13 @@ struct repo_chunk {
 };
 
 /* What a restore point is; filled by repo_list and repo_point_open. */
+/* A job's index at one moment: its written pages (repo.c). */
+struct repo_snapshot {
+	uint8_t		*sn_ids;	/* a mapping of sn_blocks ids */
+	uint8_t		*sn_touched;	/* bit per page of it written */
+	uint64_t	 sn_blocks;
+};
+
 struct repo_point {
 	char		 rp_name[NAME_MAX_LEN + 1];
 	char		 rp_id[64];
@@ -283,9 +290,10 @@ int		 repo_job_set_block(struct repo_job *, uint64_t,
 int		 repo_job_sync(struct repo_job *);
 int		 repo_job_commit(struct repo_job *, struct repo_point *);
 void		 repo_job_abort(struct repo_job *);
-int		 repo_job_checkpoint(struct repo_job *, const uint8_t *);
-uint8_t		*repo_job_snapshot(const struct repo_job *);
-void		 repo_snapshot_free(uint8_t *, uint64_t);
+int		 repo_job_checkpoint(struct repo_job *,
+		    const struct repo_snapshot *);
+struct repo_snapshot *repo_job_snapshot(const struct repo_job *);
+void		 repo_snapshot_free(struct repo_snapshot *);
 void		 repo_job_suspend(struct repo_job *);
 int		 repo_resume_find(struct repo *, const char *, const char *,
 		    uint32_t, uint8_t **, uint64_t *);
