@@ -45,7 +45,14 @@
 #define REPO_MARKER		"transporter-repo"
 #define REPO_MARKER_STAGE	".transporter-repo.tmp"
 #define REPO_MARKER_PREFIX	"transporter repository "
-#define REPO_FORMAT		1
+/*
+ * Format 2: chunks of version 2 (an XXH3-128 checksum) may be in it.  A
+ * format 1 repository (SHA-256 chunks only) is read as it is and marked
+ * format 2 when a target opens it to write, so that an older target
+ * refuses it by name instead of calling the new chunks damaged.
+ */
+#define REPO_FORMAT		2
+#define REPO_FORMAT_OLDEST	1
 #define REPO_KEY_MAX		512
 #define REPO_TREE_DEPTH		4	/* how deep stale tmp trees go */
 
@@ -619,6 +626,29 @@ be_put(struct repo *r, const char *stage, const char *key,
 	return be_sync_parent(r, key);
 }
 
+/* Replaces key with buf durably, staged at stage (fsync, rename, fsync). */
+static int
+be_replace(struct repo *r, const char *stage, const char *key,
+    const uint8_t *buf, size_t len)
+{
+	int	 fd, save;
+
+	if ((fd = openat(r->r_fd, stage, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_CLOEXEC | O_NOFOLLOW, 0600)) == -1)
+		return -1;
+	if (write_full(fd, buf, len) == -1 || fsync(fd) == -1) {
+		save = errno;
+		close(fd);
+		unlinkat(r->r_fd, stage, 0);
+		errno = save;
+		return -1;
+	}
+	if (close_checked(fd) == -1 ||
+	    renameat(r->r_fd, stage, r->r_fd, key) == -1)
+		return -1;
+	return be_sync_parent(r, key);
+}
+
 /* Makes the objects staged so far durable (not yet published). */
 static int
 be_flush_staged(struct repo *r, int syncfd)
@@ -786,7 +816,7 @@ repo_empty_cb(void *arg, const char *name)
 static int
 repo_marker(struct repo *r, char *errbuf, size_t errlen)
 {
-	static const char	 text[] = REPO_MARKER_PREFIX "1\n";
+	static const char	 text[] = REPO_MARKER_PREFIX "2\n";
 	struct empty_walk	 ew = { 0 };
 	struct be_obj		 o = { -1, 0 };
 	struct iovec		 iov;
@@ -814,11 +844,25 @@ repo_marker(struct repo *r, char *errbuf, size_t errlen)
 			    REPO_MARKER);
 			goto fail;
 		}
-		if (format != REPO_FORMAT) {
+		if (format < REPO_FORMAT_OLDEST || format > REPO_FORMAT) {
 			snprintf(errbuf, errlen, "%s: repository format %lu "
-			    "is not supported (this build reads format %d)",
-			    r->r_path, format, REPO_FORMAT);
+			    "is not supported (this build reads formats %d to "
+			    "%d): use a newer target-transporter", r->r_path,
+			    format, REPO_FORMAT_OLDEST, REPO_FORMAT);
 			goto fail;
+		}
+		if (format < REPO_FORMAT && !r->r_readonly) {
+			if (be_replace(r, REPO_MARKER_STAGE, REPO_MARKER,
+			    (const uint8_t *)text, strlen(text)) == -1) {
+				snprintf(errbuf, errlen, "%s: cannot mark it "
+				    "format %d: %s", r->r_path, REPO_FORMAT,
+				    strerror(errno));
+				goto fail;
+			}
+			log_info("repository %s: format %lu marked %d (new "
+			    "chunks carry XXH3-128 checksums; targets older "
+			    "than 2026-12 refuse it now)", r->r_path, format,
+			    REPO_FORMAT);
 		}
 		rv = 0;
 		goto fail;
@@ -2920,29 +2964,6 @@ repo_job_set_keys(struct repo_job *j, const uint8_t *keys, size_t keys_len,
 		j->j_keychain_len = keychain_len;
 	}
 	return 0;
-}
-
-/* Replaces key with buf durably, staged at stage (fsync, rename, fsync). */
-static int
-be_replace(struct repo *r, const char *stage, const char *key,
-    const uint8_t *buf, size_t len)
-{
-	int	 fd, save;
-
-	if ((fd = openat(r->r_fd, stage, O_WRONLY | O_CREAT | O_TRUNC |
-	    O_CLOEXEC | O_NOFOLLOW, 0600)) == -1)
-		return -1;
-	if (write_full(fd, buf, len) == -1 || fsync(fd) == -1) {
-		save = errno;
-		close(fd);
-		unlinkat(r->r_fd, stage, 0);
-		errno = save;
-		return -1;
-	}
-	if (close_checked(fd) == -1 ||
-	    renameat(r->r_fd, stage, r->r_fd, key) == -1)
-		return -1;
-	return be_sync_parent(r, key);
 }
 
 /* Replaces points/<name>/keychain durably with the job's. */

@@ -27,7 +27,7 @@
 
 #define BS		BLOCK_SIZE_MIN
 #define TENANT		"acme"
-#define MARKER_TEXT	"transporter repository 1\n"
+#define MARKER_TEXT	"transporter repository 2\n"
 #define CHUNK_HDR	48
 
 struct fixture {
@@ -277,11 +277,13 @@ test_open_refuses(void **state)
 	snprintf(path, sizeof(path), "%s/transporter-repo", dir);
 	assert_int_equal(access(path, F_OK), -1);
 
-	/* Another format number. */
-	write_file(path, "transporter repository 2\n");
+	/* A format this build does not know. */
+	write_file(path, "transporter repository 3\n");
 	r = repo_open(dir, err, sizeof(err));
 	assert_null(r);
-	assert_non_null(strstr(err, "format 2"));
+	assert_non_null(strstr(err, "format 3"));
+	write_file(path, "transporter repository 0\n");
+	assert_null(repo_open(dir, err, sizeof(err)));
 
 	/* A garbled marker. */
 	write_file(path, "transporter repository one\n");
@@ -293,6 +295,36 @@ test_open_refuses(void **state)
 	assert_null(repo_open(path, err, sizeof(err)));
 	assert_true(strlen(err) > 0);
 	assert_null(repo_open("", err, sizeof(err)));
+}
+
+/* Format 1 (SHA-256 chunks only): read as it is, marked 2 to write. */
+static void
+test_format_upgrade(void **state)
+{
+	struct fixture	*f = *state;
+	struct repo	*r;
+	char		 dir[256], path[300], err[256], buf[64];
+	FILE		*fp;
+	size_t		 n;
+
+	snprintf(dir, sizeof(dir), "%s/old", f->f_dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	snprintf(path, sizeof(path), "%s/transporter-repo", dir);
+	write_file(path, "transporter repository 1\n");
+	assert_non_null(r = repo_open_readonly(dir, err, sizeof(err)));
+	repo_close(r);
+	assert_non_null(fp = fopen(path, "r"));
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	assert_string_equal(buf, "transporter repository 1\n");
+	assert_non_null(r = repo_open(dir, err, sizeof(err)));
+	repo_close(r);
+	assert_non_null(fp = fopen(path, "r"));
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	assert_string_equal(buf, MARKER_TEXT);
 }
 
 static void
@@ -1086,6 +1118,8 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_refuses,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_format_upgrade, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_commit_list_open,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dedup, setup, teardown),
