@@ -74,11 +74,14 @@ target_start "$T/target.conf" || bail "target did not restart"
 source_conf "$T/huge.conf" acme "window = 64M"
 SRC_CONF=$T/huge.conf check "backup of a 1 TiB sparse disk" \
     src backup --disk "$T/huge.img" --name huge --json
+# ASan's shadow and quarantine add ~33 MiB here (22 MiB without it,
+# 55 with it; the old full copies of the index took 88 MiB without it)
+limit=$([ "${TRANSPORTER_ASAN:-0}" = 1 ] && echo 96 || echo 64)
 kib=$(peak_rss_kib "$TARGET_PID")
-if [ -n "$kib" ] && [ "$kib" -lt $((64 * 1024)) ]; then
-	ok "target peak RSS $((kib / 1024)) MiB < 64 MiB for a 1 TiB sparse disk"
+if [ -n "$kib" ] && [ "$kib" -lt $((limit * 1024)) ]; then
+	ok "target peak RSS $((kib / 1024)) MiB < $limit MiB for a 1 TiB sparse disk"
 else
-	not_ok "target peak RSS for a 1 TiB sparse disk" "${kib:-?} KiB"
+	not_ok "target peak RSS for a 1 TiB sparse disk" "${kib:-?} KiB, limit $limit MiB"
 fi
 SRC_CONF=$T/huge.conf check "restore of the 1 TiB sparse disk" \
     src restore --name huge --output "$T/huge.out"
