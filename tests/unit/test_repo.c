@@ -109,6 +109,21 @@ write_file(const char *path, const char *text)
 	assert_int_equal(fclose(fp), 0);
 }
 
+/* Asserts that the small text file at path holds exactly text. */
+static void
+assert_file_text(const char *path, const char *text)
+{
+	FILE	*fp;
+	char	 buf[256];
+	size_t	 n;
+
+	assert_non_null(fp = fopen(path, "r"));
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	assert_string_equal(buf, text);
+}
+
 /* XORs one byte of a file at off (from the end if negative). */
 static void
 flip_byte(const char *path, long off)
@@ -230,16 +245,10 @@ test_open_creates_layout(void **state)
 {
 	struct fixture	*f = *state;
 	struct repo	*r2;
-	char		 path[256], buf[64], err[256];
-	FILE		*fp;
-	size_t		 n;
+	char		 path[256], err[256];
 
 	snprintf(path, sizeof(path), "%s/transporter-repo", f->f_path);
-	assert_non_null(fp = fopen(path, "r"));
-	n = fread(buf, 1, sizeof(buf) - 1, fp);
-	fclose(fp);
-	buf[n] = '\0';
-	assert_string_equal(buf, MARKER_TEXT);
+	assert_file_text(path, MARKER_TEXT);
 	snprintf(path, sizeof(path), "%s/tenants", f->f_path);
 	assert_int_equal(dir_entries(path), 0);
 
@@ -303,9 +312,7 @@ test_format_upgrade(void **state)
 {
 	struct fixture	*f = *state;
 	struct repo	*r;
-	char		 dir[256], path[300], err[256], buf[64];
-	FILE		*fp;
-	size_t		 n;
+	char		 dir[256], path[300], err[256];
 
 	snprintf(dir, sizeof(dir), "%s/old", f->f_dir);
 	assert_int_equal(mkdir(dir, 0700), 0);
@@ -313,18 +320,10 @@ test_format_upgrade(void **state)
 	write_file(path, "transporter repository 1\n");
 	assert_non_null(r = repo_open_readonly(dir, err, sizeof(err)));
 	repo_close(r);
-	assert_non_null(fp = fopen(path, "r"));
-	n = fread(buf, 1, sizeof(buf) - 1, fp);
-	fclose(fp);
-	buf[n] = '\0';
-	assert_string_equal(buf, "transporter repository 1\n");
+	assert_file_text(path, "transporter repository 1\n");
 	assert_non_null(r = repo_open(dir, err, sizeof(err)));
 	repo_close(r);
-	assert_non_null(fp = fopen(path, "r"));
-	n = fread(buf, 1, sizeof(buf) - 1, fp);
-	fclose(fp);
-	buf[n] = '\0';
-	assert_string_equal(buf, MARKER_TEXT);
+	assert_file_text(path, MARKER_TEXT);
 }
 
 static void
