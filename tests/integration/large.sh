@@ -14,14 +14,16 @@ target_conf "$T/target.conf"
 target_start "$T/target.conf" || bail "target did not start"
 source_conf "$T/source.conf" acme
 
-# under_limit WHAT KIB: ok if KIB is known and below the limit
+# under_limit WHAT KIB [LIMIT_KIB]: ok if KIB is known and below the
+# limit (default LIMIT_KIB)
 under_limit() {
+	local limit=${3:-$LIMIT_KIB}
 	if [ -z "$2" ] || [ "$2" -eq 0 ]; then
 		not_ok "$1 peak RSS is known"
-	elif [ "$2" -lt "$LIMIT_KIB" ]; then
-		ok "$1 peak RSS $(($2 / 1024)) MiB < $((LIMIT_KIB / 1024)) MiB"
+	elif [ "$2" -lt "$limit" ]; then
+		ok "$1 peak RSS $(($2 / 1024)) MiB < $((limit / 1024)) MiB"
 	else
-		not_ok "$1 peak RSS $(($2 / 1024)) MiB < $((LIMIT_KIB / 1024)) MiB"
+		not_ok "$1 peak RSS $(($2 / 1024)) MiB < $((limit / 1024)) MiB"
 	fi
 }
 
@@ -77,12 +79,8 @@ SRC_CONF=$T/huge.conf check "backup of a 1 TiB sparse disk" \
 # ASan's shadow and quarantine add ~33 MiB here (22 MiB without it,
 # 55 with it; the old full copies of the index took 88 MiB without it)
 limit=$([ "${TRANSPORTER_ASAN:-0}" = 1 ] && echo 96 || echo 64)
-kib=$(peak_rss_kib "$TARGET_PID")
-if [ -n "$kib" ] && [ "$kib" -lt $((limit * 1024)) ]; then
-	ok "target peak RSS $((kib / 1024)) MiB < $limit MiB for a 1 TiB sparse disk"
-else
-	not_ok "target peak RSS for a 1 TiB sparse disk" "${kib:-?} KiB, limit $limit MiB"
-fi
+under_limit "target (1 TiB sparse disk)" "$(peak_rss_kib "$TARGET_PID")" \
+    $((limit * 1024))
 SRC_CONF=$T/huge.conf check "restore of the 1 TiB sparse disk" \
     src restore --name huge --output "$T/huge.out"
 if [ "$(stat -c %s "$T/huge.out" 2>/dev/null)" = "$(stat -c %s "$T/huge.img")" ] &&
