@@ -327,6 +327,16 @@ ca = $PKI/ca.crt
 state_directory = $T/state" "$@"
 }
 
+# password_source_conf FILE [KEY = VALUE...]: source_conf for tenant acme
+# whose key provider is a password, in $T/password (written, mode 600)
+password_source_conf() {
+	local conf=$1
+	shift
+	(umask 077 && echo "bench password" >"$T/password")
+	source_conf "$conf" acme "key_provider = password" \
+	    "password_file = $T/password" "$@"
+}
+
 # chunk_of TENANT_DIR NAME N: "block file" of the Nth non-zero block of
 # NAME's newest point in a repository's tenant directory
 chunk_of() {

@@ -533,9 +533,7 @@ source_conf "$T/source.conf" acme
 source_conf "$T/source-4m.conf" acme "block_size = 4M"
 source_conf "$T/source-l3.conf" acme "compression_level = 3"
 umask 077
-echo "bench password" >"$T/password"
-source_conf "$T/source-ss.conf" acme "key_provider = password" \
-    "password_file = $T/password"
+password_source_conf "$T/source-ss.conf"
 if "$SRC" backup --help 2>&1 | grep -q -- '--encryption'; then
 	HAVE_SS=1
 fi

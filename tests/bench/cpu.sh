@@ -40,10 +40,7 @@ target_conf "$T/target.conf"
 sed -i "s|^repository = .*|repository = $REPO|" "$T/target.conf"
 at_exit "rm -rf '$REPO' '$REPO'.old.*"
 umask 077
-echo "bench password" >"$T/password"
-# shellcheck disable=SC2086
-source_conf "$T/source.conf" acme "key_provider = password" \
-    "password_file = $T/password" ${CPU_CONF:+"$CPU_CONF"}
+password_source_conf "$T/source.conf" ${CPU_CONF:+"$CPU_CONF"}
 
 for mode in $MODES; do
 	: >"$T/runs"

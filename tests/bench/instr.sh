@@ -37,10 +37,7 @@ done
 pki_init
 target_conf "$T/target.conf"
 umask 077
-echo "bench password" >"$T/password"
-# shellcheck disable=SC2086
-source_conf "$T/source.conf" acme "key_provider = password" \
-    "password_file = $T/password" ${CPU_CONF:+"$CPU_CONF"}
+password_source_conf "$T/source.conf" ${CPU_CONF:+"$CPU_CONF"}
 BUILD=$T/bin
 target_start "$T/target.conf" || { echo "instr: no target" >&2; exit 1; }
 "$T/bin/source-transporter" -f "$T/source.conf" backup --disk "$IMG" \

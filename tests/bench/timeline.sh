@@ -27,10 +27,7 @@ mkdir -p "$REPO"
 at_exit "rm -rf '$REPO'"
 target_conf "$T/target.conf"
 sed -i "s|^repository = .*|repository = $REPO|" "$T/target.conf"
-umask 077
-echo "bench password" >"$T/password"
-source_conf "$T/source.conf" acme "key_provider = password" \
-    "password_file = $T/password"
+password_source_conf "$T/source.conf"
 target_start "$T/target.conf" || { echo "timeline: no target" >&2; exit 1; }
 cat "$IMG" >/dev/null
 sync
