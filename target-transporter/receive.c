@@ -872,7 +872,8 @@ receive_submit_sync(struct receive *rv, int commit)
 			other->se_sync_bytes = other->se_done_bytes;
 		}
 		/* What is set now is durable once this sync is done. */
-		if ((sj->sj_snapshot = repo_job_snapshot(rv->rv_job)) == NULL) {
+		if (repo_job_journals(rv->rv_job) &&
+		    (sj->sj_snapshot = repo_job_snapshot(rv->rv_job)) == NULL) {
 			free(sj);
 			session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 			return;

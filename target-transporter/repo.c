@@ -1470,6 +1470,13 @@ job_defers_chunks(const struct repo_job *j)
 
 static int	job_sync(struct repo_job *, int);
 
+/* Whether the job keeps a journal to resume from (repo_job_checkpoint). */
+int
+repo_job_journals(const struct repo_job *j)
+{
+	return !job_defers_chunks(j);
+}
+
 /*
  * Makes every chunk whose repo_job_put_chunk returned before this call
  * durable and visible under chunks/ (a source-side job's wait for its
@@ -2650,7 +2657,7 @@ repo_job_checkpoint(struct repo_job *j, const struct repo_snapshot *sn)
 	int		 fd = -1, save, n, rv = -1;
 
 	/* Nothing of a source-side job is durable before its commit. */
-	if (job_defers_chunks(j))
+	if (!repo_job_journals(j))
 		return 0;
 
 	memset(hdr, 0, sizeof(hdr));

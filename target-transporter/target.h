@@ -292,6 +292,7 @@ int		 repo_job_commit(struct repo_job *, struct repo_point *);
 void		 repo_job_abort(struct repo_job *);
 int		 repo_job_checkpoint(struct repo_job *,
 		    const struct repo_snapshot *);
+int		 repo_job_journals(const struct repo_job *);
 struct repo_snapshot *repo_job_snapshot(const struct repo_job *);
 void		 repo_snapshot_free(struct repo_snapshot *);
 void		 repo_job_suspend(struct repo_job *);
