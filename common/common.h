@@ -67,6 +67,7 @@ struct evbuffer;
 void	 log_init(const char *, int, int);
 void	 log_setverbose(int);
 void	 log_set_format(int);	/* 1: JSON lines */
+int	 log_format_arg(const char *, const char *, int *);
 void	 log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_info(const char *, ...) __attribute__((format(printf, 1, 2)));

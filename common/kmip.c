@@ -291,44 +291,25 @@ kmip_io_wait(struct kmip_conn *kc, int ret, uint64_t deadline,
 	return 0;
 }
 
+/*
+ * Sends len bytes from out, or (out NULL) reads exactly len bytes into
+ * in, waiting for the socket until deadline.  0, or -1 after kmip_fail.
+ */
 static int
-kmip_write_all(struct kmip_conn *kc, const uint8_t *buf, size_t len,
-    uint64_t deadline, const char *what)
+kmip_transfer(struct kmip_conn *kc, const uint8_t *out, uint8_t *in,
+    size_t len, uint64_t deadline, const char *what)
 {
-	size_t	 chunk;
+	size_t	 chunk, done = 0;
 	int	 n;
 
-	while (len > 0) {
-		chunk = len > INT32_MAX ? INT32_MAX : len;
+	while (done < len) {
+		chunk = len - done > INT32_MAX ? INT32_MAX : len - done;
 		ERR_clear_error();
 		errno = 0;
-		n = SSL_write(kc->kc_ssl, buf, (int)chunk);
+		n = out != NULL ? SSL_write(kc->kc_ssl, out + done, (int)chunk) :
+		    SSL_read(kc->kc_ssl, in + done, (int)chunk);
 		if (n > 0) {
-			buf += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (kmip_io_wait(kc, n, deadline, what) == -1)
-			return -1;
-	}
-	return 0;
-}
-
-static int
-kmip_read_full(struct kmip_conn *kc, uint8_t *buf, size_t len,
-    uint64_t deadline, const char *what)
-{
-	size_t	 chunk;
-	int	 n;
-
-	while (len > 0) {
-		chunk = len > INT32_MAX ? INT32_MAX : len;
-		ERR_clear_error();
-		errno = 0;
-		n = SSL_read(kc->kc_ssl, buf, (int)chunk);
-		if (n > 0) {
-			buf += n;
-			len -= (size_t)n;
+			done += (size_t)n;
 			continue;
 		}
 		if (kmip_io_wait(kc, n, deadline, what) == -1)
@@ -656,10 +637,10 @@ kmip_exchange(struct kmip_conn *kc, struct ttlv_enc *te, uint32_t op,
 	}
 
 	deadline = kmip_now_ms() + (uint64_t)kc->kc_timeout_ms;
-	if (kmip_write_all(kc, req, reqlen, deadline, what) == -1)
+	if (kmip_transfer(kc, req, NULL, reqlen, deadline, what) == -1)
 		goto broken;
 	ttlv_enc_free(te);
-	if (kmip_read_full(kc, h, sizeof(h), deadline, what) == -1)
+	if (kmip_transfer(kc, NULL, h, sizeof(h), deadline, what) == -1)
 		goto broken;
 	if (ttlv_msg_len(h, TAG_RESPONSE_MESSAGE, &total) == -1) {
 		kmip_fail(kc, "%s: response is not a KMIP Response Message "
@@ -672,8 +653,8 @@ kmip_exchange(struct kmip_conn *kc, struct ttlv_enc *te, uint32_t op,
 	}
 	kr->kr_len = total;
 	memcpy(kr->kr_buf, h, sizeof(h));
-	if (kmip_read_full(kc, kr->kr_buf + sizeof(h), total - sizeof(h),
-	    deadline, what) == -1)
+	if (kmip_transfer(kc, NULL, kr->kr_buf + sizeof(h),
+	    total - sizeof(h), deadline, what) == -1)
 		goto broken;
 	if ((kr->kr_tree = ttlv_parse(kr->kr_buf, kr->kr_len, err,
 	    sizeof(err))) == NULL) {

@@ -69,6 +69,21 @@ log_set_format(int json)
 }
 
 /*
+ * The argument of --log-format: *json set, 0; or -1 after saying on
+ * stderr what progname accepts (logging is not set up yet).
+ */
+int
+log_format_arg(const char *progname, const char *arg, int *json)
+{
+	if (strcmp(arg, "json") == 0 || strcmp(arg, "text") == 0) {
+		*json = strcmp(arg, "json") == 0;
+		return 0;
+	}
+	fprintf(stderr, "%s: --log-format must be text or json\n", progname);
+	return -1;
+}
+
+/*
  * Formats into buf at offset off, never past len - 1, and returns the
  * new offset (clamped on truncation).
  */

@@ -257,13 +257,8 @@ main(int argc, char *argv[])
 	while ((ch = getopt_long(argc, argv, "df:hnvV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'L':
-			if (strcmp(optarg, "json") == 0)
-				json = 1;
-			else if (strcmp(optarg, "text") != 0) {
-				fprintf(stderr, "target-transporter: "
-				    "--log-format must be text or json\n");
+			if (log_format_arg("target-transporter", optarg, &json) == -1)
 				return EXIT_USAGE;
-			}
 			break;
 		case 'd':
 			foreground = 1;

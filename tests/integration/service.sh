@@ -100,4 +100,14 @@ expect_exit 3 "a tenant removed by the reload is refused" src list
 target_stop
 sleep 0.3
 expect_grep '^STOPPING=1' "$T/notify.log" "STOPPING=1 on SIGTERM"
+
+# A log format neither daemon knows: a usage error naming the choices.
+bad_log_format() {
+	expect_exit 2 "$1 refuses --log-format xml (exit 2)" "$BUILD/$1" \
+	    --log-format xml "${@:2}"
+	expect_grep "^$1: --log-format must be text or json$" "$LAST_ERR" \
+	    "... and says what it takes"
+}
+bad_log_format source-transporter -f "$T/source.conf" list
+bad_log_format target-transporter -f "$T/target.conf" -n
 finish
