@@ -306,8 +306,10 @@ kmip_transfer(struct kmip_conn *kc, const uint8_t *out, uint8_t *in,
 		chunk = len - done > INT32_MAX ? INT32_MAX : len - done;
 		ERR_clear_error();
 		errno = 0;
-		n = out != NULL ? SSL_write(kc->kc_ssl, out + done, (int)chunk) :
-		    SSL_read(kc->kc_ssl, in + done, (int)chunk);
+		if (out != NULL)
+			n = SSL_write(kc->kc_ssl, out + done, (int)chunk);
+		else
+			n = SSL_read(kc->kc_ssl, in + done, (int)chunk);
 		if (n > 0) {
 			done += (size_t)n;
 			continue;

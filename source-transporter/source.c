@@ -80,7 +80,8 @@ main(int argc, char *argv[])
 	while ((ch = getopt_long(argc, argv, "+f:hvV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'L':
-			if (log_format_arg("source-transporter", optarg, &json) == -1)
+			if (log_format_arg("source-transporter", optarg,
+			    &json) == -1)
 				return EXIT_USAGE;
 			break;
 		case 'f':

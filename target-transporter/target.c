@@ -257,7 +257,8 @@ main(int argc, char *argv[])
 	while ((ch = getopt_long(argc, argv, "df:hnvV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'L':
-			if (log_format_arg("target-transporter", optarg, &json) == -1)
+			if (log_format_arg("target-transporter", optarg,
+			    &json) == -1)
 				return EXIT_USAGE;
 			break;
 		case 'd':
