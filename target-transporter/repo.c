@@ -626,17 +626,20 @@ be_put(struct repo *r, const char *stage, const char *key,
 	return be_sync_parent(r, key);
 }
 
-/* Replaces key with buf durably, staged at stage (fsync, rename, fsync). */
+/*
+ * Replaces key with the iovecs' bytes durably, staged at stage (fsync,
+ * rename, fsync of the directory).
+ */
 static int
 be_replace(struct repo *r, const char *stage, const char *key,
-    const uint8_t *buf, size_t len)
+    const struct iovec *iov, int iovcnt)
 {
 	int	 fd, save;
 
 	if ((fd = openat(r->r_fd, stage, O_WRONLY | O_CREAT | O_TRUNC |
 	    O_CLOEXEC | O_NOFOLLOW, 0600)) == -1)
 		return -1;
-	if (write_full(fd, buf, len) == -1 || fsync(fd) == -1) {
+	if (write_iov(fd, iov, iovcnt) == -1 || fsync(fd) == -1) {
 		save = errno;
 		close(fd);
 		unlinkat(r->r_fd, stage, 0);
@@ -852,8 +855,10 @@ repo_marker(struct repo *r, char *errbuf, size_t errlen)
 			goto fail;
 		}
 		if (format < REPO_FORMAT && !r->r_readonly) {
-			if (be_replace(r, REPO_MARKER_STAGE, REPO_MARKER,
-			    (const uint8_t *)text, strlen(text)) == -1) {
+			iov.iov_base = (void *)text;
+			iov.iov_len = strlen(text);
+			if (be_replace(r, REPO_MARKER_STAGE, REPO_MARKER, &iov,
+			    1) == -1) {
 				snprintf(errbuf, errlen, "%s: cannot mark it "
 				    "format %d: %s", r->r_path, REPO_FORMAT,
 				    strerror(errno));
@@ -2649,12 +2654,11 @@ journal_prune(struct repo *r, const char *dir)
 int
 repo_job_checkpoint(struct repo_job *j, const struct repo_snapshot *sn)
 {
-	struct repo	*r = j->j_repo;
 	uint8_t		 hdr[JOURNAL_HDR_LEN], digest[CHUNK_ID_LEN];
 	struct iovec	*iov;
 	char		 stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
 	size_t		 namelen = strlen(j->j_name);
-	int		 fd = -1, save, n, rv = -1;
+	int		 save, n, rv = -1;
 
 	/* Nothing of a source-side job is durable before its commit. */
 	if (!repo_job_journals(j))
@@ -2687,19 +2691,7 @@ repo_job_checkpoint(struct repo_job *j, const struct repo_snapshot *sn)
 	    j->j_tmp) == -1 || repo_key(key, sizeof(key), "%s/" JOURNAL_NAME,
 	    j->j_tmp) == -1)
 		goto out;
-	if ((fd = openat(r->r_fd, stage, O_WRONLY | O_CREAT | O_TRUNC |
-	    O_CLOEXEC | O_NOFOLLOW, 0600)) == -1)
-		goto out;
-	if (write_iov(fd, iov, n) == -1 || fsync(fd) == -1) {
-		save = errno;
-		close(fd);
-		errno = save;
-		goto out;
-	}
-	if (close_checked(fd) == -1 ||
-	    renameat(r->r_fd, stage, r->r_fd, key) == -1)
-		goto out;
-	rv = be_sync_parent(r, key);
+	rv = be_replace(j->j_repo, stage, key, iov, n);
  out:
 	save = errno;
 	free(iov);
@@ -2977,13 +2969,13 @@ repo_job_set_keys(struct repo_job *j, const uint8_t *keys, size_t keys_len,
 static int
 repo_keychain_write(struct repo_job *j, const char *dir)
 {
-	char	 stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
+	char		 stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
+	struct iovec	 iov = { j->j_keychain, j->j_keychain_len };
 
 	if (repo_key(stage, sizeof(stage), "%s/keychain", j->j_tmp) == -1 ||
 	    repo_key(key, sizeof(key), "%s/keychain", dir) == -1)
 		return -1;
-	return be_replace(j->j_repo, stage, key, j->j_keychain,
-	    j->j_keychain_len);
+	return be_replace(j->j_repo, stage, key, &iov, 1);
 }
 
 /*
@@ -2995,7 +2987,9 @@ int
 repo_keychain_store(struct repo *r, const char *tenant, const char *name,
     const uint8_t *buf, size_t len)
 {
-	char	 dir[REPO_KEY_MAX], stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
+	char		 dir[REPO_KEY_MAX], stage[REPO_KEY_MAX];
+	char		 key[REPO_KEY_MAX];
+	struct iovec	 iov = { (void *)buf, len };
 
 	if (!repo_name_ok(tenant) || !repo_name_ok(name) || len == 0 ||
 	    len > KEYCHAIN_FILE_MAX) {
@@ -3011,7 +3005,7 @@ repo_keychain_store(struct repo *r, const char *tenant, const char *name,
 		errno = ENOENT;
 		return -1;
 	}
-	return be_replace(r, stage, key, buf, len);
+	return be_replace(r, stage, key, &iov, 1);
 }
 
 /*
