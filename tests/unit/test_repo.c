@@ -109,6 +109,14 @@ write_file(const char *path, const char *text)
 	assert_int_equal(fclose(fp), 0);
 }
 
+/* Makes the directory parent/name, its path in dir. */
+static void
+new_dir(char *dir, size_t size, const char *parent, const char *name)
+{
+	assert_true((size_t)snprintf(dir, size, "%s/%s", parent, name) < size);
+	assert_int_equal(mkdir(dir, 0700), 0);
+}
+
 /* Asserts that the small text file at path holds exactly text. */
 static void
 assert_file_text(const char *path, const char *text)
@@ -259,8 +267,7 @@ test_open_creates_layout(void **state)
 
 	/* Reopening keeps it; an existing empty directory is adopted. */
 	reopen(f);
-	snprintf(path, sizeof(path), "%s/empty", f->f_dir);
-	assert_int_equal(mkdir(path, 0700), 0);
+	new_dir(path, sizeof(path), f->f_dir, "empty");
 	assert_non_null(r2 = repo_open(path, err, sizeof(err)));
 	repo_close(r2);
 	snprintf(path, sizeof(path), "%s/empty/transporter-repo", f->f_dir);
@@ -275,8 +282,7 @@ test_open_refuses(void **state)
 	char		 dir[256], path[300], err[256];
 
 	/* A non-empty directory that is not a repository. */
-	snprintf(dir, sizeof(dir), "%s/other", f->f_dir);
-	assert_int_equal(mkdir(dir, 0700), 0);
+	new_dir(dir, sizeof(dir), f->f_dir, "other");
 	snprintf(path, sizeof(path), "%s/precious.txt", dir);
 	write_file(path, "keep me\n");
 	r = repo_open(dir, err, sizeof(err));
@@ -314,8 +320,7 @@ test_format_upgrade(void **state)
 	struct repo	*r;
 	char		 dir[256], path[300], err[256];
 
-	snprintf(dir, sizeof(dir), "%s/old", f->f_dir);
-	assert_int_equal(mkdir(dir, 0700), 0);
+	new_dir(dir, sizeof(dir), f->f_dir, "old");
 	snprintf(path, sizeof(path), "%s/transporter-repo", dir);
 	write_file(path, "transporter repository 1\n");
 	assert_non_null(r = repo_open_readonly(dir, err, sizeof(err)));
