@@ -51,6 +51,11 @@ struct receive {
 	uint8_t		*rv_seen;	/* bitmap: block already received */
 	struct repo_point rv_base;	/* incremental: the previous point */
 	int		 rv_has_base;
+	/* Its BaseIndex pieces still to go (receive_drained). */
+	BaseIndex	 rv_piece;	/* what each carries */
+	char		 rv_newest_id[sizeof(((struct repo_point *)0)->rp_id)];
+	uint64_t	 rv_piece_next;
+	int		 rv_pieces_left;
 	int		 rv_resumed;	/* the base includes an interrupted job */
 	uint64_t	 rv_unchanged;	/* blocks taken from the base */
 	uint64_t	 rv_received;	/* block frames handed to workers */
@@ -216,18 +221,16 @@ static int
 receive_send_base(struct session *se, struct receive *rv, int use_point)
 {
 	struct target	*tg = se->se_target;
-	Frame		 f = FRAME__INIT;
-	BaseIndex	 bi = BASE_INDEX__INIT;
+	BaseIndex	*bi = &rv->rv_piece;
 	struct repo_point *base = &rv->rv_base;
-	char		 newest_id[sizeof(base->rp_id)];
 	uint8_t		*journal = NULL, *merged, *chain = NULL;
 	size_t		 chainlen = 0;
-	uint64_t	 first, n, jblocks = 0, i;
+	uint64_t	 n, jblocks = 0, i;
+	int		 r;
 	static const uint8_t zero[CHUNK_ID_LEN];
 
-	f.msg_case = FRAME__MSG_BASE_INDEX;
-	f.base_index = &bi;
-	if (receive_chain(se, rv, &bi, newest_id) == -1)
+	base_index__init(bi);
+	if (receive_chain(se, rv, bi, rv->rv_newest_id) == -1)
 		return -1;
 	if (!use_point)
 		memset(base, 0, sizeof(*base));
@@ -291,42 +294,43 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 			    strerror(errno));
 			return -1;
 		}
-		bi.keychain.data = chain;
-		bi.keychain.len = chainlen;
+		bi->keychain.data = chain;
+		bi->keychain.len = chainlen;
 	}
-	if (base->rp_index == NULL) {
-		bi.last = 1;
-		if (receive_token(se, rv, &bi) == -1) {
-			free(chain);
-			return -1;
-		}
-		session_send(se, &f);
+	if (receive_token(se, rv, bi) == -1) {
 		free(chain);
-		return 0;
+		return -1;
 	}
-	rv->rv_has_base = 1;
-	bi.point_id = base->rp_id;
-	bi.dirty_bitmap = base->rp_dirty_bitmap;
-	bi.blocks = base->rp_blocks;
-	bi.resumed = rv->rv_resumed;
-	first = 0;
-	do {
-		n = base->rp_blocks - first;
-		if (n > BASE_IDS_MAX)
-			n = BASE_IDS_MAX;
-		bi.first = first;
-		bi.ids.data = base->rp_index + first * CHUNK_ID_LEN;
-		bi.ids.len = n * CHUNK_ID_LEN;
-		first += n;
-		bi.last = first == base->rp_blocks;
-		if (bi.last && receive_token(se, rv, &bi) == -1)
-			break;
-		session_send(se, &f);
-		bi.keychain.data = NULL;
-		bi.keychain.len = 0;
-	} while (!bi.last && se->se_state == SESSION_BACKUP);
+	if (base->rp_index != NULL) {
+		rv->rv_has_base = 1;
+		bi->point_id = base->rp_id;
+		bi->dirty_bitmap = base->rp_dirty_bitmap;
+		bi->blocks = base->rp_blocks;
+		bi->resumed = rv->rv_resumed;
+	}
+	/* The keychain goes with the first piece, sent here. */
+	r = session_send_pieces(se, bi, base->rp_index, bi->blocks,
+	    &rv->rv_piece_next);
+	bi->keychain.data = NULL;
+	bi->keychain.len = 0;
 	free(chain);
-	return se->se_state == SESSION_BACKUP ? 0 : -1;
+	if (r == -1)
+		return -1;
+	rv->rv_pieces_left = r == 0;
+	return 0;
+}
+
+/* The write callback of a backup's connection: more BaseIndex pieces. */
+void
+receive_drained(struct session *se)
+{
+	struct receive	*rv = se->se_recv;
+
+	if (rv == NULL || !rv->rv_pieces_left || rv->rv_jc.jc_first != se)
+		return;
+	if (session_send_pieces(se, &rv->rv_piece, rv->rv_base.rp_index,
+	    rv->rv_piece.blocks, &rv->rv_piece_next) != 0)
+		rv->rv_pieces_left = 0;
 }
 
 /* Sends the base, which lets the source start.  0, or -1 if closed. */

@@ -50,6 +50,9 @@ struct restore {
 	uint64_t		*rs_resend;	/* resume: blocks below rs_from */
 	size_t			 rs_nresend;
 	size_t			 rs_resend_pos;	/* next of them to send */
+	/* Index only (SESSION_INDEX): the pieces, restore_index_more. */
+	BaseIndex		 rs_piece;	/* what each carries */
+	uint64_t		 rs_piece_next;
 };
 
 /* At rest: the point's data keys, opened in the pool. */
@@ -329,31 +332,37 @@ restore_is_zero(const struct restore *rs, uint64_t i)
 /*
  * RestoreRequest with index: RestoreBegin and the point's chunk ids in
  * BaseIndex pieces, so that a source can check what an interrupted
- * restore wrote.  No blocks; the session is idle again.
+ * restore wrote.  The pieces go as the output drains (SESSION_INDEX);
+ * then the session is idle again, with no blocks sent.
  */
 static void
 restore_send_index(struct session *se, struct restore *rs)
 {
-	Frame		 f = FRAME__INIT;
-	BaseIndex	 bi = BASE_INDEX__INIT;
-	uint64_t	 first = 0, n;
-
 	restore_send_begin(se, rs, 0);
-	f.msg_case = FRAME__MSG_BASE_INDEX;
-	f.base_index = &bi;
-	bi.point_id = rs->rs_point.rp_id;
-	bi.blocks = rs->rs_point.rp_blocks;
-	do {
-		n = rs->rs_point.rp_blocks - first;
-		if (n > BASE_IDS_MAX)
-			n = BASE_IDS_MAX;
-		bi.first = first;
-		bi.ids.data = rs->rs_point.rp_index + first * CHUNK_ID_LEN;
-		bi.ids.len = n * CHUNK_ID_LEN;
-		first += n;
-		bi.last = first == rs->rs_point.rp_blocks;
-		session_send(se, &f);
-	} while (!bi.last && se->se_state == SESSION_IDLE);
+	if (se->se_state == SESSION_CLOSING) {
+		restore_free(rs);
+		return;
+	}
+	base_index__init(&rs->rs_piece);
+	rs->rs_piece.point_id = rs->rs_point.rp_id;
+	rs->rs_piece.blocks = rs->rs_point.rp_blocks;
+	se->se_restore = rs;
+	se->se_state = SESSION_INDEX;
+	restore_index_more(se);
+}
+
+/* The write callback in SESSION_INDEX: more pieces, or the end. */
+void
+restore_index_more(struct session *se)
+{
+	struct restore	*rs = se->se_restore;
+
+	if (se->se_state != SESSION_INDEX ||
+	    session_send_pieces(se, &rs->rs_piece, rs->rs_point.rp_index,
+	    rs->rs_point.rp_blocks, &rs->rs_piece_next) != 1)
+		return;
+	se->se_state = SESSION_IDLE;
+	restore_release(se);		/* frees rs */
 }
 
 /*
@@ -427,8 +436,7 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 	}
 	if (rr->index) {
 		restore_send_index(se, rs);
-		restore_free(rs);
-		return se->se_state == SESSION_IDLE ? 0 : -1;
+		return se->se_state == SESSION_CLOSING ? -1 : 0;
 	}
 	if (restore_resume_check(se, rs, rr) == -1) {
 		restore_free(rs);

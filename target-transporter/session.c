@@ -60,6 +60,8 @@ session_state_name(enum session_state st)
 		return "backup";
 	case SESSION_RESTORE:
 		return "restore";
+	case SESSION_INDEX:
+		return "index";
 	case SESSION_CLOSING:
 		return "closing";
 	}
@@ -150,7 +152,7 @@ session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
 	/* Never buffer more than one whole frame we have not parsed. */
 	bufferevent_setwatermark(se->se_bev, EV_READ, 0,
 	    FRAME_MAX + FRAME_HDR_LEN);
-	bufferevent_setwatermark(se->se_bev, EV_WRITE, 4u << 20, 0);
+	bufferevent_setwatermark(se->se_bev, EV_WRITE, SESSION_OUT_LOW, 0);
 	bufferevent_set_timeouts(se->se_bev, &tv, NULL);
 	if (tg->tg_rate_group != NULL)
 		(void)bufferevent_add_to_rate_limit_group(se->se_bev,
@@ -449,10 +451,20 @@ session_write_cb(struct bufferevent *bev, void *arg)
 	}
 	/* A drained socket is the likeliest moment for a key update. */
 	tls_count_sent(se->se_ssl, &se->se_tls_sent, 0);
-	if (se->se_state == SESSION_RESTORE) {
+	switch (se->se_state) {
+	case SESSION_RESTORE:
 		/* The source read megabytes: progress, even between credits. */
 		session_progress(se);
 		restore_pump(se);
+		break;
+	case SESSION_INDEX:
+		restore_index_more(se);
+		break;
+	case SESSION_BACKUP:
+		receive_drained(se);
+		break;
+	default:
+		break;
 	}
 }
 
@@ -576,6 +588,11 @@ session_dispatch(struct session *se, const Frame *f, size_t len)
 			return restore_credit(se, f->credit);
 		if (f->msg_case == FRAME__MSG_JOINED)
 			return restore_joined(se, f->joined);
+		break;
+	case SESSION_INDEX:
+		/* As between requests: a late grant means nothing. */
+		if (f->msg_case == FRAME__MSG_CREDIT)
+			return 0;
 		break;
 	default:
 		break;
@@ -792,6 +809,55 @@ session_send(struct session *se, const Frame *f)
 	session_progress(se);
 	if (frame_send(se->se_bev, f) == -1)
 		session_close(se, "cannot queue a %s frame", frame_name(f));
+}
+
+/*
+ * Queues a point's chunk ids (blocks of them) as BaseIndex pieces of
+ * BASE_IDS_MAX ids from *next on, while the output holds at most
+ * SESSION_OUT_LOW bytes; the caller goes on from the write callback, so
+ * a multi-TiB disk's index is never copied whole into the output.  bi
+ * holds what every piece carries but its keychain, which goes with the
+ * first piece only, and its job_token, which goes with the last.
+ * Returns 1 once the last piece is queued, 0 if more remain, -1 if the
+ * session closed.
+ */
+int
+session_send_pieces(struct session *se, const BaseIndex *bi,
+    const uint8_t *ids, uint64_t blocks, uint64_t *next)
+{
+	Frame		 f = FRAME__INIT;
+	BaseIndex	 piece;
+	struct evbuffer	*out = bufferevent_get_output(se->se_bev);
+	uint64_t	 n;
+
+	f.msg_case = FRAME__MSG_BASE_INDEX;
+	f.base_index = &piece;
+	do {
+		/* > : the write callback runs at <=, and must add one. */
+		if (*next > 0 && evbuffer_get_length(out) > SESSION_OUT_LOW)
+			return 0;
+		piece = *bi;
+		n = blocks - *next < BASE_IDS_MAX ? blocks - *next :
+		    BASE_IDS_MAX;
+		piece.first = *next;
+		piece.ids.data = n > 0 ? (uint8_t *)ids + *next * CHUNK_ID_LEN :
+		    NULL;
+		piece.ids.len = n * CHUNK_ID_LEN;
+		if (*next > 0) {
+			piece.keychain.data = NULL;
+			piece.keychain.len = 0;
+		}
+		*next += n;
+		piece.last = *next == blocks;
+		if (!piece.last) {
+			piece.job_token.data = NULL;
+			piece.job_token.len = 0;
+		}
+		session_send(se, &f);
+		if (se->se_state == SESSION_CLOSING)
+			return -1;
+	} while (!piece.last);
+	return 1;
 }
 
 /* Maps an errno from the repository to an Error code. */

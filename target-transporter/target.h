@@ -25,6 +25,8 @@
 #define TARGET_IDLE_TIMEOUT	600		/* seconds, default */
 #define TARGET_REFUSE_SLACK	16	/* over max_sessions: told BUSY */
 #define BASE_IDS_MAX		32768		/* chunk ids per BaseIndex frame */
+/* A session's write callback runs when its output drains to this. */
+#define SESSION_OUT_LOW		(4u << 20)
 
 struct tenant {
 	char			*tn_name;
@@ -147,6 +149,7 @@ enum session_state {
 	SESSION_IDLE,		/* between requests */
 	SESSION_BACKUP,		/* receiving blocks */
 	SESSION_RESTORE,	/* sending blocks */
+	SESSION_INDEX,		/* sending a point's chunk ids (restore) */
 	SESSION_CLOSING,	/* flushing a last frame, then freed */
 };
 
@@ -225,6 +228,8 @@ void		 session_job_hold(struct session *);
 void		 session_job_done(struct session *, int);
 void		 session_resume(struct session *);
 void		 session_send(struct session *, const Frame *);
+int		 session_send_pieces(struct session *, const BaseIndex *,
+		    const uint8_t *, uint64_t, uint64_t *);
 void		 session_log(struct session *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
 Error__Code	 session_errno_code(int);
@@ -249,6 +254,7 @@ int		 receive_end(struct session *, const BackupEnd *);
 int		 receive_join(struct session *, const uint8_t *);
 void		 receive_abort(struct session *, const char *);
 void		 receive_release(struct session *);
+void		 receive_drained(struct session *);
 
 /* restore.c */
 int		 restore_begin(struct session *, const RestoreRequest *);
@@ -256,6 +262,7 @@ int		 restore_credit(struct session *, const Credit *);
 int		 restore_join(struct session *, const uint8_t *);
 int		 restore_joined(struct session *, const Joined *);
 void		 restore_pump(struct session *);
+void		 restore_index_more(struct session *);
 void		 restore_abort(struct session *, const char *);
 void		 restore_release(struct session *);
 int		 list_points(struct session *, const ListRequest *);

@@ -357,6 +357,9 @@ elif case == "zero-length":
 elif case == "oversized-length":
 	c.send(begin(name) + c.block(0, d0) + b"\x7f\xff\xff\xff" +
 	    b"A" * 4096)
+elif case == "index-then-list":	# a request while the ids still go
+	c.send(frame(9, lfield(1, b"proto-huge") + vfield(4, 1)) +
+	    frame(7, b""))
 elif case.startswith("resume-"):	# a RestoreRequest that does not fit
 	frm, resend = {"resume-from-past-end": (5, []),
 	    "resume-resend-unordered": (4, [3, 1]),
@@ -488,6 +491,13 @@ refused garbage-in-frame 1 "garbage after a valid message in a frame"
 refused garbage-after-frame 1 "a garbage frame after valid ones"
 refused zero-length 1 "a zero-length frame"
 refused oversized-length 1 "an oversized length prefix"
+# A point whose chunk ids (8 MiB) go out in pieces as the output drains:
+# a request before the last piece is refused, not interleaved with them.
+truncate -s 256G "$T/huge.img"
+printf 'data' | dd of="$T/huge.img" bs=1M seek=100 conv=notrunc status=none
+check "a 256 GiB sparse disk backs up" src backup --disk "$T/huge.img" \
+    --name proto-huge
+refused index-then-list 1 "a ListRequest while a point's chunk ids are still being sent"
 refused resume-from-past-end 1 "a restore resumed past the end of the point"
 refused resume-resend-unordered 1 "a restore resume's blocks out of order"
 refused resume-resend-zero-block 1 "a restore resume asking for a zero block"
