@@ -536,7 +536,7 @@ client_rate_limit(struct client *cl)
 	    &tick)) == NULL)
 		goto fail;
 	if (cl->cl_conf->sc_connections <= 1) {
-		if (bufferevent_set_rate_limit(cl->cl_bev, cl->cl_rate) == -1)
+		if (bufferevent_set_rate_limit(cl->cl_bev, first->cl_rate) == -1)
 			goto fail;
 		return 0;
 	}

@@ -360,6 +360,11 @@ elif case == "oversized-length":
 elif case == "index-then-list":	# a request while the ids still go
 	c.send(frame(9, lfield(1, b"proto-huge") + vfield(4, 1)) +
 	    frame(7, b""))
+elif case == "index-then-close":	# gone while the ids still go
+	c.send(frame(9, lfield(1, b"proto-huge") + vfield(4, 1)))
+	c.wait("base_index")
+	c.close()
+	hung_up = True
 elif case.startswith("resume-"):	# a RestoreRequest that does not fit
 	frm, resend = {"resume-from-past-end": (5, []),
 	    "resume-resend-unordered": (4, [3, 1]),
@@ -498,6 +503,7 @@ printf 'data' | dd of="$T/huge.img" bs=1M seek=100 conv=notrunc status=none
 check "a 256 GiB sparse disk backs up" src backup --disk "$T/huge.img" \
     --name proto-huge
 refused index-then-list 1 "a ListRequest while a point's chunk ids are still being sent"
+refused index-then-close - "a hang-up while a point's chunk ids are still being sent"
 refused resume-from-past-end 1 "a restore resumed past the end of the point"
 refused resume-resend-unordered 1 "a restore resume's blocks out of order"
 refused resume-resend-zero-block 1 "a restore resume asking for a zero block"
