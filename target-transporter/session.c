@@ -833,7 +833,11 @@ session_send_pieces(struct session *se, const BaseIndex *bi,
 	f.msg_case = FRAME__MSG_BASE_INDEX;
 	f.base_index = &piece;
 	do {
-		/* > : the write callback runs at <=, and must add one. */
+		/*
+		 * The first piece always goes: the caller's keychain rides
+		 * on it.  '>': the write callback runs at <=, and must add
+		 * one.
+		 */
 		if (*next > 0 && evbuffer_get_length(out) > SESSION_OUT_LOW)
 			return 0;
 		piece = *bi;
