@@ -309,8 +309,7 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 		bi->resumed = rv->rv_resumed;
 	}
 	/* The keychain goes with the first piece, sent here. */
-	r = session_send_pieces(se, bi, base->rp_index, bi->blocks,
-	    &rv->rv_piece_next);
+	r = session_send_pieces(se, bi, base, &rv->rv_piece_next);
 	bi->keychain.data = NULL;
 	bi->keychain.len = 0;
 	free(chain);
@@ -328,8 +327,8 @@ receive_drained(struct session *se)
 
 	if (rv == NULL || !rv->rv_pieces_left || rv->rv_jc.jc_first != se)
 		return;
-	if (session_send_pieces(se, &rv->rv_piece, rv->rv_base.rp_index,
-	    rv->rv_piece.blocks, &rv->rv_piece_next) != 0)
+	if (session_send_pieces(se, &rv->rv_piece, &rv->rv_base,
+	    &rv->rv_piece_next) != 0)
 		rv->rv_pieces_left = 0;
 }
 

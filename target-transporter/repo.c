@@ -2084,6 +2084,61 @@ manifest_load(struct repo *r, const char *tenant, const char *name,
 	return rv;
 }
 
+/* How many of the n chunk ids at ids are zero (a block never written). */
+static uint64_t
+index_zero_ids(const uint8_t *ids, uint64_t n)
+{
+	uint64_t	 zero = 0, i;
+
+	for (i = 0; i < n; i++)
+		if (memcmp(ids + i * CHUNK_ID_LEN, zero_id, CHUNK_ID_LEN) == 0)
+			zero++;
+	return zero;
+}
+
+/*
+ * Opens the index of p into o and checks its header, read into hdr,
+ * against the manifest's values.  0, or -1 with errno (EBADMSG if the
+ * header is wrong, *why set as for index_load).
+ */
+static int
+index_open(struct repo *r, const char *tenant, const struct repo_point *p,
+    struct be_obj *o, uint8_t hdr[INDEX_HDR_LEN], const char **why)
+{
+	char		 key[REPO_KEY_MAX];
+	uint64_t	 blocks;
+	int		 save;
+
+	o->bo_fd = -1;
+	if (repo_key(key, sizeof(key), "tenants/%s/points/%s/%s.index",
+	    tenant, p->rp_name, p->rp_id) == -1 || be_open(r, key, o) == -1)
+		return -1;
+	if (why != NULL)
+		*why = "index header (magic, sizes or length) damaged";
+	if (o->bo_size < INDEX_HDR_LEN) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	if (be_read(o, 0, hdr, INDEX_HDR_LEN) == -1)
+		goto fail;
+	blocks = get_be64(hdr + 12);
+	if (memcmp(hdr, INDEX_MAGIC, 4) != 0 || hdr[4] != INDEX_VERSION ||
+	    hdr[5] != 0 || get_be16(hdr + 6) != 0 ||
+	    get_be32(hdr + 8) != p->rp_block_size ||
+	    blocks != p->rp_blocks || blocks == 0 ||
+	    blocks > REPO_BLOCKS_MAX ||
+	    o->bo_size - INDEX_HDR_LEN != blocks * CHUNK_ID_LEN) {
+		errno = EBADMSG;
+		goto fail;
+	}
+	return 0;
+ fail:
+	save = errno;
+	be_close(o);
+	errno = save;
+	return -1;
+}
+
 /*
  * Reads the index of p, checking it against the manifest's values
  * and digest; fills p->rp_index.  EBADMSG if it does not verify; with
@@ -2097,32 +2152,12 @@ index_load(struct repo *r, const char *tenant, struct repo_point *p,
 	struct be_obj	 o = { -1, 0 };
 	uint8_t		 hdr[INDEX_HDR_LEN], sum[CHUNK_ID_LEN];
 	struct iovec	 iov[2];
-	char		 key[REPO_KEY_MAX];
 	uint8_t		*index = NULL;
-	uint64_t	 blocks, zero, i;
+	uint64_t	 blocks = p->rp_blocks;
 	int		 rv = -1, save;
 
-	if (repo_key(key, sizeof(key), "tenants/%s/points/%s/%s.index",
-	    tenant, p->rp_name, p->rp_id) == -1 || be_open(r, key, &o) == -1)
+	if (index_open(r, tenant, p, &o, hdr, why) == -1)
 		goto fail;
-	if (why != NULL)
-		*why = "index header (magic, sizes or length) damaged";
-	if (o.bo_size < INDEX_HDR_LEN) {
-		errno = EBADMSG;
-		goto fail;
-	}
-	if (be_read(&o, 0, hdr, sizeof(hdr)) == -1)
-		goto fail;
-	blocks = get_be64(hdr + 12);
-	if (memcmp(hdr, INDEX_MAGIC, 4) != 0 || hdr[4] != INDEX_VERSION ||
-	    hdr[5] != 0 || get_be16(hdr + 6) != 0 ||
-	    get_be32(hdr + 8) != p->rp_block_size ||
-	    blocks != p->rp_blocks || blocks == 0 ||
-	    blocks > REPO_BLOCKS_MAX ||
-	    o.bo_size - INDEX_HDR_LEN != blocks * CHUNK_ID_LEN) {
-		errno = EBADMSG;
-		goto fail;
-	}
 	if ((index = malloc(blocks * CHUNK_ID_LEN)) == NULL ||
 	    be_read(&o, INDEX_HDR_LEN, index, blocks * CHUNK_ID_LEN) == -1)
 		goto fail;
@@ -2132,14 +2167,10 @@ index_load(struct repo *r, const char *tenant, struct repo_point *p,
 	iov[1].iov_len = blocks * CHUNK_ID_LEN;
 	if (sha256_iov(iov, 2, sum) == -1)
 		goto fail;
-	for (zero = 0, i = 0; i < blocks; i++)
-		if (memcmp(index + i * CHUNK_ID_LEN, zero_id,
-		    CHUNK_ID_LEN) == 0)
-			zero++;
 	if (why != NULL)
 		*why = "index does not match the digest its manifest records";
 	if (memcmp(sum, digest, CHUNK_ID_LEN) != 0 ||
-	    zero != p->rp_zero_blocks) {
+	    index_zero_ids(index, blocks) != p->rp_zero_blocks) {
 		if (keep) {
 			p->rp_index = index;
 			index = NULL;
@@ -2158,6 +2189,146 @@ index_load(struct repo *r, const char *tenant, struct repo_point *p,
 	be_close(&o);
 	errno = save;
 	return rv;
+}
+
+/*
+ * A point's index read one window at a time (a restore), so that the
+ * target's memory does not grow with the disk: opening reads the file
+ * once to check it against its manifest as index_load does, keeping
+ * each window's SHA-256; a window read again must match its own, so an
+ * index changed under a restore fails it rather than feed it other ids.
+ */
+struct repo_index {
+	struct be_obj	 ix_obj;
+	uint64_t	 ix_blocks;
+	uint64_t	 ix_window;	/* the one in ix_ids, or UINT64_MAX */
+	uint8_t		*ix_ids;	/* INDEX_WINDOW_IDS chunk ids */
+	uint8_t		*ix_sums;	/* each window's SHA-256 */
+};
+
+static size_t
+index_window_ids(uint64_t blocks, uint64_t w)
+{
+	uint64_t	 left = blocks - w * INDEX_WINDOW_IDS;
+
+	return left < INDEX_WINDOW_IDS ? (size_t)left : INDEX_WINDOW_IDS;
+}
+
+static int
+index_window_read(struct repo_index *ix, uint64_t w)
+{
+	ix->ix_window = UINT64_MAX;
+	return be_read(&ix->ix_obj, INDEX_HDR_LEN + w * INDEX_WINDOW_IDS *
+	    CHUNK_ID_LEN, ix->ix_ids, index_window_ids(ix->ix_blocks, w) *
+	    CHUNK_ID_LEN);
+}
+
+static void
+index_windows_free(struct repo_index *ix)
+{
+	if (ix == NULL)
+		return;
+	be_close(&ix->ix_obj);
+	free(ix->ix_ids);
+	free(ix->ix_sums);
+	free(ix);
+}
+
+/* index_load for a restore: fills p->rp_ix instead of p->rp_index. */
+static int
+index_windows_open(struct repo *r, const char *tenant, struct repo_point *p,
+    const uint8_t digest[CHUNK_ID_LEN])
+{
+	struct repo_index	*ix;
+	EVP_MD_CTX		*ctx = NULL;
+	uint8_t			 hdr[INDEX_HDR_LEN], sum[CHUNK_ID_LEN];
+	uint64_t		 windows, w, zero = 0;
+	size_t			 n;
+	int			 rv = -1, save;
+
+	if ((ix = calloc(1, sizeof(*ix))) == NULL)
+		return -1;
+	if (index_open(r, tenant, p, &ix->ix_obj, hdr, NULL) == -1)
+		goto out;
+	ix->ix_blocks = p->rp_blocks;
+	windows = (ix->ix_blocks + INDEX_WINDOW_IDS - 1) / INDEX_WINDOW_IDS;
+	if ((ix->ix_ids = malloc(INDEX_WINDOW_IDS * CHUNK_ID_LEN)) == NULL ||
+	    (ix->ix_sums = malloc(windows * CHUNK_ID_LEN)) == NULL ||
+	    (ctx = EVP_MD_CTX_new()) == NULL) {
+		errno = ENOMEM;
+		goto out;
+	}
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(ctx, hdr, sizeof(hdr)) != 1)
+		goto broken;
+	for (w = 0; w < windows; w++) {
+		n = index_window_ids(ix->ix_blocks, w);
+		if (index_window_read(ix, w) == -1)
+			goto out;
+		if (EVP_DigestUpdate(ctx, ix->ix_ids, n * CHUNK_ID_LEN) != 1)
+			goto broken;
+		crypto_sha256(ix->ix_ids, n * CHUNK_ID_LEN,
+		    ix->ix_sums + w * CHUNK_ID_LEN);
+		zero += index_zero_ids(ix->ix_ids, n);
+	}
+	if (EVP_DigestFinal_ex(ctx, sum, NULL) != 1)
+		goto broken;
+	if (memcmp(sum, digest, CHUNK_ID_LEN) != 0 ||
+	    zero != p->rp_zero_blocks) {
+		errno = EBADMSG;
+		goto out;
+	}
+	ix->ix_window = windows - 1;
+	p->rp_ix = ix;
+	ix = NULL;
+	rv = 0;
+	goto out;
+ broken:
+	errno = EIO;
+ out:
+	save = errno;
+	EVP_MD_CTX_free(ctx);
+	index_windows_free(ix);
+	errno = save;
+	return rv;
+}
+
+/*
+ * The n (>= 1) chunk ids of p from block first on: in the index that
+ * repo_point_open loaded, or, after repo_point_open_windowed, within
+ * one window of INDEX_WINDOW_IDS ids (a BaseIndex piece is one), read
+ * again if need be.  Good until the next call.  NULL with errno EINVAL
+ * (out of range), EBADMSG (the window no longer matches what was
+ * verified) or the read's.
+ */
+const uint8_t *
+repo_point_ids(struct repo_point *p, uint64_t first, uint64_t n)
+{
+	struct repo_index	*ix = p->rp_ix;
+	uint64_t		 w = first / INDEX_WINDOW_IDS;
+	uint8_t			 sum[CHUNK_ID_LEN];
+
+	if (n == 0 || first >= p->rp_blocks || n > p->rp_blocks - first ||
+	    (ix == NULL && p->rp_index == NULL) ||
+	    (ix != NULL && (first + n - 1) / INDEX_WINDOW_IDS != w)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (ix == NULL)
+		return p->rp_index + first * CHUNK_ID_LEN;
+	if (w != ix->ix_window) {
+		if (index_window_read(ix, w) == -1)
+			return NULL;
+		crypto_sha256(ix->ix_ids, index_window_ids(ix->ix_blocks, w) *
+		    CHUNK_ID_LEN, sum);
+		if (memcmp(sum, ix->ix_sums + w * CHUNK_ID_LEN,
+		    CHUNK_ID_LEN) != 0) {
+			errno = EBADMSG;
+			return NULL;
+		}
+		ix->ix_window = w;
+	}
+	return ix->ix_ids + (first - w * INDEX_WINDOW_IDS) * CHUNK_ID_LEN;
 }
 
 struct list_walk {
@@ -2306,13 +2477,14 @@ repo_list(struct repo *r, const char *tenant, const char *name,
 /*
  * Opens restore point id (NULL: the newest) of tenant's backup name:
  * verifies its manifest and index and fills p, with p->rp_index
- * malloc'd (free with repo_point_clear).  Returns 0, or -1 with
- * errno ENOENT (no such name or point), EBADMSG (manifest or index
- * corrupt or tampered), EINVAL, EIO, ENOMEM.
+ * malloc'd, or with windowed p->rp_ix instead (free either with
+ * repo_point_clear).  Returns 0, or -1 with errno ENOENT (no such name
+ * or point), EBADMSG (manifest or index corrupt or tampered), EINVAL,
+ * EIO, ENOMEM.
  */
-int
-repo_point_open(struct repo *r, const char *tenant, const char *name,
-    const char *id, struct repo_point *p)
+static int
+point_open(struct repo *r, const char *tenant, const char *name,
+    const char *id, struct repo_point *p, int windowed)
 {
 	struct repo_point	*points = NULL;
 	uint8_t			 digest[CHUNK_ID_LEN];
@@ -2339,7 +2511,8 @@ repo_point_open(struct repo *r, const char *tenant, const char *name,
 	}
 	if (manifest_load(r, tenant, name, id, p, digest, NULL) == -1)
 		goto fail;
-	if (index_load(r, tenant, p, digest, NULL, 0) == -1) {
+	if ((windowed ? index_windows_open(r, tenant, p, digest) :
+	    index_load(r, tenant, p, digest, NULL, 0)) == -1) {
 		if (errno == ENOENT)
 			errno = EBADMSG;	/* manifest without index */
 		goto fail;
@@ -2356,6 +2529,22 @@ repo_point_open(struct repo *r, const char *tenant, const char *name,
 	return rv;
 }
 
+/* The whole index in p->rp_index: a backup's base, which it looks up. */
+int
+repo_point_open(struct repo *r, const char *tenant, const char *name,
+    const char *id, struct repo_point *p)
+{
+	return point_open(r, tenant, name, id, p, 0);
+}
+
+/* The index read a window at a time (repo_point_ids): a restore's. */
+int
+repo_point_open_windowed(struct repo *r, const char *tenant,
+    const char *name, const char *id, struct repo_point *p)
+{
+	return point_open(r, tenant, name, id, p, 1);
+}
+
 /* Frees p's index and keys; safe on a cleared or zeroed point. */
 void
 repo_point_clear(struct repo_point *p)
@@ -2364,6 +2553,8 @@ repo_point_clear(struct repo_point *p)
 		return;
 	free(p->rp_index);
 	p->rp_index = NULL;
+	index_windows_free(p->rp_ix);
+	p->rp_ix = NULL;
 	free(p->rp_keys);
 	p->rp_keys = NULL;
 	p->rp_keys_len = 0;

@@ -84,6 +84,8 @@ struct read_job {
 	char		 rj_msg[256];
 };
 
+static const uint8_t	zero_id[CHUNK_ID_LEN];	/* a block never written */
+
 static void	restore_free(struct restore *);
 
 /* A connection's part of a restore starts: its first credit. */
@@ -320,13 +322,33 @@ rkey_done(struct pool_job *pj)
 	session_job_done(se, 0);
 }
 
-static int
-restore_is_zero(const struct restore *rs, uint64_t i)
+/*
+ * Block i's chunk id, from the point's index read a window at a time;
+ * NULL after failing the session if that cannot be read or changed.
+ */
+static const uint8_t *
+restore_id(struct session *se, struct restore *rs, uint64_t i)
 {
-	static const uint8_t	 zero[CHUNK_ID_LEN];
+	const uint8_t	*id;
 
-	return memcmp(rs->rs_point.rp_index + i * CHUNK_ID_LEN, zero,
-	    CHUNK_ID_LEN) == 0;
+	if ((id = repo_point_ids(&rs->rs_point, i, 1)) == NULL)
+		session_fail(se, session_errno_code(errno), "restore of "
+		    "%s/%s: cannot read its index at block %llu: %s",
+		    rs->rs_point.rp_name, rs->rs_point.rp_id,
+		    (unsigned long long)i, errno == EBADMSG ? "it changed on "
+		    "disk after it was verified" : strerror(errno));
+	return id;
+}
+
+/* 1 if block i was never written, 0 if not, -1 after failing se. */
+static int
+restore_is_zero(struct session *se, struct restore *rs, uint64_t i)
+{
+	const uint8_t	*id;
+
+	if ((id = restore_id(se, rs, i)) == NULL)
+		return -1;
+	return memcmp(id, zero_id, CHUNK_ID_LEN) == 0;
 }
 
 /*
@@ -358,8 +380,8 @@ restore_index_more(struct session *se)
 	struct restore	*rs = se->se_restore;
 
 	if (se->se_state != SESSION_INDEX ||
-	    session_send_pieces(se, &rs->rs_piece, rs->rs_point.rp_index,
-	    rs->rs_point.rp_blocks, &rs->rs_piece_next) != 1)
+	    session_send_pieces(se, &rs->rs_piece, &rs->rs_point,
+	    &rs->rs_piece_next) != 1)
 		return;
 	se->se_state = SESSION_IDLE;
 	restore_release(se);		/* frees rs */
@@ -375,15 +397,21 @@ restore_resume_check(struct session *se, struct restore *rs,
     const RestoreRequest *rr)
 {
 	size_t	 i;
+	int	 zero;
 
 	if (rr->from > rs->rs_point.rp_blocks ||
 	    rr->n_resend > RESTORE_RESEND_MAX || (rr->verify &&
 	    (rr->from > 0 || rr->n_resend > 0)))
 		goto bad;
-	for (i = 0; i < rr->n_resend; i++)
+	for (i = 0; i < rr->n_resend; i++) {
 		if (rr->resend[i] >= rr->from || (i > 0 && rr->resend[i] <=
-		    rr->resend[i - 1]) || restore_is_zero(rs, rr->resend[i]))
+		    rr->resend[i - 1]))
 			goto bad;
+		if ((zero = restore_is_zero(se, rs, rr->resend[i])) == -1)
+			return -1;
+		if (zero)
+			goto bad;
+	}
 	if (rr->n_resend > 0) {
 		if ((rs->rs_resend = calloc(rr->n_resend,
 		    sizeof(*rs->rs_resend))) == NULL) {
@@ -410,6 +438,7 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 	struct restore	*rs;
 	struct rkey_job	*rk;
 	uint64_t	 i;
+	int		 zero;
 
 	if (!name_is_valid(rr->name)) {
 		session_fail(se, ERROR__CODE__NOT_FOUND, "'%.64s' is not a "
@@ -421,9 +450,9 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 		return -1;
 	}
 	jobconn_init(&rs->rs_jc, se, rr->connections);
-	if (repo_point_open(se->se_target->tg_repo, se->se_tenant->tn_name,
-	    rr->name, rr->point_id[0] ? rr->point_id : NULL,
-	    &rs->rs_point) == -1) {
+	if (repo_point_open_windowed(se->se_target->tg_repo,
+	    se->se_tenant->tn_name, rr->name, rr->point_id[0] ?
+	    rr->point_id : NULL, &rs->rs_point) == -1) {
 		if (errno == ENOENT || errno == EINVAL)
 			restore_not_found(se, rr);
 		else
@@ -442,9 +471,18 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 		restore_free(rs);
 		return -1;
 	}
-	for (i = rr->from; i < rs->rs_point.rp_blocks; i++)
-		if (!restore_is_zero(rs, i))
-			rs->rs_blocks++;
+	/* From the start: the count that the open checked the index for. */
+	if (rr->from == 0)
+		rs->rs_blocks = rs->rs_point.rp_blocks -
+		    rs->rs_point.rp_zero_blocks;
+	else
+		for (i = rr->from; i < rs->rs_point.rp_blocks; i++) {
+			if ((zero = restore_is_zero(se, rs, i)) == -1) {
+				restore_free(rs);
+				return -1;
+			}
+			rs->rs_blocks += !zero;
+		}
 	rs->rs_blocks += rs->rs_nresend;
 	rs->rs_next = rr->from;
 	rs->rs_verify = rr->verify;
@@ -707,19 +745,30 @@ read_done(struct pool_job *pj)
 	session_job_done(se, 1);
 }
 
-/* The next block to send (a resume's first), skipping zero blocks. */
+/*
+ * The next block to send for se (a resume's first), skipping zero
+ * blocks: 1 and its chunk id in id, 0 if none is left, -1 after failing
+ * se.
+ */
 static int
-restore_next_block(struct restore *rs, uint64_t *index)
+restore_next_block(struct session *se, struct restore *rs, uint64_t *index,
+    uint8_t id[CHUNK_ID_LEN])
 {
+	const uint8_t	*p;
+	int		 resend;
+
 	for (;;) {
-		if (rs->rs_resend_pos < rs->rs_nresend) {
+		resend = rs->rs_resend_pos < rs->rs_nresend;
+		if (resend)
 			*index = rs->rs_resend[rs->rs_resend_pos];
-			return 1;
-		}
-		if (rs->rs_next >= rs->rs_point.rp_blocks)
-			return 0;
-		if (!restore_is_zero(rs, rs->rs_next)) {
+		else if (rs->rs_next < rs->rs_point.rp_blocks)
 			*index = rs->rs_next;
+		else
+			return 0;
+		if ((p = restore_id(se, rs, *index)) == NULL)
+			return -1;
+		if (resend || memcmp(p, zero_id, CHUNK_ID_LEN) != 0) {
+			memcpy(id, p, CHUNK_ID_LEN);
 			return 1;
 		}
 		rs->rs_next++;
@@ -735,10 +784,12 @@ restore_fill(struct restore *rs, struct session *se)
 {
 	struct evbuffer	*out = bufferevent_get_output(se->se_bev);
 	struct read_job	*rj;
+	uint8_t		 id[CHUNK_ID_LEN];
 	uint64_t	 index;
 	uint32_t	 bs = rs->rs_point.rp_block_size;
+	int		 more;
 
-	while (restore_next_block(rs, &index)) {
+	while ((more = restore_next_block(se, rs, &index, id)) == 1) {
 		if (se->se_out_bytes + se->se_reserved + bs > se->se_credit ||
 		    evbuffer_get_length(out) > RESTORE_OUT_MAX ||
 		    !session_job_slot(se))
@@ -756,8 +807,7 @@ restore_fill(struct restore *rs, struct session *se)
 		snprintf(rj->rj_tenant, sizeof(rj->rj_tenant), "%s",
 		    se->se_tenant->tn_name);
 		rj->rj_index = index;
-		memcpy(rj->rj_id, rs->rs_point.rp_index + index * CHUNK_ID_LEN,
-		    CHUNK_ID_LEN);
+		memcpy(rj->rj_id, id, CHUNK_ID_LEN);
 		/* Sealed under the key of the connection it goes on. */
 		memcpy(rj->rj_key, se->se_key_out, AEAD_KEY_LEN);
 		rj->rj_nonce = se->se_nonce_out++;
@@ -774,7 +824,7 @@ restore_fill(struct restore *rs, struct session *se)
 		se->se_reserved += bs;
 		pool_submit(se->se_target->tg_pool, &rj->rj_job);
 	}
-	return 0;
+	return more == -1 ? -1 : 0;
 }
 
 /*
@@ -819,6 +869,7 @@ restore_pump(struct session *se)
 {
 	struct restore	*rs = se->se_restore;
 	struct session	*c;
+	uint8_t		 id[CHUNK_ID_LEN];
 	uint64_t	 index;
 
 	if (se->se_state != SESSION_RESTORE || rs->rs_keys_pending ||
@@ -829,7 +880,7 @@ restore_pump(struct session *se)
 		if (c->se_state == SESSION_RESTORE &&
 		    restore_fill(rs, c) == -1)
 			return;
-	if (rs->rs_jobs > 0 || restore_next_block(rs, &index))
+	if (rs->rs_jobs > 0 || restore_next_block(se, rs, &index, id) != 0)
 		return;
 	restore_end(rs);
 }

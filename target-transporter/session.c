@@ -812,22 +812,23 @@ session_send(struct session *se, const Frame *f)
 }
 
 /*
- * Queues a point's chunk ids (blocks of them) as BaseIndex pieces of
+ * Queues the chunk ids of p (bi->blocks of them) as BaseIndex pieces of
  * BASE_IDS_MAX ids from *next on, while the output holds at most
  * SESSION_OUT_LOW bytes; the caller goes on from the write callback, so
  * a multi-TiB disk's index is never copied whole into the output.  bi
  * holds what every piece carries but its keychain, which goes with the
  * first piece only, and its job_token, which goes with the last.
  * Returns 1 once the last piece is queued, 0 if more remain, -1 if the
- * session closed.
+ * session closed (or failed: p's index could not be read).
  */
 int
 session_send_pieces(struct session *se, const BaseIndex *bi,
-    const uint8_t *ids, uint64_t blocks, uint64_t *next)
+    struct repo_point *p, uint64_t *next)
 {
 	Frame		 f = FRAME__INIT;
 	BaseIndex	 piece;
 	struct evbuffer	*out = bufferevent_get_output(se->se_bev);
+	const uint8_t	*ids = NULL;
 	uint64_t	 n;
 
 	f.msg_case = FRAME__MSG_BASE_INDEX;
@@ -841,18 +842,25 @@ session_send_pieces(struct session *se, const BaseIndex *bi,
 		if (*next > 0 && evbuffer_get_length(out) > SESSION_OUT_LOW)
 			return 0;
 		piece = *bi;
-		n = blocks - *next < BASE_IDS_MAX ? blocks - *next :
+		n = bi->blocks - *next < BASE_IDS_MAX ? bi->blocks - *next :
 		    BASE_IDS_MAX;
+		if (n > 0 && (ids = repo_point_ids(p, *next, n)) == NULL) {
+			session_fail(se, session_errno_code(errno), "cannot "
+			    "read the index of restore point %s/%s: %s",
+			    p->rp_name, p->rp_id, errno == EBADMSG ? "it "
+			    "changed on disk after it was verified" :
+			    strerror(errno));
+			return -1;
+		}
 		piece.first = *next;
-		piece.ids.data = n > 0 ? (uint8_t *)ids + *next * CHUNK_ID_LEN :
-		    NULL;
+		piece.ids.data = n > 0 ? (uint8_t *)ids : NULL;
 		piece.ids.len = n * CHUNK_ID_LEN;
 		if (*next > 0) {
 			piece.keychain.data = NULL;
 			piece.keychain.len = 0;
 		}
 		*next += n;
-		piece.last = *next == blocks;
+		piece.last = *next == bi->blocks;
 		if (!piece.last) {
 			piece.job_token.data = NULL;
 			piece.job_token.len = 0;

@@ -25,6 +25,7 @@
 #define TARGET_IDLE_TIMEOUT	600		/* seconds, default */
 #define TARGET_REFUSE_SLACK	16	/* over max_sessions: told BUSY */
 #define BASE_IDS_MAX		32768		/* chunk ids per BaseIndex frame */
+#define INDEX_WINDOW_IDS	BASE_IDS_MAX	/* a restore's: one piece each */
 /* A session's write callback runs when its output drains to this. */
 #define SESSION_OUT_LOW		(4u << 20)
 
@@ -98,6 +99,7 @@ struct repo_point {
 	uint64_t	 rp_stored_bytes;
 	uint32_t	 rp_mode;	/* EncryptionMode */
 	uint8_t		*rp_index;	/* rp_blocks * CHUNK_ID_LEN, or NULL */
+	struct repo_index *rp_ix;	/* or read in windows (a restore) */
 	uint8_t		*rp_keys;	/* source-side: packed KeyChain */
 	size_t		 rp_keys_len;
 	char		 rp_transport[16];	/* how the disk was read */
@@ -110,6 +112,7 @@ struct repo_point {
 };
 
 struct repo;
+struct repo_index;
 struct repo_job;
 struct key_buf;
 struct event;
@@ -229,7 +232,7 @@ void		 session_job_done(struct session *, int);
 void		 session_resume(struct session *);
 void		 session_send(struct session *, const Frame *);
 int		 session_send_pieces(struct session *, const BaseIndex *,
-		    const uint8_t *, uint64_t, uint64_t *);
+		    struct repo_point *, uint64_t *);
 void		 session_log(struct session *, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
 Error__Code	 session_errno_code(int);
@@ -313,6 +316,9 @@ int		 repo_list(struct repo *, const char *, const char *,
 		    struct repo_point **, size_t *);
 int		 repo_point_open(struct repo *, const char *, const char *,
 		    const char *, struct repo_point *);
+int		 repo_point_open_windowed(struct repo *, const char *,
+		    const char *, const char *, struct repo_point *);
+const uint8_t	*repo_point_ids(struct repo_point *, uint64_t, uint64_t);
 void		 repo_point_clear(struct repo_point *);
 void		 repo_points_free(struct repo_point *, size_t);
 int		 repo_job_set_keys(struct repo_job *, const uint8_t *, size_t,

@@ -718,6 +718,95 @@ test_index_tamper(void **state)
 	assert_int_equal(errno, EBADMSG);
 }
 
+/*
+ * A restore's index, read a window at a time: the same ids as the whole
+ * index, a window changed on disk after the open is refused when read
+ * again, and ranges crossing a window are refused.
+ */
+static void
+test_index_windows(void **state)
+{
+	struct fixture		*f = *state;
+	const size_t		 nb = 2 * INDEX_WINDOW_IDS + 4464;
+	const size_t		 marked[] = { 0, INDEX_WINDOW_IDS - 1,
+				    INDEX_WINDOW_IDS, nb - 1 };
+	unsigned		*seeds;
+	uint8_t			*index;
+	const uint8_t		*ids;
+	struct repo_point	 p, q, whole;
+	char			 path[512];
+	size_t			 i;
+
+	assert_non_null(seeds = calloc(nb, sizeof(*seeds)));
+	assert_non_null(index = malloc(nb * CHUNK_ID_LEN));
+	for (i = 0; i < sizeof(marked) / sizeof(marked[0]); i++)
+		seeds[marked[i]] = 70 + (unsigned)i;
+	backup(f, "vm", seeds, nb, &p, index, NULL, NULL);
+	point_path(f, "vm", p.rp_id, "index", path, sizeof(path));
+
+	assert_int_equal(repo_point_open_windowed(f->f_repo, TENANT, "vm",
+	    NULL, &q), 0);
+	assert_null(q.rp_index);
+	assert_non_null(q.rp_ix);
+	assert_int_equal(q.rp_blocks, nb);
+	for (i = 0; i < nb; i += INDEX_WINDOW_IDS) {
+		size_t	 n = nb - i < INDEX_WINDOW_IDS ? nb - i :
+			    INDEX_WINDOW_IDS;
+
+		assert_non_null(ids = repo_point_ids(&q, i, n));
+		assert_memory_equal(ids, index + i * CHUNK_ID_LEN,
+		    n * CHUNK_ID_LEN);
+	}
+	for (i = 0; i < sizeof(marked) / sizeof(marked[0]); i++) {
+		assert_non_null(ids = repo_point_ids(&q, marked[i], 1));
+		assert_memory_equal(ids, index + marked[i] * CHUNK_ID_LEN,
+		    CHUNK_ID_LEN);
+	}
+
+	/* Out of range, empty, or across two windows. */
+	assert_null(repo_point_ids(&q, nb, 1));
+	assert_int_equal(errno, EINVAL);
+	assert_null(repo_point_ids(&q, nb - 1, 2));
+	assert_int_equal(errno, EINVAL);
+	assert_null(repo_point_ids(&q, 0, 0));
+	assert_int_equal(errno, EINVAL);
+	assert_null(repo_point_ids(&q, INDEX_WINDOW_IDS - 1, 2));
+	assert_int_equal(errno, EINVAL);
+
+	/* Window 1 changed under the open point: refused, until mended. */
+	assert_non_null(repo_point_ids(&q, 0, 1));
+	flip_byte(path, 20 + (INDEX_WINDOW_IDS + 7) * CHUNK_ID_LEN + 3);
+	assert_null(repo_point_ids(&q, INDEX_WINDOW_IDS + 7, 1));
+	assert_int_equal(errno, EBADMSG);
+	assert_non_null(repo_point_ids(&q, 5, 1));	/* the others read */
+	assert_null(repo_point_ids(&q, INDEX_WINDOW_IDS, 1));
+	assert_int_equal(errno, EBADMSG);
+
+	/* Changed before the open: refused there, as the whole index is. */
+	assert_int_equal(repo_point_open_windowed(f->f_repo, TENANT, "vm",
+	    p.rp_id, &whole), -1);
+	assert_int_equal(errno, EBADMSG);
+	assert_null(whole.rp_ix);
+	flip_byte(path, 20 + (INDEX_WINDOW_IDS + 7) * CHUNK_ID_LEN + 3);
+	assert_non_null(ids = repo_point_ids(&q, INDEX_WINDOW_IDS + 7, 1));
+	assert_memory_equal(ids, index + (INDEX_WINDOW_IDS + 7) *
+	    CHUNK_ID_LEN, CHUNK_ID_LEN);
+	repo_point_clear(&q);
+	assert_null(q.rp_ix);
+
+	/* The whole index answers any range. */
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", NULL,
+	    &whole), 0);
+	assert_null(whole.rp_ix);
+	assert_non_null(ids = repo_point_ids(&whole, INDEX_WINDOW_IDS - 1,
+	    2));
+	assert_memory_equal(ids, index + (INDEX_WINDOW_IDS - 1) *
+	    CHUNK_ID_LEN, 2 * CHUNK_ID_LEN);
+	repo_point_clear(&whole);
+	free(seeds);
+	free(index);
+}
+
 static void
 test_stale_tmp(void **state)
 {
@@ -1137,6 +1226,8 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_tamper,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_windows, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_stale_tmp,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_not_found,
