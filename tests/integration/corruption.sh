@@ -92,6 +92,72 @@ if files_identical "$T/b.img" "$T/other2.img"; then
 else
 	not_ok "and it is still byte-identical"
 fi
+# An index changed on disk while its point is being restored.  The target
+# checks the index whole when it opens the point and reads it again a
+# window of 32768 chunk ids at a time; a window that no longer matches is
+# refused.  64 KiB blocks: a disk of 2 GiB and 128 KiB is two windows,
+# with 24 MiB of data at its start, which the restore's bandwidth limit
+# makes last, and 128 KiB (blocks 32768-32769) in the second.  The byte
+# is flipped once the blocks have started, seconds before the target
+# gets to the second window.
+random_image "$T/win.img" 24 7
+truncate -s $(((2 << 30) + (128 << 10))) "$T/win.img"
+dd if="$T/a.img" of="$T/win.img" bs=64K seek=32768 count=2 conv=notrunc \
+    status=none
+source_conf "$T/win.conf" acme "block_size = 64K"
+source_conf "$T/winslow.conf" acme "block_size = 64K" "bandwidth_limit = 2M"
+SRC_CONF=$T/win.conf check "backup of a two-window disk" \
+    src backup --disk "$T/win.img" --name win
+winindex=$(find "$TENANT/points/win" -name '*.index' 2>/dev/null | head -n 1)
+[ -n "$winindex" ] || bail "point win has no index under $TENANT/points/win"
+# flip_at FILE OFFSET: invert the byte at OFFSET in place
+flip_at() {
+	"$PY" -c 'import sys
+with open(sys.argv[1], "r+b") as f:
+	f.seek(int(sys.argv[2]))
+	b = f.read(1)
+	f.seek(int(sys.argv[2]))
+	f.write(bytes([b[0] ^ 0xff]))' "$1" "$2"
+}
+winbyte=$((20 + 32769 * 32 + 3))	# in block 32769's chunk id
+SRC_CONF=$T/winslow.conf src restore --name win --output "$T/win.out" \
+    >"$T/win.log" 2>&1 &
+winpid=$!
+if wait_grep 'restore of win/.* started' "$TARGET_LOG"; then
+	flip_at "$winindex" "$winbyte"
+	ok "the slowed restore started"
+else
+	not_ok "the slowed restore started"
+fi
+wait "$winpid"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+	ok "index changed during the restore: exit 5"
+else
+	not_ok "index changed during the restore: exit 5" "exit $rc"
+	diag "$T/win.log"
+fi
+expect_grep 'changed on disk after it was verified' "$T/win.log" \
+    "the error says the index changed after it was checked"
+if [ -e "$T/win.out" ]; then
+	not_ok "no output file left behind (index changed)"
+else
+	ok "no output file left behind (index changed)"
+fi
+flip_at "$winindex" "$winbyte"
+SRC_CONF=$T/win.conf check "with the byte put back it restores" \
+    src restore --name win --output "$T/win.out"
+# Its size, both data ranges, and holes between (nothing else written).
+if [ "$(stat -c %s "$T/win.out" 2>/dev/null)" = "$(stat -c %s "$T/win.img")" ] &&
+    cmp -s -n $((24 << 20)) "$T/win.img" "$T/win.out" &&
+    cmp -s <(tail -c $((128 << 10)) "$T/win.img") \
+    <(tail -c $((128 << 10)) "$T/win.out") &&
+    [ "$(allocated_kib "$T/win.out")" -lt $((25 << 10)) ]; then
+	ok "and it is byte-identical"
+else
+	not_ok "and it is byte-identical" "$(ls -ls "$T/win.out" 2>&1)"
+fi
+
 if target_alive; then
 	ok "target still running"
 else
