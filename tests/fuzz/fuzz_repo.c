@@ -162,10 +162,11 @@ read_chunk(const uint8_t *id)
 static void
 read_points(void)
 {
-	struct repo_point	*points = NULL, p;
-	const uint8_t		*id;
+	struct repo_point	*points = NULL, p, w;
+	const uint8_t		*id, *ids;
 	uint64_t		 i, zero = 0, reads = 0;
 	size_t			 n = 0, k;
+	int			 whole, windowed;
 	static const uint8_t	 zero_id[CHUNK_ID_LEN];
 
 	if (repo_list(fuzz_repo, FUZZ_TENANT, NULL, &points, &n) == 0) {
@@ -181,8 +182,24 @@ read_points(void)
 	if (repo_point_open(fuzz_repo, FUZZ_TENANT, FUZZ_NAME, NULL,
 	    &p) == 0)
 		repo_point_clear(&p);
-	if (repo_point_open(fuzz_repo, FUZZ_TENANT, FUZZ_NAME, FUZZ_POINT_ID,
-	    &p) == -1)
+	/* A restore's open, reading the index in windows, agrees. */
+	whole = repo_point_open(fuzz_repo, FUZZ_TENANT, FUZZ_NAME,
+	    FUZZ_POINT_ID, &p);
+	windowed = repo_point_open_windowed(fuzz_repo, FUZZ_TENANT, FUZZ_NAME,
+	    FUZZ_POINT_ID, &w);
+	FUZZ_CHECK(whole == windowed);
+	if (windowed == 0) {
+		FUZZ_CHECK(w.rp_index == NULL && w.rp_blocks == p.rp_blocks);
+		for (i = 0; i < w.rp_blocks; i += n) {
+			n = w.rp_blocks - i < INDEX_WINDOW_IDS ?
+			    w.rp_blocks - i : INDEX_WINDOW_IDS;
+			ids = repo_point_ids(&w, i, n);
+			FUZZ_CHECK(ids != NULL && memcmp(ids, p.rp_index +
+			    i * CHUNK_ID_LEN, n * CHUNK_ID_LEN) == 0);
+		}
+		repo_point_clear(&w);
+	}
+	if (whole == -1)
 		return;
 	/* What repo_point_open promises a restore. */
 	FUZZ_CHECK(p.rp_index != NULL && p.rp_blocks > 0);
