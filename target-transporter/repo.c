@@ -2202,7 +2202,7 @@ struct repo_index {
 	struct be_obj	 ix_obj;
 	uint64_t	 ix_blocks;
 	uint64_t	 ix_window;	/* the one in ix_ids, or UINT64_MAX */
-	uint8_t		*ix_ids;	/* INDEX_WINDOW_IDS chunk ids */
+	uint8_t		*ix_ids;	/* a window's chunk ids */
 	uint8_t		*ix_sums;	/* each window's SHA-256 */
 };
 
@@ -2252,7 +2252,9 @@ index_windows_open(struct repo *r, const char *tenant, struct repo_point *p,
 		goto out;
 	ix->ix_blocks = p->rp_blocks;
 	windows = (ix->ix_blocks + INDEX_WINDOW_IDS - 1) / INDEX_WINDOW_IDS;
-	if ((ix->ix_ids = malloc(INDEX_WINDOW_IDS * CHUNK_ID_LEN)) == NULL ||
+	/* Window 0 is the largest. */
+	if ((ix->ix_ids = malloc(index_window_ids(ix->ix_blocks, 0) *
+	    CHUNK_ID_LEN)) == NULL ||
 	    (ix->ix_sums = malloc(windows * CHUNK_ID_LEN)) == NULL ||
 	    (ctx = EVP_MD_CTX_new()) == NULL) {
 		errno = ENOMEM;
