@@ -2333,6 +2333,14 @@ repo_point_ids(struct repo_point *p, uint64_t first, uint64_t n)
 	return ix->ix_ids + (first - w * INDEX_WINDOW_IDS) * CHUNK_ID_LEN;
 }
 
+/* Why repo_point_ids failed with error, for a message. */
+const char *
+repo_point_ids_error(int error)
+{
+	return error == EBADMSG ? "it changed on disk after it was verified" :
+	    strerror(error);
+}
+
 struct list_walk {
 	struct repo		*lw_repo;
 	const char		*lw_tenant;

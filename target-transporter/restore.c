@@ -335,8 +335,7 @@ restore_id(struct session *se, struct restore *rs, uint64_t i)
 		session_fail(se, session_errno_code(errno), "restore of "
 		    "%s/%s: cannot read its index at block %llu: %s",
 		    rs->rs_point.rp_name, rs->rs_point.rp_id,
-		    (unsigned long long)i, errno == EBADMSG ? "it changed on "
-		    "disk after it was verified" : strerror(errno));
+		    (unsigned long long)i, repo_point_ids_error(errno));
 	return id;
 }
 

@@ -847,9 +847,7 @@ session_send_pieces(struct session *se, const BaseIndex *bi,
 		if (n > 0 && (ids = repo_point_ids(p, *next, n)) == NULL) {
 			session_fail(se, session_errno_code(errno), "cannot "
 			    "read the index of restore point %s/%s: %s",
-			    p->rp_name, p->rp_id, errno == EBADMSG ? "it "
-			    "changed on disk after it was verified" :
-			    strerror(errno));
+			    p->rp_name, p->rp_id, repo_point_ids_error(errno));
 			return -1;
 		}
 		piece.first = *next;

@@ -319,6 +319,7 @@ int		 repo_point_open(struct repo *, const char *, const char *,
 int		 repo_point_open_windowed(struct repo *, const char *,
 		    const char *, const char *, struct repo_point *);
 const uint8_t	*repo_point_ids(struct repo_point *, uint64_t, uint64_t);
+const char	*repo_point_ids_error(int);
 void		 repo_point_clear(struct repo_point *);
 void		 repo_points_free(struct repo_point *, size_t);
 int		 repo_job_set_keys(struct repo_job *, const uint8_t *, size_t,
