@@ -224,8 +224,9 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 	BaseIndex	*bi = &rv->rv_piece;
 	struct repo_point *base = &rv->rv_base;
 	uint8_t		*journal = NULL, *merged, *chain = NULL;
+	const uint8_t	*ids;
 	size_t		 chainlen = 0;
-	uint64_t	 n, jblocks = 0, i;
+	uint64_t	 n, m, jblocks = 0, i;
 	int		 r;
 	static const uint8_t zero[CHUNK_ID_LEN];
 
@@ -234,8 +235,8 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 		return -1;
 	if (!use_point)
 		memset(base, 0, sizeof(*base));
-	else if (repo_point_open(tg->tg_repo, se->se_tenant->tn_name,
-	    rv->rv_name, NULL, base) == -1) {
+	else if (repo_point_open_windowed(tg->tg_repo, se->se_tenant->tn_name,
+	    rv->rv_name, NULL, base, INDEX_SLOTS_MAX) == -1) {
 		if (errno != ENOENT) {
 			session_fail(se, session_errno_code(errno), "cannot read "
 			    "the previous restore point of '%s': %s",
@@ -266,16 +267,30 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 			session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 			return -1;
 		}
-		if (base->rp_index != NULL)
-			memcpy(merged, base->rp_index,
-			    base->rp_blocks * CHUNK_ID_LEN);
+		/* Whole from here on: the rare resumed job only. */
+		for (i = 0; base->rp_ix != NULL && i < base->rp_blocks;
+		    i += BASE_IDS_MAX) {
+			m = base->rp_blocks - i < BASE_IDS_MAX ?
+			    base->rp_blocks - i : BASE_IDS_MAX;
+			if ((ids = repo_point_ids(base, i, m)) == NULL) {
+				free(journal);
+				free(merged);
+				session_fail(se, session_errno_code(errno),
+				    "cannot read the previous restore point "
+				    "of '%s': %s", rv->rv_name,
+				    repo_point_ids_error(errno));
+				return -1;
+			}
+			memcpy(merged + i * CHUNK_ID_LEN, ids,
+			    m * CHUNK_ID_LEN);
+		}
 		for (i = 0; i < jblocks; i++)
 			if (memcmp(journal + i * CHUNK_ID_LEN, zero,
 			    CHUNK_ID_LEN) != 0)
 				memcpy(merged + i * CHUNK_ID_LEN,
 				    journal + i * CHUNK_ID_LEN, CHUNK_ID_LEN);
 		free(journal);
-		free(base->rp_index);
+		repo_point_clear(base);	/* its ids (and keys) are done with */
 		base->rp_index = merged;
 		base->rp_blocks = n;
 		if (base->rp_id[0] == '\0')
@@ -301,7 +316,7 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 		free(chain);
 		return -1;
 	}
-	if (base->rp_index != NULL) {
+	if (base->rp_index != NULL || base->rp_ix != NULL) {
 		rv->rv_has_base = 1;
 		bi->point_id = base->rp_id;
 		bi->dirty_bitmap = base->rp_dirty_bitmap;
@@ -939,7 +954,13 @@ receive_unchanged(struct session *se, const Unchanged *u, size_t len)
 			    rv->rv_name, (unsigned long long)idx);
 			return -1;
 		}
-		id = rv->rv_base.rp_index + idx * CHUNK_ID_LEN;
+		if ((id = repo_point_ids(&rv->rv_base, idx, 1)) == NULL) {
+			session_fail(se, session_errno_code(errno), "backup of "
+			    "'%s': cannot read the base point's index at block "
+			    "%llu: %s", rv->rv_name, (unsigned long long)idx,
+			    repo_point_ids_error(errno));
+			return -1;
+		}
 		rv->rv_seen[idx / 8] |= 1u << (idx % 8);
 		/* A base zero block stays a zero block. */
 		if (memcmp(id, zero, CHUNK_ID_LEN) != 0 &&
@@ -950,6 +971,17 @@ receive_unchanged(struct session *se, const Unchanged *u, size_t len)
 			return -1;
 		}
 		rv->rv_unchanged++;
+	}
+	/*
+	 * The base is read a window at a time, and a source sends these
+	 * nearly in order; one that made the target read windows over and
+	 * over would hold up every session on this loop.
+	 */
+	if (repo_point_window_reads(&rv->rv_base) > 4 * (rv->rv_base.rp_blocks /
+	    INDEX_WINDOW_IDS + 1) + 16) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
+		    "unchanged blocks far out of order", rv->rv_name);
+		return -1;
 	}
 	rv->rv_done_bytes += len + FRAME_HDR_LEN;
 	se->se_done_bytes += len + FRAME_HDR_LEN;

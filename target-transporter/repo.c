@@ -2192,18 +2192,25 @@ index_load(struct repo *r, const char *tenant, struct repo_point *p,
 }
 
 /*
- * A point's index read one window at a time (a restore), so that the
- * target's memory does not grow with the disk: opening reads the file
- * once to check it against its manifest as index_load does, keeping
- * each window's SHA-256; a window read again must match its own, so an
- * index changed under a restore fails it rather than feed it other ids.
+ * A point's index read a window at a time, so that the target's memory
+ * does not grow with the disk: opening reads the file once to check it
+ * against its manifest as index_load does, keeping each window's
+ * SHA-256; a window read again must match its own, so an index changed
+ * under a job fails it rather than feed it other ids.  A few windows
+ * are held (slots), the least recently used one read over.
  */
 struct repo_index {
 	struct be_obj	 ix_obj;
 	uint64_t	 ix_blocks;
-	uint64_t	 ix_window;	/* the one in ix_ids, or UINT64_MAX */
-	uint8_t		*ix_ids;	/* a window's chunk ids */
 	uint8_t		*ix_sums;	/* each window's SHA-256 */
+	uint64_t	 ix_reads;	/* windows read again since the open */
+	uint64_t	 ix_tick;
+	size_t		 ix_nslots;
+	struct {
+		uint8_t		*sl_ids;	/* a window's chunk ids */
+		uint64_t	 sl_window;	/* which, or UINT64_MAX */
+		uint64_t	 sl_used;	/* ix_tick when last used */
+	}		 ix_slots[INDEX_SLOTS_MAX];
 };
 
 static size_t
@@ -2214,36 +2221,44 @@ index_window_ids(uint64_t blocks, uint64_t w)
 	return left < INDEX_WINDOW_IDS ? (size_t)left : INDEX_WINDOW_IDS;
 }
 
+/* Reads window w into slot k: 0, or -1 with errno. */
 static int
-index_window_read(struct repo_index *ix, uint64_t w)
+index_window_read(struct repo_index *ix, size_t k, uint64_t w)
 {
-	ix->ix_window = UINT64_MAX;
-	return be_read(&ix->ix_obj, INDEX_HDR_LEN + w * INDEX_WINDOW_IDS *
-	    CHUNK_ID_LEN, ix->ix_ids, index_window_ids(ix->ix_blocks, w) *
-	    CHUNK_ID_LEN);
+	ix->ix_slots[k].sl_window = UINT64_MAX;
+	if (be_read(&ix->ix_obj, INDEX_HDR_LEN + w * INDEX_WINDOW_IDS *
+	    CHUNK_ID_LEN, ix->ix_slots[k].sl_ids,
+	    index_window_ids(ix->ix_blocks, w) * CHUNK_ID_LEN) == -1)
+		return -1;
+	ix->ix_slots[k].sl_window = w;
+	return 0;
 }
 
 static void
 index_windows_free(struct repo_index *ix)
 {
+	size_t	 k;
+
 	if (ix == NULL)
 		return;
 	be_close(&ix->ix_obj);
-	free(ix->ix_ids);
+	for (k = 0; k < ix->ix_nslots; k++)
+		free(ix->ix_slots[k].sl_ids);
 	free(ix->ix_sums);
 	free(ix);
 }
 
-/* index_load for a restore: fills p->rp_ix instead of p->rp_index. */
+/* index_load with windows: fills p->rp_ix instead of p->rp_index. */
 static int
 index_windows_open(struct repo *r, const char *tenant, struct repo_point *p,
-    const uint8_t digest[CHUNK_ID_LEN])
+    const uint8_t digest[CHUNK_ID_LEN], size_t slots)
 {
 	struct repo_index	*ix;
 	EVP_MD_CTX		*ctx = NULL;
 	uint8_t			 hdr[INDEX_HDR_LEN], sum[CHUNK_ID_LEN];
+	const uint8_t		*ids;
 	uint64_t		 windows, w, zero = 0;
-	size_t			 n;
+	size_t			 n, k;
 	int			 rv = -1, save;
 
 	if ((ix = calloc(1, sizeof(*ix))) == NULL)
@@ -2252,10 +2267,20 @@ index_windows_open(struct repo *r, const char *tenant, struct repo_point *p,
 		goto out;
 	ix->ix_blocks = p->rp_blocks;
 	windows = (ix->ix_blocks + INDEX_WINDOW_IDS - 1) / INDEX_WINDOW_IDS;
-	/* Window 0 is the largest. */
-	if ((ix->ix_ids = malloc(index_window_ids(ix->ix_blocks, 0) *
-	    CHUNK_ID_LEN)) == NULL ||
-	    (ix->ix_sums = malloc(windows * CHUNK_ID_LEN)) == NULL ||
+	ix->ix_nslots = slots < 1 ? 1 : slots > INDEX_SLOTS_MAX ?
+	    INDEX_SLOTS_MAX : slots;
+	if (ix->ix_nslots > windows)
+		ix->ix_nslots = (size_t)windows;
+	for (k = 0; k < ix->ix_nslots; k++) {
+		ix->ix_slots[k].sl_window = UINT64_MAX;
+		/* Window 0 is the largest. */
+		if ((ix->ix_slots[k].sl_ids = malloc(index_window_ids(
+		    ix->ix_blocks, 0) * CHUNK_ID_LEN)) == NULL) {
+			errno = ENOMEM;
+			goto out;
+		}
+	}
+	if ((ix->ix_sums = malloc(windows * CHUNK_ID_LEN)) == NULL ||
 	    (ctx = EVP_MD_CTX_new()) == NULL) {
 		errno = ENOMEM;
 		goto out;
@@ -2265,13 +2290,14 @@ index_windows_open(struct repo *r, const char *tenant, struct repo_point *p,
 		goto broken;
 	for (w = 0; w < windows; w++) {
 		n = index_window_ids(ix->ix_blocks, w);
-		if (index_window_read(ix, w) == -1)
+		if (index_window_read(ix, 0, w) == -1)
 			goto out;
-		if (EVP_DigestUpdate(ctx, ix->ix_ids, n * CHUNK_ID_LEN) != 1)
+		ids = ix->ix_slots[0].sl_ids;
+		if (EVP_DigestUpdate(ctx, ids, n * CHUNK_ID_LEN) != 1)
 			goto broken;
-		crypto_sha256(ix->ix_ids, n * CHUNK_ID_LEN,
-		    ix->ix_sums + w * CHUNK_ID_LEN);
-		zero += index_zero_ids(ix->ix_ids, n);
+		crypto_sha256(ids, n * CHUNK_ID_LEN, ix->ix_sums +
+		    w * CHUNK_ID_LEN);
+		zero += index_zero_ids(ids, n);
 	}
 	if (EVP_DigestFinal_ex(ctx, sum, NULL) != 1)
 		goto broken;
@@ -2280,7 +2306,8 @@ index_windows_open(struct repo *r, const char *tenant, struct repo_point *p,
 		errno = EBADMSG;
 		goto out;
 	}
-	ix->ix_window = windows - 1;
+	/* Slot 0 holds the last window: the empty slots go first. */
+	ix->ix_slots[0].sl_used = ++ix->ix_tick;
 	p->rp_ix = ix;
 	ix = NULL;
 	rv = 0;
@@ -2299,9 +2326,9 @@ index_windows_open(struct repo *r, const char *tenant, struct repo_point *p,
  * The n (>= 1) chunk ids of p from block first on: in the index that
  * repo_point_open loaded, or, after repo_point_open_windowed, within
  * one window of INDEX_WINDOW_IDS ids (a BaseIndex piece is one), read
- * again if need be.  Good until the next call.  NULL with errno EINVAL
- * (out of range), EBADMSG (the window no longer matches what was
- * verified) or the read's.
+ * again if no slot holds it.  Good until the next call.  NULL with
+ * errno EINVAL (out of range), EBADMSG (the window no longer matches
+ * what was verified) or the read's.
  */
 const uint8_t *
 repo_point_ids(struct repo_point *p, uint64_t first, uint64_t n)
@@ -2309,6 +2336,7 @@ repo_point_ids(struct repo_point *p, uint64_t first, uint64_t n)
 	struct repo_index	*ix = p->rp_ix;
 	uint64_t		 w = first / INDEX_WINDOW_IDS;
 	uint8_t			 sum[CHUNK_ID_LEN];
+	size_t			 k, lru = 0;
 
 	if (n == 0 || first >= p->rp_blocks || n > p->rp_blocks - first ||
 	    (ix == NULL && p->rp_index == NULL) ||
@@ -2318,19 +2346,36 @@ repo_point_ids(struct repo_point *p, uint64_t first, uint64_t n)
 	}
 	if (ix == NULL)
 		return p->rp_index + first * CHUNK_ID_LEN;
-	if (w != ix->ix_window) {
-		if (index_window_read(ix, w) == -1)
+	for (k = 0; k < ix->ix_nslots; k++) {
+		if (ix->ix_slots[k].sl_window == w)
+			break;
+		if (ix->ix_slots[k].sl_used < ix->ix_slots[lru].sl_used)
+			lru = k;
+	}
+	if (k == ix->ix_nslots) {
+		k = lru;
+		ix->ix_reads++;
+		if (index_window_read(ix, k, w) == -1)
 			return NULL;
-		crypto_sha256(ix->ix_ids, index_window_ids(ix->ix_blocks, w) *
-		    CHUNK_ID_LEN, sum);
+		crypto_sha256(ix->ix_slots[k].sl_ids, index_window_ids(
+		    ix->ix_blocks, w) * CHUNK_ID_LEN, sum);
 		if (memcmp(sum, ix->ix_sums + w * CHUNK_ID_LEN,
 		    CHUNK_ID_LEN) != 0) {
+			ix->ix_slots[k].sl_window = UINT64_MAX;
 			errno = EBADMSG;
 			return NULL;
 		}
-		ix->ix_window = w;
 	}
-	return ix->ix_ids + (first - w * INDEX_WINDOW_IDS) * CHUNK_ID_LEN;
+	ix->ix_slots[k].sl_used = ++ix->ix_tick;
+	return ix->ix_slots[k].sl_ids + (first - w * INDEX_WINDOW_IDS) *
+	    CHUNK_ID_LEN;
+}
+
+/* How many windows p's index read again since it was opened. */
+uint64_t
+repo_point_window_reads(const struct repo_point *p)
+{
+	return p->rp_ix != NULL ? p->rp_ix->ix_reads : 0;
 }
 
 /* Why repo_point_ids failed with error, for a message. */
@@ -2487,14 +2532,14 @@ repo_list(struct repo *r, const char *tenant, const char *name,
 /*
  * Opens restore point id (NULL: the newest) of tenant's backup name:
  * verifies its manifest and index and fills p, with p->rp_index
- * malloc'd, or with windowed p->rp_ix instead (free either with
- * repo_point_clear).  Returns 0, or -1 with errno ENOENT (no such name
+ * malloc'd (slots 0), or with p->rp_ix holding up to slots windows
+ * instead (free either with repo_point_clear).  Returns 0, or -1 with errno ENOENT (no such name
  * or point), EBADMSG (manifest or index corrupt or tampered), EINVAL,
  * EIO, ENOMEM.
  */
 static int
 point_open(struct repo *r, const char *tenant, const char *name,
-    const char *id, struct repo_point *p, int windowed)
+    const char *id, struct repo_point *p, size_t slots)
 {
 	struct repo_point	*points = NULL;
 	uint8_t			 digest[CHUNK_ID_LEN];
@@ -2521,7 +2566,7 @@ point_open(struct repo *r, const char *tenant, const char *name,
 	}
 	if (manifest_load(r, tenant, name, id, p, digest, NULL) == -1)
 		goto fail;
-	if ((windowed ? index_windows_open(r, tenant, p, digest) :
+	if ((slots > 0 ? index_windows_open(r, tenant, p, digest, slots) :
 	    index_load(r, tenant, p, digest, NULL, 0)) == -1) {
 		if (errno == ENOENT)
 			errno = EBADMSG;	/* manifest without index */
@@ -2539,7 +2584,7 @@ point_open(struct repo *r, const char *tenant, const char *name,
 	return rv;
 }
 
-/* The whole index in p->rp_index: a backup's base, which it looks up. */
+/* The whole index in p->rp_index. */
 int
 repo_point_open(struct repo *r, const char *tenant, const char *name,
     const char *id, struct repo_point *p)
@@ -2547,12 +2592,15 @@ repo_point_open(struct repo *r, const char *tenant, const char *name,
 	return point_open(r, tenant, name, id, p, 0);
 }
 
-/* The index read a window at a time (repo_point_ids): a restore's. */
+/*
+ * The index read a window at a time (repo_point_ids), holding up to
+ * slots windows: a restore's, and an incremental's base.
+ */
 int
 repo_point_open_windowed(struct repo *r, const char *tenant,
-    const char *name, const char *id, struct repo_point *p)
+    const char *name, const char *id, struct repo_point *p, size_t slots)
 {
-	return point_open(r, tenant, name, id, p, 1);
+	return point_open(r, tenant, name, id, p, slots > 0 ? slots : 1);
 }
 
 /* Frees p's index and keys; safe on a cleared or zeroed point. */

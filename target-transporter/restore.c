@@ -451,7 +451,7 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 	jobconn_init(&rs->rs_jc, se, rr->connections);
 	if (repo_point_open_windowed(se->se_target->tg_repo,
 	    se->se_tenant->tn_name, rr->name, rr->point_id[0] ?
-	    rr->point_id : NULL, &rs->rs_point) == -1) {
+	    rr->point_id : NULL, &rs->rs_point, 1) == -1) {
 		if (errno == ENOENT || errno == EINVAL)
 			restore_not_found(se, rr);
 		else

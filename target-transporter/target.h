@@ -25,7 +25,8 @@
 #define TARGET_IDLE_TIMEOUT	600		/* seconds, default */
 #define TARGET_REFUSE_SLACK	16	/* over max_sessions: told BUSY */
 #define BASE_IDS_MAX		32768		/* chunk ids per BaseIndex frame */
-#define INDEX_WINDOW_IDS	BASE_IDS_MAX	/* a restore's: one piece each */
+#define INDEX_WINDOW_IDS	BASE_IDS_MAX	/* an index window: one piece */
+#define INDEX_SLOTS_MAX		4		/* windows held at once */
 /* A session's write callback runs when its output drains to this. */
 #define SESSION_OUT_LOW		(4u << 20)
 
@@ -99,7 +100,7 @@ struct repo_point {
 	uint64_t	 rp_stored_bytes;
 	uint32_t	 rp_mode;	/* EncryptionMode */
 	uint8_t		*rp_index;	/* rp_blocks * CHUNK_ID_LEN, or NULL */
-	struct repo_index *rp_ix;	/* or read in windows (a restore) */
+	struct repo_index *rp_ix;	/* or read in windows */
 	uint8_t		*rp_keys;	/* source-side: packed KeyChain */
 	size_t		 rp_keys_len;
 	char		 rp_transport[16];	/* how the disk was read */
@@ -317,8 +318,9 @@ int		 repo_list(struct repo *, const char *, const char *,
 int		 repo_point_open(struct repo *, const char *, const char *,
 		    const char *, struct repo_point *);
 int		 repo_point_open_windowed(struct repo *, const char *,
-		    const char *, const char *, struct repo_point *);
+		    const char *, const char *, struct repo_point *, size_t);
 const uint8_t	*repo_point_ids(struct repo_point *, uint64_t, uint64_t);
+uint64_t	 repo_point_window_reads(const struct repo_point *);
 const char	*repo_point_ids_error(int);
 void		 repo_point_clear(struct repo_point *);
 void		 repo_points_free(struct repo_point *, size_t);

@@ -186,7 +186,7 @@ read_points(void)
 	whole = repo_point_open(fuzz_repo, FUZZ_TENANT, FUZZ_NAME,
 	    FUZZ_POINT_ID, &p);
 	windowed = repo_point_open_windowed(fuzz_repo, FUZZ_TENANT, FUZZ_NAME,
-	    FUZZ_POINT_ID, &w);
+	    FUZZ_POINT_ID, &w, 1);
 	FUZZ_CHECK(whole == windowed);
 	if (windowed == 0) {
 		FUZZ_CHECK(w.rp_index == NULL && w.rp_blocks == p.rp_blocks);

@@ -365,6 +365,29 @@ elif case == "index-then-close":	# gone while the ids still go
 	c.wait("base_index")
 	c.close()
 	hung_up = True
+elif case.startswith("unchanged-"):	# proto-windows: 5 windows of ids
+	WIN, WINDOWS = 32768, 5
+	wb = WIN * WINDOWS
+	name = "proto-windows"
+	c.send(begin(name, blocks=wb, incremental=1))
+	deadline = time.time() + 30
+	while c.frames.count("base_index") < WINDOWS and not c.end and \
+	    time.time() < deadline:
+		c.pump(1)
+	if case == "unchanged-in-order":
+		order = list(range(wb))
+	elif case == "unchanged-far-out-of-order":	# the windows in turn
+		order = [w * WIN + j for j in range(64) for w in range(WINDOWS)]
+	else:
+		sys.exit("unknown case " + case)
+	for i in range(0, len(order), 16384):
+		c.send(frame(15, lfield(1, b"".join(varint(b)
+		    for b in order[i:i + 16384]))))
+	if case == "unchanged-in-order":
+		c.send(end(0, unchanged=wb))
+		c.wait("committed", 30)
+		c.close()
+		hung_up = True
 elif case.startswith("resume-"):	# a RestoreRequest that does not fit
 	frm, resend = {"resume-from-past-end": (5, []),
 	    "resume-resend-unordered": (4, [3, 1]),
@@ -504,6 +527,34 @@ check "a 256 GiB sparse disk backs up" src backup --disk "$T/huge.img" \
     --name proto-huge
 refused index-then-list 1 "a ListRequest while a point's chunk ids are still being sent"
 refused index-then-close - "a hang-up while a point's chunk ids are still being sent"
+
+# An incremental's base is read a window (32768 chunk ids) at a time, a
+# few windows held: Unchanged in order commits; Unchanged cycling through
+# more windows than that, each one read again, is refused rather than
+# served at a window read per block on the loop every session shares.
+truncate -s 10G "$T/win.img"
+printf 'data' | dd of="$T/win.img" bs=64K seek=100 conv=notrunc status=none
+source_conf "$T/s64.conf" acme "block_size = 64K"
+SRC_CONF=$T/s64.conf check "a 10 GiB sparse disk in 64 KiB blocks backs up" \
+    src backup --disk "$T/win.img" --name proto-windows
+proto unchanged-in-order
+if grep -q 'frames=.*committed' "$LAST_OUT"; then
+	ok "Unchanged for every block of five windows, in order: committed"
+else
+	not_ok "Unchanged for every block of five windows, in order: committed" \
+	    "$(cat "$LAST_OUT")"
+fi
+refused unchanged-far-out-of-order 1 "Unchanged cycling through five windows of the base"
+expect_grep 'far out of order' "$LAST_OUT" "and the Error says so"
+SRC_CONF=$T/s64.conf check "the incremental of Unchanged in order restores" \
+    src restore --name proto-windows --output "$T/win.out"
+if [ "$(stat -c %s "$T/win.out" 2>/dev/null)" = "$(stat -c %s "$T/win.img")" ] &&
+    cmp -s -n $((128 << 20)) "$T/win.img" "$T/win.out" &&
+    [ "$(allocated_kib "$T/win.out")" -lt 1024 ]; then
+	ok "and it is the disk backed up (size, data, the rest holes)"
+else
+	not_ok "and it is the disk backed up (size, data, the rest holes)"
+fi
 refused resume-from-past-end 1 "a restore resumed past the end of the point"
 refused resume-resend-unordered 1 "a restore resume's blocks out of order"
 refused resume-resend-zero-block 1 "a restore resume asking for a zero block"

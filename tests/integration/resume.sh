@@ -106,4 +106,30 @@ check "run again once the target is back" src backup --disk "$T/disk.img" --name
 jsoncheck "it resumed" 'j["resumed"]'
 check "restore vm3" src restore --name vm3 --output "$T/r3.img"
 same "vm3 is byte-identical" "$T/disk.img" "$T/r3.img"
+
+# 4. An incremental is cut off: the resumed job's base is the previous
+# point's chunk ids (read from its index) with the interrupted job's
+# durable blocks over them.
+cp "$T/disk.img" "$T/disk4.img"
+head -c 32M /dev/urandom | dd of="$T/disk4.img" bs=1M seek=32 conv=notrunc \
+    status=none
+n=$(grep -c 'checkpoint of' "$TARGET_LOG")
+src backup --disk "$T/disk4.img" --name vm --json >"$T/b4.json" 2>"$T/b4.err" &
+bpid=$!
+track $bpid
+if wait_checkpoint $((n + 1)); then
+	restart_target && ok "target killed during an incremental and restarted" ||
+	    not_ok "target restarted during an incremental"
+else
+	not_ok "a checkpoint of the incremental" "$(tail -3 "$TARGET_LOG")"
+fi
+wait $bpid
+rc=$?
+[ $rc -eq 0 ] && ok "the incremental finished (exit 0)" ||
+    not_ok "the incremental finished" "exit $rc: $(tail -3 "$T/b4.err")"
+LAST_OUT=$T/b4.json
+jsoncheck "it resumed, and the first half came from the base" \
+    'j["resumed"] and j["blocks_unchanged"] >= 32'
+check "restore the resumed incremental" src restore --name vm --output "$T/r4.img"
+same "it is byte-identical" "$T/disk4.img" "$T/r4.img"
 finish

@@ -745,7 +745,7 @@ test_index_windows(void **state)
 	point_path(f, "vm", p.rp_id, "index", path, sizeof(path));
 
 	assert_int_equal(repo_point_open_windowed(f->f_repo, TENANT, "vm",
-	    NULL, &q), 0);
+	    NULL, &q, 1), 0);
 	assert_null(q.rp_index);
 	assert_non_null(q.rp_ix);
 	assert_int_equal(q.rp_blocks, nb);
@@ -784,7 +784,7 @@ test_index_windows(void **state)
 
 	/* Changed before the open: refused there, as the whole index is. */
 	assert_int_equal(repo_point_open_windowed(f->f_repo, TENANT, "vm",
-	    p.rp_id, &whole), -1);
+	    p.rp_id, &whole, 1), -1);
 	assert_int_equal(errno, EBADMSG);
 	assert_null(whole.rp_ix);
 	flip_byte(path, 20 + (INDEX_WINDOW_IDS + 7) * CHUNK_ID_LEN + 3);
@@ -794,12 +794,31 @@ test_index_windows(void **state)
 	repo_point_clear(&q);
 	assert_null(q.rp_ix);
 
+	/*
+	 * Two slots, the least recently used read over: after the open
+	 * one holds window 2.  0 (read), 2, 0, 1 (read over 2), 0, 2 (read
+	 * over 1): three reads.
+	 */
+	assert_int_equal(repo_point_open_windowed(f->f_repo, TENANT, "vm",
+	    NULL, &q, 2), 0);
+	for (i = 0; i < 6; i++) {
+		static const size_t	 order[] = { 0, 2, 0, 1, 0, 2 };
+		size_t			 b = order[i] * INDEX_WINDOW_IDS + 1;
+
+		assert_non_null(ids = repo_point_ids(&q, b, 1));
+		assert_memory_equal(ids, index + b * CHUNK_ID_LEN,
+		    CHUNK_ID_LEN);
+	}
+	assert_int_equal(repo_point_window_reads(&q), 3);
+	repo_point_clear(&q);
+
 	/* The whole index answers any range. */
 	assert_int_equal(repo_point_open(f->f_repo, TENANT, "vm", NULL,
 	    &whole), 0);
 	assert_null(whole.rp_ix);
 	assert_non_null(ids = repo_point_ids(&whole, INDEX_WINDOW_IDS - 1,
 	    2));
+	assert_int_equal(repo_point_window_reads(&whole), 0);
 	assert_memory_equal(ids, index + (INDEX_WINDOW_IDS - 1) *
 	    CHUNK_ID_LEN, 2 * CHUNK_ID_LEN);
 	repo_point_clear(&whole);
