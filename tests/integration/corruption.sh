@@ -98,14 +98,14 @@ fi
 # refused.  64 KiB blocks: a disk of 2 GiB and 128 KiB is two windows,
 # with 24 MiB of data at its start, which the restore's bandwidth limit
 # makes last, and 128 KiB (blocks 32768-32769) in the second.  The byte
-# is flipped once the blocks have started, seconds before the target
+# is flipped once the blocks have started, 3-4 s before the target
 # gets to the second window.
 random_image "$T/win.img" 24 7
 truncate -s $(((2 << 30) + (128 << 10))) "$T/win.img"
 dd if="$T/a.img" of="$T/win.img" bs=64K seek=32768 count=2 conv=notrunc \
     status=none
 source_conf "$T/win.conf" acme "block_size = 64K"
-source_conf "$T/winslow.conf" acme "block_size = 64K" "bandwidth_limit = 2M"
+source_conf "$T/winslow.conf" acme "block_size = 64K" "bandwidth_limit = 4M"
 SRC_CONF=$T/win.conf check "backup of a two-window disk" \
     src backup --disk "$T/win.img" --name win
 winindex=$(find "$TENANT/points/win" -name '*.index' 2>/dev/null | head -n 1)
