@@ -935,9 +935,11 @@ receive_unchanged(struct session *se, const Unchanged *u, size_t len)
 	struct receive	*rv = se->se_recv;
 	static const uint8_t zero[CHUNK_ID_LEN];
 	const uint8_t	*id;
-	uint64_t	 idx;
+	uint64_t	 idx, reads_max;
 	size_t		 i;
 
+	/* Each window about twice (pieces, lookups), and some slack. */
+	reads_max = 4 * (rv->rv_base.rp_blocks / INDEX_WINDOW_IDS + 1) + 16;
 	if (!rv->rv_has_base || se != rv->rv_jc.jc_first || se->se_ended) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
 		    "unchanged blocks %s", rv->rv_name, !rv->rv_has_base ?
@@ -961,6 +963,18 @@ receive_unchanged(struct session *se, const Unchanged *u, size_t len)
 			    repo_point_ids_error(errno));
 			return -1;
 		}
+		/*
+		 * The base is read a window at a time, and a source sends
+		 * these nearly in order; one that made the target read
+		 * windows over and over would hold up every session on
+		 * this loop.
+		 */
+		if (repo_point_window_reads(&rv->rv_base) > reads_max) {
+			session_fail(se, ERROR__CODE__PROTOCOL, "backup of "
+			    "'%s': unchanged blocks far out of order",
+			    rv->rv_name);
+			return -1;
+		}
 		rv->rv_seen[idx / 8] |= 1u << (idx % 8);
 		/* A base zero block stays a zero block. */
 		if (memcmp(id, zero, CHUNK_ID_LEN) != 0 &&
@@ -971,17 +985,6 @@ receive_unchanged(struct session *se, const Unchanged *u, size_t len)
 			return -1;
 		}
 		rv->rv_unchanged++;
-	}
-	/*
-	 * The base is read a window at a time, and a source sends these
-	 * nearly in order; one that made the target read windows over and
-	 * over would hold up every session on this loop.
-	 */
-	if (repo_point_window_reads(&rv->rv_base) > 4 * (rv->rv_base.rp_blocks /
-	    INDEX_WINDOW_IDS + 1) + 16) {
-		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
-		    "unchanged blocks far out of order", rv->rv_name);
-		return -1;
 	}
 	rv->rv_done_bytes += len + FRAME_HDR_LEN;
 	se->se_done_bytes += len + FRAME_HDR_LEN;
