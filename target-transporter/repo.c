@@ -2533,9 +2533,9 @@ repo_list(struct repo *r, const char *tenant, const char *name,
  * Opens restore point id (NULL: the newest) of tenant's backup name:
  * verifies its manifest and index and fills p, with p->rp_index
  * malloc'd (slots 0), or with p->rp_ix holding up to slots windows
- * instead (free either with repo_point_clear).  Returns 0, or -1 with errno ENOENT (no such name
- * or point), EBADMSG (manifest or index corrupt or tampered), EINVAL,
- * EIO, ENOMEM.
+ * instead (free either with repo_point_clear).  Returns 0, or -1 with
+ * errno ENOENT (no such name or point), EBADMSG (manifest or index
+ * corrupt or tampered), EINVAL, EIO, ENOMEM.
  */
 static int
 point_open(struct repo *r, const char *tenant, const char *name,
