@@ -205,8 +205,9 @@ target_listen(struct target *tg)
 }
 
 /*
- * Each session holds a socket and, while a job runs, a directory and a
- * chunk file or two: raise the soft descriptor limit towards what
+ * Each session holds a socket and, while a job runs, a directory, a
+ * chunk file or two and the index of the point it restores or builds
+ * on (an incremental's base): raise the soft descriptor limit towards what
  * max_sessions needs (systemd's default soft limit is 1024, its hard
  * limit far higher) and say so if the hard limit is too low, rather
  * than failing with EMFILE under load.
@@ -217,7 +218,7 @@ target_fd_limit(const struct target_conf *tc)
 	struct rlimit	 rl;
 	rlim_t		 need;
 
-	need = (rlim_t)(tc->tc_max_sessions + TARGET_REFUSE_SLACK) * 3 + 64;
+	need = (rlim_t)(tc->tc_max_sessions + TARGET_REFUSE_SLACK) * 4 + 64;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= need)
 		return;
 	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ?

@@ -275,7 +275,7 @@ prlimit --nofile=64:64 "$BUILD/target-transporter" -d -f "$T/fd.conf" \
 fdpid=$!
 track "$fdpid"
 wait_grep 'listening on' "$T/fd2.log"
-expect_grep "only 64 file descriptors allowed \\(RLIMIT_NOFILE\\) but max_sessions 100 needs about 412" \
+expect_grep "only 64 file descriptors allowed \\(RLIMIT_NOFILE\\) but max_sessions 100 needs about 528" \
     "$T/fd2.log" "a hard limit too low is named at start"
 stop_pid "$fdpid"
 finish
