@@ -2382,7 +2382,8 @@ repo_point_window_reads(const struct repo_point *p)
 const char *
 repo_point_ids_error(int error)
 {
-	return error == EBADMSG ? "it changed on disk after it was verified" :
+	return error == EBADMSG ? "it changed on disk after it was verified; "
+	    "run 'target-transporter verify' on the repository" :
 	    strerror(error);
 }
 

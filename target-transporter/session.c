@@ -851,7 +851,7 @@ session_send_pieces(struct session *se, const BaseIndex *bi,
 			return -1;
 		}
 		piece.first = *next;
-		piece.ids.data = n > 0 ? (uint8_t *)ids : NULL;
+		piece.ids.data = (uint8_t *)ids;	/* NULL when n is 0 */
 		piece.ids.len = n * CHUNK_ID_LEN;
 		if (*next > 0) {
 			piece.keychain.data = NULL;

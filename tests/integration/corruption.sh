@@ -139,6 +139,8 @@ else
 fi
 expect_grep 'changed on disk after it was verified' "$T/win.log" \
     "the error says the index changed after it was checked"
+expect_grep "run 'target-transporter verify'" "$T/win.log" \
+    "and says what to run"
 if [ -e "$T/win.out" ]; then
 	not_ok "no output file left behind (index changed)"
 else
