@@ -20,6 +20,7 @@
 struct event_base;
 struct bufferevent;
 struct evbuffer;
+struct iovec;
 
 #define TRANSPORTER_VERSION	"0.1.0"
 #define PROTOCOL_VERSION	1
@@ -81,6 +82,7 @@ size_t	 ssl_error_string(char *, size_t);
 
 /* crypto.c */
 void	 crypto_sha256(const void *, size_t, uint8_t [CHUNK_ID_LEN]);
+int	 crypto_sha256_iov(const struct iovec *, int, uint8_t [CHUNK_ID_LEN]);
 int	 crypto_random(void *, size_t);
 void	 crypto_wipe(void *, size_t);
 size_t	 crypto_aad(uint8_t [AAD_MAX_LEN], uint8_t, const uint8_t *,
@@ -94,6 +96,22 @@ int	 crypto_open(const uint8_t [AEAD_KEY_LEN],
 void	 crypto_nonce(uint8_t [AEAD_NONCE_LEN], uint32_t, uint64_t);
 void	 hex_encode(const uint8_t *, size_t, char *);
 int	 hex_decode(const char *, uint8_t *, size_t);
+
+/* idmap.c: a disk's chunk ids, the pages of its holes never touched */
+struct id_map {
+	uint8_t		*im_ids;	/* im_blocks * CHUNK_ID_LEN, mapped */
+	uint8_t		*im_touched;	/* its pages ever written: bits */
+	uint64_t	 im_blocks;
+};
+int	 id_map_init(struct id_map *, uint64_t);
+void	 id_map_free(struct id_map *);
+const uint8_t	*id_map_get(const struct id_map *, uint64_t);
+int	 id_map_is_zero(const struct id_map *, uint64_t);
+void	 id_map_set(struct id_map *, uint64_t, const uint8_t *);
+void	 id_map_put(struct id_map *, uint64_t, const uint8_t *, size_t);
+int	 id_map_copy(struct id_map *, const struct id_map *);
+struct iovec	*id_map_iov(const struct id_map *, int, int *);
+int	 id_map_sha256(const struct id_map *, uint8_t [CHUNK_ID_LEN]);
 
 /* compress.c */
 size_t	 compress_bound(size_t);

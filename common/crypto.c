@@ -6,7 +6,9 @@
  * context, and OpenSSL errors are drained into the log by this thread.
  */
 #include <sys/types.h>
+#include <sys/uio.h>
 
+#include <errno.h>
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
@@ -36,6 +38,34 @@ crypto_sha256(const void *data, size_t len, uint8_t out[CHUNK_ID_LEN])
 		log_ssl("SHA-256");
 		fatalx("SHA-256 failed");
 	}
+}
+
+/* SHA-256 over several buffers.  Returns 0, or -1 with errno. */
+int
+crypto_sha256_iov(const struct iovec *iov, int iovcnt,
+    uint8_t out[CHUNK_ID_LEN])
+{
+	EVP_MD_CTX	*ctx;
+	int		 i, rv = -1;
+
+	if ((ctx = EVP_MD_CTX_new()) == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+		goto fail;
+	for (i = 0; i < iovcnt; i++)
+		if (EVP_DigestUpdate(ctx, iov[i].iov_base,
+		    iov[i].iov_len) != 1)
+			goto fail;
+	if (EVP_DigestFinal_ex(ctx, out, NULL) != 1)
+		goto fail;
+	rv = 0;
+ fail:
+	EVP_MD_CTX_free(ctx);
+	if (rv == -1)
+		errno = EIO;
+	return rv;
 }
 
 /* Fills buf with len bytes from the CSPRNG.  Returns 0, or -1 (logged). */

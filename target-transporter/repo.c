@@ -77,8 +77,6 @@
 #define INDEX_HDR_LEN		20
 /* 2^30 blocks: 64 TiB at 64 KiB blocks, a 32 GiB index in memory. */
 #define REPO_BLOCKS_MAX		(1ull << 30)
-#define INDEX_PAGE		4096	/* index pages tracked as written */
-#define INDEX_ZERO_RUN		(64u << 10) /* untouched bytes per iovec */
 
 /* Manifest: magic, u32 length, protobuf Manifest, SHA-256. */
 #define MANIFEST_MAGIC		"TRMF"
@@ -138,8 +136,7 @@ struct repo_job {
 	uint32_t		 j_block_size;
 	uint32_t		 j_mode;
 	uint64_t		 j_blocks;
-	uint8_t			*j_index;	/* j_blocks * CHUNK_ID_LEN */
-	uint8_t			*j_touched;	/* its pages written: bits */
+	struct id_map		 j_ids;		/* its chunk ids (idmap.c) */
 	uint8_t			*j_keys;	/* packed KeyChain: point's keys */
 	size_t			 j_keys_len;
 	char			 j_transport[16];
@@ -292,33 +289,6 @@ close_checked(int fd)
 		return -1;
 	}
 	return 0;
-}
-
-/* SHA-256 over several buffers. */
-static int
-sha256_iov(const struct iovec *iov, int iovcnt, uint8_t out[CHUNK_ID_LEN])
-{
-	EVP_MD_CTX	*ctx;
-	int		 i, rv = -1;
-
-	if ((ctx = EVP_MD_CTX_new()) == NULL) {
-		errno = ENOMEM;
-		return -1;
-	}
-	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-		goto fail;
-	for (i = 0; i < iovcnt; i++)
-		if (EVP_DigestUpdate(ctx, iov[i].iov_base,
-		    iov[i].iov_len) != 1)
-			goto fail;
-	if (EVP_DigestFinal_ex(ctx, out, NULL) != 1)
-		goto fail;
-	rv = 0;
- fail:
-	EVP_MD_CTX_free(ctx);
-	if (rv == -1)
-		errno = EIO;
-	return rv;
 }
 
 /*
@@ -1153,89 +1123,6 @@ repo_point_id(char id[POINT_ID_LEN + 1], int64_t *created)
 }
 
 /*
- * A job's index (and a snapshot of it) lives in a mapping of its own,
- * with a bit per INDEX_PAGE saying which pages were ever written: the
- * pages of a sparse disk's holes are never touched, not even read
- * (hashed and written from a static page of zeros instead), so they
- * take no memory whatever the disk's size.  Reading an untouched page
- * would do: not every kernel maps its shared zero page for it
- * (docs/PERFORMANCE.md, 2026-12-06); and calloc may clear recycled heap
- * memory, writing every page.
- */
-static const uint8_t	 index_zeros[INDEX_ZERO_RUN];
-
-static size_t
-index_len(uint64_t blocks)
-{
-	return (size_t)blocks * CHUNK_ID_LEN;
-}
-
-static size_t
-index_pages(uint64_t blocks)
-{
-	return (index_len(blocks) + INDEX_PAGE - 1) / INDEX_PAGE;
-}
-
-static uint8_t *
-index_map(uint64_t blocks)
-{
-	void	*p;
-
-	p = mmap(NULL, blocks > 0 ? index_len(blocks) : 1, PROT_READ |
-	    PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
-}
-
-static void
-index_unmap(uint8_t *index, uint64_t blocks)
-{
-	if (index != NULL)
-		(void)munmap(index, blocks > 0 ? index_len(blocks) : 1);
-}
-
-static int
-index_touched(const uint8_t *touched, size_t page)
-{
-	return (touched[page / 8] >> (page % 8)) & 1;
-}
-
-/*
- * The index as iovecs, for hashing and writing: runs of written pages
- * from ids, runs of untouched ones from index_zeros.  The array has
- * `before` free slots first and one free slot last for the caller;
- * *n counts all.  NULL (ENOMEM) on failure; free() it.
- */
-static struct iovec *
-index_iov(const uint8_t *ids, const uint8_t *touched, uint64_t blocks,
-    int before, int *n)
-{
-	struct iovec	*iov;
-	size_t		 pages = index_pages(blocks), len = index_len(blocks);
-	size_t		 page, run, off, end;
-	int		 k = before, t;
-
-	if (pages + before + 1 > INT_MAX ||
-	    (iov = calloc(pages + before + 1, sizeof(*iov))) == NULL) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	for (page = 0; page < pages; page = run) {
-		t = index_touched(touched, page);
-		for (run = page + 1; run < pages &&
-		    index_touched(touched, run) == t &&
-		    (t || (run - page) * INDEX_PAGE < INDEX_ZERO_RUN); run++)
-			;
-		off = page * INDEX_PAGE;
-		end = run * INDEX_PAGE < len ? run * INDEX_PAGE : len;
-		iov[k].iov_base = t ? (void *)(ids + off) : (void *)index_zeros;
-		iov[k].iov_len = end - off;
-		k++;
-	}
-	*n = k + 1;
-	return iov;
-}
-
-/*
  * Starts a backup job of disk_size bytes in blocks of block_size for
  * backup name in tenant's namespace, with EncryptionMode mode.  Every
  * block starts as the zero block.  Returns the job, or NULL with
@@ -1280,8 +1167,7 @@ repo_job_begin(struct repo *r, const char *tenant, const char *name,
 	if ((errno = pthread_mutex_init(&j->j_sync_mtx, NULL)) != 0)
 		goto fail;
 	sync_mtx = 1;
-	if ((j->j_index = index_map(blocks)) == NULL ||
-	    (j->j_touched = calloc(index_pages(blocks) / 8 + 1, 1)) == NULL)
+	if (id_map_init(&j->j_ids, blocks) == -1)
 		goto fail;
 	if (repo_point_id(j->j_id, &j->j_created) == -1)
 		goto fail;
@@ -1306,8 +1192,7 @@ repo_job_begin(struct repo *r, const char *tenant, const char *name,
 		pthread_mutex_destroy(&j->j_mtx);
 	if (j->j_tmp_fd != -1)
 		close(j->j_tmp_fd);
-	index_unmap(j->j_index, j->j_blocks);
-	free(j->j_touched);
+	id_map_free(&j->j_ids);
 	free(j);
 	errno = save;
 	return NULL;
@@ -1438,8 +1323,8 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 
 /*
  * Records that block index holds chunk_id (all zero: the zero block).
- * Not locked: call it from one thread (the session's), or from
- * several for distinct indexes, never during repo_job_commit.
+ * Not locked: call it from one thread (the session's; the page bits
+ * are shared by neighbouring blocks), never during repo_job_commit.
  * Returns 0, or -1 with EINVAL if index is beyond the disk.
  */
 int
@@ -1450,10 +1335,7 @@ repo_job_set_block(struct repo_job *j, uint64_t index,
 		errno = EINVAL;
 		return -1;
 	}
-	memcpy(j->j_index + index * CHUNK_ID_LEN, chunk_id, CHUNK_ID_LEN);
-	/* An id never spans two pages: INDEX_PAGE is a multiple of it. */
-	j->j_touched[index * CHUNK_ID_LEN / INDEX_PAGE / 8] |=
-	    1u << (index * CHUNK_ID_LEN / INDEX_PAGE % 8);
+	id_map_set(&j->j_ids, index, chunk_id);
 	return 0;
 }
 
@@ -1604,8 +1486,7 @@ index_pos_cmp(const void *a, const void *b, void *arg)
 static int
 job_block_set(const struct repo_job *j, uint64_t i)
 {
-	return index_touched(j->j_touched, i * CHUNK_ID_LEN / INDEX_PAGE) &&
-	    memcmp(j->j_index + i * CHUNK_ID_LEN, zero_id, CHUNK_ID_LEN) != 0;
+	return !id_map_is_zero(&j->j_ids, i);
 }
 
 /*
@@ -1617,7 +1498,8 @@ job_block_set(const struct repo_job *j, uint64_t i)
 static int
 job_count_chunks(struct repo_job *j, uint64_t *zero, uint64_t *distinct)
 {
-	const uint8_t	*index = j->j_index, *id;
+	/* Only blocks that are set are read: no untouched page. */
+	const uint8_t	*index = j->j_ids.im_ids, *id;
 	uint32_t	*pos = NULL;
 	uint64_t	 i, n = 0;
 	char		 key[REPO_KEY_MAX];
@@ -1840,13 +1722,12 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 
 	/* The index. */
 	index_header(hdr, j->j_block_size, j->j_blocks);
-	if ((iiov = index_iov(j->j_index, j->j_touched, j->j_blocks, 1,
-	    &niov)) == NULL)
+	if ((iiov = id_map_iov(&j->j_ids, 1, &niov)) == NULL)
 		goto fail;
 	iiov[0].iov_base = hdr;
 	iiov[0].iov_len = sizeof(hdr);
 	niov--;		/* no trailer */
-	if (sha256_iov(iiov, niov, digest) == -1 ||
+	if (crypto_sha256_iov(iiov, niov, digest) == -1 ||
 	    repo_key(stage, sizeof(stage), "%s/index", j->j_tmp) == -1 ||
 	    repo_key(key, sizeof(key), "%s/%s.index", dir, j->j_id) == -1)
 		goto fail;
@@ -1926,10 +1807,7 @@ repo_job_abort(struct repo_job *j)
 	tdestroy(j->j_tree, free);
 	j->j_tree = NULL;
 	j->j_pending = NULL;
-	index_unmap(j->j_index, j->j_blocks);
-	j->j_index = NULL;
-	free(j->j_touched);
-	j->j_touched = NULL;
+	id_map_free(&j->j_ids);
 	free(j->j_keys);
 	free(j->j_keychain);
 	pthread_mutex_destroy(&j->j_mtx);
@@ -2165,7 +2043,7 @@ index_load(struct repo *r, const char *tenant, struct repo_point *p,
 	iov[0].iov_len = sizeof(hdr);
 	iov[1].iov_base = index;
 	iov[1].iov_len = blocks * CHUNK_ID_LEN;
-	if (sha256_iov(iov, 2, sum) == -1)
+	if (crypto_sha256_iov(iov, 2, sum) == -1)
 		goto fail;
 	if (why != NULL)
 		*why = "index does not match the digest its manifest records";
@@ -2922,18 +2800,17 @@ repo_job_checkpoint(struct repo_job *j, const struct repo_snapshot *sn)
 	put_be32(hdr + 12, j->j_mode);
 	put_be64(hdr + 16, j->j_disk_size);
 	put_be64(hdr + 24, j->j_blocks);
-	if (sn->sn_blocks != j->j_blocks) {
+	if (sn->sn_ids.im_blocks != j->j_blocks) {
 		errno = EINVAL;
 		return -1;
 	}
-	if ((iov = index_iov(sn->sn_ids, sn->sn_touched, sn->sn_blocks, 2,
-	    &n)) == NULL)
+	if ((iov = id_map_iov(&sn->sn_ids, 2, &n)) == NULL)
 		return -1;
 	iov[0].iov_base = hdr;
 	iov[0].iov_len = sizeof(hdr);
 	iov[1].iov_base = j->j_name;
 	iov[1].iov_len = namelen;
-	if (sha256_iov(iov, n - 1, digest) == -1)
+	if (crypto_sha256_iov(iov, n - 1, digest) == -1)
 		goto out;
 	iov[n - 1].iov_base = digest;
 	iov[n - 1].iov_len = sizeof(digest);
@@ -3146,23 +3023,12 @@ struct repo_snapshot *
 repo_job_snapshot(const struct repo_job *j)
 {
 	struct repo_snapshot	*sn;
-	size_t			 page, pages = index_pages(j->j_blocks);
-	size_t			 len = index_len(j->j_blocks), off, n;
 
-	if ((sn = calloc(1, sizeof(*sn))) == NULL ||
-	    (sn->sn_touched = malloc(pages / 8 + 1)) == NULL ||
-	    (sn->sn_ids = index_map(j->j_blocks)) == NULL) {
-		repo_snapshot_free(sn);
+	if ((sn = calloc(1, sizeof(*sn))) == NULL)
 		return NULL;
-	}
-	sn->sn_blocks = j->j_blocks;
-	memcpy(sn->sn_touched, j->j_touched, pages / 8 + 1);
-	for (page = 0; page < pages; page++) {
-		if (!index_touched(j->j_touched, page))
-			continue;
-		off = page * INDEX_PAGE;
-		n = len - off < INDEX_PAGE ? len - off : INDEX_PAGE;
-		memcpy(sn->sn_ids + off, j->j_index + off, n);
+	if (id_map_copy(&sn->sn_ids, &j->j_ids) == -1) {
+		free(sn);
+		return NULL;
 	}
 	return sn;
 }
@@ -3172,8 +3038,7 @@ repo_snapshot_free(struct repo_snapshot *sn)
 {
 	if (sn == NULL)
 		return;
-	index_unmap(sn->sn_ids, sn->sn_blocks);
-	free(sn->sn_touched);
+	id_map_free(&sn->sn_ids);
 	free(sn);
 }
 

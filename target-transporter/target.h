@@ -84,9 +84,7 @@ struct repo_chunk {
 /* What a restore point is; filled by repo_list and repo_point_open. */
 /* A job's index at one moment: its written pages (repo.c). */
 struct repo_snapshot {
-	uint8_t		*sn_ids;	/* a mapping of sn_blocks ids */
-	uint8_t		*sn_touched;	/* bit per page of it written */
-	uint64_t	 sn_blocks;
+	struct id_map	 sn_ids;	/* its written pages only */
 };
 
 struct repo_point {
