@@ -67,7 +67,7 @@ struct backup {
 	int		 bk_attempts;
 	char		 bk_base_id[64];
 	char		 bk_base_bitmap[NAME_MAX_LEN + 1];
-	uint8_t		*bk_base;	/* base chunk ids, or NULL */
+	struct id_map	 bk_base;	/* base chunk ids (idmap.c), if any */
 	uint64_t	 bk_base_blocks;
 	uint64_t	 bk_base_got;
 	uint64_t	*bk_unchanged;	/* pending Unchanged entries */
@@ -113,6 +113,13 @@ struct read_job {
 #define DIRTY_SPOT_CHECKS 16	/* clean blocks read to test a bitmap */
 
 static void	backup_pump(struct backup *);
+
+/* Whether this job is incremental: the base point's ids arrived. */
+static int
+backup_has_base(const struct backup *bk)
+{
+	return bk->bk_base.im_ids != NULL;
+}
 static void	backup_connect_more(struct backup *, const BaseIndex *);
 
 /* Sends the pending unchanged block numbers in one frame. */
@@ -213,8 +220,8 @@ read_work(struct pool_job *pj)
 		rj->rj_errno = EIO;
 		goto out;
 	}
-	if (bk->bk_base != NULL && rj->rj_index < bk->bk_base_blocks &&
-	    memcmp(bk->bk_base + rj->rj_index * CHUNK_ID_LEN, id,
+	if (backup_has_base(bk) && rj->rj_index < bk->bk_base_blocks &&
+	    memcmp(id_map_get(&bk->bk_base, rj->rj_index), id,
 	    CHUNK_ID_LEN) == 0) {
 		rj->rj_unchanged = 1;
 		goto out;
@@ -392,13 +399,12 @@ backup_skip_holes(struct backup *bk)
 static int
 backup_clean_block(struct backup *bk)
 {
-	static const uint8_t	 zero[CHUNK_ID_LEN];
 	uint64_t		 i = bk->bk_next;
 
 	if (bk->bk_dirty == NULL || i >= bk->bk_base_blocks ||
 	    (bk->bk_dirty[i / 8] & (1u << (i % 8))) != 0)
 		return 0;
-	if (memcmp(bk->bk_base + i * CHUNK_ID_LEN, zero, CHUNK_ID_LEN) == 0)
+	if (id_map_is_zero(&bk->bk_base, i))
 		bk->bk_zero_blocks++;
 	else {
 		bk->bk_unchanged[bk->bk_nunchanged++] = i;
@@ -612,7 +618,7 @@ backup_summary(struct backup *bk, const Committed *c)
 	printf("  read      %s by %s%s\n", b2, disk_transport_name(bk->bk_dk),
 	    bk->bk_dirty != NULL ? " (only blocks the dirty bitmap marks "
 	    "changed)" : "");
-	if (bk->bk_base != NULL)
+	if (backup_has_base(bk))
 		printf("  base      %s%s: %llu blocks unchanged\n",
 		    bk->bk_base_id, bk->bk_resumed ? " and an interrupted "
 		    "backup (resumed)" : "",
@@ -637,7 +643,6 @@ backup_summary(struct backup *bk, const Committed *c)
 static int
 backup_spot_check(struct backup *bk, char *why, size_t whylen)
 {
-	static const uint8_t	 zero[CHUNK_ID_LEN];
 	uint8_t			*buf, id[CHUNK_ID_LEN];
 	uint64_t		 i, step, n = 0, off;
 	size_t			 len;
@@ -667,10 +672,8 @@ backup_spot_check(struct backup *bk, char *why, size_t whylen)
 			    id);
 		else
 			crypto_sha256(buf, len, id);
-		if (memcmp(id, bk->bk_base + i * CHUNK_ID_LEN, CHUNK_ID_LEN) !=
-		    0 && !(memcmp(id, zero, CHUNK_ID_LEN) == 0 &&
-		    memcmp(bk->bk_base + i * CHUNK_ID_LEN, zero,
-		    CHUNK_ID_LEN) == 0)) {
+		if (memcmp(id, id_map_get(&bk->bk_base, i), CHUNK_ID_LEN) !=
+		    0) {
 			snprintf(why, whylen, "block %llu changed but the "
 			    "bitmap marks it clean", (unsigned long long)i);
 			rv = -1;
@@ -695,9 +698,9 @@ backup_dirty_map(struct backup *bk)
 	const char	*name = bk->bk_dopts.do_dirty_bitmap;
 	char		 why[512];
 
-	if (bk->bk_base == NULL || bk->bk_resumed) {
+	if (!backup_has_base(bk) || bk->bk_resumed) {
 		log_warnx("dirty bitmap '%s': %s; reading the whole disk",
-		    name, bk->bk_base == NULL ? "no previous restore point to "
+		    name, !backup_has_base(bk) ? "no previous restore point to "
 		    "compare with" : "resuming an interrupted backup");
 		return;
 	}
@@ -762,10 +765,10 @@ backup_base(struct backup *bk, const BaseIndex *bi)
 		    "stopped before reading any data: %s", bk->bk_name, err);
 		return 0;
 	}
-	if (bk->bk_base == NULL && bi->point_id[0] != '\0') {
+	if (!backup_has_base(bk) && bi->point_id[0] != '\0') {
 		if (bi->blocks == 0 || bi->blocks > (1ull << 30))
 			return -1;
-		if ((bk->bk_base = calloc(bi->blocks, CHUNK_ID_LEN)) == NULL)
+		if (id_map_init(&bk->bk_base, bi->blocks) == -1)
 			return -1;
 		bk->bk_base_blocks = bi->blocks;
 		snprintf(bk->bk_base_id, sizeof(bk->bk_base_id), "%s",
@@ -774,23 +777,22 @@ backup_base(struct backup *bk, const BaseIndex *bi)
 		    bi->dirty_bitmap);
 	}
 	if (n > 0) {
-		if (bk->bk_base == NULL || bi->first != bk->bk_base_got ||
+		if (!backup_has_base(bk) || bi->first != bk->bk_base_got ||
 		    bi->blocks != bk->bk_base_blocks ||
 		    n > bk->bk_base_blocks - bk->bk_base_got)
 			return -1;
-		memcpy(bk->bk_base + bi->first * CHUNK_ID_LEN, bi->ids.data,
-		    bi->ids.len);
+		id_map_put(&bk->bk_base, bi->first, bi->ids.data, n);
 		bk->bk_base_got += n;
 	}
 	if (bi->last) {
-		if (bk->bk_base != NULL && bk->bk_base_got !=
+		if (backup_has_base(bk) && bk->bk_base_got !=
 		    bk->bk_base_blocks)
 			return -1;
 		bk->bk_base_wait = 0;
 		bk->bk_resumed = bi->resumed;
 		if (bk->bk_dopts.do_dirty_bitmap != NULL)
 			backup_dirty_map(bk);
-		if (bk->bk_base != NULL)
+		if (backup_has_base(bk))
 			log_debug("incremental from restore point %s",
 			    bk->bk_base_id);
 		backup_connect_more(bk, bi);
@@ -960,8 +962,7 @@ backup_open_disk(struct backup *bk)
 static void
 backup_reset(struct backup *bk)
 {
-	free(bk->bk_base);
-	bk->bk_base = NULL;
+	id_map_free(&bk->bk_base);
 	bk->bk_base_blocks = bk->bk_base_got = 0;
 	bk->bk_base_id[0] = '\0';
 	bk->bk_resumed = 0;
@@ -1216,7 +1217,7 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
  out:
 	client_free(bk.bk_client);
 	free(bk.bk_unchanged);
-	free(bk.bk_base);
+	id_map_free(&bk.bk_base);
 	envelope_free(&bk.bk_env);
 	disk_close(bk.bk_dk);
 	free(bk.bk_dirty);

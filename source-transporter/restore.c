@@ -135,7 +135,7 @@ struct restore {
 	uint64_t	 rs_zero_blocks;
 	char		 rs_state_path[PATH_MAX];	/* "": none kept */
 	struct restore_state rs_st;	/* what an earlier attempt did */
-	uint8_t		*rs_index;	/* the point's chunk ids */
+	struct id_map	 rs_ids;	/* the point's chunk ids (idmap.c) */
 	uint64_t	 rs_index_got;
 	uint8_t		 rs_digest[CHUNK_ID_LEN];
 	uint64_t	 rs_from;	/* blocks asked for from here on */
@@ -218,13 +218,17 @@ bit_isset(const uint8_t *map, uint64_t i)
 	return (map[i / 8] & (1u << (i % 8))) != 0;
 }
 
+/* Whether this attempt has the point's chunk ids (asked for first). */
+static int
+restore_has_ids(const struct restore *rs)
+{
+	return rs->rs_ids.im_ids != NULL;
+}
+
 static int
 restore_is_zero(const struct restore *rs, uint64_t i)
 {
-	static const uint8_t	 zero[CHUNK_ID_LEN];
-
-	return memcmp(rs->rs_index + i * CHUNK_ID_LEN, zero,
-	    CHUNK_ID_LEN) == 0;
+	return id_map_is_zero(&rs->rs_ids, i);
 }
 
 /* Is block i one this attempt asked the target for? */
@@ -316,12 +320,12 @@ write_work(struct pool_job *pj)
 		snprintf(wj->wj_msg, sizeof(wj->wj_msg), "bad field lengths");
 		goto out;
 	}
-	if (rs->rs_index != NULL && !restore_needed(rs, b->index)) {
+	if (restore_has_ids(rs) && !restore_needed(rs, b->index)) {
 		snprintf(wj->wj_msg, sizeof(wj->wj_msg), "was not asked for");
 		goto out;
 	}
-	if (rs->rs_index != NULL && memcmp(rs->rs_index + b->index *
-	    CHUNK_ID_LEN, b->chunk_id.data, CHUNK_ID_LEN) != 0) {
+	if (restore_has_ids(rs) && memcmp(id_map_get(&rs->rs_ids,
+	    b->index), b->chunk_id.data, CHUNK_ID_LEN) != 0) {
 		snprintf(wj->wj_msg, sizeof(wj->wj_msg), "is not the chunk the "
 		    "restore point's index lists there");
 		goto out;
@@ -459,7 +463,7 @@ write_done(struct pool_job *pj)
 		goto out;
 	}
 	rs->rs_seen[wj->wj_index / 8] |= 1u << (wj->wj_index % 8);
-	if (rs->rs_index != NULL) {
+	if (restore_has_ids(rs)) {
 		/* The prefix now in the output, for the resume state. */
 		while (rs->rs_mark < rs->rs_blocks &&
 		    (!restore_needed(rs, rs->rs_mark) ||
@@ -1060,7 +1064,7 @@ restore_summary(struct restore *rs)
 	printf("restored %s/%s to %s\n", rs->rs_name, rs->rs_point,
 	    rs->rs_output);
 	printf("  disk      %s (%llu blocks with data, the rest sparse)\n",
-	    b1, (unsigned long long)(rs->rs_index != NULL ? rs->rs_blocks -
+	    b1, (unsigned long long)(restore_has_ids(rs) ? rs->rs_blocks -
 	    rs->rs_zero_blocks : rs->rs_written));
 	printf("  received  %s on %u connection%s\n", b2,
 	    restore_joined_count(rs) + 1, restore_joined_count(rs) ? "s" :
@@ -1234,8 +1238,8 @@ check_work(struct pool_job *pj)
 			ck->ck_errno = ENOMEM;
 			break;
 		}
-		if (memcmp(id, rs->rs_index + i * CHUNK_ID_LEN,
-		    CHUNK_ID_LEN) != 0) {
+		if (memcmp(id, id_map_get(&rs->rs_ids, i), CHUNK_ID_LEN) !=
+		    0) {
 			/* ck_first is a multiple of 8: this byte is ours. */
 			rs->rs_bad[i / 8] |= 1u << (i % 8);
 			ck->ck_bad++;
@@ -1390,8 +1394,7 @@ restore_index(struct restore *rs, const BaseIndex *bi)
 	    n > rs->rs_blocks - rs->rs_index_got ||
 	    (bi->last && rs->rs_index_got + n != rs->rs_blocks))
 		return -1;
-	memcpy(rs->rs_index + rs->rs_index_got * CHUNK_ID_LEN, bi->ids.data,
-	    bi->ids.len);
+	id_map_put(&rs->rs_ids, rs->rs_index_got, bi->ids.data, n);
 	rs->rs_index_got += n;
 	if (!bi->last)
 		return 0;
@@ -1400,8 +1403,10 @@ restore_index(struct restore *rs, const BaseIndex *bi)
 			zero++;
 	if (zero != rs->rs_zero_blocks)
 		return -1;
-	crypto_sha256(rs->rs_index, rs->rs_blocks * CHUNK_ID_LEN,
-	    rs->rs_digest);
+	if (id_map_sha256(&rs->rs_ids, rs->rs_digest) == -1) {
+		restore_fail(rs, EXIT_ERROR, strerror(errno));
+		return 0;
+	}
 	restore_plan(rs);
 	return 0;
 }
@@ -1632,18 +1637,18 @@ restore_frame(struct client *cl, const Frame *f, void *arg)
 		if (restore_announced(rs, f->restore_begin) == -1)
 			return;
 		if (rs->rs_phase == RP_INDEX) {
-			free(rs->rs_index);
+			id_map_free(&rs->rs_ids);
 			free(rs->rs_bad);
 			rs->rs_index_got = 0;
-			if ((rs->rs_index = calloc(rs->rs_blocks,
-			    CHUNK_ID_LEN)) == NULL || (rs->rs_bad =
+			if (id_map_init(&rs->rs_ids, rs->rs_blocks) == -1 ||
+			    (rs->rs_bad =
 			    calloc((rs->rs_blocks + 7) / 8, 1)) == NULL) {
 				restore_fail(rs, EXIT_ERROR, "out of memory");
 				return;
 			}
 			return;
 		}
-		if (rs->rs_index == NULL)
+		if (!restore_has_ids(rs))
 			rs->rs_expected = f->restore_begin->blocks;
 		else if (f->restore_begin->blocks != rs->rs_expected) {
 			restore_fail(rs, EXIT_INTEGRITY, "the target announced "
@@ -1752,7 +1757,7 @@ verify_usage(FILE *fp)
 static void
 restore_reset(struct restore *rs)
 {
-	if (rs->rs_index != NULL && rs->rs_phase == RP_STREAM &&
+	if (restore_has_ids(rs) && rs->rs_phase == RP_STREAM &&
 	    rs->rs_mark > 0)
 		restore_state_fill(rs, &rs->rs_st, rs->rs_mark);
 	rs->rs_phase = RP_INDEX;
@@ -1766,8 +1771,7 @@ restore_reset(struct restore *rs)
 	rs->rs_check_next = rs->rs_index_got = 0;
 	free(rs->rs_seen);
 	rs->rs_seen = NULL;
-	free(rs->rs_index);
-	rs->rs_index = NULL;
+	id_map_free(&rs->rs_ids);
 	free(rs->rs_bad);
 	rs->rs_bad = NULL;
 }
@@ -1857,7 +1861,7 @@ restore_done(struct restore *rs)
 	if (rs->rs_fd != -1)
 		close(rs->rs_fd);
 	free(rs->rs_seen);
-	free(rs->rs_index);
+	id_map_free(&rs->rs_ids);
 	free(rs->rs_bad);
 	envelope_free(&rs->rs_env);
 	pthread_mutex_destroy(&rs->rs_write_lock);
