@@ -2482,16 +2482,23 @@ repo_point_open_windowed(struct repo *r, const char *tenant,
 	return point_open(r, tenant, name, id, p, slots > 0 ? slots : 1);
 }
 
+/* Frees p's index, keeping the rest (its keys, for the chain). */
+void
+repo_point_drop_index(struct repo_point *p)
+{
+	free(p->rp_index);
+	p->rp_index = NULL;
+	index_windows_free(p->rp_ix);
+	p->rp_ix = NULL;
+}
+
 /* Frees p's index and keys; safe on a cleared or zeroed point. */
 void
 repo_point_clear(struct repo_point *p)
 {
 	if (p == NULL)
 		return;
-	free(p->rp_index);
-	p->rp_index = NULL;
-	index_windows_free(p->rp_ix);
-	p->rp_ix = NULL;
+	repo_point_drop_index(p);
 	free(p->rp_keys);
 	p->rp_keys = NULL;
 	p->rp_keys_len = 0;
@@ -2696,12 +2703,13 @@ repo_point_files(struct repo *r, const char *tenant, const char *name,
 }
 
 /*
- * repo_point_open of one exact point for verify: on EBADMSG *why says
- * whether the manifest or the index is damaged, and how; a manifest
- * that verifies while its index does not is still filled into p, so
- * that its chain can be checked, with rp_index set if the index is
- * whole but does not match its digest.  The caller clears p in every
- * case (repo_point_clear).
+ * One exact point for verify, its index read a window at a time
+ * (repo_point_ids) so that verify's memory does not grow with the
+ * disk: on EBADMSG *why says whether the manifest or the index is
+ * damaged, and how; a manifest that verifies while its index does not
+ * is still filled into p, so that its chain can be checked, with
+ * rp_index set (whole) if the index is whole but does not match its
+ * digest.  The caller clears p in every case (repo_point_clear).
  */
 int
 repo_point_inspect(struct repo *r, const char *tenant, const char *name,
@@ -2720,6 +2728,9 @@ repo_point_inspect(struct repo *r, const char *tenant, const char *name,
 		memset(p, 0, sizeof(*p));
 		return -1;
 	}
+	if (index_windows_open(r, tenant, p, digest, 1) == 0)
+		return 0;
+	/* Damaged or unreadable: read it again whole, to say how. */
 	if (index_load(r, tenant, p, digest, why, 1) == -1) {
 		if (errno == ENOENT) {
 			*why = "index missing (the manifest names it)";

@@ -321,6 +321,7 @@ const uint8_t	*repo_point_ids(struct repo_point *, uint64_t, uint64_t);
 uint64_t	 repo_point_window_reads(const struct repo_point *);
 const char	*repo_point_ids_error(int);
 void		 repo_point_clear(struct repo_point *);
+void		 repo_point_drop_index(struct repo_point *);
 void		 repo_points_free(struct repo_point *, size_t);
 int		 repo_job_set_keys(struct repo_job *, const uint8_t *, size_t,
 		    const uint8_t *, size_t);

@@ -197,11 +197,11 @@ point_label(const struct verify *v, const struct repo_point *p, char *buf,
  * the damaged entry (named by its bytes in the .index file).
  */
 static void
-verify_blocks(struct verify *v, const struct repo_point *p, int index_bad)
+verify_blocks(struct verify *v, struct repo_point *p, int index_bad)
 {
 	const struct vchunk	*vc;
 	KeyChain		*kc = NULL;
-	const uint8_t		*id;
+	const uint8_t		*ids = NULL, *id;
 	char			 label[256], hex[2 * CHUNK_ID_LEN + 1];
 	char			 khex[2 * KEY_ID_LEN + 1], why[512];
 	uint64_t		 i, left, bad = 0;
@@ -221,7 +221,24 @@ verify_blocks(struct verify *v, const struct repo_point *p, int index_bad)
 	point_label(v, p, label, sizeof(label));
 	v->v_checked++;
 	for (i = 0; i < p->rp_blocks; i++) {
-		id = p->rp_index + i * CHUNK_ID_LEN;
+		/* A window of the index at a time (whole if it is damaged). */
+		if (i % INDEX_WINDOW_IDS == 0 && (ids = repo_point_ids(p, i,
+		    p->rp_blocks - i < INDEX_WINDOW_IDS ? p->rp_blocks - i :
+		    INDEX_WINDOW_IDS)) == NULL) {
+			if (errno == EBADMSG) {
+				printf("damaged: %s: its index changed on disk "
+				    "while it was verified (at block %llu)\n",
+				    label, (unsigned long long)i);
+				v->v_bad_points++;
+			} else {
+				printf("error: %s: cannot read its index at "
+				    "block %llu: %s\n", label,
+				    (unsigned long long)i, strerror(errno));
+				v->v_error = 1;
+			}
+			break;
+		}
+		id = ids + i % INDEX_WINDOW_IDS * CHUNK_ID_LEN;
 		if (is_zero_id(id))
 			continue;
 		v->v_blocks++;
@@ -442,8 +459,8 @@ verify_name_cb(void *arg, const char *name)
 			continue;
 		v->v_found = 1;
 		verify_blocks(v, &vp->vp_point, 0);
-		free(vp->vp_point.rp_index);	/* the chain needs the rest */
-		vp->vp_point.rp_index = NULL;
+		/* The chain needs the rest. */
+		repo_point_drop_index(&vp->vp_point);
 	}
 	verify_chain(v);
 	for (i = 0; i < v->v_npoints; i++)

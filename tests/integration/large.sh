@@ -134,4 +134,16 @@ else
 	    "$(ls -ls "$T/huge.out" 2>&1)"
 fi
 
+# verify reads each point's index a window at a time as well: 10 MiB
+# for this repository (42 MiB with the 1 TiB points' indexes read whole).
+limit=$([ "${TRANSPORTER_ASAN:-0}" = 1 ] && echo 64 || echo 24)
+if measure "$BUILD/target-transporter" verify -f "$T/target.conf"; then
+	ok "verify of the repository with the 1 TiB points: intact"
+else
+	not_ok "verify of the repository with the 1 TiB points: intact" \
+	    "exit $RC"
+	diag "$LAST"
+fi
+under_limit "verify (1 TiB sparse disk)" "$RSS_KIB" $((limit * 1024))
+
 finish
