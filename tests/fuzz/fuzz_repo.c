@@ -164,9 +164,10 @@ read_points(void)
 {
 	struct repo_point	*points = NULL, p, w;
 	const uint8_t		*id, *ids;
+	const char		*why;
 	uint64_t		 i, zero = 0, reads = 0;
 	size_t			 n = 0, k;
-	int			 whole, windowed;
+	int			 whole, windowed, inspected;
 	static const uint8_t	 zero_id[CHUNK_ID_LEN];
 
 	if (repo_list(fuzz_repo, FUZZ_TENANT, NULL, &points, &n) == 0) {
@@ -199,6 +200,13 @@ read_points(void)
 		}
 		repo_point_clear(&w);
 	}
+	/* verify's open agrees as well: windowed when sound. */
+	inspected = repo_point_inspect(fuzz_repo, FUZZ_TENANT, FUZZ_NAME,
+	    FUZZ_POINT_ID, &w, &why);
+	FUZZ_CHECK(inspected == whole);
+	FUZZ_CHECK(inspected == -1 || (w.rp_ix != NULL && w.rp_index == NULL &&
+	    why == NULL));
+	repo_point_clear(&w);
 	if (whole == -1)
 		return;
 	/* What repo_point_open promises a restore. */
