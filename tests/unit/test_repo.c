@@ -718,6 +718,25 @@ test_index_tamper(void **state)
 	assert_int_equal(errno, EBADMSG);
 }
 
+
+/* Every window of windowed point q holds the ids of index. */
+static void
+assert_windows_equal(struct repo_point *q, const uint8_t *index)
+{
+	const uint8_t	*ids;
+	uint64_t	 i, n;
+
+	assert_non_null(q->rp_ix);
+	assert_null(q->rp_index);
+	for (i = 0; i < q->rp_blocks; i += n) {
+		n = q->rp_blocks - i < INDEX_WINDOW_IDS ? q->rp_blocks - i :
+		    INDEX_WINDOW_IDS;
+		assert_non_null(ids = repo_point_ids(q, i, n));
+		assert_memory_equal(ids, index + i * CHUNK_ID_LEN,
+		    n * CHUNK_ID_LEN);
+	}
+}
+
 /*
  * A restore's index, read a window at a time: the same ids as the whole
  * index, a window changed on disk after the open is refused when read
@@ -746,17 +765,8 @@ test_index_windows(void **state)
 
 	assert_int_equal(repo_point_open_windowed(f->f_repo, TENANT, "vm",
 	    NULL, &q, 1), 0);
-	assert_null(q.rp_index);
-	assert_non_null(q.rp_ix);
 	assert_int_equal(q.rp_blocks, nb);
-	for (i = 0; i < nb; i += INDEX_WINDOW_IDS) {
-		size_t	 n = nb - i < INDEX_WINDOW_IDS ? nb - i :
-			    INDEX_WINDOW_IDS;
-
-		assert_non_null(ids = repo_point_ids(&q, i, n));
-		assert_memory_equal(ids, index + i * CHUNK_ID_LEN,
-		    n * CHUNK_ID_LEN);
-	}
+	assert_windows_equal(&q, index);
 	for (i = 0; i < sizeof(marked) / sizeof(marked[0]); i++) {
 		assert_non_null(ids = repo_point_ids(&q, marked[i], 1));
 		assert_memory_equal(ids, index + marked[i] * CHUNK_ID_LEN,
@@ -838,11 +848,9 @@ test_inspect_windows(void **state)
 	const size_t		 nb = INDEX_WINDOW_IDS + 100;
 	unsigned		*seeds;
 	uint8_t			*index;
-	const uint8_t		*ids;
 	const char		*why;
 	struct repo_point	 p, q;
 	char			 path[512];
-	size_t			 i;
 
 	assert_non_null(seeds = calloc(nb, sizeof(*seeds)));
 	assert_non_null(index = malloc(nb * CHUNK_ID_LEN));
@@ -854,16 +862,7 @@ test_inspect_windows(void **state)
 	assert_int_equal(repo_point_inspect(f->f_repo, TENANT, "vm", p.rp_id,
 	    &q, &why), 0);
 	assert_null(why);
-	assert_null(q.rp_index);
-	assert_non_null(q.rp_ix);
-	for (i = 0; i < nb; i += INDEX_WINDOW_IDS) {
-		size_t	 n = nb - i < INDEX_WINDOW_IDS ? nb - i :
-			    INDEX_WINDOW_IDS;
-
-		assert_non_null(ids = repo_point_ids(&q, i, n));
-		assert_memory_equal(ids, index + i * CHUNK_ID_LEN,
-		    n * CHUNK_ID_LEN);
-	}
+	assert_windows_equal(&q, index);
 	/*
 	 * Changed after the open: refused when read again, as verify
 	 * reports it (one slot: reading window 0 put window 1 out).
