@@ -542,6 +542,19 @@ same() {
 	fi
 }
 
+# wait_ok PID NAME ERR: ok if background job PID exits 0, else not ok
+# with its exit code and the end of its stderr ERR
+wait_ok() {
+	local rc
+	wait "$1"
+	rc=$?
+	if [ "$rc" -eq 0 ]; then
+		ok "$2"
+	else
+		not_ok "$2" "exit $rc: $(tail -5 "$3")"
+	fi
+}
+
 # no_key_bytes PATH...: none of the keys in $T/dek.hex (one hex key a
 # line), raw or in hex, in any file PATH or any file under a directory PATH
 no_key_bytes() {

@@ -149,10 +149,7 @@ for _ in $(seq 300); do
 	sleep 0.1
 done
 restart_target || bail "target did not restart"
-wait $rpid
-rc=$?
-[ $rc -eq 0 ] && ok "the restore finished after the target came back" ||
-    not_ok "the restore finished" "exit $rc: $(tail -5 "$T/r4.err")"
+wait_ok $rpid "the restore finished after the target came back" "$T/r4.err"
 expect_grep "reconnecting" "$T/r4.err" "the source reconnected"
 LAST_OUT=$T/r4.json
 jsoncheck "on a later attempt, resumed" "j['attempts'] >= 2 and j['resumed_from_block'] >= 4"
@@ -178,10 +175,8 @@ for _ in $(seq 300); do
 	sleep 0.1
 done
 restart_target || bail "target did not restart"
-wait $rpid
-rc=$?
-[ $rc -eq 0 ] && ok "the device restore finished after the target came back" ||
-    not_ok "the device restore finished" "exit $rc: $(tail -5 "$T/r5.err")"
+wait_ok $rpid "the device restore finished after the target came back" \
+    "$T/r5.err"
 LAST_OUT=$T/r5.json
 jsoncheck "the device restore resumed on a later attempt" \
     "j['attempts'] >= 2 and j['resumed_from_block'] >= 2"

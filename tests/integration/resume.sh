@@ -43,10 +43,7 @@ if wait_checkpoint 1; then
 else
 	not_ok "a checkpoint within 30 s" "$(tail -3 "$TARGET_LOG")"
 fi
-wait $bpid
-rc=$?
-[ $rc -eq 0 ] && ok "the backup finished (exit 0)" ||
-    not_ok "the backup finished" "exit $rc: $(tail -3 "$T/b1.err")"
+wait_ok $bpid "the backup finished (exit 0)" "$T/b1.err"
 LAST_OUT=$T/b1.json
 jsoncheck "it resumed: reconnected and reused durable blocks" \
     'j["resumed"] and j["attempts"] >= 2 and j["blocks_unchanged"] > 0'
@@ -123,10 +120,7 @@ if wait_checkpoint $((n + 1)); then
 else
 	not_ok "a checkpoint of the incremental" "$(tail -3 "$TARGET_LOG")"
 fi
-wait $bpid
-rc=$?
-[ $rc -eq 0 ] && ok "the incremental finished (exit 0)" ||
-    not_ok "the incremental finished" "exit $rc: $(tail -3 "$T/b4.err")"
+wait_ok $bpid "the incremental finished (exit 0)" "$T/b4.err"
 LAST_OUT=$T/b4.json
 jsoncheck "it resumed, and the first half came from the base" \
     'j["resumed"] and j["blocks_unchanged"] >= 32'
