@@ -290,7 +290,7 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 				memcpy(merged + i * CHUNK_ID_LEN,
 				    journal + i * CHUNK_ID_LEN, CHUNK_ID_LEN);
 		free(journal);
-		repo_point_clear(base);	/* its ids (and keys) are done with */
+		repo_point_drop_index(base);	/* merged: its windows go */
 		base->rp_index = merged;
 		base->rp_blocks = n;
 		if (base->rp_id[0] == '\0')

@@ -81,12 +81,12 @@ struct repo_chunk {
 	size_t		 rc_len;
 };
 
-/* What a restore point is; filled by repo_list and repo_point_open. */
 /* A job's index at one moment: its written pages (repo.c). */
 struct repo_snapshot {
 	struct id_map	 sn_ids;	/* its written pages only */
 };
 
+/* What a restore point is; filled by repo_list and repo_point_open. */
 struct repo_point {
 	char		 rp_name[NAME_MAX_LEN + 1];
 	char		 rp_id[64];
