@@ -132,6 +132,7 @@ int	 conf_check_key_file(const char *, char *, size_t);
 
 /* frame.c */
 int	 frame_send(struct bufferevent *, const Frame *);
+int	 frame_queue(struct evbuffer *, uint8_t *, size_t);
 uint8_t	*frame_pack(const Frame *, size_t *);
 uint8_t	*frame_pack_block(const Block *, size_t, uint8_t **, size_t *);
 int	 frame_take(struct evbuffer *, size_t, uint8_t **, size_t *);

@@ -12,6 +12,7 @@
 #include <event2/bufferevent.h>
 
 #include "common.h"
+#include "metrics.h"
 
 static void
 frame_buf_free(const void *data, size_t len, void *arg)
@@ -116,6 +117,20 @@ frame_pack_block(const Block *b, size_t payload_len, uint8_t **payloadp,
 	return buf;
 }
 
+/*
+ * Queues buf, a frame of len bytes from frame_pack or frame_pack_block,
+ * on out without copying it; out frees it once sent.  Counted in the
+ * metrics as sent.  Returns 0, or -1 (buf is still the caller's).
+ */
+int
+frame_queue(struct evbuffer *out, uint8_t *buf, size_t len)
+{
+	if (evbuffer_add_reference(out, buf, len, frame_buf_free, buf) == -1)
+		return -1;
+	METRICS_ADD(metrics.mt_bytes_sent, NULL, len);
+	return 0;
+}
+
 /* Queues f on bev without copying its packed bytes.  Returns 0 or -1. */
 int
 frame_send(struct bufferevent *bev, const Frame *f)
@@ -125,8 +140,7 @@ frame_send(struct bufferevent *bev, const Frame *f)
 
 	if ((buf = frame_pack(f, &len)) == NULL)
 		return -1;
-	if (evbuffer_add_reference(bufferevent_get_output(bev), buf, len,
-	    frame_buf_free, buf) == -1) {
+	if (frame_queue(bufferevent_get_output(bev), buf, len) == -1) {
 		free(buf);
 		return -1;
 	}

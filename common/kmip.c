@@ -37,6 +37,7 @@
 
 #include "common.h"
 #include "kmip.h"
+#include "metrics.h"
 
 /* Tags (KMIP 1.2, 9.1.3.1). */
 #define TAG_ACTIVATION_DATE		0x420001
@@ -544,6 +545,7 @@ kmip_connect_timeout(const char *host, const char *port, const char *cert,
 	    SSL_get_version(kc->kc_ssl), SSL_get_cipher_name(kc->kc_ssl));
 	return kc;
  fail:
+	METRICS_INC(metrics.mt_errors, "kms");
 	kc->kc_broken = 1;
 	kmip_close(kc);
 	return NULL;
@@ -604,15 +606,50 @@ kmip_req_begin(struct ttlv_enc *te, uint32_t op)
 	ttlv_begin(te, TAG_REQUEST_PAYLOAD);
 }
 
+/* The operation's name in KMIP 1.x, for the latency metric's label. */
+static const char *
+kmip_op_name(uint32_t op)
+{
+	switch (op) {
+	case OP_CREATE:		return "Create";
+	case OP_LOCATE:		return "Locate";
+	case OP_GET:		return "Get";
+	case OP_GET_ATTRIBUTES:	return "GetAttributes";
+	case OP_ACTIVATE:	return "Activate";
+	case OP_REVOKE:		return "Revoke";
+	case OP_DESTROY:	return "Destroy";
+	default:		return "other";
+	}
+}
+
+static int	kmip_exchange_once(struct kmip_conn *, struct ttlv_enc *,
+		    uint32_t, const char *, struct kmip_resp *);
+
 /*
  * Sends the request in te (payload still open; te is freed here),
  * reads and parses the response, and checks it is the one successful
  * batch item of operation op.  what ("Locate 'acme-kek'") names the
  * request in errors.  On success kr holds the response, to free with
- * kmip_resp_free(); on failure it is empty.
+ * kmip_resp_free(); on failure it is empty.  Each request's latency
+ * goes into the metrics, and each failure counts as a "kms" error.
  */
 static int
 kmip_exchange(struct kmip_conn *kc, struct ttlv_enc *te, uint32_t op,
+    const char *what, struct kmip_resp *kr)
+{
+	uint64_t	 t0 = kmip_now_ms();
+	int		 rv;
+
+	rv = kmip_exchange_once(kc, te, op, what, kr);
+	metrics_observe(metrics_series(metrics.mt_kms_seconds,
+	    kmip_op_name(op), NULL), (double)(kmip_now_ms() - t0) / 1000);
+	if (rv == -1)
+		METRICS_INC(metrics.mt_errors, "kms");
+	return rv;
+}
+
+static int
+kmip_exchange_once(struct kmip_conn *kc, struct ttlv_enc *te, uint32_t op,
     const char *what, struct kmip_resp *kr)
 {
 	const struct ttlv_item	*hdr, *item;

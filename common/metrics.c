@@ -14,6 +14,7 @@
 
 #include <netinet/in.h>
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -678,6 +679,76 @@ metrics_init(const char *program)
 	metrics_set(metrics_series(m->mt_start_time, NULL, NULL),
 	    (double)time(NULL));
 	return rv;
+}
+
+/*
+ * The counters without labels, one "NAME VALUE" line each, into buf (a
+ * string): how a child process hands what it counted to its parent
+ * (the source agent's backups), for metrics_merge_counters.  Returns
+ * the length, or -1 if buf is too small.
+ */
+int
+metrics_counters_text(char *buf, size_t len)
+{
+	struct metric	*mf;
+	size_t		 i, n, used = 0;
+	int		 w;
+
+	buf[0] = '\0';
+	n = atomic_load(&metrics_nfamilies);
+	for (i = 0; i < n; i++) {
+		mf = metrics_families[i];
+		if (mf->mf_type != METRICS_COUNTER || mf->mf_nlabels != 0)
+			continue;
+		w = snprintf(buf + used, len - used, "%s %llu\n", mf->mf_name,
+		    (unsigned long long)metrics_counter_value(
+		    metrics_series(mf, NULL, NULL)));
+		if (w < 0 || (size_t)w >= len - used)
+			return -1;
+		used += (size_t)w;
+	}
+	return (int)used;
+}
+
+/*
+ * Adds the counters of text (metrics_counters_text of another process)
+ * to ours.  Lines that name no counter without labels here, or whose
+ * value is not a decimal number, are skipped.  Returns how many were
+ * added.
+ */
+int
+metrics_merge_counters(const char *text)
+{
+	struct metric		*mf;
+	const char		*p = text, *sp, *nl;
+	char			*end;
+	unsigned long long	 v;
+	size_t			 i, n;
+	int			 added = 0;
+
+	for (; *p != '\0'; p = *nl == '\n' ? nl + 1 : nl) {
+		nl = p + strcspn(p, "\n");
+		if ((sp = memchr(p, ' ', (size_t)(nl - p))) == NULL ||
+		    sp[1] < '0' || sp[1] > '9')
+			continue;
+		errno = 0;
+		v = strtoull(sp + 1, &end, 10);
+		if (errno != 0 || end != nl)
+			continue;
+		n = atomic_load(&metrics_nfamilies);
+		for (i = 0; i < n; i++) {
+			mf = metrics_families[i];
+			if (mf->mf_type == METRICS_COUNTER &&
+			    mf->mf_nlabels == 0 &&
+			    strlen(mf->mf_name) == (size_t)(sp - p) &&
+			    memcmp(mf->mf_name, p, (size_t)(sp - p)) == 0) {
+				metrics_add(metrics_series(mf, NULL, NULL), v);
+				added++;
+				break;
+			}
+		}
+	}
+	return added;
 }
 
 /*

@@ -80,6 +80,8 @@ void		 metrics_observe(struct metric_series *, double);
 uint64_t	 metrics_counter_value(struct metric_series *);
 double		 metrics_gauge_value(struct metric_series *);
 int		 metrics_render(struct evbuffer *);
+int		 metrics_counters_text(char *, size_t);
+int		 metrics_merge_counters(const char *);
 struct metrics_server *metrics_listen(struct event_base *, const char *);
 int		 metrics_server_port(const struct metrics_server *);
 void		 metrics_server_free(struct metrics_server *);

@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "common.h"
+#include "metrics.h"
 
 struct pool {
 	pthread_mutex_t	 pl_lock;
@@ -90,6 +91,8 @@ pool_done_cb(evutil_socket_t fd, short ev, void *arg)
 
 	for (; job != NULL; job = next) {
 		next = job->pj_next;
+		metrics_gauge_add(metrics_series(metrics.mt_pool_jobs, NULL,
+		    NULL), -1);
 		job->pj_done(job);
 	}
 }
@@ -147,6 +150,7 @@ pool_new(struct event_base *base, int nthreads)
 void
 pool_submit(struct pool *pl, struct pool_job *job)
 {
+	metrics_gauge_add(metrics_series(metrics.mt_pool_jobs, NULL, NULL), 1);
 	pthread_mutex_lock(&pl->pl_lock);
 	job_append(&pl->pl_todo_head, &pl->pl_todo_tail, job);
 	pthread_cond_signal(&pl->pl_cond);

@@ -5,13 +5,15 @@
  * takes the agent down, and an interrupted one resumes next time);
  * notifies systemd (READY, STATUS, WATCHDOG, RELOADING, STOPPING);
  * reloads its jobs on SIGHUP; and serves Prometheus /metrics when
- * `metrics` is set.
+ * `metrics` is set, with what each child counted (bytes read, sent,
+ * compressed), which the child hands back on a pipe as it exits.
  */
 #include <sys/types.h>
 #include <sys/wait.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,12 +28,17 @@
 #include "metrics.h"
 #include "source.h"
 
+/* The child's end of the counters' pipe, named in its environment. */
+#define AGENT_STATS_ENV	"TRANSPORTER_AGENT_STATS_FD"
+#define AGENT_STATS_MAX	PIPE_BUF	/* one write, never split */
+
 struct agent {
 	struct event_base	*ag_base;
 	struct source_conf	*ag_conf;
 	const char		*ag_conffile;
 	const char		*ag_self;	/* our own executable */
 	pid_t			 ag_child;
+	int			 ag_stats;	/* the child's counters, or -1 */
 	struct source_job	*ag_running;
 	uint64_t		 ag_started_ms;
 	int			 ag_stopping;
@@ -71,8 +78,8 @@ agent_status(struct agent *ag)
 static int
 agent_spawn(struct agent *ag, struct source_job *sj)
 {
-	char	*argv[20];
-	int	 argc = 0;
+	char	*argv[20], fd[16];
+	int	 argc = 0, stats[2] = { -1, -1 };
 	pid_t	 pid;
 
 	argv[argc++] = "source-transporter";
@@ -100,16 +107,35 @@ agent_spawn(struct agent *ag, struct source_job *sj)
 		argv[argc++] = sj->sj_connections;
 	}
 	argv[argc] = NULL;
+	/* Counters only matter when they are served. */
+	if (metrics.mt_bytes_read != NULL &&
+	    pipe2(stats, O_CLOEXEC | O_NONBLOCK) == -1) {
+		log_warn("job '%s': pipe", sj->sj_name);
+		stats[0] = stats[1] = -1;
+	}
 	if ((pid = fork()) == -1) {
 		log_warn("job '%s': fork", sj->sj_name);
+		if (stats[0] != -1) {
+			close(stats[0]);
+			close(stats[1]);
+		}
 		return -1;
 	}
 	if (pid == 0) {
 		/* The summary goes to the journal with our logs. */
 		(void)dup2(STDERR_FILENO, STDOUT_FILENO);
+		if (stats[1] != -1) {
+			(void)snprintf(fd, sizeof(fd), "%d", stats[1]);
+			if (fcntl(stats[1], F_SETFD, 0) == -1 ||
+			    setenv(AGENT_STATS_ENV, fd, 1) == -1)
+				_exit(127);
+		}
 		execv(ag->ag_self, argv);
 		_exit(127);
 	}
+	if (stats[1] != -1)
+		close(stats[1]);
+	ag->ag_stats = stats[0];
 	ag->ag_child = pid;
 	ag->ag_running = sj;
 	ag->ag_started_ms = now_ms();
@@ -172,6 +198,67 @@ agent_disarm(struct source_conf *sc)
 		}
 }
 
+/*
+ * In a backup the agent started: the descriptor to hand this process's
+ * counters back on (agent_stats_send), with the metrics on to count
+ * them.  -1 in every other process.
+ */
+int
+agent_stats_fd(void)
+{
+	const char	*s = getenv(AGENT_STATS_ENV);
+	char		*end;
+	long		 fd;
+
+	if (s == NULL)
+		return -1;
+	errno = 0;
+	fd = strtol(s, &end, 10);
+	(void)unsetenv(AGENT_STATS_ENV);	/* not for our children */
+	if (errno != 0 || end == s || *end != '\0' || fd <= STDERR_FILENO ||
+	    fd > INT_MAX || fcntl((int)fd, F_SETFD, FD_CLOEXEC) == -1)
+		return -1;
+	if (metrics_init("source-transporter") == -1) {
+		close((int)fd);
+		return -1;
+	}
+	return (int)fd;
+}
+
+/* Hands the counters to the agent on fd from agent_stats_fd. */
+void
+agent_stats_send(int fd)
+{
+	char	 buf[AGENT_STATS_MAX];
+	int	 n;
+
+	if (fd == -1)
+		return;
+	if ((n = metrics_counters_text(buf, sizeof(buf))) > 0 &&
+	    write(fd, buf, (size_t)n) != n)
+		log_warn("cannot hand the counters to the agent");
+	close(fd);
+	metrics_free();
+}
+
+/* Adds what the child that ended counted to our metrics. */
+static void
+agent_stats_merge(struct agent *ag)
+{
+	char	 buf[AGENT_STATS_MAX + 1];
+	ssize_t	 n;
+
+	if (ag->ag_stats == -1)
+		return;
+	/* It has exited: what it wrote is in the pipe, or nothing is. */
+	if ((n = read(ag->ag_stats, buf, sizeof(buf) - 1)) > 0) {
+		buf[n] = '\0';
+		(void)metrics_merge_counters(buf);
+	}
+	close(ag->ag_stats);
+	ag->ag_stats = -1;
+}
+
 /* The child backup ended: log it, count it, run what is due next. */
 static void
 agent_reap(struct agent *ag)
@@ -189,10 +276,9 @@ agent_reap(struct agent *ag)
 		    128 + WTERMSIG(status);
 		ag->ag_child = -1;
 		ag->ag_running = NULL;
+		agent_stats_merge(ag);
 		metrics_gauge_add(metrics_series(metrics.mt_jobs, "backup",
 		    NULL), -1);
-		metrics_observe(metrics_series(metrics.mt_job_seconds,
-		    "backup", NULL), secs);
 		if (sj == NULL)
 			continue;
 		sj->sj_runs++;
@@ -201,6 +287,8 @@ agent_reap(struct agent *ag)
 			    sj->sj_name, secs);
 			metrics_add(metrics_series(metrics.mt_jobs_total,
 			    "backup", "ok"), 1);
+			metrics_observe(metrics_series(metrics.mt_job_seconds,
+			    "backup", NULL), secs);
 		} else {
 			sj->sj_failures++;
 			log_warnx("job '%s': backup failed with exit code %d "
@@ -307,6 +395,7 @@ cmd_agent(struct source_conf *sc, int argc, char **argv)
 	ag.ag_conf = ag.ag_main = sc;
 	ag.ag_conffile = sc->sc_path;
 	ag.ag_child = -1;
+	ag.ag_stats = -1;
 	ag.ag_self = "/proc/self/exe";
 	if ((ag.ag_base = event_base_new()) == NULL)
 		goto out;

@@ -26,6 +26,7 @@
 
 #include <event2/buffer.h>
 
+#include "metrics.h"
 #include "source.h"
 
 struct backup;
@@ -105,6 +106,7 @@ struct read_job {
 	int		 rj_unchanged;	/* same chunk id as in the base */
 	int		 rj_check_failed;	/* failed its round-trip check */
 	uint32_t	 rj_read;
+	size_t		 rj_zstd_len;	/* its zstd frame, or rj_read if raw */
 	uint8_t		*rj_frame;
 	size_t		 rj_len;
 };
@@ -232,6 +234,7 @@ read_work(struct pool_job *pj)
 	}
 	plain = clen > 0 ? comp : raw;
 	plen = clen > 0 ? (size_t)clen : len;
+	rj->rj_zstd_len = plen;
 	slen = plen + (source_side ? SEALED_OVERHEAD : 0);
 
 	crypto_nonce(nonce, AAD_BLOCK_TO_TARGET, rj->rj_nonce);
@@ -289,12 +292,6 @@ read_work(struct pool_job *pj)
 }
 
 static void
-frame_free_cb(const void *data, size_t len, void *arg)
-{
-	free(arg);
-}
-
-static void
 read_done(struct pool_job *pj)
 {
 	struct read_job	*rj = (struct read_job *)pj;
@@ -330,6 +327,7 @@ read_done(struct pool_job *pj)
 		goto out;
 	}
 	bk->bk_bytes_read += rj->rj_read;
+	METRICS_ADD(metrics.mt_bytes_read, NULL, rj->rj_read);
 	if (rj->rj_zero)
 		bk->bk_zero_blocks++;
 	else if (rj->rj_unchanged) {
@@ -338,12 +336,14 @@ read_done(struct pool_job *pj)
 		if (bk->bk_nunchanged == UNCHANGED_MAX)
 			backup_flush_unchanged(bk);
 	} else {
-		if (evbuffer_add_reference(client_output(out), rj->rj_frame,
-		    rj->rj_len, frame_free_cb, rj->rj_frame) == -1) {
+		if (frame_queue(client_output(out), rj->rj_frame,
+		    rj->rj_len) == -1) {
 			client_finish(cl, EXIT_ERROR, "cannot queue a block");
 			goto out;
 		}
 		rj->rj_frame = NULL;
+		METRICS_ADD(metrics.mt_compress_in, NULL, rj->rj_read);
+		METRICS_ADD(metrics.mt_compress_out, NULL, rj->rj_zstd_len);
 		bk->bk_blocks_sent++;
 		bk->bk_bytes_sent += rj->rj_len;
 		rj->rj_conn->bc_blocks++;

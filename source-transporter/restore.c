@@ -45,6 +45,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "source.h"
 
 #define RESTORE_MAX_JOBS_PER_THREAD	3
@@ -473,6 +474,8 @@ write_done(struct pool_job *pj)
 	}
 	rs->rs_written++;
 	rs->rs_bytes_written += restore_block_len(rs, wj->wj_index);
+	METRICS_ADD(metrics.mt_bytes_written, NULL,
+	    restore_block_len(rs, wj->wj_index));
 	/* Credit goes back on the connection the block came on. */
 	rc->rc_uncredited += wj->wj_len + FRAME_HDR_LEN;
 	progress_update(&rs->rs_progress, rs->rs_bytes_written,

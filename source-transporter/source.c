@@ -74,7 +74,7 @@ main(int argc, char *argv[])
 	struct source_conf	*sc;
 	const char		*conffile = SOURCE_CONF_DEFAULT;
 	const char		*cmd;
-	int			 ch, verbose = 0, rv, json = 0;
+	int			 ch, verbose = 0, rv, json = 0, stats_fd;
 
 	/* '+': options after the command belong to the command. */
 	while ((ch = getopt_long(argc, argv, "+f:hvV", longopts, NULL)) != -1) {
@@ -132,8 +132,12 @@ main(int argc, char *argv[])
 	if (ch == argc && strcmp(cmd, "benchmark") != 0 &&
 	    (sc = source_conf_load(conffile)) == NULL)
 		return EXIT_USAGE;
-	if (strcmp(cmd, "backup") == 0)
+	if (strcmp(cmd, "backup") == 0) {
+		/* A backup the agent runs counts for the agent's metrics. */
+		stats_fd = agent_stats_fd();
 		rv = cmd_backup(sc, argc, argv);
+		agent_stats_send(stats_fd);
+	}
 	else if (strcmp(cmd, "restore") == 0)
 		rv = cmd_restore(sc, argc, argv);
 	else if (strcmp(cmd, "keys") == 0)

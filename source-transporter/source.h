@@ -267,6 +267,8 @@ void		 envelope_free(struct envelope *);
 
 /* agent.c */
 int		 cmd_agent(struct source_conf *, int, char **);
+int		 agent_stats_fd(void);
+void		 agent_stats_send(int);
 
 /* benchmark.c */
 int		 cmd_benchmark(struct source_conf *, int, char **);

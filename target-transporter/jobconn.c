@@ -11,6 +11,7 @@
 
 #include <openssl/crypto.h>
 
+#include "metrics.h"
 #include "target.h"
 
 /* first opens a job on up to asked connections (0 or 1: first only). */
@@ -110,4 +111,35 @@ jobconn_leave(struct job_conns *jc, struct session *se)
 	else
 		TAILQ_REMOVE(&jc->jc_joined, se, se_join_entry);
 	return --jc->jc_refs == 0;
+}
+
+/*
+ * The job is under way: one more running job of kind ("backup",
+ * "restore") in the metrics until jobconn_count_end.
+ */
+void
+jobconn_count_start(struct job_conns *jc, const char *kind)
+{
+	jc->jc_kind = kind;
+	jc->jc_start_ms = now_ms();
+	metrics_gauge_add(metrics_series(metrics.mt_jobs, kind, NULL), 1);
+}
+
+/*
+ * The job finished (ok: with its duration) or failed; only the first
+ * call after jobconn_count_start counts.
+ */
+void
+jobconn_count_end(struct job_conns *jc, int ok)
+{
+	if (jc->jc_kind == NULL)
+		return;
+	metrics_gauge_add(metrics_series(metrics.mt_jobs, jc->jc_kind, NULL),
+	    -1);
+	metrics_add(metrics_series(metrics.mt_jobs_total, jc->jc_kind,
+	    ok ? "ok" : "failed"), 1);
+	if (ok)
+		metrics_observe(metrics_series(metrics.mt_job_seconds,
+		    jc->jc_kind, NULL), (now_ms() - jc->jc_start_ms) / 1000.0);
+	jc->jc_kind = NULL;
 }

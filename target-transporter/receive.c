@@ -66,7 +66,6 @@ struct receive {
 	int		 rv_syncing;
 	int		 rv_ended;	/* BackupEnd arrived */
 	int		 rv_committing;
-	uint64_t	 rv_start_ms;
 };
 
 /* A block frame in the pool. */
@@ -499,7 +498,6 @@ receive_begin(struct session *se, const BackupBegin *bb)
 	rv->rv_known_seq = bb->known_sequence;
 	rv->rv_block_size = bb->block_size;
 	rv->rv_blocks = (bb->disk_size + bb->block_size - 1) / bb->block_size;
-	rv->rv_start_ms = now_ms();
 	/* Acknowledge well within the source's window, or it would stall. */
 	rv->rv_sync_every = TARGET_SYNC_BYTES;
 	if (bb->window / 4 < rv->rv_sync_every)
@@ -530,6 +528,7 @@ receive_begin(struct session *se, const BackupBegin *bb)
 	repo_job_set_source(rv->rv_job, bb->transport, bb->dirty_bitmap);
 	se->se_recv = rv;
 	se->se_state = SESSION_BACKUP;
+	jobconn_count_start(&rv->rv_jc, "backup");
 	if (rv->rv_atrest)
 		return receive_get_keys(se, rv);
 	return receive_start(se, rv);
@@ -767,8 +766,7 @@ sync_work(struct pool_job *pj)
 /* A committed backup in the metrics (docs/OPERATIONS.md). */
 static void
 receive_count(struct session *se, struct receive *rv,
-    const struct repo_point *rp, uint64_t chunks_new, uint64_t chunks_dedup,
-    uint64_t ms)
+    const struct repo_point *rp, uint64_t chunks_new, uint64_t chunks_dedup)
 {
 	const char	*tenant = se->se_tenant->tn_name;
 
@@ -777,9 +775,7 @@ receive_count(struct session *se, struct receive *rv,
 	METRICS_ADD(metrics.mt_chunks, "dedup", chunks_dedup);
 	METRICS_ADD(metrics.mt_chunks, "unchanged", rv->rv_unchanged);
 	METRICS_ADD(metrics.mt_chunks, "zero", rp->rp_zero_blocks);
-	metrics_add(metrics_series(metrics.mt_jobs_total, "backup", "ok"), 1);
-	metrics_observe(metrics_series(metrics.mt_job_seconds, "backup", NULL),
-	    ms / 1000.0);
+	jobconn_count_end(&rv->rv_jc, 1);
 	metrics_set(metrics_series(metrics.mt_last_point, tenant, rv->rv_name),
 	    (double)rp->rp_created);
 }
@@ -811,7 +807,7 @@ sync_done(struct pool_job *pj)
 		goto out;
 	}
 	if (sj->sj_commit) {
-		ms = now_ms() - rv->rv_start_ms;
+		ms = now_ms() - rv->rv_jc.jc_start_ms;
 		format_bytes(sj->sj_point.rp_stored_bytes, stored,
 		    sizeof(stored));
 		format_bytes(ms ? rv->rv_disk_size * 1000 / ms : 0, rate,
@@ -826,7 +822,7 @@ sync_done(struct pool_job *pj)
 		c.chunks_dedup = sj->sj_chunks_dedup;
 		c.sequence = sj->sj_point.rp_sequence;
 		receive_count(se, rv, &sj->sj_point, sj->sj_chunks_new,
-		    sj->sj_chunks_dedup, ms);
+		    sj->sj_chunks_dedup);
 		f.msg_case = FRAME__MSG_COMMITTED;
 		f.committed = &c;
 		session_send(se, &f);
@@ -1175,6 +1171,7 @@ receive_free(struct receive *rv)
 {
 	if (rv == NULL)
 		return;
+	jobconn_count_end(&rv->rv_jc, 0);	/* unless it committed */
 	/* Keeps what a checkpoint made durable, for the next backup. */
 	if (rv->rv_job != NULL)
 		repo_job_suspend(rv->rv_job);

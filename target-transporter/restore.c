@@ -490,6 +490,7 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 	restore_conn_start(se);
 	se->se_restore = rs;
 	se->se_state = SESSION_RESTORE;
+	jobconn_count_start(&rs->rs_jc, "restore");
 	if (rr->from > 0 || rs->rs_nresend > 0)
 		session_log(se, "restore of %s/%s resumed at block %llu, %zu "
 		    "earlier block(s) sent again", rs->rs_point.rp_name,
@@ -666,12 +667,6 @@ read_work(struct pool_job *pj)
 }
 
 static void
-restore_frame_free(const void *data, size_t len, void *arg)
-{
-	free(arg);
-}
-
-static void
 read_done(struct pool_job *pj)
 {
 	struct read_job	*rj = (struct read_job *)pj;
@@ -727,9 +722,8 @@ read_done(struct pool_job *pj)
 		    strerror(rj->rj_errno));
 		goto out;
 	}
-	if (evbuffer_add_reference(bufferevent_get_output(se->se_bev),
-	    rj->rj_frame, rj->rj_len, restore_frame_free,
-	    rj->rj_frame) == -1) {
+	if (frame_queue(bufferevent_get_output(se->se_bev), rj->rj_frame,
+	    rj->rj_len) == -1) {
 		session_close(se, "cannot queue a block");
 		goto out;
 	}
@@ -854,6 +848,7 @@ restore_end(struct restore *rs)
 	re.blocks_sent = rs->rs_sent;
 	re.damaged = rs->rs_damaged;
 	re.joined = rs->rs_jc.jc_count;
+	jobconn_count_end(&rs->rs_jc, 1);
 	se->se_state = SESSION_IDLE;
 	restore_release(se);		/* frees rs */
 	session_send(se, &f);
@@ -909,6 +904,7 @@ restore_free(struct restore *rs)
 {
 	if (rs == NULL)
 		return;
+	jobconn_count_end(&rs->rs_jc, 0);	/* unless it ended */
 	repo_point_clear(&rs->rs_point);
 	atrest_keys_free(rs->rs_keys);
 	free(rs->rs_resend);

@@ -212,6 +212,8 @@ struct job_conns {
 	uint32_t		 jc_count;	/* joined so far */
 	uint8_t			 jc_token[JOB_TOKEN_LEN];
 	char			 jc_what[NAME_MAX_LEN + 96];	/* for messages */
+	const char		*jc_kind;	/* counted as running: "backup" */
+	uint64_t		 jc_start_ms;	/* now_ms() when it started */
 };
 
 /* config.c */
@@ -247,6 +249,8 @@ void		 jobconn_join(struct job_conns *, struct session *);
 void		 jobconn_abort(struct job_conns *, struct session *,
 		    const char *);
 int		 jobconn_leave(struct job_conns *, struct session *);
+void		 jobconn_count_start(struct job_conns *, const char *);
+void		 jobconn_count_end(struct job_conns *, int);
 
 /* receive.c */
 int		 receive_begin(struct session *, const BackupBegin *);

@@ -514,6 +514,19 @@ apparent_kib() {
 	echo $(($(stat -c %s -- "$1") / 1024))
 }
 
+# scrape PORT: GET /metrics of 127.0.0.1:PORT to stdout (exit 1 if none)
+scrape() {
+	"$PY" -c '
+import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode())' "$1"
+}
+
+# metric FILE SAMPLE: the value of SAMPLE (NAME or NAME{LABELS}, as
+# rendered) in the scraped FILE; empty if it is not there
+metric() {
+	awk -v s="$2" '$1 == s { print $2; exit }' "$1"
+}
+
 # json_get FILE KEY: a top-level value of the JSON object in FILE
 json_get() {
 	"$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \

@@ -64,13 +64,23 @@ done
 [ "$(grep -c '^WATCHDOG=1' "$T/notify.log")" -ge 2 ] && ok "watchdog pings" ||
     not_ok "watchdog pings"
 
-check "GET /metrics" "$PY" -c '
-import sys, urllib.request
-sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode())' "$MPORT"
-expect_grep '^transporter_jobs_total\{kind="backup",result="ok"\} 2' "$LAST_OUT" \
+check "GET /metrics" scrape "$MPORT"
+cp "$LAST_OUT" "$T/metrics.txt"
+expect_grep '^transporter_jobs_total\{kind="backup",result="ok"\} 2' "$T/metrics.txt" \
     "metrics count two good backups"
-expect_grep '^transporter_jobs_total\{kind="backup",result="failed"\} 1' "$LAST_OUT" \
+expect_grep '^transporter_jobs_total\{kind="backup",result="failed"\} 1' "$T/metrics.txt" \
     "and one failed"
+# What the children counted, handed back as each exited.
+zin=$(metric "$T/metrics.txt" transporter_compress_input_bytes_total)
+zout=$(metric "$T/metrics.txt" transporter_compress_output_bytes_total)
+[ "${zout:-0}" -gt 0 ] && [ "$zout" -lt "$zin" ] &&
+    [ "$zin" -le "$(metric "$T/metrics.txt" transporter_bytes_read_total)" ] &&
+    ok "the children's compression counted (in $zin, out $zout bytes)" ||
+    not_ok "compression counted" "in '$zin', out '$zout'"
+[ "$(metric "$T/metrics.txt" transporter_bytes_sent_total)" -gt "$zout" ] &&
+    ok "the children's bytes sent counted" ||
+    not_ok "bytes sent counted" \
+	"$(metric "$T/metrics.txt" transporter_bytes_sent_total)"
 
 check "restore what the agent backed up" src restore --name vm-a --output "$T/ra.img"
 same "byte-identical" "$T/a.img" "$T/ra.img"
@@ -92,4 +102,15 @@ wait $AGENT
 rc=$?
 [ $rc -eq 0 ] && ok "SIGTERM stops the agent (exit 0)" || not_ok "agent exit" "exit $rc"
 expect_grep '^STOPPING=1' "$T/notify.log" "STOPPING=1"
+
+# The agent's bytes read are its two good backups', as the same backups
+# run by hand count them (the failed one read nothing).
+check "vm-a again by hand" src backup --disk "$T/a.img" --name vm-a --json
+read_a=$(json_get "$LAST_OUT" bytes_read)
+check "vm-b again by hand" src backup --disk "$T/b.img" --name vm-b --json
+read_b=$(json_get "$LAST_OUT" bytes_read)
+[ "$(metric "$T/metrics.txt" transporter_bytes_read_total)" = $((read_a + read_b)) ] &&
+    ok "bytes read counted: the sum of the jobs' ($((read_a + read_b)))" ||
+    not_ok "bytes read counted" "agent $(metric "$T/metrics.txt" \
+	transporter_bytes_read_total), by hand $read_a + $read_b"
 finish

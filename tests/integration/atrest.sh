@@ -96,6 +96,8 @@ expect_grep "'password_file' is not used with at_rest = none" "$LAST" \
 # --- at rest under a KMS, beside a plaintext tenant ------------------------
 u1=$(new_kek) || bail "cannot create a KEK"
 target_atrest "$T/target.conf" "$KMIP_LINES" "" "$PW_LINES"
+MPORT=$(free_port)
+sed -i "/^repository = /a metrics = 127.0.0.1:$MPORT" "$T/target.conf"
 target_start "$T/target.conf" || bail "target did not start"
 source_conf "$T/source.conf" acme
 source_conf "$T/globex.conf" globex
@@ -172,6 +174,7 @@ else
 fi
 
 # --- KMS down: fail closed -------------------------------------------------
+scrape "$MPORT" >"$T/m-up.txt" || bail "no /metrics"
 kms_stop
 n=$(manifests acme)
 expect_fail "KMS down at backup: the backup fails" \
@@ -190,6 +193,16 @@ expect_grep "at-rest key of tenant acme unavailable" "$LAST_ERR" "and says why"
 SRC_CONF=$T/globex.conf check "the plaintext tenant does not need the KMS" \
     src backup --disk "$T/disk2.img" --name vm
 target_alive && ok "the target still runs" || not_ok "the target still runs"
+# The KMS in the target's metrics: each request's latency, then the
+# failures to reach it.
+scrape "$MPORT" >"$T/m-down.txt" || bail "no /metrics"
+gets=$(metric "$T/m-up.txt" 'transporter_kms_request_seconds_count{op="Get"}')
+[ "${gets:-0}" -ge 1 ] && ok "KMS requests timed by operation ($gets Get)" ||
+    not_ok "KMS requests timed" "$(grep kms_request "$T/m-up.txt")"
+[ "$(metric "$T/m-up.txt" 'transporter_errors_total{kind="kms"}')" = 0 ] &&
+    [ "$(metric "$T/m-down.txt" 'transporter_errors_total{kind="kms"}')" -ge 2 ] &&
+    ok "KMS failures counted as errors of kind kms" ||
+    not_ok "KMS failures counted" "$(grep 'kind="kms"' "$T"/m-*.txt)"
 
 # --- a password tenant -----------------------------------------------------
 SRC_CONF=$T/nobody.conf check "password tenant: backup" src backup --disk "$T/disk.img" --name pw

@@ -41,10 +41,29 @@ source_conf "$T/unknown.conf" unknown
 SRC_CONF=$T/unknown.conf expect_exit 3 "an unknown identity is refused" \
     src list
 
+# A restore, then one that fails on a chunk gone from the repository.
+# What the target sent for the first is what the source counts received
+# (its blocks and the frames around them) plus, uncounted there, the
+# welcome and the point's index (32 bytes a block, 16 blocks): < 4 KiB.
+scrape "$MPORT" >"$T/before.txt" || bail "no /metrics"
+check "a restore" src restore --name vm --output "$T/r.img" --json
+cp "$LAST_OUT" "$T/restore.json"
+same "the restore is byte-identical" "$T/disk.img" "$T/r.img"
+scrape "$MPORT" >"$T/after.txt" || bail "no /metrics"
+sent=$(($(metric "$T/after.txt" transporter_bytes_sent_total) -
+    $(metric "$T/before.txt" transporter_bytes_sent_total)))
+got=$(json_get "$T/restore.json" bytes_received)
+[ "$got" -gt 0 ] && [ "$sent" -ge "$got" ] && [ "$sent" -lt $((got + 4096)) ] &&
+    ok "bytes sent counted: a restore's are what its source received" ||
+    not_ok "bytes sent by a restore" "target $sent, source $got"
+victim=$(find "$T/repo/tenants/acme/chunks" -type f | sort | head -n 1)
+[ -n "$victim" ] || bail "no chunk file in $T/repo/tenants/acme/chunks"
+rm -f "$victim"
+expect_exit 5 "a restore missing a chunk fails" src restore --name vm \
+    --output "$T/r2.img"
+
 # /metrics
-check "GET /metrics" "$PY" -c '
-import sys, urllib.request
-sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode())' "$MPORT"
+check "GET /metrics" scrape "$MPORT"
 cp "$LAST_OUT" "$T/metrics.txt"
 check "the exposition parses: every sample line is NAME{LABELS} VALUE" "$PY" -c '
 import re, sys
@@ -65,6 +84,17 @@ expect_grep '^transporter_chunks_total\{state="new"\} [1-9]' "$T/metrics.txt" \
     "new chunks counted"
 expect_grep '^transporter_jobs_total\{kind="backup",result="ok"\} 1' "$T/metrics.txt" \
     "the committed backup counted"
+expect_grep '^transporter_jobs_total\{kind="restore",result="ok"\} 1' "$T/metrics.txt" \
+    "the restore counted"
+expect_grep '^transporter_jobs_total\{kind="restore",result="failed"\} 1' \
+    "$T/metrics.txt" "the failed restore counted"
+expect_grep '^transporter_job_duration_seconds_count\{kind="restore"\} 1' \
+    "$T/metrics.txt" "the restore's duration observed, the failed one's not"
+for m in 'transporter_jobs{kind="backup"}' 'transporter_jobs{kind="restore"}' \
+    transporter_worker_jobs; do
+	[ "$(metric "$T/metrics.txt" "$m")" = 0 ] && ok "$m back to 0" ||
+	    not_ok "$m back to 0" "$(metric "$T/metrics.txt" "$m")"
+done
 expect_grep '^transporter_last_point_timestamp_seconds\{tenant="acme",name="vm"\} [1-9]' \
     "$T/metrics.txt" "the newest point's time per backup"
 expect_grep '^transporter_errors_total\{kind="UNAUTHORISED"\} 1' "$T/metrics.txt" \

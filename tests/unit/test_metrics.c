@@ -516,6 +516,101 @@ test_http(void **state)
 	free(ca);
 }
 
+/* What one process counted, handed to another as text and added there. */
+static void
+test_counters_text(void **state)
+{
+	char	 buf[4096], small[16];
+	int	 n;
+
+	assert_int_equal(metrics_init("child"), 0);
+	METRICS_ADD(metrics.mt_bytes_read, NULL, 1048576);
+	METRICS_ADD(metrics.mt_compress_in, NULL, 1000);
+	METRICS_ADD(metrics.mt_compress_out, NULL, 400);
+	METRICS_INC(metrics.mt_errors, "kms");	/* labels: not handed */
+	assert_true((n = metrics_counters_text(buf, sizeof(buf))) > 0);
+	assert_int_equal((size_t)n, strlen(buf));
+	assert_non_null(strstr(buf, "transporter_bytes_read_total 1048576\n"));
+	assert_null(strstr(buf, "errors"));
+	assert_int_equal(metrics_counters_text(small, sizeof(small)), -1);
+	metrics_free();
+
+	assert_int_equal(metrics_init("parent"), 0);
+	METRICS_ADD(metrics.mt_bytes_read, NULL, 5);
+	assert_true(metrics_merge_counters(buf) >= 3);
+	/* Twice, as two children would: each adds. */
+	assert_true(metrics_merge_counters(buf) >= 3);
+	assert_true(metrics_counter_value(metrics_series(metrics.mt_bytes_read,
+	    NULL, NULL)) == 5 + 2 * 1048576);
+	assert_true(metrics_counter_value(metrics_series(
+	    metrics.mt_compress_out, NULL, NULL)) == 800);
+	assert_true(metrics_counter_value(metrics_series(metrics.mt_errors,
+	    "kms", NULL)) == 0);
+	/* Lines naming nothing here, or with no number, add nothing. */
+	assert_int_equal(metrics_merge_counters("nosuch_total 7\n"
+	    "transporter_bytes_read_total x\n"
+	    "transporter_bytes_read_total 3junk\n"
+	    "transporter_bytes_read_total -1\n"
+	    "transporter_jobs_total 9\n"
+	    "transporter_bytes_read_total\n"
+	    "transporter_bytes_read_total 99999999999999999999999\n"), 0);
+	assert_int_equal(metrics_merge_counters(
+	    "transporter_bytes_read_total 1"), 1);	/* no newline */
+	assert_true(metrics_counter_value(metrics_series(metrics.mt_bytes_read,
+	    NULL, NULL)) == 6 + 2 * 1048576);
+}
+
+/* The worker pool's gauge: jobs queued or running, 0 once all are done. */
+static pthread_mutex_t	 pool_gate = PTHREAD_MUTEX_INITIALIZER;
+static int		 pool_done_n;
+
+static void
+gated_work(struct pool_job *pj)
+{
+	pthread_mutex_lock(&pool_gate);
+	pthread_mutex_unlock(&pool_gate);
+}
+
+static struct event_base *pool_base;
+
+static void
+gated_done(struct pool_job *pj)
+{
+	if (++pool_done_n == 3)
+		event_base_loopbreak(pool_base);
+}
+
+static void
+test_pool_gauge(void **state)
+{
+	struct pool_job		 jobs[3];
+	struct pool		*pl;
+	struct timeval		 limit = { 20, 0 };
+	struct metric_series	*g;
+	int			 i;
+
+	assert_int_equal(evthread_use_pthreads(), 0);
+	assert_int_equal(metrics_init("test_metrics"), 0);
+	assert_non_null(g = metrics_series(metrics.mt_pool_jobs, NULL, NULL));
+	assert_non_null(pool_base = event_base_new());
+	assert_non_null(pl = pool_new(pool_base, 2));
+	pthread_mutex_lock(&pool_gate);
+	for (i = 0; i < 3; i++) {
+		jobs[i].pj_work = gated_work;
+		jobs[i].pj_done = gated_done;
+		pool_submit(pl, &jobs[i]);
+	}
+	/* Two running (held at the gate), one queued. */
+	assert_true(metrics_gauge_value(g) == 3);
+	pthread_mutex_unlock(&pool_gate);
+	assert_int_equal(event_base_loopexit(pool_base, &limit), 0);
+	assert_int_equal(event_base_dispatch(pool_base), 0);
+	assert_int_equal(pool_done_n, 3);
+	assert_true(metrics_gauge_value(g) == 0);
+	pool_free(pl);
+	event_base_free(pool_base);
+}
+
 int
 main(void)
 {
@@ -524,6 +619,8 @@ main(void)
 		cmocka_unit_test_teardown(test_threads, teardown),
 		cmocka_unit_test_teardown(test_render, teardown),
 		cmocka_unit_test_teardown(test_http, teardown),
+		cmocka_unit_test_teardown(test_counters_text, teardown),
+		cmocka_unit_test_teardown(test_pool_gauge, teardown),
 	};
 
 	log_init("test_metrics", 1, 0);
