@@ -119,13 +119,20 @@ frame_pack_block(const Block *b, size_t payload_len, uint8_t **payloadp,
 
 /*
  * Queues buf, a frame of len bytes from frame_pack or frame_pack_block,
- * on out without copying it; out frees it once sent.  Counted in the
+ * on out, and frees it once sent.  Large frames go by reference, not
+ * copied; small ones are copied, so that many of them share a buffer
+ * and the output's length is what it costs in memory.  Counted in the
  * metrics as sent.  Returns 0, or -1 (buf is still the caller's).
  */
 int
 frame_queue(struct evbuffer *out, uint8_t *buf, size_t len)
 {
-	if (evbuffer_add_reference(out, buf, len, frame_buf_free, buf) == -1)
+	if (len < FRAME_COPY_MAX) {
+		if (evbuffer_add(out, buf, len) == -1)
+			return -1;
+		free(buf);
+	} else if (evbuffer_add_reference(out, buf, len, frame_buf_free,
+	    buf) == -1)
 		return -1;
 	METRICS_ADD(metrics.mt_bytes_sent, NULL, len);
 	return 0;

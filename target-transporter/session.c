@@ -310,7 +310,8 @@ session_frame_waiting(struct session *se)
  * idle deadline, which only counts time the session waits on the
  * source: with jobs of ours under way, reading paused for a job slot,
  * or a whole frame not yet taken (a loop busy elsewhere), it is the
- * target that is slow, and the deadline moves on.
+ * target that is slow, and the deadline moves on; but not while reading
+ * is paused because the source does not read what it was sent.
  */
 static void
 session_deadline(evutil_socket_t fd, short ev, void *arg)
@@ -323,12 +324,22 @@ session_deadline(evutil_socket_t fd, short ev, void *arg)
 	if (se->se_state != SESSION_HANDSHAKE &&
 	    se->se_state != SESSION_HELLO) {
 		idle = se->se_target->tg_conf->tc_idle_timeout * 1000;
-		if (se->se_jobs > 0 || se->se_read_paused ||
-		    se->se_held != NULL || session_frame_waiting(se))
+		if (!se->se_out_paused && (se->se_jobs > 0 ||
+		    se->se_read_paused || se->se_held != NULL ||
+		    session_frame_waiting(se)))
 			session_progress(se);
 		quiet = now_ms() - se->se_progress;
 		if (quiet < idle) {
 			session_idle_arm(se, idle - quiet);
+			return;
+		}
+		if (se->se_out_paused) {
+			session_fail(se, ERROR__CODE__TIMEOUT, "the source read "
+			    "none of the %zu bytes queued for it for %llu s "
+			    "(idle_timeout); closed", evbuffer_get_length(
+			    bufferevent_get_output(se->se_bev)),
+			    (unsigned long long)
+			    se->se_target->tg_conf->tc_idle_timeout);
 			return;
 		}
 		session_fail(se, ERROR__CODE__TIMEOUT, "no frame from the "
@@ -466,6 +477,8 @@ session_write_cb(struct bufferevent *bev, void *arg)
 	default:
 		break;
 	}
+	if (se->se_out_paused)
+		session_resume(se);
 }
 
 static int
@@ -655,20 +668,43 @@ session_frame_deadline(evutil_socket_t fd, short ev, void *arg)
 }
 
 /*
+ * Stops reading: until a job slot frees (session_job_done), or, with
+ * out, until the source has read its output (session_write_cb).
+ */
+static void
+session_pause(struct session *se, int out)
+{
+	se->se_read_paused = 1;
+	se->se_out_paused = out;
+	bufferevent_disable(se->se_bev, EV_READ);
+	/* Our pause: the frame deadline stops. */
+	if (se->se_frame_armed)
+		(void)evtimer_del(se->se_frame_timer);
+	se->se_frame_armed = 0;
+}
+
+/*
  * Takes every whole frame off the input.  Block frames go to the worker
  * pool undecoded; when no job slot is free, reading pauses until one is.
+ * Every frame may queue a reply: a source that sends without reading
+ * what comes back is not read either, past SESSION_OUT_MAX.
  */
 static void
 session_process(struct session *se)
 {
-	struct evbuffer	*in;
+	struct evbuffer	*in, *out;
 	uint8_t		*buf;
 	size_t		 len;
 	Frame		*f;
 	int		 r, took = 0;
 
 	in = bufferevent_get_input(se->se_bev);
+	out = bufferevent_get_output(se->se_bev);
 	while (se->se_state != SESSION_CLOSING) {
+		if (evbuffer_get_length(out) > SESSION_OUT_MAX) {
+			session_pause(se, 1);
+			return;
+		}
 		if (se->se_held != NULL) {
 			buf = se->se_held;
 			len = se->se_held_len;
@@ -693,12 +729,7 @@ session_process(struct session *se)
 				/* Keep the frame; resume when a slot frees. */
 				se->se_held = buf;
 				se->se_held_len = len;
-				se->se_read_paused = 1;
-				bufferevent_disable(se->se_bev, EV_READ);
-				/* Our pause: the frame deadline stops. */
-				if (se->se_frame_armed)
-					(void)evtimer_del(se->se_frame_timer);
-				se->se_frame_armed = 0;
+				session_pause(se, 0);
 				return;
 			}
 			/* receive_block owns buf and the slot from here. */
@@ -798,6 +829,7 @@ session_resume(struct session *se)
 		restore_pump(se);
 	if (se->se_read_paused) {
 		se->se_read_paused = 0;
+		se->se_out_paused = 0;
 		bufferevent_enable(se->se_bev, EV_READ);
 		session_process(se);
 	}

@@ -29,6 +29,12 @@
 #define INDEX_SLOTS_MAX		4		/* windows held at once */
 /* A session's write callback runs when its output drains to this. */
 #define SESSION_OUT_LOW		(4u << 20)
+/*
+ * Above what a source that reads its replies ever lets queue (a
+ * restore's 8 MiB and one frame): past it, a session stops reading
+ * until its output drains to SESSION_OUT_LOW.
+ */
+#define SESSION_OUT_MAX		(32u << 20)
 
 struct tenant {
 	char			*tn_name;
@@ -170,6 +176,7 @@ struct session {
 	int			 se_jobs;	/* jobs of this session in the pool */
 	int			 se_starved;	/* on tg_starved */
 	int			 se_read_paused;
+	int			 se_out_paused;	/* ... for its unread output */
 	uint8_t			*se_held;	/* a block frame awaiting a slot */
 	size_t			 se_held_len;
 	int			 se_lingering;	/* close_notify sent, awaiting EOF */

@@ -9,7 +9,9 @@
 # while another tenant still gets in; max_sessions refuses everyone
 # over it with BUSY, and a flood beyond that is closed before TLS; a
 # backup told BUSY, or closed at accept by such a flood, retries and
-# completes once a slot is free.
+# completes once a slot is free.  A peer that sends requests without
+# reading the replies is not read past 32 MiB of them queued, and closed
+# at idle_timeout, the target's memory bounded.
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
 need_bins
@@ -253,6 +255,29 @@ head -c $((48 << 20)) /dev/zero >"$T/zeros.ref"
 SRC_CONF=$T/ka-source.conf check "it restores" \
     src restore --name zeros --output "$T/zeros.img"
 same "all zeros, byte-identical" "$T/zeros.ref" "$T/zeros.img"
+
+# --- a peer that does not read ----------------------------------------------
+
+# Keepalives, each answered, sent without reading a reply: past 32 MiB of
+# output queued for it the target stops reading the peer, and
+# idle_timeout (2 s) closes it; the target's memory stays bounded.  (The
+# target takes about 10 s to answer the 37 MiB of Keepalives it reads.)
+hwm() {
+	sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$TARGET_PID/status"
+}
+hwm0=$(hwm)
+log_mark
+peer acme flood keepalive 96 >"$T/flood-ka.out" 2>&1
+echo "# flood: $(tr '\n' ' ' <"$T/flood-ka.out")"
+expect_grep '^sent [0-9]+ MiB, then closed' "$T/flood-ka.out" \
+    "a peer that reads nothing is closed before it sent 96 MiB of requests"
+log_new
+expect_grep "closing: the source read none of the [0-9]+ bytes queued for it for 2 s \\(idle_timeout\\)" \
+    "$TARGET_NEW" "the target stopped reading it past the output cap, and says so"
+under "the target's peak memory grew by less than 80 MiB (KiB)" \
+    $(($(hwm) - hwm0)) $((80 << 10))
+target_alive && ok "the target still runs" || not_ok "target alive"
+SRC_CONF=$T/ka-source.conf check "and serves" src list
 
 # --- the descriptor limit at start ------------------------------------------
 

@@ -10,6 +10,12 @@
 #               stays until closed or killed
 #      slowread NAME: asks to restore NAME, reads a little, then stops
 #               reading for ARG seconds (default 20)
+#      flood KIND MB: after Hello, requests the target answers (KIND
+#               keepalive, or list: a ListRequest of every name) for up
+#               to MB MiB, reading nothing; prints "sent N MiB, then
+#               HOW": all sent, blocked (not taken for 30 s) or closed
+#               (by the target); then reads (and drops) what comes until
+#               the target closes
 #
 # Prints one line: "end=HOW after=SECONDS error=CODE:MESSAGE", HOW being
 # eof, reset, tls-error or timeout (still open after 20 s).
@@ -165,6 +171,31 @@ elif mode == "slowread":
 		n += len(got)
 	print("read %d frames, now reading nothing" % n, flush=True)
 	time.sleep(float(sys.argv[8]) if len(sys.argv) > 8 else 20)
+elif mode == "flood":
+	one = frame(b"\x9a\x01\x00") if arg == "keepalive" else \
+	    frame(b"\x3a\x00")
+	burst = one * (65536 // len(one))
+	s.settimeout(30)
+	sent, how = 0, "all sent"
+	try:
+		while sent < int(sys.argv[8]) << 20:
+			s.sendall(burst)
+			sent += len(burst)
+	except (socket.timeout, ssl.SSLWantWriteError):
+		how = "blocked"
+	except (OSError, ssl.SSLError):
+		how = "closed"
+	print("sent %d MiB, then %s" % (sent >> 20, how), flush=True)
+	s.settimeout(20)
+	end = "timeout"
+	try:
+		while s.recv(1 << 20):
+			pass
+		end = "eof"
+	except socket.timeout:
+		pass
+	except (ssl.SSLError, OSError):
+		end = "reset"
 else:
 	sys.exit("unknown mode " + mode)
 print("end=%s after=%.1f error=%s" % (end, time.time() - start, error))
