@@ -19,7 +19,7 @@
 #include "source.h"
 
 /* A point id as the target makes them; anything else is not stored. */
-static int
+int
 chain_id_ok(const char *id)
 {
 	size_t	 i, len = strlen(id);
@@ -102,6 +102,11 @@ chain_went_back(struct source_conf *sc, const struct state_entry *e,
 {
 	char	 now[256];
 
+	if (newest_id != NULL && !chain_id_ok(newest_id)) {
+		log_warnx("the target reported a malformed newest restore "
+		    "point of %s; nothing was changed", e->se_name);
+		return EXIT_ERROR;
+	}
 	if (newest_id == NULL)
 		snprintf(now, sizeof(now), "it has no restore point of %s",
 		    e->se_name);

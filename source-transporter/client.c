@@ -373,7 +373,7 @@ client_process(struct client *cl)
 	Frame		*f;
 	int		 r;
 
-	while (!cl->cl_done) {
+	while (!cl->cl_done && !cl->cl_paused) {
 		if ((r = frame_take(in, FRAME_MAX, &buf, &len)) == 0)
 			return;
 		if (r == -1) {
@@ -398,10 +398,14 @@ client_process(struct client *cl)
 	}
 }
 
-/* Stops taking frames off the socket until client_resume. */
+/*
+ * Stops taking frames, those already read included, until
+ * client_resume: what the caller cannot take stays in the socket.
+ */
 void
 client_pause(struct client *cl)
 {
+	cl->cl_paused = 1;
 	bufferevent_disable(cl->cl_bev, EV_READ);
 }
 
@@ -410,6 +414,7 @@ client_resume(struct client *cl)
 {
 	if (cl->cl_done)
 		return;
+	cl->cl_paused = 0;
 	bufferevent_enable(cl->cl_bev, EV_READ);
 	client_process(cl);
 }

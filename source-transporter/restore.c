@@ -1447,15 +1447,25 @@ static int
 restore_announced(struct restore *rs, const RestoreBegin *rb)
 {
 	const PointInfo	*pi = rb->point;
+	char		 msg[NAME_MAX_LEN + 128];
 
 	if (pi == NULL || pi->block_size < BLOCK_SIZE_MIN ||
 	    pi->block_size > BLOCK_SIZE_MAX || pi->disk_size == 0 ||
 	    pi->disk_size / pi->block_size > (1ull << 30) ||
 	    rb->blocks > pi->blocks || pi->zero_blocks > pi->blocks ||
 	    pi->blocks != (pi->disk_size + pi->block_size - 1) /
-	    pi->block_size || strlen(pi->point_id) >= sizeof(rs->rs_point)) {
+	    pi->block_size || strlen(pi->point_id) >= sizeof(rs->rs_point) ||
+	    !name_is_valid(pi->name) || !chain_id_ok(pi->point_id)) {
 		restore_fail(rs, EXIT_ERROR, "the target announced an "
 		    "impossible restore point");
+		return -1;
+	}
+	/* The point asked for, and no other: a target's mix-up is no restore. */
+	if (strcmp(pi->name, rs->rs_name) != 0 || (rs->rs_point_id != NULL &&
+	    strcmp(pi->point_id, rs->rs_point_id) != 0)) {
+		(void)snprintf(msg, sizeof(msg), "the target announced "
+		    "restore point %s/%s instead", pi->name, pi->point_id);
+		restore_fail(rs, EXIT_INTEGRITY, msg);
 		return -1;
 	}
 	if (rs->rs_point[0] != '\0') {
@@ -1651,9 +1661,17 @@ restore_frame(struct client *cl, const Frame *f, void *arg)
 			}
 			return;
 		}
-		if (!restore_has_ids(rs))
+		if (!restore_has_ids(rs)) {
+			/* verify asks from the start: every data block. */
+			if (f->restore_begin->blocks != rs->rs_blocks -
+			    rs->rs_zero_blocks) {
+				restore_fail(rs, EXIT_INTEGRITY, "the target "
+				    "announced fewer or more blocks than the "
+				    "point's data blocks");
+				return;
+			}
 			rs->rs_expected = f->restore_begin->blocks;
-		else if (f->restore_begin->blocks != rs->rs_expected) {
+		} else if (f->restore_begin->blocks != rs->rs_expected) {
 			restore_fail(rs, EXIT_INTEGRITY, "the target announced "
 			    "other blocks than were asked for");
 			return;

@@ -144,6 +144,7 @@ struct client {
 	char			*cl_port;
 	int			 cl_hello;	/* the target's Hello arrived */
 	int			 cl_done;
+	int			 cl_paused;	/* client_pause: take no frame */
 	int			 cl_exit;	/* EXIT_* once done */
 	uint8_t			 cl_key_out[AEAD_KEY_LEN];	/* to target */
 	uint8_t			 cl_key_in[AEAD_KEY_LEN];	/* to source */
@@ -318,6 +319,7 @@ int		 state_set(struct source_conf *, const char *, uint64_t,
 int		 state_drop(struct source_conf *, const char *);
 
 /* chain.c */
+int		 chain_id_ok(const char *);
 int		 chain_check(struct source_conf *, const ListReply *,
 		    const char *, int);
 int		 chain_known(struct source_conf *, const char *,

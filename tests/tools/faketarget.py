@@ -1,0 +1,136 @@
+# faketarget.py: a target that answers the source wrongly, for
+# hostile_target.sh.  TLS 1.3 with the target's certificate, client
+# certificates required; the frame length prefix and the few messages it
+# needs packed by hand.  It serves connections until killed.
+#
+#   faketarget.py PORT CA CERT KEY MODE
+#
+# Every ListRequest gets one point: vm/p-fake-1, 4 MiB in 4 blocks of
+# 1 MiB, none zero, in-flight, sequence 1.  A RestoreRequest gets a
+# RestoreBegin, then nothing (the source is to refuse it):
+# MODE wrong-name   the point of another name (other/p-fake-1)
+#      wrong-point  the point p-fake-2 of the name asked for
+#      fewer        the point asked for, announcing 0 of its 4 blocks
+#      bad-newest   (ListRequest) the newest point's id holds a newline
+import socket, ssl, sys, threading
+
+port, ca, cert, key, mode = sys.argv[1:6]
+PROTOCOL_VERSION = 1
+
+
+def varint(n):
+	out = b""
+	while True:
+		b = n & 0x7f
+		n >>= 7
+		if n:
+			out += bytes([b | 0x80])
+		else:
+			return out + bytes([b])
+
+
+def ld(num, payload):			# length-delimited field
+	if isinstance(payload, str):
+		payload = payload.encode()
+	return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def vf(num, n):				# varint field
+	return varint(num << 3) + varint(n)
+
+
+def fields(b):
+	"""{number: value} of a message (varints and length-delimited)."""
+	out, i = {}, 0
+	while i < len(b):
+		tag, i = read_varint(b, i)
+		if tag & 7 == 0:
+			out[tag >> 3], i = read_varint(b, i)
+		elif tag & 7 == 2:
+			n, i = read_varint(b, i)
+			out[tag >> 3] = b[i:i + n]
+			i += n
+		else:
+			break
+	return out
+
+
+def read_varint(b, i):
+	n = shift = 0
+	while True:
+		n |= (b[i] & 0x7f) << shift
+		shift += 7
+		i += 1
+		if not b[i - 1] & 0x80:
+			return n, i
+
+
+def point(name, point_id):
+	"""PointInfo: 4 MiB, 4 blocks of 1 MiB, in-flight, sequence 1."""
+	return (ld(1, name) + ld(2, point_id) + vf(3, 1700000000) +
+	    vf(4, 4 << 20) + vf(5, 1 << 20) + vf(7, 1) + vf(8, 4) + vf(9, 0) +
+	    vf(13, 1))
+
+
+def send(s, frame_field, body):
+	msg = ld(frame_field, body)
+	s.sendall(len(msg).to_bytes(4, "big") + msg)
+
+
+def serve(s):
+	buf = b""
+	try:
+		while True:
+			d = s.recv(1 << 16)
+			if not d:
+				return
+			buf += d
+			while len(buf) >= 4 and len(buf) >= 4 + int.from_bytes(
+			    buf[:4], "big"):
+				n = int.from_bytes(buf[:4], "big")
+				body, buf = buf[4:4 + n], buf[4 + n:]
+				f = fields(body)
+				if 1 in f:		# Hello
+					send(s, 1, vf(1, PROTOCOL_VERSION) +
+					    ld(3, "faketarget") + vf(5, 600))
+				elif 7 in f:		# ListRequest
+					pid = "a\nvm2 999 x" if \
+					    mode == "bad-newest" else "p-fake-1"
+					send(s, 8, ld(1, point("vm", pid)))
+				elif 9 in f:		# RestoreRequest
+					rr = fields(f[9])
+					name = rr.get(1, b"").decode()
+					pid = rr.get(2, b"").decode() or "p-fake-1"
+					blocks = 4
+					if mode == "wrong-name":
+						name = "other"
+					elif mode == "wrong-point":
+						pid = "p-fake-2"
+					elif mode == "fewer":
+						blocks = 0
+					send(s, 10, ld(1, point(name, pid)) +
+					    vf(2, blocks))
+	except (OSError, ssl.SSLError):
+		return
+	finally:
+		s.close()
+
+
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+ctx.load_cert_chain(cert, key)
+ctx.load_verify_locations(ca)
+ctx.verify_mode = ssl.CERT_REQUIRED
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(port)))
+ls.listen(8)
+print("listening", flush=True)
+while True:
+	c, _ = ls.accept()
+	try:
+		t = ctx.wrap_socket(c, server_side=True)
+	except (OSError, ssl.SSLError):
+		c.close()
+		continue
+	threading.Thread(target=serve, args=(t,), daemon=True).start()
