@@ -2871,6 +2871,7 @@ journal_read(struct repo *r, const char *key, const char *name,
 	uint8_t		*buf = NULL;
 	uint64_t	 n, len;
 	size_t		 namelen;
+	char		 jname[NAME_MAX_LEN];
 	int		 rv = -1;
 
 	if (be_open(r, key, &o) == -1)
@@ -2881,11 +2882,22 @@ journal_read(struct repo *r, const char *key, const char *name,
 		goto bad;
 	namelen = get_be16(hdr + 6);
 	n = get_be64(hdr + 24);
-	if (n == 0 || n > REPO_BLOCKS_MAX)
+	if (n == 0 || n > REPO_BLOCKS_MAX || namelen == 0 ||
+	    namelen > NAME_MAX_LEN)
 		goto bad;
 	len = JOURNAL_HDR_LEN + namelen + n * CHUNK_ID_LEN;
-	if (o.bo_size != len + CHUNK_ID_LEN)
+	if (o.bo_size != len + CHUNK_ID_LEN ||
+	    be_read(&o, JOURNAL_HDR_LEN, jname, namelen) == -1)
 		goto bad;
+	/*
+	 * Another name's job, or another block size: not for us, and not
+	 * read further (a journal holds 32 bytes per block of its disk).
+	 */
+	if (namelen != strlen(name) || memcmp(jname, name, namelen) != 0 ||
+	    (block_size != 0 && get_be32(hdr + 8) != block_size)) {
+		errno = ESRCH;
+		goto out;
+	}
 	if ((buf = malloc(len)) == NULL)
 		goto out;
 	if (be_read(&o, 0, buf, len) == -1 ||
@@ -2894,13 +2906,6 @@ journal_read(struct repo *r, const char *key, const char *name,
 	crypto_sha256(buf, len, digest);
 	if (memcmp(digest, want, sizeof(digest)) != 0)
 		goto bad;
-	/* Another name's job, or another block size: not for us. */
-	if (namelen != strlen(name) ||
-	    memcmp(buf + JOURNAL_HDR_LEN, name, namelen) != 0 ||
-	    (block_size != 0 && get_be32(hdr + 8) != block_size)) {
-		errno = ESRCH;
-		goto out;
-	}
 	if ((*ids = malloc(n * CHUNK_ID_LEN)) == NULL)
 		goto out;
 	memcpy(*ids, buf + JOURNAL_HDR_LEN + namelen, n * CHUNK_ID_LEN);

@@ -10,6 +10,8 @@
 need_bins
 pki_init
 make_image "$T/disk.img" 4M 61
+# A source that waits on a fake forever fails the case, not the run.
+SRC_TIMEOUT=30
 
 # A real backup first: the state file then remembers vm on this target.
 target_conf "$T/target.conf"

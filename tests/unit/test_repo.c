@@ -1290,6 +1290,117 @@ test_chain_concurrent(void **state)
 	repo_points_free(pts, n);
 }
 
+/* A suspended in-flight job of name: blocks 0 and 1 stored, journaled. */
+static void
+suspend_job(struct fixture *f, const char *name, unsigned seed)
+{
+	struct repo_job		*j;
+	struct repo_snapshot	*sn;
+	uint8_t			 buf[1000], id[CHUNK_ID_LEN];
+	uint64_t		 i;
+
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, name, 4 * BS,
+	    BS, ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT));
+	assert_true(repo_job_journals(j));
+	for (i = 0; i < 2; i++) {
+		make_chunk(seed + (unsigned)i, buf, sizeof(buf), id);
+		assert_int_equal(repo_job_put_chunk(j, id, CHUNK_COMPRESSED,
+		    BS, buf, sizeof(buf)), 0);
+		assert_int_equal(repo_job_set_block(j, i, id), 0);
+	}
+	assert_non_null(sn = repo_job_snapshot(j));
+	assert_int_equal(repo_job_sync(j), 0);
+	assert_int_equal(repo_job_checkpoint(j, sn), 0);
+	repo_snapshot_free(sn);
+	repo_job_suspend(j);
+}
+
+/* The journal file of the one suspended job of name. */
+static void
+journal_of(struct fixture *f, const char *name, char *path, size_t len)
+{
+	char		 dir[256], jpath[512];
+	DIR		*d;
+	struct dirent	*de;
+	FILE		*fp;
+	char		 head[64 + NAME_MAX_LEN];
+	size_t		 n;
+
+	assert_true(snprintf(dir, sizeof(dir), "%s/tenants/%s/tmp", f->f_path,
+	    TENANT) < (int)sizeof(dir));
+	assert_non_null(d = opendir(dir));
+	path[0] = '\0';
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (snprintf(jpath, sizeof(jpath), "%s/%s/journal", dir,
+		    de->d_name) >= (int)sizeof(jpath))
+			continue;
+		if ((fp = fopen(jpath, "r")) == NULL)
+			continue;
+		n = fread(head, 1, sizeof(head), fp);
+		fclose(fp);
+		if (n > 32 + strlen(name) &&
+		    memcmp(head + 32, name, strlen(name)) == 0) {
+			(void)snprintf(path, len, "%s", jpath);
+			break;
+		}
+	}
+	closedir(d);
+	assert_true(path[0] != '\0');
+}
+
+/*
+ * Resume journals: each name finds its own; a journal of another name is
+ * not read past its name, so one damaged in its body is neither taken
+ * nor removed by the other name's backup, and its own finds it damaged.
+ */
+static void
+test_resume_journals(void **state)
+{
+	struct fixture	*f = *state;
+	char		 ja[512], jb[512];
+	uint8_t		*ids = NULL, byte;
+	uint64_t	 blocks;
+	struct stat	 st;
+	FILE		*fp;
+
+	suspend_job(f, "vm-a", 100);
+	suspend_job(f, "vm-b", 200);
+	journal_of(f, "vm-a", ja, sizeof(ja));
+	journal_of(f, "vm-b", jb, sizeof(jb));
+	assert_int_equal(repo_resume_find(f->f_repo, TENANT, "vm-b", BS, &ids,
+	    &blocks), 0);
+	assert_true(blocks == 4);
+	assert_false(buf_is_zero(ids + CHUNK_ID_LEN, CHUNK_ID_LEN));
+	assert_true(buf_is_zero(ids + 2 * CHUNK_ID_LEN, CHUNK_ID_LEN));
+	free(ids);
+	ids = NULL;
+
+	/* A byte of the ids in A's journal flipped: */
+	assert_non_null(fp = fopen(ja, "r+"));
+	assert_int_equal(stat(ja, &st), 0);
+	assert_int_equal(fseek(fp, st.st_size - 2 * CHUNK_ID_LEN - 5,
+	    SEEK_SET), 0);
+	byte = (uint8_t)fgetc(fp);
+	assert_int_equal(fseek(fp, -1, SEEK_CUR), 0);
+	assert_int_equal(fputc(byte ^ 0x40, fp), byte ^ 0x40);
+	assert_int_equal(fclose(fp), 0);
+
+	assert_int_equal(repo_resume_find(f->f_repo, TENANT, "vm-b", BS, &ids,
+	    &blocks), 0);
+	free(ids);
+	ids = NULL;
+	repo_resume_drop(f->f_repo, TENANT, "vm-b");
+	assert_int_equal(stat(jb, &st), -1);
+	assert_int_equal(stat(ja, &st), 0);	/* not B's to judge */
+	assert_int_equal(repo_resume_find(f->f_repo, TENANT, "vm-a", BS, &ids,
+	    &blocks), -1);
+	assert_int_equal(errno, ENOENT);
+	repo_resume_drop(f->f_repo, TENANT, "vm-a");
+	assert_int_equal(stat(ja, &st), -1);	/* damaged: A's drops it */
+}
+
 int
 main(void)
 {
@@ -1324,6 +1435,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_invalid_args,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resume_journals, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_chain_concurrent, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_puts,
