@@ -2,14 +2,14 @@
 # The libFuzzer harnesses (tests/fuzz/), each for a bounded time over its
 # seed corpus: no crash, leak, undefined behaviour, timeout or memory blow-up.
 #
-# FUZZ_TIME (seconds per harness, default 20) and FUZZ_NAMES (default all)
+# FUZZ_TIME (seconds per harness, default 15) and FUZZ_NAMES (default all)
 # tune it.  A crash leaves its input in build-fuzz/artifacts/; reproduce
 # with build-fuzz/fuzz_NAME build-fuzz/artifacts/NAME-crash-....
 # Skipped without clang's libFuzzer runtime, and under `make asan` (the
 # harnesses are sanitizer builds already).
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
-FUZZ_TIME=${FUZZ_TIME:-20}
+FUZZ_TIME=${FUZZ_TIME:-15}
 FUZZ_NAMES=${FUZZ_NAMES:-frame conf decompress aead ttlv repo}
 FUZZ_BUILD=$TOP/build-fuzz
 ARTIFACTS=$FUZZ_BUILD/artifacts
