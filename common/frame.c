@@ -212,13 +212,49 @@ frame_take(struct evbuffer *in, size_t max, uint8_t **bufp, size_t *lenp)
 	return 1;
 }
 
-/* Decodes a frame; NULL if malformed or empty.  Free with frame_free. */
+/*
+ * protobuf-c allocates each field it does not know, and each element of
+ * a repeated message, apart: a frame of 2-byte fields would cost 30 to
+ * 50 times its size once decoded.  A frame may cost FRAME_UNPACK_FACTOR
+ * times its size (and 64 KiB), counting malloc's own 16 bytes a block,
+ * which is several times what any well-formed frame needs.
+ */
+#define FRAME_UNPACK_FACTOR	8
+
+struct unpack_budget {
+	size_t	ub_left;
+};
+
+static void *
+unpack_alloc(void *data, size_t size)
+{
+	struct unpack_budget	*ub = data;
+
+	if (size > ub->ub_left || size + 16 > ub->ub_left)
+		return NULL;
+	ub->ub_left -= size + 16;
+	return malloc(size);
+}
+
+static void
+unpack_free(void *data, void *p)
+{
+	free(p);
+}
+
+/*
+ * Decodes a frame; NULL if malformed, empty or too costly to decode.
+ * Free with frame_free.
+ */
 Frame *
 frame_unpack(const uint8_t *buf, size_t len)
 {
-	Frame	*f;
+	struct unpack_budget	 ub = { FRAME_UNPACK_FACTOR * len + 65536 };
+	ProtobufCAllocator	 a = { unpack_alloc, unpack_free, &ub };
+	Frame			*f;
 
-	if ((f = frame__unpack(NULL, len, buf)) == NULL)
+	/* Its blocks are malloc's: frame_free gives them back with free. */
+	if ((f = frame__unpack(&a, len, buf)) == NULL)
 		return NULL;
 	if (f->msg_case == FRAME__MSG__NOT_SET) {
 		frame__free_unpacked(f, NULL);

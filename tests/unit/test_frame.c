@@ -172,6 +172,77 @@ test_malformed(void **state)
 	assert_null(frame_unpack(unknown_only, sizeof(unknown_only)));
 }
 
+/*
+ * Frames that would cost many times their size once decoded (a field
+ * protobuf-c does not know, or an element of a repeated message, is a
+ * block of its own) are refused; large well-formed ones are not.
+ */
+static void
+test_unpack_cost(void **state)
+{
+	Frame		 f = FRAME__INIT, *g;
+	BackupEnd	 be = BACKUP_END__INIT;
+	WrappedKey	 keys[1000], *kp[1000];
+	uint8_t		 kid[KEY_ID_LEN], wrapped[60], *buf;
+	size_t		 len, i, n;
+
+	/* A Keepalive, then 1 MiB of unknown 3-byte fields (#100 = 0). */
+	n = 1 << 20;
+	assert_non_null(buf = malloc(n));
+	buf[0] = 0x9a;
+	buf[1] = 0x01;
+	buf[2] = 0x00;
+	for (i = 3; i + 3 <= n; i += 3) {
+		buf[i] = 0xa0;
+		buf[i + 1] = 0x06;
+		buf[i + 2] = 0x00;
+	}
+	assert_null(frame_unpack(buf, i));
+	/* The same with a few of them decodes. */
+	assert_non_null(g = frame_unpack(buf, 3 + 3 * 100));
+	assert_int_equal(g->msg_case, FRAME__MSG_KEEPALIVE);
+	frame_free(g);
+	/* A BackupEnd of 500000 empty keys (2 bytes each). */
+	buf[0] = 0x2a;		/* Frame.backup_end */
+	buf[1] = 0xa0;		/* 1000000 bytes: varint a0 8d 3d */
+	buf[2] = 0x8d;
+	buf[3] = 0x3d;
+	for (i = 4; i < 4 + 1000000; i += 2) {
+		buf[i] = 0x32;	/* BackupEnd.keys */
+		buf[i + 1] = 0x00;
+	}
+	assert_null(frame_unpack(buf, i));
+	free(buf);
+
+	/* A BackupEnd with 1000 real keys, and a 16 MiB block, decode. */
+	memset(kid, 0x11, sizeof(kid));
+	memset(wrapped, 0x22, sizeof(wrapped));
+	for (i = 0; i < 1000; i++) {
+		wrapped_key__init(&keys[i]);
+		keys[i].key_id.data = kid;
+		keys[i].key_id.len = sizeof(kid);
+		keys[i].wrapped.data = wrapped;
+		keys[i].wrapped.len = sizeof(wrapped);
+		kp[i] = &keys[i];
+	}
+	be.n_keys = 1000;
+	be.keys = kp;
+	f.msg_case = FRAME__MSG_BACKUP_END;
+	f.backup_end = &be;
+	assert_non_null(buf = frame_pack(&f, &len));
+	assert_non_null(g = frame_unpack(buf + FRAME_HDR_LEN,
+	    len - FRAME_HDR_LEN));
+	assert_int_equal(g->backup_end->n_keys, 1000);
+	frame_free(g);
+	free(buf);
+	assert_non_null(buf = pack_block(7, 16u << 20, &len));
+	assert_non_null(g = frame_unpack(buf + FRAME_HDR_LEN,
+	    len - FRAME_HDR_LEN));
+	assert_int_equal(g->block->payload.len, 16u << 20);
+	frame_free(g);
+	free(buf);
+}
+
 /* A frame above the hard maximum is never packed. */
 static void
 test_pack_too_big(void **state)
@@ -256,6 +327,7 @@ main(void)
 		cmocka_unit_test(test_two_frames),
 		cmocka_unit_test(test_oversized),
 		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_unpack_cost),
 		cmocka_unit_test(test_pack_too_big),
 		cmocka_unit_test(test_pack_block_in_place),
 	};
