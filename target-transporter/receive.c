@@ -650,9 +650,17 @@ block_work(struct pool_job *pj)
  store:
 	if (repo_job_put_chunk(rv->rv_job, bj->bj_id, flags, want,
 	    plain, plen) == -1) {
-		bj->bj_code = session_errno_code(errno);
-		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "cannot store block "
-		    "%llu: %s", (unsigned long long)b->index, strerror(errno));
+		bj->bj_code = errno == EEXIST ? ERROR__CODE__INTEGRITY :
+		    session_errno_code(errno);
+		if (errno == EEXIST)
+			snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu: "
+			    "its chunk id names a chunk stored unsealed, which "
+			    "a source-side chunk id (keyed) cannot do; nothing "
+			    "was committed", (unsigned long long)b->index);
+		else
+			snprintf(bj->bj_msg, sizeof(bj->bj_msg), "cannot store "
+			    "block %llu: %s", (unsigned long long)b->index,
+			    strerror(errno));
 		goto out;
 	}
 	bj->bj_code = 0;

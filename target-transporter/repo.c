@@ -121,6 +121,7 @@ struct pending {
 	uint8_t			 pd_id[CHUNK_ID_LEN];
 	uint64_t		 pd_seq;	/* tmp/<job>/c<seq> */
 	uint32_t		 pd_size;	/* header + payload */
+	int			 pd_replace;	/* over a chunk of another kind */
 	struct pending		*pd_next;
 };
 
@@ -631,7 +632,8 @@ be_flush_staged(struct repo *r, int syncfd)
 
 /*
  * Makes n staged objects durable under their final keys, each created
- * if absent (existed[i] set when it was there already).  Measured on
+ * if absent (existed[i] set when it was there already), or put in the
+ * place of what is there where replace[i] is set.  Measured on
  * ext4: one syncfs(2) per batch, with write-back started at staging,
  * beats an fsync per object by 1.5-3x (fewer journal commits).
  *
@@ -644,7 +646,7 @@ be_flush_staged(struct repo *r, int syncfd)
  */
 static int
 be_publish(struct repo *r, int syncfd, size_t n, char (*stage)[REPO_KEY_MAX],
-    char (*key)[REPO_KEY_MAX], int *existed)
+    char (*key)[REPO_KEY_MAX], const int *replace, int *existed)
 {
 	char	 dir[REPO_KEY_MAX];
 	char	*slash;
@@ -663,7 +665,10 @@ be_publish(struct repo *r, int syncfd, size_t n, char (*stage)[REPO_KEY_MAX],
 			if (be_mkdir_sync(r, dir, 0) == -1)
 				return -1;
 		}
-		if (be_link(r, stage[i], key[i]) == -1) {
+		if (replace[i]) {
+			if (renameat(r->r_fd, stage[i], r->r_fd, key[i]) == -1)
+				return -1;
+		} else if (be_link(r, stage[i], key[i]) == -1) {
 			if (errno != EEXIST)
 				return -1;
 			existed[i] = 1;
@@ -1217,15 +1222,41 @@ chunk_sum(int version, const void *data, size_t len,
 	memcpy(sum, c.digest, sizeof(c.digest));
 }
 
+static int	job_defers_chunks(const struct repo_job *);
+
+/*
+ * Whether the chunk stored at key is sealed (CHUNK_ENCRYPTED) as flags
+ * say: 1, or 0 if not, or if its header is damaged; -1 on error.
+ */
+static int
+chunk_same_kind(struct repo *r, const char *key, uint32_t flags)
+{
+	struct be_obj	 o = { -1, 0 };
+	uint8_t		 hdr[CHUNK_HDR_LEN];
+	int		 rv = -1;
+
+	if (be_open(r, key, &o) == -1)
+		return -1;
+	if (o.bo_size < CHUNK_HDR_LEN)
+		rv = 0;
+	else if (be_read(&o, 0, hdr, sizeof(hdr)) == 0)
+		rv = memcmp(hdr, CHUNK_MAGIC, 4) == 0 &&
+		    ((hdr[5] ^ flags) & CHUNK_ENCRYPTED) == 0;
+	be_close(&o);
+	return rv;
+}
+
 /*
  * Stores one chunk of the job: payload is len bytes as they will be
  * stored (flags CHUNK_COMPRESSED/CHUNK_ENCRYPTED), raw_len the
  * plaintext length.  A chunk the tenant holds already, or this job
- * has put already, is counted as deduplicated and not written.  The
- * chunk becomes durable with the next repo_job_sync.
+ * has put already, is counted as deduplicated and not written; but one
+ * stored sealed where this is not (or the reverse) is replaced by a
+ * job whose ids the target checks, and fails a source-side job (EEXIST).
+ * The chunk becomes durable with the next repo_job_sync.
  * Thread-safe: called from worker threads, concurrently with each
  * other and with repo_job_sync.  Returns 0, or -1 with errno EINVAL,
- * ENOSPC, EDQUOT, EIO.
+ * EEXIST, ENOSPC, EDQUOT, EIO.
  */
 int
 repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
@@ -1237,7 +1268,7 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 	struct iovec	 iov[2];
 	char		 key[REPO_KEY_MAX], stage[REPO_KEY_MAX];
 	uint64_t	 seq;
-	int		 rv = -1, save, staged = 0;
+	int		 rv = -1, save, staged = 0, same, replace = 0;
 
 	if (j == NULL || chunk_id == NULL || payload == NULL ||
 	    memcmp(chunk_id, zero_id, CHUNK_ID_LEN) == 0 ||
@@ -1261,7 +1292,30 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 		goto fail;
 	switch (be_exists(r, key)) {
 	case 1:
-		goto dedup;
+		if ((same = chunk_same_kind(r, key, flags)) == -1)
+			goto fail;
+		if (same)
+			goto dedup;
+		/*
+		 * Sealed where this one is not, or the reverse: a false id
+		 * from a source-side job of the tenant (the target cannot
+		 * check those), or a plaintext job's chunk from before the
+		 * tenant turned to at rest.  A job whose ids the target
+		 * checked puts its own copy in its place; a source-side one
+		 * cannot prove its copy right, and fails.
+		 */
+		if (job_defers_chunks(j)) {
+			errno = EEXIST;
+			goto fail;
+		}
+		log_warnx("repository %s: tenant %s: chunk %s was stored %s "
+		    "by another kind of backup; replaced by the %s copy of "
+		    "job %s/%s, whose id was checked", r->r_path, j->j_tenant,
+		    key, flags & CHUNK_ENCRYPTED ? "unsealed" : "sealed",
+		    flags & CHUNK_ENCRYPTED ? "sealed" : "unsealed",
+		    j->j_name, j->j_id);
+		replace = 1;
+		break;
 	case 0:
 		break;
 	default:
@@ -1270,6 +1324,7 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 
 	if ((pd = calloc(1, sizeof(*pd))) == NULL)
 		goto fail;
+	pd->pd_replace = replace;
 	memcpy(pd->pd_id, chunk_id, CHUNK_ID_LEN);
 	pd->pd_seq = seq;
 	pd->pd_size = CHUNK_HDR_LEN + len;
@@ -1384,7 +1439,7 @@ job_sync(struct repo_job *j, int commit)
 	struct pending	*list, *pd, *next;
 	char		(*stage)[REPO_KEY_MAX] = NULL;
 	char		(*key)[REPO_KEY_MAX] = NULL;
-	int		*existed = NULL;
+	int		*existed = NULL, *replace = NULL;
 	size_t		 i, n = 0;
 	int		 rv = -1, save, err;
 
@@ -1426,15 +1481,18 @@ job_sync(struct repo_job *j, int commit)
 
 	if ((stage = calloc(n, sizeof(*stage))) == NULL ||
 	    (key = calloc(n, sizeof(*key))) == NULL ||
+	    (replace = calloc(n, sizeof(*replace))) == NULL ||
 	    (existed = calloc(n, sizeof(*existed))) == NULL)
 		goto fail;
-	for (pd = list, i = 0; pd != NULL; pd = pd->pd_next, i++)
+	for (pd = list, i = 0; pd != NULL; pd = pd->pd_next, i++) {
 		if (repo_key(stage[i], sizeof(stage[i]), "%s/c%llu",
 		    j->j_tmp, (unsigned long long)pd->pd_seq) == -1 ||
 		    chunk_key(key[i], sizeof(key[i]), j->j_tenant,
 		    pd->pd_id) == -1)
 			goto fail;
-	if (be_publish(r, j->j_tmp_fd, n, stage, key, existed) == -1)
+		replace[i] = pd->pd_replace;
+	}
+	if (be_publish(r, j->j_tmp_fd, n, stage, key, replace, existed) == -1)
 		goto fail;
 
 	pthread_mutex_lock(&j->j_mtx);
@@ -1466,6 +1524,7 @@ job_sync(struct repo_job *j, int commit)
 	pthread_mutex_unlock(&j->j_sync_mtx);
 	free(stage);
 	free(key);
+	free(replace);
 	free(existed);
 	errno = save;
 	return rv;

@@ -1290,6 +1290,73 @@ test_chain_concurrent(void **state)
 	repo_points_free(pts, n);
 }
 
+/*
+ * A chunk stored sealed under the id of plaintext (a source-side job's
+ * false id: the target cannot check those) is replaced by the first
+ * job whose ids it checks, not deduplicated against; a source-side job
+ * naming a chunk stored unsealed fails with EEXIST.
+ */
+static void
+test_chunk_kinds(void **state)
+{
+	struct fixture		*f = *state;
+	struct repo_job		*j;
+	struct repo_point	 p;
+	struct repo_chunk	 c;
+	uint8_t			 plain[1000], junk[1000], id[CHUNK_ID_LEN];
+	uint8_t			 other[CHUNK_ID_LEN];
+
+	make_chunk(7, plain, sizeof(plain), id);
+	memset(junk, 0xee, sizeof(junk));
+	/* A source-side job plants junk under the plaintext's id. */
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "evil", BS, BS,
+	    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE));
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, junk,
+	    sizeof(junk)), 0);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), 0);
+	assert_true(c.rc_flags & CHUNK_ENCRYPTED);
+	repo_chunk_clear(&c);
+
+	/* An in-flight job whose id the target checked puts its own. */
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "vm", BS, BS,
+	    ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT));
+	assert_int_equal(repo_job_put_chunk(j, id, 0, sizeof(plain), plain,
+	    sizeof(plain)), 0);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	assert_true(repo_job_chunks_new(j) == 1);
+	assert_true(repo_job_chunks_dedup(j) == 0);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), 0);
+	assert_true(c.rc_flags == 0);
+	assert_int_equal(c.rc_len, sizeof(plain));
+	assert_memory_equal(c.rc_data, plain, sizeof(plain));
+	repo_chunk_clear(&c);
+
+	/* The next in-flight job deduplicates against it as usual. */
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "vm2", BS, BS,
+	    ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT));
+	assert_int_equal(repo_job_put_chunk(j, id, 0, sizeof(plain), plain,
+	    sizeof(plain)), 0);
+	assert_true(repo_job_chunks_dedup(j) == 1);
+	repo_job_abort(j);
+
+	/* A source-side job naming the unsealed chunk: refused. */
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "evil", BS, BS,
+	    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE));
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, junk,
+	    sizeof(junk)), -1);
+	assert_int_equal(errno, EEXIST);
+	/* Its other chunks still go in. */
+	make_chunk(8, junk, sizeof(junk), other);
+	assert_int_equal(repo_job_put_chunk(j, other, CHUNK_ENCRYPTED, BS,
+	    junk, sizeof(junk)), 0);
+	repo_job_abort(j);
+}
+
 /* A suspended in-flight job of name: blocks 0 and 1 stored, journaled. */
 static void
 suspend_job(struct fixture *f, const char *name, unsigned seed)
@@ -1436,6 +1503,8 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resume_journals, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_chunk_kinds, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_chain_concurrent, setup,
 		    teardown),
