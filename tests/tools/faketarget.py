@@ -14,67 +14,21 @@
 #      bad-newest   (ListRequest) the newest point's id holds a newline
 import socket, ssl, sys, threading
 
+from pbwire import field, fields, frame, vfield
+
 port, ca, cert, key, mode = sys.argv[1:6]
 PROTOCOL_VERSION = 1
 
 
-def varint(n):
-	out = b""
-	while True:
-		b = n & 0x7f
-		n >>= 7
-		if n:
-			out += bytes([b | 0x80])
-		else:
-			return out + bytes([b])
-
-
-def ld(num, payload):			# length-delimited field
-	if isinstance(payload, str):
-		payload = payload.encode()
-	return varint(num << 3 | 2) + varint(len(payload)) + payload
-
-
-def vf(num, n):				# varint field
-	return varint(num << 3) + varint(n)
-
-
-def fields(b):
-	"""{number: value} of a message (varints and length-delimited)."""
-	out, i = {}, 0
-	while i < len(b):
-		tag, i = read_varint(b, i)
-		if tag & 7 == 0:
-			out[tag >> 3], i = read_varint(b, i)
-		elif tag & 7 == 2:
-			n, i = read_varint(b, i)
-			out[tag >> 3] = b[i:i + n]
-			i += n
-		else:
-			break
-	return out
-
-
-def read_varint(b, i):
-	n = shift = 0
-	while True:
-		n |= (b[i] & 0x7f) << shift
-		shift += 7
-		i += 1
-		if not b[i - 1] & 0x80:
-			return n, i
-
-
 def point(name, point_id):
 	"""PointInfo: 4 MiB, 4 blocks of 1 MiB, in-flight, sequence 1."""
-	return (ld(1, name) + ld(2, point_id) + vf(3, 1700000000) +
-	    vf(4, 4 << 20) + vf(5, 1 << 20) + vf(7, 1) + vf(8, 4) + vf(9, 0) +
-	    vf(13, 1))
+	return (field(1, name) + field(2, point_id) +
+	    vfield(3, 1700000000) + vfield(4, 4 << 20) + vfield(5, 1 << 20) +
+	    vfield(7, 1) + vfield(8, 4) + vfield(9, 0) + vfield(13, 1))
 
 
 def send(s, frame_field, body):
-	msg = ld(frame_field, body)
-	s.sendall(len(msg).to_bytes(4, "big") + msg)
+	s.sendall(frame(field(frame_field, body)))
 
 
 def serve(s):
@@ -91,12 +45,12 @@ def serve(s):
 				body, buf = buf[4:4 + n], buf[4 + n:]
 				f = fields(body)
 				if 1 in f:		# Hello
-					send(s, 1, vf(1, PROTOCOL_VERSION) +
-					    ld(3, "faketarget") + vf(5, 600))
+					send(s, 1, vfield(1, PROTOCOL_VERSION) +
+					    field(3, "faketarget") + vfield(5, 600))
 				elif 7 in f:		# ListRequest
 					pid = "a\nvm2 999 x" if \
 					    mode == "bad-newest" else "p-fake-1"
-					send(s, 8, ld(1, point("vm", pid)))
+					send(s, 8, field(1, point("vm", pid)))
 				elif 9 in f:		# RestoreRequest
 					rr = fields(f[9])
 					name = rr.get(1, b"").decode()
@@ -108,8 +62,8 @@ def serve(s):
 						pid = "p-fake-2"
 					elif mode == "fewer":
 						blocks = 0
-					send(s, 10, ld(1, point(name, pid)) +
-					    vf(2, blocks))
+					send(s, 10, field(1, point(name, pid)) +
+					    vfield(2, blocks))
 	except (OSError, ssl.SSLError):
 		return
 	finally:

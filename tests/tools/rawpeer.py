@@ -21,37 +21,10 @@
 # eof, reset, tls-error or timeout (still open after 20 s).
 import socket, ssl, sys, time
 
+from pbwire import field, frame, read_varint, varint
+
 host, port, ca, cert, key, mode = sys.argv[1:7]
 arg = sys.argv[7] if len(sys.argv) > 7 else None
-
-
-def varint(n):
-	out = b""
-	while True:
-		b = n & 0x7f
-		n >>= 7
-		if n:
-			out += bytes([b | 0x80])
-		else:
-			return out + bytes([b])
-
-
-def field(num, payload):		# length-delimited field
-	return varint(num << 3 | 2) + varint(len(payload)) + payload
-
-
-def frame(body):
-	return len(body).to_bytes(4, "big") + body
-
-
-def read_varint(b, i):
-	n = shift = 0
-	while True:
-		n |= (b[i] & 0x7f) << shift
-		shift += 7
-		i += 1
-		if not b[i - 1] & 0x80:
-			return n, i
 
 
 def error_of(body):
