@@ -16,26 +16,13 @@ source_conf "$T/source.conf" acme
 # we closed first) and the first byte of each frame it sent (0a Hello,
 # 6a Error).
 cat >"$T/frames.py" <<'EOF'
-import socket, ssl, sys, time
+import os, socket, ssl, sys, time
+
+sys.path.insert(0, os.environ["TOOLS"])
+from pbwire import field, frame, varint
 
 host, port, ca, cert, key, case = sys.argv[1:7]
 port = int(port)
-
-def varint(n):
-	out = b""
-	while True:
-		b = n & 0x7f
-		n >>= 7
-		if n:
-			out += bytes([b | 0x80])
-		else:
-			return out + bytes([b])
-
-def field(num, payload):		# length-delimited field
-	return varint(num << 3 | 2) + varint(len(payload)) + payload
-
-def frame(body):
-	return len(body).to_bytes(4, "big") + body
 
 hello = b"\x08\x01" + field(3, b"frames.sh") + b"\x20" + varint(17 << 20)
 HELLO = frame(field(1, hello))
@@ -111,7 +98,7 @@ EOF
 
 # peer CASE: run the raw peer; its verdict in $LAST_OUT
 peer() {
-	run timeout 30 "$PY" "$T/frames.py" 127.0.0.1 "$TARGET_PORT" \
+	TOOLS=$TOP/tests/tools run timeout 30 "$PY" "$T/frames.py" 127.0.0.1 "$TARGET_PORT" \
 	    "$PKI/ca.crt" "$PKI/acme.crt" "$PKI/acme.key" "$1"
 	echo "# $1: $(cat "$LAST")"
 }
@@ -172,7 +159,7 @@ closes "plaintext on the TLS port: closed" plain
 alive "plaintext on the TLS port"
 
 for _ in $(seq 20); do
-	timeout 10 "$PY" "$T/frames.py" 127.0.0.1 "$TARGET_PORT" \
+	TOOLS=$TOP/tests/tools timeout 10 "$PY" "$T/frames.py" 127.0.0.1 "$TARGET_PORT" \
 	    "$PKI/ca.crt" "$PKI/acme.crt" "$PKI/acme.key" half-handshake >/dev/null 2>&1
 done
 alive "20 half handshakes"
