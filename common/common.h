@@ -42,7 +42,6 @@ struct iovec;
 
 #define FRAME_HDR_LEN		4
 #define FRAME_MAX		(17u << 20)	/* hard maximum frame size */
-#define FRAME_COPY_MAX		4096	/* smaller frames are queued by copy */
 #define BLOCK_SIZE_DEFAULT	(1u << 20)
 #define BLOCK_SIZE_MIN		(64u << 10)
 #define BLOCK_SIZE_MAX		(16u << 20)

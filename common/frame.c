@@ -117,6 +117,8 @@ frame_pack_block(const Block *b, size_t payload_len, uint8_t **payloadp,
 	return buf;
 }
 
+#define FRAME_COPY_MAX	4096	/* smaller frames are queued by copy */
+
 /*
  * Queues buf, a frame of len bytes from frame_pack or frame_pack_block,
  * on out, and frees it once sent.  Large frames go by reference, not
