@@ -39,7 +39,7 @@ struct receive {
 	char		 rv_known_id[64];	/* the source's newest, if any */
 	uint64_t	 rv_known_seq;
 	int		 rv_atrest;	/* chunks sealed here under rv_dek */
-	int		 rv_keys_pending;	/* the key job is out */
+	int		 rv_pending;	/* a key or base job is out: no base yet */
 	struct key_buf	 rv_dek;
 	uint8_t		 rv_dek_id[KEY_ID_LEN];
 	_Atomic uint64_t rv_dek_uses;	/* nonce counter under rv_dek */
@@ -134,30 +134,48 @@ id_cmp(const void *a, const void *b)
 }
 
 /*
+ * What a backup starts from, found in the pool: the name's chain, the
+ * previous point's index and an interrupted job's journal (each read
+ * and checked whole, 32 bytes a block) and the chain's key file; work
+ * the loop that serves every session must not do.  The loop sends it
+ * (base_done).  The session reads nothing meanwhile.
+ */
+struct base_job {
+	struct pool_job		 bs_job;
+	struct receive		*bs_recv;
+	struct repo		*bs_repo;
+	const struct tenant	*bs_tenant;
+	/* results */
+	int			 bs_errno;	/* 0: found */
+	const char		*bs_what;	/* ... else what failed */
+	int			 bs_other;	/* the previous point did not fit */
+	uint32_t		 bs_other_block_size;
+	uint32_t		 bs_other_mode;
+	char			 bs_other_id[sizeof(((struct repo_point *)0)->rp_id)];
+	uint8_t			*bs_chain;	/* the key file, source-side */
+	size_t			 bs_chainlen;
+};
+
+/*
  * The chain of the name, for the source's rollback check: the newest
- * point (newest_id, as long as a repo_point's rp_id), whether the point the
- * source last committed is still here, and how many points miss their
- * predecessor.  0, or -1 after session_fail.
+ * point (rv_newest_id), whether the point the source last committed is
+ * still here, and how many points miss their predecessor.  0, or -1
+ * with errno.
  */
 static int
-receive_chain(struct session *se, struct receive *rv, BaseIndex *bi,
-    char *newest_id)
+base_chain(struct base_job *bs, BaseIndex *bi)
 {
+	struct receive		*rv = bs->bs_recv;
 	struct repo_point	*pts = NULL, *p;
 	const char		**ids = NULL, *prev;
 	size_t			 n = 0, i;
 
-	if (repo_list(se->se_target->tg_repo, se->se_tenant->tn_name,
-	    rv->rv_name, &pts, &n) == -1 && errno != ENOENT) {
-		session_fail(se, session_errno_code(errno), "cannot list the "
-		    "restore points of '%s': %s", rv->rv_name,
-		    strerror(errno));
+	if (repo_list(bs->bs_repo, bs->bs_tenant->tn_name, rv->rv_name,
+	    &pts, &n) == -1 && errno != ENOENT)
 		return -1;
-	}
 	/* The ids sorted, so that each predecessor is a binary search. */
 	if (n > 0 && (ids = calloc(n, sizeof(*ids))) == NULL) {
 		repo_points_free(pts, n);
-		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 		return -1;
 	}
 	for (i = 0; i < n; i++)
@@ -178,15 +196,111 @@ receive_chain(struct session *se, struct receive *rv, BaseIndex *bi,
 	}
 	free(ids);
 	/* repo_list sorts the points of a name oldest first. */
-	newest_id[0] = '\0';
+	rv->rv_newest_id[0] = '\0';
 	if (n > 0) {
-		snprintf(newest_id, sizeof(pts->rp_id), "%s", pts[n - 1].rp_id);
+		snprintf(rv->rv_newest_id, sizeof(rv->rv_newest_id), "%s",
+		    pts[n - 1].rp_id);
 		bi->newest_sequence = pts[n - 1].rp_sequence;
 	}
-	bi->newest_id = newest_id;
+	bi->newest_id = rv->rv_newest_id;
 	bi->chain = 1;
 	repo_points_free(pts, n);
 	return 0;
+}
+
+/*
+ * An interrupted in-flight job's durable blocks count as base too: its
+ * journal merged over the previous point's ids (whole, for the rare
+ * resumed job only).  0 (none, or merged), or -1 with errno.
+ */
+static int
+base_resume(struct base_job *bs)
+{
+	struct receive		*rv = bs->bs_recv;
+	struct repo_point	*base = &rv->rv_base;
+	uint8_t			*journal = NULL, *merged;
+	const uint8_t		*ids;
+	uint64_t		 n, m, jblocks = 0, i;
+	static const uint8_t	 zero[CHUNK_ID_LEN];
+
+	if (repo_resume_find(bs->bs_repo, bs->bs_tenant->tn_name, rv->rv_name,
+	    rv->rv_block_size, &journal, &jblocks) == -1)
+		return errno == ENOENT ? 0 : -1;
+	n = jblocks > base->rp_blocks ? jblocks : base->rp_blocks;
+	if ((merged = calloc(n, CHUNK_ID_LEN)) == NULL) {
+		free(journal);
+		return -1;
+	}
+	for (i = 0; base->rp_ix != NULL && i < base->rp_blocks;
+	    i += BASE_IDS_MAX) {
+		m = base->rp_blocks - i < BASE_IDS_MAX ?
+		    base->rp_blocks - i : BASE_IDS_MAX;
+		if ((ids = repo_point_ids(base, i, m)) == NULL) {
+			free(journal);
+			free(merged);
+			return -1;
+		}
+		memcpy(merged + i * CHUNK_ID_LEN, ids, m * CHUNK_ID_LEN);
+	}
+	for (i = 0; i < jblocks; i++)
+		if (memcmp(journal + i * CHUNK_ID_LEN, zero,
+		    CHUNK_ID_LEN) != 0)
+			memcpy(merged + i * CHUNK_ID_LEN,
+			    journal + i * CHUNK_ID_LEN, CHUNK_ID_LEN);
+	free(journal);
+	repo_point_drop_index(base);	/* merged: its windows go */
+	base->rp_index = merged;
+	base->rp_blocks = n;
+	if (base->rp_id[0] == '\0')
+		snprintf(base->rp_id, sizeof(base->rp_id), "interrupted-job");
+	rv->rv_resumed = 1;
+	return 0;
+}
+
+/* Worker: the chain, the base (the newest point, if asked), the keys. */
+static void
+base_work(struct pool_job *pj)
+{
+	struct base_job		*bs = (struct base_job *)pj;
+	struct receive		*rv = bs->bs_recv;
+	struct repo_point	*base = &rv->rv_base;
+
+	base_index__init(&rv->rv_piece);
+	memset(base, 0, sizeof(*base));
+	bs->bs_what = "cannot list the restore points of";
+	if (base_chain(bs, &rv->rv_piece) == -1)
+		goto fail;
+	bs->bs_what = "cannot read the previous restore point of";
+	if (rv->rv_incremental && repo_point_open_windowed(bs->bs_repo,
+	    bs->bs_tenant->tn_name, rv->rv_name, NULL, base,
+	    INDEX_SLOTS_MAX) == -1) {
+		if (errno != ENOENT)
+			goto fail;
+		memset(base, 0, sizeof(*base));
+	} else if (rv->rv_incremental && (base->rp_block_size !=
+	    rv->rv_block_size || base->rp_mode != rv->rv_mode)) {
+		/* Chunk ids of another mode (keyed or not) never match. */
+		bs->bs_other = 1;
+		bs->bs_other_block_size = base->rp_block_size;
+		bs->bs_other_mode = base->rp_mode;
+		snprintf(bs->bs_other_id, sizeof(bs->bs_other_id), "%s",
+		    base->rp_id);
+		repo_point_clear(base);
+		memset(base, 0, sizeof(*base));
+	}
+	/* Not for source-side jobs, whose data key died with them. */
+	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT &&
+	    base_resume(bs) == -1)
+		goto fail;
+	bs->bs_what = "cannot read the key file of";
+	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+	    repo_keychain_read(bs->bs_repo, bs->bs_tenant->tn_name,
+	    rv->rv_name, &bs->bs_chain, &bs->bs_chainlen) == -1 &&
+	    errno != ENOENT)
+		goto fail;
+	return;
+ fail:
+	bs->bs_errno = errno != 0 ? errno : EIO;
 }
 
 /*
@@ -211,110 +325,29 @@ receive_token(struct session *se, struct receive *rv, BaseIndex *bi)
 }
 
 /*
- * Sends the index of the newest point of the name, the base of an
- * incremental backup, in pieces; or an empty last piece if there is no
- * usable base (none yet, or another block size).  Returns 0 or -1 if
- * the session was closed.
+ * Sends what base_work found: the index of the newest point of the
+ * name, the base of an incremental backup, in pieces; or an empty last
+ * piece if there is no usable base (none yet, or another block size).
+ * Returns 0 or -1 if the session was closed.
  */
 static int
-receive_send_base(struct session *se, struct receive *rv, int use_point)
+receive_send_base(struct session *se, struct receive *rv,
+    struct base_job *bs)
 {
-	struct target	*tg = se->se_target;
 	BaseIndex	*bi = &rv->rv_piece;
 	struct repo_point *base = &rv->rv_base;
-	uint8_t		*journal = NULL, *merged, *chain = NULL;
-	const uint8_t	*ids;
-	size_t		 chainlen = 0;
-	uint64_t	 n, m, jblocks = 0, i;
 	int		 r;
-	static const uint8_t zero[CHUNK_ID_LEN];
 
-	base_index__init(bi);
-	if (receive_chain(se, rv, bi, rv->rv_newest_id) == -1)
-		return -1;
-	if (!use_point)
-		memset(base, 0, sizeof(*base));
-	else if (repo_point_open_windowed(tg->tg_repo, se->se_tenant->tn_name,
-	    rv->rv_name, NULL, base, INDEX_SLOTS_MAX) == -1) {
-		if (errno != ENOENT) {
-			session_fail(se, session_errno_code(errno), "cannot read "
-			    "the previous restore point of '%s': %s",
-			    rv->rv_name, strerror(errno));
-			return -1;
-		}
-		memset(base, 0, sizeof(*base));
-	} else if (base->rp_block_size != rv->rv_block_size ||
-	    base->rp_mode != rv->rv_mode) {
-		/* Chunk ids of another mode (keyed or not) never match. */
+	if (bs->bs_other)
 		session_log(se, "previous point %s of '%s' has %u-byte blocks "
-		    "and mode %u, not %u and %u: no base", base->rp_id,
-		    rv->rv_name, base->rp_block_size, base->rp_mode,
+		    "and mode %u, not %u and %u: no base", bs->bs_other_id,
+		    rv->rv_name, bs->bs_other_block_size, bs->bs_other_mode,
 		    rv->rv_block_size, rv->rv_mode);
-		repo_point_clear(base);
-		memset(base, 0, sizeof(*base));
-	}
-	/*
-	 * An interrupted job's durable blocks count as base too; not for
-	 * source-side jobs, whose data key died with them.
-	 */
-	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT &&
-	    repo_resume_find(tg->tg_repo, se->se_tenant->tn_name, rv->rv_name,
-	    rv->rv_block_size, &journal, &jblocks) == 0) {
-		n = jblocks > base->rp_blocks ? jblocks : base->rp_blocks;
-		if ((merged = calloc(n, CHUNK_ID_LEN)) == NULL) {
-			free(journal);
-			session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
-			return -1;
-		}
-		/* Whole from here on: the rare resumed job only. */
-		for (i = 0; base->rp_ix != NULL && i < base->rp_blocks;
-		    i += BASE_IDS_MAX) {
-			m = base->rp_blocks - i < BASE_IDS_MAX ?
-			    base->rp_blocks - i : BASE_IDS_MAX;
-			if ((ids = repo_point_ids(base, i, m)) == NULL) {
-				free(journal);
-				free(merged);
-				session_fail(se, session_errno_code(errno),
-				    "cannot read the previous restore point "
-				    "of '%s': %s", rv->rv_name,
-				    repo_point_ids_error(errno));
-				return -1;
-			}
-			memcpy(merged + i * CHUNK_ID_LEN, ids,
-			    m * CHUNK_ID_LEN);
-		}
-		for (i = 0; i < jblocks; i++)
-			if (memcmp(journal + i * CHUNK_ID_LEN, zero,
-			    CHUNK_ID_LEN) != 0)
-				memcpy(merged + i * CHUNK_ID_LEN,
-				    journal + i * CHUNK_ID_LEN, CHUNK_ID_LEN);
-		free(journal);
-		repo_point_drop_index(base);	/* merged: its windows go */
-		base->rp_index = merged;
-		base->rp_blocks = n;
-		if (base->rp_id[0] == '\0')
-			snprintf(base->rp_id, sizeof(base->rp_id),
-			    "interrupted-job");
-		rv->rv_resumed = 1;
+	if (rv->rv_resumed)
 		session_log(se, "resuming an interrupted backup of '%s'",
 		    rv->rv_name);
-	}
-	/* Source-side: the chain's key file goes with the first piece. */
-	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE) {
-		if (repo_keychain_read(tg->tg_repo, se->se_tenant->tn_name,
-		    rv->rv_name, &chain, &chainlen) == -1 && errno != ENOENT) {
-			session_fail(se, session_errno_code(errno), "cannot read "
-			    "the key file of '%s': %s", rv->rv_name,
-			    strerror(errno));
-			return -1;
-		}
-		bi->keychain.data = chain;
-		bi->keychain.len = chainlen;
-	}
-	if (receive_token(se, rv, bi) == -1) {
-		free(chain);
+	if (receive_token(se, rv, bi) == -1)
 		return -1;
-	}
 	if (base->rp_index != NULL || base->rp_ix != NULL) {
 		rv->rv_has_base = 1;
 		bi->point_id = base->rp_id;
@@ -322,11 +355,12 @@ receive_send_base(struct session *se, struct receive *rv, int use_point)
 		bi->blocks = base->rp_blocks;
 		bi->resumed = rv->rv_resumed;
 	}
-	/* The keychain goes with the first piece, sent here. */
+	/* Source-side: the chain's key file goes with the first piece. */
+	bi->keychain.data = bs->bs_chain;
+	bi->keychain.len = bs->bs_chainlen;
 	r = session_send_pieces(se, bi, base, &rv->rv_piece_next);
 	bi->keychain.data = NULL;
 	bi->keychain.len = 0;
-	free(chain);
 	if (r == -1)
 		return -1;
 	rv->rv_pieces_left = r == 0;
@@ -346,14 +380,27 @@ receive_drained(struct session *se)
 		rv->rv_pieces_left = 0;
 }
 
-/* Sends the base, which lets the source start.  0, or -1 if closed. */
-static int
-receive_start(struct session *se, struct receive *rv)
+/* Loop: sends the base, which lets the source start; or fails. */
+static void
+base_done(struct pool_job *pj)
 {
+	struct base_job	*bs = (struct base_job *)pj;
+	struct receive	*rv = bs->bs_recv;
+	struct session	*se = rv->rv_jc.jc_first;
 	char		 conns[48] = "";
 
-	if (receive_send_base(se, rv, rv->rv_incremental) == -1)
-		return -1;
+	if (se->se_state != SESSION_BACKUP)
+		goto out;
+	if (bs->bs_errno != 0) {
+		session_fail(se, bs->bs_errno == ENOMEM ?
+		    ERROR__CODE__INTERNAL : session_errno_code(bs->bs_errno),
+		    "%s '%s': %s", bs->bs_what, rv->rv_name,
+		    repo_point_ids_error(bs->bs_errno));
+		goto out;
+	}
+	rv->rv_pending = 0;
+	if (receive_send_base(se, rv, bs) == -1)
+		goto out;
 	if (rv->rv_jc.jc_asked > 1)
 		snprintf(conns, sizeof(conns), ", on up to %u connections",
 		    rv->rv_jc.jc_asked);
@@ -363,6 +410,32 @@ receive_start(struct session *se, struct receive *rv)
 	    rv->rv_atrest ? ", encrypted at rest" : "",
 	    rv->rv_has_base ? ", incremental from " : "",
 	    rv->rv_has_base ? rv->rv_base.rp_id : "", conns);
+ out:
+	free(bs->bs_chain);
+	free(bs);
+	session_wait_end(se);
+	session_job_done(se, 0);	/* reading resumes */
+}
+
+/* Hands finding the base to the pool.  0, or -1 if closed. */
+static int
+receive_start(struct session *se, struct receive *rv)
+{
+	struct base_job	*bs;
+
+	if ((bs = calloc(1, sizeof(*bs))) == NULL) {
+		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+		return -1;
+	}
+	bs->bs_job.pj_work = base_work;
+	bs->bs_job.pj_done = base_done;
+	bs->bs_recv = rv;
+	bs->bs_repo = se->se_target->tg_repo;
+	bs->bs_tenant = se->se_tenant;
+	rv->rv_pending = 1;
+	session_job_hold(se);
+	session_wait(se);
+	pool_submit(se->se_target->tg_pool, &bs->bs_job);
 	return 0;
 }
 
@@ -404,7 +477,6 @@ key_done(struct pool_job *pj)
 	rv->rv_keys = kj->kj_keys;
 	rv->rv_keys_len = kj->kj_keys_len;
 	kj->kj_keys = NULL;
-	rv->rv_keys_pending = 0;
 	(void)receive_start(se, rv);
  out:
 	key_buf_free(&kj->kj_dek);
@@ -428,7 +500,7 @@ receive_get_keys(struct session *se, struct receive *rv)
 	kj->kj_recv = rv;
 	kj->kj_repo = se->se_target->tg_repo;
 	kj->kj_tenant = se->se_tenant;
-	rv->rv_keys_pending = 1;
+	rv->rv_pending = 1;
 	session_job_hold(se);
 	pool_submit(se->se_target->tg_pool, &kj->kj_job);
 	return 0;
@@ -720,7 +792,7 @@ receive_block(struct session *se, uint8_t *buf, size_t len)
 	struct receive		*rv = se->se_recv;
 	struct block_job	*bj;
 
-	if (rv->rv_keys_pending || se->se_ended) {
+	if (rv->rv_pending || se->se_ended) {
 		free(buf);
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': a "
 		    "block %s", rv->rv_name, se->se_ended ? "after BackupEnd" :
@@ -1078,7 +1150,7 @@ receive_end(struct session *se, const BackupEnd *be)
 
 	if (se != rv->rv_jc.jc_first)
 		return receive_end_joined(se, rv, be);
-	if (rv->rv_keys_pending || se->se_ended) {
+	if (rv->rv_pending || se->se_ended) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
 		    "BackupEnd %s", rv->rv_name, se->se_ended ? "twice" :
 		    "before the base index");

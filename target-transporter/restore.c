@@ -193,43 +193,6 @@ list_points(struct session *se, const ListRequest *lr)
 }
 
 /*
- * Explains a restore of something that does not exist, naming what
- * does, so the user can correct the command.
- */
-static void
-restore_not_found(struct session *se, const RestoreRequest *rr)
-{
-	struct repo_point	*points = NULL;
-	char			 have[400];
-	size_t			 n = 0, i, off = 0;
-	int			 named = 0;
-
-	have[0] = '\0';
-	(void)repo_list(se->se_target->tg_repo, se->se_tenant->tn_name,
-	    NULL, &points, &n);
-	for (i = 0; i < n && off < sizeof(have) - 1; i++) {
-		if (strcmp(points[i].rp_name, rr->name) == 0)
-			named = 1;
-		if (rr->point_id[0] && strcmp(points[i].rp_name, rr->name) == 0)
-			off += snprintf(have + off, sizeof(have) - off, "%s%s",
-			    off ? ", " : "", points[i].rp_id);
-		else if (!rr->point_id[0] && (i == 0 || strcmp(points[i].rp_name,
-		    points[i - 1].rp_name) != 0))
-			off += snprintf(have + off, sizeof(have) - off, "%s%s",
-			    off ? ", " : "", points[i].rp_name);
-	}
-	if (rr->point_id[0] && named)
-		session_fail(se, ERROR__CODE__NOT_FOUND, "backup '%s' has no "
-		    "restore point '%s'; its restore points: %s", rr->name,
-		    rr->point_id, have);
-	else
-		session_fail(se, ERROR__CODE__NOT_FOUND, "no backup named '%s' "
-		    "in this tenant; existing backups: %s", rr->name,
-		    have[0] ? have : "none");
-	repo_points_free(points, n);
-}
-
-/*
  * Sends RestoreBegin: the point, the Block frames to follow, and for a
  * source-side point the chain's keys (rewrapped by the newest KEK).
  */
@@ -339,17 +302,6 @@ restore_id(struct session *se, struct restore *rs, uint64_t i)
 	return id;
 }
 
-/* 1 if block i was never written, 0 if not, -1 after failing se. */
-static int
-restore_is_zero(struct session *se, struct restore *rs, uint64_t i)
-{
-	const uint8_t	*id;
-
-	if ((id = restore_id(se, rs, i)) == NULL)
-		return -1;
-	return memcmp(id, zero_id, CHUNK_ID_LEN) == 0;
-}
-
 /*
  * RestoreRequest with index: RestoreBegin and the point's chunk ids in
  * BaseIndex pieces, so that a source can check what an interrupted
@@ -387,123 +339,194 @@ restore_index_more(struct session *se)
 }
 
 /*
- * A resumed restore: from within the point, the blocks to send again
- * below it ascending, each one with data.  0, or -1 after failing the
- * session.
+ * A RestoreRequest's point, opened in the pool: the open reads and
+ * checks the whole index (32 bytes a block), and a resume counts the
+ * blocks with data from `from` on, work the loop that serves every
+ * session must not do.  The session reads nothing meanwhile.
+ */
+struct ropen_job {
+	struct pool_job		 ro_job;
+	struct session		*ro_session;
+	struct restore		*ro_restore;
+	struct repo		*ro_repo;
+	const struct tenant	*ro_tenant;
+	char			 ro_name[NAME_MAX_LEN + 1];
+	char			 ro_id[sizeof(((struct repo_point *)0)->rp_id)];
+	int			 ro_index;	/* RestoreRequest.index */
+	uint64_t		 ro_from;
+	/* results */
+	int			 ro_errno;	/* the open's; 0: opened */
+	int			 ro_count_errno;	/* reading the index after */
+	uint64_t		 ro_count_at;	/* ... at this block */
+	int			 ro_misfit;	/* resume does not fit */
+};
+
+/*
+ * The blocks with data of p from block from on, read a window at a
+ * time, and whether each of the n blocks in resend has data: 0, or -1
+ * with errno and *at the block that could not be read.
  */
 static int
-restore_resume_check(struct session *se, struct restore *rs,
-    const RestoreRequest *rr)
+restore_count(struct repo_point *p, uint64_t from, const uint64_t *resend,
+    size_t n, uint64_t *count, int *misfit, uint64_t *at)
 {
-	size_t	 i;
-	int	 zero;
+	const uint8_t	*ids;
+	uint64_t	 i, m, k;
+	size_t		 j;
 
-	if (rr->from > rs->rs_point.rp_blocks ||
-	    rr->n_resend > RESTORE_RESEND_MAX || (rr->verify &&
-	    (rr->from > 0 || rr->n_resend > 0)))
-		goto bad;
-	for (i = 0; i < rr->n_resend; i++) {
-		if (rr->resend[i] >= rr->from || (i > 0 && rr->resend[i] <=
-		    rr->resend[i - 1]))
-			goto bad;
-		if ((zero = restore_is_zero(se, rs, rr->resend[i])) == -1)
-			return -1;
-		if (zero)
-			goto bad;
-	}
-	if (rr->n_resend > 0) {
-		if ((rs->rs_resend = calloc(rr->n_resend,
-		    sizeof(*rs->rs_resend))) == NULL) {
-			session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+	*count = 0;
+	*misfit = 0;
+	for (j = 0; j < n; j++) {
+		if ((ids = repo_point_ids(p, resend[j], 1)) == NULL) {
+			*at = resend[j];
 			return -1;
 		}
-		memcpy(rs->rs_resend, rr->resend, rr->n_resend *
-		    sizeof(*rs->rs_resend));
-		rs->rs_nresend = rr->n_resend;
+		if (memcmp(ids, zero_id, CHUNK_ID_LEN) == 0)
+			*misfit = 1;
+	}
+	if (from == 0) {	/* what the open checked the index for */
+		*count = p->rp_blocks - p->rp_zero_blocks;
+		return 0;
+	}
+	for (i = from; i < p->rp_blocks; i += m) {
+		m = INDEX_WINDOW_IDS - i % INDEX_WINDOW_IDS;
+		if (m > p->rp_blocks - i)
+			m = p->rp_blocks - i;
+		if ((ids = repo_point_ids(p, i, m)) == NULL) {
+			*at = i;
+			return -1;
+		}
+		for (k = 0; k < m; k++)
+			*count += memcmp(ids + k * CHUNK_ID_LEN, zero_id,
+			    CHUNK_ID_LEN) != 0;
 	}
 	return 0;
- bad:
-	session_fail(se, ERROR__CODE__PROTOCOL, "restore of %s/%s: resume "
-	    "from block %llu with %zu block(s) to send again does not fit "
-	    "the point", rs->rs_point.rp_name, rs->rs_point.rp_id,
-	    (unsigned long long)rr->from, rr->n_resend);
-	return -1;
 }
 
-/* RestoreRequest: open the point, announce it, start streaming. */
-int
-restore_begin(struct session *se, const RestoreRequest *rr)
+/* Worker: opens the point, then counts what a resume has to send. */
+static void
+ropen_work(struct pool_job *pj)
 {
-	struct restore	*rs;
-	struct rkey_job	*rk;
-	uint64_t	 i;
-	int		 zero;
+	struct ropen_job *ro = (struct ropen_job *)pj;
+	struct restore	*rs = ro->ro_restore;
 
-	if (!name_is_valid(rr->name)) {
-		session_fail(se, ERROR__CODE__NOT_FOUND, "'%.64s' is not a "
-		    "valid backup name", rr->name);
-		return -1;
+	if (repo_point_open_windowed(ro->ro_repo, ro->ro_tenant->tn_name,
+	    ro->ro_name, ro->ro_id[0] ? ro->ro_id : NULL, &rs->rs_point,
+	    1) == -1) {
+		ro->ro_errno = errno != 0 ? errno : EIO;
+		return;
 	}
-	if ((rs = calloc(1, sizeof(*rs))) == NULL) {
-		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
-		return -1;
+	if (ro->ro_index)
+		return;
+	if (ro->ro_from > rs->rs_point.rp_blocks) {
+		ro->ro_misfit = 1;
+		return;
 	}
-	jobconn_init(&rs->rs_jc, se, rr->connections);
-	if (repo_point_open_windowed(se->se_target->tg_repo,
-	    se->se_tenant->tn_name, rr->name, rr->point_id[0] ?
-	    rr->point_id : NULL, &rs->rs_point, 1) == -1) {
-		if (errno == ENOENT || errno == EINVAL)
-			restore_not_found(se, rr);
-		else
-			session_fail(se, session_errno_code(errno), "cannot "
-			    "open restore point %s/%s: %s", rr->name,
-			    rr->point_id[0] ? rr->point_id : "(newest)",
-			    strerror(errno));
-		free(rs);
-		return -1;
+	if (restore_count(&rs->rs_point, ro->ro_from, rs->rs_resend,
+	    rs->rs_nresend, &rs->rs_blocks, &ro->ro_misfit,
+	    &ro->ro_count_at) == -1)
+		ro->ro_count_errno = errno != 0 ? errno : EIO;
+}
+
+/*
+ * Explains a restore of something that does not exist, naming what
+ * does, so the user can correct the command.
+ */
+static void
+restore_not_found(struct session *se, const char *name, const char *id)
+{
+	struct repo_point	*points = NULL;
+	char			 have[400];
+	size_t			 n = 0, i, off = 0;
+	int			 named = 0;
+
+	have[0] = '\0';
+	(void)repo_list(se->se_target->tg_repo, se->se_tenant->tn_name,
+	    NULL, &points, &n);
+	for (i = 0; i < n && off < sizeof(have) - 1; i++) {
+		if (strcmp(points[i].rp_name, name) == 0)
+			named = 1;
+		if (id[0] && strcmp(points[i].rp_name, name) == 0)
+			off += snprintf(have + off, sizeof(have) - off, "%s%s",
+			    off ? ", " : "", points[i].rp_id);
+		else if (!id[0] && (i == 0 || strcmp(points[i].rp_name,
+		    points[i - 1].rp_name) != 0))
+			off += snprintf(have + off, sizeof(have) - off, "%s%s",
+			    off ? ", " : "", points[i].rp_name);
 	}
-	if (rr->index) {
-		restore_send_index(se, rs);
-		return se->se_state == SESSION_CLOSING ? -1 : 0;
-	}
-	if (restore_resume_check(se, rs, rr) == -1) {
-		restore_free(rs);
-		return -1;
-	}
-	/* From the start: the count that the open checked the index for. */
-	if (rr->from == 0)
-		rs->rs_blocks = rs->rs_point.rp_blocks -
-		    rs->rs_point.rp_zero_blocks;
+	if (id[0] && named)
+		session_fail(se, ERROR__CODE__NOT_FOUND, "backup '%s' has no "
+		    "restore point '%s'; its restore points: %s", name, id,
+		    have);
 	else
-		for (i = rr->from; i < rs->rs_point.rp_blocks; i++) {
-			if ((zero = restore_is_zero(se, rs, i)) == -1) {
-				restore_free(rs);
-				return -1;
-			}
-			rs->rs_blocks += !zero;
-		}
+		session_fail(se, ERROR__CODE__NOT_FOUND, "no backup named '%s' "
+		    "in this tenant; existing backups: %s", name,
+		    have[0] ? have : "none");
+	repo_points_free(points, n);
+}
+
+/* Loop: the point is open (or not); the restore starts or fails. */
+static void
+ropen_done(struct pool_job *pj)
+{
+	struct ropen_job *ro = (struct ropen_job *)pj;
+	struct session	*se = ro->ro_session;
+	struct restore	*rs = ro->ro_restore;
+	struct rkey_job	*rk;
+
+	if (se->se_state == SESSION_CLOSING)
+		goto fail;
+	if (ro->ro_errno != 0) {
+		if (ro->ro_errno == ENOENT || ro->ro_errno == EINVAL)
+			restore_not_found(se, ro->ro_name, ro->ro_id);
+		else
+			session_fail(se, session_errno_code(ro->ro_errno),
+			    "cannot open restore point %s/%s: %s", ro->ro_name,
+			    ro->ro_id[0] ? ro->ro_id : "(newest)",
+			    strerror(ro->ro_errno));
+		goto fail;
+	}
+	if (ro->ro_index) {
+		restore_send_index(se, rs);	/* frees rs if it fails */
+		goto out;
+	}
+	if (ro->ro_count_errno != 0) {
+		session_fail(se, session_errno_code(ro->ro_count_errno),
+		    "restore of %s/%s: cannot read its index at block %llu: %s",
+		    rs->rs_point.rp_name, rs->rs_point.rp_id,
+		    (unsigned long long)ro->ro_count_at,
+		    repo_point_ids_error(ro->ro_count_errno));
+		goto fail;
+	}
+	if (ro->ro_misfit) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "restore of %s/%s: "
+		    "resume from block %llu with %zu block(s) to send again "
+		    "does not fit the point", rs->rs_point.rp_name,
+		    rs->rs_point.rp_id, (unsigned long long)ro->ro_from,
+		    rs->rs_nresend);
+		goto fail;
+	}
 	rs->rs_blocks += rs->rs_nresend;
-	rs->rs_next = rr->from;
-	rs->rs_verify = rr->verify;
+	rs->rs_next = ro->ro_from;
 	snprintf(rs->rs_jc.jc_what, sizeof(rs->rs_jc.jc_what), "restore of "
 	    "%s/%s", rs->rs_point.rp_name, rs->rs_point.rp_id);
 	restore_conn_start(se);
 	se->se_restore = rs;
 	se->se_state = SESSION_RESTORE;
 	jobconn_count_start(&rs->rs_jc, "restore");
-	if (rr->from > 0 || rs->rs_nresend > 0)
+	if (ro->ro_from > 0 || rs->rs_nresend > 0)
 		session_log(se, "restore of %s/%s resumed at block %llu, %zu "
 		    "earlier block(s) sent again", rs->rs_point.rp_name,
-		    rs->rs_point.rp_id, (unsigned long long)rr->from,
+		    rs->rs_point.rp_id, (unsigned long long)ro->ro_from,
 		    rs->rs_nresend);
 	if (rs->rs_point.rp_mode != ENCRYPTION_MODE__ENCRYPTION_AT_REST ||
 	    rs->rs_blocks == 0) {
 		restore_announce(se);
-		return 0;
+		goto out;
 	}
 	if ((rk = calloc(1, sizeof(*rk))) == NULL) {
 		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
-		return -1;
+		goto out;
 	}
 	rk->rk_job.pj_work = rkey_work;
 	rk->rk_job.pj_done = rkey_done;
@@ -512,6 +535,87 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 	rs->rs_keys_pending = 1;
 	session_job_hold(se);
 	pool_submit(se->se_target->tg_pool, &rk->rk_job);
+	goto out;
+ fail:
+	restore_free(rs);
+ out:
+	free(ro);
+	session_wait_end(se);
+	session_job_done(se, 0);	/* reading resumes */
+}
+
+/*
+ * RestoreRequest: checks what it can without the point, then opens the
+ * point in the pool (ropen_job).  0, or -1 after failing the session.
+ */
+int
+restore_begin(struct session *se, const RestoreRequest *rr)
+{
+	struct restore	*rs;
+	struct ropen_job *ro;
+	size_t		 i;
+
+	if (!name_is_valid(rr->name)) {
+		session_fail(se, ERROR__CODE__NOT_FOUND, "'%.64s' is not a "
+		    "valid backup name", rr->name);
+		return -1;
+	}
+	if (strlen(rr->point_id) >= sizeof(ro->ro_id)) {
+		session_fail(se, ERROR__CODE__NOT_FOUND, "'%.64s...' is not a "
+		    "valid restore point id", rr->point_id);
+		return -1;
+	}
+	if (!rr->index && (rr->n_resend > RESTORE_RESEND_MAX ||
+	    (rr->verify && (rr->from > 0 || rr->n_resend > 0)))) {
+		session_fail(se, ERROR__CODE__PROTOCOL, "restore of '%s': "
+		    "resume from block %llu with %zu block(s) to send again "
+		    "%s", rr->name, (unsigned long long)rr->from, rr->n_resend,
+		    rr->verify ? "in a verify" : "is too many");
+		return -1;
+	}
+	for (i = 0; !rr->index && i < rr->n_resend; i++)
+		if (rr->resend[i] >= rr->from || (i > 0 && rr->resend[i] <=
+		    rr->resend[i - 1])) {
+			session_fail(se, ERROR__CODE__PROTOCOL, "restore of "
+			    "'%s': block %llu to send again is not below %llu "
+			    "or not ascending", rr->name,
+			    (unsigned long long)rr->resend[i],
+			    (unsigned long long)rr->from);
+			return -1;
+		}
+	if ((rs = calloc(1, sizeof(*rs))) == NULL ||
+	    (ro = calloc(1, sizeof(*ro))) == NULL) {
+		free(rs);
+		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+		return -1;
+	}
+	jobconn_init(&rs->rs_jc, se, rr->connections);
+	rs->rs_verify = rr->verify;
+	if (!rr->index && rr->n_resend > 0) {
+		if ((rs->rs_resend = calloc(rr->n_resend,
+		    sizeof(*rs->rs_resend))) == NULL) {
+			free(ro);
+			restore_free(rs);
+			session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+			return -1;
+		}
+		memcpy(rs->rs_resend, rr->resend, rr->n_resend *
+		    sizeof(*rs->rs_resend));
+		rs->rs_nresend = rr->n_resend;
+	}
+	ro->ro_job.pj_work = ropen_work;
+	ro->ro_job.pj_done = ropen_done;
+	ro->ro_session = se;
+	ro->ro_restore = rs;
+	ro->ro_repo = se->se_target->tg_repo;
+	ro->ro_tenant = se->se_tenant;
+	snprintf(ro->ro_name, sizeof(ro->ro_name), "%s", rr->name);
+	snprintf(ro->ro_id, sizeof(ro->ro_id), "%s", rr->point_id);
+	ro->ro_index = rr->index;
+	ro->ro_from = rr->from;
+	session_job_hold(se);
+	session_wait(se);
+	pool_submit(se->se_target->tg_pool, &ro->ro_job);
 	return 0;
 }
 

@@ -684,6 +684,26 @@ session_pause(struct session *se, int out)
 }
 
 /*
+ * Reads nothing until session_wait_end: a job of the session's own is
+ * settling what the next frame means (a restore point being opened in
+ * the pool, a backup's base being read).  Other jobs of the session
+ * that end meanwhile do not restart reading.
+ */
+void
+session_wait(struct session *se)
+{
+	se->se_waiting = 1;
+	session_pause(se, 0);
+}
+
+/* The job is done: reading restarts with the caller's session_job_done. */
+void
+session_wait_end(struct session *se)
+{
+	se->se_waiting = 0;
+}
+
+/*
  * Takes every whole frame off the input.  Block frames go to the worker
  * pool undecoded; when no job slot is free, reading pauses until one is.
  * Every frame may queue a reply: a source that sends without reading
@@ -746,7 +766,7 @@ session_process(struct session *se)
 		}
 		r = session_dispatch(se, f, len);
 		frame_free(f);
-		if (r == -1)
+		if (r == -1 || se->se_waiting)
 			return;
 	}
 }
@@ -827,7 +847,7 @@ session_resume(struct session *se)
 		return;
 	if (se->se_state == SESSION_RESTORE)
 		restore_pump(se);
-	if (se->se_read_paused) {
+	if (se->se_read_paused && !se->se_waiting) {
 		se->se_read_paused = 0;
 		se->se_out_paused = 0;
 		bufferevent_enable(se->se_bev, EV_READ);

@@ -177,6 +177,7 @@ struct session {
 	int			 se_starved;	/* on tg_starved */
 	int			 se_read_paused;
 	int			 se_out_paused;	/* ... for its unread output */
+	int			 se_waiting;	/* ... for a job: session_wait */
 	uint8_t			*se_held;	/* a block frame awaiting a slot */
 	size_t			 se_held_len;
 	int			 se_lingering;	/* close_notify sent, awaiting EOF */
@@ -236,6 +237,8 @@ void		 session_fail(struct session *, Error__Code, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
 int		 session_job_slot(struct session *);
 void		 session_job_hold(struct session *);
+void		 session_wait(struct session *);
+void		 session_wait_end(struct session *);
 void		 session_job_done(struct session *, int);
 void		 session_resume(struct session *);
 void		 session_send(struct session *, const Frame *);

@@ -146,4 +146,33 @@ else
 fi
 under_limit "verify (1 TiB sparse disk)" "$RSS_KIB" $((limit * 1024))
 
+# The same disk in 64 KiB blocks: a 512 MiB index, which a restore and
+# an incremental read and check whole before their first reply.  That is
+# the pool's work: the loop serves every other session meanwhile.  A
+# second connection's Keepalive, sent 0.2 s after the request, is
+# answered before the request's reply starts (with the open on the loop,
+# both came at the same moment, 0.8-1.5 s after the request).
+source_conf "$T/huge64.conf" acme "window = 64M" "block_size = 64K"
+SRC_CONF=$T/huge64.conf check "backup of the 1 TiB sparse disk in 64 KiB blocks" \
+    src backup --disk "$T/huge.img" --name huge64
+# busy WHAT ARG...: rawpeer.py's busy mode, as tenant acme's source
+busy() {
+	local out
+	out=$(timeout 120 "$PY" "$TOP/tests/tools/rawpeer.py" 127.0.0.1 \
+	    "$TARGET_PORT" "$PKI/ca.crt" "$PKI/acme.crt" "$PKI/acme.key" \
+	    busy "$@" 2>&1)
+	echo "# busy $1: $out"
+	if [[ $out =~ keepalive=([0-9.]+)\ reply=([0-9.]+) ]] &&
+	    awk "BEGIN { exit !(${BASH_REMATCH[1]} < ${BASH_REMATCH[2]}) }"; then
+		ok "another session is answered while a $1 opens a 512 MiB index"
+	else
+		not_ok "another session is answered while a $1 opens a 512 MiB index" \
+		    "$out"
+	fi
+}
+busy restore huge64
+busy backup huge64 $((1 << 40)) 65536
+SRC_CONF=$T/huge64.conf check "an incremental of it after both" \
+    src backup --disk "$T/huge.img" --name huge64
+
 finish

@@ -16,12 +16,19 @@
 #               HOW": all sent, blocked (not taken for 30 s) or closed
 #               (by the target); then reads (and drops) what comes until
 #               the target closes
+#      busy WHAT NAME [DISK BLOCK]: asks to restore NAME (WHAT restore)
+#               or to back it up incrementally (WHAT backup, a DISK-byte
+#               disk in BLOCK-byte blocks), and 0.2 s later sends a
+#               Keepalive on a second connection; prints "keepalive=S
+#               reply=S": the seconds from the request to the first byte
+#               of the Keepalive's answer and of the request's reply (a
+#               tie goes to the reply)
 #
 # Prints one line: "end=HOW after=SECONDS error=CODE:MESSAGE", HOW being
 # eof, reset, tls-error or timeout (still open after 20 s).
-import socket, ssl, sys, time
+import select, socket, ssl, sys, time
 
-from pbwire import field, frame, read_varint, varint
+from pbwire import field, frame, read_varint, varint, vfield
 
 host, port, ca, cert, key, mode = sys.argv[1:7]
 arg = sys.argv[7] if len(sys.argv) > 7 else None
@@ -106,15 +113,38 @@ def watch(s, secs, every=None, dribble=None):
 			error = error_of(body) or error
 
 
-raw = socket.create_connection((host, int(port)), timeout=10)
-if mode == "slowread":
-	raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 ctx.minimum_version = ssl.TLSVersion.TLSv1_3
 ctx.load_verify_locations(ca)
 ctx.load_cert_chain(cert, key)
-s = ctx.wrap_socket(raw, server_hostname="localhost")
-s.sendall(HELLO)
+
+
+def connect():
+	raw = socket.create_connection((host, int(port)), timeout=10)
+	if mode == "slowread":
+		raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+	c = ctx.wrap_socket(raw, server_hostname="localhost")
+	c.sendall(HELLO)
+	return c
+
+
+pending = {}
+
+
+def next_frame(c):
+	"""The next frame's body on c (blocking)."""
+	got = pending.get(c, b"")
+	while len(got) < 4 or len(got) < 4 + int.from_bytes(got[:4], "big"):
+		d = c.recv(1 << 16)
+		if not d:
+			sys.exit("connection closed")
+		got += d
+	n = int.from_bytes(got[:4], "big")
+	pending[c] = got[4 + n:]
+	return got[4:4 + n]
+
+
+s = connect()
 end = "timeout"
 
 if mode == "dribble":
@@ -169,6 +199,42 @@ elif mode == "flood":
 		pass
 	except (ssl.SSLError, OSError):
 		end = "reset"
+elif mode == "busy":
+	other = connect()
+	name = sys.argv[8]
+	if arg == "restore":
+		req = field(9, field(1, name))
+	else:
+		req = field(2, field(1, name) + vfield(2, int(sys.argv[9])) +
+		    vfield(3, int(sys.argv[10])) + vfield(4, 1) +
+		    vfield(6, 64 << 20) + vfield(7, 1))
+	s.settimeout(60)
+	other.settimeout(60)
+	next_frame(s)			# the Hellos: both are in
+	next_frame(other)
+	t0 = time.monotonic()
+	s.sendall(frame(req))
+	time.sleep(0.2)
+	other.sendall(frame(b"\x9a\x01\x00"))
+	times = {}
+	while len(times) < 2:
+		# The request's connection first: on a tie, it wins.
+		wait = [c for c in (s, other) if c not in times]
+		ready = [c for c in wait if c.pending()] or \
+		    select.select(wait, [], [], 60)[0]
+		if not ready:
+			sys.exit("no answer within 60 s")
+		for c in ready:
+			try:
+				d = c.recv(1 << 16)
+			except ssl.SSLWantReadError:
+				continue
+			if not d:
+				sys.exit("connection closed")
+			times[c] = time.monotonic() - t0
+	print("keepalive=%.3f reply=%.3f" % (times[other], times[s]),
+	    flush=True)
+	sys.exit(0)
 else:
 	sys.exit("unknown mode " + mode)
 print("end=%s after=%.1f error=%s" % (end, time.time() - start, error))
