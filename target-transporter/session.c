@@ -45,6 +45,7 @@ static void	session_frame_deadline(evutil_socket_t, short, void *);
 static void	session_idle_arm(struct session *, uint64_t);
 static void	session_progress(struct session *);
 static void	session_linger(struct session *);
+static void	session_next_turn(evutil_socket_t, short, void *);
 
 static const char *
 session_state_name(enum session_state st)
@@ -165,7 +166,9 @@ session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
 	if ((se->se_deadline = evtimer_new(tg->tg_base, session_deadline,
 	    se)) == NULL || evtimer_add(se->se_deadline, &tv) == -1 ||
 	    (se->se_frame_timer = evtimer_new(tg->tg_base,
-	    session_frame_deadline, se)) == NULL) {
+	    session_frame_deadline, se)) == NULL ||
+	    (se->se_turn = evtimer_new(tg->tg_base, session_next_turn,
+	    se)) == NULL) {
 		log_warnx("session %llu: cannot arm its deadline",
 		    (unsigned long long)se->se_id);
 		goto fail;
@@ -184,6 +187,8 @@ session_accept(struct target *tg, int fd, struct sockaddr *sa, int salen)
 		event_free(se->se_deadline);
 	if (se != NULL && se->se_frame_timer != NULL)
 		event_free(se->se_frame_timer);
+	if (se != NULL && se->se_turn != NULL)
+		event_free(se->se_turn);
 	if (se != NULL && se->se_bev != NULL)
 		bufferevent_free(se->se_bev);
 	SSL_free(ssl);
@@ -683,6 +688,16 @@ session_pause(struct session *se, int out)
 	se->se_frame_armed = 0;
 }
 
+/* The next turn of a session that had more frames than one turn takes. */
+static void
+session_next_turn(evutil_socket_t fd, short ev, void *arg)
+{
+	struct session	*se = arg;
+
+	if (se->se_state != SESSION_CLOSING && !se->se_read_paused)
+		session_process(se);
+}
+
 /*
  * Reads nothing until session_wait_end: a job of the session's own is
  * settling what the next frame means (a restore point being opened in
@@ -716,11 +731,22 @@ session_process(struct session *se)
 	uint8_t		*buf;
 	size_t		 len;
 	Frame		*f;
-	int		 r, took = 0;
+	int		 r, took = 0, turn = 0;
+	struct timeval	 now = { 0, 0 };
 
 	in = bufferevent_get_input(se->se_bev);
 	out = bufferevent_get_output(se->se_bev);
 	while (se->se_state != SESSION_CLOSING) {
+		/*
+		 * A turn's worth: the rest after the other sessions had
+		 * theirs (a timer fires after the loop polls).  One source
+		 * that sends thousands of requests in a burst does not hold
+		 * the loop for them all.
+		 */
+		if (++turn > SESSION_FRAMES_PER_TURN) {
+			(void)evtimer_add(se->se_turn, &now);
+			return;
+		}
 		if (evbuffer_get_length(out) > SESSION_OUT_MAX) {
 			session_pause(se, 1);
 			return;

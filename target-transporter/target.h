@@ -185,6 +185,7 @@ struct session {
 	uint64_t		 se_tls_sent;	/* since the last TLS key update */
 	struct event		*se_deadline;	/* handshake and Hello, then idle */
 	struct event		*se_frame_timer;	/* a frame under way */
+	struct event		*se_turn;	/* more frames after others' turn */
 	int			 se_frame_armed;
 	int			 se_refuse;	/* over max_sessions: BUSY */
 	uint64_t		 se_progress;	/* now_ms() of the latest */
@@ -209,6 +210,7 @@ struct session {
 };
 
 #define SESSION_MAX_JOBS	8	/* per session, bounds its memory */
+#define SESSION_FRAMES_PER_TURN	32	/* then the other sessions' turn */
 
 /* The connections that carry one backup or restore (jobconn.c). */
 struct job_conns {

@@ -23,6 +23,9 @@
 #               reply=S": the seconds from the request to the first byte
 #               of the Keepalive's answer and of the request's reply (a
 #               tie goes to the reply)
+#      ping SECS: a Keepalive every 0.1 s for SECS seconds, each after
+#               the answer to the last; prints "answered=N slowest=S":
+#               how many, and the longest wait for one in seconds
 #
 # Prints one line: "end=HOW after=SECONDS error=CODE:MESSAGE", HOW being
 # eof, reset, tls-error or timeout (still open after 20 s).
@@ -234,6 +237,19 @@ elif mode == "busy":
 			times[c] = time.monotonic() - t0
 	print("keepalive=%.3f reply=%.3f" % (times[other], times[s]),
 	    flush=True)
+	sys.exit(0)
+elif mode == "ping":
+	s.settimeout(60)
+	next_frame(s)			# Hello
+	slowest, n, until = 0.0, 0, time.monotonic() + float(arg)
+	while time.monotonic() < until:
+		t = time.monotonic()
+		s.sendall(frame(b"\x9a\x01\x00"))
+		next_frame(s)
+		slowest = max(slowest, time.monotonic() - t)
+		n += 1
+		time.sleep(0.1)
+	print("answered=%d slowest=%.3f" % (n, slowest), flush=True)
 	sys.exit(0)
 else:
 	sys.exit("unknown mode " + mode)
