@@ -110,6 +110,8 @@ struct key_job {
 	uint8_t			 kj_dek_id[KEY_ID_LEN];
 	uint8_t			*kj_keys;
 	size_t			 kj_keys_len;
+	uint8_t			*kj_ids;	/* their ids, KEY_ID_LEN each */
+	size_t			 kj_nids;
 	char			 kj_err[2 * KEY_ERR_MAX];
 };
 
@@ -445,10 +447,33 @@ key_work(struct pool_job *pj)
 {
 	struct key_job	*kj = (struct key_job *)pj;
 
+	KeyChain	*kc;
+	size_t		 i;
+
 	kj->kj_failed = atrest_backup_keys(kj->kj_repo, kj->kj_tenant,
 	    &kj->kj_dek, kj->kj_dek_id, &kj->kj_keys, &kj->kj_keys_len,
 	    kj->kj_err, sizeof(kj->kj_err)) == -1;
 	kj->kj_errno = kj->kj_failed ? errno : 0;
+	if (kj->kj_failed)
+		return;
+	/* The ids of the tenant's at-rest keys, for the dedup check. */
+	if ((kc = key_chain__unpack(NULL, kj->kj_keys_len,
+	    kj->kj_keys)) == NULL || (kc->n_keys > 0 &&
+	    (kj->kj_ids = calloc(kc->n_keys, KEY_ID_LEN)) == NULL)) {
+		snprintf(kj->kj_err, sizeof(kj->kj_err), "cannot read the "
+		    "keys of its new point");
+		kj->kj_failed = 1;
+		kj->kj_errno = ENOKEY;
+		key_buf_free(&kj->kj_dek);
+		if (kc != NULL)
+			key_chain__free_unpacked(kc, NULL);
+		return;
+	}
+	for (i = 0; i < kc->n_keys; i++)
+		if (kc->keys[i]->key_id.len == KEY_ID_LEN)
+			memcpy(kj->kj_ids + kj->kj_nids++ * KEY_ID_LEN,
+			    kc->keys[i]->key_id.data, KEY_ID_LEN);
+	key_chain__free_unpacked(kc, NULL);
 }
 
 /* Loop: with the key the backup starts; without it, it stops here. */
@@ -471,6 +496,11 @@ key_done(struct pool_job *pj)
 		    " unavailable", kj->kj_err, rv->rv_name);
 		goto out;
 	}
+	if (repo_job_set_seal_keys(rv->rv_job, kj->kj_ids, kj->kj_nids) ==
+	    -1) {
+		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+		goto out;
+	}
 	rv->rv_dek = kj->kj_dek;	/* moved: the page is rv's now */
 	memset(&kj->kj_dek, 0, sizeof(kj->kj_dek));
 	memcpy(rv->rv_dek_id, kj->kj_dek_id, KEY_ID_LEN);
@@ -481,6 +511,7 @@ key_done(struct pool_job *pj)
  out:
 	key_buf_free(&kj->kj_dek);
 	free(kj->kj_keys);
+	free(kj->kj_ids);
 	free(kj);
 	session_job_done(se, 0);
 }

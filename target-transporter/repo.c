@@ -144,6 +144,8 @@ struct repo_job {
 	char			 j_dirty_bitmap[NAME_MAX_LEN + 1];
 	uint8_t			*j_keychain;	/* chain key file to store */
 	size_t			 j_keychain_len;
+	uint8_t			*j_seal_ids;	/* at rest: the tenant's key ids */
+	size_t			 j_nseal_ids;	/* ... sorted, KEY_ID_LEN each */
 
 	pthread_mutex_t		 j_mtx;		/* the fields below */
 	void			*j_tree;	/* pending by id (tsearch) */
@@ -1224,24 +1226,39 @@ chunk_sum(int version, const void *data, size_t len,
 
 static int	job_defers_chunks(const struct repo_job *);
 
+static int
+key_id_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, KEY_ID_LEN);
+}
+
 /*
- * Whether the chunk stored at key is sealed (CHUNK_ENCRYPTED) as flags
- * say: 1, or 0 if not, or if its header is damaged; -1 on error.
+ * Whether the chunk stored at key is of the kind job j stores with
+ * flags: sealed (CHUNK_ENCRYPTED) or not as they say, and for an
+ * at-rest job, sealed under one of the tenant's at-rest keys (the key
+ * id leads a sealed payload).  1, or 0 if not, or if its header is
+ * damaged; -1 on error.
  */
 static int
-chunk_same_kind(struct repo *r, const char *key, uint32_t flags)
+chunk_same_kind(struct repo_job *j, const char *key, uint32_t flags)
 {
 	struct be_obj	 o = { -1, 0 };
-	uint8_t		 hdr[CHUNK_HDR_LEN];
+	uint8_t		 hdr[CHUNK_HDR_LEN + KEY_ID_LEN];
+	size_t		 len = CHUNK_HDR_LEN;
 	int		 rv = -1;
 
-	if (be_open(r, key, &o) == -1)
+	if (be_open(j->j_repo, key, &o) == -1)
 		return -1;
-	if (o.bo_size < CHUNK_HDR_LEN)
+	if (j->j_nseal_ids > 0)
+		len += KEY_ID_LEN;
+	if (o.bo_size < len)
 		rv = 0;
-	else if (be_read(&o, 0, hdr, sizeof(hdr)) == 0)
+	else if (be_read(&o, 0, hdr, len) == 0)
 		rv = memcmp(hdr, CHUNK_MAGIC, 4) == 0 &&
-		    ((hdr[5] ^ flags) & CHUNK_ENCRYPTED) == 0;
+		    ((hdr[5] ^ flags) & CHUNK_ENCRYPTED) == 0 &&
+		    (j->j_nseal_ids == 0 || bsearch(hdr + CHUNK_HDR_LEN,
+		    j->j_seal_ids, j->j_nseal_ids, KEY_ID_LEN,
+		    key_id_cmp) != NULL);
 	be_close(&o);
 	return rv;
 }
@@ -1292,7 +1309,7 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 		goto fail;
 	switch (be_exists(r, key)) {
 	case 1:
-		if ((same = chunk_same_kind(r, key, flags)) == -1)
+		if ((same = chunk_same_kind(j, key, flags)) == -1)
 			goto fail;
 		if (same)
 			goto dedup;
@@ -1311,7 +1328,8 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 		log_warnx("repository %s: tenant %s: chunk %s was stored %s "
 		    "by another kind of backup; replaced by the %s copy of "
 		    "job %s/%s, whose id was checked", r->r_path, j->j_tenant,
-		    key, flags & CHUNK_ENCRYPTED ? "unsealed" : "sealed",
+		    key, flags & CHUNK_ENCRYPTED ? "unsealed, or sealed under "
+		    "a key that is not the tenant's at rest," : "sealed",
 		    flags & CHUNK_ENCRYPTED ? "sealed" : "unsealed",
 		    j->j_name, j->j_id);
 		replace = 1;
@@ -1869,6 +1887,7 @@ repo_job_abort(struct repo_job *j)
 	id_map_free(&j->j_ids);
 	free(j->j_keys);
 	free(j->j_keychain);
+	free(j->j_seal_ids);
 	pthread_mutex_destroy(&j->j_mtx);
 	pthread_mutex_destroy(&j->j_sync_mtx);
 	free(j);
@@ -3123,6 +3142,33 @@ repo_snapshot_free(struct repo_snapshot *sn)
  * points/<name>/keychain holds every key of the chain wrapped by the
  * newest KEK the source used (a TRKC file, opaque here).
  */
+
+/*
+ * An at-rest job: the ids of the tenant's at-rest keys, n of KEY_ID_LEN
+ * bytes.  A sealed chunk stored under any other key (a source-side
+ * job's: the target cannot check its id) is then replaced by this job's
+ * copy, not deduplicated against.  Before the first chunk.  0, or -1
+ * with errno EINVAL or ENOMEM.
+ */
+int
+repo_job_set_seal_keys(struct repo_job *j, const uint8_t *ids, size_t n)
+{
+	if (j == NULL || (n > 0 && ids == NULL) || n > SIZE_MAX / KEY_ID_LEN) {
+		errno = EINVAL;
+		return -1;
+	}
+	free(j->j_seal_ids);
+	j->j_seal_ids = NULL;
+	j->j_nseal_ids = 0;
+	if (n == 0)
+		return 0;
+	if ((j->j_seal_ids = malloc(n * KEY_ID_LEN)) == NULL)
+		return -1;
+	memcpy(j->j_seal_ids, ids, n * KEY_ID_LEN);
+	qsort(j->j_seal_ids, n, KEY_ID_LEN, key_id_cmp);
+	j->j_nseal_ids = n;
+	return 0;
+}
 
 /*
  * Gives the job the keys its point needs (a packed KeyChain) and the

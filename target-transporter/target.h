@@ -341,6 +341,8 @@ void		 repo_point_drop_index(struct repo_point *);
 void		 repo_points_free(struct repo_point *, size_t);
 int		 repo_job_set_keys(struct repo_job *, const uint8_t *, size_t,
 		    const uint8_t *, size_t);
+int		 repo_job_set_seal_keys(struct repo_job *, const uint8_t *,
+		    size_t);
 void		 repo_job_set_source(struct repo_job *, const char *,
 		    const char *);
 int		 repo_keychain_read(struct repo *, const char *, const char *,

@@ -1357,6 +1357,66 @@ test_chunk_kinds(void **state)
 	repo_job_abort(j);
 }
 
+/*
+ * A tenant with at-rest and source-side backups: both seal their chunks,
+ * so only the key id that leads a sealed payload tells an at-rest chunk
+ * from a source-side job's junk under a plaintext id.
+ */
+static void
+test_chunk_seal_keys(void **state)
+{
+	struct fixture		*f = *state;
+	struct repo_job		*j;
+	struct repo_point	 p;
+	struct repo_chunk	 c;
+	uint8_t			 ours[2 * KEY_ID_LEN], theirs[KEY_ID_LEN];
+	uint8_t			 plain[1000], junk[1000], sealed[1000];
+	uint8_t			 id[CHUNK_ID_LEN];
+
+	memset(ours, 0x11, KEY_ID_LEN);
+	memset(ours + KEY_ID_LEN, 0x33, KEY_ID_LEN);
+	memset(theirs, 0x22, sizeof(theirs));
+	make_chunk(9, plain, sizeof(plain), id);
+	memset(junk, 0xee, sizeof(junk));
+	memcpy(junk, theirs, KEY_ID_LEN);
+	memset(sealed, 0x5a, sizeof(sealed));
+	memcpy(sealed, ours + KEY_ID_LEN, KEY_ID_LEN);
+
+	/* A source-side job plants junk, sealed under its own key. */
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "evil", BS, BS,
+	    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE));
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, junk,
+	    sizeof(junk)), 0);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+
+	/* An at-rest job, sealing under the tenant's keys, puts its own. */
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "vm", BS, BS,
+	    ENCRYPTION_MODE__ENCRYPTION_AT_REST));
+	assert_int_equal(repo_job_set_seal_keys(j, ours, 2), 0);
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, sealed,
+	    sizeof(sealed)), 0);
+	assert_true(repo_job_chunks_new(j) == 1);
+	assert_true(repo_job_chunks_dedup(j) == 0);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), 0);
+	assert_int_equal(c.rc_len, sizeof(sealed));
+	assert_memory_equal(c.rc_data, sealed, sizeof(sealed));
+	repo_chunk_clear(&c);
+
+	/* The next at-rest job deduplicates against it. */
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "vm2", BS, BS,
+	    ENCRYPTION_MODE__ENCRYPTION_AT_REST));
+	assert_int_equal(repo_job_set_seal_keys(j, ours, 2), 0);
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, sealed,
+	    sizeof(sealed)), 0);
+	assert_true(repo_job_chunks_dedup(j) == 1);
+	repo_job_abort(j);
+}
+
 /* A suspended in-flight job of name: blocks 0 and 1 stored, journaled. */
 static void
 suspend_job(struct fixture *f, const char *name, unsigned seed)
@@ -1505,6 +1565,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_resume_journals, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_chunk_kinds, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_chunk_seal_keys, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_chain_concurrent, setup,
 		    teardown),
