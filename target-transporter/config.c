@@ -233,6 +233,16 @@ conf_line(void *arg, const char *section, const char *section_arg,
 			fatal("strdup");
 		goto out;
 	}
+	if (strcmp(key, "quota") == 0) {
+		if (conf_parse_size(value, &tn->tn_quota) == -1 ||
+		    tn->tn_quota < (1u << 20)) {
+			log_warnx("%s:%d: tenant '%s': quota must be a size "
+			    "of 1M or more, such as 500G or 2T, not '%s'",
+			    tc->tc_path, line, tn->tn_name, value);
+			rv = -1;
+		}
+		goto out;
+	}
 	rv = conf_tenant_at_rest(cs, tn, key, value, line);
  out:
 	if (rv == -1)

@@ -156,6 +156,7 @@ struct base_job {
 	char			 bs_other_id[sizeof(((struct repo_point *)0)->rp_id)];
 	uint8_t			*bs_chain;	/* the key file, source-side */
 	size_t			 bs_chainlen;
+	uint64_t		 bs_used;	/* quota: what the tenant stores */
 };
 
 /*
@@ -269,6 +270,16 @@ base_work(struct pool_job *pj)
 
 	base_index__init(&rv->rv_piece);
 	memset(base, 0, sizeof(*base));
+	/* Within the quota, with room for this job's index at least. */
+	bs->bs_what = "cannot count what is stored for the quota, for";
+	if (bs->bs_tenant->tn_quota > 0 && repo_job_set_quota(rv->rv_job,
+	    bs->bs_tenant->tn_quota, &bs->bs_used) == -1)
+		goto fail;
+	if (bs->bs_tenant->tn_quota > 0 && bs->bs_used + rv->rv_blocks *
+	    CHUNK_ID_LEN > bs->bs_tenant->tn_quota) {
+		bs->bs_errno = EDQUOT;
+		return;
+	}
 	bs->bs_what = "cannot list the restore points of";
 	if (base_chain(bs, &rv->rv_piece) == -1)
 		goto fail;
@@ -382,6 +393,26 @@ receive_drained(struct session *se)
 		rv->rv_pieces_left = 0;
 }
 
+/*
+ * The tenant stores used bytes and the backup needs at least need more:
+ * over its quota, fails the session (STORAGE_FULL).
+ */
+static void
+receive_over_quota(struct session *se, struct receive *rv, uint64_t used,
+    uint64_t need)
+{
+	char	 u[32], q[32], n[32];
+
+	format_bytes(used, u, sizeof(u));
+	format_bytes(se->se_tenant->tn_quota, q, sizeof(q));
+	format_bytes(need, n, sizeof(n));
+	session_fail(se, ERROR__CODE__STORAGE_FULL, "tenant %s stores %s of "
+	    "its quota of %s, and the backup of '%s' needs %s more; nothing "
+	    "was committed. Raise 'quota' in its [tenant] section of "
+	    "target.conf and reload the target (SIGHUP)",
+	    se->se_tenant->tn_name, u, q, rv->rv_name, n);
+}
+
 /* Loop: sends the base, which lets the source start; or fails. */
 static void
 base_done(struct pool_job *pj)
@@ -393,6 +424,11 @@ base_done(struct pool_job *pj)
 
 	if (se->se_state != SESSION_BACKUP)
 		goto out;
+	if (bs->bs_errno == EDQUOT) {
+		receive_over_quota(se, rv, bs->bs_used, rv->rv_blocks *
+		    CHUNK_ID_LEN);
+		goto out;
+	}
 	if (bs->bs_errno != 0) {
 		session_fail(se, bs->bs_errno == ENOMEM ?
 		    ERROR__CODE__INTERNAL : session_errno_code(bs->bs_errno),
@@ -653,6 +689,8 @@ block_work(struct pool_job *pj)
 	Block			*b;
 	uint8_t			 aad[AAD_MAX_LEN], id[CHUNK_ID_LEN];
 	uint8_t			*plain, *raw = NULL, *sealed = NULL;
+	const struct tenant	*tn = bj->bj_session->se_tenant;
+	char			 quota[32];
 	size_t			 aadlen, plen;
 	uint32_t		 want, flags;
 	int			 source_side;
@@ -760,7 +798,14 @@ block_work(struct pool_job *pj)
 			    "its chunk id names a chunk stored unsealed, which "
 			    "a source-side chunk id (keyed) cannot do; nothing "
 			    "was committed", (unsigned long long)b->index);
-		else
+		else if (errno == EDQUOT && tn->tn_quota > 0) {
+			format_bytes(tn->tn_quota, quota, sizeof(quota));
+			snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu: "
+			    "tenant %s is at its quota of %s; nothing was "
+			    "committed. Raise 'quota' in its [tenant] section "
+			    "of target.conf and reload the target (SIGHUP)",
+			    (unsigned long long)b->index, tn->tn_name, quota);
+		} else
 			snprintf(bj->bj_msg, sizeof(bj->bj_msg), "cannot store "
 			    "block %llu: %s", (unsigned long long)b->index,
 			    strerror(errno));

@@ -94,11 +94,20 @@
 #define JOURNAL_VERSION		1
 #define JOURNAL_HDR_LEN		32	/* before the name */
 
+/* What a tenant with a quota stores: counted once, then kept up. */
+struct repo_usage {
+	char			 ru_tenant[NAME_MAX_LEN + 1];
+	_Atomic uint64_t	 ru_bytes;
+	struct repo_usage	*ru_next;
+};
+
 struct repo {
 	char			*r_path;
 	int			 r_fd;		/* root; flock'd */
 	int			 r_readonly;	/* verify: no lock, no writes */
 	_Atomic int		 r_direct;	/* chunks staged with O_DIRECT */
+	pthread_mutex_t		 r_usage_mtx;	/* r_usage */
+	struct repo_usage	*r_usage;
 };
 
 /*
@@ -146,6 +155,9 @@ struct repo_job {
 	size_t			 j_keychain_len;
 	uint8_t			*j_seal_ids;	/* at rest: the tenant's key ids */
 	size_t			 j_nseal_ids;	/* ... sorted, KEY_ID_LEN each */
+	struct repo_usage	*j_usage;	/* the tenant's, if it has a quota */
+	uint64_t		 j_quota;
+	_Atomic uint64_t	 j_unpublished;	/* counted in j_usage, not linked */
 
 	pthread_mutex_t		 j_mtx;		/* the fields below */
 	void			*j_tree;	/* pending by id (tsearch) */
@@ -964,6 +976,7 @@ repo_new(const char *path, char *errbuf, size_t errlen)
 	}
 	r->r_fd = -1;
 	atomic_init(&r->r_direct, 1);
+	pthread_mutex_init(&r->r_usage_mtx, NULL);
 	return r;
 }
 
@@ -1064,11 +1077,18 @@ repo_path(const struct repo *r)
 void
 repo_close(struct repo *r)
 {
+	struct repo_usage	*ru;
+
 	if (r == NULL)
 		return;
 	if (r->r_fd != -1)
 		close(r->r_fd);
 	r->r_fd = -1;
+	while ((ru = r->r_usage) != NULL) {
+		r->r_usage = ru->ru_next;
+		free(ru);
+	}
+	pthread_mutex_destroy(&r->r_usage_mtx);
 	free(r->r_path);
 	r->r_path = NULL;
 	free(r);
@@ -1264,6 +1284,37 @@ chunk_same_kind(struct repo_job *j, const char *key, uint32_t flags)
 }
 
 /*
+ * Counts n more bytes the job stores against its tenant's quota: 0, or
+ * -1 with EDQUOT past it.  Nothing without a quota (repo_job_set_quota).
+ */
+static int
+usage_reserve(struct repo_job *j, uint64_t n)
+{
+	uint64_t	 prev;
+
+	if (j->j_usage == NULL)
+		return 0;
+	prev = atomic_fetch_add(&j->j_usage->ru_bytes, n);
+	if (prev + n > j->j_quota) {
+		atomic_fetch_sub(&j->j_usage->ru_bytes, n);
+		errno = EDQUOT;
+		return -1;
+	}
+	atomic_fetch_add(&j->j_unpublished, n);
+	return 0;
+}
+
+/* Takes back n bytes usage_reserve counted: they were not stored. */
+static void
+usage_release(struct repo_job *j, uint64_t n)
+{
+	if (j->j_usage == NULL)
+		return;
+	atomic_fetch_sub(&j->j_usage->ru_bytes, n);
+	atomic_fetch_sub(&j->j_unpublished, n);
+}
+
+/*
  * Stores one chunk of the job: payload is len bytes as they will be
  * stored (flags CHUNK_COMPRESSED/CHUNK_ENCRYPTED), raw_len the
  * plaintext length.  A chunk the tenant holds already, or this job
@@ -1284,8 +1335,9 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 	uint8_t		 hdr[CHUNK_HDR_LEN];
 	struct iovec	 iov[2];
 	char		 key[REPO_KEY_MAX], stage[REPO_KEY_MAX];
-	uint64_t	 seq;
+	uint64_t	 seq, size = CHUNK_HDR_LEN + len;
 	int		 rv = -1, save, staged = 0, same, replace = 0;
+	int		 reserved = 0;
 
 	if (j == NULL || chunk_id == NULL || payload == NULL ||
 	    memcmp(chunk_id, zero_id, CHUNK_ID_LEN) == 0 ||
@@ -1357,6 +1409,9 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 	iov[0].iov_len = sizeof(hdr);
 	iov[1].iov_base = (void *)payload;
 	iov[1].iov_len = len;
+	if (usage_reserve(j, size) == -1)
+		goto fail;
+	reserved = 1;
 	if (repo_key(stage, sizeof(stage), "%s/c%llu", j->j_tmp,
 	    (unsigned long long)seq) == -1 ||
 	    be_stage(r, stage, iov, 2) == -1)
@@ -1373,6 +1428,7 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 		/* Another worker put the same chunk meanwhile. */
 		pthread_mutex_unlock(&j->j_mtx);
 		be_remove(r, stage);
+		usage_release(j, size);
 		free(pd);
 		goto dedup;
 	}
@@ -1389,6 +1445,8 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 	save = errno;
 	if (staged)
 		be_remove(r, stage);
+	if (reserved)
+		usage_release(j, size);
 	free(pd);
 	errno = save;
 	return rv;
@@ -1521,7 +1579,9 @@ job_sync(struct repo_job *j, int commit)
 			atomic_fetch_sub(&j->j_new, 1);
 			atomic_fetch_sub(&j->j_bytes, pd->pd_size);
 			atomic_fetch_add(&j->j_dedup, 1);
-		}
+			usage_release(j, pd->pd_size);
+		} else if (j->j_usage != NULL)
+			atomic_fetch_sub(&j->j_unpublished, pd->pd_size);
 		tdelete(pd, &j->j_tree, pending_cmp);
 		free(pd);
 	}
@@ -1847,6 +1907,9 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	point.rp_keys = NULL;	/* the job's; freed with it */
 	point.rp_keys_len = 0;
 	*p = point;
+	if (j->j_usage != NULL)
+		atomic_fetch_add(&j->j_usage->ru_bytes, INDEX_HDR_LEN +
+		    j->j_blocks * CHUNK_ID_LEN + manlen);
 	rv = 0;
  fail:
 	save = errno;
@@ -1881,6 +1944,10 @@ repo_job_abort(struct repo_job *j)
 		    j->j_repo->r_path, j->j_tmp);
 	if (j->j_tmp_fd != -1)
 		close(j->j_tmp_fd);
+	/* Staged, never linked: not stored after all. */
+	if (j->j_usage != NULL)
+		atomic_fetch_sub(&j->j_usage->ru_bytes,
+		    atomic_load(&j->j_unpublished));
 	tdestroy(j->j_tree, free);
 	j->j_tree = NULL;
 	j->j_pending = NULL;
@@ -3168,6 +3235,94 @@ repo_job_set_seal_keys(struct repo_job *j, const uint8_t *ids, size_t n)
 	qsort(j->j_seal_ids, n, KEY_ID_LEN, key_id_cmp);
 	j->j_nseal_ids = n;
 	return 0;
+}
+
+/* Adds the sizes of the files under key, depth levels down, to *bytes. */
+static int
+be_tree_bytes(struct repo *r, const char *key, int depth, uint64_t *bytes)
+{
+	char		 child[REPO_KEY_MAX];
+	struct stat	 st;
+	DIR		*d;
+	struct dirent	*de;
+	int		 fd, rv = 0, save;
+
+	if ((fd = openat(r->r_fd, key,
+	    O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)) == -1)
+		return errno == ENOENT ? 0 : -1;
+	if ((d = fdopendir(fd)) == NULL) {
+		save = errno;
+		close(fd);
+		errno = save;
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st,
+		    AT_SYMLINK_NOFOLLOW) == -1) {
+			if (errno == ENOENT)
+				continue;	/* gone meanwhile */
+			rv = -1;
+			break;
+		}
+		if (S_ISREG(st.st_mode))
+			*bytes += (uint64_t)st.st_size;
+		else if (S_ISDIR(st.st_mode) && depth > 0 &&
+		    (repo_key(child, sizeof(child), "%s/%s", key,
+		    de->d_name) == -1 ||
+		    be_tree_bytes(r, child, depth - 1, bytes) == -1)) {
+			rv = -1;
+			break;
+		}
+	}
+	save = errno;
+	closedir(d);
+	errno = save;
+	return rv;
+}
+
+/*
+ * The job's tenant has a quota of quota bytes: from now on every chunk
+ * the job stores is counted, and refused (EDQUOT) past it.  What the
+ * tenant stores is summed from its files the first time in this
+ * process (a walk of its directory), then kept up by every such job:
+ * its new chunks as they are put, index and manifest at the commit.
+ * *used gets the count now.  0, or -1 with errno.
+ */
+int
+repo_job_set_quota(struct repo_job *j, uint64_t quota, uint64_t *used)
+{
+	struct repo		*r = j->j_repo;
+	struct repo_usage	*ru;
+	char			 key[REPO_KEY_MAX];
+	uint64_t		 bytes = 0;
+	int			 rv = -1;
+
+	pthread_mutex_lock(&r->r_usage_mtx);
+	for (ru = r->r_usage; ru != NULL; ru = ru->ru_next)
+		if (strcmp(ru->ru_tenant, j->j_tenant) == 0)
+			break;
+	if (ru == NULL) {
+		if (repo_key(key, sizeof(key), "tenants/%s",
+		    j->j_tenant) == -1 || be_tree_bytes(r, key,
+		    REPO_TREE_DEPTH, &bytes) == -1 ||
+		    (ru = calloc(1, sizeof(*ru))) == NULL)
+			goto out;
+		snprintf(ru->ru_tenant, sizeof(ru->ru_tenant), "%s",
+		    j->j_tenant);
+		atomic_init(&ru->ru_bytes, bytes);
+		ru->ru_next = r->r_usage;
+		r->r_usage = ru;
+	}
+	j->j_usage = ru;
+	j->j_quota = quota;
+	*used = atomic_load(&ru->ru_bytes);
+	rv = 0;
+ out:
+	pthread_mutex_unlock(&r->r_usage_mtx);
+	return rv;
 }
 
 /*

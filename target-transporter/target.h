@@ -50,6 +50,7 @@ struct tenant {
 	char			*tn_kek_name;
 	char			*tn_password_file;
 	char			*tn_keychain;	/* the tenant's at-rest key file */
+	uint64_t		 tn_quota;	/* bytes it may store; 0: no limit */
 	TAILQ_ENTRY(tenant)	 tn_entry;
 };
 TAILQ_HEAD(tenant_list, tenant);
@@ -343,6 +344,7 @@ int		 repo_job_set_keys(struct repo_job *, const uint8_t *, size_t,
 		    const uint8_t *, size_t);
 int		 repo_job_set_seal_keys(struct repo_job *, const uint8_t *,
 		    size_t);
+int		 repo_job_set_quota(struct repo_job *, uint64_t, uint64_t *);
 void		 repo_job_set_source(struct repo_job *, const char *,
 		    const char *);
 int		 repo_keychain_read(struct repo *, const char *, const char *,

@@ -1,0 +1,90 @@
+#!/bin/bash
+# A tenant's quota (target.conf `quota` in its [tenant] section): what
+# the tenant stores (chunks, indexes, manifests, key files) is counted,
+# from its files the first time, then kept up by each backup.  A backup
+# that would pass the quota fails with STORAGE_FULL (the source exits 7),
+# commits nothing, and everything already committed still restores; a
+# backup whose index alone does not fit is refused before any block; the
+# other tenant is not held to it; a raised quota takes effect on reload.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+
+# --- configuration ------------------------------------------------------------
+
+for bad in 10 lots 0; do
+	target_conf "$T/bad.conf"
+	sed -i "/^identity = acme-source/a quota = $bad" "$T/bad.conf"
+	expect_exit 2 "quota = $bad is refused (exit 2)" \
+	    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+	expect_grep "bad.conf:[0-9]+: tenant 'acme': quota must be a size" \
+	    "$LAST" "and the error names the file, line and tenant"
+done
+
+# --- a backup over the quota --------------------------------------------------
+
+# 24 MiB of quota; each image is 8 MiB of incompressible data.
+target_conf "$T/target.conf"
+sed -i '/^identity = acme-source/a quota = 24M' "$T/target.conf"
+target_start "$T/target.conf" || bail "target did not start"
+source_conf "$T/source.conf" acme
+source_conf "$T/globex.conf" globex
+for i in 1 2 3 4; do
+	head -c 8M /dev/urandom >"$T/vm$i.img"
+done
+
+check "a first backup within the quota" \
+    src backup --disk "$T/vm1.img" --name vm1
+check "a second one" src backup --disk "$T/vm2.img" --name vm2
+log_mark
+expect_exit 7 "a third 8 MiB backup passes the 24 MiB quota: exit 7" \
+    src backup --disk "$T/vm3.img" --name vm3
+expect_grep "tenant acme is at its quota of 24.0 MiB; nothing was committed. Raise 'quota'" \
+    "$LAST" "the error names the tenant, its quota and what to do"
+check "list after it" src list --json
+if grep -q '"vm3"' "$LAST_OUT"; then
+	not_ok "the failed backup is not listed" "$(cat "$LAST_OUT")"
+else
+	ok "the failed backup is not listed"
+fi
+check "an unchanged incremental still fits (its chunks are stored already)" \
+    src backup --disk "$T/vm1.img" --name vm1
+for i in 1 2; do
+	check "vm$i restores" src restore --name "vm$i" --output "$T/vm$i.out"
+	same "vm$i byte-identical" "$T/vm$i.img" "$T/vm$i.out"
+done
+SRC_CONF=$T/globex.conf check "tenant globex, without a quota, stores the same" \
+    src backup --disk "$T/vm3.img" --name vm3
+
+# A disk whose index alone (32 bytes a block) passes what is left: 1 TiB
+# in 64 KiB blocks, a 512 MiB index, refused before any block is read.
+truncate -s 1T "$T/sparse.img"
+source_conf "$T/sparse.conf" acme "block_size = 64K"
+SRC_CONF=$T/sparse.conf expect_exit 7 "a 1 TiB disk in 64 KiB blocks is refused: its index does not fit" \
+    src backup --disk "$T/sparse.img" --name sparse
+expect_grep "tenant acme stores [0-9.]+ MiB of its quota of 24.0 MiB, and the backup of 'sparse' needs 512.0 MiB more" \
+    "$LAST" "the error says what is stored, the quota and what the backup needs"
+
+# --- counted from the files at start, raised on reload -----------------------
+
+restart_target
+expect_exit 7 "after a restart the count starts from the files: still over" \
+    src backup --disk "$T/vm3.img" --name vm3
+sed -i 's/^quota = 24M/quota = 64M/' "$T/target.conf"
+kill -HUP "$TARGET_PID"
+wait_grep "reloaded" "$TARGET_LOG"
+check "with the quota raised and the target reloaded, it fits" \
+    src backup --disk "$T/vm3.img" --name vm3
+check "vm3 restores" src restore --name vm3 --output "$T/vm3.out"
+same "vm3 byte-identical" "$T/vm3.img" "$T/vm3.out"
+used=$(du -sb "$T/repo/tenants/acme" | cut -f1)
+echo "# tenant acme stores $used bytes of its 64 MiB"
+under_quota=$([ "$used" -le $((64 << 20)) ] && echo 1 || echo 0)
+if [ "$under_quota" = 1 ]; then
+	ok "what the tenant stores on disk is within its quota"
+else
+	not_ok "what the tenant stores on disk is within its quota" "$used bytes"
+fi
+
+finish
