@@ -645,6 +645,11 @@ metrics_init(const char *program)
 	    "transporter_last_point_timestamp_seconds",
 	    "When the newest restore point of a backup was committed "
 	    "(Unix time).", "tenant,name");
+	m->mt_tenant_stored = metrics_gauge("transporter_tenant_stored_bytes",
+	    "What a tenant with a quota stores: chunks, indexes, manifests "
+	    "and key files.", "tenant");
+	m->mt_tenant_quota = metrics_gauge("transporter_tenant_quota_bytes",
+	    "The quota of a tenant (target.conf).", "tenant");
 	m->mt_replica_lag = metrics_gauge("transporter_replica_lag_seconds",
 	    "How far a replica image is behind its newest restore point.",
 	    "tenant,name");

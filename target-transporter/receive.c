@@ -393,6 +393,22 @@ receive_drained(struct session *se)
 		rv->rv_pieces_left = 0;
 }
 
+/* A tenant with a quota: what it stores, in the metrics. */
+static void
+receive_count_usage(struct session *se)
+{
+	const struct tenant	*tn = se->se_tenant;
+	uint64_t		 used;
+
+	if (tn->tn_quota == 0 || repo_tenant_usage(se->se_target->tg_repo,
+	    tn->tn_name, &used) == -1)
+		return;
+	metrics_set(metrics_series(metrics.mt_tenant_stored, tn->tn_name,
+	    NULL), (double)used);
+	metrics_set(metrics_series(metrics.mt_tenant_quota, tn->tn_name,
+	    NULL), (double)tn->tn_quota);
+}
+
 /*
  * The tenant stores used bytes and the backup needs at least need more:
  * over its quota, fails the session (STORAGE_FULL).
@@ -424,6 +440,7 @@ base_done(struct pool_job *pj)
 
 	if (se->se_state != SESSION_BACKUP)
 		goto out;
+	receive_count_usage(se);
 	if (bs->bs_errno == EDQUOT) {
 		receive_over_quota(se, rv, bs->bs_used, rv->rv_blocks *
 		    CHUNK_ID_LEN);
@@ -934,6 +951,7 @@ receive_count(struct session *se, struct receive *rv,
 	jobconn_count_end(&rv->rv_jc, 1);
 	metrics_set(metrics_series(metrics.mt_last_point, tenant, rv->rv_name),
 	    (double)rp->rp_created);
+	receive_count_usage(se);
 }
 
 static void

@@ -3326,6 +3326,29 @@ repo_job_set_quota(struct repo_job *j, uint64_t quota, uint64_t *used)
 }
 
 /*
+ * What tenant stores, as counted for its quota: 0, or -1 with ENOENT if
+ * no backup of it has counted yet in this process.
+ */
+int
+repo_tenant_usage(struct repo *r, const char *tenant, uint64_t *bytes)
+{
+	struct repo_usage	*ru;
+
+	pthread_mutex_lock(&r->r_usage_mtx);
+	for (ru = r->r_usage; ru != NULL; ru = ru->ru_next)
+		if (strcmp(ru->ru_tenant, tenant) == 0) {
+			*bytes = atomic_load(&ru->ru_bytes);
+			break;
+		}
+	pthread_mutex_unlock(&r->r_usage_mtx);
+	if (ru == NULL) {
+		errno = ENOENT;
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * Gives the job the keys its point needs (a packed KeyChain) and the
  * chain's new key file; both are copied and written by the commit.
  */

@@ -345,6 +345,7 @@ int		 repo_job_set_keys(struct repo_job *, const uint8_t *, size_t,
 int		 repo_job_set_seal_keys(struct repo_job *, const uint8_t *,
 		    size_t);
 int		 repo_job_set_quota(struct repo_job *, uint64_t, uint64_t *);
+int		 repo_tenant_usage(struct repo *, const char *, uint64_t *);
 void		 repo_job_set_source(struct repo_job *, const char *,
 		    const char *);
 int		 repo_keychain_read(struct repo *, const char *, const char *,

@@ -25,7 +25,8 @@ done
 # --- a backup over the quota --------------------------------------------------
 
 # 24 MiB of quota; each image is 8 MiB of incompressible data.
-target_conf "$T/target.conf"
+MPORT=$(free_port) || bail "no free port"
+target_conf "$T/target.conf" "metrics = 127.0.0.1:$MPORT"
 sed -i '/^identity = acme-source/a quota = 24M' "$T/target.conf"
 target_start "$T/target.conf" || bail "target did not start"
 source_conf "$T/source.conf" acme
@@ -37,6 +38,19 @@ done
 check "a first backup within the quota" \
     src backup --disk "$T/vm1.img" --name vm1
 check "a second one" src backup --disk "$T/vm2.img" --name vm2
+# The count kept up by the backups is what the tenant's files hold.
+files=$(find "$T/repo/tenants/acme" -type f -printf '%s\n' |
+    awk '{ n += $1 } END { print n }')
+scrape "$MPORT" >"$T/metrics.txt" || bail "no /metrics"
+stored=$(metric "$T/metrics.txt" 'transporter_tenant_stored_bytes{tenant="acme"}')
+echo "# tenant acme: $files bytes in its files, $stored counted"
+[ -n "$stored" ] && [ "$(printf '%.0f' "$stored")" = "$files" ] &&
+    ok "the tenant's stored bytes in the metrics are what its files hold" ||
+    not_ok "the tenant's stored bytes in the metrics are what its files hold" \
+    "$files in files, $stored counted"
+[ "$(metric "$T/metrics.txt" 'transporter_tenant_quota_bytes{tenant="acme"}')" = $((24 << 20)) ] &&
+    ok "and its quota" || not_ok "and its quota" \
+    "$(grep tenant_quota "$T/metrics.txt")"
 log_mark
 expect_exit 7 "a third 8 MiB backup passes the 24 MiB quota: exit 7" \
     src backup --disk "$T/vm3.img" --name vm3
