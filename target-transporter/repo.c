@@ -3295,34 +3295,39 @@ int
 repo_job_set_quota(struct repo_job *j, uint64_t quota, uint64_t *used)
 {
 	struct repo		*r = j->j_repo;
-	struct repo_usage	*ru;
+	struct repo_usage	*ru, *mine = NULL;
 	char			 key[REPO_KEY_MAX];
 	uint64_t		 bytes = 0;
-	int			 rv = -1;
 
-	pthread_mutex_lock(&r->r_usage_mtx);
-	for (ru = r->r_usage; ru != NULL; ru = ru->ru_next)
-		if (strcmp(ru->ru_tenant, j->j_tenant) == 0)
+	for (;;) {
+		pthread_mutex_lock(&r->r_usage_mtx);
+		for (ru = r->r_usage; ru != NULL; ru = ru->ru_next)
+			if (strcmp(ru->ru_tenant, j->j_tenant) == 0)
+				break;
+		if (ru == NULL && mine != NULL) {
+			ru = mine;
+			ru->ru_next = r->r_usage;
+			r->r_usage = ru;
+			mine = NULL;
+		}
+		pthread_mutex_unlock(&r->r_usage_mtx);
+		if (ru != NULL)
 			break;
-	if (ru == NULL) {
+		/* Counted without the lock: other tenants' jobs go on. */
 		if (repo_key(key, sizeof(key), "tenants/%s",
 		    j->j_tenant) == -1 || be_tree_bytes(r, key,
 		    REPO_TREE_DEPTH, &bytes) == -1 ||
-		    (ru = calloc(1, sizeof(*ru))) == NULL)
-			goto out;
-		snprintf(ru->ru_tenant, sizeof(ru->ru_tenant), "%s",
+		    (mine = calloc(1, sizeof(*mine))) == NULL)
+			return -1;
+		snprintf(mine->ru_tenant, sizeof(mine->ru_tenant), "%s",
 		    j->j_tenant);
-		atomic_init(&ru->ru_bytes, bytes);
-		ru->ru_next = r->r_usage;
-		r->r_usage = ru;
+		atomic_init(&mine->ru_bytes, bytes);
 	}
+	free(mine);		/* another job of the tenant counted first */
 	j->j_usage = ru;
 	j->j_quota = quota;
 	*used = atomic_load(&ru->ru_bytes);
-	rv = 0;
- out:
-	pthread_mutex_unlock(&r->r_usage_mtx);
-	return rv;
+	return 0;
 }
 
 /*
