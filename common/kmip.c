@@ -622,32 +622,7 @@ kmip_op_name(uint32_t op)
 	}
 }
 
-static int	kmip_exchange_once(struct kmip_conn *, struct ttlv_enc *,
-		    uint32_t, const char *, struct kmip_resp *);
-
-/*
- * Sends the request in te (payload still open; te is freed here),
- * reads and parses the response, and checks it is the one successful
- * batch item of operation op.  what ("Locate 'acme-kek'") names the
- * request in errors.  On success kr holds the response, to free with
- * kmip_resp_free(); on failure it is empty.  Each request's latency
- * goes into the metrics, and each failure counts as a "kms" error.
- */
-static int
-kmip_exchange(struct kmip_conn *kc, struct ttlv_enc *te, uint32_t op,
-    const char *what, struct kmip_resp *kr)
-{
-	uint64_t	 t0 = kmip_now_ms();
-	int		 rv;
-
-	rv = kmip_exchange_once(kc, te, op, what, kr);
-	metrics_observe(metrics_series(metrics.mt_kms_seconds,
-	    kmip_op_name(op), NULL), (double)(kmip_now_ms() - t0) / 1000);
-	if (rv == -1)
-		METRICS_INC(metrics.mt_errors, "kms");
-	return rv;
-}
-
+/* One exchange, as kmip_exchange() describes; not counted. */
 static int
 kmip_exchange_once(struct kmip_conn *kc, struct ttlv_enc *te, uint32_t op,
     const char *what, struct kmip_resp *kr)
@@ -746,6 +721,29 @@ kmip_exchange_once(struct kmip_conn *kc, struct ttlv_enc *te, uint32_t op,
 	ttlv_enc_free(te);
 	kmip_resp_free(kr);
 	return -1;
+}
+
+/*
+ * Sends the request in te (payload still open; te is freed here),
+ * reads and parses the response, and checks it is the one successful
+ * batch item of operation op.  what ("Locate 'acme-kek'") names the
+ * request in errors.  On success kr holds the response, to free with
+ * kmip_resp_free(); on failure it is empty.  Each request's latency
+ * goes into the metrics, and each failure counts as a "kms" error.
+ */
+static int
+kmip_exchange(struct kmip_conn *kc, struct ttlv_enc *te, uint32_t op,
+    const char *what, struct kmip_resp *kr)
+{
+	uint64_t	 t0 = kmip_now_ms();
+	int		 rv;
+
+	rv = kmip_exchange_once(kc, te, op, what, kr);
+	metrics_observe(metrics_series(metrics.mt_kms_seconds,
+	    kmip_op_name(op), NULL), (double)(kmip_now_ms() - t0) / 1000);
+	if (rv == -1)
+		METRICS_INC(metrics.mt_errors, "kms");
+	return rv;
 }
 
 /* Names are text we send and print: printable, bounded. */

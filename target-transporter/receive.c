@@ -693,6 +693,32 @@ receive_begin(struct session *se, const BackupBegin *bb)
 	return -1;
 }
 
+/* Worker: why block index could not be stored (error), for block_done. */
+static void
+receive_store_failed(struct block_job *bj, uint64_t index, int error)
+{
+	const struct tenant	*tn = bj->bj_session->se_tenant;
+	char			 quota[32];
+
+	bj->bj_code = session_errno_code(error);
+	if (error == EEXIST) {
+		bj->bj_code = ERROR__CODE__INTEGRITY;
+		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu: its "
+		    "chunk id names a chunk stored unsealed, which a "
+		    "source-side chunk id (keyed) cannot do; nothing was "
+		    "committed", (unsigned long long)index);
+	} else if (error == EDQUOT && tn->tn_quota > 0) {
+		format_bytes(tn->tn_quota, quota, sizeof(quota));
+		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu: tenant "
+		    "%s is at its quota of %s; nothing was committed. Raise "
+		    "'quota' in its [tenant] section of target.conf and "
+		    "reload the target (SIGHUP)", (unsigned long long)index,
+		    tn->tn_name, quota);
+	} else
+		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "cannot store block "
+		    "%llu: %s", (unsigned long long)index, strerror(error));
+}
+
 /*
  * Worker: decode, open (in place, in the decoded frame), decompress,
  * check the id, store.
@@ -706,8 +732,6 @@ block_work(struct pool_job *pj)
 	Block			*b;
 	uint8_t			 aad[AAD_MAX_LEN], id[CHUNK_ID_LEN];
 	uint8_t			*plain, *raw = NULL, *sealed = NULL;
-	const struct tenant	*tn = bj->bj_session->se_tenant;
-	char			 quota[32];
 	size_t			 aadlen, plen;
 	uint32_t		 want, flags;
 	int			 source_side;
@@ -808,24 +832,7 @@ block_work(struct pool_job *pj)
  store:
 	if (repo_job_put_chunk(rv->rv_job, bj->bj_id, flags, want,
 	    plain, plen) == -1) {
-		bj->bj_code = errno == EEXIST ? ERROR__CODE__INTEGRITY :
-		    session_errno_code(errno);
-		if (errno == EEXIST)
-			snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu: "
-			    "its chunk id names a chunk stored unsealed, which "
-			    "a source-side chunk id (keyed) cannot do; nothing "
-			    "was committed", (unsigned long long)b->index);
-		else if (errno == EDQUOT && tn->tn_quota > 0) {
-			format_bytes(tn->tn_quota, quota, sizeof(quota));
-			snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu: "
-			    "tenant %s is at its quota of %s; nothing was "
-			    "committed. Raise 'quota' in its [tenant] section "
-			    "of target.conf and reload the target (SIGHUP)",
-			    (unsigned long long)b->index, tn->tn_name, quota);
-		} else
-			snprintf(bj->bj_msg, sizeof(bj->bj_msg), "cannot store "
-			    "block %llu: %s", (unsigned long long)b->index,
-			    strerror(errno));
+		receive_store_failed(bj, b->index, errno);
 		goto out;
 	}
 	bj->bj_code = 0;
