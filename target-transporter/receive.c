@@ -14,8 +14,9 @@
  *
  * A tenant with at-rest encryption gets its in-flight backups recorded
  * as at-rest points: before the base index goes out (the source sends
- * no block before it has it), a key job gets the point's data key
- * (atrest.c), and every chunk is sealed under it before it is stored.
+ * no block before it has it), the job's start (start_job, in the pool)
+ * gets the point's data key (atrest.c), and every chunk is sealed
+ * under it before it is stored.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -39,7 +40,6 @@ struct receive {
 	char		 rv_known_id[64];	/* the source's newest, if any */
 	uint64_t	 rv_known_seq;
 	int		 rv_atrest;	/* chunks sealed here under rv_dek */
-	int		 rv_pending;	/* a key or base job is out: no base yet */
 	struct key_buf	 rv_dek;
 	uint8_t		 rv_dek_id[KEY_ID_LEN];
 	_Atomic uint64_t rv_dek_uses;	/* nonce counter under rv_dek */
@@ -97,24 +97,6 @@ struct sync_job {
 	struct repo_point sj_point;
 };
 
-/* At rest: the point's data key, fetched in the pool. */
-struct key_job {
-	struct pool_job		 kj_job;
-	struct receive		*kj_recv;
-	struct repo		*kj_repo;
-	const struct tenant	*kj_tenant;
-	/* results */
-	int			 kj_failed;
-	int			 kj_errno;
-	struct key_buf		 kj_dek;
-	uint8_t			 kj_dek_id[KEY_ID_LEN];
-	uint8_t			*kj_keys;
-	size_t			 kj_keys_len;
-	uint8_t			*kj_ids;	/* their ids, KEY_ID_LEN each */
-	size_t			 kj_nids;
-	char			 kj_err[2 * KEY_ERR_MAX];
-};
-
 static void	receive_progress(struct receive *);
 static void	receive_free(struct receive *);
 
@@ -136,27 +118,31 @@ id_cmp(const void *a, const void *b)
 }
 
 /*
- * What a backup starts from, found in the pool: the name's chain, the
- * previous point's index and an interrupted job's journal (each read
- * and checked whole, 32 bytes a block) and the chain's key file; work
- * the loop that serves every session must not do.  The loop sends it
- * (base_done).  The session reads nothing meanwhile.
+ * What a backup starts from, found in the pool: at rest, the point's
+ * data key (the KMS may be slow); the quota's count; the name's chain,
+ * the previous point's index and an interrupted job's journal (each
+ * read and checked whole, 32 bytes a block) and the chain's key file.
+ * None of it is work for the loop that serves every session.  The loop
+ * then sends the base (start_done).  The session reads nothing
+ * meanwhile.
  */
-struct base_job {
-	struct pool_job		 bs_job;
-	struct receive		*bs_recv;
-	struct repo		*bs_repo;
-	const struct tenant	*bs_tenant;
+struct start_job {
+	struct pool_job		 st_job;
+	struct receive		*st_recv;
+	struct repo		*st_repo;
+	const struct tenant	*st_tenant;
 	/* results */
-	int			 bs_errno;	/* 0: found */
-	const char		*bs_what;	/* ... else what failed */
-	int			 bs_other;	/* the previous point did not fit */
-	uint32_t		 bs_other_block_size;
-	uint32_t		 bs_other_mode;
-	char			 bs_other_id[sizeof(((struct repo_point *)0)->rp_id)];
-	uint8_t			*bs_chain;	/* the key file, source-side */
-	size_t			 bs_chainlen;
-	uint64_t		 bs_used;	/* quota: what the tenant stores */
+	int			 st_key_errno;	/* at rest: 0, or no key */
+	char			 st_key_err[2 * KEY_ERR_MAX];
+	int			 st_errno;	/* 0: found */
+	const char		*st_what;	/* ... else what failed */
+	int			 st_other;	/* the previous point did not fit */
+	uint32_t		 st_other_block_size;
+	uint32_t		 st_other_mode;
+	char			 st_other_id[sizeof(((struct repo_point *)0)->rp_id)];
+	uint8_t			*st_chain;	/* the key file, source-side */
+	size_t			 st_chainlen;
+	uint64_t		 st_used;	/* quota: what the tenant stores */
 };
 
 /*
@@ -166,14 +152,14 @@ struct base_job {
  * with errno.
  */
 static int
-base_chain(struct base_job *bs, BaseIndex *bi)
+base_chain(struct start_job *st, BaseIndex *bi)
 {
-	struct receive		*rv = bs->bs_recv;
+	struct receive		*rv = st->st_recv;
 	struct repo_point	*pts = NULL, *p;
 	const char		**ids = NULL, *prev;
 	size_t			 n = 0, i;
 
-	if (repo_list(bs->bs_repo, bs->bs_tenant->tn_name, rv->rv_name,
+	if (repo_list(st->st_repo, st->st_tenant->tn_name, rv->rv_name,
 	    &pts, &n) == -1 && errno != ENOENT)
 		return -1;
 	/* The ids sorted, so that each predecessor is a binary search. */
@@ -217,16 +203,16 @@ base_chain(struct base_job *bs, BaseIndex *bi)
  * resumed job only).  0 (none, or merged), or -1 with errno.
  */
 static int
-base_resume(struct base_job *bs)
+base_resume(struct start_job *st)
 {
-	struct receive		*rv = bs->bs_recv;
+	struct receive		*rv = st->st_recv;
 	struct repo_point	*base = &rv->rv_base;
 	uint8_t			*journal = NULL, *merged;
 	const uint8_t		*ids;
 	uint64_t		 n, m, jblocks = 0, i;
 	static const uint8_t	 zero[CHUNK_ID_LEN];
 
-	if (repo_resume_find(bs->bs_repo, bs->bs_tenant->tn_name, rv->rv_name,
+	if (repo_resume_find(st->st_repo, st->st_tenant->tn_name, rv->rv_name,
 	    rv->rv_block_size, &journal, &jblocks) == -1)
 		return errno == ENOENT ? 0 : -1;
 	n = jblocks > base->rp_blocks ? jblocks : base->rp_blocks;
@@ -260,32 +246,78 @@ base_resume(struct base_job *bs)
 	return 0;
 }
 
-/* Worker: the chain, the base (the newest point, if asked), the keys. */
-static void
-base_work(struct pool_job *pj)
+/*
+ * At rest: the point's data key and the keys it lists (every key of
+ * the tenant's key file) into rv, and their ids to the job: it
+ * deduplicates only against chunks sealed under one of them.  May wait
+ * for the KMS.  0, or -1 with why in st.
+ */
+static int
+start_keys(struct start_job *st)
 {
-	struct base_job		*bs = (struct base_job *)pj;
-	struct receive		*rv = bs->bs_recv;
+	struct receive	*rv = st->st_recv;
+	KeyChain	*kc;
+	uint8_t		*ids = NULL;
+	size_t		 i, n = 0;
+	int		 r = -1;
+
+	if (atrest_backup_keys(st->st_repo, st->st_tenant, &rv->rv_dek,
+	    rv->rv_dek_id, &rv->rv_keys, &rv->rv_keys_len, st->st_key_err,
+	    sizeof(st->st_key_err)) == -1) {
+		st->st_key_errno = errno != 0 ? errno : ENOKEY;
+		return -1;
+	}
+	if ((kc = key_chain__unpack(NULL, rv->rv_keys_len,
+	    rv->rv_keys)) != NULL && (kc->n_keys == 0 ||
+	    (ids = calloc(kc->n_keys, KEY_ID_LEN)) != NULL)) {
+		for (i = 0; i < kc->n_keys; i++)
+			if (kc->keys[i]->key_id.len == KEY_ID_LEN)
+				memcpy(ids + n++ * KEY_ID_LEN,
+				    kc->keys[i]->key_id.data, KEY_ID_LEN);
+		r = repo_job_set_seal_keys(rv->rv_job, ids, n);
+	}
+	if (kc != NULL)
+		key_chain__free_unpacked(kc, NULL);
+	free(ids);
+	if (r == -1) {
+		snprintf(st->st_key_err, sizeof(st->st_key_err), "cannot "
+		    "read back the keys of the new point");
+		st->st_key_errno = ENOKEY;
+	}
+	return r;
+}
+
+/*
+ * Worker: the keys (at rest), the quota, the chain, the base (the
+ * newest point, if asked), the chain's key file (source-side).
+ */
+static void
+start_work(struct pool_job *pj)
+{
+	struct start_job	*st = (struct start_job *)pj;
+	struct receive		*rv = st->st_recv;
 	struct repo_point	*base = &rv->rv_base;
 
 	base_index__init(&rv->rv_piece);
 	memset(base, 0, sizeof(*base));
+	if (rv->rv_atrest && start_keys(st) == -1)
+		return;
 	/* Within the quota, with room for this job's index at least. */
-	bs->bs_what = "cannot count what is stored for the quota, for";
-	if (bs->bs_tenant->tn_quota > 0 && repo_job_set_quota(rv->rv_job,
-	    bs->bs_tenant->tn_quota, &bs->bs_used) == -1)
+	st->st_what = "cannot count what is stored for the quota, for";
+	if (st->st_tenant->tn_quota > 0 && repo_job_set_quota(rv->rv_job,
+	    st->st_tenant->tn_quota, &st->st_used) == -1)
 		goto fail;
-	if (bs->bs_tenant->tn_quota > 0 && bs->bs_used + rv->rv_blocks *
-	    CHUNK_ID_LEN > bs->bs_tenant->tn_quota) {
-		bs->bs_errno = EDQUOT;
+	if (st->st_tenant->tn_quota > 0 && st->st_used + rv->rv_blocks *
+	    CHUNK_ID_LEN > st->st_tenant->tn_quota) {
+		st->st_errno = EDQUOT;
 		return;
 	}
-	bs->bs_what = "cannot list the restore points of";
-	if (base_chain(bs, &rv->rv_piece) == -1)
+	st->st_what = "cannot list the restore points of";
+	if (base_chain(st, &rv->rv_piece) == -1)
 		goto fail;
-	bs->bs_what = "cannot read the previous restore point of";
-	if (rv->rv_incremental && repo_point_open_windowed(bs->bs_repo,
-	    bs->bs_tenant->tn_name, rv->rv_name, NULL, base,
+	st->st_what = "cannot read the previous restore point of";
+	if (rv->rv_incremental && repo_point_open_windowed(st->st_repo,
+	    st->st_tenant->tn_name, rv->rv_name, NULL, base,
 	    INDEX_SLOTS_MAX) == -1) {
 		if (errno != ENOENT)
 			goto fail;
@@ -293,27 +325,27 @@ base_work(struct pool_job *pj)
 	} else if (rv->rv_incremental && (base->rp_block_size !=
 	    rv->rv_block_size || base->rp_mode != rv->rv_mode)) {
 		/* Chunk ids of another mode (keyed or not) never match. */
-		bs->bs_other = 1;
-		bs->bs_other_block_size = base->rp_block_size;
-		bs->bs_other_mode = base->rp_mode;
-		snprintf(bs->bs_other_id, sizeof(bs->bs_other_id), "%s",
+		st->st_other = 1;
+		st->st_other_block_size = base->rp_block_size;
+		st->st_other_mode = base->rp_mode;
+		snprintf(st->st_other_id, sizeof(st->st_other_id), "%s",
 		    base->rp_id);
 		repo_point_clear(base);
 		memset(base, 0, sizeof(*base));
 	}
 	/* Not for source-side jobs, whose data key died with them. */
 	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT &&
-	    base_resume(bs) == -1)
+	    base_resume(st) == -1)
 		goto fail;
-	bs->bs_what = "cannot read the key file of";
+	st->st_what = "cannot read the key file of";
 	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
-	    repo_keychain_read(bs->bs_repo, bs->bs_tenant->tn_name,
-	    rv->rv_name, &bs->bs_chain, &bs->bs_chainlen) == -1 &&
+	    repo_keychain_read(st->st_repo, st->st_tenant->tn_name,
+	    rv->rv_name, &st->st_chain, &st->st_chainlen) == -1 &&
 	    errno != ENOENT)
 		goto fail;
 	return;
  fail:
-	bs->bs_errno = errno != 0 ? errno : EIO;
+	st->st_errno = errno != 0 ? errno : EIO;
 }
 
 /*
@@ -338,23 +370,23 @@ receive_token(struct session *se, struct receive *rv, BaseIndex *bi)
 }
 
 /*
- * Sends what base_work found: the index of the newest point of the
+ * Sends what start_work found: the index of the newest point of the
  * name, the base of an incremental backup, in pieces; or an empty last
  * piece if there is no usable base (none yet, or another block size).
  * Returns 0 or -1 if the session was closed.
  */
 static int
 receive_send_base(struct session *se, struct receive *rv,
-    struct base_job *bs)
+    struct start_job *st)
 {
 	BaseIndex	*bi = &rv->rv_piece;
 	struct repo_point *base = &rv->rv_base;
 	int		 r;
 
-	if (bs->bs_other)
+	if (st->st_other)
 		session_log(se, "previous point %s of '%s' has %u-byte blocks "
-		    "and mode %u, not %u and %u: no base", bs->bs_other_id,
-		    rv->rv_name, bs->bs_other_block_size, bs->bs_other_mode,
+		    "and mode %u, not %u and %u: no base", st->st_other_id,
+		    rv->rv_name, st->st_other_block_size, st->st_other_mode,
 		    rv->rv_block_size, rv->rv_mode);
 	if (rv->rv_resumed)
 		session_log(se, "resuming an interrupted backup of '%s'",
@@ -369,8 +401,8 @@ receive_send_base(struct session *se, struct receive *rv,
 		bi->resumed = rv->rv_resumed;
 	}
 	/* Source-side: the chain's key file goes with the first piece. */
-	bi->keychain.data = bs->bs_chain;
-	bi->keychain.len = bs->bs_chainlen;
+	bi->keychain.data = st->st_chain;
+	bi->keychain.len = st->st_chainlen;
 	r = session_send_pieces(se, bi, base, &rv->rv_piece_next);
 	bi->keychain.data = NULL;
 	bi->keychain.len = 0;
@@ -431,30 +463,39 @@ receive_over_quota(struct session *se, struct receive *rv, uint64_t used,
 
 /* Loop: sends the base, which lets the source start; or fails. */
 static void
-base_done(struct pool_job *pj)
+start_done(struct pool_job *pj)
 {
-	struct base_job	*bs = (struct base_job *)pj;
-	struct receive	*rv = bs->bs_recv;
-	struct session	*se = rv->rv_jc.jc_first;
-	char		 conns[48] = "";
+	struct start_job	*st = (struct start_job *)pj;
+	struct receive		*rv = st->st_recv;
+	struct session		*se = rv->rv_jc.jc_first;
+	char			 conns[48] = "";
 
 	if (se->se_state != SESSION_BACKUP)
 		goto out;
+	if (st->st_key_errno != 0) {
+		session_fail(se, st->st_key_errno == EPERM ?
+		    ERROR__CODE__PROTOCOL : ERROR__CODE__KEY, "%s%s%s: %s; the "
+		    "backup of '%s' stopped before storing anything",
+		    st->st_key_errno == EPERM ? "at-rest encryption refused "
+		    "for tenant " : "at-rest key of tenant ",
+		    st->st_tenant->tn_name, st->st_key_errno == EPERM ? "" :
+		    " unavailable", st->st_key_err, rv->rv_name);
+		goto out;
+	}
 	receive_count_usage(se);
-	if (bs->bs_errno == EDQUOT) {
-		receive_over_quota(se, rv, bs->bs_used, rv->rv_blocks *
+	if (st->st_errno == EDQUOT) {
+		receive_over_quota(se, rv, st->st_used, rv->rv_blocks *
 		    CHUNK_ID_LEN);
 		goto out;
 	}
-	if (bs->bs_errno != 0) {
-		session_fail(se, bs->bs_errno == ENOMEM ?
-		    ERROR__CODE__INTERNAL : session_errno_code(bs->bs_errno),
-		    "%s '%s': %s", bs->bs_what, rv->rv_name,
-		    repo_point_ids_error(bs->bs_errno));
+	if (st->st_errno != 0) {
+		session_fail(se, st->st_errno == ENOMEM ?
+		    ERROR__CODE__INTERNAL : session_errno_code(st->st_errno),
+		    "%s '%s': %s", st->st_what, rv->rv_name,
+		    repo_point_ids_error(st->st_errno));
 		goto out;
 	}
-	rv->rv_pending = 0;
-	if (receive_send_base(se, rv, bs) == -1)
+	if (receive_send_base(se, rv, st) == -1)
 		goto out;
 	if (rv->rv_jc.jc_asked > 1)
 		snprintf(conns, sizeof(conns), ", on up to %u connections",
@@ -466,127 +507,30 @@ base_done(struct pool_job *pj)
 	    rv->rv_has_base ? ", incremental from " : "",
 	    rv->rv_has_base ? rv->rv_base.rp_id : "", conns);
  out:
-	free(bs->bs_chain);
-	free(bs);
+	free(st->st_chain);
+	free(st);
 	session_wait_end(se);
 	session_job_done(se, 0);	/* reading resumes */
 }
 
-/* Hands finding the base to the pool.  0, or -1 if closed. */
+/* Hands the start of the backup to the pool.  0, or -1 if closed. */
 static int
 receive_start(struct session *se, struct receive *rv)
 {
-	struct base_job	*bs;
+	struct start_job	*st;
 
-	if ((bs = calloc(1, sizeof(*bs))) == NULL) {
+	if ((st = calloc(1, sizeof(*st))) == NULL) {
 		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 		return -1;
 	}
-	bs->bs_job.pj_work = base_work;
-	bs->bs_job.pj_done = base_done;
-	bs->bs_recv = rv;
-	bs->bs_repo = se->se_target->tg_repo;
-	bs->bs_tenant = se->se_tenant;
-	rv->rv_pending = 1;
+	st->st_job.pj_work = start_work;
+	st->st_job.pj_done = start_done;
+	st->st_recv = rv;
+	st->st_repo = se->se_target->tg_repo;
+	st->st_tenant = se->se_tenant;
 	session_job_hold(se);
 	session_wait(se);
-	pool_submit(se->se_target->tg_pool, &bs->bs_job);
-	return 0;
-}
-
-/* Worker: the point's data key; may wait for the KMS. */
-static void
-key_work(struct pool_job *pj)
-{
-	struct key_job	*kj = (struct key_job *)pj;
-
-	KeyChain	*kc;
-	size_t		 i;
-
-	kj->kj_failed = atrest_backup_keys(kj->kj_repo, kj->kj_tenant,
-	    &kj->kj_dek, kj->kj_dek_id, &kj->kj_keys, &kj->kj_keys_len,
-	    kj->kj_err, sizeof(kj->kj_err)) == -1;
-	kj->kj_errno = kj->kj_failed ? errno : 0;
-	if (kj->kj_failed)
-		return;
-	/* The ids of the tenant's at-rest keys, for the dedup check. */
-	if ((kc = key_chain__unpack(NULL, kj->kj_keys_len,
-	    kj->kj_keys)) == NULL || (kc->n_keys > 0 &&
-	    (kj->kj_ids = calloc(kc->n_keys, KEY_ID_LEN)) == NULL)) {
-		snprintf(kj->kj_err, sizeof(kj->kj_err), "cannot read the "
-		    "keys of its new point");
-		kj->kj_failed = 1;
-		kj->kj_errno = ENOKEY;
-		key_buf_free(&kj->kj_dek);
-		if (kc != NULL)
-			key_chain__free_unpacked(kc, NULL);
-		return;
-	}
-	for (i = 0; i < kc->n_keys; i++)
-		if (kc->keys[i]->key_id.len == KEY_ID_LEN)
-			memcpy(kj->kj_ids + kj->kj_nids++ * KEY_ID_LEN,
-			    kc->keys[i]->key_id.data, KEY_ID_LEN);
-	key_chain__free_unpacked(kc, NULL);
-}
-
-/* Loop: with the key the backup starts; without it, it stops here. */
-static void
-key_done(struct pool_job *pj)
-{
-	struct key_job	*kj = (struct key_job *)pj;
-	struct receive	*rv = kj->kj_recv;
-	struct session	*se = rv->rv_jc.jc_first;
-
-	if (se->se_state != SESSION_BACKUP)
-		goto out;
-	if (kj->kj_failed) {
-		session_fail(se, kj->kj_errno == EPERM ? ERROR__CODE__PROTOCOL :
-		    ERROR__CODE__KEY, "%s%s%s: %s; the backup "
-		    "of '%s' stopped before storing anything",
-		    kj->kj_errno == EPERM ? "at-rest encryption refused for "
-		    "tenant " : "at-rest key of tenant ",
-		    kj->kj_tenant->tn_name, kj->kj_errno == EPERM ? "" :
-		    " unavailable", kj->kj_err, rv->rv_name);
-		goto out;
-	}
-	if (repo_job_set_seal_keys(rv->rv_job, kj->kj_ids, kj->kj_nids) ==
-	    -1) {
-		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
-		goto out;
-	}
-	rv->rv_dek = kj->kj_dek;	/* moved: the page is rv's now */
-	memset(&kj->kj_dek, 0, sizeof(kj->kj_dek));
-	memcpy(rv->rv_dek_id, kj->kj_dek_id, KEY_ID_LEN);
-	rv->rv_keys = kj->kj_keys;
-	rv->rv_keys_len = kj->kj_keys_len;
-	kj->kj_keys = NULL;
-	(void)receive_start(se, rv);
- out:
-	key_buf_free(&kj->kj_dek);
-	free(kj->kj_keys);
-	free(kj->kj_ids);
-	free(kj);
-	session_job_done(se, 0);
-}
-
-/* At rest: hands the key fetch to the pool.  0, or -1 if closed. */
-static int
-receive_get_keys(struct session *se, struct receive *rv)
-{
-	struct key_job	*kj;
-
-	if ((kj = calloc(1, sizeof(*kj))) == NULL) {
-		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
-		return -1;
-	}
-	kj->kj_job.pj_work = key_work;
-	kj->kj_job.pj_done = key_done;
-	kj->kj_recv = rv;
-	kj->kj_repo = se->se_target->tg_repo;
-	kj->kj_tenant = se->se_tenant;
-	rv->rv_pending = 1;
-	session_job_hold(se);
-	pool_submit(se->se_target->tg_pool, &kj->kj_job);
+	pool_submit(se->se_target->tg_pool, &st->st_job);
 	return 0;
 }
 
@@ -685,8 +629,6 @@ receive_begin(struct session *se, const BackupBegin *bb)
 	se->se_recv = rv;
 	se->se_state = SESSION_BACKUP;
 	jobconn_count_start(&rv->rv_jc, "backup");
-	if (rv->rv_atrest)
-		return receive_get_keys(se, rv);
 	return receive_start(se, rv);
  nomem:
 	session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
@@ -892,11 +834,11 @@ receive_block(struct session *se, uint8_t *buf, size_t len)
 	struct receive		*rv = se->se_recv;
 	struct block_job	*bj;
 
-	if (rv->rv_pending || se->se_ended) {
+	/* (Nothing is read before the base is sent: session_wait.) */
+	if (se->se_ended) {
 		free(buf);
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': a "
-		    "block %s", rv->rv_name, se->se_ended ? "after BackupEnd" :
-		    "before the base index");
+		    "block after BackupEnd", rv->rv_name);
 		session_job_done(se, 1);
 		return -1;
 	}
@@ -1251,10 +1193,9 @@ receive_end(struct session *se, const BackupEnd *be)
 
 	if (se != rv->rv_jc.jc_first)
 		return receive_end_joined(se, rv, be);
-	if (rv->rv_pending || se->se_ended) {
+	if (se->se_ended) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': "
-		    "BackupEnd %s", rv->rv_name, se->se_ended ? "twice" :
-		    "before the base index");
+		    "BackupEnd twice", rv->rv_name);
 		return -1;
 	}
 	if (be->joined < rv->rv_jc.jc_count || (be->joined > 0 &&
