@@ -6,8 +6,9 @@
  * credit in bytes as it writes blocks out, so a slow disk at the source
  * stalls the target instead of growing anyone's memory.
  *
- * An at-rest point's data keys are opened by a key job before anything
- * is announced (the KMS is never asked from the loop); each chunk is
+ * The point is opened in the pool (ropen_job), and an at-rest point's
+ * data keys with it, before anything is announced (neither its index
+ * nor the KMS holds up the loop); each chunk is
  * then opened with its key and sealed for the wire like any other, so
  * the source sees an ordinary in-flight block.
  *
@@ -45,7 +46,6 @@ struct restore {
 	int			 rs_jobs;
 	int			 rs_verify;	/* Damage frames, not an Error */
 	uint64_t		 rs_damaged;
-	int			 rs_keys_pending;	/* at rest: key job out */
 	struct atrest_keys	*rs_keys;	/* at rest: the opened keys */
 	uint64_t		*rs_resend;	/* resume: blocks below rs_from */
 	size_t			 rs_nresend;
@@ -53,15 +53,6 @@ struct restore {
 	/* Index only (SESSION_INDEX): the pieces, restore_index_more. */
 	BaseIndex		 rs_piece;	/* what each carries */
 	uint64_t		 rs_piece_next;
-};
-
-/* At rest: the point's data keys, opened in the pool. */
-struct rkey_job {
-	struct pool_job		 rk_job;
-	struct restore		*rk_restore;
-	const struct tenant	*rk_tenant;
-	struct atrest_keys	*rk_keys;	/* result, or NULL and why */
-	char			 rk_err[2 * KEY_ERR_MAX];
 };
 
 struct read_job {
@@ -248,43 +239,6 @@ restore_announce(struct session *se)
 	restore_pump(se);
 }
 
-/* Worker: opens the keys of an at-rest point; may wait for the KMS. */
-static void
-rkey_work(struct pool_job *pj)
-{
-	struct rkey_job	*rk = (struct rkey_job *)pj;
-
-	rk->rk_keys = atrest_restore_keys(rk->rk_tenant,
-	    &rk->rk_restore->rs_point, rk->rk_err, sizeof(rk->rk_err));
-}
-
-/* Loop: with every key it needs the point streams; else nothing does. */
-static void
-rkey_done(struct pool_job *pj)
-{
-	struct rkey_job	*rk = (struct rkey_job *)pj;
-	struct restore	*rs = rk->rk_restore;
-	struct session	*se = rs->rs_jc.jc_first;
-
-	if (se->se_state != SESSION_RESTORE || rs->rs_jc.jc_failed)
-		goto out;
-	if (rk->rk_keys == NULL) {
-		session_fail(se, ERROR__CODE__KEY, "at-rest key of tenant "
-		    "%s unavailable: %s; restore point %s/%s was not sent",
-		    rk->rk_tenant->tn_name, rk->rk_err, rs->rs_point.rp_name,
-		    rs->rs_point.rp_id);
-		goto out;
-	}
-	rs->rs_keys = rk->rk_keys;
-	rk->rk_keys = NULL;
-	rs->rs_keys_pending = 0;
-	restore_announce(se);
- out:
-	atrest_keys_free(rk->rk_keys);
-	free(rk);
-	session_job_done(se, 0);
-}
-
 /*
  * Block i's chunk id, from the point's index read a window at a time;
  * NULL after failing the session if that cannot be read or changed.
@@ -340,9 +294,10 @@ restore_index_more(struct session *se)
 
 /*
  * A RestoreRequest's point, opened in the pool: the open reads and
- * checks the whole index (32 bytes a block), and a resume counts the
- * blocks with data from `from` on, work the loop that serves every
- * session must not do.  The session reads nothing meanwhile.
+ * checks the whole index (32 bytes a block), a resume counts the blocks
+ * with data from `from` on, and an at-rest point's data keys come from
+ * the KMS; work the loop that serves every session must not do.  The
+ * session reads nothing meanwhile.
  */
 struct ropen_job {
 	struct pool_job		 ro_job;
@@ -359,6 +314,8 @@ struct ropen_job {
 	int			 ro_count_errno;	/* reading the index after */
 	uint64_t		 ro_count_at;	/* ... at this block */
 	int			 ro_misfit;	/* resume does not fit */
+	int			 ro_no_keys;	/* at rest: a key is missing ... */
+	char			 ro_key_err[2 * KEY_ERR_MAX];	/* ... why */
 };
 
 /*
@@ -424,8 +381,17 @@ ropen_work(struct pool_job *pj)
 	}
 	if (restore_count(&rs->rs_point, ro->ro_from, rs->rs_resend,
 	    rs->rs_nresend, &rs->rs_blocks, &ro->ro_misfit,
-	    &ro->ro_count_at) == -1)
+	    &ro->ro_count_at) == -1) {
 		ro->ro_count_errno = errno != 0 ? errno : EIO;
+		return;
+	}
+	rs->rs_blocks += rs->rs_nresend;
+	/* At rest: every key the point needs, before anything is sent. */
+	if (!ro->ro_misfit && rs->rs_blocks > 0 && rs->rs_point.rp_mode ==
+	    ENCRYPTION_MODE__ENCRYPTION_AT_REST && (rs->rs_keys =
+	    atrest_restore_keys(ro->ro_tenant, &rs->rs_point, ro->ro_key_err,
+	    sizeof(ro->ro_key_err))) == NULL)
+		ro->ro_no_keys = 1;
 }
 
 /*
@@ -472,7 +438,6 @@ ropen_done(struct pool_job *pj)
 	struct ropen_job *ro = (struct ropen_job *)pj;
 	struct session	*se = ro->ro_session;
 	struct restore	*rs = ro->ro_restore;
-	struct rkey_job	*rk;
 
 	if (se->se_state == SESSION_CLOSING)
 		goto fail;
@@ -506,7 +471,6 @@ ropen_done(struct pool_job *pj)
 		    rs->rs_nresend);
 		goto fail;
 	}
-	rs->rs_blocks += rs->rs_nresend;
 	rs->rs_next = ro->ro_from;
 	snprintf(rs->rs_jc.jc_what, sizeof(rs->rs_jc.jc_what), "restore of "
 	    "%s/%s", rs->rs_point.rp_name, rs->rs_point.rp_id);
@@ -514,27 +478,19 @@ ropen_done(struct pool_job *pj)
 	se->se_restore = rs;
 	se->se_state = SESSION_RESTORE;
 	jobconn_count_start(&rs->rs_jc, "restore");
+	if (ro->ro_no_keys) {
+		session_fail(se, ERROR__CODE__KEY, "at-rest key of tenant "
+		    "%s unavailable: %s; restore point %s/%s was not sent",
+		    ro->ro_tenant->tn_name, ro->ro_key_err,
+		    rs->rs_point.rp_name, rs->rs_point.rp_id);
+		goto out;
+	}
 	if (ro->ro_from > 0 || rs->rs_nresend > 0)
 		session_log(se, "restore of %s/%s resumed at block %llu, %zu "
 		    "earlier block(s) sent again", rs->rs_point.rp_name,
 		    rs->rs_point.rp_id, (unsigned long long)ro->ro_from,
 		    rs->rs_nresend);
-	if (rs->rs_point.rp_mode != ENCRYPTION_MODE__ENCRYPTION_AT_REST ||
-	    rs->rs_blocks == 0) {
-		restore_announce(se);
-		goto out;
-	}
-	if ((rk = calloc(1, sizeof(*rk))) == NULL) {
-		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
-		goto out;
-	}
-	rk->rk_job.pj_work = rkey_work;
-	rk->rk_job.pj_done = rkey_done;
-	rk->rk_restore = rs;
-	rk->rk_tenant = se->se_tenant;
-	rs->rs_keys_pending = 1;
-	session_job_hold(se);
-	pool_submit(se->se_target->tg_pool, &rk->rk_job);
+	restore_announce(se);
 	goto out;
  fail:
 	restore_free(rs);
@@ -970,8 +926,8 @@ restore_pump(struct session *se)
 	uint8_t		 id[CHUNK_ID_LEN];
 	uint64_t	 index;
 
-	if (se->se_state != SESSION_RESTORE || rs->rs_keys_pending ||
-	    rs->rs_waiting || rs->rs_jc.jc_failed)
+	if (se->se_state != SESSION_RESTORE || rs->rs_waiting ||
+	    rs->rs_jc.jc_failed)
 		return;
 	for (c = jobconn_next(&rs->rs_jc, NULL); c != NULL;
 	    c = jobconn_next(&rs->rs_jc, c))
