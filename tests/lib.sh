@@ -174,6 +174,19 @@ expect_exit() {
 	fi
 }
 
+# not_listed BACKUP NAME: ok if `src list --json` works and shows no
+# backup called BACKUP (a failed backup committed nothing)
+not_listed() {
+	if ! run src list --json; then
+		not_ok "$2" "list failed: exit $RC"
+		diag "$LAST"
+	elif grep -q "\"$1\"" "$LAST_OUT"; then
+		not_ok "$2" "$(cat "$LAST_OUT")"
+	else
+		ok "$2"
+	fi
+}
+
 # expect_fail NAME CMD...: ok if CMD fails cleanly: non-zero, but neither
 # killed by a signal nor timed out
 expect_fail() {

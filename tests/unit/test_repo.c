@@ -1290,6 +1290,23 @@ test_chain_concurrent(void **state)
 	repo_points_free(pts, n);
 }
 
+/* A source-side point "evil" whose block 0 is junk, sealed, under id. */
+static void
+plant_junk(struct fixture *f, const uint8_t *id, const uint8_t *junk,
+    size_t len)
+{
+	struct repo_job		*j;
+	struct repo_point	 p;
+
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "evil", BS, BS,
+	    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE));
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, junk,
+	    len), 0);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+}
+
 /*
  * A chunk stored sealed under the id of plaintext (a source-side job's
  * false id: the target cannot check those) is replaced by the first
@@ -1309,13 +1326,7 @@ test_chunk_kinds(void **state)
 	make_chunk(7, plain, sizeof(plain), id);
 	memset(junk, 0xee, sizeof(junk));
 	/* A source-side job plants junk under the plaintext's id. */
-	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "evil", BS, BS,
-	    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE));
-	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, junk,
-	    sizeof(junk)), 0);
-	assert_int_equal(repo_job_set_block(j, 0, id), 0);
-	assert_int_equal(repo_job_commit(j, &p), 0);
-	repo_point_clear(&p);
+	plant_junk(f, id, junk, sizeof(junk));
 	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), 0);
 	assert_true(c.rc_flags & CHUNK_ENCRYPTED);
 	repo_chunk_clear(&c);
@@ -1357,6 +1368,21 @@ test_chunk_kinds(void **state)
 	repo_job_abort(j);
 }
 
+/* An at-rest job of name, sealing under the n keys ids: one chunk put. */
+static struct repo_job *
+atrest_put(struct fixture *f, const char *name, const uint8_t *ids,
+    size_t n, const uint8_t *id, const uint8_t *sealed, size_t len)
+{
+	struct repo_job	*j;
+
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, name, BS, BS,
+	    ENCRYPTION_MODE__ENCRYPTION_AT_REST));
+	assert_int_equal(repo_job_set_seal_keys(j, ids, n), 0);
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, sealed,
+	    len), 0);
+	return j;
+}
+
 /*
  * A tenant with at-rest and source-side backups: both seal their chunks,
  * so only the key id that leads a sealed payload tells an at-rest chunk
@@ -1383,20 +1409,10 @@ test_chunk_seal_keys(void **state)
 	memcpy(sealed, ours + KEY_ID_LEN, KEY_ID_LEN);
 
 	/* A source-side job plants junk, sealed under its own key. */
-	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "evil", BS, BS,
-	    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE));
-	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, junk,
-	    sizeof(junk)), 0);
-	assert_int_equal(repo_job_set_block(j, 0, id), 0);
-	assert_int_equal(repo_job_commit(j, &p), 0);
-	repo_point_clear(&p);
+	plant_junk(f, id, junk, sizeof(junk));
 
 	/* An at-rest job, sealing under the tenant's keys, puts its own. */
-	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "vm", BS, BS,
-	    ENCRYPTION_MODE__ENCRYPTION_AT_REST));
-	assert_int_equal(repo_job_set_seal_keys(j, ours, 2), 0);
-	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, sealed,
-	    sizeof(sealed)), 0);
+	j = atrest_put(f, "vm", ours, 2, id, sealed, sizeof(sealed));
 	assert_true(repo_job_chunks_new(j) == 1);
 	assert_true(repo_job_chunks_dedup(j) == 0);
 	assert_int_equal(repo_job_set_block(j, 0, id), 0);
@@ -1408,11 +1424,7 @@ test_chunk_seal_keys(void **state)
 	repo_chunk_clear(&c);
 
 	/* The next at-rest job deduplicates against it. */
-	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "vm2", BS, BS,
-	    ENCRYPTION_MODE__ENCRYPTION_AT_REST));
-	assert_int_equal(repo_job_set_seal_keys(j, ours, 2), 0);
-	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, sealed,
-	    sizeof(sealed)), 0);
+	j = atrest_put(f, "vm2", ours, 2, id, sealed, sizeof(sealed));
 	assert_true(repo_job_chunks_dedup(j) == 1);
 	repo_job_abort(j);
 }
