@@ -306,12 +306,7 @@ start_work(struct pool_job *pj)
 	st->st_what = "cannot count what is stored for the quota, for";
 	if (st->st_tenant->tn_quota > 0 && repo_job_set_quota(rv->rv_job,
 	    st->st_tenant->tn_quota, &st->st_used) == -1)
-		goto fail;
-	if (st->st_tenant->tn_quota > 0 && st->st_used + rv->rv_blocks *
-	    CHUNK_ID_LEN > st->st_tenant->tn_quota) {
-		st->st_errno = EDQUOT;
-		return;
-	}
+		goto fail;	/* EDQUOT: start_done says so */
 	st->st_what = "cannot list the restore points of";
 	if (base_chain(st, &rv->rv_piece) == -1)
 		goto fail;

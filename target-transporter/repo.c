@@ -1283,6 +1283,13 @@ chunk_same_kind(struct repo_job *j, const char *key, uint32_t flags)
 	return rv;
 }
 
+/* The size of the index file the job's commit writes. */
+static uint64_t
+job_index_bytes(const struct repo_job *j)
+{
+	return INDEX_HDR_LEN + j->j_blocks * CHUNK_ID_LEN;
+}
+
 /*
  * Counts n more bytes the job stores against its tenant's quota: 0, or
  * -1 with EDQUOT past it.  Nothing without a quota (repo_job_set_quota).
@@ -1907,9 +1914,10 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	point.rp_keys = NULL;	/* the job's; freed with it */
 	point.rp_keys_len = 0;
 	*p = point;
-	if (j->j_usage != NULL)
-		atomic_fetch_add(&j->j_usage->ru_bytes, INDEX_HDR_LEN +
-		    j->j_blocks * CHUNK_ID_LEN + manlen);
+	if (j->j_usage != NULL) {	/* the index was counted before */
+		atomic_fetch_sub(&j->j_unpublished, job_index_bytes(j));
+		atomic_fetch_add(&j->j_usage->ru_bytes, manlen);
+	}
 	rv = 0;
  fail:
 	save = errno;
@@ -3288,8 +3296,9 @@ be_tree_bytes(struct repo *r, const char *key, int depth, uint64_t *bytes)
  * the job stores is counted, and refused (EDQUOT) past it.  What the
  * tenant stores is summed from its files the first time in this
  * process (a walk of its directory), then kept up by every such job:
- * its new chunks as they are put, index and manifest at the commit.
- * *used gets the count now.  0, or -1 with errno.
+ * its index at once, its new chunks as they are put, its manifest at
+ * the commit.  *used gets the count before this job.  0, or -1 with
+ * errno (EDQUOT: not even the index fits).
  */
 int
 repo_job_set_quota(struct repo_job *j, uint64_t quota, uint64_t *used)
@@ -3327,7 +3336,8 @@ repo_job_set_quota(struct repo_job *j, uint64_t quota, uint64_t *used)
 	j->j_usage = ru;
 	j->j_quota = quota;
 	*used = atomic_load(&ru->ru_bytes);
-	return 0;
+	/* The index the commit writes, counted now: it must fit too. */
+	return usage_reserve(j, job_index_bytes(j));
 }
 
 /*
