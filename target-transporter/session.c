@@ -1051,6 +1051,8 @@ session_free(struct session *se)
 		event_free(se->se_deadline);
 	if (se->se_frame_timer != NULL)
 		event_free(se->se_frame_timer);
+	if (se->se_turn != NULL)
+		event_free(se->se_turn);
 	free(se->se_held);
 	free(se);
 	if (tg->tg_stopping && TAILQ_EMPTY(&tg->tg_sessions))
