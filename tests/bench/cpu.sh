@@ -9,7 +9,8 @@
 # (default 5) full backups into empty repositories, each after
 # `cat IMAGE > /dev/null`; prints one line per run and the median:
 # source and target CPU seconds (user + system, all threads) and the
-# bytes on the wire.  Extra source configuration lines: CPU_CONF="k = v".
+# bytes on the wire.  Extra source configuration lines: CPU_CONF="k = v";
+# extra target configuration lines: CPU_TCONF="k = v".
 # CPU_REPO=DIR puts the repositories under DIR (e.g. on a tmpfs, to leave
 # out the file system's inode allocator, which on this machine's
 # journal-less ext4 costs the target more the more files other users
@@ -36,7 +37,7 @@ cpu_ticks() {
 need_bins
 pki_init
 REPO=${CPU_REPO:-$T}/cpu-repo.$$
-target_conf "$T/target.conf"
+target_conf "$T/target.conf" ${CPU_TCONF:+"$CPU_TCONF"}
 sed -i "s|^repository = .*|repository = $REPO|" "$T/target.conf"
 at_exit "rm -rf '$REPO' '$REPO'.old.*"
 umask 077
