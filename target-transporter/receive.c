@@ -302,8 +302,8 @@ start_work(struct pool_job *pj)
 	memset(base, 0, sizeof(*base));
 	/* Within the quota, with room for this job's index at least. */
 	st->st_what = "cannot count what is stored for the quota, for";
-	if (st->st_tenant->tn_quota > 0 && repo_job_set_quota(rv->rv_job,
-	    st->st_tenant->tn_quota, &st->st_used) == -1)
+	if (repo_job_set_quota(rv->rv_job, st->st_tenant->tn_quota,
+	    &st->st_used) == -1)
 		goto fail;	/* EDQUOT: start_done says so */
 	if (rv->rv_atrest && start_keys(st) == -1)
 		return;

@@ -3293,7 +3293,10 @@ be_tree_bytes(struct repo *r, const char *key, int depth, uint64_t *bytes)
 
 /*
  * The job's tenant has a quota of quota bytes: from now on every chunk
- * the job stores is counted, and refused (EDQUOT) past it.  What the
+ * the job stores is counted, and refused (EDQUOT) past it.  With quota
+ * 0 (none) the job is only counted, and only if the tenant's count was
+ * started (it had a quota before a reload took it away), so that the
+ * count is right if a reload brings one back.  What the
  * tenant stores is summed from its files the first time in this
  * process (a walk of its directory), then kept up by every such job:
  * its index at once, its new chunks as they are put, its manifest at
@@ -3313,6 +3316,12 @@ repo_job_set_quota(struct repo_job *j, uint64_t quota, uint64_t *used)
 		for (ru = r->r_usage; ru != NULL; ru = ru->ru_next)
 			if (strcmp(ru->ru_tenant, j->j_tenant) == 0)
 				break;
+		if (ru == NULL && quota == 0) {
+			/* Never counted: nothing to keep up. */
+			pthread_mutex_unlock(&r->r_usage_mtx);
+			*used = 0;
+			return 0;
+		}
 		if (ru == NULL && mine != NULL) {
 			ru = mine;
 			ru->ru_next = r->r_usage;
@@ -3334,7 +3343,7 @@ repo_job_set_quota(struct repo_job *j, uint64_t quota, uint64_t *used)
 	}
 	free(mine);		/* another job of the tenant counted first */
 	j->j_usage = ru;
-	j->j_quota = quota;
+	j->j_quota = quota > 0 ? quota : UINT64_MAX;
 	*used = atomic_load(&ru->ru_bytes);
 	/* The index the commit writes, counted now: it must fit too. */
 	return usage_reserve(j, job_index_bytes(j));

@@ -96,4 +96,33 @@ else
 	not_ok "what the tenant stores on disk is within its quota" "$used bytes"
 fi
 
+# Without a quota the tenant's backups are still counted once its count
+# has started, so that a quota brought back by a reload sees them.
+reload_target() {
+	local n
+	n=$(grep -c "reloaded" "$TARGET_LOG")
+	kill -HUP "$TARGET_PID"
+	for _ in $(seq 100); do
+		[ "$(grep -c "reloaded" "$TARGET_LOG")" -gt "$n" ] && return 0
+		sleep 0.1
+	done
+	bail "the target did not reload"
+}
+sed -i '/^quota = /d' "$T/target.conf"
+reload_target
+check "with the quota taken away, an 8 MiB backup" \
+    src backup --disk "$T/vm4.img" --name vm4
+sed -i '/^identity = acme-source/a quota = 64M' "$T/target.conf"
+reload_target
+check "with it back, another backup" src backup --disk "$T/vm1.img" --name vm1
+files=$(find "$T/repo/tenants/acme" -type f -printf '%s\n' |
+    awk '{ n += $1 } END { print n }')
+scrape "$MPORT" >"$T/metrics.txt" || bail "no /metrics"
+stored=$(metric "$T/metrics.txt" 'transporter_tenant_stored_bytes{tenant="acme"}')
+echo "# tenant acme: $files bytes in its files, $stored counted"
+[ -n "$stored" ] && [ "$(printf '%.0f' "$stored")" = "$files" ] &&
+    ok "the count kept up while the tenant had no quota" ||
+    not_ok "the count kept up while the tenant had no quota" \
+    "$files in files, $stored counted"
+
 finish
