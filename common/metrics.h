@@ -58,7 +58,7 @@ struct metrics_set {
 	struct metric	*mt_kms_seconds;	/* {op} histogram */
 	struct metric	*mt_pool_jobs;		/* gauge */
 	struct metric	*mt_last_point;		/* {tenant,name} gauge */
-	struct metric	*mt_tenant_stored;	/* {tenant} gauge, with a quota */
+	struct metric	*mt_tenant_stored;	/* {tenant} gauge (quota) */
 	struct metric	*mt_tenant_quota;	/* {tenant} gauge */
 	struct metric	*mt_replica_lag;	/* {tenant,name} gauge */
 	struct metric	*mt_build_info;		/* {program,version} */

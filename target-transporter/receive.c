@@ -136,13 +136,13 @@ struct start_job {
 	char			 st_key_err[2 * KEY_ERR_MAX];
 	int			 st_errno;	/* 0: found */
 	const char		*st_what;	/* ... else what failed */
-	int			 st_other;	/* the previous point did not fit */
+	int			 st_other;	/* base of another kind */
 	uint32_t		 st_other_block_size;
 	uint32_t		 st_other_mode;
-	char			 st_other_id[sizeof(((struct repo_point *)0)->rp_id)];
+	char			 st_other_id[64];	/* rp_id */
 	uint8_t			*st_chain;	/* the key file, source-side */
 	size_t			 st_chainlen;
-	uint64_t		 st_used;	/* quota: what the tenant stores */
+	uint64_t		 st_used;	/* quota: what the tenant has */
 };
 
 /*

@@ -153,11 +153,11 @@ struct repo_job {
 	char			 j_dirty_bitmap[NAME_MAX_LEN + 1];
 	uint8_t			*j_keychain;	/* chain key file to store */
 	size_t			 j_keychain_len;
-	uint8_t			*j_seal_ids;	/* at rest: the tenant's key ids */
-	size_t			 j_nseal_ids;	/* ... sorted, KEY_ID_LEN each */
-	struct repo_usage	*j_usage;	/* the tenant's, if it has a quota */
+	uint8_t			*j_seal_ids;	/* at rest: its keys' ids */
+	size_t			 j_nseal_ids;	/* ... sorted, 16 bytes each */
+	struct repo_usage	*j_usage;	/* its tenant's count */
 	uint64_t		 j_quota;
-	_Atomic uint64_t	 j_unpublished;	/* counted in j_usage, not linked */
+	_Atomic uint64_t	 j_unpublished;	/* counted, not linked */
 
 	pthread_mutex_t		 j_mtx;		/* the fields below */
 	void			*j_tree;	/* pending by id (tsearch) */

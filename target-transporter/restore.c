@@ -311,11 +311,11 @@ struct ropen_job {
 	uint64_t		 ro_from;
 	/* results */
 	int			 ro_errno;	/* the open's; 0: opened */
-	int			 ro_count_errno;	/* reading the index after */
+	int			 ro_count_errno;	/* reading it after */
 	uint64_t		 ro_count_at;	/* ... at this block */
 	int			 ro_misfit;	/* resume does not fit */
-	int			 ro_no_keys;	/* at rest: a key is missing ... */
-	char			 ro_key_err[2 * KEY_ERR_MAX];	/* ... why */
+	int			 ro_no_keys;	/* at rest: a key missing */
+	char			 ro_key_err[2 * KEY_ERR_MAX];
 };
 
 /*
@@ -507,9 +507,9 @@ ropen_done(struct pool_job *pj)
 int
 restore_begin(struct session *se, const RestoreRequest *rr)
 {
-	struct restore	*rs;
-	struct ropen_job *ro;
-	size_t		 i;
+	struct restore	*rs = NULL;
+	struct ropen_job *ro = NULL;
+	size_t		 i, n;
 
 	if (!name_is_valid(rr->name)) {
 		session_fail(se, ERROR__CODE__NOT_FOUND, "'%.64s' is not a "
@@ -539,26 +539,22 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 			    (unsigned long long)rr->from);
 			return -1;
 		}
+	n = rr->index ? 0 : rr->n_resend;
 	if ((rs = calloc(1, sizeof(*rs))) == NULL ||
-	    (ro = calloc(1, sizeof(*ro))) == NULL) {
+	    (ro = calloc(1, sizeof(*ro))) == NULL || (n > 0 &&
+	    (rs->rs_resend = calloc(n, sizeof(*rs->rs_resend))) == NULL)) {
+		if (rs != NULL)
+			free(rs->rs_resend);
 		free(rs);
+		free(ro);
 		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 		return -1;
 	}
 	jobconn_init(&rs->rs_jc, se, rr->connections);
 	rs->rs_verify = rr->verify;
-	if (!rr->index && rr->n_resend > 0) {
-		if ((rs->rs_resend = calloc(rr->n_resend,
-		    sizeof(*rs->rs_resend))) == NULL) {
-			free(ro);
-			restore_free(rs);
-			session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
-			return -1;
-		}
-		memcpy(rs->rs_resend, rr->resend, rr->n_resend *
-		    sizeof(*rs->rs_resend));
-		rs->rs_nresend = rr->n_resend;
-	}
+	if (n > 0)
+		memcpy(rs->rs_resend, rr->resend, n * sizeof(*rs->rs_resend));
+	rs->rs_nresend = n;
 	ro->ro_job.pj_work = ropen_work;
 	ro->ro_job.pj_done = ropen_done;
 	ro->ro_session = se;

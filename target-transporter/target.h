@@ -50,7 +50,7 @@ struct tenant {
 	char			*tn_kek_name;
 	char			*tn_password_file;
 	char			*tn_keychain;	/* the tenant's at-rest key file */
-	uint64_t		 tn_quota;	/* bytes it may store; 0: no limit */
+	uint64_t		 tn_quota;	/* bytes it may store; 0: any */
 	TAILQ_ENTRY(tenant)	 tn_entry;
 };
 TAILQ_HEAD(tenant_list, tenant);
@@ -178,7 +178,7 @@ struct session {
 	int			 se_starved;	/* on tg_starved */
 	int			 se_read_paused;
 	int			 se_out_paused;	/* ... for its unread output */
-	int			 se_waiting;	/* ... for a job: session_wait */
+	int			 se_waiting;	/* ... for a job of its own */
 	uint8_t			*se_held;	/* a block frame awaiting a slot */
 	size_t			 se_held_len;
 	int			 se_lingering;	/* close_notify sent, awaiting EOF */
@@ -186,7 +186,7 @@ struct session {
 	uint64_t		 se_tls_sent;	/* since the last TLS key update */
 	struct event		*se_deadline;	/* handshake and Hello, then idle */
 	struct event		*se_frame_timer;	/* a frame under way */
-	struct event		*se_turn;	/* more frames after others' turn */
+	struct event		*se_turn;	/* its next turn */
 	int			 se_frame_armed;
 	int			 se_refuse;	/* over max_sessions: BUSY */
 	uint64_t		 se_progress;	/* now_ms() of the latest */
