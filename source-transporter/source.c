@@ -56,9 +56,10 @@ usage(FILE *fp)
 	    "exit codes: 0 ok, 1 error, 2 usage or configuration, 3 connection,\n"
 	    "TLS or identity refused, 4 no such backup or restore point,\n"
 	    "5 integrity failure, 6 disk or output unreadable/unwritable,\n"
-	    "7 target storage full or failing, 8 key unavailable, 9 the target\n"
-	    "went back: it lacks the newest point this source committed\n"
-	    "(rolled back; --accept-rollback goes on).\n",
+	    "7 target storage full or failing, or the tenant's quota reached,\n"
+	    "8 key unavailable, 9 the target went back: it lacks the newest\n"
+	    "point this source committed (rolled back; --accept-rollback goes\n"
+	    "on).\n",
 	    SOURCE_CONF_DEFAULT);
 }
 
