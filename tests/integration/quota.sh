@@ -38,16 +38,23 @@ done
 check "a first backup within the quota" \
     src backup --disk "$T/vm1.img" --name vm1
 check "a second one" src backup --disk "$T/vm2.img" --name vm2
+# counted NAME: ok if tenant acme's stored bytes in the metrics are what
+# its files hold (scraped into $T/metrics.txt)
+counted() {
+	local files stored
+	files=$(find "$T/repo/tenants/acme" -type f -printf '%s\n' |
+	    awk '{ n += $1 } END { print n }')
+	scrape "$MPORT" >"$T/metrics.txt" || bail "no /metrics"
+	stored=$(metric "$T/metrics.txt" 'transporter_tenant_stored_bytes{tenant="acme"}')
+	echo "# tenant acme: $files bytes in its files, $stored counted"
+	if [ -n "$stored" ] && [ "$(printf '%.0f' "$stored")" = "$files" ]; then
+		ok "$1"
+	else
+		not_ok "$1" "$files in files, $stored counted"
+	fi
+}
 # The count kept up by the backups is what the tenant's files hold.
-files=$(find "$T/repo/tenants/acme" -type f -printf '%s\n' |
-    awk '{ n += $1 } END { print n }')
-scrape "$MPORT" >"$T/metrics.txt" || bail "no /metrics"
-stored=$(metric "$T/metrics.txt" 'transporter_tenant_stored_bytes{tenant="acme"}')
-echo "# tenant acme: $files bytes in its files, $stored counted"
-[ -n "$stored" ] && [ "$(printf '%.0f' "$stored")" = "$files" ] &&
-    ok "the tenant's stored bytes in the metrics are what its files hold" ||
-    not_ok "the tenant's stored bytes in the metrics are what its files hold" \
-    "$files in files, $stored counted"
+counted "the tenant's stored bytes in the metrics are what its files hold"
 [ "$(metric "$T/metrics.txt" 'transporter_tenant_quota_bytes{tenant="acme"}')" = $((24 << 20)) ] &&
     ok "and its quota" || not_ok "and its quota" \
     "$(grep tenant_quota "$T/metrics.txt")"
@@ -115,14 +122,6 @@ check "with the quota taken away, an 8 MiB backup" \
 sed -i '/^identity = acme-source/a quota = 64M' "$T/target.conf"
 reload_target
 check "with it back, another backup" src backup --disk "$T/vm1.img" --name vm1
-files=$(find "$T/repo/tenants/acme" -type f -printf '%s\n' |
-    awk '{ n += $1 } END { print n }')
-scrape "$MPORT" >"$T/metrics.txt" || bail "no /metrics"
-stored=$(metric "$T/metrics.txt" 'transporter_tenant_stored_bytes{tenant="acme"}')
-echo "# tenant acme: $files bytes in its files, $stored counted"
-[ -n "$stored" ] && [ "$(printf '%.0f' "$stored")" = "$files" ] &&
-    ok "the count kept up while the tenant had no quota" ||
-    not_ok "the count kept up while the tenant had no quota" \
-    "$files in files, $stored counted"
+counted "the count kept up while the tenant had no quota"
 
 finish
