@@ -136,6 +136,7 @@ struct start_job {
 	char			 st_key_err[2 * KEY_ERR_MAX];
 	int			 st_errno;	/* 0: found */
 	const char		*st_what;	/* ... else what failed */
+	const char		*st_damaged;	/* ... and EBADMSG's advice */
 	int			 st_other;	/* base of another kind */
 	uint32_t		 st_other_block_size;
 	uint32_t		 st_other_mode;
@@ -311,6 +312,8 @@ start_work(struct pool_job *pj)
 	if (base_chain(st, &rv->rv_piece) == -1)
 		goto fail;
 	st->st_what = "cannot read the previous restore point of";
+	st->st_damaged = "it is damaged; run 'target-transporter verify' on "
+	    "the repository, or back up with --full";
 	if (rv->rv_incremental && repo_point_open_windowed(st->st_repo,
 	    st->st_tenant->tn_name, rv->rv_name, NULL, base,
 	    INDEX_SLOTS_MAX) == -1) {
@@ -329,10 +332,13 @@ start_work(struct pool_job *pj)
 		memset(base, 0, sizeof(*base));
 	}
 	/* Not for source-side jobs, whose data key died with them. */
+	st->st_damaged = repo_point_ids_error(EBADMSG);
 	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT &&
 	    base_resume(st) == -1)
 		goto fail;
 	st->st_what = "cannot read the key file of";
+	st->st_damaged = "it is damaged; run 'target-transporter verify' on "
+	    "the repository";
 	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
 	    repo_keychain_read(st->st_repo, st->st_tenant->tn_name,
 	    rv->rv_name, &st->st_chain, &st->st_chainlen) == -1 &&
@@ -487,7 +493,8 @@ start_done(struct pool_job *pj)
 		session_fail(se, st->st_errno == ENOMEM ?
 		    ERROR__CODE__INTERNAL : session_errno_code(st->st_errno),
 		    "%s '%s': %s", st->st_what, rv->rv_name,
-		    repo_point_ids_error(st->st_errno));
+		    st->st_errno == EBADMSG && st->st_damaged != NULL ?
+		    st->st_damaged : strerror(st->st_errno));
 		goto out;
 	}
 	if (receive_send_base(se, rv, st) == -1)

@@ -71,6 +71,20 @@ if [ -n "$index" ]; then
 	else
 		ok "no output file left behind (index)"
 	fi
+	# an incremental backup on that point as its base
+	expect_exit 5 "incremental backup on a tampered base: exit 5" \
+	    src backup --disk "$T/b.img" --name idx
+	expect_grep "previous restore point of 'idx': it is damaged; run 'target-transporter verify'.*--full" \
+	    "$LAST_ERR" "the error says the base is damaged, and what to do"
+	check "a --full backup needs no base" \
+	    src backup --disk "$T/b.img" --name idx --full
+	check "the new point restores" \
+	    src restore --name idx --output "$T/idx2.img"
+	if files_identical "$T/b.img" "$T/idx2.img"; then
+		ok "and it is byte-identical (idx)"
+	else
+		not_ok "and it is byte-identical (idx)"
+	fi
 else
 	not_ok "point idx has an index file under $TENANT/points/idx"
 fi
