@@ -60,8 +60,8 @@ chain_find(const ListReply *lr, const char *name, const char *id)
 }
 
 /*
- * Warns of every point whose predecessor is gone from lr; returns how
- * many.  Only name's points when name is not NULL.
+ * Warns of every point whose predecessor is gone from lr, and not by a
+ * prune; returns how many.  Only name's points when name is not NULL.
  */
 static size_t
 chain_gaps(const ListReply *lr, const char *name)
@@ -72,7 +72,7 @@ chain_gaps(const ListReply *lr, const char *name)
 	for (i = 0; i < lr->n_points; i++) {
 		pi = lr->points[i];
 		if ((name != NULL && strcmp(pi->name, name) != 0) ||
-		    pi->previous_id[0] == '\0' ||
+		    pi->previous_id[0] == '\0' || pi->previous_pruned ||
 		    chain_find(lr, pi->name, pi->previous_id) != NULL)
 			continue;
 		if (pi->sequence > 1)

@@ -125,13 +125,16 @@ list_keys_text(struct list *ls, const PointInfo *pi)
 	}
 }
 
-/* Whether pi's predecessor is gone from lr (a deleted middle point). */
+/*
+ * Whether pi's predecessor is gone from lr (a deleted middle point),
+ * and not by a prune.
+ */
 static int
 list_previous_missing(const ListReply *lr, const PointInfo *pi)
 {
 	size_t	 i;
 
-	if (pi->previous_id[0] == '\0')
+	if (pi->previous_id[0] == '\0' || pi->previous_pruned)
 		return 0;
 	for (i = 0; i < lr->n_points; i++)
 		if (strcmp(lr->points[i]->name, pi->name) == 0 &&

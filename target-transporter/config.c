@@ -519,3 +519,21 @@ target_tenant_for(struct target_conf *tc, SSL *ssl)
 	}
 	return NULL;
 }
+
+/*
+ * The repository of an offline command (verify, prune): path if given
+ * (--repository), else the one conffile (or the default) names, with
+ * *tc holding it until target_conf_free.  NULL if that does not load.
+ */
+const char *
+target_conf_repository(const char *path, const char *conffile,
+    struct target_conf **tc)
+{
+	*tc = NULL;
+	if (path != NULL)
+		return path;
+	if ((*tc = target_conf_load(conffile != NULL ? conffile :
+	    TARGET_CONF_DEFAULT)) == NULL)
+		return NULL;
+	return (*tc)->tc_repository;
+}

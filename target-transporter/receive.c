@@ -180,7 +180,7 @@ base_chain(struct start_job *st, BaseIndex *bi)
 		    p->rp_sequence == rv->rv_known_seq))
 			bi->known = 1;
 		prev = p->rp_previous_id;
-		if (prev[0] != '\0' &&
+		if (prev[0] != '\0' && !p->rp_previous_pruned &&
 		    bsearch(&prev, ids, n, sizeof(*ids), id_cmp) == NULL)
 			bi->missing++;
 	}

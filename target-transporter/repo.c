@@ -1098,8 +1098,9 @@ repo_close(struct repo *r)
  * Jobs.
  */
 
-static int
-pending_cmp(const void *a, const void *b)
+/* Orders chunk ids (for qsort, bsearch and tsearch). */
+int
+chunk_id_cmp(const void *a, const void *b)
 {
 	return memcmp(a, b, CHUNK_ID_LEN);
 }
@@ -1359,7 +1360,7 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 	r = j->j_repo;
 
 	pthread_mutex_lock(&j->j_mtx);
-	found = tfind(chunk_id, &j->j_tree, pending_cmp);
+	found = tfind(chunk_id, &j->j_tree, chunk_id_cmp);
 	seq = j->j_seq++;
 	pthread_mutex_unlock(&j->j_mtx);
 	if (found != NULL)
@@ -1426,7 +1427,7 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 	staged = 1;
 
 	pthread_mutex_lock(&j->j_mtx);
-	if ((found = tsearch(pd, &j->j_tree, pending_cmp)) == NULL) {
+	if ((found = tsearch(pd, &j->j_tree, chunk_id_cmp)) == NULL) {
 		pthread_mutex_unlock(&j->j_mtx);
 		errno = ENOMEM;
 		goto fail;
@@ -1589,7 +1590,7 @@ job_sync(struct repo_job *j, int commit)
 			usage_release(j, pd->pd_size);
 		} else if (j->j_usage != NULL)
 			atomic_fetch_sub(&j->j_unpublished, pd->pd_size);
-		tdelete(pd, &j->j_tree, pending_cmp);
+		tdelete(pd, &j->j_tree, chunk_id_cmp);
 		free(pd);
 	}
 	pthread_mutex_unlock(&j->j_mtx);
@@ -1997,11 +1998,12 @@ repo_job_chunks_dedup(const struct repo_job *j)
  * if it does not verify or does not describe that point; then *why
  * (if why is not NULL) says what is wrong, a static string.  A
  * manifest from before chains (no sequence) loads with rp_sequence 0.
+ * suffix "pruned" reads the tombstone of a pruned point instead.
  */
 static int
-manifest_load(struct repo *r, const char *tenant, const char *name,
-    const char *id, struct repo_point *p, uint8_t digest[CHUNK_ID_LEN],
-    const char **why)
+manifest_load_file(struct repo *r, const char *tenant, const char *name,
+    const char *id, const char *suffix, struct repo_point *p,
+    uint8_t digest[CHUNK_ID_LEN], const char **why)
 {
 	struct be_obj	 o = { -1, 0 };
 	Manifest	*m = NULL;
@@ -2012,8 +2014,8 @@ manifest_load(struct repo *r, const char *tenant, const char *name,
 	uint64_t	 blocks;
 	int		 rv = -1, save;
 
-	if (repo_key(key, sizeof(key), "tenants/%s/points/%s/%s.manifest",
-	    tenant, name, id) == -1 || be_open(r, key, &o) == -1)
+	if (repo_key(key, sizeof(key), "tenants/%s/points/%s/%s.%s",
+	    tenant, name, id, suffix) == -1 || be_open(r, key, &o) == -1)
 		goto fail;
 	if (why != NULL)
 		*why = "manifest unreadable";
@@ -2113,6 +2115,15 @@ manifest_load(struct repo *r, const char *tenant, const char *name,
 	be_close(&o);
 	errno = save;
 	return rv;
+}
+
+static int
+manifest_load(struct repo *r, const char *tenant, const char *name,
+    const char *id, struct repo_point *p, uint8_t digest[CHUNK_ID_LEN],
+    const char **why)
+{
+	return manifest_load_file(r, tenant, name, id, "manifest", p, digest,
+	    why);
 }
 
 /* How many of the n chunk ids at ids are zero (a block never written). */
@@ -2505,6 +2516,31 @@ point_cmp(const void *a, const void *b)
 }
 
 /*
+ * Sets rp_previous_pruned on each of the n points (sorted by point_cmp)
+ * whose predecessor is not among them but was pruned.
+ */
+static void
+list_mark_pruned(struct repo *r, const char *tenant, struct repo_point *pts,
+    size_t n)
+{
+	struct repo_point	*p;
+	size_t			 i, j;
+
+	for (i = 0; i < n; i++) {
+		p = &pts[i];
+		if (p->rp_previous_id[0] == '\0' || (i > 0 &&
+		    strcmp(pts[i - 1].rp_id, p->rp_previous_id) == 0))
+			continue;	/* the usual case: just before it */
+		for (j = 0; j < n; j++)
+			if (strcmp(pts[j].rp_name, p->rp_name) == 0 &&
+			    strcmp(pts[j].rp_id, p->rp_previous_id) == 0)
+				break;
+		if (j == n)
+			p->rp_previous_pruned = repo_point_pruned(r, tenant, p);
+	}
+}
+
+/*
  * Lists tenant's restore points (of one name, or all if name is
  * NULL): those whose manifest verifies, sorted by name, sequence
  * (points from before chains first), creation time and id.  *points is
@@ -2543,10 +2579,11 @@ repo_list(struct repo *r, const char *tenant, const char *name,
 		    errno != ENOENT)
 			goto fail;
 	}
-	if (lw.lw_n > 0)
+	if (lw.lw_n > 0) {
 		qsort(lw.lw_points, lw.lw_n, sizeof(*lw.lw_points),
 		    point_cmp);
-	else {
+		list_mark_pruned(r, tenant, lw.lw_points, lw.lw_n);
+	} else {
 		free(lw.lw_points);
 		lw.lw_points = NULL;
 	}
@@ -3013,7 +3050,10 @@ repo_job_suspend(struct repo_job *j)
 	repo_job_abort(j);
 }
 
-/* Reads and checks one journal; 0 with *ids (malloc'd) or -1. */
+/*
+ * Reads and checks one journal of name (NULL: of any name) and
+ * block_size (0: any); 0 with *ids (malloc'd) or -1.
+ */
 static int
 journal_read(struct repo *r, const char *key, const char *name,
     uint32_t block_size, uint8_t **ids, uint64_t *blocks)
@@ -3046,7 +3086,8 @@ journal_read(struct repo *r, const char *key, const char *name,
 	 * Another name's job, or another block size: not for us, and not
 	 * read further (a journal holds 32 bytes per block of its disk).
 	 */
-	if (namelen != strlen(name) || memcmp(jname, name, namelen) != 0 ||
+	if ((name != NULL && (namelen != strlen(name) ||
+	    memcmp(jname, name, namelen) != 0)) ||
 	    (block_size != 0 && get_be32(hdr + 8) != block_size)) {
 		errno = ESRCH;
 		goto out;
@@ -3490,4 +3531,246 @@ repo_job_set_source(struct repo_job *j, const char *transport,
 	    transport != NULL ? transport : "");
 	snprintf(j->j_dirty_bitmap, sizeof(j->j_dirty_bitmap), "%s",
 	    dirty_bitmap != NULL ? dirty_bitmap : "");
+}
+
+/*
+ * Pruning (target-transporter prune, with the repository's lock: no job
+ * runs meanwhile).  A pruned point's manifest is renamed <id>.pruned:
+ * the point is gone at once (a point exists iff its manifest does), and
+ * the bytes its successor was chained to stay as its tombstone, which
+ * tells a pruned predecessor from a lost one.  Nothing is rewritten.
+ * Chunks no index or journal of the tenant names are then removed.
+ */
+
+/*
+ * 1 if p's predecessor was pruned: its tombstone is the manifest p was
+ * chained to, one sequence number lower.  0 otherwise.
+ */
+int
+repo_point_pruned(struct repo *r, const char *tenant,
+    const struct repo_point *p)
+{
+	struct repo_point	 t;
+	uint8_t			 digest[CHUNK_ID_LEN];
+	int			 yes;
+
+	if (p->rp_previous_id[0] == '\0' || manifest_load_file(r, tenant,
+	    p->rp_name, p->rp_previous_id, "pruned", &t, digest, NULL) == -1)
+		return 0;
+	yes = memcmp(t.rp_digest, p->rp_previous_digest, CHUNK_ID_LEN) == 0 &&
+	    t.rp_sequence + 1 == p->rp_sequence;
+	repo_point_clear(&t);
+	return yes;
+}
+
+/*
+ * Prunes tenant/name/id: its manifest becomes its tombstone, then its
+ * index goes; durable when it returns.  A prune cut off between the two
+ * is finished by the next (the index of a tombstone goes).  0, or -1
+ * with errno.
+ */
+int
+repo_point_prune(struct repo *r, const char *tenant, const char *name,
+    const char *id)
+{
+	char	 dir[REPO_KEY_MAX], from[REPO_KEY_MAX], to[REPO_KEY_MAX];
+	char	 ix[REPO_KEY_MAX];
+
+	if (r->r_readonly || !repo_name_ok(tenant) || !repo_name_ok(name) ||
+	    !point_id_ok(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (repo_key(dir, sizeof(dir), "tenants/%s/points/%s", tenant,
+	    name) == -1 ||
+	    repo_key(from, sizeof(from), "%s/%s.manifest", dir, id) == -1 ||
+	    repo_key(to, sizeof(to), "%s/%s.pruned", dir, id) == -1 ||
+	    repo_key(ix, sizeof(ix), "%s/%s.index", dir, id) == -1)
+		return -1;
+	if (renameat(r->r_fd, from, r->r_fd, to) == -1 && (errno != ENOENT ||
+	    be_exists(r, to) != 1))
+		return -1;
+	if (be_sync_dir(r, dir) == -1 || be_remove(r, ix) == -1)
+		return -1;
+	return be_sync_dir(r, dir);
+}
+
+struct prune_walk {
+	struct repo	*pw_repo;
+	char		 pw_dir[REPO_KEY_MAX];
+	int		 (*pw_cb)(void *, const uint8_t *, uint64_t);
+	void		*pw_arg;
+	const uint8_t	*pw_keep;	/* sorted chunk ids */
+	size_t		 pw_nkeep;
+	int		 pw_dry_run;
+	int		 pw_removed;	/* in pw_dir */
+	uint64_t	 pw_files;
+	uint64_t	 pw_bytes;
+};
+
+/* The index of a tombstone left by a prune that was cut off. */
+static int
+prune_leftover_cb(void *arg, const char *file)
+{
+	struct prune_walk	*pw = arg;
+	char			 id[POINT_ID_LEN + 1], key[REPO_KEY_MAX];
+
+	if (strlen(file) != POINT_ID_LEN + strlen(".pruned") ||
+	    strcmp(file + POINT_ID_LEN, ".pruned") != 0)
+		return 0;
+	memcpy(id, file, POINT_ID_LEN);
+	id[POINT_ID_LEN] = '\0';
+	if (!point_id_ok(id) || repo_key(key, sizeof(key), "%s/%s.manifest",
+	    pw->pw_dir, id) == -1 || be_exists(pw->pw_repo, key) != 0 ||
+	    repo_key(key, sizeof(key), "%s/%s.index", pw->pw_dir, id) == -1 ||
+	    be_exists(pw->pw_repo, key) != 1)
+		return 0;
+	if (!pw->pw_dry_run && be_remove(pw->pw_repo, key) == -1)
+		return -1;
+	pw->pw_removed = 1;
+	return 0;
+}
+
+/* Removes the indexes of tenant/name's tombstones.  0, or -1. */
+int
+repo_prune_leftovers(struct repo *r, const char *tenant, const char *name)
+{
+	struct prune_walk	 pw;
+
+	memset(&pw, 0, sizeof(pw));
+	pw.pw_repo = r;
+	if (r->r_readonly || !repo_name_ok(tenant) || !repo_name_ok(name)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (repo_key(pw.pw_dir, sizeof(pw.pw_dir), "tenants/%s/points/%s",
+	    tenant, name) == -1)
+		return -1;
+	if (be_list(r, pw.pw_dir, prune_leftover_cb, &pw) == -1)
+		return errno == ENOENT ? 0 : -1;
+	return pw.pw_removed ? be_sync_dir(r, pw.pw_dir) : 0;
+}
+
+static int
+prune_journal_cb(void *arg, const char *job)
+{
+	struct prune_walk	*pw = arg;
+	char			 key[REPO_KEY_MAX];
+	uint8_t			*ids = NULL;
+	uint64_t		 blocks;
+	int			 rv;
+
+	if (!point_id_ok(job) || repo_key(key, sizeof(key), "%s/%s/"
+	    JOURNAL_NAME, pw->pw_dir, job) == -1)
+		return 0;
+	if (journal_read(pw->pw_repo, key, NULL, 0, &ids, &blocks) == -1)
+		return errno == ENOENT || errno == EBADMSG ? 0 : -1;
+	rv = pw->pw_cb(pw->pw_arg, ids, blocks);
+	free(ids);
+	return rv;
+}
+
+/*
+ * Calls cb(arg, ids, n) with the chunk ids of every interrupted job of
+ * tenant that can resume (a damaged journal never resumes, so it is
+ * skipped).  0, or -1 with errno (or cb's -1).
+ */
+int
+repo_journal_ids(struct repo *r, const char *tenant,
+    int (*cb)(void *, const uint8_t *, uint64_t), void *arg)
+{
+	struct prune_walk	 pw;
+
+	memset(&pw, 0, sizeof(pw));
+	pw.pw_repo = r;
+	pw.pw_cb = cb;
+	pw.pw_arg = arg;
+	if (!repo_name_ok(tenant)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (repo_key(pw.pw_dir, sizeof(pw.pw_dir), "tenants/%s/tmp",
+	    tenant) == -1)
+		return -1;
+	if (be_list(r, pw.pw_dir, prune_journal_cb, &pw) == -1)
+		return errno == ENOENT ? 0 : -1;
+	return 0;
+}
+
+static int
+sweep_file_cb(void *arg, const char *file)
+{
+	struct prune_walk	*pw = arg;
+	uint8_t			 id[CHUNK_ID_LEN];
+	char			 hex[2 * CHUNK_ID_LEN + 1], key[REPO_KEY_MAX];
+	struct stat		 st;
+
+	/* Only what the repository names a chunk; anything else stays. */
+	if (hex_decode(file, id, sizeof(id)) == -1)
+		return 0;
+	id_hex(id, hex);
+	if (strcmp(hex, file) != 0 || bsearch(id, pw->pw_keep, pw->pw_nkeep,
+	    CHUNK_ID_LEN, chunk_id_cmp) != NULL || repo_key(key, sizeof(key),
+	    "%s/%s", pw->pw_dir, file) == -1)
+		return 0;
+	if (fstatat(pw->pw_repo->r_fd, key, &st, AT_SYMLINK_NOFOLLOW) == -1)
+		return errno == ENOENT ? 0 : -1;
+	if (!S_ISREG(st.st_mode) || strncmp(file, pw->pw_dir +
+	    strlen(pw->pw_dir) - 2, 2) != 0)
+		return 0;
+	if (!pw->pw_dry_run && be_remove(pw->pw_repo, key) == -1)
+		return -1;
+	pw->pw_removed = 1;
+	pw->pw_files++;
+	pw->pw_bytes += (uint64_t)st.st_size;
+	return 0;
+}
+
+static int
+sweep_dir_cb(void *arg, const char *sub)
+{
+	struct prune_walk	*pw = arg;
+	size_t			 len = strlen(pw->pw_dir);
+	int			 rv;
+
+	if (strlen(sub) != 2 || repo_key(pw->pw_dir + len,
+	    sizeof(pw->pw_dir) - len, "/%s", sub) == -1)
+		return 0;
+	pw->pw_removed = 0;
+	rv = be_list(pw->pw_repo, pw->pw_dir, sweep_file_cb, pw);
+	if (rv == 0 && pw->pw_removed && !pw->pw_dry_run)
+		rv = be_sync_dir(pw->pw_repo, pw->pw_dir);
+	pw->pw_dir[len] = '\0';
+	return rv == -1 && errno == ENOTDIR ? 0 : rv;
+}
+
+/*
+ * Removes every chunk of tenant whose id is not among the nkeep sorted
+ * ids at keep (with dry_run, only counts them): *files of them, *bytes
+ * on disk.  0, or -1 with errno (what was removed stays removed).
+ */
+int
+repo_chunks_sweep(struct repo *r, const char *tenant, const uint8_t *keep,
+    size_t nkeep, int dry_run, uint64_t *files, uint64_t *bytes)
+{
+	struct prune_walk	 pw;
+	int			 rv;
+
+	memset(&pw, 0, sizeof(pw));
+	pw.pw_repo = r;
+	pw.pw_keep = keep;
+	pw.pw_nkeep = nkeep;
+	pw.pw_dry_run = dry_run;
+	*files = *bytes = 0;
+	if ((r->r_readonly && !dry_run) || !repo_name_ok(tenant)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (repo_key(pw.pw_dir, sizeof(pw.pw_dir), "tenants/%s/chunks",
+	    tenant) == -1)
+		return -1;
+	rv = be_list(r, pw.pw_dir, sweep_dir_cb, &pw);
+	*files = pw.pw_files;
+	*bytes = pw.pw_bytes;
+	return rv == -1 && errno == ENOENT ? 0 : rv;
 }

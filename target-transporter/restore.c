@@ -120,6 +120,7 @@ point_info_fill(PointInfo *pi, const struct repo_point *rp)
 	pi->zero_blocks = rp->rp_zero_blocks;
 	pi->sequence = rp->rp_sequence;
 	pi->previous_id = (char *)rp->rp_previous_id;
+	pi->previous_pruned = rp->rp_previous_pruned;
 	/* At-rest keys are the target's business, not the source's. */
 	if (rp->rp_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
 	    rp->rp_keys != NULL && (kc = key_chain__unpack(NULL,

@@ -29,6 +29,8 @@ usage(FILE *fp)
 	    "usage: target-transporter [-dnv] [-f config] [--log-format text|json]\n"
 	    "       target-transporter verify [-f config | --repository DIR]\n"
 	    "                                 [--tenant T] [--name NAME [--point ID]]\n"
+	    "       target-transporter prune [-f config | --repository DIR]\n"
+	    "                                [--tenant T] [--name NAME] --keep-last N [--dry-run]\n"
 	    "\n"
 	    "Receives VM disk backups from source-transporter over mutual TLS\n"
 	    "and keeps them as restore points in a repository.\n"
@@ -45,9 +47,11 @@ usage(FILE *fp)
 	    "\n"
 	    "verify checks the repository offline, with no key and no network,\n"
 	    "while the daemon runs or not (see 'target-transporter verify -h').\n"
+	    "prune keeps the newest N restore points of each backup name and\n"
+	    "removes the rest, with the daemon stopped (see 'prune -h').\n"
 	    "\n"
 	    "Exit codes: 0 ok, 1 error, 2 bad usage or configuration;\n"
-	    "verify: 4 nothing matched, 5 damage found.\n",
+	    "verify and prune: 4 nothing matched, 5 damage found.\n",
 	    TARGET_CONF_DEFAULT);
 }
 
@@ -255,6 +259,8 @@ main(int argc, char *argv[])
 	/* A command first: the daemon takes none. */
 	if (argc > 1 && strcmp(argv[1], "verify") == 0)
 		return verify_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "prune") == 0)
+		return prune_main(argc - 1, argv + 1);
 	while ((ch = getopt_long(argc, argv, "df:hnvV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'L':

@@ -115,6 +115,7 @@ struct repo_point {
 	char		 rp_previous_id[64];
 	uint8_t		 rp_previous_digest[CHUNK_ID_LEN];
 	uint8_t		 rp_digest[CHUNK_ID_LEN];	/* its manifest's */
+	int		 rp_previous_pruned;	/* repo_list: its tombstone */
 };
 
 struct repo;
@@ -230,6 +231,8 @@ struct job_conns {
 /* config.c */
 struct target_conf *target_conf_load(const char *);
 void		 target_conf_free(struct target_conf *);
+const char	*target_conf_repository(const char *, const char *,
+		    struct target_conf **);
 struct tenant	*target_tenant_for(struct target_conf *, SSL *);
 
 /* session.c */
@@ -340,6 +343,17 @@ const char	*repo_point_ids_error(int);
 void		 repo_point_clear(struct repo_point *);
 void		 repo_point_drop_index(struct repo_point *);
 void		 repo_points_free(struct repo_point *, size_t);
+int		 chunk_id_cmp(const void *, const void *);
+int		 repo_point_pruned(struct repo *, const char *,
+		    const struct repo_point *);
+int		 repo_point_prune(struct repo *, const char *, const char *,
+		    const char *);
+int		 repo_prune_leftovers(struct repo *, const char *,
+		    const char *);
+int		 repo_journal_ids(struct repo *, const char *,
+		    int (*)(void *, const uint8_t *, uint64_t), void *);
+int		 repo_chunks_sweep(struct repo *, const char *, const uint8_t *,
+		    size_t, int, uint64_t *, uint64_t *);
 int		 repo_job_set_keys(struct repo_job *, const uint8_t *, size_t,
 		    const uint8_t *, size_t);
 int		 repo_job_set_seal_keys(struct repo_job *, const uint8_t *,
@@ -370,5 +384,6 @@ const char	*repo_path(const struct repo *);
 
 /* verify.c */
 int		 verify_main(int, char **);
+int		 prune_main(int, char **);
 
 #endif /* TARGET_H */

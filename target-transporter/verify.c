@@ -15,7 +15,8 @@
  *    against the keys the point records, so a chunk of another tenant
  *    or chain is found;
  *  - the chain of each name: a point whose predecessor is gone (a
- *    deleted middle point), a gap or a repeat in the sequence, a
+ *    deleted middle point; one pruned left the manifest it was chained
+ *    to as its tombstone), a gap or a repeat in the sequence, a
  *    predecessor whose manifest is not the one it was chained to.
  *
  * One line per damage naming the tenant, point, block and byte offset;
@@ -75,12 +76,6 @@ struct verify {
 	int		 v_found;	/* the --point asked for */
 };
 
-static int
-vchunk_cmp(const void *a, const void *b)
-{
-	return memcmp(a, b, CHUNK_ID_LEN);
-}
-
 static void
 vchunk_free(void *p)
 {
@@ -107,7 +102,7 @@ vchunk_check(struct verify *v, const uint8_t *id)
 	uint8_t			*raw = NULL, sum[CHUNK_ID_LEN];
 	char			 why[256];
 
-	if ((found = tfind(id, &v->v_chunks, vchunk_cmp)) != NULL)
+	if ((found = tfind(id, &v->v_chunks, chunk_id_cmp)) != NULL)
 		return *found;
 	if ((vc = calloc(1, sizeof(*vc))) == NULL)
 		fatal("calloc");
@@ -162,7 +157,7 @@ vchunk_check(struct verify *v, const uint8_t *id)
 	free(raw);
 	repo_chunk_clear(&c);
  done:
-	if (tsearch(vc, &v->v_chunks, vchunk_cmp) == NULL)
+	if (tsearch(vc, &v->v_chunks, chunk_id_cmp) == NULL)
 		fatal("tsearch");
 	return vc;
 }
@@ -374,6 +369,8 @@ verify_chain(struct verify *v)
 		if (p->rp_previous_id[0] == '\0')
 			continue;
 		if ((prev = vpoint_find(v, p->rp_previous_id)) == NULL) {
+			if (repo_point_pruned(v->v_repo, v->v_tenant, p))
+				continue;	/* its tombstone is the link */
 			if (p->rp_sequence > 1)
 				printf("missing: restore point %s/%s/%s (#%llu) "
 				    "is missing; referenced by %s\n",
@@ -555,12 +552,8 @@ verify_main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	log_init("target-transporter", 1, 0);
-	if (path == NULL) {
-		if ((tc = target_conf_load(conffile != NULL ? conffile :
-		    TARGET_CONF_DEFAULT)) == NULL)
-			return EXIT_USAGE;
-		path = tc->tc_repository;
-	}
+	if ((path = target_conf_repository(path, conffile, &tc)) == NULL)
+		return EXIT_USAGE;
 	if ((v.v_repo = repo_open_readonly(path, err, sizeof(err))) == NULL) {
 		log_warnx("%s", err);
 		rv = EXIT_ERROR;

@@ -1,0 +1,388 @@
+/*
+ * prune.c: `target-transporter prune`, the retention of restore points.
+ * It keeps the newest --keep-last points of each backup name and prunes
+ * the older ones, then removes the chunks no remaining point and no
+ * resumable job names.  It runs with the daemon stopped: it takes the
+ * repository's lock, so no backup can deduplicate against a chunk it is
+ * removing.
+ *
+ * Nothing is removed unless every remaining point of the tenant was
+ * read whole first: a manifest that does not verify or an index that
+ * does not match means its chunks are unknown, and the tenant is left
+ * as it is (exit 5).  A pruned point's manifest becomes its tombstone
+ * (repo_point_prune), so the chain of its name stays whole for list
+ * and both verifies.  With --dry-run it only says what it would do, and
+ * needs no lock.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "target.h"
+
+#define KEEP_LAST_MAX	1000000
+
+struct prune {
+	struct repo	*pr_repo;
+	const char	*pr_tenant;	/* being pruned */
+	const char	*pr_name;	/* --name, or NULL: every name */
+	uint64_t	 pr_keep;	/* --keep-last */
+	int		 pr_dry_run;
+	uint8_t		*pr_ids;	/* chunk ids still named */
+	size_t		 pr_nids;
+	size_t		 pr_sorted;	/* the first pr_sorted: sorted, unique */
+	size_t		 pr_cap;
+	uint64_t	 pr_manifests;	/* files, to compare with the list */
+	uint64_t	 pr_points;	/* matched --tenant and --name */
+	uint64_t	 pr_pruned;
+	uint64_t	 pr_kept;
+	uint64_t	 pr_files;	/* chunks removed */
+	uint64_t	 pr_bytes;
+	int		 pr_damaged;
+	int		 pr_error;
+};
+
+/* Sorts the ids added since the last call and drops repeats. */
+static void
+ids_compact(struct prune *pr)
+{
+	size_t	 i, n = 0;
+
+	if (pr->pr_nids == pr->pr_sorted)
+		return;
+	qsort(pr->pr_ids, pr->pr_nids, CHUNK_ID_LEN, chunk_id_cmp);
+	for (i = 0; i < pr->pr_nids; i++)
+		if (n == 0 || memcmp(pr->pr_ids + (n - 1) * CHUNK_ID_LEN,
+		    pr->pr_ids + i * CHUNK_ID_LEN, CHUNK_ID_LEN) != 0)
+			memmove(pr->pr_ids + n++ * CHUNK_ID_LEN,
+			    pr->pr_ids + i * CHUNK_ID_LEN, CHUNK_ID_LEN);
+	pr->pr_nids = pr->pr_sorted = n;
+}
+
+/* Adds the n chunk ids at ids (zero ids name no chunk).  0, or -1. */
+static int
+ids_add(void *arg, const uint8_t *ids, uint64_t n)
+{
+	static const uint8_t	 zero[CHUNK_ID_LEN];
+	struct prune		*pr = arg;
+	uint8_t			*p;
+	uint64_t		 i;
+	size_t			 cap;
+
+	for (i = 0; i < n; i++) {
+		if (memcmp(ids + i * CHUNK_ID_LEN, zero, CHUNK_ID_LEN) == 0)
+			continue;
+		if (pr->pr_nids == pr->pr_cap) {
+			/* Full of repeats (a point shares most of them)? */
+			ids_compact(pr);
+			if (pr->pr_nids > pr->pr_cap / 2 || pr->pr_cap == 0) {
+				cap = pr->pr_cap == 0 ? 65536 : pr->pr_cap * 2;
+				if ((p = reallocarray(pr->pr_ids, cap,
+				    CHUNK_ID_LEN)) == NULL)
+					return -1;
+				pr->pr_ids = p;
+				pr->pr_cap = cap;
+			}
+		}
+		memcpy(pr->pr_ids + pr->pr_nids++ * CHUNK_ID_LEN,
+		    ids + i * CHUNK_ID_LEN, CHUNK_ID_LEN);
+	}
+	return 0;
+}
+
+/* Adds every chunk id of a point that stays.  0, or -1 (said why). */
+static int
+prune_mark(struct prune *pr, const struct repo_point *kp)
+{
+	const char		*tenant = pr->pr_tenant;
+	struct repo_point	 p;
+	const uint8_t		*ids;
+	uint64_t		 i, m;
+	int			 rv = -1;
+
+	if (repo_point_open_windowed(pr->pr_repo, tenant, kp->rp_name,
+	    kp->rp_id, &p, INDEX_SLOTS_MAX) == -1) {
+		memset(&p, 0, sizeof(p));
+		goto fail;
+	}
+	for (i = 0; i < p.rp_blocks; i += m) {
+		m = p.rp_blocks - i < INDEX_WINDOW_IDS ? p.rp_blocks - i :
+		    INDEX_WINDOW_IDS;
+		if ((ids = repo_point_ids(&p, i, m)) == NULL)
+			goto fail;
+		if (ids_add(pr, ids, m) == -1)
+			goto fail;
+	}
+	rv = 0;
+ fail:
+	if (rv == -1) {
+		if (errno == EBADMSG)
+			pr->pr_damaged = 1;
+		else
+			pr->pr_error = 1;
+		log_warnx("prune: tenant %s: cannot read the index of %s/%s: "
+		    "%s; nothing of the tenant pruned. Run 'target-transporter "
+		    "verify --tenant %s'", tenant, kp->rp_name, kp->rp_id,
+		    errno == EBADMSG ? "it is damaged" : strerror(errno),
+		    tenant);
+	}
+	repo_point_clear(&p);
+	return rv;
+}
+
+static int
+count_manifest_cb(void *arg, const char *id)
+{
+	(void)id;
+	((struct prune *)arg)->pr_manifests++;
+	return 0;
+}
+
+static int
+count_name_cb(void *arg, const char *name)
+{
+	struct prune	*pr = arg;
+
+	return repo_point_files(pr->pr_repo, pr->pr_tenant, name,
+	    count_manifest_cb, pr);
+}
+
+/*
+ * Chooses the points of the tenant to prune: of each name (or of
+ * --name), all but the newest pr_keep.  repo_list sorts them by name,
+ * oldest first.  Sets prune[i] for each; returns how many.
+ */
+static size_t
+prune_choose(struct prune *pr, const struct repo_point *pts, size_t n,
+    int *prune)
+{
+	size_t	 i, j, first, chosen = 0;
+
+	for (first = 0; first < n; first = i) {
+		for (i = first; i < n && strcmp(pts[i].rp_name,
+		    pts[first].rp_name) == 0; i++)
+			;
+		if (pr->pr_name != NULL &&
+		    strcmp(pts[first].rp_name, pr->pr_name) != 0)
+			continue;
+		pr->pr_points += i - first;
+		for (j = first; i - j > pr->pr_keep; j++) {
+			prune[j] = 1;
+			chosen++;
+		}
+	}
+	return chosen;
+}
+
+/*
+ * Prunes one tenant: reads every point that stays (and every resumable
+ * job), prunes the chosen points, then sweeps the chunks nothing names.
+ */
+static int
+prune_tenant_cb(void *arg, const char *tenant)
+{
+	struct prune		*pr = arg;
+	struct repo_point	*pts = NULL;
+	size_t			 n = 0, i, chosen;
+	uint64_t		 files, bytes, matched;
+	int			*prune = NULL;
+
+	pr->pr_tenant = tenant;
+	pr->pr_manifests = 0;
+	pr->pr_nids = pr->pr_sorted = 0;
+	if (repo_list(pr->pr_repo, tenant, NULL, &pts, &n) == -1 ||
+	    (repo_names(pr->pr_repo, tenant, count_name_cb, pr) == -1 &&
+	    errno != ENOENT)) {
+		log_warn("prune: tenant %s: cannot list its restore points",
+		    tenant);
+		pr->pr_error = 1;
+		goto out;
+	}
+	/* repo_list skips a manifest that does not verify. */
+	if (pr->pr_manifests != n) {
+		log_warnx("prune: tenant %s: %llu manifest(s) do not verify; "
+		    "nothing of the tenant pruned. Run 'target-transporter "
+		    "verify --tenant %s'", tenant,
+		    (unsigned long long)(pr->pr_manifests - n), tenant);
+		pr->pr_damaged = 1;
+		goto out;
+	}
+	if (n > 0 && (prune = calloc(n, sizeof(*prune))) == NULL)
+		fatal("calloc");
+	matched = pr->pr_points;
+	chosen = prune_choose(pr, pts, n, prune);
+	if (pr->pr_points == matched)
+		goto out;	/* not a name of this tenant */
+	for (i = 0; i < n; i++)
+		if (!prune[i] && prune_mark(pr, &pts[i]) == -1)
+			goto out;
+	if (repo_journal_ids(pr->pr_repo, tenant, ids_add, pr) == -1) {
+		log_warn("prune: tenant %s: cannot read its interrupted jobs",
+		    tenant);
+		pr->pr_error = 1;
+		goto out;
+	}
+	ids_compact(pr);
+
+	for (i = 0; i < n; i++) {
+		if (!prune[i])
+			continue;
+		if (!pr->pr_dry_run && repo_point_prune(pr->pr_repo, tenant,
+		    pts[i].rp_name, pts[i].rp_id) == -1) {
+			log_warn("prune: %s/%s/%s", tenant, pts[i].rp_name,
+			    pts[i].rp_id);
+			pr->pr_error = 1;
+			goto out;
+		}
+		printf("%s: %s/%s/%s (#%llu)\n", pr->pr_dry_run ?
+		    "would prune" : "pruned", tenant, pts[i].rp_name,
+		    pts[i].rp_id, (unsigned long long)pts[i].rp_sequence);
+		pr->pr_pruned++;
+	}
+	pr->pr_kept += pr->pr_points - matched - chosen;
+	for (i = 0; !pr->pr_dry_run && i < n; i++)
+		if ((i == 0 || strcmp(pts[i].rp_name, pts[i - 1].rp_name) != 0)
+		    && repo_prune_leftovers(pr->pr_repo, tenant,
+		    pts[i].rp_name) == -1)
+			log_warn("prune: %s/%s: leftover index", tenant,
+			    pts[i].rp_name);
+	if (repo_chunks_sweep(pr->pr_repo, tenant, pr->pr_ids, pr->pr_nids,
+	    pr->pr_dry_run, &files, &bytes) == -1) {
+		log_warn("prune: tenant %s: removing unused chunks", tenant);
+		pr->pr_error = 1;
+	}
+	pr->pr_files += files;
+	pr->pr_bytes += bytes;
+ out:
+	free(prune);
+	repo_points_free(pts, n);
+	return 0;
+}
+
+static void
+prune_usage(FILE *fp)
+{
+	fprintf(fp, "usage: target-transporter prune [-f config | "
+	    "--repository DIR] [--tenant T]\n"
+	    "                                [--name NAME] --keep-last N "
+	    "[--dry-run]\n"
+	    "  keeps the newest N restore points of each backup name (of "
+	    "every tenant,\n"
+	    "  or of T; of every name, or of NAME), prunes the older ones "
+	    "and removes\n"
+	    "  the chunks nothing else uses.  Stop the daemon first: prune "
+	    "takes the\n"
+	    "  repository's lock.  --dry-run says what it would do, and "
+	    "needs no lock.\n"
+	    "  exit 0 done, 5 damage found (nothing of that tenant pruned), "
+	    "4 nothing\n"
+	    "  matched, 1 error, 2 usage\n");
+}
+
+/* `target-transporter prune ...`; returns the exit code. */
+int
+prune_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "repository",	required_argument, NULL, 'r' },
+		{ "tenant",	required_argument, NULL, 't' },
+		{ "name",	required_argument, NULL, 'n' },
+		{ "keep-last",	required_argument, NULL, 'k' },
+		{ "dry-run",	no_argument,	   NULL, 'D' },
+		{ "help",	no_argument,	   NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct target_conf	*tc = NULL;
+	struct prune		 pr;
+	const char		*conffile = NULL, *path = NULL, *tenant = NULL;
+	const char		*keep = NULL;
+	char			 err[512], freed[32];
+	int			 ch, rv = EXIT_USAGE;
+
+	memset(&pr, 0, sizeof(pr));
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "f:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'f':
+			conffile = optarg;
+			break;
+		case 'r':
+			path = optarg;
+			break;
+		case 't':
+			tenant = optarg;
+			break;
+		case 'n':
+			pr.pr_name = optarg;
+			break;
+		case 'k':
+			keep = optarg;
+			break;
+		case 'D':
+			pr.pr_dry_run = 1;
+			break;
+		case 'h':
+			prune_usage(stdout);
+			return EXIT_OK;
+		default:
+			prune_usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	log_init("target-transporter", 1, 0);
+	if (optind != argc || (conffile != NULL && path != NULL) ||
+	    (tenant != NULL && !name_is_valid(tenant)) ||
+	    (pr.pr_name != NULL && !name_is_valid(pr.pr_name))) {
+		prune_usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (keep == NULL || conf_parse_uint(keep, 1, KEEP_LAST_MAX,
+	    &pr.pr_keep) == -1) {
+		log_warnx("prune: --keep-last %s: give how many restore points "
+		    "of each name to keep, 1 to %d", keep != NULL ? keep :
+		    "missing", KEEP_LAST_MAX);
+		return EXIT_USAGE;
+	}
+	if ((path = target_conf_repository(path, conffile, &tc)) == NULL)
+		return EXIT_USAGE;
+	pr.pr_repo = pr.pr_dry_run ? repo_open_readonly(path, err,
+	    sizeof(err)) : repo_open(path, err, sizeof(err));
+	if (pr.pr_repo == NULL) {
+		log_warnx("prune: %s%s", err, strstr(err, "in use") != NULL ?
+		    "; stop target-transporter first (or use --dry-run)" : "");
+		rv = EXIT_ERROR;
+		goto out;
+	}
+	if (tenant != NULL)
+		prune_tenant_cb(&pr, tenant);
+	else if (repo_tenants(pr.pr_repo, prune_tenant_cb, &pr) == -1 &&
+	    errno != ENOENT) {
+		log_warn("prune: %s/tenants", path);
+		rv = EXIT_ERROR;
+		goto out;
+	}
+	format_bytes(pr.pr_bytes, freed, sizeof(freed));
+	printf("prune of %s: %llu restore point(s) %s, %llu kept; %llu "
+	    "unused chunk(s), %s, %s\n", path,
+	    (unsigned long long)pr.pr_pruned, pr.pr_dry_run ? "to prune" :
+	    "pruned", (unsigned long long)pr.pr_kept,
+	    (unsigned long long)pr.pr_files, freed, pr.pr_dry_run ?
+	    "to remove" : "removed");
+	if (pr.pr_damaged)
+		rv = EXIT_INTEGRITY;
+	else if (pr.pr_error)
+		rv = EXIT_ERROR;
+	else if ((tenant != NULL || pr.pr_name != NULL) && pr.pr_points == 0) {
+		log_warnx("prune: no restore point matched; see "
+		    "'source-transporter list'");
+		rv = EXIT_NOT_FOUND;
+	} else
+		rv = EXIT_OK;
+ out:
+	free(pr.pr_ids);
+	repo_close(pr.pr_repo);
+	target_conf_free(tc);
+	return rv;
+}

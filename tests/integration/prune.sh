@@ -1,0 +1,181 @@
+#!/bin/bash
+# target-transporter prune: keeps the newest points of each name, removes
+# the older ones and the chunks only they used; the kept points restore
+# byte-identical, the chain stays whole (tombstones) for list and both
+# verifies, a damaged tenant is left alone, the running daemon's lock is
+# respected, and --dry-run changes nothing.
+# shellcheck source=tests/lib.sh
+. "$(dirname "$0")/../lib.sh"
+need_bins
+pki_init
+TT=$BUILD/target-transporter
+TENANT=$T/repo/tenants/acme
+
+target_conf "$T/target.conf"
+target_start "$T/target.conf" || bail "target did not start"
+source_conf "$T/source.conf" acme "block_size = 64K"
+password_source_conf "$T/sealed.conf" "block_size = 64K"
+
+# version N of the disk: version N-1 with 64 KiB block N rewritten
+make_image "$T/v1.img" 4M 11
+for n in 2 3 4 5; do
+	cp "$T/v$((n - 1)).img" "$T/v$n.img"
+	random_image "$T/blk" 1 "prune $n" >/dev/null
+	dd if="$T/blk" of="$T/v$n.img" bs=64K count=1 seek="$n" \
+	    conv=notrunc status=none
+done
+make_image "$T/b.img" 2M 12
+
+# backup NAME IMAGE [ARGS]: a backup; its point id in $ID
+backup() {
+	local name=$1 img=$2
+	shift 2
+	check "backup of $(basename "$img") as $name" \
+	    src backup --disk "$img" --name "$name" --json "$@"
+	ID=$(json_get "$LAST_OUT" point_id)
+}
+backup vm "$T/v1.img"
+backup vm "$T/v2.img"
+backup vm "$T/v3.img"
+ID3=$ID
+backup vm "$T/v4.img"
+backup other "$T/b.img"
+backup other "$T/b.img"
+SRC_CONF=$T/sealed.conf backup sealed "$T/v1.img" --encryption source-side
+SRC_CONF=$T/sealed.conf backup sealed "$T/v2.img" --encryption source-side
+
+# state: manifests, indexes and chunks of tenant acme, by name
+count() { find "$TENANT/$1" -name "${2:-*}" -type f 2>/dev/null | wc -l; }
+snapshot() { (cd "$TENANT" && find . -type f | sort | xargs sha256sum); }
+
+# The daemon holds the repository: prune refuses, --dry-run only looks.
+expect_exit 1 "prune while the target runs: exit 1" \
+    "$TT" prune --repository "$T/repo" --keep-last 2
+expect_grep "in use by another process; stop target-transporter first" \
+    "$LAST_ERR" "and says to stop the target first"
+snapshot >"$T/before"
+chunks_before=$(count chunks)
+expect_exit 0 "prune --dry-run while the target runs" \
+    "$TT" prune --repository "$T/repo" --tenant acme --keep-last 2 --dry-run
+expect_grep "^would prune: acme/vm/.* \(#1\)$" "$LAST_OUT" \
+    "dry run names the oldest point of vm"
+expect_grep "2 restore point\(s\) to prune, 6 kept; [1-9][0-9]* unused chunk" \
+    "$LAST_OUT" "dry run sums up: vm #1 and #2 go"
+snapshot >"$T/after"
+if cmp -s "$T/before" "$T/after"; then
+	ok "dry run changed no file"
+else
+	not_ok "dry run changed no file" "$(diff "$T/before" "$T/after")"
+fi
+
+# Usage.
+expect_exit 2 "prune without --keep-last: exit 2" \
+    "$TT" prune --repository "$T/repo"
+expect_grep "keep-last missing: give how many" "$LAST_ERR" \
+    "and says what is missing"
+expect_exit 2 "prune --keep-last 0: exit 2" \
+    "$TT" prune --repository "$T/repo" --keep-last 0
+
+target_stop
+expect_exit 4 "prune of a name with no points: exit 4" \
+    "$TT" prune --repository "$T/repo" --tenant acme --name nosuch \
+    --keep-last 1
+
+# A damaged index of a point that stays: nothing of the tenant is pruned.
+oidx=$(find "$TENANT/points/other" -name '*.index' | sort | tail -n 1)
+flip "$oidx" 40
+expect_exit 5 "prune with a damaged index in the tenant: exit 5" \
+    "$TT" prune --repository "$T/repo" --tenant acme --name vm --keep-last 2
+expect_grep "cannot read the index of other/.*damaged; nothing of the tenant pruned" \
+    "$LAST_ERR" "it names the damaged point"
+snapshot >"$T/after"
+if cmp -s <(grep -v "$(basename "$oidx")" "$T/before") \
+    <(grep -v "$(basename "$oidx")" "$T/after"); then
+	ok "and changed nothing else"
+else
+	not_ok "and changed nothing else" "$(diff "$T/before" "$T/after")"
+fi
+flip "$oidx" 40
+
+# The real prune: vm keeps its two newest points.
+expect_exit 0 "prune of vm, keeping 2" \
+    "$TT" prune --repository "$T/repo" --tenant acme --name vm --keep-last 2
+expect_grep "^pruned: acme/vm/.* \(#2\)$" "$LAST_OUT" "it names what it pruned"
+expect_grep "2 restore point\(s\) pruned, 2 kept; [1-9][0-9]* unused chunk\(s\), .* removed" \
+    "$LAST_OUT" "and sums up"
+if [ "$(count points/vm '*.manifest')" -eq 2 ] &&
+    [ "$(count points/vm '*.index')" -eq 2 ] &&
+    [ "$(count points/vm '*.pruned')" -eq 2 ] &&
+    [ "$(count chunks)" -lt "$chunks_before" ]; then
+	ok "two manifests and indexes left, two tombstones, fewer chunks"
+else
+	not_ok "two manifests and indexes left, two tombstones, fewer chunks" \
+	    "$(ls "$TENANT/points/vm"; count chunks) chunks, $chunks_before before"
+fi
+check "target verify after the prune: intact" \
+    "$TT" verify --repository "$T/repo"
+expect_grep "intact" "$LAST_OUT" "it says intact"
+
+target_start "$T/target.conf" || bail "target did not start again"
+check "list after the prune" src list --name vm
+if grep -qi missing "$LAST"; then
+	not_ok "list calls no point missing" "$(cat "$LAST")"
+else
+	ok "list calls no point missing"
+fi
+if [ "$(grep -c "$ID3" "$LAST_OUT")" -ge 1 ]; then
+	ok "list shows the kept point #3"
+else
+	not_ok "list shows the kept point #3"
+	diag "$LAST"
+fi
+check "restore of vm's newest after the prune" \
+    src restore --name vm --output "$T/r4.img"
+same "it is version 4, byte-identical" "$T/v4.img" "$T/r4.img"
+check "restore of vm #3 after the prune" \
+    src restore --name vm --point "$ID3" --output "$T/r3.img"
+same "it is version 3, byte-identical" "$T/v3.img" "$T/r3.img"
+SRC_CONF=$T/sealed.conf check "source verify --all after the prune" \
+    src verify --all
+check "incremental backup after the prune" \
+    src backup --disk "$T/v5.img" --name vm
+if grep -qi "miss the point before" "$LAST"; then
+	not_ok "it warns of no missing point" "$(cat "$LAST")"
+else
+	ok "it warns of no missing point"
+fi
+check "restore of the new point" src restore --name vm --output "$T/r5.img"
+same "it is version 5, byte-identical" "$T/v5.img" "$T/r5.img"
+target_stop
+
+# A tombstone is the manifest the successor was chained to, not a name.
+tomb=$(find "$TENANT/points/vm" -name '*.pruned' | sort | tail -n 1)
+flip "$tomb" 60
+expect_exit 5 "a changed tombstone: target verify exit 5" \
+    "$TT" verify --repository "$T/repo" --tenant acme --name vm
+expect_grep "^missing: restore point acme/vm/.* \(#2\) is missing" \
+    "$LAST_OUT" "it names the point before #3 as missing"
+flip "$tomb" 60
+check "the tombstone put back: intact" \
+    "$TT" verify --repository "$T/repo" --tenant acme --name vm
+
+# Every name of every tenant down to its newest point.
+expect_exit 0 "prune of everything, keeping 1" \
+    "$TT" prune --repository "$T/repo" --keep-last 1
+expect_grep "4 restore point\(s\) pruned, 3 kept" "$LAST_OUT" \
+    "vm #3 and #4, other #1, sealed #1"
+check "target verify: intact" "$TT" verify --repository "$T/repo"
+target_start "$T/target.conf" || bail "target did not start again"
+SRC_CONF=$T/sealed.conf check "source verify --all" src verify --all
+for pair in vm:v5 other:b sealed:v2; do
+	SRC_CONF=$T/sealed.conf check "restore of ${pair%%:*}" \
+	    src restore --name "${pair%%:*}" --output "$T/last-${pair%%:*}.img"
+	same "${pair%%:*} is byte-identical" "$T/${pair#*:}.img" \
+	    "$T/last-${pair%%:*}.img"
+done
+target_stop
+expect_exit 0 "a second prune finds nothing to do" \
+    "$TT" prune --repository "$T/repo" --keep-last 1
+expect_grep "0 restore point\(s\) pruned, 3 kept; 0 unused chunk" \
+    "$LAST_OUT" "and removes nothing"
+finish
