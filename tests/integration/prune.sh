@@ -11,6 +11,7 @@ pki_init
 TT=$BUILD/target-transporter
 TENANT=$T/repo/tenants/acme
 
+TARGET_FLAGS=-vv		# its checkpoint lines
 target_conf "$T/target.conf"
 target_start "$T/target.conf" || bail "target did not start"
 source_conf "$T/source.conf" acme "block_size = 64K"
@@ -174,8 +175,66 @@ for pair in vm:v5 other:b sealed:v2; do
 	    "$T/last-${pair%%:*}.img"
 done
 target_stop
+# A prune cut off after a tombstone left that point's index behind.
+tomb=$(find "$TENANT/points/vm" -name '*.pruned' | sort | head -n 1)
+cp "$(find "$TENANT/points/vm" -name '*.index' | head -n 1)" "${tomb%.pruned}.index"
 expect_exit 0 "a second prune finds nothing to do" \
     "$TT" prune --repository "$T/repo" --keep-last 1
 expect_grep "0 restore point\(s\) pruned, 3 kept; 0 unused chunk" \
     "$LAST_OUT" "and removes nothing"
+if [ -e "${tomb%.pruned}.index" ]; then
+	not_ok "but the index a cut-off prune left is gone"
+else
+	ok "but the index a cut-off prune left is gone"
+fi
+
+# An interrupted job's durable chunks stay, and the next backup resumes
+# from them (slow: incompressible, the slowest level, one worker).
+source_conf "$T/slow.conf" acme "compression_level = 19" "workers = 1" \
+    "window = 64M" "resume_timeout = 120s"
+head -c 24M /dev/urandom >"$T/cut.img"
+target_start "$T/target.conf" || bail "target did not start again"
+n=$(grep -c 'checkpoint of' "$TARGET_LOG")
+"$BUILD/source-transporter" -f "$T/slow.conf" backup --disk "$T/cut.img" \
+    --name cut >/dev/null 2>&1 &
+bpid=$!
+track $bpid
+for _ in $(seq 300); do
+	[ "$(grep -c 'checkpoint of' "$TARGET_LOG")" -gt "$n" ] && break
+	sleep 0.1
+done
+kill -KILL $bpid
+wait $bpid 2>/dev/null
+wait_grep "suspended" "$TARGET_LOG"
+target_stop
+journal=$(find "$TENANT/tmp" -name journal | head -n 1)
+if [ -n "$journal" ]; then
+	ok "a backup cut off after a checkpoint left its journal"
+else
+	not_ok "a backup cut off after a checkpoint left its journal"
+	diag "$TARGET_LOG"
+fi
+expect_exit 0 "prune with an interrupted job" \
+    "$TT" prune --repository "$T/repo" --keep-last 1
+# journal: 32-byte header (name length at 6, blocks at 24), name, ids
+"$PY" - "$journal" "$TENANT/chunks" >"$T/journal.check" 2>&1 <<'PYEOF'
+import os, struct, sys
+b = open(sys.argv[1], "rb").read()
+namelen = struct.unpack(">H", b[6:8])[0]
+blocks = struct.unpack(">Q", b[24:32])[0]
+ids = [b[32 + namelen + 32 * i:32 + namelen + 32 * (i + 1)] for i in range(blocks)]
+named = [i.hex() for i in ids if i != bytes(32)]
+gone = [h for h in named if not os.path.exists(os.path.join(sys.argv[2], h[:2], h))]
+print(len(named), "named,", len(gone), "gone")
+sys.exit(1 if gone or not named else 0)
+PYEOF
+verdict "every chunk the journal names is still there"
+diag "$T/journal.check"
+target_start "$T/target.conf" || bail "target did not start again"
+SRC_CONF=$T/slow.conf check "the backup again" \
+    src backup --disk "$T/cut.img" --name cut --json
+jsoncheck "it resumed from the journal" \
+    'j["resumed"] and j["blocks_unchanged"] > 0'
+check "restore of it" src restore --name cut --output "$T/rcut.img"
+same "it is byte-identical" "$T/cut.img" "$T/rcut.img"
 finish
