@@ -171,8 +171,10 @@ list_print(struct list *ls, const ListReply *lr)
 			printf(",\"sequence\":%llu,\"previous_id\":",
 			    (unsigned long long)pi->sequence);
 			json_print_string(pi->previous_id);
-			printf(",\"previous_missing\":%s",
-			    list_previous_missing(lr, pi) ? "true" : "false");
+			printf(",\"previous_missing\":%s,"
+			    "\"previous_pruned\":%s",
+			    list_previous_missing(lr, pi) ? "true" : "false",
+			    pi->previous_pruned ? "true" : "false");
 			if (pi->n_keys > 0)
 				list_keys_json(ls, pi);
 			printf("}");

@@ -201,7 +201,7 @@ prune_tenant_cb(void *arg, const char *tenant)
 		goto out;
 	}
 	/* repo_list skips a manifest that does not verify. */
-	if (pr->pr_manifests != n) {
+	if (pr->pr_manifests > n) {
 		log_warnx("prune: tenant %s: %llu manifest(s) do not verify; "
 		    "nothing of the tenant pruned. Run 'target-transporter "
 		    "verify --tenant %s'", tenant,

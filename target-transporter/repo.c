@@ -9,6 +9,7 @@
  *	tenants/T/chunks/xx/<64 hex>		chunk objects, immutable
  *	tenants/T/points/NAME/<id>.index	block -> chunk id
  *	tenants/T/points/NAME/<id>.manifest	the commit record
+ *	tenants/T/points/NAME/<id>.pruned	a pruned point's manifest
  *	tenants/T/tmp/<id>/			a job in progress
  *
  * Invariant: an object under its final name is complete and durable.
@@ -1708,10 +1709,10 @@ index_header(uint8_t hdr[INDEX_HDR_LEN], uint32_t block_size,
  * Links p to the newest point of its name: the next sequence number,
  * that point's id and the digest its manifest ends with.  A point of a
  * name is never rewritten, so the link is how a deleted middle point
- * is found: its successor still names it.  (A future prune must keep
- * this true: it deletes whole points and rewrites nothing, recording
- * each deletion, e.g. as a tombstone file, so that verify can tell a
- * pruned point from a lost one.)  Call with chain_mtx held.
+ * is found: its successor still names it.  (Prune keeps this true: it
+ * renames a pruned point's manifest to its tombstone and rewrites
+ * nothing, so that a pruned point is told from a lost one.)  Call with
+ * chain_mtx held.
  */
 static int
 chain_link(struct repo *r, const char *tenant, struct repo_point *p)

@@ -80,11 +80,7 @@ if [ -n "$index" ]; then
 	    src backup --disk "$T/b.img" --name idx --full
 	check "the new point restores" \
 	    src restore --name idx --output "$T/idx2.img"
-	if files_identical "$T/b.img" "$T/idx2.img"; then
-		ok "and it is byte-identical (idx)"
-	else
-		not_ok "and it is byte-identical (idx)"
-	fi
+	same "and it is byte-identical (idx)" "$T/b.img" "$T/idx2.img"
 else
 	not_ok "point idx has an index file under $TENANT/points/idx"
 fi

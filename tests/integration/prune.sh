@@ -130,6 +130,9 @@ else
 	not_ok "list shows the kept point #3"
 	diag "$LAST"
 fi
+check "list --json after the prune" src list --name vm --json
+jsoncheck "the oldest point left names a pruned predecessor, not a missing one" \
+    'j[0]["sequence"] == 3 and j[0]["previous_pruned"] and not j[0]["previous_missing"] and not j[1]["previous_pruned"]'
 check "restore of vm's newest after the prune" \
     src restore --name vm --output "$T/r4.img"
 same "it is version 4, byte-identical" "$T/v4.img" "$T/r4.img"
