@@ -3564,6 +3564,18 @@ repo_point_pruned(struct repo *r, const char *tenant,
 	return yes;
 }
 
+/* 1 if tenant/name/id was pruned (its tombstone is there), else 0. */
+int
+repo_point_was_pruned(struct repo *r, const char *tenant, const char *name,
+    const char *id)
+{
+	char	 key[REPO_KEY_MAX];
+
+	return repo_name_ok(tenant) && repo_name_ok(name) && point_id_ok(id) &&
+	    repo_key(key, sizeof(key), "tenants/%s/points/%s/%s.pruned",
+	    tenant, name, id) == 0 && be_exists(r, key) == 1;
+}
+
 /*
  * Prunes tenant/name/id: its manifest becomes its tombstone, then its
  * index goes; durable when it returns.  A prune cut off between the two

@@ -423,7 +423,9 @@ restore_not_found(struct session *se, const char *name, const char *id)
 	}
 	if (id[0] && named)
 		session_fail(se, ERROR__CODE__NOT_FOUND, "backup '%s' has no "
-		    "restore point '%s'; its restore points: %s", name, id,
+		    "restore point '%s'%s; its restore points: %s", name, id,
+		    repo_point_was_pruned(se->se_target->tg_repo,
+		    se->se_tenant->tn_name, name, id) ? " (it was pruned)" : "",
 		    have);
 	else
 		session_fail(se, ERROR__CODE__NOT_FOUND, "no backup named '%s' "

@@ -348,6 +348,8 @@ int		 repo_point_pruned(struct repo *, const char *,
 		    const struct repo_point *);
 int		 repo_point_prune(struct repo *, const char *, const char *,
 		    const char *);
+int		 repo_point_was_pruned(struct repo *, const char *,
+		    const char *, const char *);
 int		 repo_prune_leftovers(struct repo *, const char *,
 		    const char *);
 int		 repo_journal_ids(struct repo *, const char *,

@@ -13,9 +13,14 @@ TENANT=$T/repo/tenants/acme
 
 TARGET_FLAGS=-vv		# its checkpoint lines
 target_conf "$T/target.conf"
+# tenant globex (the last section) keeps its chunks encrypted at rest
+echo "the target's at-rest password" >"$T/pw"
+chmod 600 "$T/pw"
+printf 'at_rest = password\npassword_file = %s\n' "$T/pw" >>"$T/target.conf"
 target_start "$T/target.conf" || bail "target did not start"
 source_conf "$T/source.conf" acme "block_size = 64K"
 password_source_conf "$T/sealed.conf" "block_size = 64K"
+source_conf "$T/globex.conf" globex "block_size = 64K"
 
 # version N of the disk: version N-1 with 64 KiB block N rewritten
 make_image "$T/v1.img" 4M 11
@@ -36,6 +41,7 @@ backup() {
 	ID=$(json_get "$LAST_OUT" point_id)
 }
 backup vm "$T/v1.img"
+ID1=$ID
 backup vm "$T/v2.img"
 backup vm "$T/v3.img"
 ID3=$ID
@@ -44,6 +50,9 @@ backup other "$T/b.img"
 backup other "$T/b.img"
 SRC_CONF=$T/sealed.conf backup sealed "$T/v1.img" --encryption source-side
 SRC_CONF=$T/sealed.conf backup sealed "$T/v2.img" --encryption source-side
+for n in 1 2 3; do
+	SRC_CONF=$T/globex.conf backup gvm "$T/v$n.img"
+done
 
 # state: manifests, indexes and chunks of tenant acme, by name
 count() { find "$TENANT/$1" -name "${2:-*}" -type f 2>/dev/null | wc -l; }
@@ -136,6 +145,10 @@ jsoncheck "the oldest point left names a pruned predecessor, not a missing one" 
 check "restore of vm's newest after the prune" \
     src restore --name vm --output "$T/r4.img"
 same "it is version 4, byte-identical" "$T/v4.img" "$T/r4.img"
+expect_exit 4 "restore of a pruned point: exit 4" \
+    src restore --name vm --point "$ID1" --output "$T/r1.img"
+expect_grep "has no restore point '$ID1' \(it was pruned\)" "$LAST_ERR" \
+    "the error says it was pruned"
 check "restore of vm #3 after the prune" \
     src restore --name vm --point "$ID3" --output "$T/r3.img"
 same "it is version 3, byte-identical" "$T/v3.img" "$T/r3.img"
@@ -164,13 +177,22 @@ check "the tombstone put back: intact" \
     "$TT" verify --repository "$T/repo" --tenant acme --name vm
 
 # Every name of every tenant down to its newest point.
+gchunks=$(find "$T/repo/tenants/globex/chunks" -type f | wc -l)
 expect_exit 0 "prune of everything, keeping 1" \
     "$TT" prune --repository "$T/repo" --keep-last 1
-expect_grep "4 restore point\(s\) pruned, 3 kept" "$LAST_OUT" \
-    "vm #3 and #4, other #1, sealed #1"
+expect_grep "6 restore point\(s\) pruned, 4 kept" "$LAST_OUT" \
+    "vm #3 and #4, other #1, sealed #1, gvm #1 and #2 (at rest)"
 check "target verify: intact" "$TT" verify --repository "$T/repo"
+if [ "$(find "$T/repo/tenants/globex/chunks" -type f | wc -l)" -lt "$gchunks" ]; then
+	ok "the at-rest tenant has fewer chunks"
+else
+	not_ok "the at-rest tenant has fewer chunks" "still $gchunks"
+fi
 target_start "$T/target.conf" || bail "target did not start again"
 SRC_CONF=$T/sealed.conf check "source verify --all" src verify --all
+SRC_CONF=$T/globex.conf check "restore of gvm (at rest)" \
+    src restore --name gvm --output "$T/last-gvm.img"
+same "gvm is byte-identical" "$T/v3.img" "$T/last-gvm.img"
 for pair in vm:v5 other:b sealed:v2; do
 	SRC_CONF=$T/sealed.conf check "restore of ${pair%%:*}" \
 	    src restore --name "${pair%%:*}" --output "$T/last-${pair%%:*}.img"
@@ -183,7 +205,7 @@ tomb=$(find "$TENANT/points/vm" -name '*.pruned' | sort | head -n 1)
 cp "$(find "$TENANT/points/vm" -name '*.index' | head -n 1)" "${tomb%.pruned}.index"
 expect_exit 0 "a second prune finds nothing to do" \
     "$TT" prune --repository "$T/repo" --keep-last 1
-expect_grep "0 restore point\(s\) pruned, 3 kept; 0 unused chunk" \
+expect_grep "0 restore point\(s\) pruned, 4 kept; 0 unused chunk" \
     "$LAST_OUT" "and removes nothing"
 if [ -e "${tomb%.pruned}.index" ]; then
 	not_ok "but the index a cut-off prune left is gone"
