@@ -124,4 +124,24 @@ reload_target
 check "with it back, another backup" src backup --disk "$T/vm1.img" --name vm1
 counted "the count kept up while the tenant had no quota"
 
+# --- a prune makes room -------------------------------------------------------
+
+head -c 8M /dev/urandom >"$T/vm2b.img"
+check "vm2 changed whole, backed up again" \
+    src backup --disk "$T/vm2b.img" --name vm2
+scrape "$MPORT" >"$T/metrics.txt" || bail "no /metrics"
+before=$(metric "$T/metrics.txt" 'transporter_tenant_stored_bytes{tenant="acme"}')
+target_stop
+check "prune of vm2's older point" "$BUILD/target-transporter" prune \
+    --repository "$T/repo" --tenant acme --name vm2 --keep-last 1
+target_start "$T/target.conf" || bail "target did not start again"
+check "a backup after the prune" src backup --disk "$T/vm1.img" --name vm1
+counted "after the prune and a restart the count is what the files hold"
+after=$(metric "$T/metrics.txt" 'transporter_tenant_stored_bytes{tenant="acme"}')
+if awk -v a="$after" -v b="$before" 'BEGIN { exit !(a < b - 8 * 1048576) }'; then
+	ok "it counts 8 MiB less: the old point's chunks went"
+else
+	not_ok "it counts 8 MiB less: the old point's chunks went" "$before before, $after after"
+fi
+
 finish
