@@ -14,7 +14,8 @@ UNITS=$TOP/deploy/systemd
 MAX_EXPOSURE=2.0
 DAEMON_UNITS="target-transporter.service source-transporter.service"
 ALL_UNITS="$DAEMON_UNITS source-transporter-backup@.service
-source-transporter-backup@.timer"
+source-transporter-backup@.timer target-transporter-prune.service
+target-transporter-prune.timer"
 
 # unit_has UNIT REGEX: does the unit file have a line matching REGEX?
 unit_has() {
@@ -29,7 +30,8 @@ elif ! systemd-analyze security --help 2>&1 | grep -q -- '--offline'; then
 	skip "systemd units: exposure scores" \
 	    "this systemd-analyze has no --offline (systemd < 250)"
 else
-	for u in $DAEMON_UNITS source-transporter-backup@.service; do
+	for u in $DAEMON_UNITS source-transporter-backup@.service \
+	    target-transporter-prune.service; do
 		run systemd-analyze security --offline=true --threshold=20 \
 		    "$UNITS/$u"
 		rc=$RC
@@ -66,7 +68,9 @@ else
 	    "$T/units/target-transporter.service" \
 	    "$T/units/source-transporter.service" \
 	    "$T/units/source-transporter-backup@vm1.service" \
-	    "$T/units/source-transporter-backup@vm1.timer"
+	    "$T/units/source-transporter-backup@vm1.timer" \
+	    "$T/units/target-transporter-prune.service" \
+	    "$T/units/target-transporter-prune.timer"
 	if [ "$RC" -eq 0 ] && [ ! -s "$LAST_ERR" ]; then
 		ok "systemd-analyze verify: every unit, without a warning"
 	else
@@ -108,6 +112,19 @@ if unit_has source-transporter-backup@.timer '^OnCalendar=' &&
 	ok "source-transporter-backup@.timer: a persistent calendar timer"
 else
 	not_ok "source-transporter-backup@.timer: a persistent calendar timer"
+fi
+p=target-transporter-prune.service
+if unit_has $p '^Type=oneshot$' &&
+    unit_has $p '^Conflicts=target-transporter.service$' &&
+    unit_has $p '^After=target-transporter.service$' &&
+    unit_has $p '^OnSuccess=target-transporter.service$' &&
+    unit_has $p '^OnFailure=target-transporter.service$' &&
+    unit_has $p '^ExecStart=/usr/sbin/target-transporter prune -f /etc/transporter/target.conf --keep-last \$\{KEEP_LAST\}$' &&
+    unit_has $p '^User=transporter$' && unit_has $p '^PrivateNetwork=yes$' &&
+    unit_has target-transporter-prune.timer '^Persistent=true$'; then
+	ok "$p: stops the daemon, prunes, starts it again either way; no network"
+else
+	not_ok "$p: stops the daemon, prunes, starts it again either way; no network"
 fi
 if command -v systemd-sysusers >/dev/null; then
 	run systemd-sysusers --dry-run "$UNITS/transporter.sysusers"
@@ -164,6 +181,27 @@ SRC_CONF=$T/etc/source.conf run src list --name vm1 --json
 jsoncheck "backup@vm1: the restore point is named after the instance" \
     'len(j) == 1 and j[0]["name"] == "vm1"'
 
+# The prune unit's command, with the daemon stopped as Conflicts= does:
+# a second point of vm1, then KEEP_LAST=1 of the unit's Environment=.
+SRC_CONF=$T/etc/source.conf check "a second backup of vm1" \
+    src backup --disk "$T/disk.img" --name vm1
+keep=$(sed -n 's/^Environment=KEEP_LAST=//p' \
+    "$UNITS/target-transporter-prune.service")
+[ "$keep" -ge 1 ] 2>/dev/null && ok "prune unit: KEEP_LAST=$keep" ||
+    not_ok "prune unit: KEEP_LAST is a number" "'$keep'"
+target_stop
+cmd=$(exec_line target-transporter-prune.service ExecStart)
+# shellcheck disable=SC2086
+run ${cmd//\$\{KEEP_LAST\}/1}
+if [ "$RC" -eq 0 ] && grep -q "1 restore point(s) pruned, 1 kept" "$LAST_OUT"; then
+	ok "prune unit: ExecStart prunes the repository of target.conf"
+else
+	not_ok "prune unit: ExecStart prunes the repository of target.conf" \
+	    "exit $RC: $cmd"
+	diag "$LAST"
+fi
+target_start "$T/etc/target.conf" || bail "the target did not start again"
+
 # --- make install ------------------------------------------------------------
 
 # -o all: the suite runs on what is built (make check built it); the
@@ -183,6 +221,8 @@ for f in sbin/target-transporter sbin/source-transporter \
     lib/systemd/system/source-transporter.service \
     lib/systemd/system/source-transporter-backup@.service \
     lib/systemd/system/source-transporter-backup@.timer \
+    lib/systemd/system/target-transporter-prune.service \
+    lib/systemd/system/target-transporter-prune.timer \
     lib/sysusers.d/transporter.conf \
     share/man/man5/transporter.conf.5 \
     share/man/man8/target-transporter.8 \
