@@ -1,8 +1,8 @@
 /*
  * prune.c: `target-transporter prune`, the retention of restore points.
- * It keeps the newest --keep-last points of each backup name and prunes
- * the older ones, then removes the chunks no remaining point and no
- * resumable job names.  It runs with the daemon stopped: it takes the
+ * It keeps the newest --keep-last points of each backup name, and those
+ * made within --keep-within, and prunes the others, then removes the
+ * chunks no remaining point and no resumable job names.  It runs with the daemon stopped: it takes the
  * repository's lock, so no backup can deduplicate against a chunk it is
  * removing.
  *
@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "target.h"
 
@@ -29,6 +30,7 @@ struct prune {
 	const char	*pr_tenant;	/* being pruned */
 	const char	*pr_name;	/* --name, or NULL: every name */
 	uint64_t	 pr_keep;	/* --keep-last */
+	int64_t		 pr_since;	/* --keep-within: kept if made since */
 	int		 pr_dry_run;
 	uint8_t		*pr_ids;	/* chunk ids still named */
 	size_t		 pr_nids;
@@ -151,8 +153,9 @@ count_name_cb(void *arg, const char *name)
 
 /*
  * Chooses the points of the tenant to prune: of each name (or of
- * --name), all but the newest pr_keep.  repo_list sorts them by name,
- * oldest first.  Sets prune[i] for each; returns how many.
+ * --name), all but the newest pr_keep and those made since pr_since.
+ * repo_list sorts them by name, oldest first.  Sets prune[i] for each;
+ * returns how many.
  */
 static size_t
 prune_choose(struct prune *pr, const struct repo_point *pts, size_t n,
@@ -169,6 +172,8 @@ prune_choose(struct prune *pr, const struct repo_point *pts, size_t n,
 			continue;
 		pr->pr_points += i - first;
 		for (j = first; i - j > pr->pr_keep; j++) {
+			if (pts[j].rp_created >= pr->pr_since)
+				continue;
 			prune[j] = 1;
 			chosen++;
 		}
@@ -266,16 +271,18 @@ prune_usage(FILE *fp)
 {
 	fprintf(fp, "usage: target-transporter prune [-f config | "
 	    "--repository DIR] [--tenant T]\n"
-	    "                                [--name NAME] --keep-last N "
-	    "[--dry-run]\n"
+	    "                                [--name NAME] [--keep-last N] "
+	    "[--keep-within AGE]\n"
+	    "                                [--dry-run]\n"
 	    "  keeps the newest N restore points of each backup name (of "
 	    "every tenant,\n"
-	    "  or of T; of every name, or of NAME), prunes the older ones "
-	    "and removes\n"
-	    "  the chunks nothing else uses.  Stop the daemon first: prune "
-	    "takes the\n"
-	    "  repository's lock.  --dry-run says what it would do, and "
-	    "needs no lock.\n"
+	    "  or of T; of every name, or of NAME) and those younger than "
+	    "AGE (30d, 12h;\n"
+	    "  with AGE alone N is 1), prunes the others and removes the "
+	    "chunks nothing\n"
+	    "  else uses.  Stop the daemon first: prune takes the "
+	    "repository's lock.\n"
+	    "  --dry-run says what it would do, and needs no lock.\n"
 	    "  exit 0 done, 5 damage found (nothing of that tenant pruned), "
 	    "4 nothing\n"
 	    "  matched, 1 error, 2 usage\n");
@@ -290,6 +297,7 @@ prune_main(int argc, char **argv)
 		{ "tenant",	required_argument, NULL, 't' },
 		{ "name",	required_argument, NULL, 'n' },
 		{ "keep-last",	required_argument, NULL, 'k' },
+		{ "keep-within", required_argument, NULL, 'w' },
 		{ "dry-run",	no_argument,	   NULL, 'D' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
@@ -297,7 +305,8 @@ prune_main(int argc, char **argv)
 	struct target_conf	*tc = NULL;
 	struct prune		 pr;
 	const char		*conffile = NULL, *path = NULL, *tenant = NULL;
-	const char		*keep = NULL;
+	const char		*keep = NULL, *within = NULL;
+	uint64_t		 age = 0;
 	char			 err[512], freed[32];
 	int			 ch, rv = EXIT_USAGE;
 
@@ -320,6 +329,9 @@ prune_main(int argc, char **argv)
 		case 'k':
 			keep = optarg;
 			break;
+		case 'w':
+			within = optarg;
+			break;
 		case 'D':
 			pr.pr_dry_run = 1;
 			break;
@@ -338,13 +350,27 @@ prune_main(int argc, char **argv)
 		prune_usage(stderr);
 		return EXIT_USAGE;
 	}
-	if (keep == NULL || conf_parse_uint(keep, 1, KEEP_LAST_MAX,
-	    &pr.pr_keep) == -1) {
-		log_warnx("prune: --keep-last %s: give how many restore points "
-		    "of each name to keep, 1 to %d", keep != NULL ? keep :
-		    "missing", KEEP_LAST_MAX);
+	if (keep == NULL && within == NULL) {
+		log_warnx("prune: say what to keep: --keep-last N (the newest "
+		    "N points of each name) or --keep-within AGE (e.g. 30d)");
 		return EXIT_USAGE;
 	}
+	pr.pr_keep = 1;		/* the newest point of a name always stays */
+	if (keep != NULL && conf_parse_uint(keep, 1, KEEP_LAST_MAX,
+	    &pr.pr_keep) == -1) {
+		log_warnx("prune: --keep-last %s: give how many restore points "
+		    "of each name to keep, 1 to %d", keep, KEEP_LAST_MAX);
+		return EXIT_USAGE;
+	}
+	if (within != NULL && (conf_parse_duration(within, &age) == -1 ||
+	    age == 0 || age > (uint64_t)time(NULL))) {
+		log_warnx("prune: --keep-within %s: give an age such as 30d, "
+		    "12h or 90m", within);
+		return EXIT_USAGE;
+	}
+	/* Without --keep-within no point is kept for its age. */
+	pr.pr_since = within != NULL ? (int64_t)time(NULL) - (int64_t)age :
+	    INT64_MAX;
 	if ((path = target_conf_repository(path, conffile, &tc)) == NULL)
 		return EXIT_USAGE;
 	pr.pr_repo = pr.pr_dry_run ? repo_open_readonly(path, err,

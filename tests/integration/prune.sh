@@ -81,10 +81,23 @@ fi
 # Usage.
 expect_exit 2 "prune without --keep-last: exit 2" \
     "$TT" prune --repository "$T/repo"
-expect_grep "keep-last missing: give how many" "$LAST_ERR" \
-    "and says what is missing"
+expect_grep "say what to keep: --keep-last N .* or --keep-within AGE" \
+    "$LAST_ERR" "and says what is missing"
 expect_exit 2 "prune --keep-last 0: exit 2" \
     "$TT" prune --repository "$T/repo" --keep-last 0
+expect_exit 2 "prune --keep-within 3x: exit 2" \
+    "$TT" prune --repository "$T/repo" --keep-within 3x
+# By age: every point is younger than a day; with --keep-within 1s (after
+# a second) every name keeps only its newest point.
+expect_exit 0 "dry run, --keep-within 1d" \
+    "$TT" prune --repository "$T/repo" --keep-within 1d --dry-run
+expect_grep "0 restore point\(s\) to prune, 11 kept" "$LAST_OUT" \
+    "every point is kept for its age"
+sleep 1
+expect_exit 0 "dry run, --keep-within 1s" \
+    "$TT" prune --repository "$T/repo" --keep-within 1s --dry-run
+expect_grep "7 restore point\(s\) to prune, 4 kept" "$LAST_OUT" \
+    "only the newest point of each name is kept"
 
 target_stop
 expect_exit 4 "prune of a name with no points: exit 4" \
