@@ -29,6 +29,7 @@ struct prune {
 	struct repo	*pr_repo;
 	const char	*pr_tenant;	/* being pruned */
 	const char	*pr_name;	/* --name, or NULL: every name */
+	const char	*pr_point;	/* --point: that one alone */
 	uint64_t	 pr_keep;	/* --keep-last */
 	int64_t		 pr_since;	/* --keep-within: kept if made since */
 	int		 pr_dry_run;
@@ -44,6 +45,7 @@ struct prune {
 	uint64_t	 pr_bytes;
 	int		 pr_damaged;
 	int		 pr_error;
+	int		 pr_refused;	/* --point is the newest */
 };
 
 /* Sorts the ids added since the last call and drops repeats. */
@@ -153,16 +155,19 @@ count_name_cb(void *arg, const char *name)
 
 /*
  * Chooses the points of the tenant to prune: of each name (or of
- * --name), all but the newest pr_keep and those made since pr_since.
- * repo_list sorts them by name, oldest first.  Sets prune[i] for each;
- * returns how many.
+ * --name), all but the newest pr_keep and those made since pr_since;
+ * or the --point alone, never the newest of its name (the next backup
+ * is based on it, and its source would take its loss for a rollback).
+ * repo_list sorts them by name, oldest first.  Sets prune[i] for each,
+ * and *kept to how many points of the names chosen from stay.
  */
-static size_t
+static void
 prune_choose(struct prune *pr, const struct repo_point *pts, size_t n,
-    int *prune)
+    int *prune, uint64_t *kept)
 {
-	size_t	 i, j, first, chosen = 0;
+	size_t	 i, j, first, chosen = 0, group;
 
+	*kept = 0;
 	for (first = 0; first < n; first = i) {
 		for (i = first; i < n && strcmp(pts[i].rp_name,
 		    pts[first].rp_name) == 0; i++)
@@ -170,15 +175,31 @@ prune_choose(struct prune *pr, const struct repo_point *pts, size_t n,
 		if (pr->pr_name != NULL &&
 		    strcmp(pts[first].rp_name, pr->pr_name) != 0)
 			continue;
-		pr->pr_points += i - first;
-		for (j = first; i - j > pr->pr_keep; j++) {
-			if (pts[j].rp_created >= pr->pr_since)
+		group = chosen;
+		for (j = first; j < i; j++) {
+			if (pr->pr_point != NULL) {
+				if (strcmp(pts[j].rp_id, pr->pr_point) != 0)
+					continue;
+				pr->pr_points++;
+				if (j == i - 1) {
+					log_warnx("prune: %s/%s/%s is the newest "
+					    "point of '%s' and stays; back '%s' "
+					    "up again first", pr->pr_tenant,
+					    pts[j].rp_name, pts[j].rp_id,
+					    pts[j].rp_name, pts[j].rp_name);
+					pr->pr_refused = 1;
+					continue;
+				}
+			} else if (i - j <= pr->pr_keep ||
+			    pts[j].rp_created >= pr->pr_since)
 				continue;
 			prune[j] = 1;
 			chosen++;
 		}
+		if (pr->pr_point == NULL)
+			pr->pr_points += i - first;
+		*kept += (i - first) - (chosen - group);
 	}
-	return chosen;
 }
 
 /*
@@ -190,8 +211,8 @@ prune_tenant_cb(void *arg, const char *tenant)
 {
 	struct prune		*pr = arg;
 	struct repo_point	*pts = NULL;
-	size_t			 n = 0, i, chosen;
-	uint64_t		 files, bytes, matched;
+	size_t			 n = 0, i;
+	uint64_t		 files, bytes, matched, kept;
 	int			*prune = NULL;
 
 	pr->pr_tenant = tenant;
@@ -217,9 +238,9 @@ prune_tenant_cb(void *arg, const char *tenant)
 	if (n > 0 && (prune = calloc(n, sizeof(*prune))) == NULL)
 		fatal("calloc");
 	matched = pr->pr_points;
-	chosen = prune_choose(pr, pts, n, prune);
-	if (pr->pr_points == matched)
-		goto out;	/* not a name of this tenant */
+	prune_choose(pr, pts, n, prune, &kept);
+	if (pr->pr_points == matched || pr->pr_refused)
+		goto out;	/* not a name (or point) of this tenant */
 	for (i = 0; i < n; i++)
 		if (!prune[i] && prune_mark(pr, &pts[i]) == -1)
 			goto out;
@@ -246,7 +267,7 @@ prune_tenant_cb(void *arg, const char *tenant)
 		    pts[i].rp_id, (unsigned long long)pts[i].rp_sequence);
 		pr->pr_pruned++;
 	}
-	pr->pr_kept += pr->pr_points - matched - chosen;
+	pr->pr_kept += kept;
 	for (i = 0; !pr->pr_dry_run && i < n; i++)
 		if ((i == 0 || strcmp(pts[i].rp_name, pts[i - 1].rp_name) != 0)
 		    && repo_prune_leftovers(pr->pr_repo, tenant,
@@ -274,6 +295,8 @@ prune_usage(FILE *fp)
 	    "                                [--name NAME] [--keep-last N] "
 	    "[--keep-within AGE]\n"
 	    "                                [--dry-run]\n"
+	    "       target-transporter prune [...] [--tenant T] --name NAME "
+	    "--point ID [--dry-run]\n"
 	    "  keeps the newest N restore points of each backup name (of "
 	    "every tenant,\n"
 	    "  or of T; of every name, or of NAME) and those younger than "
@@ -282,6 +305,8 @@ prune_usage(FILE *fp)
 	    "chunks nothing\n"
 	    "  else uses.  Stop the daemon first: prune takes the "
 	    "repository's lock.\n"
+	    "  --point prunes that restore point alone (not the newest of "
+	    "its name).\n"
 	    "  --dry-run says what it would do, and needs no lock.\n"
 	    "  exit 0 done, 5 damage found (nothing of that tenant pruned), "
 	    "4 nothing\n"
@@ -298,6 +323,7 @@ prune_main(int argc, char **argv)
 		{ "name",	required_argument, NULL, 'n' },
 		{ "keep-last",	required_argument, NULL, 'k' },
 		{ "keep-within", required_argument, NULL, 'w' },
+		{ "point",	required_argument, NULL, 'p' },
 		{ "dry-run",	no_argument,	   NULL, 'D' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
@@ -332,6 +358,9 @@ prune_main(int argc, char **argv)
 		case 'w':
 			within = optarg;
 			break;
+		case 'p':
+			pr.pr_point = optarg;
+			break;
 		case 'D':
 			pr.pr_dry_run = 1;
 			break;
@@ -350,7 +379,13 @@ prune_main(int argc, char **argv)
 		prune_usage(stderr);
 		return EXIT_USAGE;
 	}
-	if (keep == NULL && within == NULL) {
+	if (pr.pr_point != NULL && (pr.pr_name == NULL || keep != NULL ||
+	    within != NULL)) {
+		log_warnx("prune: --point ID goes with --name NAME, and without "
+		    "--keep-last or --keep-within");
+		return EXIT_USAGE;
+	}
+	if (keep == NULL && within == NULL && pr.pr_point == NULL) {
 		log_warnx("prune: say what to keep: --keep-last N (the newest "
 		    "N points of each name) or --keep-within AGE (e.g. 30d)");
 		return EXIT_USAGE;
@@ -398,7 +433,7 @@ prune_main(int argc, char **argv)
 	    "to remove" : "removed");
 	if (pr.pr_damaged)
 		rv = EXIT_INTEGRITY;
-	else if (pr.pr_error)
+	else if (pr.pr_error || pr.pr_refused)
 		rv = EXIT_ERROR;
 	else if ((tenant != NULL || pr.pr_name != NULL) && pr.pr_points == 0) {
 		log_warnx("prune: no restore point matched; see "

@@ -46,6 +46,7 @@ backup vm "$T/v2.img"
 backup vm "$T/v3.img"
 ID3=$ID
 backup vm "$T/v4.img"
+ID4=$ID
 backup other "$T/b.img"
 backup other "$T/b.img"
 SRC_CONF=$T/sealed.conf backup sealed "$T/v1.img" --encryption source-side
@@ -87,13 +88,14 @@ expect_exit 2 "prune --keep-last 0: exit 2" \
     "$TT" prune --repository "$T/repo" --keep-last 0
 expect_exit 2 "prune --keep-within 3x: exit 2" \
     "$TT" prune --repository "$T/repo" --keep-within 3x
-# By age: every point is younger than a day; with --keep-within 1s (after
-# a second) every name keeps only its newest point.
+# By age: every point is younger than a day; with --keep-within 1s (two
+# seconds on, as creation times are whole seconds) every name keeps only
+# its newest point.
 expect_exit 0 "dry run, --keep-within 1d" \
     "$TT" prune --repository "$T/repo" --keep-within 1d --dry-run
 expect_grep "0 restore point\(s\) to prune, 11 kept" "$LAST_OUT" \
     "every point is kept for its age"
-sleep 1
+sleep 2
 expect_exit 0 "dry run, --keep-within 1s" \
     "$TT" prune --repository "$T/repo" --keep-within 1s --dry-run
 expect_grep "7 restore point\(s\) to prune, 4 kept" "$LAST_OUT" \
@@ -178,13 +180,46 @@ check "restore of the new point" src restore --name vm --output "$T/r5.img"
 same "it is version 5, byte-identical" "$T/v5.img" "$T/r5.img"
 target_stop
 
+# One point alone, in the middle of the chain: vm #4 of #3-#5.
+expect_exit 2 "prune --point without --name: exit 2" \
+    "$TT" prune --repository "$T/repo" --point "$ID4"
+newest=$(find "$TENANT/points/vm" -name '*.manifest' | sort | tail -n 1)
+newest=$(basename "$newest" .manifest)
+expect_exit 1 "prune --point of the newest point: exit 1" \
+    "$TT" prune --repository "$T/repo" --name vm --point "$newest"
+expect_grep "is the newest point of 'vm' and stays; back 'vm' up again first" \
+    "$LAST_ERR" "it says why"
+expect_exit 4 "prune --point of a point that is not there: exit 4" \
+    "$TT" prune --repository "$T/repo" --name vm --point "$ID1"
+expect_exit 0 "prune --point of vm #4" \
+    "$TT" prune --repository "$T/repo" --name vm --point "$ID4"
+expect_grep "^pruned: acme/vm/$ID4 \(#4\)$" "$LAST_OUT" "it prunes #4 alone"
+# v4's new block is in v5 too, and the block v5 rewrote is v3's.
+expect_grep "1 restore point\(s\) pruned, 2 kept; 0 unused chunk" \
+    "$LAST_OUT" "and frees nothing: #3 and #5 hold every block of #4"
+check "target verify after a middle point was pruned: intact" \
+    "$TT" verify --repository "$T/repo" --tenant acme --name vm
+target_start "$T/target.conf" || bail "target did not start again"
+check "list after a middle point was pruned" src list --name vm
+if grep -qi missing "$LAST"; then
+	not_ok "list calls no point missing (middle)" "$(cat "$LAST")"
+else
+	ok "list calls no point missing (middle)"
+fi
+check "restore of vm #3 after #4 went" \
+    src restore --name vm --point "$ID3" --output "$T/r3b.img"
+same "it is version 3, byte-identical" "$T/v3.img" "$T/r3b.img"
+SRC_CONF=$T/sealed.conf check "source verify --all after #4 went" \
+    src verify --all
+target_stop
+
 # A tombstone is the manifest the successor was chained to, not a name.
 tomb=$(find "$TENANT/points/vm" -name '*.pruned' | sort | tail -n 1)
 flip "$tomb" 60
 expect_exit 5 "a changed tombstone: target verify exit 5" \
     "$TT" verify --repository "$T/repo" --tenant acme --name vm
-expect_grep "^missing: restore point acme/vm/.* \(#2\) is missing" \
-    "$LAST_OUT" "it names the point before #3 as missing"
+expect_grep "^missing: restore point acme/vm/.* \(#[0-9]+\) is missing; referenced by acme/vm/" \
+    "$LAST_OUT" "it names the pruned point as missing"
 flip "$tomb" 60
 check "the tombstone put back: intact" \
     "$TT" verify --repository "$T/repo" --tenant acme --name vm
@@ -193,8 +228,8 @@ check "the tombstone put back: intact" \
 gchunks=$(find "$T/repo/tenants/globex/chunks" -type f | wc -l)
 expect_exit 0 "prune of everything, keeping 1" \
     "$TT" prune --repository "$T/repo" --keep-last 1
-expect_grep "6 restore point\(s\) pruned, 4 kept" "$LAST_OUT" \
-    "vm #3 and #4, other #1, sealed #1, gvm #1 and #2 (at rest)"
+expect_grep "5 restore point\(s\) pruned, 4 kept" "$LAST_OUT" \
+    "vm #3, other #1, sealed #1, gvm #1 and #2 (at rest)"
 check "target verify: intact" "$TT" verify --repository "$T/repo"
 if [ "$(find "$T/repo/tenants/globex/chunks" -type f | wc -l)" -lt "$gchunks" ]; then
 	ok "the at-rest tenant has fewer chunks"
@@ -275,4 +310,36 @@ jsoncheck "it resumed from the journal" \
     'j["resumed"] and j["blocks_unchanged"] > 0'
 check "restore of it" src restore --name cut --output "$T/rcut.img"
 same "it is byte-identical" "$T/cut.img" "$T/rcut.img"
+
+# Purging one point: a block of random bytes backed up once, then gone
+# from the disk, is in no chunk file once that point is pruned.
+cp "$T/v1.img" "$T/secret.img"
+head -c 64K /dev/urandom >"$T/secret.blk"
+dd if="$T/secret.blk" of="$T/secret.img" bs=64K seek=9 conv=notrunc status=none
+dd if="$T/secret.blk" of="$T/needle" bs=64 skip=100 count=1 status=none
+backup secret "$T/secret.img"
+SECRET=$ID
+backup secret "$T/v1.img"
+# in_chunks: is the needle in any chunk file of tenant acme?
+in_chunks() {
+	"$PY" - "$T/needle" "$TENANT/chunks" <<'PYEOF'
+import os, sys
+needle = open(sys.argv[1], "rb").read()
+for d, _, files in os.walk(sys.argv[2]):
+	for f in files:
+		if needle in open(os.path.join(d, f), "rb").read():
+			sys.exit(0)
+sys.exit(1)
+PYEOF
+}
+in_chunks && ok "the random block is in a chunk file" ||
+    not_ok "the random block is in a chunk file"
+target_stop
+expect_exit 0 "prune --point of the point that had it" \
+    "$TT" prune --repository "$T/repo" --name secret --point "$SECRET"
+expect_grep "1 restore point\(s\) pruned, 1 kept; 1 unused chunk" \
+    "$LAST_OUT" "one chunk went"
+in_chunks && not_ok "the random block is in no chunk file any more" ||
+    ok "the random block is in no chunk file any more"
+check "target verify: intact" "$TT" verify --repository "$T/repo"
 finish
