@@ -121,6 +121,21 @@ else
 	not_ok "and changed nothing else" "$(diff "$T/before" "$T/after")"
 fi
 flip "$oidx" 40
+# A manifest that does not verify: that point's chunks are unknown.
+oman=$(find "$TENANT/points/other" -name '*.manifest' | sort | head -n 1)
+flip "$oman" 50
+expect_exit 5 "prune with a manifest that does not verify: exit 5" \
+    "$TT" prune --repository "$T/repo" --tenant acme --name vm --keep-last 2
+expect_grep "tenant acme: 1 manifest\(s\) do not verify; nothing of the tenant pruned" \
+    "$LAST_ERR" "it says so"
+snapshot >"$T/after"
+if cmp -s <(grep -v "$(basename "$oman")" "$T/before") \
+    <(grep -v "$(basename "$oman")" "$T/after"); then
+	ok "and changed nothing else (manifest)"
+else
+	not_ok "and changed nothing else (manifest)" "$(diff "$T/before" "$T/after")"
+fi
+flip "$oman" 50
 
 # The real prune: vm keeps its two newest points.
 expect_exit 0 "prune of vm, keeping 2" \
