@@ -383,6 +383,20 @@ open(path, "wb").write(bytes(b))
 PYEOF
 }
 
+# in_chunks TENANT: is $T/needle (a few bytes of random data, stored raw
+# when not encrypted) in any chunk file of TENANT in $T/repo?
+in_chunks() {
+	"$PY" - "$T/needle" "$T/repo/tenants/$1/chunks" <<'PYEOF'
+import os, sys
+needle = open(sys.argv[1], "rb").read()
+for d, _, files in os.walk(sys.argv[2]):
+	for f in files:
+		if needle in open(os.path.join(d, f), "rb").read():
+			sys.exit(0)
+sys.exit(1)
+PYEOF
+}
+
 # --- daemons -------------------------------------------------------------
 
 # target_start CONF: start the target in the foreground mode, in the

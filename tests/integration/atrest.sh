@@ -52,18 +52,6 @@ make_image "$T/disk.img" 12M+333 7
 head -c 1M /dev/urandom >"$T/rand.bin"
 dd if="$T/rand.bin" of="$T/disk.img" bs=1M seek=4 conv=notrunc 2>/dev/null
 dd if="$T/rand.bin" of="$T/needle" bs=64 skip=100 count=1 2>/dev/null
-# in_chunks TENANT: is the needle in any chunk file of TENANT?
-in_chunks() {
-	"$PY" - "$T/needle" "$T/repo/tenants/$1/chunks" <<'EOF'
-import os, sys
-needle = open(sys.argv[1], "rb").read()
-for d, _, files in os.walk(sys.argv[2]):
-	for f in files:
-		if needle in open(os.path.join(d, f), "rb").read():
-			sys.exit(0)
-sys.exit(1)
-EOF
-}
 # all_sealed TENANT: every chunk of TENANT has the encrypted flag
 all_sealed() {
 	"$PY" - "$T/repo/tenants/$1/chunks" <<'EOF'

@@ -106,36 +106,29 @@ expect_exit 4 "prune of a name with no points: exit 4" \
     "$TT" prune --repository "$T/repo" --tenant acme --name nosuch \
     --keep-last 1
 
-# A damaged index of a point that stays: nothing of the tenant is pruned.
-oidx=$(find "$TENANT/points/other" -name '*.index' | sort | tail -n 1)
-flip "$oidx" 40
-expect_exit 5 "prune with a damaged index in the tenant: exit 5" \
-    "$TT" prune --repository "$T/repo" --tenant acme --name vm --keep-last 2
-expect_grep "cannot read the index of other/.*damaged; nothing of the tenant pruned" \
-    "$LAST_ERR" "it names the damaged point"
-snapshot >"$T/after"
-if cmp -s <(grep -v "$(basename "$oidx")" "$T/before") \
-    <(grep -v "$(basename "$oidx")" "$T/after"); then
-	ok "and changed nothing else"
-else
-	not_ok "and changed nothing else" "$(diff "$T/before" "$T/after")"
-fi
-flip "$oidx" 40
-# A manifest that does not verify: that point's chunks are unknown.
-oman=$(find "$TENANT/points/other" -name '*.manifest' | sort | head -n 1)
-flip "$oman" 50
-expect_exit 5 "prune with a manifest that does not verify: exit 5" \
-    "$TT" prune --repository "$T/repo" --tenant acme --name vm --keep-last 2
-expect_grep "tenant acme: 1 manifest\(s\) do not verify; nothing of the tenant pruned" \
-    "$LAST_ERR" "it says so"
-snapshot >"$T/after"
-if cmp -s <(grep -v "$(basename "$oman")" "$T/before") \
-    <(grep -v "$(basename "$oman")" "$T/after"); then
-	ok "and changed nothing else (manifest)"
-else
-	not_ok "and changed nothing else (manifest)" "$(diff "$T/before" "$T/after")"
-fi
-flip "$oman" 50
+# damage_stops FILE OFFSET WHAT PATTERN: with a byte of FILE (of a point
+# that stays) flipped, prune exits 5, says PATTERN and changes nothing else
+damage_stops() {
+	flip "$1" "$2"
+	expect_exit 5 "prune with $3: exit 5" "$TT" prune \
+	    --repository "$T/repo" --tenant acme --name vm --keep-last 2
+	expect_grep "$4" "$LAST_ERR" "it says so ($3)"
+	snapshot >"$T/after"
+	if cmp -s <(grep -v "$(basename "$1")" "$T/before") \
+	    <(grep -v "$(basename "$1")" "$T/after"); then
+		ok "and changed nothing else ($3)"
+	else
+		not_ok "and changed nothing else ($3)" \
+		    "$(diff "$T/before" "$T/after")"
+	fi
+	flip "$1" "$2"
+}
+damage_stops "$(find "$TENANT/points/other" -name '*.index' | sort | tail -n 1)" \
+    40 "a damaged index in the tenant" \
+    "cannot read the index of other/.*damaged; nothing of the tenant pruned"
+damage_stops "$(find "$TENANT/points/other" -name '*.manifest' | sort | head -n 1)" \
+    50 "a manifest that does not verify" \
+    "tenant acme: 1 manifest\(s\) do not verify; nothing of the tenant pruned"
 
 # The real prune: vm keeps its two newest points.
 expect_exit 0 "prune of vm, keeping 2" \
@@ -335,26 +328,14 @@ dd if="$T/secret.blk" of="$T/needle" bs=64 skip=100 count=1 status=none
 backup secret "$T/secret.img"
 SECRET=$ID
 backup secret "$T/v1.img"
-# in_chunks: is the needle in any chunk file of tenant acme?
-in_chunks() {
-	"$PY" - "$T/needle" "$TENANT/chunks" <<'PYEOF'
-import os, sys
-needle = open(sys.argv[1], "rb").read()
-for d, _, files in os.walk(sys.argv[2]):
-	for f in files:
-		if needle in open(os.path.join(d, f), "rb").read():
-			sys.exit(0)
-sys.exit(1)
-PYEOF
-}
-in_chunks && ok "the random block is in a chunk file" ||
+in_chunks acme && ok "the random block is in a chunk file" ||
     not_ok "the random block is in a chunk file"
 target_stop
 expect_exit 0 "prune --point of the point that had it" \
     "$TT" prune --repository "$T/repo" --name secret --point "$SECRET"
 expect_grep "1 restore point\(s\) pruned, 1 kept; 1 unused chunk" \
     "$LAST_OUT" "one chunk went"
-in_chunks && not_ok "the random block is in no chunk file any more" ||
+in_chunks acme && not_ok "the random block is in no chunk file any more" ||
     ok "the random block is in no chunk file any more"
 check "target verify: intact" "$TT" verify --repository "$T/repo"
 finish
