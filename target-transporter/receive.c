@@ -28,6 +28,15 @@
 #include "metrics.h"
 #include "target.h"
 
+/*
+ * A chunk of another kind (sealed where the job's are not, or under a key
+ * that is not the tenant's at rest) appeared under one of the job's ids
+ * (EEXIST from the repository).
+ */
+#define RECEIVE_KIND_RACE	"another backup of the tenant stored a chunk " \
+	"of another kind under one of its chunk ids meanwhile; nothing was " \
+	"committed. Back up again: the next attempt replaces that chunk"
+
 struct receive {
 	struct job_conns rv_jc;		/* its connections */
 	uint32_t	 rv_joined_ended;	/* ... and their BackupEnd */
@@ -645,12 +654,17 @@ receive_store_failed(struct block_job *bj, uint64_t index, int error)
 	char			 quota[32];
 
 	bj->bj_code = session_errno_code(error);
-	if (error == EEXIST) {
+	if (error == EEXIST && bj->bj_recv->rv_mode ==
+	    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE) {
 		bj->bj_code = ERROR__CODE__INTEGRITY;
 		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu: its "
 		    "chunk id names a chunk stored unsealed, which a "
 		    "source-side chunk id (keyed) cannot do; nothing was "
 		    "committed", (unsigned long long)index);
+	} else if (error == EEXIST) {
+		bj->bj_code = ERROR__CODE__INTEGRITY;
+		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu: %s",
+		    (unsigned long long)index, RECEIVE_KIND_RACE);
 	} else if (error == EDQUOT && tn->tn_quota > 0) {
 		format_bytes(tn->tn_quota, quota, sizeof(quota));
 		snprintf(bj->bj_msg, sizeof(bj->bj_msg), "block %llu: tenant "
@@ -924,6 +938,11 @@ sync_done(struct pool_job *pj)
 		rv->rv_job = NULL;	/* repo_job_commit freed it */
 	if (se->se_state != SESSION_BACKUP || rv->rv_jc.jc_failed)
 		goto out;
+	if (sj->sj_errno == EEXIST) {
+		session_fail(se, ERROR__CODE__INTEGRITY, "backup of '%s': %s",
+		    rv->rv_name, RECEIVE_KIND_RACE);
+		goto out;
+	}
 	if (sj->sj_errno != 0) {
 		session_fail(se, session_errno_code(sj->sj_errno), "backup of "
 		    "'%s': cannot %s the restore point: %s; nothing was "

@@ -131,6 +131,7 @@ struct pending {
 	uint8_t			 pd_id[CHUNK_ID_LEN];
 	uint64_t		 pd_seq;	/* tmp/<job>/c<seq> */
 	uint32_t		 pd_size;	/* header + payload */
+	uint32_t		 pd_flags;	/* CHUNK_* it was stored with */
 	int			 pd_replace;	/* over a chunk of another kind */
 	struct pending		*pd_next;
 };
@@ -1404,6 +1405,7 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 	if ((pd = calloc(1, sizeof(*pd))) == NULL)
 		goto fail;
 	pd->pd_replace = replace;
+	pd->pd_flags = flags;
 	memcpy(pd->pd_id, chunk_id, CHUNK_ID_LEN);
 	pd->pd_seq = seq;
 	pd->pd_size = CHUNK_HDR_LEN + len;
@@ -1526,7 +1528,7 @@ job_sync(struct repo_job *j, int commit)
 	char		(*key)[REPO_KEY_MAX] = NULL;
 	int		*existed = NULL, *replace = NULL;
 	size_t		 i, n = 0;
-	int		 rv = -1, save, err;
+	int		 rv = -1, save, err, same;
 
 	if (j == NULL) {
 		errno = EINVAL;
@@ -1579,6 +1581,19 @@ job_sync(struct repo_job *j, int commit)
 	}
 	if (be_publish(r, j->j_tmp_fd, n, stage, key, replace, existed) == -1)
 		goto fail;
+	/*
+	 * Another job linked the same id first: ours only if it is of this
+	 * job's kind, as repo_job_put_chunk checks a chunk already there.
+	 * Else fail (EEXIST): the next attempt finds it there and replaces
+	 * it.
+	 */
+	for (pd = list, i = 0; pd != NULL; pd = pd->pd_next, i++)
+		if (existed[i] && (same = chunk_same_kind(j, key[i],
+		    pd->pd_flags)) != 1) {
+			if (same == 0)
+				errno = EEXIST;
+			goto fail;
+		}
 
 	pthread_mutex_lock(&j->j_mtx);
 	for (pd = list, i = 0; pd != NULL; pd = next, i++) {

@@ -1429,6 +1429,65 @@ test_chunk_seal_keys(void **state)
 	repo_job_abort(j);
 }
 
+/*
+ * The same race as a publish: a job that put its chunk before another
+ * job linked one of another kind under the same id fails its sync
+ * (EEXIST) instead of deduplicating against it; the next job replaces
+ * it.  In flight against sealed junk, and at rest against junk sealed
+ * under a key that is not the tenant's.
+ */
+static void
+test_chunk_kind_race(void **state)
+{
+	struct fixture		*f = *state;
+	struct repo_job		*j;
+	struct repo_point	 p;
+	struct repo_chunk	 c;
+	uint8_t			 plain[1000], junk[1000], sealed[1000];
+	uint8_t			 ours[KEY_ID_LEN], id[CHUNK_ID_LEN];
+
+	make_chunk(10, plain, sizeof(plain), id);
+	memset(junk, 0xee, sizeof(junk));
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "vm", BS, BS,
+	    ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT));
+	assert_int_equal(repo_job_put_chunk(j, id, 0, sizeof(plain), plain,
+	    sizeof(plain)), 0);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	plant_junk(f, id, junk, sizeof(junk));	/* linked first */
+	assert_int_equal(repo_job_sync(j), -1);
+	assert_int_equal(errno, EEXIST);
+	repo_job_abort(j);
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "vm", BS, BS,
+	    ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT));
+	assert_int_equal(repo_job_put_chunk(j, id, 0, sizeof(plain), plain,
+	    sizeof(plain)), 0);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), 0);
+	assert_true(c.rc_flags == 0);
+	assert_memory_equal(c.rc_data, plain, sizeof(plain));
+	repo_chunk_clear(&c);
+
+	/* At rest: another id, and junk sealed under a key not the tenant's. */
+	make_chunk(11, plain, sizeof(plain), id);
+	memset(ours, 0x11, sizeof(ours));
+	memset(sealed, 0x5a, sizeof(sealed));
+	memcpy(sealed, ours, KEY_ID_LEN);
+	j = atrest_put(f, "vm3", ours, 1, id, sealed, sizeof(sealed));
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	plant_junk(f, id, junk, sizeof(junk));	/* not our key */
+	assert_int_equal(repo_job_commit(j, &p), -1);
+	assert_int_equal(errno, EEXIST);
+	j = atrest_put(f, "vm3", ours, 1, id, sealed, sizeof(sealed));
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), 0);
+	assert_memory_equal(c.rc_data, sealed, sizeof(sealed));
+	repo_chunk_clear(&c);
+}
+
 /* A suspended in-flight job of name: blocks 0 and 1 stored, journaled. */
 static void
 suspend_job(struct fixture *f, const char *name, unsigned seed)
@@ -1579,6 +1638,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_chunk_kinds, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_chunk_seal_keys, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_chunk_kind_race, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_chain_concurrent, setup,
 		    teardown),
