@@ -36,9 +36,6 @@
 #include "keys.h"
 #include "target.h"
 
-/* What one manifest may list (repo_job_set_keys takes up to 2 MiB). */
-#define ATREST_POINT_KEYS_MAX	(1u << 20)
-
 /* The read-modify-write of key files is one at a time. */
 static pthread_mutex_t	 atrest_mtx = PTHREAD_MUTEX_INITIALIZER;
 
@@ -374,7 +371,10 @@ atrest_chain_load(struct repo *r, const struct tenant *tn, char *err,
 	return kc;
 }
 
-/* Packs the chain's keys as a point lists them: *out to free(). */
+/*
+ * Packs the chain's keys, of which the commit keeps those the point
+ * needs (repo.c, job_keep_used_keys): *out to free().
+ */
 static int
 atrest_point_keys(const struct keychain *kc, uint8_t **out, size_t *outlen,
     char *err, size_t errlen)
@@ -387,12 +387,6 @@ atrest_point_keys(const struct keychain *kc, uint8_t **out, size_t *outlen,
 	pk.n_keys = kc->kc_nkeys;
 	pk.keys = kc->kc_keys;
 	len = key_chain__get_packed_size(&pk);
-	if (len > ATREST_POINT_KEYS_MAX) {
-		snprintf(err, errlen, "the tenant's %zu at-rest keys take %zu "
-		    "bytes, more than a restore point can list (%u)",
-		    kc->kc_nkeys, len, ATREST_POINT_KEYS_MAX);
-		return -1;
-	}
 	if ((*out = malloc(len)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;

@@ -340,6 +340,10 @@ start_work(struct pool_job *pj)
 		repo_point_clear(base);
 		memset(base, 0, sizeof(*base));
 	}
+	/* At rest: its own key, and those of the base's chunks. */
+	if (rv->rv_atrest)
+		repo_job_use_keys(rv->rv_job, rv->rv_dek_id,
+		    base->rp_ix != NULL || base->rp_index != NULL ? base : NULL);
 	/* Not for source-side jobs, whose data key died with them. */
 	st->st_damaged = repo_point_ids_error(EBADMSG);
 	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT &&
@@ -943,6 +947,14 @@ sync_done(struct pool_job *pj)
 		    rv->rv_name, RECEIVE_KIND_RACE);
 		goto out;
 	}
+	if (sj->sj_errno == EFBIG) {
+		session_fail(se, ERROR__CODE__KEY, "backup of '%s': its restore "
+		    "point would list more keys than a manifest holds (2 MiB); "
+		    "nothing was committed. Back it up with --full: its point "
+		    "then lists only the keys of the chunks it has",
+		    rv->rv_name);
+		goto out;
+	}
 	if (sj->sj_errno != 0) {
 		session_fail(se, session_errno_code(sj->sj_errno), "backup of "
 		    "'%s': cannot %s the restore point: %s; nothing was "
@@ -1242,7 +1254,7 @@ receive_end(struct session *se, const BackupEnd *be)
 	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
 	    receive_keys(se, be) == -1)
 		return -1;
-	/* At rest: the point lists every key of the tenant's key file. */
+	/* At rest: of these, the commit keeps the keys its chunks need. */
 	if (rv->rv_atrest && repo_job_set_keys(rv->rv_job, rv->rv_keys,
 	    rv->rv_keys_len, NULL, 0) == -1) {
 		session_fail(se, ERROR__CODE__INTERNAL, "backup of '%s': "

@@ -83,6 +83,7 @@
 #define MANIFEST_MAGIC		"TRMF"
 #define MANIFEST_FORMAT		1
 #define MANIFEST_MAX		(4u << 20)	/* keys of long chains */
+#define POINT_KEYS_MAX		(MANIFEST_MAX / 2)	/* ... of one point */
 #define KEYCHAIN_FILE_MAX	(16u << 20)
 
 /* "YYYYMMDDTHHMMSSZ-" + 8 hex */
@@ -157,6 +158,7 @@ struct repo_job {
 	size_t			 j_keychain_len;
 	uint8_t			*j_seal_ids;	/* at rest: its keys' ids */
 	size_t			 j_nseal_ids;	/* ... sorted, 16 bytes each */
+	_Atomic unsigned char	*j_seal_used;	/* ... its chunks' keys */
 	struct repo_usage	*j_usage;	/* its tenant's count */
 	uint64_t		 j_quota;
 	_Atomic uint64_t	 j_unpublished;	/* counted, not linked */
@@ -1256,11 +1258,29 @@ key_id_cmp(const void *a, const void *b)
 }
 
 /*
+ * At rest: marks the key id as one the job's point needs (its chunks,
+ * or chunks it deduplicates against, are sealed under it).  0, or -1 if
+ * it is none of the tenant's at-rest keys.
+ */
+static int
+job_use_key(struct repo_job *j, const uint8_t id[KEY_ID_LEN])
+{
+	const uint8_t	*hit;
+
+	if ((hit = bsearch(id, j->j_seal_ids, j->j_nseal_ids, KEY_ID_LEN,
+	    key_id_cmp)) == NULL)
+		return -1;
+	atomic_store_explicit(&j->j_seal_used[(hit - j->j_seal_ids) /
+	    KEY_ID_LEN], 1, memory_order_relaxed);
+	return 0;
+}
+
+/*
  * Whether the chunk stored at key is of the kind job j stores with
  * flags: sealed (CHUNK_ENCRYPTED) or not as they say, and for an
  * at-rest job, sealed under one of the tenant's at-rest keys (the key
- * id leads a sealed payload).  1, or 0 if not, or if its header is
- * damaged; -1 on error.
+ * id leads a sealed payload), which the job's point then lists.  1, or
+ * 0 if not, or if its header is damaged; -1 on error.
  */
 static int
 chunk_same_kind(struct repo_job *j, const char *key, uint32_t flags)
@@ -1279,9 +1299,8 @@ chunk_same_kind(struct repo_job *j, const char *key, uint32_t flags)
 	else if (be_read(&o, 0, hdr, len) == 0)
 		rv = memcmp(hdr, CHUNK_MAGIC, 4) == 0 &&
 		    ((hdr[5] ^ flags) & CHUNK_ENCRYPTED) == 0 &&
-		    (j->j_nseal_ids == 0 || bsearch(hdr + CHUNK_HDR_LEN,
-		    j->j_seal_ids, j->j_nseal_ids, KEY_ID_LEN,
-		    key_id_cmp) != NULL);
+		    (j->j_nseal_ids == 0 || job_use_key(j,
+		    hdr + CHUNK_HDR_LEN) == 0);
 	be_close(&o);
 	return rv;
 }
@@ -1835,6 +1854,55 @@ manifest_encode(const struct repo_point *p,
 }
 
 /*
+ * At rest, at the commit, once every chunk is in: of the keys the job
+ * was given (every key of the tenant's key file), the point lists those
+ * its chunks need, as marked (job_use_key), so that what a point lists
+ * grows with its own chain, not with the tenant.  0, or -1 with errno.
+ */
+static int
+job_keep_used_keys(struct repo_job *j)
+{
+	KeyChain	*kc, out = KEY_CHAIN__INIT;
+	WrappedKey	**kept = NULL;
+	const uint8_t	*hit;
+	uint8_t		*buf = NULL;
+	size_t		 i, packed;
+	int		 rv = -1;
+
+	if ((kc = key_chain__unpack(NULL, j->j_keys_len, j->j_keys)) == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (kc->n_keys > 0 &&
+	    (kept = calloc(kc->n_keys, sizeof(*kept))) == NULL)
+		goto out;
+	for (i = 0; i < kc->n_keys; i++)
+		if (kc->keys[i]->key_id.len == KEY_ID_LEN && (hit = bsearch(
+		    kc->keys[i]->key_id.data, j->j_seal_ids, j->j_nseal_ids,
+		    KEY_ID_LEN, key_id_cmp)) != NULL &&
+		    atomic_load_explicit(&j->j_seal_used[(hit -
+		    j->j_seal_ids) / KEY_ID_LEN], memory_order_relaxed))
+			kept[out.n_keys++] = kc->keys[i];
+	out.format = kc->format;
+	out.name = kc->name;
+	out.keys = kept;
+	packed = key_chain__get_packed_size(&out);
+	if ((buf = malloc(packed)) == NULL)
+		goto out;
+	key_chain__pack(&out, buf);
+	free(j->j_keys);
+	j->j_keys = buf;
+	j->j_keys_len = packed;
+	buf = NULL;
+	rv = 0;
+ out:
+	free(buf);
+	free(kept);
+	key_chain__free_unpacked(kc, NULL);
+	return rv;
+}
+
+/*
  * Commits the job: writes the chain's key file (source-side), syncs
  * its chunks, writes the index and then the manifest, each durably
  * (a failed fsync fails the commit); the point exists from the manifest's
@@ -1876,6 +1944,16 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 		goto fail;
 	if (job_sync(j, 1) == -1)
 		goto fail;
+	if (j->j_seal_used != NULL && j->j_keys != NULL &&
+	    job_keep_used_keys(j) == -1)
+		goto fail;
+	if (j->j_keys_len > POINT_KEYS_MAX) {
+		log_warnx("repository %s: job %s/%s/%s: its point would list "
+		    "%zu bytes of keys, more than %u", r->r_path, j->j_tenant,
+		    j->j_name, j->j_id, j->j_keys_len, POINT_KEYS_MAX);
+		errno = EFBIG;
+		goto fail;
+	}
 
 	point_from_job(j, &point);
 	if (job_count_chunks(j, &point.rp_zero_blocks, &chunks) == -1)
@@ -1980,6 +2058,7 @@ repo_job_abort(struct repo_job *j)
 	free(j->j_keys);
 	free(j->j_keychain);
 	free(j->j_seal_ids);
+	free((void *)j->j_seal_used);
 	pthread_mutex_destroy(&j->j_mtx);
 	pthread_mutex_destroy(&j->j_sync_mtx);
 	free(j);
@@ -3290,17 +3369,49 @@ repo_job_set_seal_keys(struct repo_job *j, const uint8_t *ids, size_t n)
 		return -1;
 	}
 	free(j->j_seal_ids);
+	free((void *)j->j_seal_used);
 	j->j_seal_ids = NULL;
+	j->j_seal_used = NULL;
 	j->j_nseal_ids = 0;
 	if (n == 0)
 		return 0;
-	if ((j->j_seal_ids = malloc(n * KEY_ID_LEN)) == NULL)
+	if ((j->j_seal_ids = malloc(n * KEY_ID_LEN)) == NULL ||
+	    (j->j_seal_used = calloc(n, sizeof(*j->j_seal_used))) == NULL) {
+		free(j->j_seal_ids);
+		j->j_seal_ids = NULL;
 		return -1;
+	}
 	memcpy(j->j_seal_ids, ids, n * KEY_ID_LEN);
 	qsort(j->j_seal_ids, n, KEY_ID_LEN, key_id_cmp);
 	j->j_nseal_ids = n;
 	return 0;
 }
+
+/*
+ * At rest: the keys the job's point needs besides those of the chunks
+ * it deduplicates against (chunk_same_kind marks those): its own data
+ * key, and every key its base lists (its Unchanged blocks are the
+ * base's chunks).  p is NULL for none.  The ids of keys that are not
+ * the tenant's are ignored.
+ */
+void
+repo_job_use_keys(struct repo_job *j, const uint8_t *own,
+    const struct repo_point *base)
+{
+	KeyChain	*kc;
+	size_t		 i;
+
+	if (own != NULL)
+		(void)job_use_key(j, own);
+	if (base == NULL || base->rp_keys == NULL || (kc = key_chain__unpack(
+	    NULL, base->rp_keys_len, base->rp_keys)) == NULL)
+		return;
+	for (i = 0; i < kc->n_keys; i++)
+		if (kc->keys[i]->key_id.len == KEY_ID_LEN)
+			(void)job_use_key(j, kc->keys[i]->key_id.data);
+	key_chain__free_unpacked(kc, NULL);
+}
+
 
 /* Adds the sizes of the files under key, depth levels down, to *bytes. */
 static int
@@ -3430,14 +3541,17 @@ repo_tenant_usage(struct repo *r, const char *tenant, uint64_t *bytes)
 }
 
 /*
- * Gives the job the keys its point needs (a packed KeyChain) and the
- * chain's new key file; both are copied and written by the commit.
+ * Gives the job the keys its point needs (a packed KeyChain; at rest,
+ * every key of the tenant, of which the commit keeps those it needs)
+ * and the chain's new key file; both are copied and written by the
+ * commit, which refuses a point listing more than POINT_KEYS_MAX.
  */
 int
 repo_job_set_keys(struct repo_job *j, const uint8_t *keys, size_t keys_len,
     const uint8_t *keychain, size_t keychain_len)
 {
-	if (keys_len > MANIFEST_MAX / 2 || keychain_len > KEYCHAIN_FILE_MAX) {
+	if (keys_len > (j->j_seal_used != NULL ? KEYCHAIN_FILE_MAX :
+	    POINT_KEYS_MAX) || keychain_len > KEYCHAIN_FILE_MAX) {
 		errno = EINVAL;
 		return -1;
 	}

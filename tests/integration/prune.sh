@@ -54,6 +54,9 @@ SRC_CONF=$T/sealed.conf backup sealed "$T/v2.img" --encryption source-side
 for n in 1 2 3; do
 	SRC_CONF=$T/globex.conf backup gvm "$T/v$n.img"
 done
+# at rest, another name with gvm #3's blocks: its chunks are those gvm's
+# three jobs stored, sealed under their keys, which its point lists
+SRC_CONF=$T/globex.conf backup gvm2 "$T/v3.img"
 
 # state: manifests, indexes and chunks of tenant acme, by name
 count() { find "$TENANT/$1" -name "${2:-*}" -type f 2>/dev/null | wc -l; }
@@ -93,12 +96,12 @@ expect_exit 2 "prune --keep-within 3x: exit 2" \
 # its newest point.
 expect_exit 0 "dry run, --keep-within 1d" \
     "$TT" prune --repository "$T/repo" --keep-within 1d --dry-run
-expect_grep "0 restore point\(s\) to prune, 11 kept" "$LAST_OUT" \
+expect_grep "0 restore point\(s\) to prune, 12 kept" "$LAST_OUT" \
     "every point is kept for its age"
 sleep 2
 expect_exit 0 "dry run, --keep-within 1s" \
     "$TT" prune --repository "$T/repo" --keep-within 1s --dry-run
-expect_grep "7 restore point\(s\) to prune, 4 kept" "$LAST_OUT" \
+expect_grep "7 restore point\(s\) to prune, 5 kept" "$LAST_OUT" \
     "only the newest point of each name is kept"
 
 target_stop
@@ -236,7 +239,7 @@ check "the tombstone put back: intact" \
 gchunks=$(find "$T/repo/tenants/globex/chunks" -type f | wc -l)
 expect_exit 0 "prune of everything, keeping 1" \
     "$TT" prune --repository "$T/repo" --keep-last 1
-expect_grep "5 restore point\(s\) pruned, 4 kept" "$LAST_OUT" \
+expect_grep "5 restore point\(s\) pruned, 5 kept" "$LAST_OUT" \
     "vm #3, other #1, sealed #1, gvm #1 and #2 (at rest)"
 check "target verify: intact" "$TT" verify --repository "$T/repo"
 if [ "$(find "$T/repo/tenants/globex/chunks" -type f | wc -l)" -lt "$gchunks" ]; then
@@ -249,6 +252,9 @@ SRC_CONF=$T/sealed.conf check "source verify --all" src verify --all
 SRC_CONF=$T/globex.conf check "restore of gvm (at rest)" \
     src restore --name gvm --output "$T/last-gvm.img"
 same "gvm is byte-identical" "$T/v3.img" "$T/last-gvm.img"
+SRC_CONF=$T/globex.conf check "restore of gvm2 (at rest, gvm's chunks)" \
+    src restore --name gvm2 --output "$T/last-gvm2.img"
+same "gvm2 is byte-identical" "$T/v3.img" "$T/last-gvm2.img"
 for pair in vm:v5 other:b sealed:v2; do
 	SRC_CONF=$T/sealed.conf check "restore of ${pair%%:*}" \
 	    src restore --name "${pair%%:*}" --output "$T/last-${pair%%:*}.img"
@@ -261,7 +267,7 @@ tomb=$(find "$TENANT/points/vm" -name '*.pruned' | sort | head -n 1)
 cp "$(find "$TENANT/points/vm" -name '*.index' | head -n 1)" "${tomb%.pruned}.index"
 expect_exit 0 "a second prune finds nothing to do" \
     "$TT" prune --repository "$T/repo" --keep-last 1
-expect_grep "0 restore point\(s\) pruned, 4 kept; 0 unused chunk" \
+expect_grep "0 restore point\(s\) pruned, 5 kept; 0 unused chunk" \
     "$LAST_OUT" "and removes nothing"
 if [ -e "${tomb%.pruned}.index" ]; then
 	not_ok "but the index a cut-off prune left is gone"

@@ -1488,6 +1488,123 @@ test_chunk_kind_race(void **state)
 	repo_chunk_clear(&c);
 }
 
+/* keys: a packed KeyChain of the n 16-byte ids at ids (nothing wrapped). */
+static uint8_t *
+key_list(const uint8_t *ids, size_t n, size_t *len)
+{
+	KeyChain	 kc = KEY_CHAIN__INIT;
+	WrappedKey	 wk[4], *p[4];
+	uint8_t		*buf;
+	size_t		 i;
+
+	assert_true(n <= 4);
+	for (i = 0; i < n; i++) {
+		wrapped_key__init(&wk[i]);
+		wk[i].key_id.data = (uint8_t *)ids + i * KEY_ID_LEN;
+		wk[i].key_id.len = KEY_ID_LEN;
+		p[i] = &wk[i];
+	}
+	kc.n_keys = n;
+	kc.keys = p;
+	*len = key_chain__get_packed_size(&kc);
+	assert_non_null(buf = malloc(*len));
+	key_chain__pack(&kc, buf);
+	return buf;
+}
+
+/*
+ * At rest, a point lists the keys its chunks need, not every key of the
+ * tenant: its own, those of chunks it deduplicates against, and those
+ * its base lists.  Keys 1, 2, 3: a job of "a" stores under key 1; a
+ * job of "b" (own key 2) deduplicates against it; "b"'s next job (own
+ * key 3, "b"'s point as its base) lists all three.  A job of "c" (own
+ * key 3, nothing shared) lists key 3 alone.
+ */
+/* How many keys the newest point of name lists; the first id in first. */
+static size_t
+listed_keys(struct fixture *f, const char *name, uint8_t first[KEY_ID_LEN])
+{
+	struct repo_point	 p;
+	KeyChain		*kc;
+	size_t			 n;
+
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, name, NULL, &p),
+	    0);
+	assert_non_null(kc = key_chain__unpack(NULL, p.rp_keys_len,
+	    p.rp_keys));
+	n = kc->n_keys;
+	if (n > 0)
+		memcpy(first, kc->keys[0]->key_id.data, KEY_ID_LEN);
+	key_chain__free_unpacked(kc, NULL);
+	repo_point_clear(&p);
+	return n;
+}
+
+static void
+test_point_keys(void **state)
+{
+	struct fixture		*f = *state;
+	struct repo_job		*j;
+	struct repo_point	 p, base;
+	uint8_t			 keys[3 * KEY_ID_LEN], sealed[1000];
+	uint8_t			 first[KEY_ID_LEN];
+	uint8_t			 id[CHUNK_ID_LEN], other[CHUNK_ID_LEN];
+	uint8_t			*all;
+	size_t			 len;
+
+	memset(keys, 0x11, KEY_ID_LEN);
+	memset(keys + KEY_ID_LEN, 0x22, KEY_ID_LEN);
+	memset(keys + 2 * KEY_ID_LEN, 0x33, KEY_ID_LEN);
+	all = key_list(keys, 3, &len);
+	make_chunk(12, sealed, sizeof(sealed), id);
+	memcpy(sealed, keys, KEY_ID_LEN);	/* sealed under key 1 */
+
+	j = atrest_put(f, "a", keys, 3, id, sealed, sizeof(sealed));
+	repo_job_use_keys(j, keys, NULL);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	assert_int_equal(repo_job_set_keys(j, all, len, NULL, 0), 0);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+	assert_int_equal(listed_keys(f, "a", first), 1);
+	assert_memory_equal(first, keys, KEY_ID_LEN);
+
+	j = atrest_put(f, "b", keys, 3, id, sealed, sizeof(sealed));
+	assert_true(repo_job_chunks_dedup(j) == 1);
+	repo_job_use_keys(j, keys + KEY_ID_LEN, NULL);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	assert_int_equal(repo_job_set_keys(j, all, len, NULL, 0), 0);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+	/* key 1 (deduplicated against) and its own 2 */
+	assert_int_equal(listed_keys(f, "b", first), 2);
+
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "b", NULL, &base),
+	    0);
+	make_chunk(13, sealed, sizeof(sealed), other);
+	memcpy(sealed, keys + 2 * KEY_ID_LEN, KEY_ID_LEN);
+	j = atrest_put(f, "b", keys, 3, other, sealed, sizeof(sealed));
+	repo_job_use_keys(j, keys + 2 * KEY_ID_LEN, &base);
+	repo_point_clear(&base);
+	assert_int_equal(repo_job_set_block(j, 0, other), 0);
+	assert_int_equal(repo_job_set_keys(j, all, len, NULL, 0), 0);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+	/* the base's 1 and 2, and its own 3 */
+	assert_int_equal(listed_keys(f, "b", first), 3);
+
+	make_chunk(14, sealed, sizeof(sealed), other);
+	memcpy(sealed, keys + 2 * KEY_ID_LEN, KEY_ID_LEN);
+	j = atrest_put(f, "c", keys, 3, other, sealed, sizeof(sealed));
+	repo_job_use_keys(j, keys + 2 * KEY_ID_LEN, NULL);
+	assert_int_equal(repo_job_set_block(j, 0, other), 0);
+	assert_int_equal(repo_job_set_keys(j, all, len, NULL, 0), 0);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+	assert_int_equal(listed_keys(f, "c", first), 1);
+	assert_memory_equal(first, keys + 2 * KEY_ID_LEN, KEY_ID_LEN);
+	free(all);
+}
+
 /* A suspended in-flight job of name: blocks 0 and 1 stored, journaled. */
 static void
 suspend_job(struct fixture *f, const char *name, unsigned seed)
@@ -1640,6 +1757,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_chunk_seal_keys, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_chunk_kind_race, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_point_keys, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_chain_concurrent, setup,
 		    teardown),
