@@ -266,10 +266,6 @@ static int
 start_keys(struct start_job *st)
 {
 	struct receive	*rv = st->st_recv;
-	KeyChain	*kc;
-	uint8_t		*ids = NULL;
-	size_t		 i, n = 0;
-	int		 r = -1;
 
 	if (atrest_backup_keys(st->st_repo, st->st_tenant, &rv->rv_dek,
 	    rv->rv_dek_id, &rv->rv_keys, &rv->rv_keys_len, st->st_key_err,
@@ -277,24 +273,14 @@ start_keys(struct start_job *st)
 		st->st_key_errno = errno != 0 ? errno : ENOKEY;
 		return -1;
 	}
-	if ((kc = key_chain__unpack(NULL, rv->rv_keys_len,
-	    rv->rv_keys)) != NULL && (kc->n_keys == 0 ||
-	    (ids = calloc(kc->n_keys, KEY_ID_LEN)) != NULL)) {
-		for (i = 0; i < kc->n_keys; i++)
-			if (kc->keys[i]->key_id.len == KEY_ID_LEN)
-				memcpy(ids + n++ * KEY_ID_LEN,
-				    kc->keys[i]->key_id.data, KEY_ID_LEN);
-		r = repo_job_set_seal_keys(rv->rv_job, ids, n);
-	}
-	if (kc != NULL)
-		key_chain__free_unpacked(kc, NULL);
-	free(ids);
-	if (r == -1) {
+	if (repo_job_set_seal_keys(rv->rv_job, rv->rv_keys,
+	    rv->rv_keys_len) == -1) {
 		snprintf(st->st_key_err, sizeof(st->st_key_err), "cannot "
 		    "read back the keys of the new point");
 		st->st_key_errno = ENOKEY;
+		return -1;
 	}
-	return r;
+	return 0;
 }
 
 /*
@@ -1254,14 +1240,6 @@ receive_end(struct session *se, const BackupEnd *be)
 	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
 	    receive_keys(se, be) == -1)
 		return -1;
-	/* At rest: of these, the commit keeps the keys its chunks need. */
-	if (rv->rv_atrest && repo_job_set_keys(rv->rv_job, rv->rv_keys,
-	    rv->rv_keys_len, NULL, 0) == -1) {
-		session_fail(se, ERROR__CODE__INTERNAL, "backup of '%s': "
-		    "cannot record the point's keys: %s", rv->rv_name,
-		    strerror(errno));
-		return -1;
-	}
 	se->se_ended = 1;
 	rv->rv_ended = 1;
 	rv->rv_joined_expected = be->joined;

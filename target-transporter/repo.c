@@ -1257,6 +1257,18 @@ key_id_cmp(const void *a, const void *b)
 	return memcmp(a, b, KEY_ID_LEN);
 }
 
+/* At rest: the mark of the tenant's key id, or NULL if it is none. */
+static _Atomic unsigned char *
+seal_used(struct repo_job *j, const uint8_t id[KEY_ID_LEN])
+{
+	const uint8_t	*hit;
+
+	if ((hit = bsearch(id, j->j_seal_ids, j->j_nseal_ids, KEY_ID_LEN,
+	    key_id_cmp)) == NULL)
+		return NULL;
+	return &j->j_seal_used[(hit - j->j_seal_ids) / KEY_ID_LEN];
+}
+
 /*
  * At rest: marks the key id as one the job's point needs (its chunks,
  * or chunks it deduplicates against, are sealed under it).  0, or -1 if
@@ -1265,13 +1277,11 @@ key_id_cmp(const void *a, const void *b)
 static int
 job_use_key(struct repo_job *j, const uint8_t id[KEY_ID_LEN])
 {
-	const uint8_t	*hit;
+	_Atomic unsigned char	*used;
 
-	if ((hit = bsearch(id, j->j_seal_ids, j->j_nseal_ids, KEY_ID_LEN,
-	    key_id_cmp)) == NULL)
+	if ((used = seal_used(j, id)) == NULL)
 		return -1;
-	atomic_store_explicit(&j->j_seal_used[(hit - j->j_seal_ids) /
-	    KEY_ID_LEN], 1, memory_order_relaxed);
+	atomic_store_explicit(used, 1, memory_order_relaxed);
 	return 0;
 }
 
@@ -1862,12 +1872,12 @@ manifest_encode(const struct repo_point *p,
 static int
 job_keep_used_keys(struct repo_job *j)
 {
-	KeyChain	*kc, out = KEY_CHAIN__INIT;
-	WrappedKey	**kept = NULL;
-	const uint8_t	*hit;
-	uint8_t		*buf = NULL;
-	size_t		 i, packed;
-	int		 rv = -1;
+	KeyChain		*kc, out = KEY_CHAIN__INIT;
+	WrappedKey		**kept = NULL;
+	_Atomic unsigned char	*used;
+	uint8_t			*buf = NULL;
+	size_t			 i, packed;
+	int			 rv = -1;
 
 	if ((kc = key_chain__unpack(NULL, j->j_keys_len, j->j_keys)) == NULL) {
 		errno = EINVAL;
@@ -1877,11 +1887,9 @@ job_keep_used_keys(struct repo_job *j)
 	    (kept = calloc(kc->n_keys, sizeof(*kept))) == NULL)
 		goto out;
 	for (i = 0; i < kc->n_keys; i++)
-		if (kc->keys[i]->key_id.len == KEY_ID_LEN && (hit = bsearch(
-		    kc->keys[i]->key_id.data, j->j_seal_ids, j->j_nseal_ids,
-		    KEY_ID_LEN, key_id_cmp)) != NULL &&
-		    atomic_load_explicit(&j->j_seal_used[(hit -
-		    j->j_seal_ids) / KEY_ID_LEN], memory_order_relaxed))
+		if (kc->keys[i]->key_id.len == KEY_ID_LEN && (used = seal_used(
+		    j, kc->keys[i]->key_id.data)) != NULL &&
+		    atomic_load_explicit(used, memory_order_relaxed))
 			kept[out.n_keys++] = kc->keys[i];
 	out.format = kc->format;
 	out.name = kc->name;
@@ -3355,33 +3363,42 @@ repo_snapshot_free(struct repo_snapshot *sn)
  */
 
 /*
- * An at-rest job: the ids of the tenant's at-rest keys, n of KEY_ID_LEN
- * bytes.  A sealed chunk stored under any other key (a source-side
- * job's: the target cannot check its id) is then replaced by this job's
- * copy, not deduplicated against.  Before the first chunk.  0, or -1
- * with errno EINVAL or ENOMEM.
+ * An at-rest job: keys (a packed KeyChain, len bytes) is every key of
+ * the tenant's at-rest key file.  A sealed chunk stored under any other
+ * key (a source-side job's: the target cannot check its id) is then
+ * replaced by this job's copy, not deduplicated against; and of these
+ * keys, the commit lists those the job's chunks need (job_use_key).
+ * Before the first chunk.  0, or -1 with errno EINVAL or ENOMEM.
  */
 int
-repo_job_set_seal_keys(struct repo_job *j, const uint8_t *ids, size_t n)
+repo_job_set_seal_keys(struct repo_job *j, const uint8_t *keys, size_t len)
 {
-	if (j == NULL || (n > 0 && ids == NULL) || n > SIZE_MAX / KEY_ID_LEN) {
+	KeyChain	*kc;
+	size_t		 i, n = 0;
+
+	if (j == NULL || keys == NULL || len > KEYCHAIN_FILE_MAX ||
+	    (kc = key_chain__unpack(NULL, len, keys)) == NULL) {
 		errno = EINVAL;
 		return -1;
 	}
+	free(j->j_keys);
 	free(j->j_seal_ids);
 	free((void *)j->j_seal_used);
-	j->j_seal_ids = NULL;
-	j->j_seal_used = NULL;
-	j->j_nseal_ids = 0;
-	if (n == 0)
-		return 0;
-	if ((j->j_seal_ids = malloc(n * KEY_ID_LEN)) == NULL ||
-	    (j->j_seal_used = calloc(n, sizeof(*j->j_seal_used))) == NULL) {
-		free(j->j_seal_ids);
-		j->j_seal_ids = NULL;
-		return -1;
+	j->j_keys_len = j->j_nseal_ids = 0;
+	if ((j->j_keys = malloc(len)) == NULL ||
+	    (j->j_seal_ids = calloc(kc->n_keys + 1, KEY_ID_LEN)) == NULL ||
+	    (j->j_seal_used = calloc(kc->n_keys + 1,
+	    sizeof(*j->j_seal_used))) == NULL) {
+		key_chain__free_unpacked(kc, NULL);
+		return -1;	/* repo_job_abort frees what was made */
 	}
-	memcpy(j->j_seal_ids, ids, n * KEY_ID_LEN);
+	memcpy(j->j_keys, keys, len);
+	j->j_keys_len = len;
+	for (i = 0; i < kc->n_keys; i++)
+		if (kc->keys[i]->key_id.len == KEY_ID_LEN)
+			memcpy(j->j_seal_ids + n++ * KEY_ID_LEN,
+			    kc->keys[i]->key_id.data, KEY_ID_LEN);
+	key_chain__free_unpacked(kc, NULL);
 	qsort(j->j_seal_ids, n, KEY_ID_LEN, key_id_cmp);
 	j->j_nseal_ids = n;
 	return 0;
@@ -3391,7 +3408,7 @@ repo_job_set_seal_keys(struct repo_job *j, const uint8_t *ids, size_t n)
  * At rest: the keys the job's point needs besides those of the chunks
  * it deduplicates against (chunk_same_kind marks those): its own data
  * key, and every key its base lists (its Unchanged blocks are the
- * base's chunks).  p is NULL for none.  The ids of keys that are not
+ * base's chunks).  base is NULL for none.  The ids of keys that are not
  * the tenant's are ignored.
  */
 void
@@ -3411,7 +3428,6 @@ repo_job_use_keys(struct repo_job *j, const uint8_t *own,
 			(void)job_use_key(j, kc->keys[i]->key_id.data);
 	key_chain__free_unpacked(kc, NULL);
 }
-
 
 /* Adds the sizes of the files under key, depth levels down, to *bytes. */
 static int
@@ -3541,17 +3557,14 @@ repo_tenant_usage(struct repo *r, const char *tenant, uint64_t *bytes)
 }
 
 /*
- * Gives the job the keys its point needs (a packed KeyChain; at rest,
- * every key of the tenant, of which the commit keeps those it needs)
- * and the chain's new key file; both are copied and written by the
- * commit, which refuses a point listing more than POINT_KEYS_MAX.
+ * Gives the job the keys its point needs (a packed KeyChain) and the
+ * chain's new key file; both are copied and written by the commit.
  */
 int
 repo_job_set_keys(struct repo_job *j, const uint8_t *keys, size_t keys_len,
     const uint8_t *keychain, size_t keychain_len)
 {
-	if (keys_len > (j->j_seal_used != NULL ? KEYCHAIN_FILE_MAX :
-	    POINT_KEYS_MAX) || keychain_len > KEYCHAIN_FILE_MAX) {
+	if (keys_len > POINT_KEYS_MAX || keychain_len > KEYCHAIN_FILE_MAX) {
 		errno = EINVAL;
 		return -1;
 	}

@@ -1368,16 +1368,44 @@ test_chunk_kinds(void **state)
 	repo_job_abort(j);
 }
 
+/* keys: a packed KeyChain of the n 16-byte ids at ids (nothing wrapped). */
+static uint8_t *
+key_list(const uint8_t *ids, size_t n, size_t *len)
+{
+	KeyChain	 kc = KEY_CHAIN__INIT;
+	WrappedKey	 wk[4], *p[4];
+	uint8_t		*buf;
+	size_t		 i;
+
+	assert_true(n <= 4);
+	for (i = 0; i < n; i++) {
+		wrapped_key__init(&wk[i]);
+		wk[i].key_id.data = (uint8_t *)ids + i * KEY_ID_LEN;
+		wk[i].key_id.len = KEY_ID_LEN;
+		p[i] = &wk[i];
+	}
+	kc.n_keys = n;
+	kc.keys = p;
+	*len = key_chain__get_packed_size(&kc);
+	assert_non_null(buf = malloc(*len));
+	key_chain__pack(&kc, buf);
+	return buf;
+}
+
 /* An at-rest job of name, sealing under the n keys ids: one chunk put. */
 static struct repo_job *
 atrest_put(struct fixture *f, const char *name, const uint8_t *ids,
     size_t n, const uint8_t *id, const uint8_t *sealed, size_t len)
 {
 	struct repo_job	*j;
+	uint8_t		*keys;
+	size_t		 klen;
 
 	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, name, BS, BS,
 	    ENCRYPTION_MODE__ENCRYPTION_AT_REST));
-	assert_int_equal(repo_job_set_seal_keys(j, ids, n), 0);
+	keys = key_list(ids, n, &klen);
+	assert_int_equal(repo_job_set_seal_keys(j, keys, klen), 0);
+	free(keys);
 	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, sealed,
 	    len), 0);
 	return j;
@@ -1488,30 +1516,6 @@ test_chunk_kind_race(void **state)
 	repo_chunk_clear(&c);
 }
 
-/* keys: a packed KeyChain of the n 16-byte ids at ids (nothing wrapped). */
-static uint8_t *
-key_list(const uint8_t *ids, size_t n, size_t *len)
-{
-	KeyChain	 kc = KEY_CHAIN__INIT;
-	WrappedKey	 wk[4], *p[4];
-	uint8_t		*buf;
-	size_t		 i;
-
-	assert_true(n <= 4);
-	for (i = 0; i < n; i++) {
-		wrapped_key__init(&wk[i]);
-		wk[i].key_id.data = (uint8_t *)ids + i * KEY_ID_LEN;
-		wk[i].key_id.len = KEY_ID_LEN;
-		p[i] = &wk[i];
-	}
-	kc.n_keys = n;
-	kc.keys = p;
-	*len = key_chain__get_packed_size(&kc);
-	assert_non_null(buf = malloc(*len));
-	key_chain__pack(&kc, buf);
-	return buf;
-}
-
 /*
  * At rest, a point lists the keys its chunks need, not every key of the
  * tenant: its own, those of chunks it deduplicates against, and those
@@ -1549,20 +1553,16 @@ test_point_keys(void **state)
 	uint8_t			 keys[3 * KEY_ID_LEN], sealed[1000];
 	uint8_t			 first[KEY_ID_LEN];
 	uint8_t			 id[CHUNK_ID_LEN], other[CHUNK_ID_LEN];
-	uint8_t			*all;
-	size_t			 len;
 
 	memset(keys, 0x11, KEY_ID_LEN);
 	memset(keys + KEY_ID_LEN, 0x22, KEY_ID_LEN);
 	memset(keys + 2 * KEY_ID_LEN, 0x33, KEY_ID_LEN);
-	all = key_list(keys, 3, &len);
 	make_chunk(12, sealed, sizeof(sealed), id);
 	memcpy(sealed, keys, KEY_ID_LEN);	/* sealed under key 1 */
 
 	j = atrest_put(f, "a", keys, 3, id, sealed, sizeof(sealed));
 	repo_job_use_keys(j, keys, NULL);
 	assert_int_equal(repo_job_set_block(j, 0, id), 0);
-	assert_int_equal(repo_job_set_keys(j, all, len, NULL, 0), 0);
 	assert_int_equal(repo_job_commit(j, &p), 0);
 	repo_point_clear(&p);
 	assert_int_equal(listed_keys(f, "a", first), 1);
@@ -1572,7 +1572,6 @@ test_point_keys(void **state)
 	assert_true(repo_job_chunks_dedup(j) == 1);
 	repo_job_use_keys(j, keys + KEY_ID_LEN, NULL);
 	assert_int_equal(repo_job_set_block(j, 0, id), 0);
-	assert_int_equal(repo_job_set_keys(j, all, len, NULL, 0), 0);
 	assert_int_equal(repo_job_commit(j, &p), 0);
 	repo_point_clear(&p);
 	/* key 1 (deduplicated against) and its own 2 */
@@ -1586,7 +1585,6 @@ test_point_keys(void **state)
 	repo_job_use_keys(j, keys + 2 * KEY_ID_LEN, &base);
 	repo_point_clear(&base);
 	assert_int_equal(repo_job_set_block(j, 0, other), 0);
-	assert_int_equal(repo_job_set_keys(j, all, len, NULL, 0), 0);
 	assert_int_equal(repo_job_commit(j, &p), 0);
 	repo_point_clear(&p);
 	/* the base's 1 and 2, and its own 3 */
@@ -1597,12 +1595,10 @@ test_point_keys(void **state)
 	j = atrest_put(f, "c", keys, 3, other, sealed, sizeof(sealed));
 	repo_job_use_keys(j, keys + 2 * KEY_ID_LEN, NULL);
 	assert_int_equal(repo_job_set_block(j, 0, other), 0);
-	assert_int_equal(repo_job_set_keys(j, all, len, NULL, 0), 0);
 	assert_int_equal(repo_job_commit(j, &p), 0);
 	repo_point_clear(&p);
 	assert_int_equal(listed_keys(f, "c", first), 1);
 	assert_memory_equal(first, keys + 2 * KEY_ID_LEN, KEY_ID_LEN);
-	free(all);
 }
 
 /* A suspended in-flight job of name: blocks 0 and 1 stored, journaled. */
