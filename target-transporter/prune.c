@@ -408,8 +408,12 @@ prune_main(int argc, char **argv)
 	    INT64_MAX;
 	if ((path = target_conf_repository(path, conffile, &tc)) == NULL)
 		return EXIT_USAGE;
-	pr.pr_repo = pr.pr_dry_run ? repo_open_readonly(path, err,
-	    sizeof(err)) : repo_open(path, err, sizeof(err));
+	/* A repository that exists: repo_open would make a new one. */
+	if ((pr.pr_repo = repo_open_readonly(path, err, sizeof(err))) !=
+	    NULL && !pr.pr_dry_run) {
+		repo_close(pr.pr_repo);
+		pr.pr_repo = repo_open(path, err, sizeof(err));
+	}
 	if (pr.pr_repo == NULL) {
 		log_warnx("prune: %s%s", err, strstr(err, "in use") != NULL ?
 		    "; stop target-transporter first (or use --dry-run)" : "");

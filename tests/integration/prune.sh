@@ -89,6 +89,15 @@ expect_grep "say what to keep: --keep-last N .* or --keep-within AGE" \
     "$LAST_ERR" "and says what is missing"
 expect_exit 2 "prune --keep-last 0: exit 2" \
     "$TT" prune --repository "$T/repo" --keep-last 0
+expect_exit 1 "prune of a directory that is no repository: exit 1" \
+    "$TT" prune --repository "$T/typo" --keep-last 1
+expect_grep "prune: .*/typo: No such file or directory" "$LAST_ERR" \
+    "it names the path"
+if [ -e "$T/typo" ]; then
+	not_ok "and makes no repository there"
+else
+	ok "and makes no repository there"
+fi
 expect_exit 2 "prune --keep-within 3x: exit 2" \
     "$TT" prune --repository "$T/repo" --keep-within 3x
 # By age: every point is younger than a day; with --keep-within 1s (two
