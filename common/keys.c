@@ -1665,6 +1665,7 @@ int
 keychain_write_file(const char *path, const uint8_t *buf, size_t len,
     char *err, size_t errlen)
 {
+	struct stat	 st;
 	char		 tmp[PATH_MAX], dir[PATH_MAX], *slash;
 	size_t		 off = 0;
 	ssize_t		 n;
@@ -1688,6 +1689,13 @@ keychain_write_file(const char *path, const uint8_t *buf, size_t len,
 		goto fail;
 	}
 	made = 1;
+	/* A rewrite by root (prune) stays readable by the daemon's user. */
+	if (stat(path, &st) == 0 && (st.st_uid != geteuid() ||
+	    st.st_gid != getegid()) && fchown(fd, st.st_uid, st.st_gid) == -1) {
+		keys_err(err, errlen, "%s: cannot give it the owner of %s: %s",
+		    tmp, path, strerror(errno));
+		goto fail;
+	}
 	while (off < len) {
 		if ((n = write(fd, buf + off, len - off)) == -1) {
 			if (errno == EINTR)

@@ -257,7 +257,7 @@ int		 keychain_change_password(struct keychain *, const char *,
 /*
  * Files: read at most KEYCHAIN_MAX bytes (checked before allocating;
  * *buf to free()); write durably (temporary file, fsync, rename, fsync
- * of the directory), mode 0600.
+ * of the directory), mode 0600, with the owner of the file it replaces.
  */
 int		 keychain_read_file(const char *, uint8_t **, size_t *, char *,
 		    size_t);

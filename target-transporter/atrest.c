@@ -547,11 +547,13 @@ atrest_key(const struct atrest_keys *keys, const uint8_t *id)
  * Worker: opens the data keys an at-rest point needs, before anything
  * is streamed.  Every key the point lists must open, each from the
  * tenant's key file (newest KEK) if it is there, else from the point's
- * own copy (the KEK version of its backup).  The file's other keys are
- * opened too if they can be (chunks shared with a job that started
- * after this point's): their failures matter only if a chunk needs
- * one.  The keys (atrest_keys_free), or NULL with the key ids that
- * failed and why in err.
+ * own copy (the KEK version of its backup); with the file intact, a
+ * listed key the file no longer holds (prune dropped it: no chunk is
+ * sealed under it) may fail.  The file's other keys are opened too if
+ * they can be (chunks shared with a job that started after this
+ * point's): their failures matter only if a chunk needs one.  The keys
+ * (atrest_keys_free), or NULL with the key ids that failed and why in
+ * err.
  */
 struct atrest_keys *
 atrest_restore_keys(const struct tenant *tn, const struct repo_point *rp,
@@ -608,6 +610,24 @@ atrest_restore_keys(const struct tenant *tn, const struct repo_point *rp,
 			continue;
 		if (atrest_keys_add(keys, &ak, wk, why, sizeof(why)) == 0)
 			continue;
+		/*
+		 * Prune drops from the file the keys no chunk is sealed
+		 * under; a point may still list one (its base's), and its
+		 * own copy may need a KEK version destroyed since.  A chunk
+		 * sealed under it would still fail (atrest_open).
+		 */
+		if (kc != NULL && wk->key_id.len == KEY_ID_LEN) {
+			hex_encode(wk->key_id.data, KEY_ID_LEN, hex);
+			log_debug("restore of %s/%s: data key %.16s is not in "
+			    "the key file (no chunk is sealed under it) and "
+			    "its copy in the point does not open: %s",
+			    rp->rp_name, rp->rp_id, hex, why);
+			if (keys->ak_why[0] == '\0')
+				snprintf(keys->ak_why, sizeof(keys->ak_why),
+				    "it is not in the tenant's key file, and "
+				    "the restore point's copy: %.400s", why);
+			continue;
+		}
 		/* One reason per run of keys that share it. */
 		if (wk->key_id.len == KEY_ID_LEN)
 			hex_encode(wk->key_id.data, KEY_ID_LEN, hex);

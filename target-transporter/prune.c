@@ -16,11 +16,15 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "keys.h"
 #include "target.h"
 
 #define KEEP_LAST_MAX	1000000
@@ -43,9 +47,24 @@ struct prune {
 	uint64_t	 pr_kept;
 	uint64_t	 pr_files;	/* chunks removed */
 	uint64_t	 pr_bytes;
+	uint64_t	 pr_keys_dropped; /* at-rest data keys */
 	int		 pr_damaged;
 	int		 pr_error;
 	int		 pr_refused;	/* --point is the newest */
+};
+
+/*
+ * A tenant's at-rest key file, as prune read it before the sweep: the
+ * keys it may drop (every data key but the newest) and which of them
+ * the chunks that stay need.
+ */
+struct prune_keys {
+	char		 pk_path[PATH_MAX];
+	uint8_t		*pk_file;	/* its bytes, NULL if it has none */
+	size_t		 pk_len;
+	struct keychain	*pk_chain;
+	uint8_t		*pk_ids;	/* sorted: struct sweep_keys */
+	struct sweep_keys pk_sweep;
 };
 
 /* Sorts the ids added since the last call and drops repeats. */
@@ -136,6 +155,141 @@ prune_mark(struct prune *pr, const struct repo_point *kp)
 	return rv;
 }
 
+/*
+ * Reads the tenant's at-rest key file, if it has one.  0, or -1 (said
+ * why) if it is damaged: nothing of the tenant is pruned then, since
+ * its keys are not known.
+ */
+static int
+keys_load(struct prune *pr, struct prune_keys *pk)
+{
+	struct keychain	*kc;
+	const WrappedKey *wk;
+	char		 why[KEY_ERR_MAX];
+	size_t		 i, last = SIZE_MAX, n = 0;
+
+	memset(pk, 0, sizeof(*pk));
+	if ((size_t)snprintf(pk->pk_path, sizeof(pk->pk_path),
+	    "%s/tenants/%s/at-rest.keychain", repo_path(pr->pr_repo),
+	    pr->pr_tenant) >= sizeof(pk->pk_path)) {
+		log_warnx("prune: tenant %s: path too long", pr->pr_tenant);
+		pr->pr_error = 1;
+		return -1;
+	}
+	if (access(pk->pk_path, F_OK) == -1 && errno == ENOENT)
+		return 0;
+	if (keychain_read_file(pk->pk_path, &pk->pk_file, &pk->pk_len, why,
+	    sizeof(why)) == -1 || (pk->pk_chain = kc = keychain_unpack(
+	    pk->pk_file, pk->pk_len, why, sizeof(why))) == NULL) {
+		log_warnx("prune: tenant %s: the at-rest key file is damaged: "
+		    "%s; nothing of the tenant pruned. Restore %s from a copy",
+		    pr->pr_tenant, why, pk->pk_path);
+		pr->pr_damaged = 1;
+		return -1;
+	}
+	/* The newest data key stays: the last a backup start added. */
+	for (i = 0; i < kc->kc_nkeys; i++)
+		if (kc->kc_keys[i]->purpose == KEY_PURPOSE_DATA)
+			last = i;
+	if ((pk->pk_ids = calloc(kc->kc_nkeys + 1, KEY_ID_LEN)) == NULL ||
+	    (pk->pk_sweep.sk_used = calloc(kc->kc_nkeys + 1, 1)) == NULL)
+		fatal("calloc");
+	for (i = 0; i < kc->kc_nkeys; i++) {
+		wk = kc->kc_keys[i];
+		if (wk->purpose == KEY_PURPOSE_DATA && i != last)
+			memcpy(pk->pk_ids + n++ * KEY_ID_LEN, wk->key_id.data,
+			    KEY_ID_LEN);
+	}
+	qsort(pk->pk_ids, n, KEY_ID_LEN, key_id_cmp);
+	pk->pk_sweep.sk_ids = pk->pk_ids;
+	pk->pk_sweep.sk_n = pk->pk_sweep.sk_left = n;
+	return 0;
+}
+
+/* 1 if the sweep found no chunk that stays sealed under wk. */
+static int
+keys_unused(const struct prune_keys *pk, const WrappedKey *wk)
+{
+	const uint8_t	*id;
+
+	if (wk->purpose != KEY_PURPOSE_DATA || (id = bsearch(wk->key_id.data,
+	    pk->pk_ids, pk->pk_sweep.sk_n, KEY_ID_LEN, key_id_cmp)) == NULL)
+		return 0;
+	return !pk->pk_sweep.sk_used[(id - pk->pk_ids) / KEY_ID_LEN];
+}
+
+/*
+ * After the sweep: drops from the key file the data keys no chunk that
+ * stays is sealed under (a chunk is sealed under the key of the job that
+ * stored it, not of every point that names it).  Restores of points
+ * that still list such a key go on without it (atrest_restore_keys).
+ * The file is rewritten durably, and only if it did not change since
+ * keys_load.
+ */
+static void
+keys_trim(struct prune *pr, struct prune_keys *pk)
+{
+	struct keychain	*kc = pk->pk_chain, *nkc = NULL;
+	uint8_t		*now = NULL, *out = NULL;
+	size_t		 nowlen, outlen, i, drop = pk->pk_sweep.sk_left;
+	char		 why[KEY_ERR_MAX];
+
+	if (kc == NULL || drop == 0)
+		return;
+	if (pk->pk_sweep.sk_unknown > 0) {
+		log_warnx("prune: tenant %s: %llu chunk(s) that stay have a "
+		    "header that does not read; every at-rest key stays. Run "
+		    "'target-transporter verify --tenant %s'", pr->pr_tenant,
+		    (unsigned long long)pk->pk_sweep.sk_unknown,
+		    pr->pr_tenant);
+		return;
+	}
+	if (!pr->pr_dry_run) {
+		if (keychain_read_file(pk->pk_path, &now, &nowlen, why,
+		    sizeof(why)) == -1 || nowlen != pk->pk_len ||
+		    memcmp(now, pk->pk_file, nowlen) != 0) {
+			log_warnx("prune: tenant %s: the at-rest key file "
+			    "changed while prune ran; its keys stay",
+			    pr->pr_tenant);
+			pr->pr_error = 1;
+			goto out;
+		}
+		if ((nkc = keychain_new(kc->kc_name)) == NULL)
+			fatal("keychain_new");
+		for (i = 0; i < kc->kc_nkeys; i++)
+			if (!keys_unused(pk, kc->kc_keys[i]) &&
+			    keychain_add(nkc, kc->kc_keys[i], why,
+			    sizeof(why)) == -1)
+				goto fail;
+		if (keychain_pack(nkc, &out, &outlen, why, sizeof(why)) == -1 ||
+		    keychain_write_file(pk->pk_path, out, outlen, why,
+		    sizeof(why)) == -1)
+			goto fail;
+	}
+	printf("%s: tenant %s: %zu at-rest data key(s) no remaining chunk "
+	    "is sealed under, %zu kept\n", pr->pr_dry_run ? "would drop" :
+	    "dropped", pr->pr_tenant, drop, kc->kc_nkeys - drop);
+	pr->pr_keys_dropped += drop;
+	goto out;
+ fail:
+	log_warnx("prune: tenant %s: cannot rewrite the at-rest key file: "
+	    "%s; its keys stay", pr->pr_tenant, why);
+	pr->pr_error = 1;
+ out:
+	free(out);
+	free(now);
+	keychain_free(nkc);
+}
+
+static void
+keys_free(struct prune_keys *pk)
+{
+	keychain_free(pk->pk_chain);
+	free(pk->pk_file);
+	free(pk->pk_ids);
+	free(pk->pk_sweep.sk_used);
+}
+
 static int
 count_manifest_cb(void *arg, const char *id)
 {
@@ -211,10 +365,12 @@ prune_tenant_cb(void *arg, const char *tenant)
 {
 	struct prune		*pr = arg;
 	struct repo_point	*pts = NULL;
+	struct prune_keys	 pk;
 	size_t			 n = 0, i;
-	uint64_t		 files, bytes, matched, kept;
+	uint64_t		 files, bytes, matched, kept, pruned;
 	int			*prune = NULL;
 
+	memset(&pk, 0, sizeof(pk));
 	pr->pr_tenant = tenant;
 	pr->pr_manifests = 0;
 	pr->pr_nids = pr->pr_sorted = 0;
@@ -251,7 +407,10 @@ prune_tenant_cb(void *arg, const char *tenant)
 		goto out;
 	}
 	ids_compact(pr);
+	if (keys_load(pr, &pk) == -1)
+		goto out;
 
+	pruned = pr->pr_pruned;
 	for (i = 0; i < n; i++) {
 		if (!prune[i])
 			continue;
@@ -274,14 +433,18 @@ prune_tenant_cb(void *arg, const char *tenant)
 		    pts[i].rp_name) == -1)
 			log_warn("prune: %s/%s: leftover index", tenant,
 			    pts[i].rp_name);
+	/* A key falls out of use only with the chunks of a pruned point. */
 	if (repo_chunks_sweep(pr->pr_repo, tenant, pr->pr_ids, pr->pr_nids,
-	    pr->pr_dry_run, &files, &bytes) == -1) {
+	    pr->pr_dry_run, pr->pr_pruned > pruned && pk.pk_sweep.sk_n > 0 ?
+	    &pk.pk_sweep : NULL, &files, &bytes) == -1) {
 		log_warn("prune: tenant %s: removing unused chunks", tenant);
 		pr->pr_error = 1;
-	}
+	} else if (pr->pr_pruned > pruned)
+		keys_trim(pr, &pk);
 	pr->pr_files += files;
 	pr->pr_bytes += bytes;
  out:
+	keys_free(&pk);
 	free(prune);
 	repo_points_free(pts, n);
 	return 0;

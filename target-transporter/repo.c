@@ -1251,7 +1251,7 @@ chunk_sum(int version, const void *data, size_t len,
 
 static int	job_defers_chunks(const struct repo_job *);
 
-static int
+int
 key_id_cmp(const void *a, const void *b)
 {
 	return memcmp(a, b, KEY_ID_LEN);
@@ -3757,6 +3757,7 @@ struct prune_walk {
 	void		*pw_arg;
 	const uint8_t	*pw_keep;	/* sorted chunk ids */
 	size_t		 pw_nkeep;
+	struct sweep_keys *pw_keys;	/* or NULL */
 	int		 pw_dry_run;
 	int		 pw_removed;	/* in pw_dir */
 	uint64_t	 pw_files;
@@ -3852,6 +3853,41 @@ repo_journal_ids(struct repo *r, const char *tenant,
 	return 0;
 }
 
+/*
+ * At rest: marks the key a kept chunk (at key) is sealed under, if it
+ * is one of sk_ids.  A chunk whose header does not read counts in
+ * sk_unknown: which key it needs is not known.
+ */
+static void
+sweep_note_key(struct prune_walk *pw, const char *key)
+{
+	struct sweep_keys	*sk = pw->pw_keys;
+	struct be_obj		 o = { -1, 0 };
+	uint8_t			 hdr[CHUNK_HDR_LEN + KEY_ID_LEN];
+	const uint8_t		*id;
+
+	if (sk->sk_left == 0)
+		return;		/* every key is used already */
+	if (be_open(pw->pw_repo, key, &o) == -1) {
+		if (errno != ENOENT)
+			sk->sk_unknown++;
+		return;
+	}
+	if (o.bo_size < CHUNK_HDR_LEN || be_read(&o, 0, hdr,
+	    o.bo_size < sizeof(hdr) ? CHUNK_HDR_LEN : sizeof(hdr)) == -1 ||
+	    memcmp(hdr, CHUNK_MAGIC, 4) != 0 ||
+	    ((hdr[5] & CHUNK_ENCRYPTED) && o.bo_size < sizeof(hdr)))
+		sk->sk_unknown++;
+	else if ((hdr[5] & CHUNK_ENCRYPTED) && (id = bsearch(hdr +
+	    CHUNK_HDR_LEN, sk->sk_ids, sk->sk_n, KEY_ID_LEN,
+	    key_id_cmp)) != NULL && !sk->sk_used[(id - sk->sk_ids) /
+	    KEY_ID_LEN]) {
+		sk->sk_used[(id - sk->sk_ids) / KEY_ID_LEN] = 1;
+		sk->sk_left--;
+	}
+	be_close(&o);
+}
+
 static int
 sweep_file_cb(void *arg, const char *file)
 {
@@ -3859,14 +3895,20 @@ sweep_file_cb(void *arg, const char *file)
 	uint8_t			 id[CHUNK_ID_LEN];
 	char			 hex[2 * CHUNK_ID_LEN + 1], key[REPO_KEY_MAX];
 	struct stat		 st;
+	int			 keep;
 
 	/* Only what the repository names a chunk; anything else stays. */
 	if (hex_decode(file, id, sizeof(id)) == -1)
 		return 0;
 	id_hex(id, hex);
-	if (strcmp(hex, file) != 0 || bsearch(id, pw->pw_keep, pw->pw_nkeep,
-	    CHUNK_ID_LEN, chunk_id_cmp) != NULL || repo_key(key, sizeof(key),
-	    "%s/%s", pw->pw_dir, file) == -1)
+	if (strcmp(hex, file) != 0 || repo_key(key, sizeof(key), "%s/%s",
+	    pw->pw_dir, file) == -1)
+		return 0;
+	keep = bsearch(id, pw->pw_keep, pw->pw_nkeep, CHUNK_ID_LEN,
+	    chunk_id_cmp) != NULL;
+	if (keep && pw->pw_keys != NULL)
+		sweep_note_key(pw, key);
+	if (keep)
 		return 0;
 	if (fstatat(pw->pw_repo->r_fd, key, &st, AT_SYMLINK_NOFOLLOW) == -1)
 		return errno == ENOENT ? 0 : -1;
@@ -3902,11 +3944,14 @@ sweep_dir_cb(void *arg, const char *sub)
 /*
  * Removes every chunk of tenant whose id is not among the nkeep sorted
  * ids at keep (with dry_run, only counts them): *files of them, *bytes
- * on disk.  0, or -1 with errno (what was removed stays removed).
+ * on disk.  With keys (may be NULL), also marks which of its key ids
+ * the chunks that stay are sealed under.  0, or -1 with errno (what was
+ * removed stays removed).
  */
 int
 repo_chunks_sweep(struct repo *r, const char *tenant, const uint8_t *keep,
-    size_t nkeep, int dry_run, uint64_t *files, uint64_t *bytes)
+    size_t nkeep, int dry_run, struct sweep_keys *keys, uint64_t *files,
+    uint64_t *bytes)
 {
 	struct prune_walk	 pw;
 	int			 rv;
@@ -3916,6 +3961,7 @@ repo_chunks_sweep(struct repo *r, const char *tenant, const uint8_t *keep,
 	pw.pw_keep = keep;
 	pw.pw_nkeep = nkeep;
 	pw.pw_dry_run = dry_run;
+	pw.pw_keys = keys;
 	*files = *bytes = 0;
 	if ((r->r_readonly && !dry_run) || !repo_name_ok(tenant)) {
 		errno = EINVAL;

@@ -344,6 +344,7 @@ void		 repo_point_clear(struct repo_point *);
 void		 repo_point_drop_index(struct repo_point *);
 void		 repo_points_free(struct repo_point *, size_t);
 int		 chunk_id_cmp(const void *, const void *);
+int		 key_id_cmp(const void *, const void *);
 int		 repo_point_pruned(struct repo *, const char *,
 		    const struct repo_point *);
 int		 repo_point_prune(struct repo *, const char *, const char *,
@@ -354,8 +355,16 @@ int		 repo_prune_leftovers(struct repo *, const char *,
 		    const char *);
 int		 repo_journal_ids(struct repo *, const char *,
 		    int (*)(void *, const uint8_t *, uint64_t), void *);
+/* At rest: the key ids a sweep looks for in the chunks that stay. */
+struct sweep_keys {
+	const uint8_t	*sk_ids;	/* sorted, KEY_ID_LEN bytes each */
+	size_t		 sk_n;
+	uint8_t		*sk_used;	/* sk_n flags: a chunk needs it */
+	size_t		 sk_left;	/* not found yet */
+	uint64_t	 sk_unknown;	/* chunks whose header did not read */
+};
 int		 repo_chunks_sweep(struct repo *, const char *, const uint8_t *,
-		    size_t, int, uint64_t *, uint64_t *);
+		    size_t, int, struct sweep_keys *, uint64_t *, uint64_t *);
 int		 repo_job_set_keys(struct repo_job *, const uint8_t *, size_t,
 		    const uint8_t *, size_t);
 int		 repo_job_set_seal_keys(struct repo_job *, const uint8_t *,

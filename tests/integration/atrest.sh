@@ -2,8 +2,8 @@
 # At-rest encryption on the target, with a real KMS (pykmip-server): a
 # tenant with at_rest = kmip gets its in-flight backups sealed by the
 # target (list says at-rest, no plaintext in its chunks, byte-identical
-# restores), KEK rotation with the oldest version destroyed, KMS down at
-# backup and at restore (fail closed, nothing stored or written), a
+# restores), KEK rotation with the oldest version destroyed, prune
+# dropping the keys no chunk needs, KMS down at backup and at restore (fail closed, nothing stored or written), a
 # password tenant (and a wrong password), a plaintext tenant beside them
 # unaffected, no key byte on disk or in the log, namespaces that never
 # mix plaintext and at-rest chunks, and configuration errors.
@@ -147,6 +147,72 @@ run kt needs "$REPO/at-rest.keychain"
 check "point 1 restores through the rebuilt file" \
     src restore --name vm --point "$p1" --output "$T/r1c.img"
 same "byte-identical" "$T/disk.img" "$T/r1c.img"
+
+# --- prune drops the keys no remaining chunk is sealed under ---------------
+# Every block changes under KEK version 3, then a backup under version 4,
+# then version 3 is destroyed: point 4 lists the keys of points 1-3 (its
+# base's), and its own copies of them are under version 3.
+TT=$BUILD/target-transporter
+cp "$REPO/at-rest.keychain" "$T/keychain.v2"
+u3=$(new_kek) || bail "cannot create a third KEK version"
+head -c "$(stat -c %s "$T/disk.img")" /dev/urandom >"$T/disk4.img"
+check "backup 4: every block changed" \
+    src backup --disk "$T/disk4.img" --name vm --json
+jsoncheck "no block unchanged" 'j["blocks_unchanged"] == 0'
+p4=$(json_get "$LAST_OUT" point_id)
+u4=$(new_kek) || bail "cannot create a fourth KEK version"
+check "backup 5 under version 4" src backup --disk "$T/disk4.img" --name vm
+check "revoke and destroy version 3" \
+    sh -c "'$KMIPT' ${KMS_OPTS[*]} revoke $u3 && '$KMIPT' ${KMS_OPTS[*]} destroy $u3"
+target_stop
+run kt list "$REPO/at-rest.keychain"
+cut -d' ' -f1 "$LAST_OUT" >"$T/keys.before"
+[ "$(grep -c . "$T/keys.before")" -eq 5 ] && ok "the key file holds 5 data keys" ||
+    not_ok "the key file holds 5 data keys" "$(cat "$LAST_OUT")"
+chown 65534:65534 "$REPO/at-rest.keychain"
+cp "$REPO/at-rest.keychain" "$T/keychain.before"
+check "prune --dry-run" "$TT" prune --repository "$T/repo" --tenant acme \
+    --keep-last 2 --dry-run
+expect_grep "^would drop: tenant acme: 3 at-rest data key\(s\) no remaining chunk is sealed under, 2 kept$" \
+    "$LAST_OUT" "it would drop the keys of points 1-3"
+cmp -s "$REPO/at-rest.keychain" "$T/keychain.before" &&
+    ok "--dry-run leaves the key file as it was" ||
+    not_ok "--dry-run leaves the key file as it was"
+check "prune keeps points 4 and 5" "$TT" prune --repository "$T/repo" \
+    --tenant acme --keep-last 2
+expect_grep "^dropped: tenant acme: 3 at-rest data key\(s\) no remaining chunk is sealed under, 2 kept$" \
+    "$LAST_OUT" "and says it dropped 3 keys"
+run kt list "$REPO/at-rest.keychain"
+if cut -d' ' -f1 "$LAST_OUT" | cmp -s - <(tail -n 2 "$T/keys.before"); then
+	ok "the key file holds the keys of points 4 and 5 alone"
+else
+	not_ok "the key file holds the keys of points 4 and 5 alone" "$(cat "$LAST_OUT")"
+fi
+[ "$(stat -c %u:%g:%a "$REPO/at-rest.keychain")" = 65534:65534:600 ] &&
+    ok "the rewritten file keeps its owner and mode 600" ||
+    not_ok "the rewritten file keeps its owner and mode 600" \
+    "$(stat -c %u:%g:%a "$REPO/at-rest.keychain")"
+chown 0:0 "$REPO/at-rest.keychain"
+check "target verify of the tenant" "$TT" verify --repository "$T/repo" --tenant acme
+target_start "$T/target.conf" || bail "target did not start again"
+check "point 4 restores without the keys it lists but no chunk needs" \
+    src restore --name vm --point "$p4" --output "$T/r4.img"
+same "byte-identical" "$T/disk4.img" "$T/r4.img"
+cp "$REPO/at-rest.keychain" "$T/keychain.after"
+cp "$T/keychain.v2" "$REPO/at-rest.keychain"
+expect_fail "a key file without the key point 4's chunks need: restore fails" \
+    src restore --name vm --point "$p4" --output "$T/r4bad.img"
+expect_grep "at-rest key of tenant acme unavailable: restore point vm/$p4: block [0-9]+: chunk [0-9a-f]{16}\.\.\. is sealed under data key $(sed -n 4p "$T/keys.before" | cut -c1-16), which is not available: it is not in the tenant's key file" \
+    "$LAST_ERR" "it names the chunk and the key it needs"
+[ -z "$(ls "$T"/r4bad.img* 2>/dev/null)" ] && ok "nothing was written" ||
+    not_ok "nothing was written"
+cp "$T/keychain.after" "$REPO/at-rest.keychain"
+# The metrics below start here: the restores of point 4 asked the KMS
+# for version 3 (destroyed) for its own copies.
+target_start "$T/target.conf" || bail "target did not start again"
+check "backup 6 after the prune" src backup --disk "$T/disk2.img" --name vm
+check "restore" src restore --name vm --output "$T/r6.img"
+same "byte-identical" "$T/disk2.img" "$T/r6.img"
 
 # --- no key on disk or in the log ------------------------------------------
 run kt --reveal-for-test unwrap "$REPO/at-rest.keychain"

@@ -245,10 +245,18 @@ check "the tombstone put back: intact" \
 
 # Every name of every tenant down to its newest point.
 gchunks=$(find "$T/repo/tenants/globex/chunks" -type f | wc -l)
+cp "$T/repo/tenants/globex/at-rest.keychain" "$T/globex.keychain"
 expect_exit 0 "prune of everything, keeping 1" \
     "$TT" prune --repository "$T/repo" --keep-last 1
 expect_grep "5 restore point\(s\) pruned, 5 kept" "$LAST_OUT" \
     "vm #3, other #1, sealed #1, gvm #1 and #2 (at rest)"
+# gvm #3 holds blocks that gvm #1 and #2 stored: their keys stay.
+if grep -q "dropped" "$LAST_OUT" || ! cmp -s "$T/globex.keychain" \
+    "$T/repo/tenants/globex/at-rest.keychain"; then
+	not_ok "every at-rest key still seals a chunk: none dropped" "$(cat "$LAST_OUT")"
+else
+	ok "every at-rest key still seals a chunk: none dropped"
+fi
 check "target verify: intact" "$TT" verify --repository "$T/repo"
 if [ "$(find "$T/repo/tenants/globex/chunks" -type f | wc -l)" -lt "$gchunks" ]; then
 	ok "the at-rest tenant has fewer chunks"
