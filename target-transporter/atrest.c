@@ -451,6 +451,13 @@ atrest_backup_keys(struct repo *r, const struct tenant *tn,
 		goto out;
 
 	/* This point's data key, durable before any chunk it seals. */
+	if (kc->kc_nkeys >= KEYCHAIN_KEYS_MAX) {
+		snprintf(err, errlen, "its key file %s holds %zu keys, the "
+		    "most it can; prune old restore points ('target-transporter "
+		    "prune') to drop the keys their chunks were sealed under",
+		    tn->tn_keychain, kc->kc_nkeys);
+		goto out;
+	}
 	if (dek_new(dek, dek_id) == -1)
 		goto nomem;
 	if (key_wrap(newest, KEY_PURPOSE_DATA, dek_id, dek, &wk, err,

@@ -243,6 +243,19 @@ flip "$tomb" 60
 check "the tombstone put back: intact" \
     "$TT" verify --repository "$T/repo" --tenant acme --name vm
 
+# A damaged at-rest key file: which keys the chunks need is not known.
+KC=$T/repo/tenants/globex/at-rest.keychain
+cp "$KC" "$T/globex.good"
+flip "$KC" 40
+n=$(find "$T/repo/tenants/globex/points" -name '*.manifest' | wc -l)
+expect_exit 5 "a damaged at-rest key file: prune exit 5" \
+    "$TT" prune --repository "$T/repo" --tenant globex --keep-last 1
+expect_grep "prune: tenant globex: the at-rest key file is damaged: .*; nothing of the tenant pruned. Restore .*/globex/at-rest.keychain from a copy" \
+    "$LAST_ERR" "it says so, and what to do"
+[ "$(find "$T/repo/tenants/globex/points" -name '*.manifest' | wc -l)" -eq "$n" ] &&
+    ok "no point of the tenant pruned" || not_ok "no point of the tenant pruned"
+cp "$T/globex.good" "$KC"
+
 # Every name of every tenant down to its newest point.
 gchunks=$(find "$T/repo/tenants/globex/chunks" -type f | wc -l)
 cp "$T/repo/tenants/globex/at-rest.keychain" "$T/globex.keychain"
@@ -360,4 +373,34 @@ expect_grep "1 restore point\(s\) pruned, 1 kept; 1 unused chunk" \
 in_chunks acme && not_ok "the random block is in no chunk file any more" ||
     ok "the random block is in no chunk file any more"
 check "target verify: intact" "$TT" verify --repository "$T/repo"
+
+# A full at-rest key file (65536 keys: one per at-rest backup; here all
+# but the tenant's own are made up) refuses backups until prune drops the
+# keys no chunk is sealed under.
+target_start "$T/target.conf" || bail "target did not start again"
+SRC_CONF=$T/globex.conf backup gvm "$T/v4.img"
+target_stop
+"$PY" "$(dirname "$0")/../tools/fillkeys.py" "$KC" 65536
+run "$BUILD/tests/tools/keytool" list "$KC"
+[ "$(grep -c . "$LAST_OUT")" -eq 65536 ] && ok "the key file holds 65536 keys" ||
+    not_ok "the key file holds 65536 keys" "$(grep -c . "$LAST_OUT")"
+target_start "$T/target.conf" || bail "target did not start again"
+SRC_CONF=$T/globex.conf expect_fail "a backup with the key file full: refused" \
+    src backup --disk "$T/v5.img" --name gvm
+expect_grep "at-rest key of tenant globex unavailable: its key file .*/at-rest.keychain holds 65536 keys, the most it can; prune old restore points \('target-transporter prune'\)" \
+    "$LAST_ERR" "it says why and what to do"
+target_stop
+check "prune of the tenant" \
+    "$TT" prune --repository "$T/repo" --tenant globex --keep-last 1
+expect_grep "^dropped: tenant globex: 655[0-9][0-9] at-rest data key\(s\) no remaining chunk is sealed under, [1-9] kept$" \
+    "$LAST_OUT" "it drops the made-up keys"
+target_start "$T/target.conf" || bail "target did not start again"
+SRC_CONF=$T/globex.conf check "the backup goes on again" \
+    src backup --disk "$T/v5.img" --name gvm
+SRC_CONF=$T/globex.conf check "restore of it" \
+    src restore --name gvm --output "$T/gvm5.img"
+same "byte-identical" "$T/v5.img" "$T/gvm5.img"
+SRC_CONF=$T/globex.conf check "restore of gvm2, made before the prune" \
+    src restore --name gvm2 --output "$T/gvm2b.img"
+same "byte-identical" "$T/v3.img" "$T/gvm2b.img"
 finish
