@@ -119,40 +119,20 @@ ids_add(void *arg, const uint8_t *ids, uint64_t n)
 static int
 prune_mark(struct prune *pr, const struct repo_point *kp)
 {
-	const char		*tenant = pr->pr_tenant;
-	struct repo_point	 p;
-	const uint8_t		*ids;
-	uint64_t		 i, m;
-	int			 rv = -1;
+	const char	*tenant = pr->pr_tenant;
 
-	if (repo_point_open_windowed(pr->pr_repo, tenant, kp->rp_name,
-	    kp->rp_id, &p, INDEX_SLOTS_MAX) == -1) {
-		memset(&p, 0, sizeof(p));
-		goto fail;
-	}
-	for (i = 0; i < p.rp_blocks; i += m) {
-		m = p.rp_blocks - i < INDEX_WINDOW_IDS ? p.rp_blocks - i :
-		    INDEX_WINDOW_IDS;
-		if ((ids = repo_point_ids(&p, i, m)) == NULL)
-			goto fail;
-		if (ids_add(pr, ids, m) == -1)
-			goto fail;
-	}
-	rv = 0;
- fail:
-	if (rv == -1) {
-		if (errno == EBADMSG)
-			pr->pr_damaged = 1;
-		else
-			pr->pr_error = 1;
-		log_warnx("prune: tenant %s: cannot read the index of %s/%s: "
-		    "%s; nothing of the tenant pruned. Run 'target-transporter "
-		    "verify --tenant %s'", tenant, kp->rp_name, kp->rp_id,
-		    errno == EBADMSG ? "it is damaged" : strerror(errno),
-		    tenant);
-	}
-	repo_point_clear(&p);
-	return rv;
+	if (repo_point_scan_ids(pr->pr_repo, tenant, kp->rp_name, kp->rp_id,
+	    ids_add, pr) == 0)
+		return 0;
+	if (errno == EBADMSG)
+		pr->pr_damaged = 1;
+	else
+		pr->pr_error = 1;
+	log_warnx("prune: tenant %s: cannot read the index of %s/%s: %s; "
+	    "nothing of the tenant pruned. Run 'target-transporter verify "
+	    "--tenant %s'", tenant, kp->rp_name, kp->rp_id, errno == EBADMSG ?
+	    "it is damaged" : strerror(errno), tenant);
+	return -1;
 }
 
 /*

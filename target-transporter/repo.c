@@ -2775,6 +2775,80 @@ repo_point_open_windowed(struct repo *r, const char *tenant,
 	return point_open(r, tenant, name, id, p, slots > 0 ? slots : 1);
 }
 
+/*
+ * Calls cb(arg, ids, n) with the chunk ids of tenant/name/id, a window
+ * at a time, reading and hashing its index once (prune).  The index is
+ * checked against its manifest only after the last window: nothing may
+ * act on the ids before this returns 0.  -1 with errno ENOENT (no such
+ * point), EBADMSG (manifest or index do not verify), cb's, or the
+ * read's.
+ */
+int
+repo_point_scan_ids(struct repo *r, const char *tenant, const char *name,
+    const char *id, int (*cb)(void *, const uint8_t *, uint64_t), void *arg)
+{
+	struct repo_point	 p;
+	struct be_obj		 o = { -1, 0 };
+	EVP_MD_CTX		*ctx = NULL;
+	uint8_t			 hdr[INDEX_HDR_LEN], digest[CHUNK_ID_LEN];
+	uint8_t			 sum[CHUNK_ID_LEN], *ids = NULL;
+	uint64_t		 w, windows, zero = 0;
+	size_t			 n;
+	int			 rv = -1, save;
+
+	memset(&p, 0, sizeof(p));
+	if (!repo_name_ok(tenant) || !repo_name_ok(name) || !point_id_ok(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (manifest_load(r, tenant, name, id, &p, digest, NULL) == -1)
+		goto out;
+	if (index_open(r, tenant, &p, &o, hdr, NULL) == -1) {
+		if (errno == ENOENT)
+			errno = EBADMSG;	/* manifest without index */
+		goto out;
+	}
+	windows = (p.rp_blocks + INDEX_WINDOW_IDS - 1) / INDEX_WINDOW_IDS;
+	if ((ids = malloc(index_window_ids(p.rp_blocks, 0) *
+	    CHUNK_ID_LEN)) == NULL || (ctx = EVP_MD_CTX_new()) == NULL) {
+		errno = ENOMEM;
+		goto out;
+	}
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(ctx, hdr, sizeof(hdr)) != 1)
+		goto broken;
+	for (w = 0; w < windows; w++) {
+		n = index_window_ids(p.rp_blocks, w);
+		if (be_read(&o, INDEX_HDR_LEN + w * INDEX_WINDOW_IDS *
+		    CHUNK_ID_LEN, ids, n * CHUNK_ID_LEN) == -1)
+			goto out;
+		if (EVP_DigestUpdate(ctx, ids, n * CHUNK_ID_LEN) != 1)
+			goto broken;
+		zero += index_zero_ids(ids, n);
+		if (cb(arg, ids, n) == -1)
+			goto out;
+	}
+	if (EVP_DigestFinal_ex(ctx, sum, NULL) != 1)
+		goto broken;
+	if (memcmp(sum, digest, CHUNK_ID_LEN) != 0 ||
+	    zero != p.rp_zero_blocks) {
+		errno = EBADMSG;
+		goto out;
+	}
+	rv = 0;
+	goto out;
+ broken:
+	errno = EIO;
+ out:
+	save = errno;
+	EVP_MD_CTX_free(ctx);
+	free(ids);
+	be_close(&o);
+	repo_point_clear(&p);
+	errno = save;
+	return rv;
+}
+
 /* Frees p's index, keeping the rest (its keys, for the chain). */
 void
 repo_point_drop_index(struct repo_point *p)

@@ -338,6 +338,9 @@ int		 repo_point_open(struct repo *, const char *, const char *,
 int		 repo_point_open_windowed(struct repo *, const char *,
 		    const char *, const char *, struct repo_point *, size_t);
 const uint8_t	*repo_point_ids(struct repo_point *, uint64_t, uint64_t);
+int		 repo_point_scan_ids(struct repo *, const char *, const char *,
+		    const char *, int (*)(void *, const uint8_t *, uint64_t),
+		    void *);
 uint64_t	 repo_point_window_reads(const struct repo_point *);
 const char	*repo_point_ids_error(int);
 void		 repo_point_clear(struct repo_point *);
