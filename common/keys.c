@@ -1110,8 +1110,49 @@ keychain_free(struct keychain *kc)
 	for (i = 0; i < kc->kc_nkeys; i++)
 		key_wrapped_free(kc->kc_keys[i]);
 	free(kc->kc_keys);
+	free(kc->kc_dropped);
 	free(kc->kc_name);
 	free(kc);
+}
+
+static int
+raw_id_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, KEY_ID_LEN);
+}
+
+int
+keychain_dropped(const struct keychain *kc, const uint8_t key_id[KEY_ID_LEN])
+{
+	return kc->kc_ndropped > 0 && bsearch(key_id, kc->kc_dropped,
+	    kc->kc_ndropped, KEY_ID_LEN, raw_id_cmp) != NULL;
+}
+
+int
+keychain_set_dropped(struct keychain *kc, const uint8_t *ids, size_t n)
+{
+	uint8_t	*d = NULL;
+	size_t	 i, m = 0;
+
+	if (n > KEYCHAIN_KEYS_MAX) {
+		errno = E2BIG;
+		return -1;
+	}
+	if (n > 0 && (d = malloc(n * KEY_ID_LEN)) == NULL)
+		return -1;
+	if (n > 0) {
+		memcpy(d, ids, n * KEY_ID_LEN);
+		qsort(d, n, KEY_ID_LEN, raw_id_cmp);
+	}
+	for (i = 0; i < n; i++)
+		if (m == 0 || memcmp(d + (m - 1) * KEY_ID_LEN,
+		    d + i * KEY_ID_LEN, KEY_ID_LEN) != 0)
+			memmove(d + m++ * KEY_ID_LEN, d + i * KEY_ID_LEN,
+			    KEY_ID_LEN);
+	free(kc->kc_dropped);
+	kc->kc_dropped = d;
+	kc->kc_ndropped = m;
+	return 0;
 }
 
 const WrappedKey *
@@ -1296,34 +1337,51 @@ keychain_frame(const struct keychain *kc, const char *magic, uint8_t **out,
     size_t *outlen, char *err, size_t errlen)
 {
 	KeyChain	 m = KEY_CHAIN__INIT;
+	ProtobufCBinaryData *dropped = NULL;
 	uint8_t		*buf;
-	size_t		 len;
+	size_t		 len, i;
 
 	*out = NULL;
 	*outlen = 0;
+	if (kc->kc_ndropped > 0 && (dropped = calloc(kc->kc_ndropped,
+	    sizeof(*dropped))) == NULL) {
+		keys_err(err, errlen, "key chain '%s': out of memory",
+		    kc->kc_name);
+		return -1;
+	}
+	for (i = 0; i < kc->kc_ndropped; i++) {
+		dropped[i].data = kc->kc_dropped + i * KEY_ID_LEN;
+		dropped[i].len = KEY_ID_LEN;
+	}
 	m.format = KEYCHAIN_FORMAT;
 	m.name = kc->kc_name;
 	m.n_keys = kc->kc_nkeys;
 	m.keys = kc->kc_keys;
+	m.n_dropped = kc->kc_ndropped;
+	m.dropped = dropped;
 	len = key_chain__get_packed_size(&m);
 	if (len > KEYCHAIN_MAX - KEYCHAIN_HDR_LEN - KEYCHAIN_SUM_LEN) {
 		keys_err(err, errlen, "key chain '%s': %zu bytes, more than "
 		    "%u", kc->kc_name, len, KEYCHAIN_MAX);
+		free(dropped);
 		return -1;
 	}
 	if ((buf = malloc(KEYCHAIN_HDR_LEN + len + KEYCHAIN_SUM_LEN)) == NULL) {
 		keys_err(err, errlen, "key chain '%s': out of memory",
 		    kc->kc_name);
+		free(dropped);
 		return -1;
 	}
 	memcpy(buf, magic, 4);
 	put_be32(buf + 4, (uint32_t)len);
 	if (key_chain__pack(&m, buf + KEYCHAIN_HDR_LEN) != len) {
+		free(dropped);
 		free(buf);
 		keys_err(err, errlen, "key chain '%s': protobuf packing failed",
 		    kc->kc_name);
 		return -1;
 	}
+	free(dropped);
 	crypto_sha256(buf, KEYCHAIN_HDR_LEN + len, buf + KEYCHAIN_HDR_LEN + len);
 	*out = buf;
 	*outlen = KEYCHAIN_HDR_LEN + len + KEYCHAIN_SUM_LEN;
@@ -1383,11 +1441,20 @@ keychain_unframe(const uint8_t *buf, size_t len, const char *magic,
 		    what, m->format, KEYCHAIN_FORMAT);
 		goto fail;
 	}
-	if (!str_ok(m->name, NAME_MAX_LEN) || m->n_keys > KEYCHAIN_KEYS_MAX) {
+	if (!str_ok(m->name, NAME_MAX_LEN) || m->n_keys > KEYCHAIN_KEYS_MAX ||
+	    m->n_dropped > KEYCHAIN_KEYS_MAX) {
 		keys_err(err, errlen, "%s: bad chain name or more than %d keys",
 		    what, KEYCHAIN_KEYS_MAX);
 		goto fail;
 	}
+	for (i = 0; i < m->n_dropped; i++)
+		if (m->dropped[i].len != KEY_ID_LEN || (i > 0 &&
+		    memcmp(m->dropped[i - 1].data, m->dropped[i].data,
+		    KEY_ID_LEN) >= 0)) {
+			keys_err(err, errlen, "%s: malformed list of dropped "
+			    "keys", what);
+			goto fail;
+		}
 	for (i = 0; i < m->n_keys; i++)
 		if (key_wrapped_check(m->keys[i], why, sizeof(why)) == -1) {
 			keys_err(err, errlen, "%s: %s", what, why);
@@ -1416,6 +1483,15 @@ keychain_unframe(const uint8_t *buf, size_t len, const char *magic,
 		if ((kc->kc_keys[i] = key_wrapped_dup(m->keys[i])) == NULL)
 			goto nomem;
 		kc->kc_nkeys++;
+	}
+	if (m->n_dropped > 0) {
+		if ((kc->kc_dropped = malloc(m->n_dropped * KEY_ID_LEN)) ==
+		    NULL)
+			goto nomem;
+		for (i = 0; i < m->n_dropped; i++)
+			memcpy(kc->kc_dropped + i * KEY_ID_LEN,
+			    m->dropped[i].data, KEY_ID_LEN);
+		kc->kc_ndropped = m->n_dropped;
 	}
 	ok = 1;
 	goto fail;
@@ -1690,7 +1766,7 @@ keychain_write_file(const char *path, const uint8_t *buf, size_t len,
 	}
 	made = 1;
 	/* A rewrite by root (prune) stays readable by the daemon's user. */
-	if (stat(path, &st) == 0 && (st.st_uid != geteuid() ||
+	if (geteuid() == 0 && stat(path, &st) == 0 && (st.st_uid != 0 ||
 	    st.st_gid != getegid()) && fchown(fd, st.st_uid, st.st_gid) == -1) {
 		keys_err(err, errlen, "%s: cannot give it the owner of %s: %s",
 		    tmp, path, strerror(errno));

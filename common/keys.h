@@ -193,6 +193,8 @@ struct keychain {
 	char		*kc_name;
 	WrappedKey	**kc_keys;
 	size_t		 kc_nkeys;
+	uint8_t		*kc_dropped;	/* ids prune dropped, ascending */
+	size_t		 kc_ndropped;
 };
 
 /* A new empty chain named name (may be ""), or NULL. */
@@ -207,6 +209,15 @@ int		 keychain_add(struct keychain *, const WrappedKey *, char *,
 /* The key of that id, or NULL.  Valid until the chain changes. */
 const WrappedKey *keychain_find(const struct keychain *,
 		    const uint8_t [KEY_ID_LEN]);
+/*
+ * At rest: whether prune dropped the key of that id from the chain (no
+ * chunk was sealed under it); and the ids it dropped that points still
+ * list (n ids, any order; copied).  0, or -1 (out of memory, too many).
+ */
+int		 keychain_dropped(const struct keychain *,
+		    const uint8_t [KEY_ID_LEN]);
+int		 keychain_set_dropped(struct keychain *, const uint8_t *,
+		    size_t);
 /* The chain's first KEY_PURPOSE_CHUNK_ID key, or NULL. */
 const WrappedKey *keychain_chunk_key(const struct keychain *);
 /*

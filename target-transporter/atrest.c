@@ -340,6 +340,22 @@ atrest_chain_new(struct repo *r, const struct tenant *tn, char *err,
 	return NULL;
 }
 
+/* Removes the keys of kc wrapped under ref; how many. */
+static size_t
+atrest_chain_leave_out(struct keychain *kc, const KekRef *ref)
+{
+	size_t	 i, m;
+
+	for (i = m = 0; i < kc->kc_nkeys; i++)
+		if (kek_ref_same(kc->kc_keys[i]->kek, ref))
+			key_wrapped_free(kc->kc_keys[i]);
+		else
+			kc->kc_keys[m++] = kc->kc_keys[i];
+	i = kc->kc_nkeys - m;
+	kc->kc_nkeys = m;
+	return i;
+}
+
 /* Reads the tenant's key file; a new chain if it has none yet. */
 static struct keychain *
 atrest_chain_load(struct repo *r, const struct tenant *tn, char *err,
@@ -417,7 +433,7 @@ atrest_backup_keys(struct repo *r, const struct tenant *tn,
 	KekRef			**refs = NULL;
 	uint8_t			*file = NULL;
 	size_t			 filelen, nrefs = 0, i, rewrapped = 0;
-	int			 locked = 0, refused = 0, rv = -1;
+	int			 locked = 0, refused = 0, rebuilt, rv = -1;
 
 	*keys = NULL;
 	*keyslen = 0;
@@ -437,15 +453,28 @@ atrest_backup_keys(struct repo *r, const struct tenant *tn,
 		goto out;
 
 	/* Rotation: every key goes under the newest KEK. */
+	rebuilt = access(tn->tn_keychain, F_OK) == -1 && errno == ENOENT;
 	if (keychain_needed_keks(kc, &refs, &nrefs, err, errlen) == -1)
 		goto out;
 	if ((old = calloc(nrefs + 1, sizeof(*old))) == NULL)
 		goto nomem;
-	for (i = 0; i < nrefs; i++)
-		if (!kek_ref_same(refs[i], newest->k_ref) &&
-		    (old[i] = atrest_kek_for(&ak, refs[i], err, errlen)) ==
+	for (i = 0; i < nrefs; i++) {
+		if (kek_ref_same(refs[i], newest->k_ref) ||
+		    (old[i] = atrest_kek_for(&ak, refs[i], err, errlen)) !=
 		    NULL)
+			continue;
+		if (!rebuilt)
 			goto out;
+		/*
+		 * Rebuilt from old points' copies: a key whose KEK is gone
+		 * stays in those copies alone.  Its chunks are not
+		 * deduplicated against (their key is not in the file), and
+		 * a restore tries the point's copy, as before.
+		 */
+		log_warnx("tenant %s: rebuilding the at-rest key file: %zu "
+		    "key(s) left out: %s", tn->tn_name,
+		    atrest_chain_leave_out(kc, refs[i]), err);
+	}
 	if (keychain_rewrap(kc, (const struct kek *const *)old, nrefs,
 	    newest, &rewrapped, err, errlen) == -1)
 		goto out;
@@ -555,8 +584,8 @@ atrest_key(const struct atrest_keys *keys, const uint8_t *id)
  * is streamed.  Every key the point lists must open, each from the
  * tenant's key file (newest KEK) if it is there, else from the point's
  * own copy (the KEK version of its backup); with the file intact, a
- * listed key the file no longer holds (prune dropped it: no chunk is
- * sealed under it) may fail.  The file's other keys are opened too if
+ * listed key prune dropped from it (no chunk is sealed under it) may
+ * fail.  The file's other keys are opened too if
  * they can be (chunks shared with a job that started after this
  * point's): their failures matter only if a chunk needs one.  The keys
  * (atrest_keys_free), or NULL with the key ids that failed and why in
@@ -619,20 +648,24 @@ atrest_restore_keys(const struct tenant *tn, const struct repo_point *rp,
 			continue;
 		/*
 		 * Prune drops from the file the keys no chunk is sealed
-		 * under; a point may still list one (its base's), and its
-		 * own copy may need a KEK version destroyed since.  A chunk
-		 * sealed under it would still fail (atrest_open).
+		 * under, and records their ids; a point may still list one
+		 * (its base's), and its own copy may need a KEK version
+		 * destroyed since.  A chunk sealed under it would still
+		 * fail (atrest_open).
 		 */
-		if (kc != NULL && wk->key_id.len == KEY_ID_LEN) {
+		if (kc != NULL && wk->key_id.len == KEY_ID_LEN &&
+		    keychain_find(kc, wk->key_id.data) == NULL &&
+		    keychain_dropped(kc, wk->key_id.data)) {
 			hex_encode(wk->key_id.data, KEY_ID_LEN, hex);
-			log_debug("restore of %s/%s: data key %.16s is not in "
-			    "the key file (no chunk is sealed under it) and "
-			    "its copy in the point does not open: %s",
+			log_debug("restore of %s/%s: data key %.16s was "
+			    "dropped by prune (no chunk is sealed under it) "
+			    "and its copy in the point does not open: %s",
 			    rp->rp_name, rp->rp_id, hex, why);
 			if (keys->ak_why[0] == '\0')
 				snprintf(keys->ak_why, sizeof(keys->ak_why),
-				    "it is not in the tenant's key file, and "
-				    "the restore point's copy: %.400s", why);
+				    "prune dropped it from the tenant's key "
+				    "file, and the restore point's copy: "
+				    "%.400s", why);
 			continue;
 		}
 		/* One reason per run of keys that share it. */

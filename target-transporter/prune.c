@@ -47,7 +47,6 @@ struct prune {
 	uint64_t	 pr_kept;
 	uint64_t	 pr_files;	/* chunks removed */
 	uint64_t	 pr_bytes;
-	uint64_t	 pr_keys_dropped; /* at-rest data keys */
 	int		 pr_damaged;
 	int		 pr_error;
 	int		 pr_refused;	/* --point is the newest */
@@ -137,8 +136,8 @@ prune_mark(struct prune *pr, const struct repo_point *kp)
 
 /*
  * Reads the tenant's at-rest key file, if it has one.  0, or -1 (said
- * why) if it is damaged: nothing of the tenant is pruned then, since
- * its keys are not known.
+ * why) if it cannot be read, or is damaged (exit 5): nothing of the
+ * tenant is pruned then, since its keys are not known.
  */
 static int
 keys_load(struct prune *pr, struct prune_keys *pk)
@@ -159,8 +158,14 @@ keys_load(struct prune *pr, struct prune_keys *pk)
 	if (access(pk->pk_path, F_OK) == -1 && errno == ENOENT)
 		return 0;
 	if (keychain_read_file(pk->pk_path, &pk->pk_file, &pk->pk_len, why,
-	    sizeof(why)) == -1 || (pk->pk_chain = kc = keychain_unpack(
-	    pk->pk_file, pk->pk_len, why, sizeof(why))) == NULL) {
+	    sizeof(why)) == -1) {
+		log_warnx("prune: tenant %s: cannot read the at-rest key file: "
+		    "%s; nothing of the tenant pruned", pr->pr_tenant, why);
+		pr->pr_error = 1;
+		return -1;
+	}
+	if ((pk->pk_chain = kc = keychain_unpack(pk->pk_file, pk->pk_len, why,
+	    sizeof(why))) == NULL) {
 		log_warnx("prune: tenant %s: the at-rest key file is damaged: "
 		    "%s; nothing of the tenant pruned. Restore %s from a copy",
 		    pr->pr_tenant, why, pk->pk_path);
@@ -186,35 +191,96 @@ keys_load(struct prune *pr, struct prune_keys *pk)
 	return 0;
 }
 
-/* 1 if the sweep found no chunk that stays sealed under wk. */
+/* 1 if the sweep found no chunk that stays sealed under the key id. */
 static int
-keys_unused(const struct prune_keys *pk, const WrappedKey *wk)
+keys_unused(const struct prune_keys *pk, const uint8_t *id)
 {
-	const uint8_t	*id;
+	const uint8_t	*at;
 
-	if (wk->purpose != KEY_PURPOSE_DATA || (id = bsearch(wk->key_id.data,
-	    pk->pk_ids, pk->pk_sweep.sk_n, KEY_ID_LEN, key_id_cmp)) == NULL)
+	if ((at = bsearch(id, pk->pk_ids, pk->pk_sweep.sk_n, KEY_ID_LEN,
+	    key_id_cmp)) == NULL)
 		return 0;
-	return !pk->pk_sweep.sk_used[(id - pk->pk_ids) / KEY_ID_LEN];
+	return !pk->pk_sweep.sk_used[(at - pk->pk_ids) / KEY_ID_LEN];
+}
+
+/*
+ * The ids the file records as dropped from now on: those it recorded
+ * and those dropped now, as far as at-rest points that stay list them
+ * (a restore of such a point may skip them, atrest_restore_keys).
+ * *out (to free()) gets *n ids.  0, or -1.
+ */
+static int
+keys_still_listed(const struct prune_keys *pk, const struct repo_point *pts,
+    const int *prune, size_t npts, uint8_t **out, size_t *n)
+{
+	const struct keychain	*kc = pk->pk_chain;
+	KeyChain		*lk;
+	uint8_t			*listed = NULL, *p;
+	size_t			 nlisted = 0, cap = 0, i, j;
+	int			 rv = -1;
+
+	*out = NULL;
+	*n = 0;
+	for (i = 0; i < npts; i++) {
+		if (prune[i] || pts[i].rp_mode !=
+		    ENCRYPTION_MODE__ENCRYPTION_AT_REST || pts[i].rp_keys == NULL ||
+		    (lk = key_chain__unpack(NULL, pts[i].rp_keys_len,
+		    pts[i].rp_keys)) == NULL)
+			continue;
+		for (j = 0; j < lk->n_keys; j++) {
+			if (lk->keys[j]->key_id.len != KEY_ID_LEN)
+				continue;
+			if (nlisted == cap) {
+				cap = cap == 0 ? 1024 : cap * 2;
+				if ((p = reallocarray(listed, cap,
+				    KEY_ID_LEN)) == NULL) {
+					key_chain__free_unpacked(lk, NULL);
+					goto out;
+				}
+				listed = p;
+			}
+			memcpy(listed + nlisted++ * KEY_ID_LEN,
+			    lk->keys[j]->key_id.data, KEY_ID_LEN);
+		}
+		key_chain__free_unpacked(lk, NULL);
+	}
+	if (nlisted > 0)
+		qsort(listed, nlisted, KEY_ID_LEN, key_id_cmp);
+	if ((*out = calloc(kc->kc_ndropped + pk->pk_sweep.sk_n + 1,
+	    KEY_ID_LEN)) == NULL)
+		goto out;
+	for (i = 0; i < kc->kc_ndropped + pk->pk_sweep.sk_n; i++) {
+		p = i < kc->kc_ndropped ? kc->kc_dropped + i * KEY_ID_LEN :
+		    pk->pk_ids + (i - kc->kc_ndropped) * KEY_ID_LEN;
+		if ((i < kc->kc_ndropped || keys_unused(pk, p)) &&
+		    nlisted > 0 && bsearch(p, listed, nlisted, KEY_ID_LEN,
+		    key_id_cmp) != NULL)
+			memcpy(*out + (*n)++ * KEY_ID_LEN, p, KEY_ID_LEN);
+	}
+	rv = 0;
+ out:
+	free(listed);
+	return rv;
 }
 
 /*
  * After the sweep: drops from the key file the data keys no chunk that
  * stays is sealed under (a chunk is sealed under the key of the job that
- * stored it, not of every point that names it).  Restores of points
- * that still list such a key go on without it (atrest_restore_keys).
- * The file is rewritten durably, and only if it did not change since
- * keys_load.
+ * stored it, not of every point that names it), and records their ids
+ * while points that stay list them.  The file is rewritten durably, and
+ * only if it did not change since keys_load.
  */
 static void
-keys_trim(struct prune *pr, struct prune_keys *pk)
+keys_trim(struct prune *pr, struct prune_keys *pk,
+    const struct repo_point *pts, const int *prune, size_t npts)
 {
-	struct keychain	*kc = pk->pk_chain, *nkc = NULL;
-	uint8_t		*now = NULL, *out = NULL;
-	size_t		 nowlen, outlen, i, drop = pk->pk_sweep.sk_left;
+	struct keychain	*kc = pk->pk_chain;
+	uint8_t		*now = NULL, *out = NULL, *dropped = NULL;
+	size_t		 nowlen, outlen, ndropped, i, m, data = 0;
+	size_t		 drop = pk->pk_sweep.sk_left;
 	char		 why[KEY_ERR_MAX];
 
-	if (kc == NULL || drop == 0)
+	if (kc == NULL)
 		return;
 	if (pk->pk_sweep.sk_unknown > 0) {
 		log_warnx("prune: tenant %s: %llu chunk(s) that stay have a "
@@ -224,41 +290,59 @@ keys_trim(struct prune *pr, struct prune_keys *pk)
 		    pr->pr_tenant);
 		return;
 	}
+	if (keys_still_listed(pk, pts, prune, npts, &dropped, &ndropped) == -1)
+		fatal("keys_still_listed");
+	if (drop == 0 && (ndropped == kc->kc_ndropped && (ndropped == 0 ||
+	    memcmp(dropped, kc->kc_dropped, ndropped * KEY_ID_LEN) == 0)))
+		goto out;	/* nothing changes */
+	for (i = 0; i < kc->kc_nkeys; i++)
+		data += kc->kc_keys[i]->purpose == KEY_PURPOSE_DATA;
 	if (!pr->pr_dry_run) {
 		if (keychain_read_file(pk->pk_path, &now, &nowlen, why,
-		    sizeof(why)) == -1 || nowlen != pk->pk_len ||
-		    memcmp(now, pk->pk_file, nowlen) != 0) {
+		    sizeof(why)) == -1) {
+			log_warnx("prune: tenant %s: cannot read the at-rest "
+			    "key file again: %s; its keys stay", pr->pr_tenant,
+			    why);
+			pr->pr_error = 1;
+			goto out;
+		}
+		if (nowlen != pk->pk_len || memcmp(now, pk->pk_file,
+		    nowlen) != 0) {
 			log_warnx("prune: tenant %s: the at-rest key file "
 			    "changed while prune ran; its keys stay",
 			    pr->pr_tenant);
 			pr->pr_error = 1;
 			goto out;
 		}
-		if ((nkc = keychain_new(kc->kc_name)) == NULL)
-			fatal("keychain_new");
-		for (i = 0; i < kc->kc_nkeys; i++)
-			if (!keys_unused(pk, kc->kc_keys[i]) &&
-			    keychain_add(nkc, kc->kc_keys[i], why,
-			    sizeof(why)) == -1)
-				goto fail;
-		if (keychain_pack(nkc, &out, &outlen, why, sizeof(why)) == -1 ||
+		for (i = m = 0; i < kc->kc_nkeys; i++)
+			if (kc->kc_keys[i]->purpose == KEY_PURPOSE_DATA &&
+			    keys_unused(pk, kc->kc_keys[i]->key_id.data))
+				key_wrapped_free(kc->kc_keys[i]);
+			else
+				kc->kc_keys[m++] = kc->kc_keys[i];
+		kc->kc_nkeys = m;
+		if (keychain_set_dropped(kc, dropped, ndropped) == -1) {
+			snprintf(why, sizeof(why), "%s", strerror(errno));
+			goto fail;
+		}
+		if (keychain_pack(kc, &out, &outlen, why, sizeof(why)) == -1 ||
 		    keychain_write_file(pk->pk_path, out, outlen, why,
 		    sizeof(why)) == -1)
 			goto fail;
 	}
-	printf("%s: tenant %s: %zu at-rest data key(s) no remaining chunk "
-	    "is sealed under, %zu kept\n", pr->pr_dry_run ? "would drop" :
-	    "dropped", pr->pr_tenant, drop, kc->kc_nkeys - drop);
-	pr->pr_keys_dropped += drop;
+	if (drop > 0)
+		printf("%s: tenant %s: %zu of %zu at-rest data key(s): no "
+		    "remaining chunk is sealed under them\n", pr->pr_dry_run ?
+		    "would drop" : "dropped", pr->pr_tenant, drop, data);
 	goto out;
  fail:
 	log_warnx("prune: tenant %s: cannot rewrite the at-rest key file: "
 	    "%s; its keys stay", pr->pr_tenant, why);
 	pr->pr_error = 1;
  out:
+	free(dropped);
 	free(out);
 	free(now);
-	keychain_free(nkc);
 }
 
 static void
@@ -347,7 +431,7 @@ prune_tenant_cb(void *arg, const char *tenant)
 	struct repo_point	*pts = NULL;
 	struct prune_keys	 pk;
 	size_t			 n = 0, i;
-	uint64_t		 files, bytes, matched, kept, pruned;
+	uint64_t		 files, bytes, matched, kept;
 	int			*prune = NULL;
 
 	memset(&pk, 0, sizeof(pk));
@@ -390,7 +474,6 @@ prune_tenant_cb(void *arg, const char *tenant)
 	if (keys_load(pr, &pk) == -1)
 		goto out;
 
-	pruned = pr->pr_pruned;
 	for (i = 0; i < n; i++) {
 		if (!prune[i])
 			continue;
@@ -413,14 +496,17 @@ prune_tenant_cb(void *arg, const char *tenant)
 		    pts[i].rp_name) == -1)
 			log_warn("prune: %s/%s: leftover index", tenant,
 			    pts[i].rp_name);
-	/* A key falls out of use only with the chunks of a pruned point. */
+	/*
+	 * Keys fall out of use with pruned points, and with failed or
+	 * abandoned jobs (each at-rest backup start adds one).
+	 */
 	if (repo_chunks_sweep(pr->pr_repo, tenant, pr->pr_ids, pr->pr_nids,
-	    pr->pr_dry_run, pr->pr_pruned > pruned && pk.pk_sweep.sk_n > 0 ?
-	    &pk.pk_sweep : NULL, &files, &bytes) == -1) {
+	    pr->pr_dry_run, pk.pk_sweep.sk_n > 0 ? &pk.pk_sweep : NULL,
+	    &files, &bytes) == -1) {
 		log_warn("prune: tenant %s: removing unused chunks", tenant);
 		pr->pr_error = 1;
-	} else if (pr->pr_pruned > pruned)
-		keys_trim(pr, &pk);
+	} else
+		keys_trim(pr, &pk, pts, prune, n);
 	pr->pr_files += files;
 	pr->pr_bytes += bytes;
  out:

@@ -2882,6 +2882,31 @@ repo_points_free(struct repo_point *points, size_t n)
 	free(points);
 }
 
+enum { CHUNK_HDR_OK, CHUNK_HDR_BAD, CHUNK_HDR_BAD_LEN };
+
+/*
+ * Checks a chunk's header against itself and the object's size: magic,
+ * version, flags, reserved bytes, lengths.  CHUNK_HDR_OK, or what is
+ * wrong: CHUNK_HDR_BAD (bytes 0-7) or CHUNK_HDR_BAD_LEN (8-15, size).
+ */
+static int
+chunk_hdr_check(const uint8_t hdr[CHUNK_HDR_LEN], uint64_t size)
+{
+	uint32_t	 flags = hdr[5], raw_len = get_be32(hdr + 8);
+	uint32_t	 stored_len = get_be32(hdr + 12);
+
+	if (memcmp(hdr, CHUNK_MAGIC, 4) != 0 || (hdr[4] != CHUNK_VERSION &&
+	    hdr[4] != CHUNK_VERSION_SHA256) ||
+	    (flags & ~CHUNK_FLAGS_ALL) != 0 || get_be16(hdr + 6) != 0)
+		return CHUNK_HDR_BAD;
+	if (raw_len == 0 || raw_len > BLOCK_SIZE_MAX ||
+	    stored_len == 0 || stored_len > CHUNK_STORED_MAX ||
+	    size < CHUNK_HDR_LEN || stored_len != size - CHUNK_HDR_LEN ||
+	    (flags == 0 && stored_len != raw_len))
+		return CHUNK_HDR_BAD_LEN;
+	return CHUNK_HDR_OK;
+}
+
 /* chunk_read's reason for an EBADMSG, with the byte offset in it. */
 #define CHUNK_WHY(...) do {						\
 	if (why != NULL)						\
@@ -2924,18 +2949,15 @@ chunk_read(struct repo *r, const char *tenant, const uint8_t *chunk_id,
 	flags = hdr[5];
 	raw_len = get_be32(hdr + 8);
 	stored_len = get_be32(hdr + 12);
-	if (memcmp(hdr, CHUNK_MAGIC, 4) != 0 || (version != CHUNK_VERSION &&
-	    version != CHUNK_VERSION_SHA256) ||
-	    (flags & ~CHUNK_FLAGS_ALL) != 0 || get_be16(hdr + 6) != 0) {
+	switch (chunk_hdr_check(hdr, o.bo_size)) {
+	case CHUNK_HDR_OK:
+		break;
+	case CHUNK_HDR_BAD:
 		CHUNK_WHY("header damaged (magic, version or flags at bytes "
 		    "0-7)");
 		errno = EBADMSG;
 		goto fail;
-	}
-	if (raw_len == 0 || raw_len > BLOCK_SIZE_MAX ||
-	    stored_len == 0 || stored_len > CHUNK_STORED_MAX ||
-	    stored_len != o.bo_size - CHUNK_HDR_LEN ||
-	    (flags == 0 && stored_len != raw_len)) {
+	default:
 		CHUNK_WHY("header lengths damaged or object truncated (bytes "
 		    "8-15: raw %u, stored %u; object %llu bytes)", raw_len,
 		    stored_len, (unsigned long long)o.bo_size);
@@ -3949,8 +3971,9 @@ sweep_note_key(struct prune_walk *pw, const char *key)
 	}
 	if (o.bo_size < CHUNK_HDR_LEN || be_read(&o, 0, hdr,
 	    o.bo_size < sizeof(hdr) ? CHUNK_HDR_LEN : sizeof(hdr)) == -1 ||
-	    memcmp(hdr, CHUNK_MAGIC, 4) != 0 ||
-	    ((hdr[5] & CHUNK_ENCRYPTED) && o.bo_size < sizeof(hdr)))
+	    chunk_hdr_check(hdr, o.bo_size) != CHUNK_HDR_OK ||
+	    ((hdr[5] & CHUNK_ENCRYPTED) && o.bo_size < CHUNK_HDR_LEN +
+	    SEALED_OVERHEAD))
 		sk->sk_unknown++;
 	else if ((hdr[5] & CHUNK_ENCRYPTED) && (id = bsearch(hdr +
 	    CHUNK_HDR_LEN, sk->sk_ids, sk->sk_n, KEY_ID_LEN,

@@ -173,14 +173,14 @@ chown 65534:65534 "$REPO/at-rest.keychain"
 cp "$REPO/at-rest.keychain" "$T/keychain.before"
 check "prune --dry-run" "$TT" prune --repository "$T/repo" --tenant acme \
     --keep-last 2 --dry-run
-expect_grep "^would drop: tenant acme: 3 at-rest data key\(s\) no remaining chunk is sealed under, 2 kept$" \
+expect_grep "^would drop: tenant acme: 3 of 5 at-rest data key\(s\): no remaining chunk is sealed under them$" \
     "$LAST_OUT" "it would drop the keys of points 1-3"
 cmp -s "$REPO/at-rest.keychain" "$T/keychain.before" &&
     ok "--dry-run leaves the key file as it was" ||
     not_ok "--dry-run leaves the key file as it was"
 check "prune keeps points 4 and 5" "$TT" prune --repository "$T/repo" \
     --tenant acme --keep-last 2
-expect_grep "^dropped: tenant acme: 3 at-rest data key\(s\) no remaining chunk is sealed under, 2 kept$" \
+expect_grep "^dropped: tenant acme: 3 of 5 at-rest data key\(s\): no remaining chunk is sealed under them$" \
     "$LAST_OUT" "and says it dropped 3 keys"
 run kt list "$REPO/at-rest.keychain"
 if cut -d' ' -f1 "$LAST_OUT" | cmp -s - <(tail -n 2 "$T/keys.before"); then
@@ -200,19 +200,34 @@ check "point 4 restores without the keys it lists but no chunk needs" \
 same "byte-identical" "$T/disk4.img" "$T/r4.img"
 cp "$REPO/at-rest.keychain" "$T/keychain.after"
 cp "$T/keychain.v2" "$REPO/at-rest.keychain"
-expect_fail "a key file without the key point 4's chunks need: restore fails" \
+expect_fail "an older key file, without the key point 4's chunks need: restore fails" \
     src restore --name vm --point "$p4" --output "$T/r4bad.img"
-expect_grep "at-rest key of tenant acme unavailable: restore point vm/$p4: block [0-9]+: chunk [0-9a-f]{16}\.\.\. is sealed under data key $(sed -n 4p "$T/keys.before" | cut -c1-16), which is not available: it is not in the tenant's key file" \
-    "$LAST_ERR" "it names the chunk and the key it needs"
+expect_grep "at-rest key of tenant acme unavailable: key [0-9]+ 'acme-kek' on KMS 127.0.0.1:$KMS_PORT .*data key $(sed -n 4p "$T/keys.before" | cut -c1-16)" \
+    "$LAST_ERR" "before any block: it names the key, its KEK and the KMS"
 [ -z "$(ls "$T"/r4bad.img* 2>/dev/null)" ] && ok "nothing was written" ||
     not_ok "nothing was written"
 cp "$T/keychain.after" "$REPO/at-rest.keychain"
-# The metrics below start here: the restores of point 4 asked the KMS
-# for version 3 (destroyed) for its own copies.
-target_start "$T/target.conf" || bail "target did not start again"
 check "backup 6 after the prune" src backup --disk "$T/disk2.img" --name vm
 check "restore" src restore --name vm --output "$T/r6.img"
 same "byte-identical" "$T/disk2.img" "$T/r6.img"
+# Then the key file is lost after version 4 was destroyed: the newest
+# copies of the dropped keys are in point 5, under version 4.  The
+# rebuilt file leaves them out, and backups go on.
+u5=$(new_kek) || bail "cannot create a fifth KEK version"
+check "backup 7 under version 5" src backup --disk "$T/disk2.img" --name vm
+check "revoke and destroy version 4" \
+    sh -c "'$KMIPT' ${KMS_OPTS[*]} revoke $u4 && '$KMIPT' ${KMS_OPTS[*]} destroy $u4"
+mv "$REPO/at-rest.keychain" "$T/keychain.lost2"
+log_mark
+check "the key file lost again: backup 8 goes on" \
+    src backup --disk "$T/disk2.img" --name vm
+log_new
+expect_grep "rebuilding the at-rest key file: 3 key\(s\) left out: key $u4 " \
+    "$TARGET_NEW" "the keys under the destroyed version are left out"
+# The metrics below start here: the rebuild asked for version 4.
+target_start "$T/target.conf" || bail "target did not start again"
+check "restore of backup 8" src restore --name vm --output "$T/r8.img"
+same "byte-identical" "$T/disk2.img" "$T/r8.img"
 
 # --- no key on disk or in the log ------------------------------------------
 run kt --reveal-for-test unwrap "$REPO/at-rest.keychain"
@@ -241,7 +256,8 @@ expect_grep "at-rest key of tenant acme unavailable.*127.0.0.1:$KMS_PORT" "$LAST
     not_ok "no job left behind" "$(ls "$REPO/tmp")"
 expect_fail "KMS down at restore: the restore fails" \
     src restore --name vm --output "$T/down.img"
-expect_grep "at-rest key of tenant acme unavailable" "$LAST_ERR" "and says why"
+expect_grep "at-rest key of tenant acme unavailable: key [0-9]+ 'acme-kek' on KMS 127.0.0.1:$KMS_PORT" \
+    "$LAST_ERR" "and says why, naming the KMS, before any block"
 [ -z "$(ls "$T"/down.img* 2>/dev/null)" ] && ok "nothing was written" ||
     not_ok "nothing was written"
 SRC_CONF=$T/globex.conf check "the plaintext tenant does not need the KMS" \
@@ -274,6 +290,8 @@ SRC_CONF=$T/nobody.conf expect_fail "a wrong password: the backup fails" \
 expect_grep "wrong password" "$LAST_ERR" "and says so"
 SRC_CONF=$T/nobody.conf expect_fail "a wrong password: the restore fails" \
     src restore --name pw --output "$T/pwbad.img"
+expect_grep "at-rest key of tenant nobody unavailable: .*wrong password" "$LAST_ERR" \
+    "and says so"
 [ ! -e "$T/pwbad.img" ] && ok "nothing was written" || not_ok "nothing was written"
 cp "$T/pw.good" "$T/pw"
 

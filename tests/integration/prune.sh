@@ -390,10 +390,23 @@ SRC_CONF=$T/globex.conf expect_fail "a backup with the key file full: refused" \
 expect_grep "at-rest key of tenant globex unavailable: its key file .*/at-rest.keychain holds 65536 keys, the most it can; prune old restore points \('target-transporter prune'\)" \
     "$LAST_ERR" "it says why and what to do"
 target_stop
-check "prune of the tenant" \
+# A chunk that stays with a header that does not read: its key is not
+# known, so no key goes.
+read -r _ CHUNK < <(chunk_of "$T/repo/tenants/globex" gvm2 0)
+cp "$CHUNK" "$T/chunk.good"
+truncate -s 40 "$CHUNK"
+cp "$KC" "$T/globex.full"
+check "prune with a damaged chunk that stays" \
     "$TT" prune --repository "$T/repo" --tenant globex --keep-last 1
-expect_grep "^dropped: tenant globex: 655[0-9][0-9] at-rest data key\(s\) no remaining chunk is sealed under, [1-9] kept$" \
-    "$LAST_OUT" "it drops the made-up keys"
+expect_grep "tenant globex: 1 chunk\(s\) that stay have a header that does not read; every at-rest key stays" \
+    "$LAST_ERR" "it says why it keeps every key"
+cmp -s "$KC" "$T/globex.full" && ok "and the key file is as it was" ||
+    not_ok "and the key file is as it was"
+cp "$T/chunk.good" "$CHUNK"
+check "prune of the tenant, the chunk mended" \
+    "$TT" prune --repository "$T/repo" --tenant globex --keep-last 1
+expect_grep "^dropped: tenant globex: 655[0-9][0-9] of 65536 at-rest data key\(s\): no remaining chunk is sealed under them$" \
+    "$LAST_OUT" "it drops the made-up keys (with nothing to prune)"
 target_start "$T/target.conf" || bail "target did not start again"
 SRC_CONF=$T/globex.conf check "the backup goes on again" \
     src backup --disk "$T/v5.img" --name gvm

@@ -429,6 +429,29 @@ test_keychain_round_trip(void **state)
 	    KEY_ID_LEN);
 	memset(missing, 0xee, sizeof(missing));
 	assert_null(keychain_find(kc2, missing));
+	assert_false(keychain_dropped(kc2, missing));
+
+	/* The ids prune dropped: sorted, repeats gone, kept by a round trip. */
+	keychain_free(kc2);
+	free(buf2);
+	{
+		uint8_t	 d[3][KEY_ID_LEN];
+
+		memset(d[0], 0xee, KEY_ID_LEN);
+		memset(d[1], 0x11, KEY_ID_LEN);
+		memset(d[2], 0xee, KEY_ID_LEN);
+		assert_int_equal(keychain_set_dropped(kc, d[0], 3), 0);
+		assert_int_equal(kc->kc_ndropped, 2);
+		assert_memory_equal(kc->kc_dropped, d[1], KEY_ID_LEN);
+	}
+	assert_int_equal(keychain_pack(kc, &buf2, &len2, err, sizeof(err)),
+	    0);
+	assert_non_null(kc2 = keychain_unpack(buf2, len2, err, sizeof(err)));
+	assert_int_equal(kc2->kc_ndropped, 2);
+	assert_true(keychain_dropped(kc2, missing));
+	assert_false(keychain_dropped(kc2, ids[0]));
+	assert_int_equal(keychain_set_dropped(kc, NULL, 0), 0);
+	assert_int_equal(kc->kc_ndropped, 0);
 
 	/* An empty chain round-trips too. */
 	keychain_free(kc2);
@@ -526,6 +549,37 @@ test_keychain_hostile(void **state)
 	free(f);
 	free(body);
 	m.format = KEYCHAIN_FORMAT;
+
+	/* A list of dropped ids out of order, or of the wrong size. */
+	{
+		ProtobufCBinaryData	 d[2];
+		uint8_t			 a[KEY_ID_LEN], b[KEY_ID_LEN];
+
+		memset(a, 0x22, sizeof(a));
+		memset(b, 0x11, sizeof(b));
+		d[0].data = a;
+		d[0].len = KEY_ID_LEN;
+		d[1].data = b;
+		d[1].len = KEY_ID_LEN;
+		m.n_dropped = 2;
+		m.dropped = d;
+		for (i = 0; i < 2; i++) {
+			blen = key_chain__get_packed_size(&m);
+			assert_non_null(body = malloc(blen));
+			key_chain__pack(&m, body);
+			f = frame(KEYCHAIN_MAGIC, body, blen, &flen);
+			assert_null(keychain_unpack(f, flen, err,
+			    sizeof(err)));
+			assert_non_null(strstr(err, "dropped"));
+			free(f);
+			free(body);
+			d[1].data = a;		/* sorted now, */
+			d[1].len = KEY_ID_LEN - 1;	/* but short */
+			d[0].data = b;
+		}
+		m.n_dropped = 0;
+		m.dropped = NULL;
+	}
 
 	f = frame(KEYCHAIN_MAGIC, (const uint8_t *)"\xff\xff\xff", 3, &flen);
 	assert_null(keychain_unpack(f, flen, err, sizeof(err)));
