@@ -1440,6 +1440,33 @@ restore_ready(struct client *cl, void *arg)
 }
 
 /*
+ * A restore of the newest point: it must not be older than the newest
+ * point this source committed of the name (chain.c), or the disk would
+ * silently come back in an older state.  0, or -1 after finishing with
+ * exit 9.
+ */
+static int
+restore_went_back(struct restore *rs, const PointInfo *pi)
+{
+	struct state_entry	 e;
+	char			 msg[512];
+
+	if (!chain_known(rs->rs_client->cl_conf, rs->rs_name, &e) ||
+	    strcmp(e.se_id, pi->point_id) == 0 || e.se_sequence == 0 ||
+	    pi->sequence == 0 || pi->sequence > e.se_sequence)
+		return 0;
+	(void)snprintf(msg, sizeof(msg), "the target went back: this source "
+	    "committed %s/%s (#%llu), its newest is %s (#%llu); restore that "
+	    "one with --point %s, or take the target's state with "
+	    "'source-transporter list --name %s --accept-rollback'",
+	    rs->rs_name, e.se_id, (unsigned long long)e.se_sequence,
+	    pi->point_id, (unsigned long long)pi->sequence, pi->point_id,
+	    rs->rs_name);
+	restore_fail(rs, EXIT_ROLLBACK, msg);
+	return -1;
+}
+
+/*
  * RestoreBegin: the point must be possible, and on every later
  * announcement the same.  0, or -1 after finishing.
  */
@@ -1478,6 +1505,9 @@ restore_announced(struct restore *rs, const RestoreBegin *rb)
 			return -1;
 		}
 	} else {
+		if (rs->rs_point_id == NULL && !rs->rs_verify &&
+		    restore_went_back(rs, pi) == -1)
+			return -1;
 		snprintf(rs->rs_point, sizeof(rs->rs_point), "%s",
 		    pi->point_id);
 		rs->rs_disk_size = pi->disk_size;

@@ -2,7 +2,8 @@
 # integrity: the points of a name form a chain (sequence numbers, each
 # naming the one before it), so a deleted middle point is named by
 # list, verify and the target's own verify; a repository put back to an
-# older copy is refused by the source (exit 9) until --accept-rollback;
+# older copy is refused by the source (exit 9, a restore of the newest
+# point too) until --accept-rollback;
 # `source-transporter verify --all` reads every point; and the offline,
 # key-less `target-transporter verify` passes an intact repository (in
 # flight, source-side, at rest), runs beside the daemon, and names each
@@ -98,6 +99,16 @@ n=$(ls "$T/repo/tenants/globex/points/vm/" | grep -c '\.manifest$')
 SRC_CONF=$T/globex.conf expect_exit 9 "list refuses too (exit 9)" src list
 expect_grep "went back: this source committed vm/$g3" "$LAST_ERR" "list says what went back"
 SRC_CONF=$T/globex.conf expect_exit 9 "verify refuses too (exit 9)" src verify --name vm
+g2=$(ls "$T/repo/tenants/globex/points/vm/" | sed -n 's/\.manifest$//p' | sort | tail -1)
+SRC_CONF=$T/globex.conf expect_exit 9 "a restore of the newest refuses too (exit 9)" \
+    src restore --name vm --output "$T/rolled.img"
+expect_grep "the target went back: this source committed vm/$g3 \(#3\), its newest is $g2 \(#2\); restore that one with --point $g2" \
+    "$LAST_ERR" "restore says what went back and how to restore the older point"
+[ -z "$(ls "$T"/rolled.img* 2>/dev/null)" ] && ok "nothing was written" ||
+    not_ok "nothing was written" "$(ls "$T"/rolled.img*)"
+SRC_CONF=$T/globex.conf check "restore --point of the older point goes on" \
+    src restore --name vm --point "$g2" --output "$T/rolled.img"
+same "it is backup 2, byte-identical" "$T/disk.img" "$T/rolled.img"
 SRC_CONF=$T/globex.conf check "backup --accept-rollback goes on" \
     src backup --disk "$T/disk.img" --name vm --accept-rollback
 expect_grep "accepted: vm/$g3 \(#3\) is gone from the target" "$LAST_ERR" "says what it accepted"
