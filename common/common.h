@@ -129,6 +129,9 @@ int	 conf_parse_bool(const char *, int *);
 int	 conf_parse_duration(const char *, uint64_t *);
 int	 conf_split_hostport(const char *, char **, char **);
 int	 conf_check_key_file(const char *, char *, size_t);
+int	 conf_check_read_file(const char *, char *, size_t);
+int	 conf_set_file(const char *, int, const char *, const char *, int,
+	    char **);
 
 /* frame.c */
 int	 frame_send(struct bufferevent *, const Frame *);
@@ -159,6 +162,7 @@ void	 tls_peer_describe(SSL *, char *, size_t);
 const char *tls_verify_reason(SSL *);
 void	 tls_count_sent(SSL *, uint64_t *, size_t);
 int	 tls_bev_errors(struct bufferevent *, char *, size_t);
+int	 tls_alert_on_cert(int);
 
 /* pool.c */
 struct pool;

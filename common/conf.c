@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -553,4 +554,51 @@ conf_check_key_file(const char *path, char *err, size_t errlen)
 		    "others (mode %04o); run: chmod 600 %s", path, how,
 		    (unsigned int)(st.st_mode & 07777), path);
 	return -1;
+}
+
+/*
+ * Checks that path is a regular file (symbolic links are followed) this
+ * process can read.  Returns 0, or -1 with a one-line reason in err.
+ */
+int
+conf_check_read_file(const char *path, char *err, size_t errlen)
+{
+	struct stat	 st;
+
+	if (stat(path, &st) == -1 || (S_ISREG(st.st_mode) &&
+	    access(path, R_OK) == -1)) {
+		(void)snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		(void)snprintf(err, errlen, "%s is not a regular file", path);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A file the daemon reads when it starts (its certificate, key, CA,
+ * CRL): *dst gets a copy of value, which must name a file this process
+ * can read, and with secret one that group and others cannot read or
+ * write.  Errors are said as "conf:line: ...".  0, or -1.
+ */
+int
+conf_set_file(const char *conf, int line, const char *key, const char *value,
+    int secret, char **dst)
+{
+	char	 err[512];
+
+	if (*dst != NULL) {
+		log_warnx("%s:%d: %s is set twice", conf, line, key);
+		return -1;
+	}
+	if ((*dst = strdup(value)) == NULL)
+		fatal("strdup");
+	if ((secret ? conf_check_key_file(value, err, sizeof(err)) :
+	    conf_check_read_file(value, err, sizeof(err))) == -1) {
+		log_warnx("%s:%d: %s: %s", conf, line, key, err);
+		return -1;
+	}
+	return 0;
 }

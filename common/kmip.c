@@ -456,21 +456,9 @@ kmip_tls_setup(struct kmip_conn *kc, const char *cert, const char *key,
 static int
 kmip_cert_alert(unsigned long e)
 {
-	if (ERR_GET_LIB(e) != ERR_LIB_SSL)
-		return 0;
-	switch (ERR_GET_REASON(e)) {
-	case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
-	case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
-	case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
-	case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
-	case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
-	case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
-	case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
-	case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
-		return 1;
-	default:
-		return 0;
-	}
+	return ERR_GET_LIB(e) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(e) >= SSL_AD_REASON_OFFSET &&
+	    tls_alert_on_cert(ERR_GET_REASON(e) - SSL_AD_REASON_OFFSET);
 }
 
 struct kmip_conn *

@@ -294,3 +294,25 @@ tls_bev_errors(struct bufferevent *bev, char *buf, size_t len)
 	}
 	return alert;
 }
+
+/*
+ * 1 if a TLS alert (its description, as tls_bev_errors returns it) says
+ * the peer refused our certificate, else 0.
+ */
+int
+tls_alert_on_cert(int alert)
+{
+	switch (alert) {
+	case SSL_AD_BAD_CERTIFICATE:
+	case SSL_AD_UNSUPPORTED_CERTIFICATE:
+	case SSL_AD_CERTIFICATE_REVOKED:
+	case SSL_AD_CERTIFICATE_EXPIRED:
+	case SSL_AD_CERTIFICATE_UNKNOWN:
+	case SSL_AD_UNKNOWN_CA:
+	case SSL_AD_ACCESS_DENIED:
+	case SSL_AD_CERTIFICATE_REQUIRED:
+		return 1;
+	default:
+		return 0;
+	}
+}

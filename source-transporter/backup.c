@@ -573,6 +573,9 @@ backup_summary(struct backup *bk, const Committed *c)
 	double		 secs = (now_ms() - bk->bk_start_ms) / 1000.0;
 	long		 rss = peak_rss_kib();
 	int		 nconns = 0, i;
+	/* As stored (an older target does not say): at rest, say. */
+	uint32_t	 mode = c->mode != ENCRYPTION_MODE__ENCRYPTION_NONE ?
+	    (uint32_t)c->mode : bk->bk_mode;
 
 	for (i = 0; i < bk->bk_nconns; i++)
 		nconns += bk->bk_conns[i].bc_joined;
@@ -590,7 +593,7 @@ backup_summary(struct backup *bk, const Committed *c)
 		    "\"attempts\":%d,\"connections\":%d,\"chunks_new\":%llu,"
 		    "\"chunks_dedup\":%llu,\"seconds\":%.3f,"
 		    "\"peak_rss_kib\":%ld}\n", bk->bk_name, c->point_id,
-		    mode_name(bk->bk_mode), disk_transport_name(bk->bk_dk),
+		    mode_name(mode), disk_transport_name(bk->bk_dk),
 		    (unsigned long long)bk->bk_dirty_skipped,
 		    (unsigned long long)bk->bk_disk_size,
 		    (unsigned long long)bk->bk_bytes_read,
@@ -611,7 +614,7 @@ backup_summary(struct backup *bk, const Committed *c)
 	format_bytes(c->bytes_stored, b4, sizeof(b4));
 	format_bytes((uint64_t)(bk->bk_disk_size / secs), b5, sizeof(b5));
 	printf("backup '%s' committed as restore point %s (%s encryption)\n",
-	    bk->bk_name, c->point_id, mode_name(bk->bk_mode));
+	    bk->bk_name, c->point_id, mode_name(mode));
 	printf("  disk      %s in %llu blocks (%llu zero or hole)\n", b1,
 	    (unsigned long long)bk->bk_blocks,
 	    (unsigned long long)bk->bk_zero_blocks);
@@ -1177,6 +1180,9 @@ cmd_backup(struct source_conf *sc, int argc, char **argv)
 	}
 	if (optind != argc || bk.bk_disk == NULL || bk.bk_name == NULL) {
 		backup_usage(stderr);
+		log_warnx("backup: %s", optind != argc ? "unexpected arguments "
+		    "after the options" : bk.bk_disk == NULL ? "say which disk: "
+		    "--disk PATH or NBD-URI" : "say which backup: --name NAME");
 		return EXIT_USAGE;
 	}
 	if (bandwidth_set)

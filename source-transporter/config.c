@@ -52,13 +52,17 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 	if (strcmp(key, "server_name") == 0)
 		return conf_string(sc, &sc->sc_server_name, key, value, line);
 	if (strcmp(key, "certificate") == 0)
-		return conf_string(sc, &sc->sc_cert, key, value, line);
+		return conf_set_file(sc->sc_path, line, key, value, 0,
+		    &sc->sc_cert);
 	if (strcmp(key, "key") == 0)
-		return conf_string(sc, &sc->sc_key, key, value, line);
+		return conf_set_file(sc->sc_path, line, key, value, 1,
+		    &sc->sc_key);
 	if (strcmp(key, "ca") == 0)
-		return conf_string(sc, &sc->sc_ca, key, value, line);
+		return conf_set_file(sc->sc_path, line, key, value, 0,
+		    &sc->sc_ca);
 	if (strcmp(key, "crl") == 0)
-		return conf_string(sc, &sc->sc_crl, key, value, line);
+		return conf_set_file(sc->sc_path, line, key, value, 0,
+		    &sc->sc_crl);
 	if (strcmp(key, "block_size") == 0) {
 		if (conf_parse_size(value, &sc->sc_block_size) == -1 ||
 		    sc->sc_block_size < BLOCK_SIZE_MIN ||
@@ -349,11 +353,6 @@ conf_finish(struct source_conf *sc)
 	REQUIRE(sc_key, "key");
 	REQUIRE(sc_ca, "ca");
 #undef REQUIRE
-	if (sc->sc_key != NULL &&
-	    conf_check_key_file(sc->sc_key, err, sizeof(err)) == -1) {
-		log_warnx("%s: %s", sc->sc_path, err);
-		errors++;
-	}
 	for (sj = sc->sc_jobs; sj != NULL; sj = sj->sj_next) {
 		if (sj->sj_disk == NULL || sj->sj_every == 0) {
 			log_warnx("%s: job '%s' needs 'disk' and 'every'",

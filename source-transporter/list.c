@@ -235,11 +235,21 @@ list_frame(struct client *cl, const Frame *f, void *arg)
 		    "%s frame", cl->cl_addr, frame_name(f));
 		return;
 	}
-	list_print(ls, f->list_reply);
-	/* Missing middle points are warned of; a rollback is exit 9. */
+	/*
+	 * Missing middle points are warned of; a rollback is exit 9, and
+	 * the target's list is not shown as if it were the truth.
+	 */
 	rv = chain_check(cl->cl_conf, f->list_reply, ls->ls_name,
 	    ls->ls_accept);
-	client_finish(cl, rv == EXIT_INTEGRITY ? EXIT_OK : rv, NULL);
+	if (rv == EXIT_ROLLBACK || rv == EXIT_ERROR) {
+		client_finish(cl, rv, NULL);
+		return;
+	}
+	list_print(ls, f->list_reply);
+	if (ls->ls_name != NULL && f->list_reply->n_points == 0)
+		client_finish(cl, EXIT_NOT_FOUND, NULL);
+	else
+		client_finish(cl, rv == EXIT_INTEGRITY ? EXIT_OK : rv, NULL);
 }
 
 static const struct client_ops list_ops = {

@@ -2048,6 +2048,16 @@ restore_main(struct source_conf *sc, int argc, char **argv, int verify)
 	    rs.rs_output == NULL || vo.vo_all || vo.vo_accept_rollback) ||
 	    (rs.rs_key_file == NULL) != (rs.rs_passphrase_file == NULL)) {
 		usage(stderr);
+		log_warnx("%s: %s", verify ? "verify" : "restore",
+		    optind != argc ? "unexpected arguments after the options" :
+		    rs.rs_name == NULL && !vo.vo_all ? (verify ? "say which "
+		    "backup: --name NAME, or --all" : "say which backup: --name "
+		    "NAME") :
+		    (rs.rs_key_file == NULL) != (rs.rs_passphrase_file ==
+		    NULL) ? "--key-file and --passphrase-file go together" :
+		    !verify && rs.rs_output == NULL ? "say where to write it: "
+		    "--output PATH (a file or a block device)" :
+		    "these options do not go together; see --help");
 		goto usage;
 	}
 	if (bandwidth_set)

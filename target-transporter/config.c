@@ -4,6 +4,10 @@
  * Every error is reported as "file:line: message", all of them in one
  * pass, so an operator fixes a file in one edit.
  */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -42,13 +46,17 @@ conf_global(struct conf_state *cs, const char *key, const char *value,
 	if (strcmp(key, "listen") == 0)
 		return conf_set_string(cs, &tc->tc_listen, key, value, line);
 	if (strcmp(key, "certificate") == 0)
-		return conf_set_string(cs, &tc->tc_cert, key, value, line);
+		return conf_set_file(tc->tc_path, line, key, value, 0,
+		    &tc->tc_cert);
 	if (strcmp(key, "key") == 0)
-		return conf_set_string(cs, &tc->tc_key, key, value, line);
+		return conf_set_file(tc->tc_path, line, key, value, 1,
+		    &tc->tc_key);
 	if (strcmp(key, "ca") == 0)
-		return conf_set_string(cs, &tc->tc_ca, key, value, line);
+		return conf_set_file(tc->tc_path, line, key, value, 0,
+		    &tc->tc_ca);
 	if (strcmp(key, "crl") == 0)
-		return conf_set_string(cs, &tc->tc_crl, key, value, line);
+		return conf_set_file(tc->tc_path, line, key, value, 0,
+		    &tc->tc_crl);
 	if (strcmp(key, "repository") == 0)
 		return conf_set_string(cs, &tc->tc_repository, key, value,
 		    line);
@@ -166,6 +174,7 @@ conf_tenant_at_rest(struct conf_state *cs, struct tenant *tn, const char *key,
 		else if (strcmp(value, "none") != 0) {
 			log_warnx("%s:%d: at_rest must be kmip, password or "
 			    "none, not '%s'", path, line, value);
+			tn->tn_at_rest_bad = 1;
 			return -1;
 		}
 		return 0;
@@ -328,8 +337,8 @@ conf_finish_at_rest(struct target_conf *tc, struct tenant *tn)
 			unused = tn->tn_kms != NULL ? "kms" : "kek_name";
 		break;
 	default:
-		if (tn->tn_kms != NULL || tn->tn_kek_name != NULL ||
-		    tn->tn_password_file != NULL)
+		if (!tn->tn_at_rest_bad && (tn->tn_kms != NULL ||
+		    tn->tn_kek_name != NULL || tn->tn_password_file != NULL))
 			unused = tn->tn_kms != NULL ? "kms" :
 			    tn->tn_kek_name != NULL ? "kek_name" :
 			    "password_file";
@@ -375,6 +384,29 @@ conf_finish_at_rest(struct target_conf *tc, struct tenant *tn)
 	return errors;
 }
 
+/*
+ * 1 (and why in err) if path does not exist and neither does the
+ * directory it would be made in, else 0.
+ */
+static int
+repository_parent_missing(const char *path, char *err, size_t errlen)
+{
+	struct stat	 st;
+	char		*dir;
+	int		 missing;
+
+	if (stat(path, &st) == 0 || errno != ENOENT)
+		return 0;
+	if ((dir = strdup(path)) == NULL)
+		fatal("strdup");
+	missing = stat(dirname(dir), &st) == -1 || !S_ISDIR(st.st_mode);
+	if (missing)
+		snprintf(err, errlen, "neither it nor %s exists; create %s "
+		    "(the daemon makes the repository in it)", dir, dir);
+	free(dir);
+	return missing;
+}
+
 /* Checks what a line cannot: required keys, the tenants, key modes. */
 static int
 conf_finish(struct target_conf *tc)
@@ -407,9 +439,11 @@ conf_finish(struct target_conf *tc)
 	REQUIRE(tc_ca, "ca");
 	REQUIRE(tc_repository, "repository");
 #undef REQUIRE
-	if (tc->tc_key != NULL &&
-	    conf_check_key_file(tc->tc_key, err, sizeof(err)) == -1) {
-		log_warnx("%s: %s", tc->tc_path, err);
+	/* The daemon makes the repository, not the directories above it. */
+	if (tc->tc_repository != NULL && repository_parent_missing(
+	    tc->tc_repository, err, sizeof(err))) {
+		log_warnx("%s: repository = %s: %s", tc->tc_path,
+		    tc->tc_repository, err);
 		errors++;
 	}
 	if (TAILQ_EMPTY(&tc->tc_tenants)) {
@@ -536,4 +570,22 @@ target_conf_repository(const char *path, const char *conffile,
 	    TARGET_CONF_DEFAULT)) == NULL)
 		return NULL;
 	return (*tc)->tc_repository;
+}
+
+/*
+ * verify and prune: says that nothing matched their --tenant, --name and
+ * --point (any may be NULL), and whether the point was pruned.
+ */
+void
+target_no_match(struct repo *r, const char *cmd, const char *tenant,
+    const char *name, const char *point)
+{
+	log_warnx("%s: no restore point of %s%s%s%s%s in %s%s; the names are "
+	    "the directories under tenants/TENANT/points", cmd,
+	    tenant != NULL ? "tenant " : "every tenant", tenant != NULL ?
+	    tenant : "", name != NULL ? " named " : "", name != NULL ? name :
+	    "", point != NULL ? " with that id" : "", repo_path(r),
+	    tenant != NULL && name != NULL && point != NULL &&
+	    repo_point_was_pruned(r, tenant, name, point) ?
+	    " (it was pruned)" : "");
 }

@@ -658,7 +658,8 @@ prune_main(int argc, char **argv)
 		goto out;
 	}
 	format_bytes(pr.pr_bytes, freed, sizeof(freed));
-	printf("prune of %s: %llu restore point(s) %s, %llu kept; %llu "
+	if (!pr.pr_refused || pr.pr_pruned > 0)
+		printf("prune of %s: %llu restore point(s) %s, %llu kept; %llu "
 	    "unused chunk(s), %s, %s\n", path,
 	    (unsigned long long)pr.pr_pruned, pr.pr_dry_run ? "to prune" :
 	    "pruned", (unsigned long long)pr.pr_kept,
@@ -669,8 +670,8 @@ prune_main(int argc, char **argv)
 	else if (pr.pr_error || pr.pr_refused)
 		rv = EXIT_ERROR;
 	else if ((tenant != NULL || pr.pr_name != NULL) && pr.pr_points == 0) {
-		log_warnx("prune: no restore point matched; see "
-		    "'source-transporter list'");
+		target_no_match(pr.pr_repo, "prune", tenant, pr.pr_name,
+		    pr.pr_point);
 		rv = EXIT_NOT_FOUND;
 	} else
 		rv = EXIT_OK;

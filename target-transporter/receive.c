@@ -963,6 +963,7 @@ sync_done(struct pool_job *pj)
 		c.chunks_new = sj->sj_chunks_new;
 		c.chunks_dedup = sj->sj_chunks_dedup;
 		c.sequence = sj->sj_point.rp_sequence;
+		c.mode = sj->sj_point.rp_mode;
 		receive_count(se, rv, &sj->sj_point, sj->sj_chunks_new,
 		    sj->sj_chunks_dedup);
 		f.msg_case = FRAME__MSG_COMMITTED;

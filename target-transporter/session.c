@@ -25,6 +25,7 @@
 #include <event2/event.h>
 
 #include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "metrics.h"
 #include "target.h"
@@ -367,6 +368,7 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 	struct session	*se = arg;
 	const char	*reason;
 	char		 ssl_err[512];
+	int		 alert;
 
 	if (events & BEV_EVENT_CONNECTED) {
 		session_connected(se);
@@ -393,15 +395,23 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 		return;
 	}
 	if (events & BEV_EVENT_ERROR) {
-		(void)tls_bev_errors(bev, ssl_err, sizeof(ssl_err));
+		alert = tls_bev_errors(bev, ssl_err, sizeof(ssl_err));
 
 		if (se->se_state == SESSION_HANDSHAKE) {
 			METRICS_INC(metrics.mt_errors, "tls");
 			reason = tls_verify_reason(se->se_ssl);
-			session_close(se, "TLS handshake failed: %s%s%s",
-			    reason ? "client certificate rejected: " : "",
-			    reason ? reason : ssl_err[0] ? ssl_err :
-			    "connection closed", reason && ssl_err[0] ? "" : "");
+			if (reason == NULL && tls_alert_on_cert(alert))
+				session_close(se, "TLS handshake failed: the "
+				    "source refused this target's certificate "
+				    "(TLS alert: %s); check that the source's "
+				    "'ca' signed it and that its 'target' or "
+				    "'server_name' is a name in it",
+				    SSL_alert_desc_string_long(alert));
+			else
+				session_close(se, "TLS handshake failed: %s%s",
+				    reason ? "client certificate rejected: " :
+				    "", reason ? reason : ssl_err[0] ? ssl_err :
+				    "connection closed");
 		} else if (se->se_state == SESSION_IDLE ||
 		    se->se_state == SESSION_HELLO)
 			session_close(se, "connection closed by the source");

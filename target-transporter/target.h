@@ -42,6 +42,7 @@ struct tenant {
 	/* At-rest encryption (atrest.c); paths are absolute. */
 	uint32_t		 tn_at_rest;	/* KeyProvider; 0: none */
 	int			 tn_at_rest_line;
+	int			 tn_at_rest_bad;	/* not kmip, password, none */
 	char			*tn_kms;	/* host:port */
 	char			*tn_kms_cert;	/* default: the target's */
 	char			*tn_kms_key;
@@ -233,6 +234,8 @@ struct target_conf *target_conf_load(const char *);
 void		 target_conf_free(struct target_conf *);
 const char	*target_conf_repository(const char *, const char *,
 		    struct target_conf **);
+void		 target_no_match(struct repo *, const char *, const char *,
+		    const char *, const char *);
 struct tenant	*target_tenant_for(struct target_conf *, SSL *);
 
 /* session.c */

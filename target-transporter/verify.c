@@ -515,7 +515,7 @@ verify_main(int argc, char **argv)
 	const char		*conffile = NULL, *path = NULL, *tenant = NULL;
 	char			 err[512];
 	uint64_t		 faults;
-	int			 ch, rv = EXIT_USAGE;
+	int			 ch, nothing, rv = EXIT_USAGE;
 
 	memset(&v, 0, sizeof(v));
 	optind = 1;
@@ -568,13 +568,15 @@ verify_main(int argc, char **argv)
 		goto out;
 	}
 	faults = v.v_damaged + v.v_bad_points + v.v_missing + v.v_chain;
+	nothing = (v.v_only_point != NULL && !v.v_found) ||
+	    ((v.v_only_name != NULL || tenant != NULL) && v.v_seen == 0);
 	printf("verify of %s: %llu point(s) read in %llu backup name(s) of "
 	    "%llu tenant(s), %llu block(s), %llu chunk(s): ", path,
 	    (unsigned long long)v.v_checked, (unsigned long long)v.v_names,
 	    (unsigned long long)v.v_tenants, (unsigned long long)v.v_blocks,
 	    (unsigned long long)v.v_chunks_read);
 	if (faults == 0 && !v.v_error)
-		printf("intact\n");
+		printf("%s\n", nothing ? "nothing matched" : "intact");
 	else
 		printf("%llu damaged block(s), %llu damaged manifest(s) or "
 		    "index(es), %llu missing point(s), %llu chain fault(s)%s\n",
@@ -587,10 +589,9 @@ verify_main(int argc, char **argv)
 		rv = EXIT_INTEGRITY;
 	else if (v.v_error)
 		rv = EXIT_ERROR;
-	else if ((v.v_only_point != NULL && !v.v_found) ||
-	    ((v.v_only_name != NULL || tenant != NULL) && v.v_seen == 0)) {
-		log_warnx("no restore point matched; see 'source-transporter "
-		    "list'");
+	else if (nothing) {
+		target_no_match(v.v_repo, "verify", tenant, v.v_only_name,
+		    v.v_only_point);
 		rv = EXIT_NOT_FOUND;
 	} else
 		rv = EXIT_OK;

@@ -93,6 +93,7 @@ source_conf "$T/nobody.conf" unknown
 REPO=$T/repo/tenants/acme
 
 check "at-rest tenant: backup" src backup --disk "$T/disk.img" --name vm --json
+jsoncheck "the backup says at-rest, as stored" 'j["encryption"] == "at-rest"'
 p1=$(json_get "$LAST_OUT" point_id)
 check "list" src list --name vm --json
 jsoncheck "list says at-rest, and shows the source no target key" \

@@ -23,6 +23,19 @@ target_conf "$T/bad.conf" "key = $T/readable.key"
 expect_exit 2 "target -n refuses a key readable by others (exit 2)" \
     "$BUILD/target-transporter" -n -f "$T/bad.conf"
 expect_grep 'readable.key' "$LAST" "the refusal names the key file"
+target_conf "$T/bad.conf" "certificate = $T/nosuch.crt" "repository = $T/no/such/repo" \
+    "listen = nonsense"
+expect_exit 2 "target -n refuses a missing certificate file (exit 2)" \
+    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep "bad.conf:2: certificate: $T/nosuch.crt: No such file or directory" "$LAST" \
+    "file:line, the key and the path"
+expect_grep "repository = $T/no/such/repo: neither it nor $T/no/such exists" "$LAST" \
+    "and a repository whose directory does not exist, in the same pass"
+source_conf "$T/bad.conf" acme "ca = $T/nosuch-ca.crt"
+SRC_CONF=$T/bad.conf expect_exit 2 "the source refuses a missing CA file (exit 2)" \
+    src list
+expect_grep "bad.conf:[0-9]+: ca: $T/nosuch-ca.crt: No such file or directory" "$LAST" \
+    "file:line, the key and the path"
 
 target_conf "$T/target.conf"
 target_start "$T/target.conf" || bail "target did not start"
@@ -73,9 +86,13 @@ expect_grep "our certificate:? $PKI/expired.crt" "$LAST" \
 
 # the source checks the target's name
 source_conf "$T/wrongname.conf" acme "server_name = wrong.example"
+log_mark
 SRC_CONF=$T/wrongname.conf expect_exit 3 "server_name not in the target certificate: exit 3" \
     src backup --disk "$T/small.img" --name wrongname
 expect_grep 'wrong\.example' "$LAST" "the error names wrong.example"
+log_new
+expect_grep "the source refused this target's certificate \(TLS alert: [a-z ]+\); check" \
+    "$TARGET_NEW" "the target log says the source refused its certificate"
 
 # valid certificate, no tenant
 source_conf "$T/unknown.conf" unknown
