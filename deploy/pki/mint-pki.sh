@@ -17,7 +17,8 @@
 #             DNS subjectAltName are IDENTITY (default: TENANT-source),
 #             repeatable; the target maps IDENTITY to tenant TENANT.
 #   -p PATH   the directory the files will be installed in, for the
-#             configuration lines printed at the end
+#             configuration lines printed at the end (each source's
+#             'target' is the first -t name on the default port 7878)
 #             (default /etc/transporter/pki)
 #   -d DAYS   validity of new leaf certificates (default 825; the CA: 10 years)
 #   -f        replace leaf certificates that exist (re-issue); the CA is
@@ -258,6 +259,7 @@ for s in $sources; do
 	esac
 	echo
 	echo "# source.conf of $identity (copy sources/$identity.crt and .key there)"
+	echo "target = ${first:-TARGET-ADDRESS}:7878"
 	[ -z "$first" ] || echo "server_name = $first"
 	echo "certificate = $prefix/$identity.crt"
 	echo "key = $prefix/$identity.key"

@@ -126,10 +126,11 @@ printed_conf "$T/target.lines" "$T/etc/target" target
 } >"$T/target.conf"
 for h in acme-source:acme globex-host:globex; do
 	printed_conf "$T/$h.lines" "$T/etc/${h#*:}" source "${h%%:*}"
-	{
-		echo "target = 127.0.0.1:$TARGET_PORT"
-		cat "$T/$h.lines"
-	} >"$T/${h#*:}.conf"
+	grep -q "^target = [^ ]*:7878$" "$T/$h.lines" &&
+	    ok "${h%%:*}'s printed lines name the target, on the default port" ||
+	    not_ok "${h%%:*}'s printed lines name the target" "$(cat "$T/$h.lines")"
+	sed -i "s|^target = .*|target = 127.0.0.1:$TARGET_PORT|" "$T/$h.lines"
+	cp "$T/$h.lines" "$T/${h#*:}.conf"
 done
 expect_exit 0 "target -n accepts the printed target lines" \
     "$BUILD/target-transporter" -n -f "$T/target.conf"
