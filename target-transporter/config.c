@@ -180,10 +180,16 @@ conf_tenant_at_rest(struct conf_state *cs, struct tenant *tn, const char *key,
 		return 0;
 	}
 	for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
-		if (strcmp(key, strs[i].name) == 0)
+		if (strcmp(key, strs[i].name) == 0) {
+			/* Their checks come later, and name the line. */
+			if (strcmp(key, "kms_key") == 0)
+				tn->tn_secret_line[0] = line;
+			else if (strcmp(key, "password_file") == 0)
+				tn->tn_secret_line[1] = line;
 			return conf_set_string(cs,
 			    (char **)((char *)tn + strs[i].off), key, value,
 			    line);
+		}
 	log_warnx("%s:%d: unknown key '%s' in [tenant %s]", path, line, key,
 	    tn->tn_name);
 	return -1;
@@ -370,15 +376,21 @@ conf_finish_at_rest(struct target_conf *tc, struct tenant *tn)
 	if (tn->tn_at_rest == KEY_PROVIDER__KEY_PROVIDER_KMIP &&
 	    tn->tn_kms_key != NULL &&
 	    conf_check_key_file(tn->tn_kms_key, err, sizeof(err)) == -1) {
-		log_warnx("%s%s: tenant '%s': %s", tc->tc_path, where,
-		    tn->tn_name, err);
+		if (tn->tn_secret_line[0] > 0)
+			snprintf(where, sizeof(where), ":%d",
+			    tn->tn_secret_line[0]);
+		log_warnx("%s%s: tenant '%s': kms_key: %s", tc->tc_path,
+		    where, tn->tn_name, err);
 		errors++;
 	}
 	if (tn->tn_at_rest == KEY_PROVIDER__KEY_PROVIDER_PASSWORD &&
 	    tn->tn_password_file != NULL && conf_check_key_file(
 	    tn->tn_password_file, err, sizeof(err)) == -1) {
-		log_warnx("%s%s: tenant '%s': password_file: %s", tc->tc_path,
-		    where, tn->tn_name, err);
+		if (tn->tn_secret_line[1] > 0)
+			snprintf(where, sizeof(where), ":%d",
+			    tn->tn_secret_line[1]);
+		log_warnx("%s%s: tenant '%s': password_file: %s",
+		    tc->tc_path, where, tn->tn_name, err);
 		errors++;
 	}
 	return errors;

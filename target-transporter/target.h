@@ -43,6 +43,7 @@ struct tenant {
 	uint32_t		 tn_at_rest;	/* KeyProvider; 0: none */
 	int			 tn_at_rest_line;
 	int			 tn_at_rest_bad;	/* not kmip, password, none */
+	int			 tn_secret_line[2];	/* kms_key, password_file */
 	char			*tn_kms;	/* host:port */
 	char			*tn_kms_cert;	/* default: the target's */
 	char			*tn_kms_key;

@@ -80,6 +80,14 @@ expect_grep "bad.conf:[0-9]+: at_rest must be kmip, password or none" "$LAST" \
     "an unknown provider: file:line"
 expect_grep "'password_file' is not used with at_rest = none" "$LAST" \
     "a setting the provider does not use"
+cp "$T/pw" "$T/pw644"
+chmod 644 "$T/pw644"
+target_atrest "$T/bad2.conf" "" "" "at_rest = password
+password_file = $T/pw644"
+expect_exit 2 "target -n refuses a password file others can read" \
+    "$BUILD/target-transporter" -n -f "$T/bad2.conf"
+expect_grep "bad2.conf:15: tenant 'nobody': password_file: key file $T/pw644 is readable by group or others" \
+    "$LAST" "at the line of password_file, with the fix"
 
 # --- at rest under a KMS, beside a plaintext tenant ------------------------
 u1=$(new_kek) || bail "cannot create a KEK"
