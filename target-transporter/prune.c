@@ -292,6 +292,13 @@ keys_trim(struct prune *pr, struct prune_keys *pk,
 	}
 	if (keys_still_listed(pk, pts, prune, npts, &dropped, &ndropped) == -1)
 		fatal("keys_still_listed");
+	if (ndropped > KEYCHAIN_KEYS_MAX) {
+		/* Restores of points listing the others fail closed. */
+		log_warnx("prune: tenant %s: %zu dropped keys are still listed; "
+		    "the key file records %d of them", pr->pr_tenant, ndropped,
+		    KEYCHAIN_KEYS_MAX);
+		ndropped = KEYCHAIN_KEYS_MAX;
+	}
 	if (drop == 0 && (ndropped == kc->kc_ndropped && (ndropped == 0 ||
 	    memcmp(dropped, kc->kc_dropped, ndropped * KEY_ID_LEN) == 0)))
 		goto out;	/* nothing changes */
