@@ -153,16 +153,9 @@ client_connected(struct client *cl)
 static const char *
 client_alert_advice(int alert)
 {
-	switch (alert) {
-	case SSL_AD_BAD_CERTIFICATE:
-	case SSL_AD_UNSUPPORTED_CERTIFICATE:
-	case SSL_AD_CERTIFICATE_REVOKED:
-	case SSL_AD_CERTIFICATE_EXPIRED:
-	case SSL_AD_CERTIFICATE_UNKNOWN:
-	case SSL_AD_UNKNOWN_CA:
-	case SSL_AD_ACCESS_DENIED:
-	case SSL_AD_CERTIFICATE_REQUIRED:
+	if (tls_alert_on_cert(alert))
 		return "it refused our certificate";
+	switch (alert) {
 	case SSL_AD_PROTOCOL_VERSION:
 		return "it does not speak TLS 1.3";
 	case SSL_AD_HANDSHAKE_FAILURE:

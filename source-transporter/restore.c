@@ -1761,6 +1761,16 @@ static const struct client_ops restore_ops = {
 	.co_block = restore_block,
 };
 
+/* The options restore and verify share, for their usage texts. */
+static const char restore_shared_opts[] =
+    "  --key-file FILE --passphrase-file FILE\n"
+    "                 keys from 'keys export' instead of the KMS\n"
+    "  --bandwidth-limit RATE  at most RATE bytes per second each way\n"
+    "                 (e.g. 20M; 0: none; default: the configuration's)\n"
+    "  --connections N  take the blocks on N TCP connections (1-16;\n"
+    "                 default: 'connections' in the configuration)\n"
+    "  --json         print the summary as one JSON object\n";
+
 static void
 restore_usage(FILE *fp)
 {
@@ -1774,13 +1784,7 @@ restore_usage(FILE *fp)
 	    "  --force        replace an existing output file\n"
 	    "                 (an interrupted restore to a file resumes when the\n"
 	    "                 same command runs again; see PATH.restore-state)\n"
-	    "  --key-file FILE --passphrase-file FILE\n"
-	    "                 keys from 'keys export' instead of the KMS\n"
-	    "  --bandwidth-limit RATE  at most RATE bytes per second each way\n"
-	    "                 (e.g. 20M; 0: none; default: the configuration's)\n"
-	    "  --connections N  take the blocks on N TCP connections (1-16;\n"
-	    "                 default: 'connections' in the configuration)\n"
-	    "  --json         print the summary as one JSON object\n");
+	    "%s", restore_shared_opts);
 }
 
 static void
@@ -1796,20 +1800,14 @@ verify_usage(FILE *fp)
 	    "  reads every block of a restore point back and checks it, "
 	    "writing\n  nothing; names each damaged block (exit 5)\n"
 	    "  --point ID     that point (default: the newest; see 'list')\n"
-	    "  --key-file FILE --passphrase-file FILE\n"
-	    "                 keys from 'keys export' instead of the KMS\n"
-	    "  --bandwidth-limit RATE  at most RATE bytes per second each way\n"
-	    "                 (e.g. 20M; 0: none; default: the configuration's)\n"
-	    "  --connections N  take the blocks on N TCP connections (1-16;\n"
-	    "                 default: 'connections' in the configuration)\n"
-	    "  --json         print the summary as one JSON object\n"
+	    "%s"
 	    "  --all          every restore point of the name, or of every "
 	    "name\n"
 	    "                 without --name; a summary line at the end\n"
 	    "  --accept-rollback  go on when the target no longer has the "
 	    "newest\n"
 	    "                 point this source committed (exit 9 "
-	    "otherwise)\n");
+	    "otherwise)\n", restore_shared_opts);
 }
 
 /* Forgets one attempt; what it got into the output goes to rs_st. */
