@@ -71,6 +71,7 @@ void	 log_set_format(int);	/* 1: JSON lines */
 int	 log_format_arg(const char *, const char *, int *);
 void	 log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
+void	 log_errx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	 log_ssl(const char *, ...) __attribute__((format(printf, 1, 2)));

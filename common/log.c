@@ -125,6 +125,8 @@ log_level_name(int pri)
 		return "info";
 	case LOG_WARNING:
 		return "warning";
+	case LOG_ERR:
+		return "error";
 	default:
 		return "fatal";
 	}
@@ -341,6 +343,19 @@ log_warnx(const char *fmt, ...)
 
 	va_start(ap, fmt);
 	log_vemit(LOG_WARNING, NULL, fmt, ap);
+	va_end(ap);
+	errno = saved;
+}
+
+/* Logs why a command failed (level "error"); preserves errno. */
+void
+log_errx(const char *fmt, ...)
+{
+	va_list	 ap;
+	int	 saved = errno;
+
+	va_start(ap, fmt);
+	log_vemit(LOG_ERR, NULL, fmt, ap);
 	va_end(ap);
 	errno = saved;
 }

@@ -80,6 +80,8 @@ client_finish(struct client *cl, int code, const char *fmt, ...)
 		if (cl->cl_optional)
 			log_warnx("an extra connection was not used: %s; the "
 			    "job goes on without it", msg);
+		else if (code != EXIT_OK)
+			log_errx("%s", msg);
 		else
 			log_warnx("%s", msg);
 	}

@@ -73,6 +73,19 @@ expect_grep 'certificate|verify' "$TARGET_NEW" "target log says why it refused t
 # the source reads it before the connection's reset; its certificate either way.
 expect_grep "our certificate:? $PKI/other.crt" "$LAST" \
     "the source names its own certificate as the suspect"
+# With JSON logs, the failure is one line at level error.
+run "$BUILD/source-transporter" --log-format json -f "$T/other.conf" list
+if [ "$RC" -eq 3 ] && "$PY" - "$LAST_ERR" <<'EOF'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+sys.exit(0 if any(o["level"] == "error" and "certificate" in o["msg"]
+                  for o in lines) else 1)
+EOF
+then
+	ok "JSON logs: the refusal is at level error"
+else
+	not_ok "JSON logs: the refusal is at level error" "exit $RC: $(cat "$LAST_ERR")"
+fi
 
 # expired
 source_conf "$T/expired.conf" expired

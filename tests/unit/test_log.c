@@ -331,6 +331,7 @@ test_json_lines(void **state)
 	log_info("sessions 3 open");				/* 5 */
 	log_info("utf8 caf\xc3\xa9 bad \xff\xc3 end");		/* 6 */
 	log_info("overlong \xc0\xaf surrogate \xed\xa0\x80");	/* 7 */
+	log_errx("backup of %s failed", "vm");			/* 8 */
 	capture_end(out, sizeof(out));
 	log_set_format(0);
 
@@ -377,8 +378,12 @@ test_json_lines(void **state)
 	assert_string_equal(json_get(f, n, "msg"), "overlong "
 	    "\xef\xbf\xbd\xef\xbf\xbd surrogate "
 	    "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
-	/* Eight lines, nothing else. */
-	assert_int_equal(json_line(out, 8, f), -1);
+	n = json_line(out, 8, f);
+	assert_true(n >= 4);
+	assert_string_equal(json_get(f, n, "level"), "error");
+	assert_string_equal(json_get(f, n, "msg"), "backup of vm failed");
+	/* Nine lines, nothing else. */
+	assert_int_equal(json_line(out, 9, f), -1);
 }
 
 static void
