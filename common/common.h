@@ -131,6 +131,8 @@ int	 conf_parse_duration(const char *, uint64_t *);
 int	 conf_split_hostport(const char *, char **, char **);
 int	 conf_check_key_file(const char *, char *, size_t);
 int	 conf_check_read_file(const char *, char *, size_t);
+int	 conf_set_string(const char *, int, const char *, const char *,
+	    char **);
 int	 conf_set_file(const char *, int, const char *, const char *, int,
 	    char **);
 

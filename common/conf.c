@@ -578,6 +578,23 @@ conf_check_read_file(const char *path, char *err, size_t errlen)
 }
 
 /*
+ * A setting given once: *dst gets a copy of value; a second line for the
+ * same key is an error, said as "conf:line: ...".  0, or -1.
+ */
+int
+conf_set_string(const char *conf, int line, const char *key,
+    const char *value, char **dst)
+{
+	if (*dst != NULL) {
+		log_warnx("%s:%d: %s is set twice", conf, line, key);
+		return -1;
+	}
+	if ((*dst = strdup(value)) == NULL)
+		fatal("strdup");
+	return 0;
+}
+
+/*
  * A file the daemon reads when it starts (its certificate, key, CA,
  * CRL): *dst gets a copy of value, which must name a file this process
  * can read, and with secret one that group and others cannot read or
@@ -589,12 +606,8 @@ conf_set_file(const char *conf, int line, const char *key, const char *value,
 {
 	char	 err[512];
 
-	if (*dst != NULL) {
-		log_warnx("%s:%d: %s is set twice", conf, line, key);
+	if (conf_set_string(conf, line, key, value, dst) == -1)
 		return -1;
-	}
-	if ((*dst = strdup(value)) == NULL)
-		fatal("strdup");
 	if ((secret ? conf_check_key_file(value, err, sizeof(err)) :
 	    conf_check_read_file(value, err, sizeof(err))) == -1) {
 		log_warnx("%s:%d: %s: %s", conf, line, key, err);

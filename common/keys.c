@@ -1115,8 +1115,8 @@ keychain_free(struct keychain *kc)
 	free(kc);
 }
 
-static int
-raw_id_cmp(const void *a, const void *b)
+int
+key_id_cmp(const void *a, const void *b)
 {
 	return memcmp(a, b, KEY_ID_LEN);
 }
@@ -1125,7 +1125,7 @@ int
 keychain_dropped(const struct keychain *kc, const uint8_t key_id[KEY_ID_LEN])
 {
 	return kc->kc_ndropped > 0 && bsearch(key_id, kc->kc_dropped,
-	    kc->kc_ndropped, KEY_ID_LEN, raw_id_cmp) != NULL;
+	    kc->kc_ndropped, KEY_ID_LEN, key_id_cmp) != NULL;
 }
 
 int
@@ -1142,7 +1142,7 @@ keychain_set_dropped(struct keychain *kc, const uint8_t *ids, size_t n)
 		return -1;
 	if (n > 0) {
 		memcpy(d, ids, n * KEY_ID_LEN);
-		qsort(d, n, KEY_ID_LEN, raw_id_cmp);
+		qsort(d, n, KEY_ID_LEN, key_id_cmp);
 	}
 	for (i = 0; i < n; i++)
 		if (m == 0 || memcmp(d + (m - 1) * KEY_ID_LEN,
@@ -1389,7 +1389,7 @@ keychain_frame(const struct keychain *kc, const char *magic, uint8_t **out,
 }
 
 static int
-key_id_cmp(const void *a, const void *b)
+wrapped_key_id_cmp(const void *a, const void *b)
 {
 	const WrappedKey	*x = *(const WrappedKey *const *)a;
 	const WrappedKey	*y = *(const WrappedKey *const *)b;
@@ -1464,9 +1464,9 @@ keychain_unframe(const uint8_t *buf, size_t len, const char *magic,
 		if ((sorted = calloc(m->n_keys, sizeof(*sorted))) == NULL)
 			goto nomem;
 		memcpy(sorted, m->keys, m->n_keys * sizeof(*sorted));
-		qsort(sorted, m->n_keys, sizeof(*sorted), key_id_cmp);
+		qsort(sorted, m->n_keys, sizeof(*sorted), wrapped_key_id_cmp);
 		for (i = 1; i < m->n_keys; i++)
-			if (key_id_cmp(&sorted[i - 1], &sorted[i]) == 0) {
+			if (wrapped_key_id_cmp(&sorted[i - 1], &sorted[i]) == 0) {
 				key_id_hex(sorted[i]->key_id.data, KEY_ID_LEN,
 				    id);
 				keys_err(err, errlen, "%s: key %s appears twice",

@@ -149,6 +149,9 @@ int		 kek_ref_check(const KekRef *, char *, size_t);
 /* A deep copy, to free with kek_ref__free_unpacked(ref, NULL); NULL. */
 KekRef		*kek_ref_dup(const KekRef *);
 
+/* Orders raw key ids (KEY_ID_LEN bytes), for qsort() and bsearch(). */
+int		 key_id_cmp(const void *, const void *);
+
 /* A new random key and a new random key id: 0, or -1 (logged). */
 int		 dek_new(struct key_buf *, uint8_t [KEY_ID_LEN]);
 

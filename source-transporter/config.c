@@ -15,19 +15,6 @@ struct conf_state {
 	int			 cs_errors;
 };
 
-static int
-conf_string(struct source_conf *sc, char **dst, const char *key,
-    const char *value, int line)
-{
-	if (*dst != NULL) {
-		log_warnx("%s:%d: %s is set twice", sc->sc_path, line, key);
-		return -1;
-	}
-	if ((*dst = strdup(value)) == NULL)
-		fatal("strdup");
-	return 0;
-}
-
 /* "in-flight" or "source-side" into an EncryptionMode: 0 or -1. */
 int
 source_parse_encryption(const char *value, uint32_t *mode)
@@ -48,9 +35,11 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 	int	 on;
 
 	if (strcmp(key, "target") == 0)
-		return conf_string(sc, &sc->sc_target, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sc->sc_target);
 	if (strcmp(key, "server_name") == 0)
-		return conf_string(sc, &sc->sc_server_name, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sc->sc_server_name);
 	if (strcmp(key, "certificate") == 0)
 		return conf_set_file(sc->sc_path, line, key, value, 0,
 		    &sc->sc_cert);
@@ -133,25 +122,31 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 		return 0;
 	}
 	if (strcmp(key, "kms") == 0)
-		return conf_string(sc, &sc->sc_kms, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sc->sc_kms);
 	if (strcmp(key, "kms_certificate") == 0)
-		return conf_string(sc, &sc->sc_kms_cert, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sc->sc_kms_cert);
 	if (strcmp(key, "kms_key") == 0)
-		return conf_string(sc, &sc->sc_kms_key, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sc->sc_kms_key);
 	if (strcmp(key, "kms_ca") == 0)
-		return conf_string(sc, &sc->sc_kms_ca, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sc->sc_kms_ca);
 	if (strcmp(key, "kms_server_name") == 0)
-		return conf_string(sc, &sc->sc_kms_server_name, key, value,
-		    line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sc->sc_kms_server_name);
 	if (strcmp(key, "metrics") == 0)
-		return conf_string(sc, &sc->sc_metrics, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sc->sc_metrics);
 	if (strcmp(key, "state_directory") == 0) {
 		if (value[0] != '/') {
 			log_warnx("%s:%d: state_directory must be an absolute "
 			    "path, not '%s'", sc->sc_path, line, value);
 			return -1;
 		}
-		return conf_string(sc, &sc->sc_state_dir, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sc->sc_state_dir);
 	}
 	if (strcmp(key, "bandwidth_limit") == 0) {
 		if (source_parse_bandwidth(value, &sc->sc_bandwidth) == -1) {
@@ -163,9 +158,11 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 		return 0;
 	}
 	if (strcmp(key, "kek_name") == 0)
-		return conf_string(sc, &sc->sc_kek_name, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sc->sc_kek_name);
 	if (strcmp(key, "password_file") == 0)
-		return conf_string(sc, &sc->sc_password_file, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sc->sc_password_file);
 	if (strcmp(key, "encryption") == 0) {
 		if (source_parse_encryption(value, &sc->sc_encryption) == -1) {
 			log_warnx("%s:%d: encryption must be in-flight or "
@@ -266,9 +263,11 @@ conf_job(struct conf_state *cs, const char *name, const char *key,
 	}
 	sj = cs->cs_job;
 	if (strcmp(key, "disk") == 0)
-		return conf_string(sc, &sj->sj_disk, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sj->sj_disk);
 	if (strcmp(key, "dirty_bitmap") == 0)
-		return conf_string(sc, &sj->sj_dirty_bitmap, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sj->sj_dirty_bitmap);
 	if (strcmp(key, "bandwidth_limit") == 0) {
 		uint64_t	 rate;
 
@@ -278,7 +277,8 @@ conf_job(struct conf_state *cs, const char *name, const char *key,
 			    sc->sc_path, line, value);
 			return -1;
 		}
-		return conf_string(sc, &sj->sj_bandwidth, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sj->sj_bandwidth);
 	}
 	if (strcmp(key, "connections") == 0) {
 		uint64_t	 n;
@@ -288,7 +288,8 @@ conf_job(struct conf_state *cs, const char *name, const char *key,
 			    sc->sc_path, line, JOB_CONNECTIONS_MAX, value);
 			return -1;
 		}
-		return conf_string(sc, &sj->sj_connections, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sj->sj_connections);
 	}
 	if (strcmp(key, "encryption") == 0) {
 		if (source_parse_encryption(value, &mode) == -1) {
@@ -296,7 +297,8 @@ conf_job(struct conf_state *cs, const char *name, const char *key,
 			    "source-side, not '%s'", sc->sc_path, line, value);
 			return -1;
 		}
-		return conf_string(sc, &sj->sj_encryption, key, value, line);
+		return conf_set_string(sc->sc_path, line, key, value,
+		    &sj->sj_encryption);
 	}
 	if (strcmp(key, "every") == 0) {
 		if (conf_parse_duration(value, &sj->sj_every) == -1 ||

@@ -24,27 +24,14 @@ struct conf_state {
 };
 
 static int
-conf_set_string(struct conf_state *cs, char **dst, const char *key,
-    const char *value, int line)
-{
-	if (*dst != NULL) {
-		log_warnx("%s:%d: %s is set twice", cs->cs_conf->tc_path,
-		    line, key);
-		return -1;
-	}
-	if ((*dst = strdup(value)) == NULL)
-		fatal("strdup");
-	return 0;
-}
-
-static int
 conf_global(struct conf_state *cs, const char *key, const char *value,
     int line)
 {
 	struct target_conf	*tc = cs->cs_conf;
 
 	if (strcmp(key, "listen") == 0)
-		return conf_set_string(cs, &tc->tc_listen, key, value, line);
+		return conf_set_string(cs->cs_conf->tc_path, line, key,
+		    value, &tc->tc_listen);
 	if (strcmp(key, "certificate") == 0)
 		return conf_set_file(tc->tc_path, line, key, value, 0,
 		    &tc->tc_cert);
@@ -58,8 +45,8 @@ conf_global(struct conf_state *cs, const char *key, const char *value,
 		return conf_set_file(tc->tc_path, line, key, value, 0,
 		    &tc->tc_crl);
 	if (strcmp(key, "repository") == 0)
-		return conf_set_string(cs, &tc->tc_repository, key, value,
-		    line);
+		return conf_set_string(cs->cs_conf->tc_path, line, key,
+		    value, &tc->tc_repository);
 	if (strcmp(key, "workers") == 0) {
 		if (conf_parse_uint(value, 0, 64, &tc->tc_workers) == -1) {
 			log_warnx("%s:%d: workers must be 0 (one per core) "
@@ -77,7 +64,8 @@ conf_global(struct conf_state *cs, const char *key, const char *value,
 		return 0;
 	}
 	if (strcmp(key, "metrics") == 0)
-		return conf_set_string(cs, &tc->tc_metrics, key, value, line);
+		return conf_set_string(cs->cs_conf->tc_path, line, key,
+		    value, &tc->tc_metrics);
 	if (strcmp(key, "handshake_timeout") == 0) {
 		if (conf_parse_duration(value, &tc->tc_handshake_timeout) == -1 ||
 		    tc->tc_handshake_timeout < 1 ||
@@ -186,9 +174,8 @@ conf_tenant_at_rest(struct conf_state *cs, struct tenant *tn, const char *key,
 				tn->tn_secret_line[0] = line;
 			else if (strcmp(key, "password_file") == 0)
 				tn->tn_secret_line[1] = line;
-			return conf_set_string(cs,
-			    (char **)((char *)tn + strs[i].off), key, value,
-			    line);
+			return conf_set_string(path, line, key, value,
+			    (char **)((char *)tn + strs[i].off));
 		}
 	log_warnx("%s:%d: unknown key '%s' in [tenant %s]", path, line, key,
 	    tn->tn_name);
@@ -582,22 +569,4 @@ target_conf_repository(const char *path, const char *conffile,
 	    TARGET_CONF_DEFAULT)) == NULL)
 		return NULL;
 	return (*tc)->tc_repository;
-}
-
-/*
- * verify and prune: says that nothing matched their --tenant, --name and
- * --point (any may be NULL), and whether the point was pruned.
- */
-void
-target_no_match(struct repo *r, const char *cmd, const char *tenant,
-    const char *name, const char *point)
-{
-	log_warnx("%s: no restore point of %s%s%s%s%s in %s%s; the names are "
-	    "the directories under tenants/TENANT/points", cmd,
-	    tenant != NULL ? "tenant " : "every tenant", tenant != NULL ?
-	    tenant : "", name != NULL ? " named " : "", name != NULL ? name :
-	    "", point != NULL ? " with that id" : "", repo_path(r),
-	    tenant != NULL && name != NULL && point != NULL &&
-	    repo_point_was_pruned(r, tenant, name, point) ?
-	    " (it was pruned)" : "");
 }

@@ -214,13 +214,17 @@ keys_still_listed(const struct prune_keys *pk, const struct repo_point *pts,
     const int *prune, size_t npts, uint8_t **out, size_t *n)
 {
 	const struct keychain	*kc = pk->pk_chain;
+	const uint8_t		*id, *at;
 	KeyChain		*lk;
-	uint8_t			*listed = NULL, *p;
-	size_t			 nlisted = 0, cap = 0, i, j;
-	int			 rv = -1;
+	/* Candidates: the ids recorded, then the ids of pk_ids. */
+	size_t			 ncand = kc->kc_ndropped + pk->pk_sweep.sk_n;
+	uint8_t			*listed;	/* per candidate */
+	size_t			 i, j;
 
 	*out = NULL;
 	*n = 0;
+	if ((listed = calloc(ncand + 1, 1)) == NULL)
+		return -1;
 	for (i = 0; i < npts; i++) {
 		if (prune[i] || pts[i].rp_mode !=
 		    ENCRYPTION_MODE__ENCRYPTION_AT_REST || pts[i].rp_keys == NULL ||
@@ -230,37 +234,31 @@ keys_still_listed(const struct prune_keys *pk, const struct repo_point *pts,
 		for (j = 0; j < lk->n_keys; j++) {
 			if (lk->keys[j]->key_id.len != KEY_ID_LEN)
 				continue;
-			if (nlisted == cap) {
-				cap = cap == 0 ? 1024 : cap * 2;
-				if ((p = reallocarray(listed, cap,
-				    KEY_ID_LEN)) == NULL) {
-					key_chain__free_unpacked(lk, NULL);
-					goto out;
-				}
-				listed = p;
-			}
-			memcpy(listed + nlisted++ * KEY_ID_LEN,
-			    lk->keys[j]->key_id.data, KEY_ID_LEN);
+			id = lk->keys[j]->key_id.data;
+			if (kc->kc_ndropped > 0 && (at = bsearch(id,
+			    kc->kc_dropped, kc->kc_ndropped, KEY_ID_LEN,
+			    key_id_cmp)) != NULL)
+				listed[(at - kc->kc_dropped) / KEY_ID_LEN] = 1;
+			if (pk->pk_sweep.sk_n > 0 && (at = bsearch(id,
+			    pk->pk_ids, pk->pk_sweep.sk_n, KEY_ID_LEN,
+			    key_id_cmp)) != NULL)
+				listed[kc->kc_ndropped +
+				    (at - pk->pk_ids) / KEY_ID_LEN] = 1;
 		}
 		key_chain__free_unpacked(lk, NULL);
 	}
-	if (nlisted > 0)
-		qsort(listed, nlisted, KEY_ID_LEN, key_id_cmp);
-	if ((*out = calloc(kc->kc_ndropped + pk->pk_sweep.sk_n + 1,
-	    KEY_ID_LEN)) == NULL)
-		goto out;
-	for (i = 0; i < kc->kc_ndropped + pk->pk_sweep.sk_n; i++) {
-		p = i < kc->kc_ndropped ? kc->kc_dropped + i * KEY_ID_LEN :
-		    pk->pk_ids + (i - kc->kc_ndropped) * KEY_ID_LEN;
-		if ((i < kc->kc_ndropped || keys_unused(pk, p)) &&
-		    nlisted > 0 && bsearch(p, listed, nlisted, KEY_ID_LEN,
-		    key_id_cmp) != NULL)
-			memcpy(*out + (*n)++ * KEY_ID_LEN, p, KEY_ID_LEN);
+	if ((*out = calloc(ncand + 1, KEY_ID_LEN)) == NULL) {
+		free(listed);
+		return -1;
 	}
-	rv = 0;
- out:
+	for (i = 0; i < ncand; i++) {
+		id = i < kc->kc_ndropped ? kc->kc_dropped + i * KEY_ID_LEN :
+		    pk->pk_ids + (i - kc->kc_ndropped) * KEY_ID_LEN;
+		if (listed[i] && (i < kc->kc_ndropped || keys_unused(pk, id)))
+			memcpy(*out + (*n)++ * KEY_ID_LEN, id, KEY_ID_LEN);
+	}
 	free(listed);
-	return rv;
+	return 0;
 }
 
 /*

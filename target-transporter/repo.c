@@ -41,6 +41,7 @@
 #include <openssl/evp.h>
 #include <xxhash.h>
 
+#include "keys.h"
 #include "target.h"
 
 #define REPO_MARKER		"transporter-repo"
@@ -1250,12 +1251,6 @@ chunk_sum(int version, const void *data, size_t len,
 }
 
 static int	job_defers_chunks(const struct repo_job *);
-
-int
-key_id_cmp(const void *a, const void *b)
-{
-	return memcmp(a, b, KEY_ID_LEN);
-}
 
 /* At rest: the mark of the tenant's key id, or NULL if it is none. */
 static _Atomic unsigned char *

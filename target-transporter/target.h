@@ -235,8 +235,6 @@ struct target_conf *target_conf_load(const char *);
 void		 target_conf_free(struct target_conf *);
 const char	*target_conf_repository(const char *, const char *,
 		    struct target_conf **);
-void		 target_no_match(struct repo *, const char *, const char *,
-		    const char *, const char *);
 struct tenant	*target_tenant_for(struct target_conf *, SSL *);
 
 /* session.c */
@@ -351,7 +349,6 @@ void		 repo_point_clear(struct repo_point *);
 void		 repo_point_drop_index(struct repo_point *);
 void		 repo_points_free(struct repo_point *, size_t);
 int		 chunk_id_cmp(const void *, const void *);
-int		 key_id_cmp(const void *, const void *);
 int		 repo_point_pruned(struct repo *, const char *,
 		    const struct repo_point *);
 int		 repo_point_prune(struct repo *, const char *, const char *,
@@ -402,8 +399,10 @@ int		 repo_chunk_inspect(struct repo *, const char *,
 		    const uint8_t *, struct repo_chunk *, char *, size_t);
 const char	*repo_path(const struct repo *);
 
-/* verify.c */
+/* verify.c and prune.c */
 int		 verify_main(int, char **);
+void		 target_no_match(struct repo *, const char *, const char *,
+		    const char *, const char *);
 int		 prune_main(int, char **);
 
 #endif /* TARGET_H */

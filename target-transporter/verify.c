@@ -498,6 +498,24 @@ verify_usage(FILE *fp)
 	    "  exit 0 intact, 5 damage found, 4 nothing matched, 2 usage\n");
 }
 
+/*
+ * verify and prune: says that nothing matched their --tenant, --name and
+ * --point (any may be NULL), and whether the point was pruned.
+ */
+void
+target_no_match(struct repo *r, const char *cmd, const char *tenant,
+    const char *name, const char *point)
+{
+	log_warnx("%s: no restore point of %s%s%s%s%s in %s%s; the names are "
+	    "the directories under tenants/TENANT/points", cmd,
+	    tenant != NULL ? "tenant " : "every tenant", tenant != NULL ?
+	    tenant : "", name != NULL ? " named " : "", name != NULL ? name :
+	    "", point != NULL ? " with that id" : "", repo_path(r),
+	    tenant != NULL && name != NULL && point != NULL &&
+	    repo_point_was_pruned(r, tenant, name, point) ?
+	    " (it was pruned)" : "");
+}
+
 /* `target-transporter verify ...`; returns the exit code. */
 int
 verify_main(int argc, char **argv)

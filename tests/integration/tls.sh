@@ -37,6 +37,20 @@ SRC_CONF=$T/bad.conf expect_exit 2 "the source refuses a missing CA file (exit 2
 expect_grep "bad.conf:[0-9]+: ca: $T/nosuch-ca.crt: No such file or directory" "$LAST" \
     "file:line, the key and the path"
 
+# a key given twice is refused at its second line, in both daemons
+target_conf "$T/twice.conf"
+sed -i -e '1p' -e '$a kek_name = a' -e '$a kek_name = b' "$T/twice.conf"
+expect_exit 2 "target -n refuses a key set twice (exit 2)" \
+    "$BUILD/target-transporter" -n -f "$T/twice.conf"
+expect_grep "twice.conf:2: listen is set twice" "$LAST" "file:line and the key"
+expect_grep "twice.conf:12: kek_name is set twice" "$LAST" \
+    "and one set twice in a tenant's section, in the same pass"
+source_conf "$T/twice.conf" acme
+sed -i '2p' "$T/twice.conf"
+SRC_CONF=$T/twice.conf expect_exit 2 "the source refuses a key set twice (exit 2)" \
+    src list
+expect_grep "twice.conf:3: server_name is set twice" "$LAST" "file:line and the key"
+
 target_conf "$T/target.conf"
 target_start "$T/target.conf" || bail "target did not start"
 
