@@ -155,6 +155,8 @@ struct tls_conf {
 	const char	*tc_ca;
 	const char	*tc_crl;	/* may be NULL */
 };
+int	 tls_ctx_use_pki(SSL_CTX *, const char *, const char *, const char *,
+	    char *, size_t);
 SSL_CTX	*tls_ctx_server(const struct tls_conf *);
 SSL_CTX	*tls_ctx_client(const struct tls_conf *);
 SSL	*tls_client_ssl(SSL_CTX *, const char *);

@@ -387,7 +387,7 @@ kmip_tls_setup(struct kmip_conn *kc, const char *cert, const char *key,
 {
 	X509_VERIFY_PARAM	*param;
 	unsigned char		 addr[sizeof(struct in6_addr)];
-	char			 errs[512];
+	char			 errs[1024];
 	int			 is_ip;
 
 	ERR_clear_error();
@@ -401,27 +401,9 @@ kmip_tls_setup(struct kmip_conn *kc, const char *cert, const char *key,
 		kmip_fail(kc, "cannot require TLS 1.2: %s", errs);
 		return -1;
 	}
-	if (SSL_CTX_use_certificate_chain_file(kc->kc_ctx, cert) != 1) {
-		ssl_error_string(errs, sizeof(errs));
-		kmip_fail(kc, "cannot load client certificate %s: %s", cert,
-		    errs);
-		return -1;
-	}
-	if (SSL_CTX_use_PrivateKey_file(kc->kc_ctx, key,
-	    SSL_FILETYPE_PEM) != 1) {
-		ssl_error_string(errs, sizeof(errs));
-		kmip_fail(kc, "cannot load client key %s: %s", key, errs);
-		return -1;
-	}
-	if (SSL_CTX_check_private_key(kc->kc_ctx) != 1) {
-		ssl_error_string(errs, sizeof(errs));
-		kmip_fail(kc, "client key %s does not match certificate %s: "
-		    "%s", key, cert, errs);
-		return -1;
-	}
-	if (SSL_CTX_load_verify_locations(kc->kc_ctx, ca, NULL) != 1) {
-		ssl_error_string(errs, sizeof(errs));
-		kmip_fail(kc, "cannot load CA %s: %s", ca, errs);
+	if (tls_ctx_use_pki(kc->kc_ctx, cert, key, ca, errs,
+	    sizeof(errs)) == -1) {
+		kmip_fail(kc, "%s", errs);
 		return -1;
 	}
 	SSL_CTX_set_verify(kc->kc_ctx, SSL_VERIFY_PEER, NULL);

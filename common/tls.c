@@ -9,12 +9,121 @@
 #include <event2/bufferevent_ssl.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
 #include "common.h"
 
 #define EXPORTER_LABEL	"EXPORTER-transporter-in-flight-v1"
+
+/* 1 if OpenSSL's error e says a file held nothing of the kind asked. */
+static int
+pem_none_found(unsigned long e)
+{
+	return (ERR_GET_LIB(e) == ERR_LIB_PEM &&
+	    ERR_GET_REASON(e) == PEM_R_NO_START_LINE) ||
+	    (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+	    ERR_GET_REASON(e) == X509_R_NO_CERTIFICATE_OR_CRL_FOUND) ||
+	    ERR_GET_LIB(e) == ERR_LIB_OSSL_DECODER;
+}
+
+/* Any other failure to load path, the what of tls_ctx_use_pki, into err. */
+static void
+pki_load_error(char *err, size_t errlen, const char *what, const char *path)
+{
+	unsigned long	 e = ERR_peek_error();
+	char		 errs[512];
+
+	if (ERR_GET_LIB(e) == ERR_LIB_SYS)
+		(void)snprintf(err, errlen, "cannot read %s %s: %s", what,
+		    path, strerror(ERR_GET_REASON(e)));
+	else {
+		ssl_error_string(errs, sizeof(errs));
+		(void)snprintf(err, errlen, "cannot load %s %s: %s", what,
+		    path, errs);
+	}
+}
+
+/*
+ * Asked for a private key's passphrase: a daemon has no one to ask (and
+ * OpenSSL would prompt on a terminal).  Notes it and refuses.
+ */
+static int
+tls_no_passphrase(char *buf, int size, int rwflag, void *asked)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	*(int *)asked = 1;
+	return -1;
+}
+
+/*
+ * Loads our certificate chain, its private key and the CA certificates
+ * into ctx.  On failure err gets one line naming the file and what to
+ * do; OpenSSL's own words only where the cause is not one of the usual
+ * mix-ups.  0, or -1.
+ */
+int
+tls_ctx_use_pki(SSL_CTX *ctx, const char *cert, const char *key,
+    const char *ca, char *err, size_t errlen)
+{
+	int	 asked = 0, rv = -1;
+
+	ERR_clear_error();
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		if (pem_none_found(ERR_peek_error()))
+			(void)snprintf(err, errlen, "certificate %s holds no "
+			    "PEM certificate (\"-----BEGIN CERTIFICATE-----\"); "
+			    "give the certificate, not its key (DER: convert it "
+			    "with 'openssl x509 -inform der')", cert);
+		else
+			pki_load_error(err, errlen, "certificate", cert);
+		goto out;
+	}
+	SSL_CTX_set_default_passwd_cb(ctx, tls_no_passphrase);
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, &asked);
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		unsigned long	 e = ERR_peek_error();
+
+		if (asked)
+			(void)snprintf(err, errlen, "private key %s is "
+			    "encrypted with a passphrase, which a daemon cannot "
+			    "type; store it decrypted with mode 600 ('openssl "
+			    "pkey -in %s -out NEW.key')", key, key);
+		else if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+		    ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+			(void)snprintf(err, errlen, "private key %s is not the "
+			    "key of certificate %s; give the key the "
+			    "certificate was made for", key, cert);
+		else if (pem_none_found(e))
+			(void)snprintf(err, errlen, "private key %s holds no "
+			    "PEM private key (\"-----BEGIN ... PRIVATE "
+			    "KEY-----\"); give the key, not the certificate",
+			    key);
+		else
+			pki_load_error(err, errlen, "private key", key);
+		goto out;
+	}
+	if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
+		if (pem_none_found(ERR_peek_error()))
+			(void)snprintf(err, errlen, "CA file %s holds no PEM "
+			    "certificate (\"-----BEGIN CERTIFICATE-----\"); "
+			    "give the certificate of the CA that signed the "
+			    "peer's", ca);
+		else
+			pki_load_error(err, errlen, "CA file", ca);
+		goto out;
+	}
+	rv = 0;
+ out:
+	SSL_CTX_set_default_passwd_cb(ctx, NULL);
+	SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
+	ERR_clear_error();
+	return rv;
+}
 
 /* Loads the CRL file into the context's store and turns checking on. */
 static int
@@ -24,9 +133,16 @@ tls_load_crl(SSL_CTX *ctx, const char *crl)
 	X509_LOOKUP	*lookup;
 
 	store = SSL_CTX_get_cert_store(ctx);
+	ERR_clear_error();
 	if ((lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file())) ==
 	    NULL || X509_load_crl_file(lookup, crl, X509_FILETYPE_PEM) < 1) {
-		log_ssl("cannot load CRL %s", crl);
+		if (pem_none_found(ERR_peek_error())) {
+			log_warnx("CRL file %s holds no PEM CRL (\"-----BEGIN "
+			    "X509 CRL-----\"); give the CA's CRL (DER: convert "
+			    "it with 'openssl crl -inform der')", crl);
+			ERR_clear_error();
+		} else
+			log_ssl("cannot load CRL %s", crl);
 		return -1;
 	}
 	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
@@ -39,6 +155,7 @@ static SSL_CTX *
 tls_ctx_common(const SSL_METHOD *method, const struct tls_conf *tc)
 {
 	SSL_CTX	*ctx;
+	char	 err[1024];
 
 	if ((ctx = SSL_CTX_new(method)) == NULL) {
 		log_ssl("SSL_CTX_new");
@@ -49,22 +166,9 @@ tls_ctx_common(const SSL_METHOD *method, const struct tls_conf *tc)
 		log_ssl("cannot restrict TLS to version 1.3");
 		goto fail;
 	}
-	if (SSL_CTX_use_certificate_chain_file(ctx, tc->tc_cert) != 1) {
-		log_ssl("cannot load certificate %s", tc->tc_cert);
-		goto fail;
-	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, tc->tc_key,
-	    SSL_FILETYPE_PEM) != 1) {
-		log_ssl("cannot load private key %s", tc->tc_key);
-		goto fail;
-	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
-		log_ssl("private key %s does not match certificate %s",
-		    tc->tc_key, tc->tc_cert);
-		goto fail;
-	}
-	if (SSL_CTX_load_verify_locations(ctx, tc->tc_ca, NULL) != 1) {
-		log_ssl("cannot load CA certificates %s", tc->tc_ca);
+	if (tls_ctx_use_pki(ctx, tc->tc_cert, tc->tc_key, tc->tc_ca, err,
+	    sizeof(err)) == -1) {
+		log_warnx("%s", err);
 		goto fail;
 	}
 	if (tc->tc_crl != NULL && tls_load_crl(ctx, tc->tc_crl) == -1)

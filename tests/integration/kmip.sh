@@ -167,7 +167,15 @@ expect_exit 2 "kmip-tool without a CA is a usage error" \
 expect_exit 3 "a missing client key file is a clear error" \
     "$TOOL" -H 127.0.0.1 -p "$PORT" -c "$PKI/acme.crt" -k "$T/nope.key" \
     -C "$PKI/ca.crt" locate x
-expect_grep "cannot load client key" "$LAST_ERR" "naming the file"
+expect_grep "cannot read private key $T/nope.key: No such file or directory" \
+    "$LAST_ERR" "naming the file and why"
+openssl pkey -in "$PKI/acme.key" -aes256 -passout pass:x \
+    -out "$T/encrypted.key" 2>/dev/null || bail "openssl pkey failed"
+expect_exit 3 "a passphrase-protected client key is refused without asking" \
+    timeout 20 "$TOOL" -H 127.0.0.1 -p "$PORT" -c "$PKI/acme.crt" \
+    -k "$T/encrypted.key" -C "$PKI/ca.crt" locate x
+expect_grep "KMS 127.0.0.1:$PORT: private key $T/encrypted.key is encrypted with a passphrase" \
+    "$LAST_ERR" "naming the KMS, the file and why"
 
 # --- KMS down: fast and clear -------------------------------------------
 
@@ -182,7 +190,7 @@ verdict "KMS down: fails within 3 s ($ms ms)"
 expect_exit 3 "KMS down and a bad key path: the path is reported" \
     "$TOOL" -H 127.0.0.1 -p "$PORT" -c "$PKI/acme.crt" -k "$T/nope.key" \
     -C "$PKI/ca.crt" locate x
-expect_grep "cannot load client key $T/nope.key" "$LAST_ERR" \
+expect_grep "cannot read private key $T/nope.key" "$LAST_ERR" \
     "before any connection is tried"
 
 # --- hostile KMS --------------------------------------------------------

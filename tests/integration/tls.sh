@@ -51,6 +51,36 @@ SRC_CONF=$T/twice.conf expect_exit 2 "the source refuses a key set twice (exit 2
     src list
 expect_grep "twice.conf:3: server_name is set twice" "$LAST" "file:line and the key"
 
+# the usual mix-ups of certificate files: one line each, naming the file
+openssl pkey -in "$PKI/target.key" -aes256 -passout pass:x \
+    -out "$T/encrypted.key" 2>/dev/null || bail "openssl pkey failed"
+chmod 600 "$T/encrypted.key"
+target_conf "$T/bad.conf" "key = $PKI/acme.key"
+expect_exit 2 "target -n refuses a key that is not its certificate's (exit 2)" \
+    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep "private key $PKI/acme.key is not the key of certificate $PKI/target.crt" \
+    "$LAST" "and names both files"
+target_conf "$T/bad.conf" "certificate = $PKI/target.key"
+expect_exit 2 "target -n refuses a key given as its certificate (exit 2)" \
+    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep "certificate $PKI/target.key holds no PEM certificate" "$LAST" \
+    "and says the file holds no certificate"
+target_conf "$T/bad.conf" "ca = $PKI/target.key"
+expect_exit 2 "target -n refuses a CA file with no certificate (exit 2)" \
+    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep "CA file $PKI/target.key holds no PEM certificate" "$LAST" \
+    "and says so"
+target_conf "$T/bad.conf" "key = $T/encrypted.key"
+expect_exit 2 "target -n refuses a passphrase-protected key without asking (exit 2)" \
+    timeout 20 "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep "private key $T/encrypted.key is encrypted with a passphrase" \
+    "$LAST" "and says why"
+source_conf "$T/bad.conf" acme "key = $PKI/globex.key"
+SRC_CONF=$T/bad.conf expect_exit 2 "the source refuses a key that is not its certificate's (exit 2)" \
+    src list
+expect_grep "private key $PKI/globex.key is not the key of certificate $PKI/acme.crt" \
+    "$LAST" "and names both files"
+
 target_conf "$T/target.conf"
 target_start "$T/target.conf" || bail "target did not start"
 
