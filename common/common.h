@@ -158,6 +158,7 @@ struct tls_conf {
 int	 tls_ctx_use_pki(SSL_CTX *, const char *, const char *, const char *,
 	    char *, size_t);
 SSL_CTX	*tls_ctx_server(const struct tls_conf *);
+void	 tls_ctx_publish_expiry(SSL_CTX *);
 SSL_CTX	*tls_ctx_client(const struct tls_conf *);
 SSL	*tls_client_ssl(SSL_CTX *, const char *);
 int	 tls_session_keys(SSL *, uint8_t [AEAD_KEY_LEN],

@@ -653,6 +653,10 @@ metrics_init(const char *program)
 	m->mt_replica_lag = metrics_gauge("transporter_replica_lag_seconds",
 	    "How far a replica image is behind its newest restore point.",
 	    "tenant,name");
+	m->mt_tls_expiry = metrics_gauge(
+	    "transporter_tls_expiry_timestamp_seconds",
+	    "When this daemon's certificate (kind=\"certificate\") or the "
+	    "soonest of its CRLs (kind=\"crl\") ends (Unix time).", "kind");
 	m->mt_build_info = metrics_gauge("transporter_build_info",
 	    "Always 1; the labels tell the program and version.",
 	    "program,version");

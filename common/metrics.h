@@ -61,6 +61,7 @@ struct metrics_set {
 	struct metric	*mt_tenant_stored;	/* {tenant} gauge (quota) */
 	struct metric	*mt_tenant_quota;	/* {tenant} gauge */
 	struct metric	*mt_replica_lag;	/* {tenant,name} gauge */
+	struct metric	*mt_tls_expiry;		/* {kind} gauge, unix s */
 	struct metric	*mt_build_info;		/* {program,version} */
 	struct metric	*mt_start_time;		/* process start, unix s */
 };

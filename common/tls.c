@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/bufferevent_ssl.h>
 
@@ -14,8 +15,14 @@
 #include <openssl/x509v3.h>
 
 #include "common.h"
+#include "metrics.h"
 
 #define EXPORTER_LABEL	"EXPORTER-transporter-in-flight-v1"
+#define EXPIRY_WARN_DAYS	30	/* warn this long before an end */
+#define REISSUE_HINT	"re-issue it (docs/OPERATIONS.md, \"Re-issuing a " \
+			"certificate\")"
+#define REGEN_CRL_HINT	"write a new one ('mint-pki.sh -o DIR -C') and " \
+			"reload"
 
 /* 1 if OpenSSL's error e says a file held nothing of the kind asked. */
 static int
@@ -125,12 +132,97 @@ tls_ctx_use_pki(SSL_CTX *ctx, const char *cert, const char *key,
 	return rv;
 }
 
+/* t as Unix time, or 0 if there is none. */
+static int64_t
+asn1_unix(const ASN1_TIME *t)
+{
+	struct tm	 tm;
+
+	if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+		return 0;
+	return (int64_t)timegm(&tm);
+}
+
+/* The latest start and the soonest end of the CRLs in store (0: none). */
+static void
+crl_dates(X509_STORE *store, int64_t *from, int64_t *until)
+{
+	STACK_OF(X509_OBJECT)	*objs;
+	const X509_CRL		*crl;
+	int64_t			 t;
+	int			 i;
+
+	*from = *until = 0;
+	objs = X509_STORE_get0_objects(store);
+	for (i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		if ((crl = X509_OBJECT_get0_X509_CRL(
+		    sk_X509_OBJECT_value(objs, i))) == NULL)
+			continue;
+		if ((t = asn1_unix(X509_CRL_get0_lastUpdate(crl))) > *from)
+			*from = t;
+		if ((t = asn1_unix(X509_CRL_get0_nextUpdate(crl))) != 0 &&
+		    (*until == 0 || t < *until))
+			*until = t;
+	}
+}
+
+/*
+ * Warns when what (our certificate, the CRL) at path is not valid yet,
+ * past its end, or ends within EXPIRY_WARN_DAYS: then, says refused,
+ * every handshake fails.  fix says what to do about an end.
+ */
+static void
+warn_dates(const char *what, const char *path, int64_t from, int64_t until,
+    const char *refused, const char *fix)
+{
+	int64_t		 now = (int64_t)time(NULL);
+	time_t		 t;
+	struct tm	 tm;
+	char		 day[32];
+
+	t = (time_t)(from > now ? from : until);
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(day, sizeof(day), "%Y-%m-%d %H:%M UTC", &tm) == 0)
+		(void)snprintf(day, sizeof(day), "%lld", (long long)t);
+	if (from > now)
+		log_warnx("%s %s is valid only from %s: %s until then; check "
+		    "this host's clock", what, path, day, refused);
+	else if (until != 0 && until <= now)
+		log_warnx("%s %s expired on %s: %s; %s", what, path, day,
+		    refused, fix);
+	else if (until != 0 && until - now < EXPIRY_WARN_DAYS * 86400)
+		log_warnx("%s %s expires on %s, in %lld day(s), and then %s; "
+		    "%s before then", what, path, day, (long long)((until -
+		    now) / 86400), refused, fix);
+}
+
+/*
+ * Publishes when our certificate and the soonest CRL in ctx end, for
+ * alerts (transporter_tls_expiry_timestamp_seconds).
+ */
+void
+tls_ctx_publish_expiry(SSL_CTX *ctx)
+{
+	X509	*cert;
+	int64_t	 from, until;
+
+	if ((cert = SSL_CTX_get0_certificate(ctx)) != NULL)
+		metrics_set(metrics_series(metrics.mt_tls_expiry,
+		    "certificate", NULL),
+		    (double)asn1_unix(X509_get0_notAfter(cert)));
+	crl_dates(SSL_CTX_get_cert_store(ctx), &from, &until);
+	if (until != 0)
+		metrics_set(metrics_series(metrics.mt_tls_expiry, "crl",
+		    NULL), (double)until);
+}
+
 /* Loads the CRL file into the context's store and turns checking on. */
 static int
 tls_load_crl(SSL_CTX *ctx, const char *crl)
 {
 	X509_STORE	*store;
 	X509_LOOKUP	*lookup;
+	int64_t		 from, until;
 
 	store = SSL_CTX_get_cert_store(ctx);
 	ERR_clear_error();
@@ -147,6 +239,9 @@ tls_load_crl(SSL_CTX *ctx, const char *crl)
 	}
 	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
 	    X509_V_FLAG_CRL_CHECK_ALL);
+	crl_dates(store, &from, &until);
+	warn_dates("CRL", crl, from, until, "every peer is refused",
+	    REGEN_CRL_HINT);
 	return 0;
 }
 
@@ -155,6 +250,7 @@ static SSL_CTX *
 tls_ctx_common(const SSL_METHOD *method, const struct tls_conf *tc)
 {
 	SSL_CTX	*ctx;
+	X509	*cert;
 	char	 err[1024];
 
 	if ((ctx = SSL_CTX_new(method)) == NULL) {
@@ -171,6 +267,11 @@ tls_ctx_common(const SSL_METHOD *method, const struct tls_conf *tc)
 		log_warnx("%s", err);
 		goto fail;
 	}
+	if ((cert = SSL_CTX_get0_certificate(ctx)) != NULL)
+		warn_dates("our certificate", tc->tc_cert,
+		    asn1_unix(X509_get0_notBefore(cert)),
+		    asn1_unix(X509_get0_notAfter(cert)), "peers refuse it",
+		    REISSUE_HINT);
 	if (tc->tc_crl != NULL && tls_load_crl(ctx, tc->tc_crl) == -1)
 		goto fail;
 	/* Session tickets buy nothing for long bulk sessions. */

@@ -306,6 +306,29 @@ agent_reap(struct agent *ag)
 	agent_next(ag);
 }
 
+/*
+ * Loads the certificate files the jobs will use, so that a mistake in
+ * them is said now and not at the first job, and publishes their ends.
+ * 0, or -1 (logged).
+ */
+static int
+agent_check_tls(const struct source_conf *sc)
+{
+	struct tls_conf	 tls;
+	SSL_CTX		*ctx;
+
+	memset(&tls, 0, sizeof(tls));
+	tls.tc_cert = sc->sc_cert;
+	tls.tc_key = sc->sc_key;
+	tls.tc_ca = sc->sc_ca;
+	tls.tc_crl = sc->sc_crl;
+	if ((ctx = tls_ctx_client(&tls)) == NULL)
+		return -1;
+	tls_ctx_publish_expiry(ctx);
+	SSL_CTX_free(ctx);
+	return 0;
+}
+
 /* SIGHUP: new jobs from the file, or the old ones if it has errors. */
 static void
 agent_reload(struct agent *ag)
@@ -316,6 +339,13 @@ agent_reload(struct agent *ag)
 	if ((sc = source_conf_load(ag->ag_conffile)) == NULL) {
 		log_warnx("reload: %s has errors; keeping the running jobs",
 		    ag->ag_conffile);
+		(void)sd_notify(0, "READY=1");
+		return;
+	}
+	if (agent_check_tls(sc) == -1) {
+		log_warnx("reload: cannot load the certificates; keeping the "
+		    "running jobs");
+		source_conf_free(sc);
 		(void)sd_notify(0, "READY=1");
 		return;
 	}
@@ -406,6 +436,10 @@ cmd_agent(struct source_conf *sc, int argc, char **argv)
 	if (sc->sc_metrics != NULL && (metrics_init("source-transporter") ==
 	    -1 || (ms = metrics_listen(ag.ag_base, sc->sc_metrics)) == NULL))
 		goto out;
+	if (agent_check_tls(sc) == -1) {
+		rv = EXIT_USAGE;
+		goto out;
+	}
 	if (agent_arm(&ag, sc) == -1)
 		goto out;
 	if (sd_watchdog_enabled(0, &usec) > 0) {

@@ -68,6 +68,10 @@ check "GET /metrics" scrape "$MPORT"
 cp "$LAST_OUT" "$T/metrics.txt"
 expect_grep '^transporter_jobs_total\{kind="backup",result="ok"\} 2' "$T/metrics.txt" \
     "metrics count two good backups"
+end=$(date -u -d "$(openssl x509 -enddate -noout -in "$PKI/acme.crt" | cut -d= -f2)" +%s)
+[ "$(metric "$T/metrics.txt" 'transporter_tls_expiry_timestamp_seconds{kind="certificate"}')" = "$end" ] &&
+    ok "the end of the source's certificate published" ||
+    not_ok "the end of the source's certificate published" "want $end"
 expect_grep '^transporter_jobs_total\{kind="backup",result="failed"\} 1' "$T/metrics.txt" \
     "and one failed"
 # What the children counted, handed back as each exited.

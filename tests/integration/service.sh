@@ -76,6 +76,10 @@ for line in open(sys.argv[1]):
 		print("bad line:", line); sys.exit(1)
 	ok += 1
 sys.exit(0 if ok else 1)' "$T/metrics.txt"
+end=$(date -u -d "$(openssl x509 -enddate -noout -in "$PKI/target.crt" | cut -d= -f2)" +%s)
+[ "$(metric "$T/metrics.txt" 'transporter_tls_expiry_timestamp_seconds{kind="certificate"}')" = "$end" ] &&
+    ok "the end of the target's certificate published" ||
+    not_ok "the end of the target's certificate published" "want $end"
 expect_grep '^transporter_sessions_total [1-9]' "$T/metrics.txt" "sessions counted"
 expect_grep '^transporter_bytes_received_total [1-9]' "$T/metrics.txt" "bytes received counted"
 expect_grep '^transporter_bytes_stored_total\{tenant="acme"\} [1-9]' "$T/metrics.txt" \

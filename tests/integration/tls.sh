@@ -88,6 +88,27 @@ source_conf "$T/source.conf" acme
 check "good client backs up a small image" \
     src backup --disk "$T/small.img" --name small
 
+# an end that is near or past is said when the certificates load
+source_conf "$T/soon.conf" soon
+SRC_CONF=$T/soon.conf check "a certificate ending in 10 days still backs up" \
+    src backup --disk "$T/small.img" --name soon
+expect_grep "our certificate $PKI/soon.crt expires on 20[0-9-]+ [0-9:]+ UTC, in 9 day\(s\), and then peers refuse it; re-issue it" \
+    "$LAST" "and the source says when it ends and what to do"
+port=$TARGET_PORT
+target_conf "$T/stale.conf" "crl = $PKI/stale.crl"
+TARGET_PORT=$port
+expect_exit 0 "target -n loads a CRL past its next update" \
+    "$BUILD/target-transporter" -n -f "$T/stale.conf"
+expect_grep "CRL $PKI/stale.crl expired on 2020-02-01 00:00 UTC: every peer is refused; write a new one" \
+    "$LAST" "and says it is stale and what to do"
+SRC_CONF=$T/source.conf expect_exit 0 "the daemons' own certificates say nothing" \
+    src list
+if grep -q "expire\|valid only" "$LAST"; then
+	not_ok "no date warning for certificates of 825 days" "$(cat "$LAST")"
+else
+	ok "no date warning for certificates of 825 days"
+fi
+
 source_conf "$T/noname.conf" acme "server_name ="
 SRC_CONF=$T/noname.conf check "without server_name the source checks IP 127.0.0.1" \
     src list

@@ -14,7 +14,9 @@
 #   unknown.crt unknown.key  client CN nobody-source (valid, no tenant)
 #   expired.crt expired.key  client CN acme-source, expired in 2020
 #   revoked.crt revoked.key  client CN acme-source, listed in ca.crl
+#   soon.crt soon.key        client CN acme-source, ends in 10 days
 #   ca.crl                   CRL of the test CA (PEM)
+#   stale.crl                the same CA's CRL, whose next update was in 2020
 set -eu
 
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
@@ -121,6 +123,9 @@ caleaf revoked acme-source
 run openssl ca -batch -config "$db/ca.cnf" -revoke "$out/revoked.crt" \
     -crl_reason keyCompromise
 run openssl ca -batch -config "$db/ca.cnf" -gencrl -out "$out/ca.crl"
+caleaf soon acme-source -days 10
+run openssl ca -batch -config "$db/ca.cnf" -gencrl -out "$out/stale.crl" \
+    -crl_lastupdate 20200101000000Z -crl_nextupdate 20200201000000Z
 
 chmod 600 "$out"/*.key
-chmod 644 "$out"/*.crt "$out/ca.crl"
+chmod 644 "$out"/*.crt "$out"/*.crl
