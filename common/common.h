@@ -148,6 +148,13 @@ int	 frame_send_error(struct bufferevent *, Error__Code, const char *, ...)
 	    __attribute__((format(printf, 3, 4)));
 const char *frame_name(const Frame *);
 
+/* pki.c */
+int	 pki_use_files(SSL_CTX *, const char *, const char *, const char *,
+	    char *, size_t);
+int	 pki_load_crl(SSL_CTX *, const char *);
+void	 pki_warn_dates(SSL_CTX *, const char *);
+void	 pki_publish_expiry(SSL_CTX *, const char *);
+
 /* tls.c */
 struct tls_conf {
 	const char	*tc_cert;
@@ -155,10 +162,7 @@ struct tls_conf {
 	const char	*tc_ca;
 	const char	*tc_crl;	/* may be NULL */
 };
-int	 tls_ctx_use_pki(SSL_CTX *, const char *, const char *, const char *,
-	    char *, size_t);
 SSL_CTX	*tls_ctx_server(const struct tls_conf *);
-void	 tls_ctx_publish_expiry(SSL_CTX *);
 SSL_CTX	*tls_ctx_client(const struct tls_conf *);
 SSL	*tls_client_ssl(SSL_CTX *, const char *);
 int	 tls_session_keys(SSL *, uint8_t [AEAD_KEY_LEN],

@@ -401,7 +401,7 @@ kmip_tls_setup(struct kmip_conn *kc, const char *cert, const char *key,
 		kmip_fail(kc, "cannot require TLS 1.2: %s", errs);
 		return -1;
 	}
-	if (tls_ctx_use_pki(kc->kc_ctx, cert, key, ca, errs,
+	if (pki_use_files(kc->kc_ctx, cert, key, ca, errs,
 	    sizeof(errs)) == -1) {
 		kmip_fail(kc, "%s", errs);
 		return -1;

@@ -324,7 +324,7 @@ agent_check_tls(const struct source_conf *sc)
 	tls.tc_crl = sc->sc_crl;
 	if ((ctx = tls_ctx_client(&tls)) == NULL)
 		return -1;
-	tls_ctx_publish_expiry(ctx);
+	pki_publish_expiry(ctx, sc->sc_crl);
 	SSL_CTX_free(ctx);
 	return 0;
 }
@@ -337,14 +337,16 @@ agent_reload(struct agent *ag)
 
 	(void)sd_notify(0, "RELOADING=1");
 	if ((sc = source_conf_load(ag->ag_conffile)) == NULL) {
-		log_warnx("reload: %s has errors; keeping the running jobs",
+		log_warnx("reload: %s has errors; the schedule stays as it "
+		    "was, and each job fails until the file is mended",
 		    ag->ag_conffile);
 		(void)sd_notify(0, "READY=1");
 		return;
 	}
 	if (agent_check_tls(sc) == -1) {
-		log_warnx("reload: cannot load the certificates; keeping the "
-		    "running jobs");
+		log_warnx("reload: cannot load the certificates (above); the "
+		    "schedule stays as it was, and each job fails until they "
+		    "are mended");
 		source_conf_free(sc);
 		(void)sd_notify(0, "READY=1");
 		return;

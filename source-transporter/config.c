@@ -161,7 +161,7 @@ conf_key(struct source_conf *sc, const char *key, const char *value,
 		return conf_set_string(sc->sc_path, line, key, value,
 		    &sc->sc_kek_name);
 	if (strcmp(key, "password_file") == 0)
-		return conf_set_string(sc->sc_path, line, key, value,
+		return conf_set_file(sc->sc_path, line, key, value, 1,
 		    &sc->sc_password_file);
 	if (strcmp(key, "encryption") == 0) {
 		if (source_parse_encryption(value, &sc->sc_encryption) == -1) {

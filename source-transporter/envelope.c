@@ -375,6 +375,12 @@ envelope_open(struct envelope *ev, const PointInfo *pi, const uint8_t *chain,
 		    wk->key_id.data, KEY_ID_LEN);
 		if (envelope_unwrap(ev, wk, &ev->ev_keys[ev->ev_nkeys], why,
 		    sizeof(why)) == -1) {
+			if (ev->ev_key_file != NULL && wk == pi->keys[i])
+				snprintf(why, sizeof(why), "not in the key file "
+				    "%s (exported before point %s was made, or "
+				    "from another backup); export the keys "
+				    "again ('keys export')", ev->ev_key_file,
+				    pi->point_id);
 			/* One reason per run of keys that share it. */
 			hex_encode(wk->key_id.data, KEY_ID_LEN, hex);
 			if (failed && strcmp(why, last) == 0)

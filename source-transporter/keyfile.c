@@ -211,20 +211,35 @@ static const struct client_ops passwd_ops = {
 	.co_frame = passwd_frame,
 };
 
+/* which: "export", "change-password", or NULL for both. */
 static void
-keys_usage(FILE *fp)
+keys_usage(FILE *fp, const char *which)
 {
-	fprintf(fp, "usage: source-transporter [-f config] keys export "
-	    "--name NAME --output FILE --passphrase-file FILE\n"
-	    "       source-transporter [-f config] keys change-password "
-	    "--name NAME --new-password-file FILE\n"
-	    "  export writes every key of backup NAME, wrapped under the\n"
-	    "  passphrase (Argon2id), to FILE.  'restore --key-file FILE\n"
-	    "  --passphrase-file FILE' then needs neither the KMS nor the\n"
-	    "  backup's password.\n"
-	    "  change-password wraps the keys of NAME's key file again under\n"
-	    "  a new password (the configured password_file is the old one);\n"
-	    "  no data is re-encrypted.\n");
+	int	 exp = which == NULL || strcmp(which, "export") == 0;
+	int	 pw = which == NULL || strcmp(which, "change-password") == 0;
+
+	if (exp)
+		fprintf(fp, "%s source-transporter [-f config] keys export "
+		    "--name NAME --output FILE --passphrase-file FILE\n",
+		    "usage:");
+	if (pw)
+		fprintf(fp, "%s source-transporter [-f config] keys "
+		    "change-password --name NAME --new-password-file FILE\n",
+		    exp ? "      " : "usage:");
+	if (exp)
+		fprintf(fp, "  export writes every key of backup NAME, wrapped "
+		    "under the\n"
+		    "  passphrase (Argon2id), to FILE.  'restore --key-file "
+		    "FILE\n"
+		    "  --passphrase-file FILE' then needs neither the KMS nor "
+		    "the\n"
+		    "  backup's password.\n");
+	if (pw)
+		fprintf(fp, "  change-password wraps the keys of NAME's key "
+		    "file again under\n"
+		    "  a new password (the configured password_file is the old "
+		    "one);\n"
+		    "  no data is re-encrypted.\n");
 }
 
 int
@@ -248,10 +263,13 @@ cmd_keys(struct source_conf *sc, int argc, char **argv)
 		kx.kx_passwd = 1;
 	else if (argc < 2 || strcmp(argv[1], "export") != 0) {
 		if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
-			keys_usage(stdout);
+			keys_usage(stdout, NULL);
 			return EXIT_OK;
 		}
-		keys_usage(stderr);
+		keys_usage(stderr, NULL);
+		if (argc >= 2)
+			log_warnx("keys: no subcommand '%s'; say export or "
+			    "change-password", argv[1]);
 		return EXIT_USAGE;
 	}
 	optind = 1;
@@ -270,17 +288,27 @@ cmd_keys(struct source_conf *sc, int argc, char **argv)
 			newfile = optarg;
 			break;
 		case 'h':
-			keys_usage(stdout);
+			keys_usage(stdout, argv[1]);
 			return EXIT_OK;
 		default:
-			keys_usage(stderr);
+			keys_usage(stderr, argv[1]);
 			return EXIT_USAGE;
 		}
 	}
 	if (optind != argc - 1 || kx.kx_name == NULL || (kx.kx_passwd ?
 	    newfile == NULL || kx.kx_output != NULL || passfile != NULL :
 	    kx.kx_output == NULL || passfile == NULL || newfile != NULL)) {
-		keys_usage(stderr);
+		keys_usage(stderr, argv[1]);
+		log_warnx("keys %s: %s", argv[1], optind != argc - 1 ?
+		    "unexpected arguments after the options" :
+		    kx.kx_name == NULL ? "say which backup: --name NAME" :
+		    kx.kx_passwd ? (newfile == NULL ? "say where the new "
+		    "password is: --new-password-file FILE" : "--output and "
+		    "--passphrase-file are export's options") :
+		    kx.kx_output == NULL ? "say where to write the keys: "
+		    "--output FILE" : passfile == NULL ? "say where the "
+		    "passphrase is: --passphrase-file FILE" :
+		    "--new-password-file is change-password's option");
 		return EXIT_USAGE;
 	}
 	if (kx.kx_passwd && sc->sc_password_file == NULL) {
@@ -344,6 +372,7 @@ keyfile_load(struct envelope *ev, const char *path, const char *passfile,
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
+	ev->ev_key_file = path;
 	k = NULL;
 	rv = 0;
  out:

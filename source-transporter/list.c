@@ -14,6 +14,7 @@ struct list {
 	const char	*ls_name;
 	int		 ls_json;
 	int		 ls_check_keys;	/* ask the KMS for each KEK */
+	int		 ls_unavailable; /* and one was not available */
 	int		 ls_accept;	/* --accept-rollback */
 	struct envelope	 ls_env;
 };
@@ -59,6 +60,7 @@ list_kek_status(struct list *ls, const KekRef *ref, char *buf, size_t len)
 	if (envelope_check_kek(&ls->ls_env, ref, err, sizeof(err)) == 0)
 		return "available";
 	snprintf(buf, len, "not available: %s", err);
+	ls->ls_unavailable = 1;
 	return buf;
 }
 
@@ -248,6 +250,10 @@ list_frame(struct client *cl, const Frame *f, void *arg)
 	list_print(ls, f->list_reply);
 	if (ls->ls_name != NULL && f->list_reply->n_points == 0)
 		client_finish(cl, EXIT_NOT_FOUND, NULL);
+	else if (ls->ls_unavailable)
+		client_finish(cl, EXIT_KEY, "a KEK some points need for "
+		    "their own copies of their keys is not available (\"not "
+		    "available\" above)");
 	else
 		client_finish(cl, rv == EXIT_INTEGRITY ? EXIT_OK : rv, NULL);
 }

@@ -418,9 +418,11 @@ write_work(struct pool_job *pj)
 static void
 restore_fail(struct restore *rs, int code, const char *what)
 {
-	client_finish(rs->rs_client, code, "restore of %s/%s failed: %s; "
-	    "%s was not written", rs->rs_name, rs->rs_point[0] ?
-	    rs->rs_point : "(newest)", what, rs->rs_output);
+	client_finish(rs->rs_client, code, "%s of %s/%s failed: %s%s%s%s",
+	    rs->rs_verify ? "verify" : "restore", rs->rs_name,
+	    rs->rs_point[0] ? rs->rs_point : "(newest)", what,
+	    rs->rs_verify ? "" : "; ", rs->rs_verify ? "" : rs->rs_output,
+	    rs->rs_verify ? "" : " was not written");
 }
 
 static void
@@ -1137,9 +1139,7 @@ restore_open_keys(struct restore *rs, const RestoreBegin *rb)
 	if (envelope_load_password(&rs->rs_env, err, sizeof(err)) == -1 ||
 	    envelope_open(&rs->rs_env, rb->point, rb->keychain.data,
 	    rb->keychain.len, err, sizeof(err)) == -1) {
-		client_finish(rs->rs_client, EXIT_KEY, "restore of %s/%s "
-		    "needs keys that cannot be opened: %s; %s was not "
-		    "written", rs->rs_name, rs->rs_point, err, rs->rs_output);
+		restore_fail(rs, EXIT_KEY, err);
 		return -1;
 	}
 	return 0;

@@ -105,6 +105,7 @@ struct envelope {
 	struct kek		**ev_keks;	/* every KEK fetched */
 	size_t			 ev_nkeks;
 	struct keychain		*ev_chain;
+	const char		*ev_key_file;	/* ev_chain came from it */
 	struct key_buf		 ev_chunk_key;	/* backup: HMAC key of ids */
 	struct key_buf		 ev_dek;	/* backup: this point's DEK */
 	uint8_t			 ev_dek_id[KEY_ID_LEN];

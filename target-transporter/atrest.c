@@ -340,19 +340,37 @@ atrest_chain_new(struct repo *r, const struct tenant *tn, char *err,
 	return NULL;
 }
 
-/* Removes the keys of kc wrapped under ref; how many. */
+/*
+ * Removes the keys of kc wrapped under ref, whose KEK is gone, and
+ * records their ids as dropped, as prune does: a restore of a point that
+ * lists one but has no chunk sealed under it need not open it
+ * (atrest_restore_keys).  How many.
+ */
 static size_t
 atrest_chain_leave_out(struct keychain *kc, const KekRef *ref)
 {
-	size_t	 i, m;
+	uint8_t	*ids;
+	size_t	 i, m, n = kc->kc_ndropped;
 
+	if ((ids = calloc(kc->kc_ndropped + kc->kc_nkeys + 1,
+	    KEY_ID_LEN)) == NULL)
+		fatal("calloc");
+	if (n > 0)
+		memcpy(ids, kc->kc_dropped, n * KEY_ID_LEN);
 	for (i = m = 0; i < kc->kc_nkeys; i++)
-		if (kek_ref_same(kc->kc_keys[i]->kek, ref))
+		if (kek_ref_same(kc->kc_keys[i]->kek, ref)) {
+			if (kc->kc_keys[i]->key_id.len == KEY_ID_LEN)
+				memcpy(ids + n++ * KEY_ID_LEN,
+				    kc->kc_keys[i]->key_id.data, KEY_ID_LEN);
 			key_wrapped_free(kc->kc_keys[i]);
-		else
+		} else
 			kc->kc_keys[m++] = kc->kc_keys[i];
 	i = kc->kc_nkeys - m;
 	kc->kc_nkeys = m;
+	if (keychain_set_dropped(kc, ids, n) == -1)
+		log_warn("cannot record the %zu key(s) left out; restores of "
+		    "points that list them fail before they start", i);
+	free(ids);
 	return i;
 }
 

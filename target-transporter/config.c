@@ -6,6 +6,7 @@
  */
 #include <sys/stat.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
@@ -406,6 +407,39 @@ repository_parent_missing(const char *path, char *err, size_t errlen)
 	return missing;
 }
 
+/*
+ * Warns of each tenant directory of the repository that no [tenant]
+ * section names (a disaster-recovery target configured by hand, say):
+ * its sources would see no backups.
+ */
+static void
+conf_warn_unconfigured(const struct target_conf *tc)
+{
+	const struct tenant	*tn;
+	struct dirent		*de;
+	DIR			*dir;
+	char			 path[PATH_MAX];
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/tenants",
+	    tc->tc_repository) >= sizeof(path) ||
+	    (dir = opendir(path)) == NULL)
+		return;
+	while ((de = readdir(dir)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		TAILQ_FOREACH(tn, &tc->tc_tenants, tn_entry)
+			if (strcmp(tn->tn_name, de->d_name) == 0)
+				break;
+		if (tn == NULL)
+			log_warnx("%s: the repository holds tenant '%s', which "
+			    "no section names: its sources see none of its "
+			    "backups; add '[tenant %s]' (a section's name is "
+			    "its directory's)", tc->tc_path, de->d_name,
+			    de->d_name);
+	}
+	(void)closedir(dir);
+}
+
 /* Checks what a line cannot: required keys, the tenants, key modes. */
 static int
 conf_finish(struct target_conf *tc)
@@ -470,6 +504,8 @@ conf_finish(struct target_conf *tc)
 			}
 		}
 	}
+	if (errors == 0)
+		conf_warn_unconfigured(tc);
 	return errors == 0 ? 0 : -1;
 }
 

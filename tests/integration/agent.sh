@@ -72,6 +72,8 @@ end=$(date -u -d "$(openssl x509 -enddate -noout -in "$PKI/acme.crt" | cut -d= -
 [ "$(metric "$T/metrics.txt" 'transporter_tls_expiry_timestamp_seconds{kind="certificate"}')" = "$end" ] &&
     ok "the end of the source's certificate published" ||
     not_ok "the end of the source's certificate published" "want $end"
+[ "$(metric "$T/metrics.txt" 'transporter_tls_expiry_timestamp_seconds{kind="crl"}')" = NaN ] &&
+    ok "no crl set: its end is NaN" || not_ok "no crl set: its end is NaN"
 expect_grep '^transporter_jobs_total\{kind="backup",result="failed"\} 1' "$T/metrics.txt" \
     "and one failed"
 # What the children counted, handed back as each exited.

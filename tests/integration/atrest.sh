@@ -233,6 +233,12 @@ check "the key file lost again: backup 8 goes on" \
 log_new
 expect_grep "rebuilding the at-rest key file: 3 key\(s\) left out: key $u4 " \
     "$TARGET_NEW" "the keys under the destroyed version are left out"
+# Point 4 lists the keys left out, whose copies are all under destroyed
+# versions, and has no chunk sealed under them: the rebuilt file records
+# them as dropped, as prune did.
+check "point 4 restores through the rebuilt file" \
+    src restore --name vm --point "$p4" --output "$T/r4b.img"
+same "byte-identical" "$T/disk4.img" "$T/r4b.img"
 # The metrics below start here: the rebuild asked for version 4.
 target_start "$T/target.conf" || bail "target did not start again"
 check "restore of backup 8" src restore --name vm --output "$T/r8.img"

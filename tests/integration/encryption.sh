@@ -41,6 +41,8 @@ u3=$(new_kek)
 check "backup 3 under version 3" src backup --disk "$T/disk3.img" --name vm --json
 p3=$(json_get "$LAST_OUT" point_id)
 
+check "list --check-keys: every key available" src list --name vm --check-keys
+expect_grep "needs KMIP key .*: available$" "$LAST_OUT" "and says so"
 check "list --json" list_points
 jsoncheck "list shows three source-side points" \
     'len(j) == 3 and all(p["encryption"] == "source-side" for p in j)'
@@ -99,6 +101,15 @@ echo "not the passphrase" >"$T/badpass"
 check "keys export" src keys export --name vm --output "$T/vm.keys" --passphrase-file "$T/pass"
 [ -s "$T/vm.keys" ] && [ "$(stat -c %a "$T/vm.keys")" = 600 ] &&
     ok "the key file is written, mode 600" || not_ok "key file mode 600"
+expect_exit 2 "keys export without --output: exit 2" \
+    src keys export --name vm --passphrase-file "$T/pass"
+expect_grep "keys export: say where to write the keys: --output FILE" "$LAST" \
+    "and says what is missing"
+check "keys change-password --help" src keys change-password --help
+grep -q "change-password --name NAME" "$LAST_OUT" && ! grep -q "keys export" "$LAST_OUT"
+verdict "change-password's help is its own"
+check "a backup after the export" src backup --disk "$T/disk.img" --name vm --json
+p4=$(json_get "$LAST_OUT" point_id)
 
 # --- KMS down ---------------------------------------------------------------
 kms_stop
@@ -110,6 +121,9 @@ expect_exit 8 "KMS down at backup time: exit 8" \
 expect_exit 8 "KMS down at restore time: exit 8" \
     src restore --name vm --output "$T/down.img"
 [ ! -e "$T/down.img" ] && ok "nothing written" || not_ok "nothing written"
+expect_exit 8 "list --check-keys with the KMS down: exit 8" \
+    src list --name vm --check-keys
+expect_grep "needs KMIP key .*: not available: " "$LAST" "and says which key is not"
 # A new site: no KMS in its configuration at all.
 source_conf "$T/dr.conf" acme
 SRC_CONF=$T/dr.conf expect_exit 8 "a wrong passphrase fails before anything is written" \
@@ -124,11 +138,17 @@ for v in 1 3; do
 	    --key-file "$T/vm.keys" --passphrase-file "$T/pass"
 	same "point $v from the key file is byte-identical" "$img" "$T/dr$v.img"
 done
+SRC_CONF=$T/dr.conf expect_exit 8 "a point made after the export does not restore from it (exit 8)" \
+    src restore --name vm --point "$p4" --output "$T/dr4.img" \
+    --key-file "$T/vm.keys" --passphrase-file "$T/pass"
+expect_grep "not in the key file $T/vm.keys \(exported before point $p4 was made, or from another backup\); export the keys again" \
+    "$LAST" "and says to export the keys again"
 kms_start || bail "pykmip-server does not restart"
 
 # --- a password KEK ---------------------------------------------------------
 echo "correct horse battery staple" >"$T/pw"
 echo "wrong password" >"$T/badpw"
+chmod 600 "$T/pw" "$T/badpw"
 source_conf "$T/pw.conf" acme "encryption = source-side" \
     "key_provider = password" "password_file = $T/pw"
 source_conf "$T/badpw.conf" acme "encryption = source-side" \
@@ -144,6 +164,7 @@ same "password point byte-identical" "$T/disk.img" "$T/pw.img"
 
 # Changing the password re-wraps the key file; no data moves.
 echo "a brand new passphrase" >"$T/newpw"
+chmod 600 "$T/newpw"
 source_conf "$T/newpw.conf" acme "encryption = source-side" \
     "key_provider = password" "password_file = $T/newpw"
 chunks_before=$(find "$REPO/chunks" -type f | sort | xargs md5sum | md5sum)

@@ -128,6 +128,7 @@ same "byte-identical" "$T/disk.img" "$OUT"
 # chunk ids keyed by the backup's own key.
 export TRANSPORTER_ARGON2_MEMORY_KIB=64
 echo "correct horse battery staple" >"$T/pw"
+chmod 600 "$T/pw"
 source_conf "$T/ss.conf" acme "encryption = source-side" "key_provider = password" \
     "password_file = $T/pw" "bandwidth_limit = 4M"
 SRC_CONF=$T/ss.conf check "a source-side backup" src backup --disk "$T/disk.img" --name ss --json

@@ -22,7 +22,7 @@ track $!
 for _ in $(seq 50); do [ -S "$T/notify.sock" ] && break; sleep 0.1; done
 
 MPORT=$(free_port)
-target_conf "$T/target.conf" "metrics = 127.0.0.1:$MPORT"
+target_conf "$T/target.conf" "metrics = 127.0.0.1:$MPORT" "crl = $PKI/ca.crl"
 export NOTIFY_SOCKET=$T/notify.sock WATCHDOG_USEC=400000
 TARGET_FLAGS="--log-format json"
 target_start "$T/target.conf" || bail "target did not start"
@@ -80,6 +80,10 @@ end=$(date -u -d "$(openssl x509 -enddate -noout -in "$PKI/target.crt" | cut -d=
 [ "$(metric "$T/metrics.txt" 'transporter_tls_expiry_timestamp_seconds{kind="certificate"}')" = "$end" ] &&
     ok "the end of the target's certificate published" ||
     not_ok "the end of the target's certificate published" "want $end"
+end=$(date -u -d "$(openssl crl -nextupdate -noout -in "$PKI/ca.crl" | cut -d= -f2)" +%s)
+[ "$(metric "$T/metrics.txt" 'transporter_tls_expiry_timestamp_seconds{kind="crl"}')" = "$end" ] &&
+    ok "and the CRL's next update" ||
+    not_ok "and the CRL's next update" "want $end"
 expect_grep '^transporter_sessions_total [1-9]' "$T/metrics.txt" "sessions counted"
 expect_grep '^transporter_bytes_received_total [1-9]' "$T/metrics.txt" "bytes received counted"
 expect_grep '^transporter_bytes_stored_total\{tenant="acme"\} [1-9]' "$T/metrics.txt" \

@@ -63,13 +63,44 @@ expect_grep "private key $PKI/acme.key is not the key of certificate $PKI/target
 target_conf "$T/bad.conf" "certificate = $PKI/target.key"
 expect_exit 2 "target -n refuses a key given as its certificate (exit 2)" \
     "$BUILD/target-transporter" -n -f "$T/bad.conf"
-expect_grep "certificate $PKI/target.key holds no PEM certificate" "$LAST" \
-    "and says the file holds no certificate"
+expect_grep "certificate $PKI/target.key holds a private key, not a certificate" \
+    "$LAST" "and says what the file holds"
 target_conf "$T/bad.conf" "ca = $PKI/target.key"
 expect_exit 2 "target -n refuses a CA file with no certificate (exit 2)" \
     "$BUILD/target-transporter" -n -f "$T/bad.conf"
-expect_grep "CA file $PKI/target.key holds no PEM certificate" "$LAST" \
-    "and says so"
+expect_grep "CA file $PKI/target.key holds a private key, not a certificate" \
+    "$LAST" "and says so"
+target_conf "$T/bad.conf" "ca = $PKI/ca.crl"
+expect_exit 2 "target -n refuses a CA file that holds only a CRL (exit 2)" \
+    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep "CA file $PKI/ca.crl holds a CRL, not a certificate" "$LAST" "and says so"
+openssl x509 -in "$PKI/target.crt" -outform der -out "$T/target.der"
+target_conf "$T/bad.conf" "certificate = $T/target.der"
+expect_exit 2 "target -n refuses a DER certificate (exit 2)" \
+    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep "certificate $T/target.der is not a PEM file .*openssl x509 -inform der -in $T/target.der" \
+    "$LAST" "and says how to convert it"
+cat "$PKI/ca.crt" "$PKI/target.crt" >"$T/ca-first.crt"
+target_conf "$T/bad.conf" "certificate = $T/ca-first.crt"
+expect_exit 2 "target -n refuses a chain with the CA first (exit 2)" \
+    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep "certificate $T/ca-first.crt starts with a CA certificate; put this daemon's own certificate first" \
+    "$LAST" "and says what goes first"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
+    -out "$T/rsa.key" 2>/dev/null || bail "openssl genpkey failed"
+chmod 600 "$T/rsa.key"
+target_conf "$T/bad.conf" "key = $T/rsa.key"
+expect_exit 2 "target -n refuses a key of another type than its certificate's (exit 2)" \
+    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep "private key $T/rsa.key is not the key of certificate $PKI/target.crt" \
+    "$LAST" "and says the two do not go together"
+head -c 100 "$PKI/target.key" >"$T/cut.key"
+chmod 600 "$T/cut.key"
+target_conf "$T/bad.conf" "key = $T/cut.key"
+expect_exit 2 "target -n refuses a truncated key (exit 2)" \
+    "$BUILD/target-transporter" -n -f "$T/bad.conf"
+expect_grep "private key $T/cut.key is damaged, or of a kind OpenSSL cannot read" \
+    "$LAST" "and says it is damaged"
 target_conf "$T/bad.conf" "key = $T/encrypted.key"
 expect_exit 2 "target -n refuses a passphrase-protected key without asking (exit 2)" \
     timeout 20 "$BUILD/target-transporter" -n -f "$T/bad.conf"
@@ -101,12 +132,18 @@ expect_exit 0 "target -n loads a CRL past its next update" \
     "$BUILD/target-transporter" -n -f "$T/stale.conf"
 expect_grep "CRL $PKI/stale.crl expired on 2020-02-01 00:00 UTC: every peer is refused; write a new one" \
     "$LAST" "and says it is stale and what to do"
-SRC_CONF=$T/source.conf expect_exit 0 "the daemons' own certificates say nothing" \
+source_conf "$T/future.conf" future
+SRC_CONF=$T/future.conf expect_exit 3 "a certificate valid only from 2099 is refused (exit 3)" \
     src list
-if grep -q "expire\|valid only" "$LAST"; then
-	not_ok "no date warning for certificates of 825 days" "$(cat "$LAST")"
+expect_grep "our certificate $PKI/future.crt is valid only from 2099-01-01 00:00 UTC: peers refuse it until then; check this host's clock" \
+    "$LAST" "and the source said so before it connected"
+SRC_CONF=$T/source.conf expect_exit 0 "certificates of 825 days: no warning" \
+    src list
+if grep -q "expire\|valid only" "$LAST" "$TARGET_LOG"; then
+	not_ok "no date warning for certificates of 825 days, in the source or the target" \
+	    "$(grep "expire\|valid only" "$LAST" "$TARGET_LOG")"
 else
-	ok "no date warning for certificates of 825 days"
+	ok "no date warning for certificates of 825 days, in the source or the target"
 fi
 
 source_conf "$T/noname.conf" acme "server_name ="

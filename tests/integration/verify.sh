@@ -14,6 +14,7 @@ target_conf "$T/target.conf"
 target_start "$T/target.conf" || bail "target did not start"
 source_conf "$T/source.conf" acme
 echo "a password" >"$T/pw"
+chmod 600 "$T/pw"
 source_conf "$T/ss.conf" acme "encryption = source-side" \
     "key_provider = password" "password_file = $T/pw"
 REPO=$T/repo/tenants/acme

@@ -15,6 +15,7 @@
 #   expired.crt expired.key  client CN acme-source, expired in 2020
 #   revoked.crt revoked.key  client CN acme-source, listed in ca.crl
 #   soon.crt soon.key        client CN acme-source, ends in 10 days
+#   future.crt future.key    client CN acme-source, valid from 2099
 #   ca.crl                   CRL of the test CA (PEM)
 #   stale.crl                the same CA's CRL, whose next update was in 2020
 set -eu
@@ -124,6 +125,7 @@ run openssl ca -batch -config "$db/ca.cnf" -revoke "$out/revoked.crt" \
     -crl_reason keyCompromise
 run openssl ca -batch -config "$db/ca.cnf" -gencrl -out "$out/ca.crl"
 caleaf soon acme-source -days 10
+caleaf future acme-source -startdate 20990101000000Z -enddate 21000101000000Z
 run openssl ca -batch -config "$db/ca.cnf" -gencrl -out "$out/stale.crl" \
     -crl_lastupdate 20200101000000Z -crl_nextupdate 20200201000000Z
 

@@ -104,6 +104,7 @@ EOF
 # source with NAME's configuration.
 fault_confs() {
 	echo "a password" >"$T/pw"
+	chmod 600 "$T/pw"
 	target_conf "$T/target.conf"
 	source_conf "$T/vm.conf" acme "resume_timeout = 0s" "window = 64M"
 	source_conf "$T/sec.conf" acme "resume_timeout = 0s" \
