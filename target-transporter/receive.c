@@ -941,6 +941,15 @@ sync_done(struct pool_job *pj)
 		    rv->rv_name);
 		goto out;
 	}
+	if (sj->sj_errno == ENODATA) {
+		session_fail(se, ERROR__CODE__INTEGRITY, "backup of '%s': a "
+		    "chunk the new point needs is missing from the repository "
+		    "(lost since the point it was based on; the target's log "
+		    "names it); nothing was committed. Back it up with --full, "
+		    "and run 'target-transporter verify' on the target",
+		    rv->rv_name);
+		goto out;
+	}
 	if (sj->sj_errno != 0) {
 		session_fail(se, session_errno_code(sj->sj_errno), "backup of "
 		    "'%s': cannot %s the restore point: %s; nothing was "

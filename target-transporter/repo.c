@@ -1678,7 +1678,8 @@ job_block_set(const struct repo_job *j, uint64_t i)
  * Counts the zero blocks and the distinct chunks of the job's index,
  * and checks that every chunk it references is in the tenant's
  * store: a point never references a chunk that is not durable.
- * ENOENT (logged) if one is missing.
+ * ENODATA (logged, naming the block and the chunk) if one is missing:
+ * not ENOENT, which the caller takes for a missing file of its own.
  */
 static int
 job_count_chunks(struct repo_job *j, uint64_t *zero, uint64_t *distinct)
@@ -1718,7 +1719,7 @@ job_count_chunks(struct repo_job *j, uint64_t *zero, uint64_t *distinct)
 			    "references chunk %s, which was never stored",
 			    j->j_repo->r_path, j->j_tenant, j->j_name,
 			    j->j_id, pos[i], key);
-			errno = ENOENT;
+			errno = ENODATA;
 			goto fail;
 		default:
 			goto fail;
@@ -1911,8 +1912,8 @@ job_keep_used_keys(struct repo_job *j)
  * (a failed fsync fails the commit); the point exists from the manifest's
  * rename on.  Fills p (rp_index NULL) on success.  Frees the job in
  * every case; on failure nothing is listed and errno is set (ENOSPC,
- * EDQUOT, EIO, ENOMEM; ENOENT if a block references a chunk that was
- * never put).
+ * EDQUOT, EIO, ENOMEM; ENODATA if a block references a chunk that is
+ * not in the store: never put, or lost since the base point).
  */
 int
 repo_job_commit(struct repo_job *j, struct repo_point *p)

@@ -94,6 +94,15 @@ expect_exit 5 "restore of a point with a truncated chunk: exit 5" \
 rm -f "$victim"
 expect_exit 5 "restore of a point with a missing chunk: exit 5" \
     src restore --name vm --output "$T/gone.img"
+# an incremental backup on that point as its base: the unchanged block
+# whose chunk is gone is found at the commit
+expect_exit 5 "incremental backup on a base missing a chunk: exit 5" \
+    src backup --disk "$T/a.img" --name vm
+expect_grep "a chunk the new point needs is missing from the repository .*Back it up with --full" \
+    "$LAST_ERR" "the error says a chunk is missing, and what to do"
+check "a --full backup stores it again" src backup --disk "$T/a.img" --name vm --full
+check "and the point restores" src restore --name vm --output "$T/full.img"
+same "byte-identical" "$T/a.img" "$T/full.img"
 
 check "the other point still restores after all that" \
     src restore --name other --output "$T/other2.img"
