@@ -230,9 +230,12 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 	if (!cl->cl_done) {
 		cl->cl_lost = 1;
 		client_finish(cl, EXIT_ERROR, "%s: connection to the target "
-		    "lost: %s", cl->cl_addr, err[0] ? err : (events &
-		    BEV_EVENT_EOF) ? "closed by the target" :
-		    strerror(EVUTIL_SOCKET_ERROR()));
+		    "lost: %s", cl->cl_addr, alert == TLS_PEER_GONE ||
+		    (!err[0] && (events & BEV_EVENT_EOF)) ? "the target closed "
+		    "it without a word (it stopped, restarted or failed: its "
+		    "log says which)" : EVUTIL_SOCKET_ERROR() == ECONNRESET ?
+		    "reset (the target failed, or something on the way cut "
+		    "it)" : err[0] ? err : strerror(EVUTIL_SOCKET_ERROR()));
 	}
 }
 

@@ -32,6 +32,7 @@
 
 #define REFUSE_LOG_EVERY	10	/* seconds between flood log lines */
 #define FLUSH_TIMEOUT		10	/* to deliver a last Error frame */
+#define STOP_FLUSH_TIMEOUT	1	/* the same, when the target stops */
 #define LINGER_TIMEOUT		5	/* for the source to close after us */
 /* The first byte of a packed Frame holding a Block (field 3, bytes). */
 #define FRAME_BLOCK_TAG		((3 << 3) | 2)
@@ -417,7 +418,9 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 			session_close(se, "connection closed by the source");
 		else
 			session_close(se, "connection lost in state %s: %s",
-			    session_state_name(se->se_state), ssl_err[0] ?
+			    session_state_name(se->se_state), alert ==
+			    TLS_PEER_GONE ? "the source closed it without a "
+			    "word (it stopped or failed)" : ssl_err[0] ?
 			    ssl_err : strerror(EVUTIL_SOCKET_ERROR()));
 		return;
 	}
@@ -1013,6 +1016,8 @@ session_close(struct session *se, const char *fmt, ...)
 
 	if (se->se_state == SESSION_CLOSING)
 		return;
+	if (se->se_target->tg_stopping)
+		tv.tv_sec = STOP_FLUSH_TIMEOUT;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
@@ -1034,10 +1039,10 @@ session_close(struct session *se, const char *fmt, ...)
 	}
 	if (se->se_jobs > 0)
 		return;		/* the last job's session_job_done ends it */
-	if (se->se_dead || se->se_target->tg_stopping)
+	if (se->se_dead)
 		session_free(se);
 	else if (evbuffer_get_length(bufferevent_get_output(se->se_bev)) == 0)
-		session_linger(se);
+		session_linger(se);	/* at once when the target stops */
 	/* else the write callback or the flush timeout ends it */
 }
 

@@ -398,7 +398,9 @@ main(int argc, char *argv[])
 		for (se = TAILQ_FIRST(&tg.tg_sessions); se != NULL;
 		    se = next) {
 			next = TAILQ_NEXT(se, se_entry);
-			session_close(se, "target shutting down");
+			/* A source's backup or restore then resumes. */
+			session_fail(se, ERROR__CODE__BUSY, "the target is "
+			    "shutting down");
 		}
 	}
 	if (!TAILQ_EMPTY(&tg.tg_sessions))

@@ -33,8 +33,21 @@ check "the target still serves afterwards" src list
 check "and restores" src restore --name vm --output "$T/ok.img"
 same "byte-identical" "$T/disk.img" "$T/ok.img"
 sleep 1
+# A backup under way when the target stops is told so, and gives up
+# (resume_timeout = 0) with exit 3 rather than a TLS error.
+source_conf "$T/slow.conf" acme "bandwidth_limit = 8M" "resume_timeout = 0"
+SRC_CONF=$T/slow.conf src backup --disk "$T/disk.img" --name vm3 --full \
+    >"$T/slow.out" 2>"$T/slow.err" &
+slow=$!
+for _ in $(seq 50); do grep -q "backup of 'vm3' started" "$TARGET_LOG" && break; sleep 0.1; done
 t0=$(date +%s%N)
 kill -TERM "$TARGET_PID"
+wait "$slow"
+rc=$?
+[ $rc -eq 3 ] && grep -q "target: the target is shutting down" "$T/slow.err" &&
+    ok "a backup under way is told the target is shutting down (exit 3)" ||
+    not_ok "a backup under way is told the target is shutting down (exit 3)" \
+    "exit $rc: $(cat "$T/slow.err")"
 for _ in $(seq 100); do kill -0 "$TARGET_PID" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$TARGET_PID" 2>/dev/null; then
 	not_ok "SIGTERM stops the target within 10 s" "still running"
