@@ -626,6 +626,10 @@ backup_summary(struct backup *bk, const Committed *c)
 		    bk->bk_base_id, bk->bk_resumed ? " and an interrupted "
 		    "backup (resumed)" : "",
 		    (unsigned long long)bk->bk_blocks_unchanged);
+	if (bk->bk_attempts > 1)
+		printf("  attempts  %d%s; read, sent and time count the last\n",
+		    bk->bk_attempts, bk->bk_resumed ? ", resumed where the "
+		    "lost connection left off" : "");
 	printf("  sent      %s (%llu blocks) on %d connection%s\n", b3,
 	    (unsigned long long)bk->bk_blocks_sent, nconns,
 	    nconns > 1 ? "s" : "");
