@@ -174,13 +174,15 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 	struct client	*cl = arg;
 	const char	*reason;
 	char		 err[512];
-	int		 alert;
+	int		 alert, gone;
 
 	if (events & BEV_EVENT_CONNECTED) {
 		client_connected(cl);
 		return;
 	}
 	alert = tls_bev_errors(bev, err, sizeof(err));
+	if ((gone = alert == TLS_PEER_GONE))
+		alert = -1;	/* no verdict on our certificate */
 	if (events & BEV_EVENT_TIMEOUT) {
 		client_finish(cl, cl->cl_hello ? EXIT_ERROR : EXIT_CONNECT,
 		    "%s: no answer from the target for too long", cl->cl_addr);
@@ -230,7 +232,7 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 	if (!cl->cl_done) {
 		cl->cl_lost = 1;
 		client_finish(cl, EXIT_ERROR, "%s: connection to the target "
-		    "lost: %s", cl->cl_addr, alert == TLS_PEER_GONE ||
+		    "lost: %s", cl->cl_addr, gone ||
 		    (!err[0] && (events & BEV_EVENT_EOF)) ? "the target closed "
 		    "it without a word (it stopped, restarted or failed: its "
 		    "log says which)" : EVUTIL_SOCKET_ERROR() == ECONNRESET ?

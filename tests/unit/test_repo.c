@@ -502,7 +502,7 @@ test_abort_and_uncommitted(void **state)
 	make_chunk(24, buf, sizeof(buf), id);
 	assert_int_equal(repo_job_set_block(j, 1, id), 0);
 	assert_int_equal(repo_job_commit(j, &p), -1);
-	assert_int_equal(errno, ENOENT);
+	assert_int_equal(errno, ENODATA);
 	assert_int_equal(dir_entries(tmp), 0);
 	assert_int_equal(repo_list(f->f_repo, TENANT, "vm", &pts, &n), 0);
 	assert_int_equal(n, 0);
