@@ -106,6 +106,14 @@ expect_exit 2 "target -n refuses a passphrase-protected key without asking (exit
     timeout 20 "$BUILD/target-transporter" -n -f "$T/bad.conf"
 expect_grep "private key $T/encrypted.key is encrypted with a passphrase" \
     "$LAST" "and says why"
+# On a terminal too, where OpenSSL would prompt: script(1) gives it one.
+script -qec "timeout 20 '$BUILD/target-transporter' -n -f '$T/bad.conf'" \
+    "$T/tty.log" </dev/null >/dev/null 2>&1
+rc=$?
+[ $rc -eq 2 ] && ! grep -qi "pass phrase" "$T/tty.log" &&
+    grep -q "is encrypted with a passphrase" "$T/tty.log" &&
+    ok "on a terminal: exit 2 at once, no prompt" ||
+    not_ok "on a terminal: exit 2 at once, no prompt" "exit $rc: $(cat "$T/tty.log")"
 source_conf "$T/bad.conf" acme "key = $PKI/globex.key"
 SRC_CONF=$T/bad.conf expect_exit 2 "the source refuses a key that is not its certificate's (exit 2)" \
     src list
