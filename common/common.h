@@ -153,7 +153,7 @@ int	 pki_use_files(SSL_CTX *, const char *, const char *, const char *,
 	    char *, size_t);
 int	 pki_load_crl(SSL_CTX *, const char *);
 void	 pki_warn_dates(SSL_CTX *, const char *);
-void	 pki_publish_expiry(SSL_CTX *, const char *);
+void	 pki_publish_expiry(SSL_CTX *);
 
 /* tls.c */
 struct tls_conf {
@@ -171,8 +171,7 @@ int	 tls_peer_has_identity(SSL *, const char *);
 void	 tls_peer_describe(SSL *, char *, size_t);
 const char *tls_verify_reason(SSL *);
 void	 tls_count_sent(SSL *, uint64_t *, size_t);
-#define TLS_PEER_GONE	(-2)	/* tls_bev_errors: closed without a TLS close */
-int	 tls_bev_errors(struct bufferevent *, char *, size_t);
+int	 tls_bev_errors(struct bufferevent *, char *, size_t, int *);
 int	 tls_alert_on_cert(int);
 
 /* pool.c */

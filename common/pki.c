@@ -208,30 +208,32 @@ asn1_unix(const ASN1_TIME *t)
 }
 
 /*
- * The latest start and the soonest end of the CRLs in the file path (0:
- * none).  0, or -1 if it does not read.
+ * The latest start and the soonest end (0: none) of the CRLs in the
+ * store.  0 if it checks none, else 1.
  */
 static int
-crl_file_dates(const char *path, int64_t *from, int64_t *until)
+store_crl_dates(X509_STORE *store, int64_t *from, int64_t *until)
 {
-	FILE		*fp;
-	X509_CRL	*crl;
-	int64_t		 t;
+	STACK_OF(X509_OBJECT)	*objs = X509_STORE_get0_objects(store);
+	X509_CRL		*crl;
+	int64_t			 t;
+	int			 i;
 
 	*from = *until = 0;
-	if ((fp = fopen(path, "r")) == NULL)
-		return -1;
-	while ((crl = PEM_read_X509_CRL(fp, NULL, NULL, NULL)) != NULL) {
+	if ((X509_VERIFY_PARAM_get_flags(X509_STORE_get0_param(store)) &
+	    X509_V_FLAG_CRL_CHECK) == 0)
+		return 0;
+	for (i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		if ((crl = X509_OBJECT_get0_X509_CRL(
+		    sk_X509_OBJECT_value(objs, i))) == NULL)
+			continue;
 		if ((t = asn1_unix(X509_CRL_get0_lastUpdate(crl))) > *from)
 			*from = t;
 		if ((t = asn1_unix(X509_CRL_get0_nextUpdate(crl))) != 0 &&
 		    (*until == 0 || t < *until))
 			*until = t;
-		X509_CRL_free(crl);
 	}
-	(void)fclose(fp);
-	ERR_clear_error();	/* the end of the file */
-	return 0;
+	return 1;
 }
 
 /*
@@ -282,21 +284,20 @@ pki_warn_dates(SSL_CTX *ctx, const char *path)
 }
 
 /*
- * Publishes when our certificate in ctx and the soonest CRL of the file
- * crl (NULL: none, NaN) end, for alerts.
+ * Publishes when our certificate in ctx and the soonest of the CRLs it
+ * checks (NaN: none) end, for alerts.
  */
 void
-pki_publish_expiry(SSL_CTX *ctx, const char *crl)
+pki_publish_expiry(SSL_CTX *ctx)
 {
 	X509	*cert;
-	int64_t	 from, until = 0;
+	int64_t	 from, until;
 
 	if ((cert = SSL_CTX_get0_certificate(ctx)) != NULL)
 		metrics_set(metrics_series(metrics.mt_tls_expiry,
 		    "certificate", NULL),
 		    (double)asn1_unix(X509_get0_notAfter(cert)));
-	if (crl != NULL)
-		(void)crl_file_dates(crl, &from, &until);
+	(void)store_crl_dates(SSL_CTX_get_cert_store(ctx), &from, &until);
 	metrics_set(metrics_series(metrics.mt_tls_expiry, "crl", NULL),
 	    until != 0 ? (double)until : NAN);
 }
@@ -325,7 +326,7 @@ pki_load_crl(SSL_CTX *ctx, const char *crl)
 	}
 	X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK |
 	    X509_V_FLAG_CRL_CHECK_ALL);
-	if (crl_file_dates(crl, &from, &until) == 0)
+	if (store_crl_dates(store, &from, &until) == 1)
 		warn_dates("CRL", crl, from, until, "every peer is refused",
 		    REGEN_CRL_HINT);
 	return 0;

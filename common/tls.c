@@ -241,24 +241,25 @@ tls_count_sent(SSL *ssl, uint64_t *since, size_t n)
 /*
  * The OpenSSL errors a bufferevent collected, joined with "; " into buf
  * ("" if none).  Returns the alert the peer sent (SSL_AD_*, a TLS
- * verdict) if one of them is one, TLS_PEER_GONE if the peer closed the
- * connection without TLS's close (it stopped or failed), else -1.
+ * verdict) if one of them is one, else -1.  *gone says whether the peer
+ * closed the connection without TLS's close (it stopped or failed).
  */
 int
-tls_bev_errors(struct bufferevent *bev, char *buf, size_t len)
+tls_bev_errors(struct bufferevent *bev, char *buf, size_t len, int *gone)
 {
 	unsigned long	 e;
 	size_t		 n = 0;
-	int		 alert = -1, gone = 0;
+	int		 alert = -1;
 
 	buf[0] = '\0';
+	*gone = 0;
 	while ((e = bufferevent_get_openssl_error(bev)) != 0 && n + 2 < len) {
 		if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
 		    ERR_GET_REASON(e) >= SSL_AD_REASON_OFFSET)
 			alert = ERR_GET_REASON(e) - SSL_AD_REASON_OFFSET;
 		if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) ==
 		    SSL_R_UNEXPECTED_EOF_WHILE_READING)
-			gone = 1;
+			*gone = 1;
 		if (n > 0) {
 			buf[n++] = ';';
 			buf[n++] = ' ';
@@ -266,7 +267,7 @@ tls_bev_errors(struct bufferevent *bev, char *buf, size_t len)
 		ERR_error_string_n(e, buf + n, len - n);
 		n = strlen(buf);
 	}
-	return alert == -1 && gone ? TLS_PEER_GONE : alert;
+	return alert;
 }
 
 /*

@@ -324,7 +324,7 @@ agent_check_tls(const struct source_conf *sc)
 	tls.tc_crl = sc->sc_crl;
 	if ((ctx = tls_ctx_client(&tls)) == NULL)
 		return -1;
-	pki_publish_expiry(ctx, sc->sc_crl);
+	pki_publish_expiry(ctx);
 	SSL_CTX_free(ctx);
 	return 0;
 }

@@ -180,9 +180,7 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 		client_connected(cl);
 		return;
 	}
-	alert = tls_bev_errors(bev, err, sizeof(err));
-	if ((gone = alert == TLS_PEER_GONE))
-		alert = -1;	/* no verdict on our certificate */
+	alert = tls_bev_errors(bev, err, sizeof(err), &gone);
 	if (events & BEV_EVENT_TIMEOUT) {
 		client_finish(cl, cl->cl_hello ? EXIT_ERROR : EXIT_CONNECT,
 		    "%s: no answer from the target for too long", cl->cl_addr);

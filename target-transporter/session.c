@@ -369,7 +369,7 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 	struct session	*se = arg;
 	const char	*reason;
 	char		 ssl_err[512];
-	int		 alert;
+	int		 alert, gone;
 
 	if (events & BEV_EVENT_CONNECTED) {
 		session_connected(se);
@@ -396,7 +396,7 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 		return;
 	}
 	if (events & BEV_EVENT_ERROR) {
-		alert = tls_bev_errors(bev, ssl_err, sizeof(ssl_err));
+		alert = tls_bev_errors(bev, ssl_err, sizeof(ssl_err), &gone);
 
 		if (se->se_state == SESSION_HANDSHAKE) {
 			METRICS_INC(metrics.mt_errors, "tls");
@@ -418,8 +418,8 @@ session_event_cb(struct bufferevent *bev, short events, void *arg)
 			session_close(se, "connection closed by the source");
 		else
 			session_close(se, "connection lost in state %s: %s",
-			    session_state_name(se->se_state), alert ==
-			    TLS_PEER_GONE ? "the source closed it without a "
+			    session_state_name(se->se_state), gone ?
+			    "the source closed it without a "
 			    "word (it stopped or failed)" : ssl_err[0] ?
 			    ssl_err : strerror(EVUTIL_SOCKET_ERROR()));
 		return;

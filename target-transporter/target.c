@@ -134,7 +134,7 @@ target_reload(struct target *tg)
 	tg->tg_conf = tc;
 	SSL_CTX_free(tg->tg_ctx);	/* live sessions hold a reference */
 	tg->tg_ctx = ctx;
-	pki_publish_expiry(ctx, tc->tc_crl);
+	pki_publish_expiry(ctx);
 	log_info("reloaded %s", tc->tc_path);
 }
 
@@ -369,7 +369,7 @@ main(int argc, char *argv[])
 		    (ms = metrics_listen(tg.tg_base,
 		    tg.tg_conf->tc_metrics)) == NULL)
 			goto out;
-		pki_publish_expiry(tg.tg_ctx, tg.tg_conf->tc_crl);
+		pki_publish_expiry(tg.tg_ctx);
 	}
 	log_info("target-transporter %s: %d worker threads, repository %s",
 	    TRANSPORTER_VERSION, pool_threads(tg.tg_pool),
