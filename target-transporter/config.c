@@ -410,10 +410,11 @@ repository_parent_missing(const char *path, char *err, size_t errlen)
 /*
  * Warns of each tenant directory of the repository that no [tenant]
  * section names (a disaster-recovery target configured by hand, say):
- * its sources would see no backups.
+ * the daemon's sources would see no backups.  Not for the offline
+ * tools, which see every tenant.
  */
-static void
-conf_warn_unconfigured(const struct target_conf *tc)
+void
+target_conf_warn_unconfigured(const struct target_conf *tc)
 {
 	const struct tenant	*tn;
 	struct dirent		*de;
@@ -504,8 +505,6 @@ conf_finish(struct target_conf *tc)
 			}
 		}
 	}
-	if (errors == 0)
-		conf_warn_unconfigured(tc);
 	return errors == 0 ? 0 : -1;
 }
 

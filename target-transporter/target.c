@@ -114,6 +114,7 @@ target_reload(struct target *tg)
 		    "configuration", tg->tg_conf->tc_path);
 		return;
 	}
+	target_conf_warn_unconfigured(tc);
 	memset(&tls, 0, sizeof(tls));
 	tls.tc_cert = tc->tc_cert;
 	tls.tc_key = tc->tc_key;
@@ -309,6 +310,7 @@ main(int argc, char *argv[])
 	TAILQ_INIT(&tg.tg_starved);
 	if ((tg.tg_conf = target_conf_load(conffile)) == NULL)
 		return EXIT_USAGE;
+	target_conf_warn_unconfigured(tg.tg_conf);
 	memset(&tls, 0, sizeof(tls));
 	tls.tc_cert = tg.tg_conf->tc_cert;
 	tls.tc_key = tg.tg_conf->tc_key;

@@ -233,6 +233,7 @@ struct job_conns {
 /* config.c */
 struct target_conf *target_conf_load(const char *);
 void		 target_conf_free(struct target_conf *);
+void		 target_conf_warn_unconfigured(const struct target_conf *);
 const char	*target_conf_repository(const char *, const char *,
 		    struct target_conf **);
 struct tenant	*target_tenant_for(struct target_conf *, SSL *);

@@ -90,6 +90,12 @@ dr_target_conf "$T/dr.conf" "$T/copy" acme-corp "$port"
 check "target -n accepts a misnamed section" "$TT" -n -f "$T/dr.conf"
 expect_grep "the repository holds tenant 'acme', which no section names: its sources see none of its backups; add '\[tenant acme\]'" \
     "$LAST" "but says the tenant directory 'acme' has no section"
+check "target verify -f with that file" "$TT" verify -f "$T/dr.conf"
+if grep -q "no section names" "$LAST"; then
+	not_ok "offline, where every tenant is seen, sections are not warned of" "$(cat "$LAST")"
+else
+	ok "offline, where every tenant is seen, sections are not warned of"
+fi
 dr_target_conf "$T/dr.conf" "$T/copy" acme "$port"
 check "target -n of the mended file" "$TT" -n -f "$T/dr.conf"
 if grep -q "no section names" "$LAST"; then
