@@ -238,16 +238,21 @@ list_frame(struct client *cl, const Frame *f, void *arg)
 		return;
 	}
 	/*
-	 * Missing middle points are warned of; a rollback is exit 9, and
-	 * the target's list is not shown as if it were the truth.
+	 * Missing middle points are warned of.  A rollback is exit 9, after
+	 * the target's points (read-only: the operator picks a --point or
+	 * accepts them), so that exit 0 never means this source agreed.
 	 */
 	rv = chain_check(cl->cl_conf, f->list_reply, ls->ls_name,
 	    ls->ls_accept);
-	if (rv == EXIT_ROLLBACK || rv == EXIT_ERROR) {
+	if (rv == EXIT_ERROR) {
 		client_finish(cl, rv, NULL);
 		return;
 	}
 	list_print(ls, f->list_reply);
+	if (rv == EXIT_ROLLBACK) {
+		client_finish(cl, rv, NULL);
+		return;
+	}
 	if (ls->ls_name != NULL && f->list_reply->n_points == 0)
 		client_finish(cl, EXIT_NOT_FOUND, NULL);
 	else if (ls->ls_unavailable)

@@ -96,10 +96,16 @@ expect_grep "the target went back: this source committed vm/$g3 \(#3\), its newe
     "$LAST_ERR" "names the point that went and what the target has"
 n=$(ls "$T/repo/tenants/globex/points/vm/" | grep -c '\.manifest$')
 [ "$n" -eq 2 ] && ok "nothing was backed up on the old state" || not_ok "$n points of globex/vm"
+g2=$(ls "$T/repo/tenants/globex/points/vm/" | sed -n 's/\.manifest$//p' | sort | tail -1)
 SRC_CONF=$T/globex.conf expect_exit 9 "list refuses too (exit 9)" src list
 expect_grep "went back: this source committed vm/$g3" "$LAST_ERR" "list says what went back"
+expect_grep "$g2" "$LAST_OUT" "and shows what the target has, to choose from"
+if grep -q "$g3" "$LAST_OUT"; then
+	not_ok "but not the point that went" "$(cat "$LAST_OUT")"
+else
+	ok "but not the point that went"
+fi
 SRC_CONF=$T/globex.conf expect_exit 9 "verify refuses too (exit 9)" src verify --name vm
-g2=$(ls "$T/repo/tenants/globex/points/vm/" | sed -n 's/\.manifest$//p' | sort | tail -1)
 SRC_CONF=$T/globex.conf expect_exit 9 "a restore of the newest refuses too (exit 9)" \
     src restore --name vm --output "$T/rolled.img"
 expect_grep "the target went back: this source committed vm/$g3 \(#3\), its newest is $g2 \(#2\); restore that one with --point $g2" \
