@@ -198,12 +198,20 @@ envelope_prepare(struct envelope *ev, struct source_conf *sc, char *err,
 	}
 }
 
-/* The password KEK: the chain's, checked by its verifier, or a new one. */
+/*
+ * The password KEK: the chain's, checked by its verifier; for a new
+ * chain the one this source's other backups to this target use, so
+ * that a wrong password_file cannot start a backup nobody can restore
+ * with the password on record; else a new one.
+ */
 static int
-envelope_password_kek(struct envelope *ev, char *err, size_t errlen)
+envelope_password_kek(struct envelope *ev, const char *name, char *err,
+    size_t errlen)
 {
 	const KekRef	*ref = NULL;
+	KekRef		*known;
 	size_t		 i;
+	char		 path[PATH_MAX], why[KEY_ERR_MAX];
 
 	for (i = 0; ev->ev_chain != NULL && i < ev->ev_chain->kc_nkeys; i++)
 		if (ev->ev_chain->kc_keys[i]->kek->provider ==
@@ -213,6 +221,21 @@ envelope_password_kek(struct envelope *ev, char *err, size_t errlen)
 		if ((ev->ev_newest = envelope_kek_for(ev, ref, err, errlen)) ==
 		    NULL)
 			return -1;
+		return 0;
+	}
+	if ((known = state_password_ref(ev->ev_conf, path, sizeof(path))) !=
+	    NULL) {
+		ev->ev_newest = envelope_kek_for(ev, known, why, sizeof(why));
+		kek_ref__free_unpacked(known, NULL);
+		if (ev->ev_newest == NULL) {
+			snprintf(err, errlen, "'%s' is a new backup and the "
+			    "password in %s is not the one this source's other "
+			    "backups to this target use (%s): put theirs in "
+			    "it; if it changed on purpose (keys "
+			    "change-password), remove %s", name,
+			    ev->ev_conf->sc_password_file, why, path);
+			return -1;
+		}
 		return 0;
 	}
 	if ((ev->ev_newest = calloc(1, sizeof(*ev->ev_newest))) == NULL)
@@ -280,7 +303,7 @@ envelope_begin(struct envelope *ev, const char *name, const uint8_t *chain,
 			return -1;
 	} else if ((ev->ev_chain = keychain_new(name)) == NULL)
 		goto nomem;
-	if (ev->ev_newest == NULL && envelope_password_kek(ev, err,
+	if (ev->ev_newest == NULL && envelope_password_kek(ev, name, err,
 	    errlen) == -1)
 		goto out;
 

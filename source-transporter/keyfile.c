@@ -19,6 +19,7 @@ struct keys_export {
 	char		*kx_passphrase;	/* export: its passphrase */
 	int		 kx_passwd;	/* change-password */
 	char		*kx_new_password;
+	KekRef		*kx_new_ref;	/* change-password: the new KEK */
 	size_t		 kx_nkeys;
 };
 
@@ -167,6 +168,10 @@ passwd_frame(struct client *cl, const Frame *f, void *arg)
 		    "again, no data re-encrypted; put the new password in %s\n",
 		    kx->kx_name, kx->kx_nkeys,
 		    kx->kx_env.ev_conf->sc_password_file);
+		/* New backup names go under the new password. */
+		if (kx->kx_new_ref != NULL)
+			state_password_remember(kx->kx_env.ev_conf,
+			    kx->kx_new_ref);
 		client_finish(cl, EXIT_OK, NULL);
 		return;
 	}
@@ -190,6 +195,9 @@ passwd_frame(struct client *cl, const Frame *f, void *arg)
 		goto out;
 	}
 	kx->kx_nkeys = kc->kc_nkeys;
+	if (kc->kc_nkeys > 0 && (kx->kx_new_ref =
+	    kek_ref_dup(kc->kc_keys[0]->kek)) == NULL)
+		fatal("kek_ref_dup");
 	ku.name = (char *)kx->kx_name;
 	ku.keychain.data = buf;
 	ku.keychain.len = len;
@@ -340,6 +348,8 @@ cmd_keys(struct source_conf *sc, int argc, char **argv)
 		crypto_wipe(kx.kx_new_password, strlen(kx.kx_new_password));
 		free(kx.kx_new_password);
 	}
+	if (kx.kx_new_ref != NULL)
+		kek_ref__free_unpacked(kx.kx_new_ref, NULL);
 	return rv;
 }
 

@@ -318,6 +318,9 @@ int		 state_load(struct source_conf *, struct state_entry **,
 int		 state_set(struct source_conf *, const char *, uint64_t,
 		    const char *);
 int		 state_drop(struct source_conf *, const char *);
+KekRef		*state_password_ref(struct source_conf *, char *, size_t);
+void		 state_password_remember(struct source_conf *,
+		    const KekRef *);
 
 /* chain.c */
 int		 chain_id_ok(const char *);

@@ -12,6 +12,11 @@
  * Written whole (temporary file, fsync, rename, fsync of the
  * directory) under an flock of STATE_DIR/points-<16 hex>.lock, so that
  * backups of several names at once lose no update.
+ *
+ *	STATE_DIR/points-<16 hex>.password
+ *	    the KekRef (Argon2id salt, costs, verifier: no key) of the
+ *	    password key this source's source-side backups use there, so
+ *	    that a new backup name under another password is refused
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -280,4 +285,87 @@ int
 state_drop(struct source_conf *sc, const char *name)
 {
 	return state_update(sc, name, 0, NULL);
+}
+
+/* The password file of this target and identity; -1 if none can be. */
+static int
+state_password_path(struct source_conf *sc, char *path, size_t len)
+{
+	struct state	 st;
+
+	memset(&st, 0, sizeof(st));
+	if (state_path(sc, &st) == -1 || (size_t)snprintf(path, len,
+	    "%s.password", st.st_path) >= len)
+		return -1;
+	return 0;
+}
+
+/*
+ * The password key this source's backups to this target use, or NULL
+ * (none remembered, or it does not read: then nothing is checked, as
+ * for a new host, after a warning).  Free with kek_ref__free_unpacked.
+ */
+KekRef *
+state_password_ref(struct source_conf *sc, char *path, size_t pathlen)
+{
+	KekRef		*ref = NULL;
+	uint8_t		*buf;
+	size_t		 len;
+	char		 err[KEY_ERR_MAX];
+
+	if (state_password_path(sc, path, pathlen) == -1 ||
+	    access(path, F_OK) == -1)
+		return NULL;
+	if (keychain_read_file(path, &buf, &len, err, sizeof(err)) == -1) {
+		log_warnx("%s; a new backup name is not checked against the "
+		    "password of the others", err);
+		return NULL;
+	}
+	if ((ref = kek_ref__unpack(NULL, len, buf)) == NULL ||
+	    ref->provider != KEY_PROVIDER__KEY_PROVIDER_PASSWORD ||
+	    kek_ref_check(ref, err, sizeof(err)) == -1) {
+		log_warnx("%s: not a password key reference; remove it to "
+		    "start afresh (a new backup name is not checked against "
+		    "the password of the others)", path);
+		if (ref != NULL)
+			kek_ref__free_unpacked(ref, NULL);
+		ref = NULL;
+	}
+	free(buf);
+	return ref;
+}
+
+/*
+ * Remembers ref as the password key of this source's backups to this
+ * target, if it is not already.  Warns on failure: the backup it
+ * follows is done all the same.
+ */
+void
+state_password_remember(struct source_conf *sc, const KekRef *ref)
+{
+	KekRef		*now;
+	uint8_t		*buf;
+	size_t		 len;
+	char		 path[PATH_MAX], err[KEY_ERR_MAX];
+	int		 same;
+
+	if ((now = state_password_ref(sc, path, sizeof(path))) != NULL) {
+		same = kek_ref_same(now, ref);
+		kek_ref__free_unpacked(now, NULL);
+		if (same)
+			return;
+	}
+	if (state_password_path(sc, path, sizeof(path)) == -1)
+		return;
+	if (mkdir(sc->sc_state_dir, 0700) == -1 && errno != EEXIST) {
+		log_warn("cannot create state_directory %s", sc->sc_state_dir);
+		return;
+	}
+	len = kek_ref__get_packed_size(ref);
+	if ((buf = malloc(len > 0 ? len : 1)) == NULL)
+		fatal("malloc");
+	kek_ref__pack(ref, buf);
+	if (keychain_write_file(path, buf, len, err, sizeof(err)) == -1)
+		log_warnx("cannot remember the password key: %s", err);
+	free(buf);
 }

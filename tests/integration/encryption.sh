@@ -157,6 +157,18 @@ SRC_CONF=$T/pw.conf check "backup under a password" src backup --disk "$T/disk.i
 SRC_CONF=$T/badpw.conf expect_exit 8 "a wrong password fails at once" \
     src backup --disk "$T/disk.img" --name pw
 expect_grep "wrong password" "$LAST_ERR" "and says so"
+# A new name has no key file yet: the source remembers which password its
+# other backups to this target use, and a wrong password_file does not
+# start a backup that only the wrong password restores.
+SRC_CONF=$T/badpw.conf expect_exit 8 "a new name under another password than the others': exit 8" \
+    src backup --disk "$T/disk.img" --name pwnew
+expect_grep "'pwnew' is a new backup and the password in $T/badpw is not the one this source's other backups to this target use \(.*wrong password.*\): put theirs in it; if it changed on purpose \(keys change-password\), remove $T/state/points-[0-9a-f]{16}\.password" \
+    "$LAST_ERR" "and says which password, and what to do"
+SRC_CONF=$T/badpw.conf expect_exit 4 "nothing of it was stored" src list --name pwnew
+SRC_CONF=$T/pw.conf check "under the right password the new name backs up" \
+    src backup --disk "$T/disk2.img" --name pwnew
+SRC_CONF=$T/pw.conf check "and restores" src restore --name pwnew --output "$T/pwnew.img"
+same "byte-identical" "$T/disk2.img" "$T/pwnew.img"
 SRC_CONF=$T/badpw.conf expect_exit 8 "restore with a wrong password: exit 8" \
     src restore --name pw --output "$T/pwbad.img"
 SRC_CONF=$T/pw.conf check "restore with the password" src restore --name pw --output "$T/pw.img"
@@ -183,4 +195,8 @@ SRC_CONF=$T/newpw.conf check "a new backup under the new password" \
     src backup --disk "$T/disk2.img" --name pw
 SRC_CONF=$T/newpw.conf check "restores" src restore --name pw --output "$T/pw4.img"
 same "byte-identical" "$T/disk2.img" "$T/pw4.img"
+SRC_CONF=$T/newpw.conf check "after the change a new name goes under the new password" \
+    src backup --disk "$T/disk.img" --name pwnext
+SRC_CONF=$T/pw.conf expect_exit 8 "and the old password no longer starts one" \
+    src backup --disk "$T/disk.img" --name pwlast
 finish
