@@ -6,7 +6,7 @@
 #   make bench      benchmark against zstd, borg and restic
 #   make bench-connections  1, 2 or 4 connections per job over an emulated WAN
 #   make asan       the test suite under AddressSanitizer + UBSan
-#   make soak       long load tests (load.sh with 256 sessions)
+#   make soak       long tests (load.sh with 256 sessions, a 600-point chain)
 #   make fuzz       build the libFuzzer harnesses (clang)
 #   make install    PREFIX=/usr/local DESTDIR=
 
@@ -144,6 +144,8 @@ run-tests: all $(UNIT_BINS) $(TOOL_BINS) $(SHIM) $(BADZSTD)
 soak: all $(TOOL_BINS)
 	$(Q)BUILD=$(abspath $(BUILD)) LOAD_SESSIONS=256 SRC_TIMEOUT=900 \
 	    bash tests/integration/load.sh
+	$(Q)BUILD=$(abspath $(BUILD)) LONGCHAIN_POINTS=600 \
+	    bash tests/integration/longchain.sh
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory run-demo

@@ -101,9 +101,12 @@ static void
 pki_mismatch(SSL_CTX *ctx, const char *cert, const char *key, char *err,
     size_t errlen)
 {
-	X509	*leaf = SSL_CTX_get0_certificate(ctx);
+	X509		*leaf = SSL_CTX_get0_certificate(ctx);
+	STACK_OF(X509)	*chain = NULL;
 
-	if (leaf != NULL && X509_check_ca(leaf) > 0)
+	/* Only a file with a chain can be in the wrong order. */
+	(void)SSL_CTX_get0_chain_certs(ctx, &chain);
+	if (leaf != NULL && sk_X509_num(chain) > 0 && X509_check_ca(leaf) > 0)
 		(void)snprintf(err, errlen, "certificate %s starts with a CA "
 		    "certificate; put this daemon's own certificate first, "
 		    "then the chain", cert);
@@ -207,9 +210,32 @@ asn1_unix(const ASN1_TIME *t)
 	return (int64_t)timegm(&tm);
 }
 
+/* The CRL at i of objs, if no newer CRL of its issuer is there. */
+static X509_CRL *
+store_newest_crl(STACK_OF(X509_OBJECT) *objs, int i)
+{
+	X509_CRL	*crl, *o;
+	int		 j;
+
+	if ((crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs,
+	    i))) == NULL)
+		return NULL;
+	for (j = 0; j < sk_X509_OBJECT_num(objs); j++)
+		if ((o = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objs,
+		    j))) != NULL && o != crl &&
+		    X509_NAME_cmp(X509_CRL_get_issuer(o),
+		    X509_CRL_get_issuer(crl)) == 0 &&
+		    asn1_unix(X509_CRL_get0_lastUpdate(o)) >
+		    asn1_unix(X509_CRL_get0_lastUpdate(crl)))
+			return NULL;
+	return crl;
+}
+
 /*
- * The latest start and the soonest end (0: none) of the CRLs in the
- * store.  0 if it checks none, else 1.
+ * The latest start and the soonest end (0: none) of the CRLs the store
+ * checks against: each issuer's newest, as OpenSSL picks (a file that
+ * kept last month's CRL beside this month's is not expired).  0 if it
+ * checks none, else 1.
  */
 static int
 store_crl_dates(X509_STORE *store, int64_t *from, int64_t *until)
@@ -224,8 +250,7 @@ store_crl_dates(X509_STORE *store, int64_t *from, int64_t *until)
 	    X509_V_FLAG_CRL_CHECK) == 0)
 		return 0;
 	for (i = 0; i < sk_X509_OBJECT_num(objs); i++) {
-		if ((crl = X509_OBJECT_get0_X509_CRL(
-		    sk_X509_OBJECT_value(objs, i))) == NULL)
+		if ((crl = store_newest_crl(objs, i)) == NULL)
 			continue;
 		if ((t = asn1_unix(X509_CRL_get0_lastUpdate(crl))) > *from)
 			*from = t;

@@ -252,6 +252,7 @@ chain_list_ready(struct client *cl, void *arg)
 	ListRequest		 lr = LIST_REQUEST__INIT;
 
 	lr.name = (char *)(cli->cl_name != NULL ? cli->cl_name : "");
+	lr.brief = 1;
 	f.msg_case = FRAME__MSG_LIST_REQUEST;
 	f.list_request = &lr;
 	client_send(cl, &f);

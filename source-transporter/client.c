@@ -233,9 +233,11 @@ client_event_cb(struct bufferevent *bev, short events, void *arg)
 		    "lost: %s", cl->cl_addr, gone ||
 		    (!err[0] && (events & BEV_EVENT_EOF)) ? "the target closed "
 		    "it without a word (it stopped, restarted or failed: its "
-		    "log says which)" : EVUTIL_SOCKET_ERROR() == ECONNRESET ?
-		    "reset (the target failed, or something on the way cut "
-		    "it)" : err[0] ? err : strerror(EVUTIL_SOCKET_ERROR()));
+		    "log says which)" : err[0] ? err :
+		    /* errno only without TLS's word: it may be stale */
+		    EVUTIL_SOCKET_ERROR() == ECONNRESET ? "reset (the target "
+		    "failed, or something on the way cut it)" :
+		    strerror(EVUTIL_SOCKET_ERROR()));
 	}
 }
 

@@ -53,6 +53,7 @@ export_ready(struct client *cl, void *arg)
 
 	lr.name = (char *)kx->kx_name;
 	lr.keychain = 1;
+	lr.brief = 1;	/* the points' keys only where the file lacks them */
 	f.msg_case = FRAME__MSG_LIST_REQUEST;
 	f.list_request = &lr;
 	client_send(cl, &f);
@@ -322,6 +323,12 @@ cmd_keys(struct source_conf *sc, int argc, char **argv)
 	if (kx.kx_passwd && sc->sc_password_file == NULL) {
 		log_warnx("%s: changing a password needs 'password_file' (the "
 		    "current password)", sc->sc_path);
+		return EXIT_USAGE;
+	}
+	/* It becomes password_file, which must be 0600 or 0400. */
+	if (kx.kx_passwd && conf_check_key_file(newfile, err,
+	    sizeof(err)) == -1) {
+		log_warnx("keys change-password: %s", err);
 		return EXIT_USAGE;
 	}
 	if (keyfile_passphrase(kx.kx_passwd ? newfile : passfile,

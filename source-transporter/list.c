@@ -4,6 +4,7 @@
  */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -14,6 +15,7 @@ struct list {
 	const char	*ls_name;
 	int		 ls_json;
 	int		 ls_check_keys;	/* ask the KMS for each KEK */
+	int		 ls_keys;	/* --keys: every key of each point */
 	int		 ls_unavailable; /* and one was not available */
 	int		 ls_accept;	/* --accept-rollback */
 	struct envelope	 ls_env;
@@ -64,28 +66,52 @@ list_kek_status(struct list *ls, const KekRef *ref, char *buf, size_t len)
 	return buf;
 }
 
-/* The keys of a source-side point, as a JSON array. */
-static void
-list_keys_json(struct list *ls, const PointInfo *pi)
+/*
+ * The distinct KEKs the keys of a source-side point need: its keks, or
+ * from a target older than ListRequest.brief, those of its keys.  *refs
+ * to free(); returns how many.
+ */
+static size_t
+list_point_keks(const PointInfo *pi, const KekRef ***refs)
 {
-	const WrappedKey	*wk;
-	const KekRef		*ref;
-	char			 hex[2 * KEY_ID_LEN + 1], st[KEY_ERR_MAX + 32];
-	const char		*status;
-	size_t			 i;
+	const KekRef	*ref;
+	size_t		 i, j, n = 0;
 
-	printf(",\"keys\":[");
-	for (i = 0; i < pi->n_keys; i++) {
-		wk = pi->keys[i];
-		ref = wk->kek;
-		if (wk->key_id.len != KEY_ID_LEN || ref == NULL)
+	*refs = NULL;
+	if (pi->n_keks == 0 && pi->n_keys == 0)
+		return 0;
+	if ((*refs = calloc(pi->n_keks + pi->n_keys, sizeof(**refs))) == NULL)
+		fatal("calloc");
+	for (i = 0; i < pi->n_keks + pi->n_keys; i++) {
+		ref = i < pi->n_keks ? pi->keks[i] :
+		    pi->keys[i - pi->n_keks]->kek;
+		if (ref == NULL)
 			continue;
-		hex_encode(wk->key_id.data, KEY_ID_LEN, hex);
-		printf("%s{\"key_id\":\"%s\",\"purpose\":\"%s\","
-		    "\"kek_provider\":\"%s\",\"kek_name\":", i ? "," : "",
-		    hex, key_purpose_name(wk->purpose),
-		    ref->provider == KEY_PROVIDER__KEY_PROVIDER_KMIP ? "kmip" :
-		    "password");
+		for (j = 0; j < n; j++)
+			if (kek_ref_same((*refs)[j], ref))
+				break;
+		if (j == n)
+			(*refs)[n++] = ref;
+	}
+	return n;
+}
+
+/* The KEKs a source-side point needs, as a JSON array. */
+static void
+list_keks_json(struct list *ls, const PointInfo *pi)
+{
+	const KekRef	**refs, *ref;
+	char		 st[KEY_ERR_MAX + 32];
+	const char	*status;
+	size_t		 i, n;
+
+	n = list_point_keks(pi, &refs);
+	printf(",\"keks\":[");
+	for (i = 0; i < n; i++) {
+		ref = refs[i];
+		printf("%s{\"kek_provider\":\"%s\",\"kek_name\":",
+		    i ? "," : "", ref->provider ==
+		    KEY_PROVIDER__KEY_PROVIDER_KMIP ? "kmip" : "password");
 		json_print_string(ref->key_name);
 		printf(",\"kek_id\":");
 		json_print_string(ref->key_id);
@@ -102,29 +128,48 @@ list_keys_json(struct list *ls, const PointInfo *pi)
 		printf("}");
 	}
 	printf("]");
+	free(refs);
 }
 
-/* The distinct KEKs a source-side point needs, one line each. */
+/* --keys: the wrapped keys of a source-side point, as a JSON array. */
 static void
-list_keys_text(struct list *ls, const PointInfo *pi)
+list_keys_json(const PointInfo *pi)
 {
-	const KekRef	*ref;
-	char		 desc[512], st[KEY_ERR_MAX + 32];
-	size_t		 i, j;
+	const WrappedKey	*wk;
+	char			 hex[2 * KEY_ID_LEN + 1];
+	size_t			 i, n = 0;
 
+	printf(",\"keys\":[");
 	for (i = 0; i < pi->n_keys; i++) {
-		if ((ref = pi->keys[i]->kek) == NULL)
+		wk = pi->keys[i];
+		if (wk->key_id.len != KEY_ID_LEN || wk->kek == NULL)
 			continue;
-		for (j = 0; j < i; j++)
-			if (pi->keys[j]->kek != NULL &&
-			    kek_ref_same(pi->keys[j]->kek, ref))
-				break;
-		if (j < i)
-			continue;
-		kek_ref_describe(ref, desc, sizeof(desc));
-		printf("    needs %s%s%s\n", desc, ls->ls_check_keys ? ": " :
-		    "", list_kek_status(ls, ref, st, sizeof(st)));
+		hex_encode(wk->key_id.data, KEY_ID_LEN, hex);
+		printf("%s{\"key_id\":\"%s\",\"purpose\":\"%s\","
+		    "\"kek_provider\":\"%s\",\"kek_id\":", n++ ? "," : "",
+		    hex, key_purpose_name(wk->purpose), wk->kek->provider ==
+		    KEY_PROVIDER__KEY_PROVIDER_KMIP ? "kmip" : "password");
+		json_print_string(wk->kek->key_id);
+		printf(",\"kek_version\":%lld}", (long long)wk->kek->version);
 	}
+	printf("]");
+}
+
+/* The KEKs a source-side point needs, one line each. */
+static void
+list_keks_text(struct list *ls, const PointInfo *pi)
+{
+	const KekRef	**refs;
+	char		 desc[512], st[KEY_ERR_MAX + 32];
+	size_t		 i, n;
+
+	n = list_point_keks(pi, &refs);
+	for (i = 0; i < n; i++) {
+		kek_ref_describe(refs[i], desc, sizeof(desc));
+		printf("    needs %s%s%s\n", desc, ls->ls_check_keys ? ": " :
+		    "", list_kek_status(ls, refs[i], st, sizeof(st)));
+	}
+	free(refs);
 }
 
 /*
@@ -177,8 +222,10 @@ list_print(struct list *ls, const ListReply *lr)
 			    "\"previous_pruned\":%s",
 			    list_previous_missing(lr, pi) ? "true" : "false",
 			    pi->previous_pruned ? "true" : "false");
-			if (pi->n_keys > 0)
-				list_keys_json(ls, pi);
+			if (pi->n_keks > 0 || pi->n_keys > 0)
+				list_keks_json(ls, pi);
+			if (ls->ls_keys && pi->n_keys > 0)
+				list_keys_json(pi);
 			printf("}");
 		}
 		printf("%s]\n", lr->n_points ? "\n" : "");
@@ -208,8 +255,7 @@ list_print(struct list *ls, const ListReply *lr)
 		}
 		printf("%-20s %-26s %-20s %10s %10s  %s\n", pi->name,
 		    pi->point_id, when, size, stored, mode_name(pi->mode));
-		if (pi->n_keys > 0)
-			list_keys_text(ls, pi);
+		list_keks_text(ls, pi);
 	}
 }
 
@@ -221,6 +267,7 @@ list_ready(struct client *cl, void *arg)
 	ListRequest	 lr = LIST_REQUEST__INIT;
 
 	lr.name = (char *)(ls->ls_name ? ls->ls_name : "");
+	lr.brief = !ls->ls_keys;
 	f.msg_case = FRAME__MSG_LIST_REQUEST;
 	f.list_request = &lr;
 	client_send(cl, &f);
@@ -275,6 +322,7 @@ cmd_list(struct source_conf *sc, int argc, char **argv)
 		{ "name",	required_argument, NULL, 'n' },
 		{ "json",	no_argument,	   NULL, 'j' },
 		{ "check-keys",	no_argument,	   NULL, 'k' },
+		{ "keys",	no_argument,	   NULL, 'K' },
 		{ "accept-rollback", no_argument,  NULL, 'A' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
@@ -296,13 +344,16 @@ cmd_list(struct source_conf *sc, int argc, char **argv)
 		case 'k':
 			ls.ls_check_keys = 1;
 			break;
+		case 'K':
+			ls.ls_keys = 1;
+			break;
 		case 'A':
 			ls.ls_accept = 1;
 			break;
 		case 'h':
 			printf("usage: source-transporter [-f config] list "
 			    "[--name NAME] [--check-keys] [--json]\n"
-			    "       [--accept-rollback]\n"
+			    "       [--keys] [--accept-rollback]\n"
 			    "  --name NAME   only the points of that backup (exit 4 "
 			    "if it has none)\n"
 			    "  --json        one JSON array of the points\n"
@@ -310,6 +361,10 @@ cmd_list(struct source_conf *sc, int argc, char **argv)
 			    "whether each key\n"
 			    "                a source-side point needs is "
 			    "available\n"
+			    "  --keys        with --json, every wrapped key each "
+			    "point lists (a long\n"
+			    "                chain's lists grow as its square: one "
+			    "name at a time)\n"
 			    "  --accept-rollback  take the target's points as "
 			    "they are when it no\n"
 			    "                longer has the newest one this source "

@@ -1716,7 +1716,8 @@ job_count_chunks(struct repo_job *j, uint64_t *zero, uint64_t *distinct)
 			break;
 		case 0:
 			log_warnx("repository %s: job %s/%s/%s: block %u "
-			    "references chunk %s, which was never stored",
+			    "references chunk %s, which is not in the store "
+			    "(lost since it was stored, or never stored)",
 			    j->j_repo->r_path, j->j_tenant, j->j_name,
 			    j->j_id, pos[i], key);
 			errno = ENODATA;

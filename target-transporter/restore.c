@@ -131,6 +131,114 @@ point_info_fill(PointInfo *pi, const struct repo_point *rp)
 	return kc;
 }
 
+/*
+ * The key ids a brief list has accounted for (the key file's, and each
+ * point's keys as they are sent): open addressing, an all-zero slot
+ * empty.
+ */
+struct key_set {
+	uint8_t		*ks_ids;
+	size_t		 ks_cap;	/* a power of two */
+	size_t		 ks_n;
+};
+
+/* Adds id: 1 if it was not there, 0 if it was. */
+static int
+key_set_add(struct key_set *ks, const uint8_t *id)
+{
+	static const uint8_t	 zero[KEY_ID_LEN];
+	struct key_set		 grown;
+	uint64_t		 h;
+	size_t			 i;
+
+	if (memcmp(id, zero, KEY_ID_LEN) == 0)
+		return 1;	/* never a real id; not worth a slot */
+	if (2 * (ks->ks_n + 1) > ks->ks_cap) {
+		grown.ks_cap = ks->ks_cap == 0 ? 64 : 2 * ks->ks_cap;
+		grown.ks_n = 0;
+		if ((grown.ks_ids = calloc(grown.ks_cap, KEY_ID_LEN)) == NULL)
+			fatal("calloc");
+		for (i = 0; i < ks->ks_cap; i++)
+			if (memcmp(ks->ks_ids + i * KEY_ID_LEN, zero,
+			    KEY_ID_LEN) != 0)
+				(void)key_set_add(&grown, ks->ks_ids +
+				    i * KEY_ID_LEN);
+		free(ks->ks_ids);
+		*ks = grown;
+	}
+	memcpy(&h, id, sizeof(h));	/* ids are random */
+	for (i = h & (ks->ks_cap - 1);; i = (i + 1) & (ks->ks_cap - 1)) {
+		if (memcmp(ks->ks_ids + i * KEY_ID_LEN, id, KEY_ID_LEN) == 0)
+			return 0;
+		if (memcmp(ks->ks_ids + i * KEY_ID_LEN, zero, KEY_ID_LEN) ==
+		    0)
+			break;
+	}
+	memcpy(ks->ks_ids + i * KEY_ID_LEN, id, KEY_ID_LEN);
+	ks->ks_n++;
+	return 1;
+}
+
+/* The ids of the keys of the key file chain (none if NULL) into ks. */
+static void
+key_set_file(struct key_set *ks, const uint8_t *chain, size_t chainlen)
+{
+	struct keychain	*kc;
+	size_t		 i;
+	char		 err[KEY_ERR_MAX];
+
+	if (chain == NULL || (kc = keychain_unpack(chain, chainlen, err,
+	    sizeof(err))) == NULL)
+		return;
+	for (i = 0; i < kc->kc_nkeys; i++)
+		if (kc->kc_keys[i]->key_id.len == KEY_ID_LEN)
+			(void)key_set_add(ks, kc->kc_keys[i]->key_id.data);
+	keychain_free(kc);
+}
+
+/*
+ * ListRequest.brief: pi names the distinct KEKs of its keys and, with
+ * keychain asked (sent is then the key file's ids and those of the keys
+ * already sent), keeps only the keys sent does not hold yet, else none:
+ * each key travels once.  The arrays it makes point into pi's own keys;
+ * free them with list_brief_free.
+ */
+static void
+list_brief(PointInfo *pi, struct key_set *sent)
+{
+	WrappedKey	**keep = NULL;
+	KekRef		**keks = NULL;
+	size_t		 i, j, nkeep = 0, nkeks = 0;
+
+	if (pi->n_keys > 0 && ((keep = calloc(pi->n_keys,
+	    sizeof(*keep))) == NULL || (keks = calloc(pi->n_keys,
+	    sizeof(*keks))) == NULL))
+		fatal("calloc");
+	for (i = 0; i < pi->n_keys; i++) {
+		if (pi->keys[i]->kek != NULL) {
+			for (j = 0; j < nkeks; j++)
+				if (kek_ref_same(keks[j], pi->keys[i]->kek))
+					break;
+			if (j == nkeks)
+				keks[nkeks++] = pi->keys[i]->kek;
+		}
+		if (sent != NULL && (pi->keys[i]->key_id.len != KEY_ID_LEN ||
+		    key_set_add(sent, pi->keys[i]->key_id.data)))
+			keep[nkeep++] = pi->keys[i];
+	}
+	pi->keys = keep;
+	pi->n_keys = nkeep;
+	pi->keks = keks;
+	pi->n_keks = nkeks;
+}
+
+static void
+list_brief_free(PointInfo *pi)
+{
+	free(pi->keys);
+	free(pi->keks);
+}
+
 /* ListRequest: every restore point of the tenant (or of one name). */
 int
 list_points(struct session *se, const ListRequest *lr)
@@ -140,8 +248,9 @@ list_points(struct session *se, const ListRequest *lr)
 	KeyChain		**kcs = NULL;
 	Frame			 f = FRAME__INIT;
 	ListReply		 reply = LIST_REPLY__INIT;
+	struct key_set		 sent = { NULL, 0, 0 };
 	uint8_t			*chain = NULL;
-	size_t			 n = 0, i, chainlen = 0;
+	size_t			 n = 0, i, chainlen = 0, len;
 	int			 rv = -1;
 
 	if (repo_list(se->se_target->tg_repo, se->se_tenant->tn_name,
@@ -156,26 +265,44 @@ list_points(struct session *se, const ListRequest *lr)
 		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 		goto out;
 	}
-	for (i = 0; i < n; i++) {
-		kcs[i] = point_info_fill(&infos[i], &points[i]);
-		ptrs[i] = &infos[i];
-	}
-	reply.n_points = n;
-	reply.points = ptrs;
 	if (lr->keychain && lr->name[0] && repo_keychain_read(
 	    se->se_target->tg_repo, se->se_tenant->tn_name, lr->name, &chain,
 	    &chainlen) == 0) {
 		reply.keychain.data = chain;
 		reply.keychain.len = chainlen;
 	}
+	if (lr->brief && lr->keychain)
+		key_set_file(&sent, chain, chainlen);
+	/* Newest first: its copies are under the newest KEK. */
+	for (i = n; i-- > 0;) {
+		kcs[i] = point_info_fill(&infos[i], &points[i]);
+		if (lr->brief)
+			list_brief(&infos[i], lr->keychain ? &sent : NULL);
+		ptrs[i] = &infos[i];
+	}
+	reply.n_points = n;
+	reply.points = ptrs;
 	f.msg_case = FRAME__MSG_LIST_REPLY;
 	f.list_reply = &reply;
+	if ((len = frame__get_packed_size(&f)) > FRAME_MAX) {
+		session_fail(se, ERROR__CODE__INTERNAL, "the list of %zu "
+		    "restore point(s)%s%s is %zu bytes, more than a frame "
+		    "holds; %s", n, lr->name[0] ? " of " : "", lr->name, len,
+		    lr->brief ? lr->name[0] ? "prune it" : "list one name "
+		    "at a time" : "upgrade the source (it asks for the points "
+		    "without every key of each)");
+		goto out;
+	}
 	session_send(se, &f);
 	rv = 0;
  out:
-	for (i = 0; kcs != NULL && i < n; i++)
+	for (i = 0; kcs != NULL && i < n; i++) {
+		if (lr->brief)
+			list_brief_free(&infos[i]);
 		if (kcs[i] != NULL)
 			key_chain__free_unpacked(kcs[i], NULL);
+	}
+	free(sent.ks_ids);
 	free(kcs);
 	free(ptrs);
 	free(infos);

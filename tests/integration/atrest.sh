@@ -105,7 +105,7 @@ jsoncheck "the backup says at-rest, as stored" 'j["encryption"] == "at-rest"'
 p1=$(json_get "$LAST_OUT" point_id)
 check "list" src list --name vm --json
 jsoncheck "list says at-rest, and shows the source no target key" \
-    'len(j) == 1 and j[0]["encryption"] == "at-rest" and "keys" not in j[0]'
+    'len(j) == 1 and j[0]["encryption"] == "at-rest" and "keks" not in j[0] and "keys" not in j[0]'
 SRC_CONF=$T/globex.conf check "plaintext tenant: backup of the same disk" \
     src backup --disk "$T/disk.img" --name vm
 SRC_CONF=$T/globex.conf check "plaintext tenant: list" src list --json

@@ -46,8 +46,11 @@ expect_grep "needs KMIP key .*: available$" "$LAST_OUT" "and says so"
 check "list --json" list_points
 jsoncheck "list shows three source-side points" \
     'len(j) == 3 and all(p["encryption"] == "source-side" for p in j)'
+jsoncheck "each point names the KEK version its own keys are under" \
+    "[[k['kek_id'] for k in p['keks']] for p in j] == [['$u1'], ['$u2'], ['$u3']] and 'keys' not in j[0]"
 # Each backup wraps the chain's keys again under the newest version, so
 # each point's own copies are under the version current at its backup.
+check "list --json --keys" src list --name vm --json --keys
 jsoncheck "each point lists its keys and the KEK version that wraps them" \
     "[sorted(set(k['kek_id'] for k in p['keys'])) for p in j] == [['$u1'], ['$u2'], ['$u3']]"
 jsoncheck "and the keys it needs: the chunk-id key and every data key so far" \
@@ -182,6 +185,12 @@ source_conf "$T/newpw.conf" acme "encryption = source-side" \
 chunks_before=$(find "$REPO/chunks" -type f | sort | xargs md5sum | md5sum)
 SRC_CONF=$T/badpw.conf expect_exit 8 "change-password with a wrong current password fails" \
     src keys change-password --name pw --new-password-file "$T/newpw"
+cp "$T/newpw" "$T/newpw644"
+chmod 644 "$T/newpw644"
+SRC_CONF=$T/pw.conf expect_exit 2 "change-password to a file others can read: exit 2, nothing changed" \
+    src keys change-password --name pw --new-password-file "$T/newpw644"
+expect_grep "key file $T/newpw644 is readable by group or others.*chmod" "$LAST" \
+    "and says the chmod to run"
 SRC_CONF=$T/pw.conf check "keys change-password" \
     src keys change-password --name pw --new-password-file "$T/newpw"
 [ "$(find "$REPO/chunks" -type f | sort | xargs md5sum | md5sum)" = "$chunks_before" ] &&

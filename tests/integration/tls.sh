@@ -140,6 +140,17 @@ expect_exit 0 "target -n loads a CRL past its next update" \
     "$BUILD/target-transporter" -n -f "$T/stale.conf"
 expect_grep "CRL $PKI/stale.crl expired on 2020-02-01 00:00 UTC: every peer is refused; write a new one" \
     "$LAST" "and says it is stale and what to do"
+# Last month's CRL kept beside this month's: OpenSSL checks the newer.
+cat "$PKI/stale.crl" "$PKI/ca.crl" >"$T/both.crl"
+target_conf "$T/both.conf" "crl = $T/both.crl"
+TARGET_PORT=$port
+expect_exit 0 "target -n loads a CRL file holding an old and a current CRL" \
+    "$BUILD/target-transporter" -n -f "$T/both.conf"
+if grep -q "expire" "$LAST"; then
+	not_ok "and does not call it expired: the issuer's newer CRL counts" "$(cat "$LAST")"
+else
+	ok "and does not call it expired: the issuer's newer CRL counts"
+fi
 source_conf "$T/future.conf" future
 SRC_CONF=$T/future.conf expect_exit 3 "a certificate valid only from 2099 is refused (exit 3)" \
     src list
