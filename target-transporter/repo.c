@@ -1762,7 +1762,8 @@ chain_link(struct repo *r, const char *tenant, struct repo_point *p)
 	uint64_t		 max = 0;
 	size_t			 n = 0, i;
 
-	if (repo_list(r, tenant, p->rp_name, &points, &n) == -1)
+	if (repo_list_keys(r, tenant, p->rp_name, REPO_KEYS_NONE, &points,
+	    &n) == -1)
 		return -1;
 	for (i = 0; i < n; i++)
 		if (points[i].rp_sequence > max)
@@ -2529,10 +2530,57 @@ repo_point_ids_error(int error)
 	    strerror(error);
 }
 
+/*
+ * Keeps of p's keys what a caller of repo_list_keys asked for: all, none,
+ * or the first under each distinct KEK.  A long chain's points each list
+ * every key of the chain, so that all of them at once grow as the
+ * square of the chain; those that need less keep less.  0, or -1.
+ */
+static int
+repo_point_trim_keys(struct repo_point *p, int keys)
+{
+	KeyChain	*kc;
+	WrappedKey	**keep, **all;
+	size_t		 i, j, n = 0, nall;
+
+	if (keys == REPO_KEYS_ALL || p->rp_keys == NULL)
+		return 0;
+	if (keys == REPO_KEYS_NONE || (kc = key_chain__unpack(NULL,
+	    p->rp_keys_len, p->rp_keys)) == NULL) {
+		free(p->rp_keys);	/* unreadable: as if none */
+		p->rp_keys = NULL;
+		p->rp_keys_len = 0;
+		return 0;
+	}
+	if ((keep = calloc(kc->n_keys + 1, sizeof(*keep))) == NULL) {
+		key_chain__free_unpacked(kc, NULL);
+		return -1;
+	}
+	for (i = 0; i < kc->n_keys; i++) {
+		for (j = 0; j < n; j++)
+			if (kek_ref_same(keep[j]->kek, kc->keys[i]->kek))
+				break;
+		if (j == n)
+			keep[n++] = kc->keys[i];
+	}
+	/* The few packed into the old buffer: they are no larger. */
+	all = kc->keys;
+	nall = kc->n_keys;
+	kc->keys = keep;
+	kc->n_keys = n;
+	p->rp_keys_len = key_chain__pack(kc, p->rp_keys);
+	kc->keys = all;
+	kc->n_keys = nall;
+	free(keep);
+	key_chain__free_unpacked(kc, NULL);
+	return 0;
+}
+
 struct list_walk {
 	struct repo		*lw_repo;
 	const char		*lw_tenant;
 	const char		*lw_name;
+	int			 lw_keys;	/* REPO_KEYS_* */
 	struct repo_point	*lw_points;
 	size_t			 lw_n;
 	size_t			 lw_cap;
@@ -2563,7 +2611,8 @@ repo_list_point_cb(void *arg, const char *file)
 		lw->lw_cap = cap;
 	}
 	if (manifest_load(lw->lw_repo, lw->lw_tenant, lw->lw_name, id,
-	    &lw->lw_points[lw->lw_n], digest, NULL) == -1) {
+	    &lw->lw_points[lw->lw_n], digest, NULL) == -1 ||
+	    repo_point_trim_keys(&lw->lw_points[lw->lw_n], lw->lw_keys) == -1) {
 		if (errno == EBADMSG) {
 			log_warnx("repository %s: tenants/%s/points/%s/%s: "
 			    "corrupt manifest, point skipped",
@@ -2652,11 +2701,20 @@ int
 repo_list(struct repo *r, const char *tenant, const char *name,
     struct repo_point **points, size_t *n)
 {
+	return repo_list_keys(r, tenant, name, REPO_KEYS_ALL, points, n);
+}
+
+/* repo_list, with of each point's keys only what keys says. */
+int
+repo_list_keys(struct repo *r, const char *tenant, const char *name,
+    int keys, struct repo_point **points, size_t *n)
+{
 	struct list_walk	 lw;
 	char			 key[REPO_KEY_MAX];
 	int			 rv = -1, save;
 
 	memset(&lw, 0, sizeof(lw));
+	lw.lw_keys = keys;
 	if (points != NULL)
 		*points = NULL;
 	if (n != NULL)
@@ -2724,7 +2782,8 @@ point_open(struct repo *r, const char *tenant, const char *name,
 		return -1;
 	}
 	if (id == NULL) {
-		if (repo_list(r, tenant, name, &points, &n) == -1)
+		if (repo_list_keys(r, tenant, name, REPO_KEYS_NONE, &points,
+		    &n) == -1)
 			goto fail;
 		if (n == 0) {
 			errno = ENOENT;

@@ -253,8 +253,10 @@ list_points(struct session *se, const ListRequest *lr)
 	size_t			 n = 0, i, chainlen = 0, len;
 	int			 rv = -1;
 
-	if (repo_list(se->se_target->tg_repo, se->se_tenant->tn_name,
-	    lr->name[0] ? lr->name : NULL, &points, &n) == -1) {
+	/* Brief without the key file: a key per KEK says which KEKs. */
+	if (repo_list_keys(se->se_target->tg_repo, se->se_tenant->tn_name,
+	    lr->name[0] ? lr->name : NULL, lr->brief && !lr->keychain ?
+	    REPO_KEYS_KEKS : REPO_KEYS_ALL, &points, &n) == -1) {
 		session_fail(se, session_errno_code(errno), "cannot list the "
 		    "repository: %s", strerror(errno));
 		goto out;
@@ -535,8 +537,8 @@ restore_not_found(struct session *se, const char *name, const char *id)
 	int			 named = 0;
 
 	have[0] = '\0';
-	(void)repo_list(se->se_target->tg_repo, se->se_tenant->tn_name,
-	    NULL, &points, &n);
+	(void)repo_list_keys(se->se_target->tg_repo, se->se_tenant->tn_name,
+	    NULL, REPO_KEYS_NONE, &points, &n);
 	for (i = 0; i < n && off < sizeof(have) - 1; i++) {
 		if (strcmp(points[i].rp_name, name) == 0)
 			named = 1;
