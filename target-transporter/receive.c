@@ -170,7 +170,7 @@ base_chain(struct start_job *st, BaseIndex *bi)
 	size_t			 n = 0, i;
 
 	if (repo_list_keys(st->st_repo, st->st_tenant->tn_name, rv->rv_name,
-	    REPO_KEYS_NONE, &pts, &n) == -1 && errno != ENOENT)
+	    &repo_keys_none, &pts, &n) == -1 && errno != ENOENT)
 		return -1;
 	/* The ids sorted, so that each predecessor is a binary search. */
 	if (n > 0 && (ids = calloc(n, sizeof(*ids))) == NULL) {

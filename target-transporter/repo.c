@@ -1762,7 +1762,7 @@ chain_link(struct repo *r, const char *tenant, struct repo_point *p)
 	uint64_t		 max = 0;
 	size_t			 n = 0, i;
 
-	if (repo_list_keys(r, tenant, p->rp_name, REPO_KEYS_NONE, &points,
+	if (repo_list_keys(r, tenant, p->rp_name, &repo_keys_none, &points,
 	    &n) == -1)
 		return -1;
 	for (i = 0; i < n; i++)
@@ -2531,21 +2531,24 @@ repo_point_ids_error(int error)
 }
 
 /*
- * Keeps of p's keys what a caller of repo_list_keys asked for: all, none,
- * or the first under each distinct KEK.  A long chain's points each list
- * every key of the chain, so that all of them at once grow as the
- * square of the chain; those that need less keep less.  0, or -1.
+ * Keeps of p's keys what a caller of repo_list_keys asked for (NULL:
+ * all).  A long chain's points each list every key of the chain, so
+ * that all of them at once grow as the square of the chain; those that
+ * need less keep less.  0, or -1.
  */
+const struct repo_keys repo_keys_none = { REPO_KEYS_NONE, NULL, NULL };
+
 static int
-repo_point_trim_keys(struct repo_point *p, int keys)
+repo_point_trim_keys(struct repo_point *p, const struct repo_keys *rk)
 {
 	KeyChain	*kc;
 	WrappedKey	**keep, **all;
-	size_t		 i, j, n = 0, nall;
+	uint8_t		*buf;
+	size_t		 i, j, n = 0, nall, len;
 
-	if (keys == REPO_KEYS_ALL || p->rp_keys == NULL)
+	if (rk == NULL || p->rp_keys == NULL)
 		return 0;
-	if (keys == REPO_KEYS_NONE || (kc = key_chain__unpack(NULL,
+	if (rk->rk_what == REPO_KEYS_NONE || (kc = key_chain__unpack(NULL,
 	    p->rp_keys_len, p->rp_keys)) == NULL) {
 		free(p->rp_keys);	/* unreadable: as if none */
 		p->rp_keys = NULL;
@@ -2560,27 +2563,33 @@ repo_point_trim_keys(struct repo_point *p, int keys)
 		for (j = 0; j < n; j++)
 			if (kek_ref_same(keep[j]->kek, kc->keys[i]->kek))
 				break;
-		if (j == n)
+		if (j == n || (rk->rk_what == REPO_KEYS_SOME &&
+		    rk->rk_keep(kc->keys[i], rk->rk_arg)))
 			keep[n++] = kc->keys[i];
 	}
-	/* The few packed into the old buffer: they are no larger. */
+	/* The few in a buffer of their own: the old one goes. */
 	all = kc->keys;
 	nall = kc->n_keys;
 	kc->keys = keep;
 	kc->n_keys = n;
-	p->rp_keys_len = key_chain__pack(kc, p->rp_keys);
+	len = key_chain__get_packed_size(kc);
+	if ((buf = malloc(len > 0 ? len : 1)) != NULL) {
+		free(p->rp_keys);
+		p->rp_keys = buf;
+		p->rp_keys_len = key_chain__pack(kc, buf);
+	}
 	kc->keys = all;
 	kc->n_keys = nall;
 	free(keep);
 	key_chain__free_unpacked(kc, NULL);
-	return 0;
+	return buf == NULL ? -1 : 0;
 }
 
 struct list_walk {
 	struct repo		*lw_repo;
 	const char		*lw_tenant;
 	const char		*lw_name;
-	int			 lw_keys;	/* REPO_KEYS_* */
+	const struct repo_keys	*lw_keys;	/* NULL: all */
 	struct repo_point	*lw_points;
 	size_t			 lw_n;
 	size_t			 lw_cap;
@@ -2701,20 +2710,20 @@ int
 repo_list(struct repo *r, const char *tenant, const char *name,
     struct repo_point **points, size_t *n)
 {
-	return repo_list_keys(r, tenant, name, REPO_KEYS_ALL, points, n);
+	return repo_list_keys(r, tenant, name, NULL, points, n);
 }
 
-/* repo_list, with of each point's keys only what keys says. */
+/* repo_list, with of each point's keys only what rk says (NULL: all). */
 int
 repo_list_keys(struct repo *r, const char *tenant, const char *name,
-    int keys, struct repo_point **points, size_t *n)
+    const struct repo_keys *rk, struct repo_point **points, size_t *n)
 {
 	struct list_walk	 lw;
 	char			 key[REPO_KEY_MAX];
 	int			 rv = -1, save;
 
 	memset(&lw, 0, sizeof(lw));
-	lw.lw_keys = keys;
+	lw.lw_keys = rk;
 	if (points != NULL)
 		*points = NULL;
 	if (n != NULL)
@@ -2782,7 +2791,7 @@ point_open(struct repo *r, const char *tenant, const char *name,
 		return -1;
 	}
 	if (id == NULL) {
-		if (repo_list_keys(r, tenant, name, REPO_KEYS_NONE, &points,
+		if (repo_list_keys(r, tenant, name, &repo_keys_none, &points,
 		    &n) == -1)
 			goto fail;
 		if (n == 0) {

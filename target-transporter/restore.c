@@ -142,6 +142,56 @@ struct key_set {
 	size_t		 ks_n;
 };
 
+/* Whether id is in ks. */
+static int
+key_set_has(const struct key_set *ks, const uint8_t *id)
+{
+	static const uint8_t	 zero[KEY_ID_LEN];
+	uint64_t		 h;
+	size_t			 i;
+
+	if (ks->ks_cap == 0)
+		return 0;
+	memcpy(&h, id, sizeof(h));
+	for (i = h & (ks->ks_cap - 1);; i = (i + 1) & (ks->ks_cap - 1)) {
+		if (memcmp(ks->ks_ids + i * KEY_ID_LEN, id, KEY_ID_LEN) == 0)
+			return 1;
+		if (memcmp(ks->ks_ids + i * KEY_ID_LEN, zero, KEY_ID_LEN) ==
+		    0)
+			return 0;
+	}
+}
+
+/* What a brief list with the key file has seen (key_not_in_file). */
+struct list_seen {
+	struct key_set	 ls_sent;	/* the file's ids, then those sent */
+	struct key_set	 ls_copies;	/* the tags of the copies kept */
+};
+
+static int	key_set_add(struct key_set *, const uint8_t *);
+
+/* A GCM tag is as random as a key id, and as long: the set takes both. */
+_Static_assert(AEAD_TAG_LEN == KEY_ID_LEN, "a key set holds tags too");
+
+/*
+ * repo_list_keys' filter: the keys the key file lacks, each copy once
+ * (a copy is in every point until the chain is wrapped again: its
+ * GCM tag tells it), so that a long chain without its key file costs a
+ * key per copy, not per copy and point.
+ */
+static int
+key_not_in_file(const WrappedKey *wk, void *arg)
+{
+	struct list_seen	*seen = arg;
+
+	if (wk->key_id.len != KEY_ID_LEN || wk->wrapped.len < AEAD_TAG_LEN)
+		return 1;
+	if (key_set_has(&seen->ls_sent, wk->key_id.data))
+		return 0;
+	return key_set_add(&seen->ls_copies, wk->wrapped.data +
+	    wk->wrapped.len - AEAD_TAG_LEN);
+}
+
 /* Adds id: 1 if it was not there, 0 if it was. */
 static int
 key_set_add(struct key_set *ks, const uint8_t *id)
@@ -248,15 +298,32 @@ list_points(struct session *se, const ListRequest *lr)
 	KeyChain		**kcs = NULL;
 	Frame			 f = FRAME__INIT;
 	ListReply		 reply = LIST_REPLY__INIT;
-	struct key_set		 sent = { NULL, 0, 0 };
+	struct list_seen	 seen;
+	struct repo_keys	 rk = { REPO_KEYS_KEKS, NULL, NULL };
 	uint8_t			*chain = NULL;
 	size_t			 n = 0, i, chainlen = 0, len;
 	int			 rv = -1;
 
-	/* Brief without the key file: a key per KEK says which KEKs. */
+	memset(&seen, 0, sizeof(seen));
+	if (lr->keychain && lr->name[0] && repo_keychain_read(
+	    se->se_target->tg_repo, se->se_tenant->tn_name, lr->name, &chain,
+	    &chainlen) == 0) {
+		reply.keychain.data = chain;
+		reply.keychain.len = chainlen;
+	}
+	/*
+	 * Brief: of each point's keys, one per KEK (which KEKs it needs)
+	 * and, with the key file, those the file lacks.
+	 */
+	if (lr->brief && lr->keychain) {
+		key_set_file(&seen.ls_sent, chain, chainlen);
+		rk.rk_what = REPO_KEYS_SOME;
+		rk.rk_keep = key_not_in_file;
+		rk.rk_arg = &seen;
+	}
 	if (repo_list_keys(se->se_target->tg_repo, se->se_tenant->tn_name,
-	    lr->name[0] ? lr->name : NULL, lr->brief && !lr->keychain ?
-	    REPO_KEYS_KEKS : REPO_KEYS_ALL, &points, &n) == -1) {
+	    lr->name[0] ? lr->name : NULL, lr->brief ? &rk : NULL, &points,
+	    &n) == -1) {
 		session_fail(se, session_errno_code(errno), "cannot list the "
 		    "repository: %s", strerror(errno));
 		goto out;
@@ -267,19 +334,12 @@ list_points(struct session *se, const ListRequest *lr)
 		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
 		goto out;
 	}
-	if (lr->keychain && lr->name[0] && repo_keychain_read(
-	    se->se_target->tg_repo, se->se_tenant->tn_name, lr->name, &chain,
-	    &chainlen) == 0) {
-		reply.keychain.data = chain;
-		reply.keychain.len = chainlen;
-	}
-	if (lr->brief && lr->keychain)
-		key_set_file(&sent, chain, chainlen);
 	/* Newest first: its copies are under the newest KEK. */
 	for (i = n; i-- > 0;) {
 		kcs[i] = point_info_fill(&infos[i], &points[i]);
 		if (lr->brief)
-			list_brief(&infos[i], lr->keychain ? &sent : NULL);
+			list_brief(&infos[i], lr->keychain ? &seen.ls_sent :
+			    NULL);
 		ptrs[i] = &infos[i];
 	}
 	reply.n_points = n;
@@ -304,7 +364,8 @@ list_points(struct session *se, const ListRequest *lr)
 		if (kcs[i] != NULL)
 			key_chain__free_unpacked(kcs[i], NULL);
 	}
-	free(sent.ks_ids);
+	free(seen.ls_sent.ks_ids);
+	free(seen.ls_copies.ks_ids);
 	free(kcs);
 	free(ptrs);
 	free(infos);
@@ -538,7 +599,7 @@ restore_not_found(struct session *se, const char *name, const char *id)
 
 	have[0] = '\0';
 	(void)repo_list_keys(se->se_target->tg_repo, se->se_tenant->tn_name,
-	    NULL, REPO_KEYS_NONE, &points, &n);
+	    NULL, &repo_keys_none, &points, &n);
 	for (i = 0; i < n && off < sizeof(have) - 1; i++) {
 		if (strcmp(points[i].rp_name, name) == 0)
 			named = 1;

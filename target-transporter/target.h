@@ -336,11 +336,18 @@ uint64_t	 repo_job_chunks_new(const struct repo_job *);
 uint64_t	 repo_job_chunks_dedup(const struct repo_job *);
 int		 repo_list(struct repo *, const char *, const char *,
 		    struct repo_point **, size_t *);
-#define REPO_KEYS_ALL	0	/* repo_list_keys: every key of each point */
-#define REPO_KEYS_NONE	1	/* none (sequence, ids, sizes only) */
-#define REPO_KEYS_KEKS	2	/* the first under each distinct KEK */
-int		 repo_list_keys(struct repo *, const char *, const char *, int,
-		    struct repo_point **, size_t *);
+/* What repo_list_keys keeps of each point's keys. */
+struct repo_keys {
+	int	 rk_what;
+#define REPO_KEYS_NONE	0	/* none: sequence, ids, sizes only */
+#define REPO_KEYS_KEKS	1	/* the first under each distinct KEK */
+#define REPO_KEYS_SOME	2	/* those and the ones rk_keep says 1 of */
+	int	(*rk_keep)(const WrappedKey *, void *);
+	void	*rk_arg;
+};
+extern const struct repo_keys repo_keys_none;
+int		 repo_list_keys(struct repo *, const char *, const char *,
+		    const struct repo_keys *, struct repo_point **, size_t *);
 int		 repo_point_open(struct repo *, const char *, const char *,
 		    const char *, struct repo_point *);
 int		 repo_point_open_windowed(struct repo *, const char *,

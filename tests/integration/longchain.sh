@@ -33,6 +33,7 @@ for i in $(seq 1 "$N"); do
 	    bail "backup $i of $N failed: $(cat "$LAST" 2>/dev/null)"
 done
 ok "$N source-side backups of one name"
+echo "# the target's peak RSS after the backups: $(peak_rss_kib "$TARGET_PID") KiB"
 manifest=$(ls "$T/repo/tenants/acme/points/vm/"*.manifest | sort | tail -1)
 
 # sent: the target's frame bytes sent so far
@@ -57,6 +58,7 @@ jsoncheck "each point names one available password KEK" \
 check "status" src status
 expect_grep "^vm +$N " "$LAST_OUT" "with $N points"
 check "verify of the chain and its newest point" src verify --name vm
+echo "# the target's peak RSS after list, status and verify: $(peak_rss_kib "$TARGET_PID") KiB"
 first=$(ls "$T/repo/tenants/acme/points/vm/" | sed -n 's/\.manifest$//p' | sort | head -1)
 check "the first point restores" src restore --name vm --point "$first" --output "$T/out1.img"
 same "byte-identical" "$T/first.img" "$T/out1.img"
@@ -83,5 +85,5 @@ SRC_CONF=$T/dr.conf check "and the first point restores from it" \
     --key-file "$T/vm2.keys" --passphrase-file "$T/pass"
 same "byte-identical" "$T/first.img" "$T/out2.img"
 # For the record (not judged): a list reads every manifest whole.
-echo "# the newest manifest: $(stat -c %s "$manifest") bytes; the target's peak RSS: $(peak_rss_kib "$TARGET_PID") KiB"
+echo "# the newest manifest: $(stat -c %s "$manifest") bytes; the target's peak RSS after keys export: $(peak_rss_kib "$TARGET_PID") KiB"
 finish
