@@ -934,11 +934,19 @@ sync_done(struct pool_job *pj)
 		goto out;
 	}
 	if (sj->sj_errno == EFBIG) {
+		/*
+		 * A source-side point lists every key of its chain (the
+		 * target cannot tell which its chunks use): ~12,000 points
+		 * of a name fill 2 MiB, and --full does not shorten it.
+		 */
 		session_fail(se, ERROR__CODE__KEY, "backup of '%s': its restore "
 		    "point would list more keys than a manifest holds (2 MiB); "
-		    "nothing was committed. Back it up with --full: its point "
-		    "then lists only the keys of the chunks it has",
-		    rv->rv_name);
+		    "nothing was committed. %s", rv->rv_name, rv->rv_mode ==
+		    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE ? "Its chain is "
+		    "full (each point lists every key of the chain): back the "
+		    "disk up under a new name, whose chain starts afresh" :
+		    "Back it up with --full: its point then lists only the "
+		    "keys of the chunks it has");
 		goto out;
 	}
 	if (sj->sj_errno == ENODATA) {
