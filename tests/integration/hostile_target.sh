@@ -66,4 +66,13 @@ expect_grep "the target reported a malformed newest restore point of vm; nothing
     "$LAST_ERR" "... in one line"
 cmp -s "$state" "$T/state.before" && ok "the state file is unchanged" ||
     not_ok "the state file is unchanged" "$(cat "$state")"
+
+# A target older than brief lists: every key of each point, no keks.
+fake old-keys
+check "list from a target that sends every key" src list --name vm --accept-rollback
+n=$(grep -c "needs KMIP key kek-1 'acme-kek' version 7 on KMS kms.example:5696" "$LAST_OUT")
+[ "$n" -eq 1 ] && ok "the KEK of its keys, once" || not_ok "the KEK of its keys, once" "$(cat "$LAST_OUT")"
+check "list --json from it" src list --name vm --json
+jsoncheck "keks from the keys: one KMIP KEK, version 7" \
+    "len(j[0]['keks']) == 1 and j[0]['keks'][0]['kek_id'] == 'kek-1' and j[0]['keks'][0]['kek_version'] == 7"
 finish

@@ -12,6 +12,9 @@
 #      wrong-point  the point p-fake-2 of the name asked for
 #      fewer        the point asked for, announcing 0 of its 4 blocks
 #      bad-newest   (ListRequest) the newest point's id holds a newline
+#      old-keys     (ListRequest) a source-side point listing its two keys,
+#                   under one KMIP KEK, and no keks: a target older than
+#                   ListRequest.brief
 import socket, ssl, sys, threading
 
 from pbwire import field, fields, frame, vfield
@@ -25,6 +28,14 @@ def point(name, point_id):
 	return (field(1, name) + field(2, point_id) +
 	    vfield(3, 1700000000) + vfield(4, 4 << 20) + vfield(5, 1 << 20) +
 	    vfield(7, 1) + vfield(8, 4) + vfield(9, 0) + vfield(13, 1))
+
+
+def wrapped_key(n):
+	"""WrappedKey n under KMIP key kek-1 'acme-kek' version 7."""
+	kek = (vfield(1, 1) + field(2, "kms.example:5696") +
+	    field(3, "acme-kek") + field(4, "kek-1") + vfield(5, 7))
+	return (field(1, bytes([n]) * 16) + vfield(2, n) + field(3, kek) +
+	    field(4, bytes(60)))
 
 
 def send(s, frame_field, body):
@@ -50,7 +61,12 @@ def serve(s):
 				elif 7 in f:		# ListRequest
 					pid = "a\nvm2 999 x" if \
 					    mode == "bad-newest" else "p-fake-1"
-					send(s, 8, field(1, point("vm", pid)))
+					p = point("vm", pid)
+					if mode == "old-keys":
+						p += vfield(7, 3) + field(10,
+						    wrapped_key(1)) + field(10,
+						    wrapped_key(2))
+					send(s, 8, field(1, p))
 				elif 9 in f:		# RestoreRequest
 					rr = fields(f[9])
 					name = rr.get(1, b"").decode()
