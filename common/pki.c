@@ -210,7 +210,11 @@ asn1_unix(const ASN1_TIME *t)
 	return (int64_t)timegm(&tm);
 }
 
-/* The CRL at i of objs, if no newer CRL of its issuer is there. */
+/*
+ * The CRL at i of objs, if no newer CRL of its issuer is there.  (OpenSSL
+ * prefers one valid now: a CRL dated in the future beside the current
+ * one gives dates it does not use, for the warning and metric only.)
+ */
 static X509_CRL *
 store_newest_crl(STACK_OF(X509_OBJECT) *objs, int i)
 {

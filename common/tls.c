@@ -267,6 +267,8 @@ tls_bev_errors(struct bufferevent *bev, char *buf, size_t len, int *gone)
 		ERR_error_string_n(e, buf + n, len - n);
 		n = strlen(buf);
 	}
+	if (alert != -1)
+		*gone = 0;	/* the alert is the word */
 	return alert;
 }
 

@@ -923,11 +923,12 @@ backup_frame(struct client *cl, const Frame *f, void *arg)
 		bk->bk_bytes_acked = bk->bk_bytes_sent;
 		progress_end(&bk->bk_progress);
 		chain_remember(bk->bk_conf, bk->bk_name, f->committed);
+		/* Only the first: change-password moves it. */
 		if (bk->bk_env.ev_newest != NULL &&
 		    bk->bk_env.ev_newest->k_ref->provider ==
 		    KEY_PROVIDER__KEY_PROVIDER_PASSWORD)
 			state_password_remember(bk->bk_conf,
-			    bk->bk_env.ev_newest->k_ref);
+			    bk->bk_env.ev_newest->k_ref, 1);
 		backup_summary(bk, f->committed);
 		client_finish(cl, EXIT_OK, NULL);
 		return;

@@ -172,7 +172,7 @@ passwd_frame(struct client *cl, const Frame *f, void *arg)
 		/* New backup names go under the new password. */
 		if (kx->kx_new_ref != NULL)
 			state_password_remember(kx->kx_env.ev_conf,
-			    kx->kx_new_ref);
+			    kx->kx_new_ref, 0);
 		client_finish(cl, EXIT_OK, NULL);
 		return;
 	}

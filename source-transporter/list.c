@@ -382,6 +382,11 @@ cmd_list(struct source_conf *sc, int argc, char **argv)
 		    "[--name NAME] [--json]\n");
 		return EXIT_USAGE;
 	}
+	if (ls.ls_keys && !ls.ls_json) {
+		log_warnx("list: --keys goes with --json (the keys are "
+		    "printed only there)");
+		return EXIT_USAGE;
+	}
 	envelope_init(&ls.ls_env, sc);
 	if (ls.ls_check_keys && envelope_load_password(&ls.ls_env, err,
 	    sizeof(err)) == -1) {

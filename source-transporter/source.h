@@ -320,7 +320,7 @@ int		 state_set(struct source_conf *, const char *, uint64_t,
 int		 state_drop(struct source_conf *, const char *);
 KekRef		*state_password_ref(struct source_conf *, char *, size_t);
 void		 state_password_remember(struct source_conf *,
-		    const KekRef *);
+		    const KekRef *, int);
 
 /* chain.c */
 int		 chain_id_ok(const char *);

@@ -337,11 +337,14 @@ state_password_ref(struct source_conf *sc, char *path, size_t pathlen)
 
 /*
  * Remembers ref as the password key of this source's backups to this
- * target, if it is not already.  Warns on failure: the backup it
- * follows is done all the same.
+ * target: with first set, only if none is remembered yet (a backup of
+ * a name still under an older password does not undo a change), else
+ * if it is not already.  Warns on failure: the backup or password
+ * change it follows is done all the same.
  */
 void
-state_password_remember(struct source_conf *sc, const KekRef *ref)
+state_password_remember(struct source_conf *sc, const KekRef *ref,
+    int first)
 {
 	KekRef		*now;
 	uint8_t		*buf;
@@ -350,7 +353,7 @@ state_password_remember(struct source_conf *sc, const KekRef *ref)
 	int		 same;
 
 	if ((now = state_password_ref(sc, path, sizeof(path))) != NULL) {
-		same = kek_ref_same(now, ref);
+		same = first || kek_ref_same(now, ref);
 		kek_ref__free_unpacked(now, NULL);
 		if (same)
 			return;

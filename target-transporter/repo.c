@@ -2542,9 +2542,10 @@ static int
 repo_point_trim_keys(struct repo_point *p, const struct repo_keys *rk)
 {
 	KeyChain	*kc;
-	WrappedKey	**keep, **all;
+	WrappedKey	**keep, **all, *wk;
+	KekRef		*keks[POINT_KEKS_MAX];
 	uint8_t		*buf;
-	size_t		 i, j, n = 0, nall, len;
+	size_t		 i, j, n = 0, nkeks = 0, nall, len;
 
 	if (rk == NULL || p->rp_keys == NULL)
 		return 0;
@@ -2560,12 +2561,16 @@ repo_point_trim_keys(struct repo_point *p, const struct repo_keys *rk)
 		return -1;
 	}
 	for (i = 0; i < kc->n_keys; i++) {
-		for (j = 0; j < n; j++)
-			if (kek_ref_same(keep[j]->kek, kc->keys[i]->kek))
+		wk = kc->keys[i];
+		for (j = 0; j < nkeks; j++)
+			if (kek_ref_same(keks[j], wk->kek))
 				break;
-		if (j == n || (rk->rk_what == REPO_KEYS_SOME &&
-		    rk->rk_keep(kc->keys[i], rk->rk_arg)))
-			keep[n++] = kc->keys[i];
+		if (j == nkeks && nkeks < POINT_KEKS_MAX) {
+			keks[nkeks++] = wk->kek;
+			keep[n++] = wk;
+		} else if (rk->rk_what == REPO_KEYS_SOME &&
+		    rk->rk_keep(wk, rk->rk_arg))
+			keep[n++] = wk;
 	}
 	/* The few in a buffer of their own: the old one goes. */
 	all = kc->keys;
@@ -2620,8 +2625,7 @@ repo_list_point_cb(void *arg, const char *file)
 		lw->lw_cap = cap;
 	}
 	if (manifest_load(lw->lw_repo, lw->lw_tenant, lw->lw_name, id,
-	    &lw->lw_points[lw->lw_n], digest, NULL) == -1 ||
-	    repo_point_trim_keys(&lw->lw_points[lw->lw_n], lw->lw_keys) == -1) {
+	    &lw->lw_points[lw->lw_n], digest, NULL) == -1) {
 		if (errno == EBADMSG) {
 			log_warnx("repository %s: tenants/%s/points/%s/%s: "
 			    "corrupt manifest, point skipped",
@@ -2630,6 +2634,12 @@ repo_list_point_cb(void *arg, const char *file)
 			return 0;
 		}
 		return errno == ENOENT ? 0 : -1;
+	}
+	if (repo_point_trim_keys(&lw->lw_points[lw->lw_n], lw->lw_keys) ==
+	    -1) {
+		repo_point_clear(&lw->lw_points[lw->lw_n]);
+		errno = ENOMEM;
+		return -1;
 	}
 	lw->lw_n++;
 	return 0;

@@ -28,6 +28,8 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
+#include <xxhash.h>
+
 #include "keys.h"
 #include "target.h"
 
@@ -142,18 +144,33 @@ struct key_set {
 	size_t		 ks_n;
 };
 
-/* Whether id is in ks. */
+/*
+ * Where id's probe starts: a hash of all of it under a seed drawn once,
+ * since ids and tags come from the source, which could otherwise pick
+ * them to collide and hold the loop.
+ */
+static size_t
+key_set_slot(const struct key_set *ks, const uint8_t *id)
+{
+	static uint64_t	 seed;
+	static int	 seeded;
+
+	if (!seeded && crypto_random(&seed, sizeof(seed)) == 0)
+		seeded = 1;
+	return (size_t)XXH3_64bits_withSeed(id, KEY_ID_LEN, seed) &
+	    (ks->ks_cap - 1);
+}
+
+/* Whether id is in ks (an all-zero id never is: see key_set_add). */
 static int
 key_set_has(const struct key_set *ks, const uint8_t *id)
 {
 	static const uint8_t	 zero[KEY_ID_LEN];
-	uint64_t		 h;
 	size_t			 i;
 
-	if (ks->ks_cap == 0)
+	if (ks->ks_cap == 0 || memcmp(id, zero, KEY_ID_LEN) == 0)
 		return 0;
-	memcpy(&h, id, sizeof(h));
-	for (i = h & (ks->ks_cap - 1);; i = (i + 1) & (ks->ks_cap - 1)) {
+	for (i = key_set_slot(ks, id);; i = (i + 1) & (ks->ks_cap - 1)) {
 		if (memcmp(ks->ks_ids + i * KEY_ID_LEN, id, KEY_ID_LEN) == 0)
 			return 1;
 		if (memcmp(ks->ks_ids + i * KEY_ID_LEN, zero, KEY_ID_LEN) ==
@@ -198,7 +215,6 @@ key_set_add(struct key_set *ks, const uint8_t *id)
 {
 	static const uint8_t	 zero[KEY_ID_LEN];
 	struct key_set		 grown;
-	uint64_t		 h;
 	size_t			 i;
 
 	if (memcmp(id, zero, KEY_ID_LEN) == 0)
@@ -216,8 +232,7 @@ key_set_add(struct key_set *ks, const uint8_t *id)
 		free(ks->ks_ids);
 		*ks = grown;
 	}
-	memcpy(&h, id, sizeof(h));	/* ids are random */
-	for (i = h & (ks->ks_cap - 1);; i = (i + 1) & (ks->ks_cap - 1)) {
+	for (i = key_set_slot(ks, id);; i = (i + 1) & (ks->ks_cap - 1)) {
 		if (memcmp(ks->ks_ids + i * KEY_ID_LEN, id, KEY_ID_LEN) == 0)
 			return 0;
 		if (memcmp(ks->ks_ids + i * KEY_ID_LEN, zero, KEY_ID_LEN) ==
@@ -261,11 +276,11 @@ list_brief(PointInfo *pi, struct key_set *sent)
 	size_t		 i, j, nkeep = 0, nkeks = 0;
 
 	if (pi->n_keys > 0 && ((keep = calloc(pi->n_keys,
-	    sizeof(*keep))) == NULL || (keks = calloc(pi->n_keys,
+	    sizeof(*keep))) == NULL || (keks = calloc(POINT_KEKS_MAX,
 	    sizeof(*keks))) == NULL))
 		fatal("calloc");
 	for (i = 0; i < pi->n_keys; i++) {
-		if (pi->keys[i]->kek != NULL) {
+		if (pi->keys[i]->kek != NULL && nkeks < POINT_KEKS_MAX) {
 			for (j = 0; j < nkeks; j++)
 				if (kek_ref_same(keks[j], pi->keys[i]->kek))
 					break;
@@ -351,8 +366,8 @@ list_points(struct session *se, const ListRequest *lr)
 		    "restore point(s)%s%s is %zu bytes, more than a frame "
 		    "holds; %s", n, lr->name[0] ? " of " : "", lr->name, len,
 		    lr->brief ? lr->name[0] ? "prune it" : "list one name "
-		    "at a time" : "upgrade the source (it asks for the points "
-		    "without every key of each)");
+		    "at a time" : "list without --keys, or upgrade an older "
+		    "source (a newer one asks without every key of each)");
 		goto out;
 	}
 	session_send(se, &f);

@@ -336,6 +336,13 @@ uint64_t	 repo_job_chunks_new(const struct repo_job *);
 uint64_t	 repo_job_chunks_dedup(const struct repo_job *);
 int		 repo_list(struct repo *, const char *, const char *,
 		    struct repo_point **, size_t *);
+/*
+ * The distinct KEKs a point's keys are looked through for (a point's own
+ * copies are under one; a source could name thousands, each compared
+ * with the others on the loop).
+ */
+#define POINT_KEKS_MAX	64
+
 /* What repo_list_keys keeps of each point's keys. */
 struct repo_keys {
 	int	 rk_what;

@@ -50,6 +50,8 @@ jsoncheck "each point names the KEK version its own keys are under" \
     "[[k['kek_id'] for k in p['keks']] for p in j] == [['$u1'], ['$u2'], ['$u3']] and 'keys' not in j[0]"
 # Each backup wraps the chain's keys again under the newest version, so
 # each point's own copies are under the version current at its backup.
+expect_exit 2 "list --keys without --json: exit 2" src list --name vm --keys
+expect_grep "\-\-keys goes with \-\-json" "$LAST" "and says so"
 check "list --json --keys" src list --name vm --json --keys
 jsoncheck "each point lists its keys and the KEK version that wraps them" \
     "[sorted(set(k['kek_id'] for k in p['keys'])) for p in j] == [['$u1'], ['$u2'], ['$u3']]"
@@ -204,7 +206,9 @@ SRC_CONF=$T/newpw.conf check "a new backup under the new password" \
     src backup --disk "$T/disk2.img" --name pw
 SRC_CONF=$T/newpw.conf check "restores" src restore --name pw --output "$T/pw4.img"
 same "byte-identical" "$T/disk2.img" "$T/pw4.img"
-SRC_CONF=$T/newpw.conf check "after the change a new name goes under the new password" \
+SRC_CONF=$T/pw.conf check "a name still under the old password backs up with it" \
+    src backup --disk "$T/disk2.img" --name pwnew
+SRC_CONF=$T/newpw.conf check "after the change a new name goes under the new password (that backup did not undo it)" \
     src backup --disk "$T/disk.img" --name pwnext
 SRC_CONF=$T/pw.conf expect_exit 8 "and the old password no longer starts one" \
     src backup --disk "$T/disk.img" --name pwlast
