@@ -21,14 +21,13 @@
  * ends the restore on all of them (restore_abort).
  */
 #include <errno.h>
+#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-
-#include <xxhash.h>
 
 #include "keys.h"
 #include "target.h"
@@ -135,57 +134,29 @@ point_info_fill(PointInfo *pi, const struct repo_point *rp)
 
 /*
  * The key ids a brief list has accounted for (the key file's, and each
- * point's keys as they are sent): open addressing, an all-zero slot
- * empty.
+ * point's keys as they are sent), and GCM tags: a tsearch tree of
+ * copies of them, freed with tdestroy(set, free).  They come from the
+ * source; a balanced tree stays O(log n) whatever it picks.
+ *
+ * Whether id is in set (an all-zero id never is: see key_set_add).
  */
-struct key_set {
-	uint8_t		*ks_ids;
-	size_t		 ks_cap;	/* a power of two */
-	size_t		 ks_n;
-};
-
-/*
- * Where id's probe starts: a hash of all of it under a seed drawn once,
- * since ids and tags come from the source, which could otherwise pick
- * them to collide and hold the loop.
- */
-static size_t
-key_set_slot(const struct key_set *ks, const uint8_t *id)
-{
-	static uint64_t	 seed;
-	static int	 seeded;
-
-	if (!seeded && crypto_random(&seed, sizeof(seed)) == 0)
-		seeded = 1;
-	return (size_t)XXH3_64bits_withSeed(id, KEY_ID_LEN, seed) &
-	    (ks->ks_cap - 1);
-}
-
-/* Whether id is in ks (an all-zero id never is: see key_set_add). */
 static int
-key_set_has(const struct key_set *ks, const uint8_t *id)
+key_set_has(void *const *set, const uint8_t *id)
 {
 	static const uint8_t	 zero[KEY_ID_LEN];
-	size_t			 i;
 
-	if (ks->ks_cap == 0 || memcmp(id, zero, KEY_ID_LEN) == 0)
+	if (memcmp(id, zero, KEY_ID_LEN) == 0)
 		return 0;
-	for (i = key_set_slot(ks, id);; i = (i + 1) & (ks->ks_cap - 1)) {
-		if (memcmp(ks->ks_ids + i * KEY_ID_LEN, id, KEY_ID_LEN) == 0)
-			return 1;
-		if (memcmp(ks->ks_ids + i * KEY_ID_LEN, zero, KEY_ID_LEN) ==
-		    0)
-			return 0;
-	}
+	return tfind(id, set, key_id_cmp) != NULL;
 }
 
 /* What a brief list with the key file has seen (key_not_in_file). */
 struct list_seen {
-	struct key_set	 ls_sent;	/* the file's ids, then those sent */
-	struct key_set	 ls_copies;	/* the tags of the copies kept */
+	void		*ls_sent;	/* the file's ids, then those sent */
+	void		*ls_copies;	/* the tags of the copies kept */
 };
 
-static int	key_set_add(struct key_set *, const uint8_t *);
+static int	key_set_add(void **, const uint8_t *);
 
 /* A GCM tag is as random as a key id, and as long: the set takes both. */
 _Static_assert(AEAD_TAG_LEN == KEY_ID_LEN, "a key set holds tags too");
@@ -211,42 +182,27 @@ key_not_in_file(const WrappedKey *wk, void *arg)
 
 /* Adds id: 1 if it was not there, 0 if it was. */
 static int
-key_set_add(struct key_set *ks, const uint8_t *id)
+key_set_add(void **set, const uint8_t *id)
 {
 	static const uint8_t	 zero[KEY_ID_LEN];
-	struct key_set		 grown;
-	size_t			 i;
+	uint8_t			*copy;
 
 	if (memcmp(id, zero, KEY_ID_LEN) == 0)
-		return 1;	/* never a real id; not worth a slot */
-	if (2 * (ks->ks_n + 1) > ks->ks_cap) {
-		grown.ks_cap = ks->ks_cap == 0 ? 64 : 2 * ks->ks_cap;
-		grown.ks_n = 0;
-		if ((grown.ks_ids = calloc(grown.ks_cap, KEY_ID_LEN)) == NULL)
-			fatal("calloc");
-		for (i = 0; i < ks->ks_cap; i++)
-			if (memcmp(ks->ks_ids + i * KEY_ID_LEN, zero,
-			    KEY_ID_LEN) != 0)
-				(void)key_set_add(&grown, ks->ks_ids +
-				    i * KEY_ID_LEN);
-		free(ks->ks_ids);
-		*ks = grown;
-	}
-	for (i = key_set_slot(ks, id);; i = (i + 1) & (ks->ks_cap - 1)) {
-		if (memcmp(ks->ks_ids + i * KEY_ID_LEN, id, KEY_ID_LEN) == 0)
-			return 0;
-		if (memcmp(ks->ks_ids + i * KEY_ID_LEN, zero, KEY_ID_LEN) ==
-		    0)
-			break;
-	}
-	memcpy(ks->ks_ids + i * KEY_ID_LEN, id, KEY_ID_LEN);
-	ks->ks_n++;
+		return 1;	/* never a real id; not worth a node */
+	if (tfind(id, set, key_id_cmp) != NULL)
+		return 0;
+	/* The tree keeps the pointer; what id is in goes before the tree. */
+	if ((copy = malloc(KEY_ID_LEN)) == NULL)
+		fatal("malloc");
+	memcpy(copy, id, KEY_ID_LEN);
+	if (tsearch(copy, set, key_id_cmp) == NULL)
+		fatal("tsearch");
 	return 1;
 }
 
-/* The ids of the keys of the key file chain (none if NULL) into ks. */
+/* The ids of the keys of the key file chain (none if NULL) into set. */
 static void
-key_set_file(struct key_set *ks, const uint8_t *chain, size_t chainlen)
+key_set_file(void **set, const uint8_t *chain, size_t chainlen)
 {
 	struct keychain	*kc;
 	size_t		 i;
@@ -257,7 +213,7 @@ key_set_file(struct key_set *ks, const uint8_t *chain, size_t chainlen)
 		return;
 	for (i = 0; i < kc->kc_nkeys; i++)
 		if (kc->kc_keys[i]->key_id.len == KEY_ID_LEN)
-			(void)key_set_add(ks, kc->kc_keys[i]->key_id.data);
+			(void)key_set_add(set, kc->kc_keys[i]->key_id.data);
 	keychain_free(kc);
 }
 
@@ -269,7 +225,7 @@ key_set_file(struct key_set *ks, const uint8_t *chain, size_t chainlen)
  * free them with list_brief_free.
  */
 static void
-list_brief(PointInfo *pi, struct key_set *sent)
+list_brief(PointInfo *pi, void **sent)
 {
 	WrappedKey	**keep = NULL;
 	KekRef		**keks = NULL;
@@ -379,8 +335,8 @@ list_points(struct session *se, const ListRequest *lr)
 		if (kcs[i] != NULL)
 			key_chain__free_unpacked(kcs[i], NULL);
 	}
-	free(seen.ls_sent.ks_ids);
-	free(seen.ls_copies.ks_ids);
+	tdestroy(seen.ls_sent, free);
+	tdestroy(seen.ls_copies, free);
 	free(kcs);
 	free(ptrs);
 	free(infos);
