@@ -274,6 +274,20 @@ kek_ref_same(const KekRef *a, const KekRef *b)
 }
 
 int
+kek_refs_add(KekRef **refs, size_t *n, size_t max, KekRef *ref)
+{
+	size_t	 i;
+
+	if (*n >= max)
+		return 0;
+	for (i = 0; i < *n; i++)
+		if (kek_ref_same(refs[i], ref))
+			return 0;
+	refs[(*n)++] = ref;
+	return 1;
+}
+
+int
 kek_ref_cmp(const KekRef *a, const KekRef *b)
 {
 	struct kmip_key_info	 ka, kb;
@@ -1294,9 +1308,8 @@ int
 keychain_needed_keks(const struct keychain *kc, KekRef ***refsp,
     size_t *np, char *err, size_t errlen)
 {
-	const KekRef	**seen = NULL;
-	KekRef		**refs = NULL;
-	size_t		 i, j, n = 0;
+	KekRef		**seen = NULL, **refs = NULL;
+	size_t		 i, n = 0;
 	int		 rv = -1;
 
 	*refsp = NULL;
@@ -1305,13 +1318,9 @@ keychain_needed_keks(const struct keychain *kc, KekRef ***refsp,
 		return 0;
 	if ((seen = calloc(kc->kc_nkeys, sizeof(*seen))) == NULL)
 		goto nomem;
-	for (i = 0; i < kc->kc_nkeys; i++) {
-		for (j = 0; j < n; j++)
-			if (kek_ref_same(seen[j], kc->kc_keys[i]->kek))
-				break;
-		if (j == n)
-			seen[n++] = kc->kc_keys[i]->kek;
-	}
+	for (i = 0; i < kc->kc_nkeys; i++)
+		(void)kek_refs_add(seen, &n, kc->kc_nkeys,
+		    kc->kc_keys[i]->kek);
 	qsort(seen, n, sizeof(*seen), ref_ptr_cmp);
 	if ((refs = calloc(n, sizeof(*refs))) == NULL)
 		goto nomem;

@@ -140,6 +140,13 @@ int		 kek_set_name(struct kek *, const char *, char *, size_t);
 
 /* 1 if two refs name the same key (provider, id, version, KDF), else 0. */
 int		 kek_ref_same(const KekRef *, const KekRef *);
+/*
+ * Adds a ref to the *n distinct ones of an array with room for max
+ * unless one is the same (kek_ref_same: a NULL ref never is) or the
+ * array is full: 1 if it added it, else 0.  The array holds the
+ * caller's pointers, no copies.
+ */
+int		 kek_refs_add(KekRef **, size_t *, size_t, KekRef *);
 /* Version order (version, then id as kmip_key_cmp()): <0, 0, >0. */
 int		 kek_ref_cmp(const KekRef *, const KekRef *);
 /* "KMIP key 7 'acme-kek' version 1712345678 on KMS h:p" and the like. */

@@ -72,10 +72,10 @@ list_kek_status(struct list *ls, const KekRef *ref, char *buf, size_t len)
  * to free(); returns how many.
  */
 static size_t
-list_point_keks(const PointInfo *pi, const KekRef ***refs)
+list_point_keks(const PointInfo *pi, KekRef ***refs)
 {
-	const KekRef	*ref;
-	size_t		 i, j, n = 0;
+	KekRef		*ref;
+	size_t		 i, n = 0;
 
 	*refs = NULL;
 	if (pi->n_keks == 0 && pi->n_keys == 0)
@@ -85,13 +85,9 @@ list_point_keks(const PointInfo *pi, const KekRef ***refs)
 	for (i = 0; i < pi->n_keks + pi->n_keys; i++) {
 		ref = i < pi->n_keks ? pi->keks[i] :
 		    pi->keys[i - pi->n_keks]->kek;
-		if (ref == NULL)
-			continue;
-		for (j = 0; j < n; j++)
-			if (kek_ref_same((*refs)[j], ref))
-				break;
-		if (j == n)
-			(*refs)[n++] = ref;
+		if (ref != NULL)
+			(void)kek_refs_add(*refs, &n, pi->n_keks + pi->n_keys,
+			    ref);
 	}
 	return n;
 }
@@ -100,7 +96,8 @@ list_point_keks(const PointInfo *pi, const KekRef ***refs)
 static void
 list_keks_json(struct list *ls, const PointInfo *pi)
 {
-	const KekRef	**refs, *ref;
+	KekRef		**refs;
+	const KekRef	*ref;
 	char		 st[KEY_ERR_MAX + 32];
 	const char	*status;
 	size_t		 i, n;
@@ -159,7 +156,7 @@ list_keys_json(const PointInfo *pi)
 static void
 list_keks_text(struct list *ls, const PointInfo *pi)
 {
-	const KekRef	**refs;
+	KekRef		**refs;
 	char		 desc[512], st[KEY_ERR_MAX + 32];
 	size_t		 i, n;
 

@@ -2545,7 +2545,7 @@ repo_point_trim_keys(struct repo_point *p, const struct repo_keys *rk)
 	WrappedKey	**keep, **all, *wk;
 	KekRef		*keks[POINT_KEKS_MAX];
 	uint8_t		*buf;
-	size_t		 i, j, n = 0, nkeks = 0, nall, len;
+	size_t		 i, n = 0, nkeks = 0, nall, len;
 
 	if (rk == NULL || p->rp_keys == NULL)
 		return 0;
@@ -2560,16 +2560,12 @@ repo_point_trim_keys(struct repo_point *p, const struct repo_keys *rk)
 		key_chain__free_unpacked(kc, NULL);
 		return -1;
 	}
+	/* The first key of each KEK, and those rk_keep asks for. */
 	for (i = 0; i < kc->n_keys; i++) {
 		wk = kc->keys[i];
-		for (j = 0; j < nkeks; j++)
-			if (kek_ref_same(keks[j], wk->kek))
-				break;
-		if (j == nkeks && nkeks < POINT_KEKS_MAX) {
-			keks[nkeks++] = wk->kek;
-			keep[n++] = wk;
-		} else if (rk->rk_what == REPO_KEYS_SOME &&
-		    rk->rk_keep(wk, rk->rk_arg))
+		if (kek_refs_add(keks, &nkeks, POINT_KEKS_MAX, wk->kek) ||
+		    (rk->rk_what == REPO_KEYS_SOME &&
+		    rk->rk_keep(wk, rk->rk_arg)))
 			keep[n++] = wk;
 	}
 	/* The few in a buffer of their own: the old one goes. */

@@ -229,20 +229,16 @@ list_brief(PointInfo *pi, void **sent)
 {
 	WrappedKey	**keep = NULL;
 	KekRef		**keks = NULL;
-	size_t		 i, j, nkeep = 0, nkeks = 0;
+	size_t		 i, nkeep = 0, nkeks = 0;
 
 	if (pi->n_keys > 0 && ((keep = calloc(pi->n_keys,
 	    sizeof(*keep))) == NULL || (keks = calloc(POINT_KEKS_MAX,
 	    sizeof(*keks))) == NULL))
 		fatal("calloc");
 	for (i = 0; i < pi->n_keys; i++) {
-		if (pi->keys[i]->kek != NULL && nkeks < POINT_KEKS_MAX) {
-			for (j = 0; j < nkeks; j++)
-				if (kek_ref_same(keks[j], pi->keys[i]->kek))
-					break;
-			if (j == nkeks)
-				keks[nkeks++] = pi->keys[i]->kek;
-		}
+		if (pi->keys[i]->kek != NULL)
+			(void)kek_refs_add(keks, &nkeks, POINT_KEKS_MAX,
+			    pi->keys[i]->kek);
 		if (sent != NULL && (pi->keys[i]->key_id.len != KEY_ID_LEN ||
 		    key_set_add(sent, pi->keys[i]->key_id.data)))
 			keep[nkeep++] = pi->keys[i];

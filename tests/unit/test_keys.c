@@ -901,6 +901,33 @@ test_ref_describe_check(void **state)
 	kek_free(&k);
 }
 
+/* The distinct KEKs of a list: each once, NULL never the same, capped. */
+static void
+test_refs_add(void **state)
+{
+	struct kek	 a, b;
+	KekRef		*refs[2], *dup;
+	size_t		 n = 0;
+
+	fake_kmip_kek(&a, "42", 1712345678);
+	fake_kmip_kek(&b, "43", 1712345678);
+	assert_non_null(dup = kek_ref_dup(a.k_ref));
+	assert_int_equal(kek_refs_add(refs, &n, 2, a.k_ref), 1);
+	assert_int_equal(kek_refs_add(refs, &n, 2, dup), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(kek_refs_add(refs, &n, 2, NULL), 1);
+	assert_null(refs[1]);
+	n = 1;
+	assert_int_equal(kek_refs_add(refs, &n, 1, b.k_ref), 0);
+	assert_int_equal(kek_refs_add(refs, &n, 2, b.k_ref), 1);
+	assert_ptr_equal(refs[0], a.k_ref);
+	assert_ptr_equal(refs[1], b.k_ref);
+	assert_int_equal(n, 2);
+	kek_ref__free_unpacked(dup, NULL);
+	kek_free(&a);
+	kek_free(&b);
+}
+
 static void
 test_kmip_unreachable(void **state)
 {
@@ -995,6 +1022,7 @@ main(void)
 		cmocka_unit_test(test_chunk_id_keyed),
 		cmocka_unit_test(test_chunk_id_known_answer),
 		cmocka_unit_test(test_ref_describe_check),
+		cmocka_unit_test(test_refs_add),
 		cmocka_unit_test(test_kmip_unreachable),
 		cmocka_unit_test(test_files),
 	};
