@@ -300,21 +300,16 @@ state_password_path(struct source_conf *sc, char *path, size_t len)
 	return 0;
 }
 
-/*
- * The password key this source's backups to this target use, or NULL
- * (none remembered, or it does not read: then nothing is checked, as
- * for a new host, after a warning).  Free with kek_ref__free_unpacked.
- */
-KekRef *
-state_password_ref(struct source_conf *sc, char *path, size_t pathlen)
+/* The password key remembered in path, or NULL: state_password_ref. */
+static KekRef *
+state_password_read(const char *path)
 {
 	KekRef		*ref = NULL;
 	uint8_t		*buf;
 	size_t		 len;
 	char		 err[KEY_ERR_MAX];
 
-	if (state_password_path(sc, path, pathlen) == -1 ||
-	    access(path, F_OK) == -1)
+	if (access(path, F_OK) == -1)
 		return NULL;
 	if (keychain_read_file(path, &buf, &len, err, sizeof(err)) == -1) {
 		log_warnx("%s; a new backup name is not checked against the "
@@ -336,6 +331,19 @@ state_password_ref(struct source_conf *sc, char *path, size_t pathlen)
 }
 
 /*
+ * The password key this source's backups to this target use, or NULL
+ * (none remembered, or it does not read: then nothing is checked, as
+ * for a new host, after a warning).  Free with kek_ref__free_unpacked.
+ */
+KekRef *
+state_password_ref(struct source_conf *sc, char *path, size_t pathlen)
+{
+	if (state_password_path(sc, path, pathlen) == -1)
+		return NULL;
+	return state_password_read(path);
+}
+
+/*
  * Remembers ref as the password key of this source's backups to this
  * target: with first set, only if none is remembered yet (a backup of
  * a name still under an older password does not undo a change), else
@@ -352,14 +360,15 @@ state_password_remember(struct source_conf *sc, const KekRef *ref,
 	char		 path[PATH_MAX], err[KEY_ERR_MAX];
 	int		 same;
 
-	if ((now = state_password_ref(sc, path, sizeof(path))) != NULL) {
+	/* Once: state_path reads the client certificate. */
+	if (state_password_path(sc, path, sizeof(path)) == -1)
+		return;
+	if ((now = state_password_read(path)) != NULL) {
 		same = first || kek_ref_same(now, ref);
 		kek_ref__free_unpacked(now, NULL);
 		if (same)
 			return;
 	}
-	if (state_password_path(sc, path, sizeof(path)) == -1)
-		return;
 	if (mkdir(sc->sc_state_dir, 0700) == -1 && errno != EEXIST) {
 		log_warn("cannot create state_directory %s", sc->sc_state_dir);
 		return;
