@@ -311,6 +311,7 @@ state_password_read(const char *path)
 
 	if (access(path, F_OK) == -1)
 		return NULL;
+	/* The key file's reader: a regular file, its size checked first. */
 	if (keychain_read_file(path, &buf, &len, err, sizeof(err)) == -1) {
 		log_warnx("%s; a new backup name is not checked against the "
 		    "password of the others", err);
@@ -377,6 +378,7 @@ state_password_remember(struct source_conf *sc, const KekRef *ref,
 	if ((buf = malloc(len > 0 ? len : 1)) == NULL)
 		fatal("malloc");
 	kek_ref__pack(ref, buf);
+	/* The key file's writer: whole or not at all, and durable. */
 	if (keychain_write_file(path, buf, len, err, sizeof(err)) == -1)
 		log_warnx("cannot remember the password key: %s", err);
 	free(buf);
