@@ -720,7 +720,7 @@ kek_derive(const char *password, const KekRef *existing, struct kek *kek,
 	char		 id[3 + 2 * 6 + 1], desc[KEY_ERR_MAX];
 	size_t		 pwlen, slen;
 	uint32_t	 t, m, p;
-	int		 rc, rv = -1;
+	int		 rc, wrong = 0, rv = -1;
 
 	if (password == NULL || *password == '\0' ||
 	    (pwlen = strnlen(password, KEK_PASSWORD_MAX + 1)) >
@@ -776,6 +776,7 @@ kek_derive(const char *password, const KekRef *existing, struct kek *kek,
 			kek_ref_describe(existing, desc, sizeof(desc));
 			keys_err(err, errlen, "wrong %s for %s; nothing was "
 			    "read or changed", word, desc);
+			wrong = 1;
 			goto fail;
 		}
 		kek->k_ref = kek_ref_dup(existing);
@@ -800,8 +801,11 @@ kek_derive(const char *password, const KekRef *existing, struct kek *kek,
 	}
 	rv = 0;
  fail:
-	if (rv == -1)
+	if (rv == -1) {
 		kek_free(kek);
+		if (wrong)
+			errno = EKEYREJECTED;	/* after kek_free's calls */
+	}
 	return rv;
 }
 

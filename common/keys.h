@@ -123,8 +123,8 @@ int		 kek_from_kmip_ref(const struct kmip_settings *,
 /*
  * Argon2id of password.  existing NULL: a new KEK (random salt, default
  * parameters, version = now, a verifier); else the KEK that existing
- * describes, failing at once with "wrong password for ..." when the
- * verifier does not match.
+ * describes, failing at once with "wrong password for ..." and errno
+ * EKEYREJECTED when the verifier does not match.
  */
 int		 kek_from_password(const char *, const KekRef *, struct kek *,
 		    char *, size_t);

@@ -69,7 +69,8 @@ envelope_read_password(const char *path, char **out, char *err,
 
 /*
  * Gets the KEK a wrapped key names: from the cache, the KMS (that exact
- * version) or the password.  NULL with a message in err.
+ * version) or the password.  NULL with a message in err (errno
+ * EKEYREJECTED: the password is not that KEK's).
  */
 static struct kek *
 envelope_kek_for(struct envelope *ev, const KekRef *ref, char *err,
@@ -78,7 +79,7 @@ envelope_kek_for(struct envelope *ev, const KekRef *ref, char *err,
 	struct kmip_settings	 ks;
 	struct kek		*k;
 	char			*host, *port;
-	int			 rv = -1;
+	int			 rv = -1, save;
 
 	if ((k = envelope_kek_cached(ev, ref)) != NULL)
 		return k;
@@ -114,8 +115,10 @@ envelope_kek_for(struct envelope *ev, const KekRef *ref, char *err,
 		break;
 	}
 	if (rv == -1 || envelope_add_kek(ev, k) == -1) {
+		save = errno;
 		kek_free(k);
 		free(k);
+		errno = save;
 		return NULL;
 	}
 	return k;
@@ -212,6 +215,7 @@ envelope_password_kek(struct envelope *ev, const char *name, char *err,
 	KekRef		*known;
 	size_t		 i;
 	char		 path[PATH_MAX], why[KEY_ERR_MAX];
+	int		 wrong;
 
 	for (i = 0; ev->ev_chain != NULL && i < ev->ev_chain->kc_nkeys; i++)
 		if (ev->ev_chain->kc_keys[i]->kek->provider ==
@@ -225,18 +229,21 @@ envelope_password_kek(struct envelope *ev, const char *name, char *err,
 	}
 	if ((known = state_password_ref(ev->ev_conf, path, sizeof(path))) !=
 	    NULL) {
+		/* Only the verifier's no says it is another password. */
+		errno = 0;
 		ev->ev_newest = envelope_kek_for(ev, known, why, sizeof(why));
+		wrong = ev->ev_newest == NULL && errno == EKEYREJECTED;
 		kek_ref__free_unpacked(known, NULL);
-		if (ev->ev_newest == NULL) {
+		if (wrong)
 			snprintf(err, errlen, "'%s' is a new backup and the "
 			    "password in %s is not the one this source's other "
 			    "backups to this target use (%s): put theirs in "
 			    "it; if it changed on purpose (keys "
 			    "change-password), remove %s", name,
 			    ev->ev_conf->sc_password_file, why, path);
-			return -1;
-		}
-		return 0;
+		else if (ev->ev_newest == NULL)
+			snprintf(err, errlen, "%s", why);
+		return ev->ev_newest == NULL ? -1 : 0;
 	}
 	if ((ev->ev_newest = calloc(1, sizeof(*ev->ev_newest))) == NULL)
 		return -1;

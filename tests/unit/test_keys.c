@@ -7,6 +7,7 @@
  */
 #include <sys/stat.h>
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -247,6 +248,7 @@ test_password(void **state)
 	assert_int_equal(kek_set_name(&a, "backup vm1", err, sizeof(err)), 0);
 	assert_int_equal(kek_from_password("battery staple", a.k_ref, &d, err,
 	    sizeof(err)), -1);
+	assert_int_equal(errno, EKEYREJECTED);
 	assert_non_null(strstr(err, "wrong password for password key pw-"));
 	assert_non_null(strstr(err, "'backup vm1'"));
 	assert_null(d.k_key.kb_key);
