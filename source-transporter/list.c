@@ -92,6 +92,29 @@ list_point_keks(const PointInfo *pi, KekRef ***refs)
 	return n;
 }
 
+/*
+ * ref's members of a JSON object: "kek_provider", "kek_id" and
+ * "kek_version", with all also "kek_name" and "kms", in the order of
+ * source-transporter(8).
+ */
+static void
+kek_ref_json(const KekRef *ref, int all)
+{
+	printf("\"kek_provider\":\"%s\"", ref->provider ==
+	    KEY_PROVIDER__KEY_PROVIDER_KMIP ? "kmip" : "password");
+	if (all) {
+		printf(",\"kek_name\":");
+		json_print_string(ref->key_name);
+	}
+	printf(",\"kek_id\":");
+	json_print_string(ref->key_id);
+	printf(",\"kek_version\":%lld", (long long)ref->version);
+	if (all) {
+		printf(",\"kms\":");
+		json_print_string(ref->kms);
+	}
+}
+
 /* The KEKs a source-side point needs, as a JSON array. */
 static void
 list_keks_json(struct list *ls, const PointInfo *pi)
@@ -106,15 +129,8 @@ list_keks_json(struct list *ls, const PointInfo *pi)
 	printf(",\"keks\":[");
 	for (i = 0; i < n; i++) {
 		ref = refs[i];
-		printf("%s{\"kek_provider\":\"%s\",\"kek_name\":",
-		    i ? "," : "", ref->provider ==
-		    KEY_PROVIDER__KEY_PROVIDER_KMIP ? "kmip" : "password");
-		json_print_string(ref->key_name);
-		printf(",\"kek_id\":");
-		json_print_string(ref->key_id);
-		printf(",\"kek_version\":%lld,\"kms\":",
-		    (long long)ref->version);
-		json_print_string(ref->kms);
+		printf("%s{", i ? "," : "");
+		kek_ref_json(ref, 1);
 		if (ls->ls_check_keys) {
 			status = list_kek_status(ls, ref, st, sizeof(st));
 			printf(",\"available\":%s,\"status\":",
@@ -142,12 +158,10 @@ list_keys_json(const PointInfo *pi)
 		if (wk->key_id.len != KEY_ID_LEN || wk->kek == NULL)
 			continue;
 		hex_encode(wk->key_id.data, KEY_ID_LEN, hex);
-		printf("%s{\"key_id\":\"%s\",\"purpose\":\"%s\","
-		    "\"kek_provider\":\"%s\",\"kek_id\":", n++ ? "," : "",
-		    hex, key_purpose_name(wk->purpose), wk->kek->provider ==
-		    KEY_PROVIDER__KEY_PROVIDER_KMIP ? "kmip" : "password");
-		json_print_string(wk->kek->key_id);
-		printf(",\"kek_version\":%lld}", (long long)wk->kek->version);
+		printf("%s{\"key_id\":\"%s\",\"purpose\":\"%s\",",
+		    n++ ? "," : "", hex, key_purpose_name(wk->purpose));
+		kek_ref_json(wk->kek, 0);
+		printf("}");
 	}
 	printf("]");
 }
