@@ -475,7 +475,10 @@ backup_end(struct backup *bk)
 		}
 		be.keychain.data = chain;
 		be.keychain.len = chainlen;
-		/* Every key of the chain: dedup may reach any point's chunk. */
+		/*
+		 * Every key of the chain (dedup may reach any point's
+		 * chunk); the point lists those its chunks use.
+		 */
 		be.n_keys = bk->bk_env.ev_chain->kc_nkeys;
 		be.keys = bk->bk_env.ev_chain->kc_keys;
 	}

@@ -464,8 +464,9 @@ envelope_chunk_key(const struct envelope *ev)
 
 /*
  * What BackupEnd carries: the packed key file and the keys the point
- * needs (every key of the chain: a chunk may come from any earlier
- * point through deduplication).  *chain to free().
+ * may need (every key of the chain: a chunk may come from any earlier
+ * point through deduplication; the target lists those its chunks
+ * use).  *chain to free().
  */
 int
 envelope_end(struct envelope *ev, uint8_t **chain, size_t *chainlen,

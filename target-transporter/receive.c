@@ -328,7 +328,7 @@ start_work(struct pool_job *pj)
 	}
 	/* At rest: its own key, and those of the base's chunks. */
 	if (rv->rv_atrest)
-		repo_job_use_keys(rv->rv_job, rv->rv_dek_id,
+		(void)repo_job_use_keys(rv->rv_job, rv->rv_dek_id,
 		    base->rp_ix != NULL || base->rp_index != NULL ? base : NULL);
 	/* Not for source-side jobs, whose data key died with them. */
 	st->st_damaged = repo_point_ids_error(EBADMSG);
@@ -536,6 +536,27 @@ receive_start(struct session *se, struct receive *rv)
 }
 
 /*
+ * Whether a source-side backup of the session's tenant and name runs on
+ * another session.  Its commit replaces the chain's key file with the
+ * one it started from plus its new data key: a second job at once would
+ * drop the first's key from the file, and chunks it deduplicates against
+ * the first's would be sealed under a key it cannot list.
+ */
+static int
+receive_chain_busy(const struct session *se, const char *name)
+{
+	const struct session	*o;
+
+	TAILQ_FOREACH(o, &se->se_target->tg_sessions, se_entry)
+		if (o != se && o->se_recv != NULL && o->se_recv->rv_mode ==
+		    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+		    strcmp(o->se_tenant->tn_name, se->se_tenant->tn_name) ==
+		    0 && strcmp(o->se_recv->rv_name, name) == 0)
+			return 1;
+	return 0;
+}
+
+/*
  * Opens a BackupBegin: checks it and starts a repository job.  Returns
  * 0, or -1 if the session was closed.
  */
@@ -582,6 +603,14 @@ receive_begin(struct session *se, const BackupBegin *bb)
 		    "chunks. Configure its at_rest again, or give plaintext "
 		    "backups a [tenant] of their own; nothing was stored",
 		    se->se_tenant->tn_name);
+		return -1;
+	}
+	if (bb->mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+	    receive_chain_busy(se, bb->name)) {
+		/* BUSY: the source tries again, as it resumes. */
+		session_fail(se, ERROR__CODE__BUSY, "busy: a source-side "
+		    "backup of '%s' is running; they run one at a time (each "
+		    "adds its key to the chain's key file)", bb->name);
 		return -1;
 	}
 	if ((rv = calloc(1, sizeof(*rv))) == NULL)
@@ -877,6 +906,17 @@ sync_work(struct pool_job *pj)
 
 	sj->sj_errno = 0;
 	if (sj->sj_commit) {
+		/*
+		 * Source-side: unchanged blocks are the base's chunks, under
+		 * any of the keys it lists (the point lists what it uses).
+		 */
+		if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
+		    rv->rv_unchanged > 0 && repo_job_use_keys(rv->rv_job, NULL,
+		    &rv->rv_base) == -1) {
+			sj->sj_errno = errno;
+			repo_job_abort(rv->rv_job);	/* as a failed commit */
+			return;
+		}
 		if (repo_job_commit(rv->rv_job, &sj->sj_point) == -1)
 			sj->sj_errno = errno;
 		else
@@ -935,18 +975,24 @@ sync_done(struct pool_job *pj)
 	}
 	if (sj->sj_errno == EFBIG) {
 		/*
-		 * A source-side point lists every key of its chain (the
-		 * target cannot tell which its chunks use): ~12,000 points
-		 * of a name fill 2 MiB, and --full does not shorten it.
+		 * A point lists the keys of its chunks and of its base's:
+		 * an incremental's list only grows, ~12,000 backups of a
+		 * name fill 2 MiB.  A full point starts it afresh.
 		 */
 		session_fail(se, ERROR__CODE__KEY, "backup of '%s': its restore "
 		    "point would list more keys than a manifest holds (2 MiB); "
-		    "nothing was committed. %s", rv->rv_name, rv->rv_mode ==
-		    ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE ? "Its chain is "
-		    "full (each point lists every key of the chain): back the "
-		    "disk up under a new name, whose chain starts afresh" :
-		    "Back it up with --full: its point then lists only the "
-		    "keys of the chunks it has");
+		    "nothing was committed. Back it up with --full: its point "
+		    "then lists only the keys of the chunks it has",
+		    rv->rv_name);
+		goto out;
+	}
+	if (sj->sj_errno == ENOKEY) {
+		/* A source that leaves out a key, or a race of two jobs. */
+		session_fail(se, ERROR__CODE__KEY, "backup of '%s': a chunk "
+		    "the new point needs is sealed under a key the source did "
+		    "not send (another backup of the same name may have "
+		    "committed meanwhile); nothing was committed. Run the "
+		    "backup again", rv->rv_name);
 		goto out;
 	}
 	if (sj->sj_errno == ENODATA) {
@@ -1162,7 +1208,8 @@ receive_keys(struct session *se, const BackupEnd *be)
 	size_t		 len, i;
 	int		 ret = -1;
 
-	if (be->n_keys == 0 || be->n_keys > 65536 || be->keychain.len == 0) {
+	if (be->n_keys == 0 || be->n_keys > KEYCHAIN_KEYS_MAX ||
+	    be->keychain.len == 0) {
 		session_fail(se, ERROR__CODE__PROTOCOL, "backup of '%s': a "
 		    "source-side point needs its wrapped keys", rv->rv_name);
 		return -1;

@@ -168,6 +168,8 @@ struct repo_job {
 	void			*j_tree;	/* pending by id (tsearch) */
 	struct pending		*j_pending;	/* not yet taken by a sync */
 	uint64_t		 j_seq;
+	void			*j_sealed_by;	/* source-side: key ids of */
+	size_t			 j_nsealed_by;	/* ... its chunks (tsearch) */
 	pthread_mutex_t		 j_sync_mtx;	/* one sync at a time */
 
 	_Atomic uint64_t	 j_bytes;
@@ -1281,11 +1283,50 @@ job_use_key(struct repo_job *j, const uint8_t id[KEY_ID_LEN])
 }
 
 /*
+ * Source-side: notes that the job's point needs the key of id, which
+ * seals a chunk it stores or deduplicates against (the key id leads a
+ * sealed payload).  The commit lists these of the keys the source
+ * sent, so that a point's list follows its chunks, not every backup of
+ * its chain.  0, or -1 with errno ENOMEM, or EINVAL past the keys a
+ * BackupEnd can name.
+ */
+static int
+job_use_source_key(struct repo_job *j, const uint8_t id[KEY_ID_LEN])
+{
+	uint8_t	*copy = NULL;
+	void	*found;
+	int	 rv = 0;
+
+	pthread_mutex_lock(&j->j_mtx);
+	if (tfind(id, &j->j_sealed_by, key_id_cmp) != NULL)
+		goto out;
+	rv = -1;
+	if (j->j_nsealed_by >= KEYCHAIN_KEYS_MAX) {
+		errno = EINVAL;
+		goto out;
+	}
+	if ((copy = malloc(KEY_ID_LEN)) == NULL)
+		goto out;
+	memcpy(copy, id, KEY_ID_LEN);
+	if ((found = tsearch(copy, &j->j_sealed_by, key_id_cmp)) == NULL) {
+		free(copy);
+		errno = ENOMEM;
+		goto out;
+	}
+	j->j_nsealed_by++;
+	rv = 0;
+ out:
+	pthread_mutex_unlock(&j->j_mtx);
+	return rv;
+}
+
+/*
  * Whether the chunk stored at key is of the kind job j stores with
  * flags: sealed (CHUNK_ENCRYPTED) or not as they say, and for an
  * at-rest job, sealed under one of the tenant's at-rest keys (the key
- * id leads a sealed payload), which the job's point then lists.  1, or
- * 0 if not, or if its header is damaged; -1 on error.
+ * id leads a sealed payload), which the job's point then lists; a
+ * source-side job's point lists its key whatever it is.  1, or 0 if
+ * not, or if its header is damaged; -1 on error.
  */
 static int
 chunk_same_kind(struct repo_job *j, const char *key, uint32_t flags)
@@ -1293,19 +1334,23 @@ chunk_same_kind(struct repo_job *j, const char *key, uint32_t flags)
 	struct be_obj	 o = { -1, 0 };
 	uint8_t		 hdr[CHUNK_HDR_LEN + KEY_ID_LEN];
 	size_t		 len = CHUNK_HDR_LEN;
-	int		 rv = -1;
+	int		 rv = -1, sealed = flags & CHUNK_ENCRYPTED;
 
 	if (be_open(j->j_repo, key, &o) == -1)
 		return -1;
-	if (j->j_nseal_ids > 0)
+	if (j->j_nseal_ids > 0 || (sealed && job_defers_chunks(j)))
 		len += KEY_ID_LEN;
 	if (o.bo_size < len)
 		rv = 0;
-	else if (be_read(&o, 0, hdr, len) == 0)
+	else if (be_read(&o, 0, hdr, len) == 0) {
 		rv = memcmp(hdr, CHUNK_MAGIC, 4) == 0 &&
-		    ((hdr[5] ^ flags) & CHUNK_ENCRYPTED) == 0 &&
-		    (j->j_nseal_ids == 0 || job_use_key(j,
-		    hdr + CHUNK_HDR_LEN) == 0);
+		    ((hdr[5] ^ flags) & CHUNK_ENCRYPTED) == 0;
+		if (rv && j->j_nseal_ids > 0)
+			rv = job_use_key(j, hdr + CHUNK_HDR_LEN) == 0;
+		else if (rv && sealed && job_defers_chunks(j) &&
+		    job_use_source_key(j, hdr + CHUNK_HDR_LEN) == -1)
+			rv = -1;
+	}
 	be_close(&o);
 	return rv;
 }
@@ -1426,6 +1471,9 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 		goto fail;
 	}
 
+	if (job_defers_chunks(j) && (flags & CHUNK_ENCRYPTED) &&
+	    len >= KEY_ID_LEN && job_use_source_key(j, payload) == -1)
+		goto fail;
 	if ((pd = calloc(1, sizeof(*pd))) == NULL)
 		goto fail;
 	pd->pd_replace = replace;
@@ -1862,18 +1910,53 @@ manifest_encode(const struct repo_point *p,
 }
 
 /*
- * At rest, at the commit, once every chunk is in: of the keys the job
- * was given (every key of the tenant's key file), the point lists those
- * its chunks need, as marked (job_use_key), so that what a point lists
- * grows with its own chain, not with the tenant.  0, or -1 with errno.
+ * Whether the job's point needs wk, of the keys it was given.  At rest:
+ * a chunk is sealed under it (job_use_key).  Source-side: the chain's
+ * chunk-id key always (a restore checks the ids with it), a data key
+ * if a chunk is sealed under it (job_use_source_key); that id is then
+ * taken out of j_sealed_by, so that what is left there at the end is
+ * what the source did not send, and a key sent twice is kept once.
+ */
+static int
+job_needs_key(struct repo_job *j, const WrappedKey *wk)
+{
+	_Atomic unsigned char	*used;
+	void			**node;
+	uint8_t			*id;
+
+	if (wk->key_id.len != KEY_ID_LEN)
+		return 0;
+	if (j->j_seal_used != NULL)
+		return (used = seal_used(j, wk->key_id.data)) != NULL &&
+		    atomic_load_explicit(used, memory_order_relaxed);
+	if (wk->purpose == KEY_PURPOSE_CHUNK_ID)
+		return 1;
+	if ((node = tfind(wk->key_id.data, &j->j_sealed_by,
+	    key_id_cmp)) == NULL)
+		return 0;
+	id = *node;
+	tdelete(id, &j->j_sealed_by, key_id_cmp);
+	free(id);
+	j->j_nsealed_by--;
+	return 1;
+}
+
+/*
+ * At the commit, once every chunk is in: of the keys the job was given
+ * (at rest every key of the tenant's key file, source-side every key of
+ * the chain), the point lists those it needs (job_needs_key), so that
+ * what a point lists grows with what its chunks use, not with the
+ * tenant or the chain.  0, or -1 with errno; ENOKEY (logged) if a
+ * source-side chunk is sealed under a key the source did not send: the
+ * point could not be read.
  */
 static int
 job_keep_used_keys(struct repo_job *j)
 {
 	KeyChain		*kc, out = KEY_CHAIN__INIT;
 	WrappedKey		**kept = NULL;
-	_Atomic unsigned char	*used;
 	uint8_t			*buf = NULL;
+	char			 hex[2 * KEY_ID_LEN + 1];
 	size_t			 i, packed;
 	int			 rv = -1;
 
@@ -1885,10 +1968,17 @@ job_keep_used_keys(struct repo_job *j)
 	    (kept = calloc(kc->n_keys, sizeof(*kept))) == NULL)
 		goto out;
 	for (i = 0; i < kc->n_keys; i++)
-		if (kc->keys[i]->key_id.len == KEY_ID_LEN && (used = seal_used(
-		    j, kc->keys[i]->key_id.data)) != NULL &&
-		    atomic_load_explicit(used, memory_order_relaxed))
+		if (job_needs_key(j, kc->keys[i]))
 			kept[out.n_keys++] = kc->keys[i];
+	if (j->j_sealed_by != NULL) {
+		hex_encode(*(uint8_t **)j->j_sealed_by, KEY_ID_LEN, hex);
+		log_warnx("repository %s: job %s/%s/%s: %zu of its chunks' "
+		    "keys are not among the keys the source sent (key %.16s)",
+		    j->j_repo->r_path, j->j_tenant, j->j_name, j->j_id,
+		    j->j_nsealed_by, hex);
+		errno = ENOKEY;
+		goto out;
+	}
 	out.format = kc->format;
 	out.name = kc->name;
 	out.keys = kept;
@@ -1950,8 +2040,8 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 		goto fail;
 	if (job_sync(j, 1) == -1)
 		goto fail;
-	if (j->j_seal_used != NULL && j->j_keys != NULL &&
-	    job_keep_used_keys(j) == -1)
+	if ((j->j_seal_used != NULL || job_defers_chunks(j)) &&
+	    j->j_keys != NULL && job_keep_used_keys(j) == -1)
 		goto fail;
 	if (j->j_keys_len > POINT_KEYS_MAX) {
 		log_warnx("repository %s: job %s/%s/%s: its point would list "
@@ -2060,6 +2150,7 @@ repo_job_abort(struct repo_job *j)
 	tdestroy(j->j_tree, free);
 	j->j_tree = NULL;
 	j->j_pending = NULL;
+	tdestroy(j->j_sealed_by, free);
 	id_map_free(&j->j_ids);
 	free(j->j_keys);
 	free(j->j_keychain);
@@ -2532,9 +2623,10 @@ repo_point_ids_error(int error)
 
 /*
  * Keeps of p's keys what a caller of repo_list_keys asked for (NULL:
- * all).  A long chain's points each list every key of the chain, so
- * that all of them at once grow as the square of the chain; those that
- * need less keep less.  0, or -1.
+ * all).  An incremental point lists its base's keys too, so a long
+ * chain's points each list about every key of the chain, and all of
+ * them at once grow as the square of the chain; those that need less
+ * keep less.  0, or -1.
  */
 const struct repo_keys repo_keys_none = { REPO_KEYS_NONE, NULL, NULL };
 
@@ -3572,28 +3664,41 @@ repo_job_set_seal_keys(struct repo_job *j, const uint8_t *keys, size_t len)
 }
 
 /*
- * At rest: the keys the job's point needs besides those of the chunks
- * it deduplicates against (chunk_same_kind marks those): its own data
- * key, and every key its base lists (its Unchanged blocks are the
- * base's chunks).  base is NULL for none.  The ids of keys that are not
- * the tenant's are ignored.
+ * The keys the job's point needs besides those of the chunks it stores
+ * or deduplicates against (repo_job_put_chunk and chunk_same_kind mark
+ * those): at rest its own data key (own), and every key its base lists
+ * (its Unchanged blocks are the base's chunks; but a source-side
+ * base's chunk-id key, which job_needs_key keeps anyway).  own and base are NULL for none.
+ * At rest, the ids of keys that are not the tenant's are ignored.  0,
+ * or -1 with errno (source-side: job_use_source_key's).
  */
-void
+int
 repo_job_use_keys(struct repo_job *j, const uint8_t *own,
     const struct repo_point *base)
 {
 	KeyChain	*kc;
 	size_t		 i;
+	int		 rv = 0;
 
 	if (own != NULL)
 		(void)job_use_key(j, own);
-	if (base == NULL || base->rp_keys == NULL || (kc = key_chain__unpack(
-	    NULL, base->rp_keys_len, base->rp_keys)) == NULL)
-		return;
-	for (i = 0; i < kc->n_keys; i++)
-		if (kc->keys[i]->key_id.len == KEY_ID_LEN)
+	if (base == NULL || base->rp_keys == NULL)
+		return 0;
+	if ((kc = key_chain__unpack(NULL, base->rp_keys_len,
+	    base->rp_keys)) == NULL) {
+		errno = ENOMEM;		/* packed here: it decoded before */
+		return -1;
+	}
+	for (i = 0; i < kc->n_keys && rv == 0; i++) {
+		if (kc->keys[i]->key_id.len != KEY_ID_LEN)
+			continue;
+		if (!job_defers_chunks(j))
 			(void)job_use_key(j, kc->keys[i]->key_id.data);
+		else if (kc->keys[i]->purpose != KEY_PURPOSE_CHUNK_ID)
+			rv = job_use_source_key(j, kc->keys[i]->key_id.data);
+	}
 	key_chain__free_unpacked(kc, NULL);
+	return rv;
 }
 
 /* Adds the sizes of the files under key, depth levels down, to *bytes. */

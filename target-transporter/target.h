@@ -393,7 +393,7 @@ int		 repo_job_set_keys(struct repo_job *, const uint8_t *, size_t,
 		    const uint8_t *, size_t);
 int		 repo_job_set_seal_keys(struct repo_job *, const uint8_t *,
 		    size_t);
-void		 repo_job_use_keys(struct repo_job *, const uint8_t *,
+int		 repo_job_use_keys(struct repo_job *, const uint8_t *,
 		    const struct repo_point *);
 int		 repo_job_set_quota(struct repo_job *, uint64_t, uint64_t *);
 int		 repo_tenant_usage(struct repo *, const char *, uint64_t *);

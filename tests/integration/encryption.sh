@@ -113,7 +113,15 @@ expect_grep "keys export: say where to write the keys: --output FILE" "$LAST" \
 check "keys change-password --help" src keys change-password --help
 grep -q "change-password --name NAME" "$LAST_OUT" && ! grep -q "keys export" "$LAST_OUT"
 verdict "change-password's help is its own"
-check "a backup after the export" src backup --disk "$T/disk.img" --name vm --json
+# A point lists the keys its chunks need: one whose every block an older
+# point stored needs only keys the export has; one with new data does not.
+check "a backup after the export, of point 1's disk" \
+    src backup --disk "$T/disk.img" --name vm --json
+p1again=$(json_get "$LAST_OUT" point_id)
+cp "$T/disk3.img" "$T/disk4.img"
+dd if=/dev/urandom of="$T/disk4.img" bs=1M count=1 seek=12 conv=notrunc 2>/dev/null
+check "a backup after the export, with new data" \
+    src backup --disk "$T/disk4.img" --name vm --json
 p4=$(json_get "$LAST_OUT" point_id)
 
 # --- KMS down ---------------------------------------------------------------
@@ -143,7 +151,11 @@ for v in 1 3; do
 	    --key-file "$T/vm.keys" --passphrase-file "$T/pass"
 	same "point $v from the key file is byte-identical" "$img" "$T/dr$v.img"
 done
-SRC_CONF=$T/dr.conf expect_exit 8 "a point made after the export does not restore from it (exit 8)" \
+SRC_CONF=$T/dr.conf check "a point made after the export of older data restores from it" \
+    src restore --name vm --point "$p1again" --output "$T/dr1again.img" \
+    --key-file "$T/vm.keys" --passphrase-file "$T/pass"
+same "byte-identical" "$T/disk.img" "$T/dr1again.img"
+SRC_CONF=$T/dr.conf expect_exit 8 "a point with data made after the export does not restore from it (exit 8)" \
     src restore --name vm --point "$p4" --output "$T/dr4.img" \
     --key-file "$T/vm.keys" --passphrase-file "$T/pass"
 expect_grep "not in the key file $T/vm.keys \(exported before point $p4 was made, or from another backup\); export the keys again" \

@@ -1,19 +1,22 @@
 #!/bin/bash
-# A long source-side chain.  Each point lists every key of its chain (a
-# chunk may come from any earlier point), so all the points with all
-# their keys grow as the square of the chain: past ~460 points of a name
-# no frame held them and list, status, verify and keys export failed.
-# The source asks for the points "brief" (each names the KEKs it needs;
-# the keys go only where the key file lacks them): a list costs a bounded
-# amount per point, measured by the target's bytes sent.  LONGCHAIN_POINTS
-# (make soak: 600) makes a chain past the old limit.
+# A long source-side chain.  A point lists the keys of its chunks and,
+# when some blocks are unchanged, every key its base lists (an unchanged
+# block may come from any earlier point): here block 1 never changes and
+# block 0 changes each time, so point k lists k data keys and all the
+# points with all their keys grow as the square of the chain: past ~460
+# points of a name no frame held them and list, status, verify and keys
+# export failed.  The source asks for the points "brief" (each names the
+# KEKs it needs; the keys go only where the key file lacks them): a list
+# costs a bounded amount per point, measured by the target's bytes sent.
+# A --full point lists only the keys of the chunks it has.
+# LONGCHAIN_POINTS (make soak: 600) makes a chain past the old limit.
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
 need_bins
 
 N=${LONGCHAIN_POINTS:-40}
 IMG=$T/disk.img
-head -c $((64 << 10)) /dev/urandom >"$IMG"
+head -c $(((1 << 20) + (64 << 10))) /dev/urandom >"$IMG"	# two blocks
 echo "long chain password" >"$T/pw"
 echo "export passphrase" >"$T/pass"
 chmod 600 "$T/pw" "$T/pass"
@@ -84,6 +87,14 @@ SRC_CONF=$T/dr.conf check "and the first point restores from it" \
     src restore --name vm --point "$first" --output "$T/out2.img" \
     --key-file "$T/vm2.keys" --passphrase-file "$T/pass"
 same "byte-identical" "$T/first.img" "$T/out2.img"
+# The newest point lists the chunk-id key and the N data keys; a full
+# point only those of its two chunks, made by backups 1 and N.
+check "a --full backup" src backup --disk "$IMG" --name vm --full
+check "list --json --keys" src list --name vm --json --keys
+jsoncheck "the point before lists $((N + 1)) keys, the full point 3" \
+    "len(j) == $N + 1 and len(j[-2]['keys']) == $N + 1 and len(j[-1]['keys']) == 3"
+check "the full point restores" src restore --name vm --output "$T/outF.img"
+same "byte-identical" "$IMG" "$T/outF.img"
 # For the record (not judged): a list reads every manifest whole.
 echo "# the newest manifest: $(stat -c %s "$manifest") bytes; the target's peak RSS after keys export: $(peak_rss_kib "$TARGET_PID") KiB"
 finish

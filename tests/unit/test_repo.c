@@ -23,6 +23,7 @@
 #include <cmocka.h>
 #include <xxhash.h>
 
+#include "keys.h"
 #include "target.h"
 
 #define BS		BLOCK_SIZE_MIN
@@ -1368,20 +1369,26 @@ test_chunk_kinds(void **state)
 	repo_job_abort(j);
 }
 
-/* keys: a packed KeyChain of the n 16-byte ids at ids (nothing wrapped). */
+/*
+ * keys: a packed KeyChain of the n 16-byte ids at ids (nothing wrapped);
+ * with purposes, the first is a chain's chunk-id key, the rest data keys.
+ */
 static uint8_t *
-key_list(const uint8_t *ids, size_t n, size_t *len)
+key_list_purposes(const uint8_t *ids, size_t n, int purposes, size_t *len)
 {
 	KeyChain	 kc = KEY_CHAIN__INIT;
-	WrappedKey	 wk[4], *p[4];
+	WrappedKey	 wk[5], *p[5];
 	uint8_t		*buf;
 	size_t		 i;
 
-	assert_true(n <= 4);
+	assert_true(n <= 5);
 	for (i = 0; i < n; i++) {
 		wrapped_key__init(&wk[i]);
 		wk[i].key_id.data = (uint8_t *)ids + i * KEY_ID_LEN;
 		wk[i].key_id.len = KEY_ID_LEN;
+		if (purposes)
+			wk[i].purpose = i == 0 ? KEY_PURPOSE_CHUNK_ID :
+			    KEY_PURPOSE_DATA;
 		p[i] = &wk[i];
 	}
 	kc.n_keys = n;
@@ -1390,6 +1397,12 @@ key_list(const uint8_t *ids, size_t n, size_t *len)
 	assert_non_null(buf = malloc(*len));
 	key_chain__pack(&kc, buf);
 	return buf;
+}
+
+static uint8_t *
+key_list(const uint8_t *ids, size_t n, size_t *len)
+{
+	return key_list_purposes(ids, n, 0, len);
 }
 
 /* An at-rest job of name, sealing under the n keys ids: one chunk put. */
@@ -1601,6 +1614,109 @@ test_point_keys(void **state)
 	assert_memory_equal(first, keys + 2 * KEY_ID_LEN, KEY_ID_LEN);
 }
 
+/* A source-side job of name (two blocks): chunk id sealed under key. */
+static struct repo_job *
+source_put(struct fixture *f, const char *name, unsigned seed,
+    const uint8_t key[KEY_ID_LEN], uint8_t id[CHUNK_ID_LEN])
+{
+	struct repo_job	*j;
+	uint8_t		 sealed[1000];
+
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, name, 2 * BS,
+	    BS, ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE));
+	make_chunk(seed, sealed, sizeof(sealed), id);
+	memcpy(sealed, key, KEY_ID_LEN);
+	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, sealed,
+	    sizeof(sealed)), 0);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	return j;
+}
+
+/* Gives j the n keys at ids (the first the chunk-id key) and commits. */
+static int
+source_commit(struct repo_job *j, const uint8_t *ids, size_t n)
+{
+	struct repo_point	 p;
+	uint8_t			*keys;
+	size_t			 len;
+	int			 rv;
+
+	keys = key_list_purposes(ids, n, 1, &len);
+	assert_int_equal(repo_job_set_keys(j, keys, len, NULL, 0), 0);
+	free(keys);
+	if ((rv = repo_job_commit(j, &p)) == 0)
+		repo_point_clear(&p);
+	return rv;
+}
+
+/*
+ * Source-side, of the keys the source sends (every key of the chain), a
+ * point lists the chunk-id key and the keys its chunks need: those of
+ * the chunks it stores and deduplicates against, those its base lists.
+ * A chunk sealed under a key the source did not send fails the commit.
+ * Keys: C (chunk ids), 1, 2, 3, and X, never sent.
+ */
+static void
+test_source_side_point_keys(void **state)
+{
+	struct fixture		*f = *state;
+	struct repo_job		*j;
+	struct repo_point	 base;
+	uint8_t			 keys[5 * KEY_ID_LEN], first[KEY_ID_LEN];
+	uint8_t			 dup[4 * KEY_ID_LEN], id[CHUNK_ID_LEN];
+	uint8_t			 other[CHUNK_ID_LEN], sealed[1000];
+	const uint8_t		*k1 = keys + KEY_ID_LEN;
+	const uint8_t		*k2 = keys + 2 * KEY_ID_LEN;
+	const uint8_t		*k3 = keys + 3 * KEY_ID_LEN;
+	const uint8_t		*kx = keys + 4 * KEY_ID_LEN;
+	size_t			 i;
+
+	for (i = 0; i < 5; i++)
+		memset(keys + i * KEY_ID_LEN, (int)(0x10 * (i + 1)),
+		    KEY_ID_LEN);
+
+	/* One chunk under 1, all four keys sent: C and 1 listed. */
+	j = source_put(f, "s", 20, k1, id);
+	assert_int_equal(source_commit(j, keys, 4), 0);
+	assert_int_equal(listed_keys(f, "s", first), 2);
+	assert_memory_equal(first, keys, KEY_ID_LEN);
+
+	/* A full point: the same chunk (deduplicated) and one under 2. */
+	j = source_put(f, "s", 20, k2, id);
+	assert_true(repo_job_chunks_dedup(j) == 1);
+	make_chunk(21, sealed, sizeof(sealed), other);
+	memcpy(sealed, k2, KEY_ID_LEN);
+	assert_int_equal(repo_job_put_chunk(j, other, CHUNK_ENCRYPTED, BS,
+	    sealed, sizeof(sealed)), 0);
+	assert_int_equal(repo_job_set_block(j, 1, other), 0);
+	assert_int_equal(source_commit(j, keys, 4), 0);
+	assert_int_equal(listed_keys(f, "s", first), 3);	/* C, 1, 2 */
+
+	/* An incremental on it, its new chunk under 3: C, 1, 2, 3. */
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "s", NULL, &base),
+	    0);
+	j = source_put(f, "s", 22, k3, id);
+	assert_int_equal(repo_job_use_keys(j, NULL, &base), 0);
+	repo_point_clear(&base);
+	assert_int_equal(repo_job_set_block(j, 1, other), 0);
+	assert_int_equal(source_commit(j, keys, 4), 0);
+	assert_int_equal(listed_keys(f, "s", first), 4);
+
+	/* A chunk under X, which the source does not send: refused. */
+	j = source_put(f, "s", 23, kx, id);
+	assert_int_equal(source_commit(j, keys, 4), -1);
+	assert_int_equal(errno, ENOKEY);
+	assert_int_equal(listed_keys(f, "s", first), 4);
+
+	/* Key 1 sent twice is listed once; 2 and 3, unused, not at all. */
+	memcpy(dup, keys, 2 * KEY_ID_LEN);
+	memcpy(dup + 2 * KEY_ID_LEN, k1, KEY_ID_LEN);
+	memcpy(dup + 3 * KEY_ID_LEN, k2, KEY_ID_LEN);
+	j = source_put(f, "t", 24, k1, id);
+	assert_int_equal(source_commit(j, dup, 4), 0);
+	assert_int_equal(listed_keys(f, "t", first), 2);
+}
+
 /* A suspended in-flight job of name: blocks 0 and 1 stored, journaled. */
 static void
 suspend_job(struct fixture *f, const char *name, unsigned seed)
@@ -1756,6 +1872,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_point_keys, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_source_side_point_keys,
+		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chain_concurrent, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_puts,
