@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <search.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1137,6 +1138,25 @@ int
 key_id_cmp(const void *a, const void *b)
 {
 	return memcmp(a, b, KEY_ID_LEN);
+}
+
+int
+key_id_set_add(void **set, const uint8_t id[KEY_ID_LEN])
+{
+	uint8_t	*copy;
+
+	if (tfind(id, set, key_id_cmp) != NULL)
+		return 0;
+	/* The tree keeps the pointer: a copy outlives what id is in. */
+	if ((copy = malloc(KEY_ID_LEN)) == NULL)
+		return -1;
+	memcpy(copy, id, KEY_ID_LEN);
+	if (tsearch(copy, set, key_id_cmp) == NULL) {
+		free(copy);
+		errno = ENOMEM;
+		return -1;
+	}
+	return 1;
 }
 
 int

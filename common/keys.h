@@ -158,6 +158,11 @@ KekRef		*kek_ref_dup(const KekRef *);
 
 /* Orders raw key ids (KEY_ID_LEN bytes), for qsort() and bsearch(). */
 int		 key_id_cmp(const void *, const void *);
+/*
+ * Adds a copy of id to a tsearch tree of key ids (free it with
+ * tdestroy(set, free)): 1 if it was not there, 0 if it was, -1 ENOMEM.
+ */
+int		 key_id_set_add(void **, const uint8_t [KEY_ID_LEN]);
 
 /* A new random key and a new random key id: 0, or -1 (logged). */
 int		 dek_new(struct key_buf *, uint8_t [KEY_ID_LEN]);

@@ -1293,29 +1293,17 @@ job_use_key(struct repo_job *j, const uint8_t id[KEY_ID_LEN])
 static int
 job_use_source_key(struct repo_job *j, const uint8_t id[KEY_ID_LEN])
 {
-	uint8_t	*copy = NULL;
-	void	*found;
 	int	 rv = 0;
 
 	pthread_mutex_lock(&j->j_mtx);
-	if (tfind(id, &j->j_sealed_by, key_id_cmp) != NULL)
-		goto out;
-	rv = -1;
-	if (j->j_nsealed_by >= KEYCHAIN_KEYS_MAX) {
+	if (j->j_nsealed_by >= KEYCHAIN_KEYS_MAX &&
+	    tfind(id, &j->j_sealed_by, key_id_cmp) == NULL) {
 		errno = EINVAL;
-		goto out;
+		rv = -1;
+	} else if ((rv = key_id_set_add(&j->j_sealed_by, id)) == 1) {
+		j->j_nsealed_by++;
+		rv = 0;
 	}
-	if ((copy = malloc(KEY_ID_LEN)) == NULL)
-		goto out;
-	memcpy(copy, id, KEY_ID_LEN);
-	if ((found = tsearch(copy, &j->j_sealed_by, key_id_cmp)) == NULL) {
-		free(copy);
-		errno = ENOMEM;
-		goto out;
-	}
-	j->j_nsealed_by++;
-	rv = 0;
- out:
 	pthread_mutex_unlock(&j->j_mtx);
 	return rv;
 }
