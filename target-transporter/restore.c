@@ -133,13 +133,14 @@ point_info_fill(PointInfo *pi, const struct repo_point *rp)
 }
 
 /*
- * The key ids a brief list has accounted for (the key file's, and each
- * point's keys as they are sent), and GCM tags: a tsearch tree of
- * copies of them, freed with tdestroy(set, free).  They come from the
- * source; a balanced tree stays O(log n) whatever it picks.
- *
- * Whether id is in set (an all-zero id never is: see key_set_add).
+ * A key set: the key ids a brief list has accounted for (the key
+ * file's, and each point's keys as they are sent), or GCM tags, in a
+ * tsearch tree (key_id_set_add), freed with tdestroy(set, free).  They
+ * come from the source; a balanced tree stays O(log n) whatever it
+ * picks.
  */
+
+/* Whether id is in set (an all-zero id never is: see key_set_add). */
 static int
 key_set_has(void *const *set, const uint8_t *id)
 {
@@ -185,19 +186,13 @@ static int
 key_set_add(void **set, const uint8_t *id)
 {
 	static const uint8_t	 zero[KEY_ID_LEN];
-	uint8_t			*copy;
+	int			 rv;
 
 	if (memcmp(id, zero, KEY_ID_LEN) == 0)
 		return 1;	/* never a real id; not worth a node */
-	if (tfind(id, set, key_id_cmp) != NULL)
-		return 0;
-	/* The tree keeps the pointer; what id is in goes before the tree. */
-	if ((copy = malloc(KEY_ID_LEN)) == NULL)
-		fatal("malloc");
-	memcpy(copy, id, KEY_ID_LEN);
-	if (tsearch(copy, set, key_id_cmp) == NULL)
-		fatal("tsearch");
-	return 1;
+	if ((rv = key_id_set_add(set, id)) == -1)
+		fatal("key_id_set_add");
+	return rv;
 }
 
 /* The ids of the keys of the key file chain (none if NULL) into set. */
@@ -256,10 +251,30 @@ list_brief_free(PointInfo *pi)
 	free(pi->keks);
 }
 
-/* ListRequest: every restore point of the tenant (or of one name). */
-int
-list_points(struct session *se, const ListRequest *lr)
+/*
+ * A ListRequest, answered in the pool: a long chain's manifests take
+ * their time to read and check, and the loop serves every session.
+ */
+struct list_job {
+	struct pool_job		 lj_job;
+	struct session		*lj_session;
+	struct repo		*lj_repo;
+	const struct tenant	*lj_tenant;
+	char			 lj_name[NAME_MAX_LEN + 1];	/* "": all */
+	int			 lj_brief;
+	int			 lj_keychain;
+	/* results: the packed ListReply, or why not */
+	uint8_t			*lj_frame;
+	size_t			 lj_len;
+	Error__Code		 lj_code;
+	char			 lj_err[512];
+};
+
+/* Worker: every restore point of the tenant (or of one name). */
+static void
+list_work(struct pool_job *pj)
 {
+	struct list_job		*lj = (struct list_job *)pj;
 	struct repo_point	*points = NULL;
 	PointInfo		*infos = NULL, **ptrs = NULL;
 	KeyChain		**kcs = NULL;
@@ -267,14 +282,13 @@ list_points(struct session *se, const ListRequest *lr)
 	ListReply		 reply = LIST_REPLY__INIT;
 	struct list_seen	 seen;
 	struct repo_keys	 rk = { REPO_KEYS_KEKS, NULL, NULL };
+	const char		*name = lj->lj_name;
 	uint8_t			*chain = NULL;
 	size_t			 n = 0, i, chainlen = 0, len;
-	int			 rv = -1;
 
 	memset(&seen, 0, sizeof(seen));
-	if (lr->keychain && lr->name[0] && repo_keychain_read(
-	    se->se_target->tg_repo, se->se_tenant->tn_name, lr->name, &chain,
-	    &chainlen) == 0) {
+	if (lj->lj_keychain && name[0] && repo_keychain_read(lj->lj_repo,
+	    lj->lj_tenant->tn_name, name, &chain, &chainlen) == 0) {
 		reply.keychain.data = chain;
 		reply.keychain.len = chainlen;
 	}
@@ -282,31 +296,30 @@ list_points(struct session *se, const ListRequest *lr)
 	 * Brief: of each point's keys, one per KEK (which KEKs it needs)
 	 * and, with the key file, those the file lacks.
 	 */
-	if (lr->brief && lr->keychain) {
+	if (lj->lj_brief && lj->lj_keychain) {
 		key_set_file(&seen.ls_sent, chain, chainlen);
 		rk.rk_what = REPO_KEYS_SOME;
 		rk.rk_keep = key_not_in_file;
 		rk.rk_arg = &seen;
 	}
-	if (repo_list_keys(se->se_target->tg_repo, se->se_tenant->tn_name,
-	    lr->name[0] ? lr->name : NULL, lr->brief ? &rk : NULL, &points,
+	if (repo_list_keys(lj->lj_repo, lj->lj_tenant->tn_name,
+	    name[0] ? name : NULL, lj->lj_brief ? &rk : NULL, &points,
 	    &n) == -1) {
-		session_fail(se, session_errno_code(errno), "cannot list the "
+		lj->lj_code = session_errno_code(errno);
+		snprintf(lj->lj_err, sizeof(lj->lj_err), "cannot list the "
 		    "repository: %s", strerror(errno));
 		goto out;
 	}
 	if (n > 0 && ((infos = calloc(n, sizeof(*infos))) == NULL ||
 	    (ptrs = calloc(n, sizeof(*ptrs))) == NULL ||
-	    (kcs = calloc(n, sizeof(*kcs))) == NULL)) {
-		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
-		goto out;
-	}
+	    (kcs = calloc(n, sizeof(*kcs))) == NULL))
+		goto nomem;
 	/* Newest first: its copies are under the newest KEK. */
 	for (i = n; i-- > 0;) {
 		kcs[i] = point_info_fill(&infos[i], &points[i]);
-		if (lr->brief)
-			list_brief(&infos[i], lr->keychain ? &seen.ls_sent :
-			    NULL);
+		if (lj->lj_brief)
+			list_brief(&infos[i], lj->lj_keychain ?
+			    &seen.ls_sent : NULL);
 		ptrs[i] = &infos[i];
 	}
 	reply.n_points = n;
@@ -314,19 +327,24 @@ list_points(struct session *se, const ListRequest *lr)
 	f.msg_case = FRAME__MSG_LIST_REPLY;
 	f.list_reply = &reply;
 	if ((len = frame__get_packed_size(&f)) > FRAME_MAX) {
-		session_fail(se, ERROR__CODE__INTERNAL, "the list of %zu "
+		lj->lj_code = ERROR__CODE__INTERNAL;
+		snprintf(lj->lj_err, sizeof(lj->lj_err), "the list of %zu "
 		    "restore point(s)%s%s is %zu bytes, more than a frame "
-		    "holds; %s", n, lr->name[0] ? " of " : "", lr->name, len,
-		    lr->brief ? lr->name[0] ? "prune it" : "list one name "
+		    "holds; %s", n, name[0] ? " of " : "", name, len,
+		    lj->lj_brief ? name[0] ? "prune it" : "list one name "
 		    "at a time" : "list without --keys, or upgrade an older "
 		    "source (a newer one asks without every key of each)");
 		goto out;
 	}
-	session_send(se, &f);
-	rv = 0;
+	if ((lj->lj_frame = frame_pack(&f, &lj->lj_len)) == NULL)
+		goto nomem;
+	goto out;
+ nomem:
+	lj->lj_code = ERROR__CODE__INTERNAL;
+	snprintf(lj->lj_err, sizeof(lj->lj_err), "out of memory");
  out:
 	for (i = 0; kcs != NULL && i < n; i++) {
-		if (lr->brief)
+		if (lj->lj_brief)
 			list_brief_free(&infos[i]);
 		if (kcs[i] != NULL)
 			key_chain__free_unpacked(kcs[i], NULL);
@@ -338,7 +356,55 @@ list_points(struct session *se, const ListRequest *lr)
 	free(infos);
 	free(chain);
 	repo_points_free(points, n);
-	return rv;
+}
+
+/* Loop: the reply goes out, or the reason it cannot. */
+static void
+list_done(struct pool_job *pj)
+{
+	struct list_job	*lj = (struct list_job *)pj;
+	struct session	*se = lj->lj_session;
+
+	if (se->se_state != SESSION_CLOSING) {
+		if (lj->lj_frame != NULL) {
+			session_send_packed(se, lj->lj_frame, lj->lj_len);
+			lj->lj_frame = NULL;
+		} else
+			session_fail(se, lj->lj_code, "%s", lj->lj_err);
+	}
+	free(lj->lj_frame);
+	free(lj);
+	session_wait_end(se);
+	session_job_done(se, 0);	/* reading resumes */
+}
+
+/* ListRequest: answered by list_work in the pool.  0, or -1 (failed). */
+int
+list_points(struct session *se, const ListRequest *lr)
+{
+	struct list_job	*lj;
+
+	if (lr->name[0] != '\0' && !name_is_valid(lr->name)) {
+		session_fail(se, ERROR__CODE__NOT_FOUND, "'%.64s' is not a "
+		    "valid backup name", lr->name);
+		return -1;
+	}
+	if ((lj = calloc(1, sizeof(*lj))) == NULL) {
+		session_fail(se, ERROR__CODE__INTERNAL, "out of memory");
+		return -1;
+	}
+	lj->lj_job.pj_work = list_work;
+	lj->lj_job.pj_done = list_done;
+	lj->lj_session = se;
+	lj->lj_repo = se->se_target->tg_repo;
+	lj->lj_tenant = se->se_tenant;
+	snprintf(lj->lj_name, sizeof(lj->lj_name), "%s", lr->name);
+	lj->lj_brief = lr->brief;
+	lj->lj_keychain = lr->keychain;
+	session_job_hold(se);
+	session_wait(se);
+	pool_submit(se->se_target->tg_pool, &lj->lj_job);
+	return 0;
 }
 
 /*
@@ -474,6 +540,7 @@ struct ropen_job {
 	int			 ro_misfit;	/* resume does not fit */
 	int			 ro_no_keys;	/* at rest: a key missing */
 	char			 ro_key_err[2 * KEY_ERR_MAX];
+	char			 ro_not_found[512];	/* what there is */
 };
 
 /*
@@ -518,6 +585,44 @@ restore_count(struct repo_point *p, uint64_t from, const uint64_t *resend,
 	return 0;
 }
 
+/*
+ * Explains a restore of something that does not exist into why,
+ * naming what does, so the user can correct the command.  Worker: it
+ * reads every manifest of the tenant.
+ */
+static void
+restore_not_found(struct repo *r, const char *tenant, const char *name,
+    const char *id, char *why, size_t whylen)
+{
+	struct repo_point	*points = NULL;
+	char			 have[400];
+	size_t			 n = 0, i, off = 0;
+	int			 named = 0;
+
+	have[0] = '\0';
+	(void)repo_list_keys(r, tenant, NULL, &repo_keys_none, &points, &n);
+	for (i = 0; i < n && off < sizeof(have) - 1; i++) {
+		if (strcmp(points[i].rp_name, name) == 0)
+			named = 1;
+		if (id[0] && strcmp(points[i].rp_name, name) == 0)
+			off += snprintf(have + off, sizeof(have) - off, "%s%s",
+			    off ? ", " : "", points[i].rp_id);
+		else if (!id[0] && (i == 0 || strcmp(points[i].rp_name,
+		    points[i - 1].rp_name) != 0))
+			off += snprintf(have + off, sizeof(have) - off, "%s%s",
+			    off ? ", " : "", points[i].rp_name);
+	}
+	if (id[0] && named)
+		snprintf(why, whylen, "backup '%s' has no restore point "
+		    "'%s'%s; its restore points: %s", name, id,
+		    repo_point_was_pruned(r, tenant, name, id) ?
+		    " (it was pruned)" : "", have);
+	else
+		snprintf(why, whylen, "no backup named '%s' in this tenant; "
+		    "existing backups: %s", name, have[0] ? have : "none");
+	repo_points_free(points, n);
+}
+
 /* Worker: opens the point, then counts what a resume has to send. */
 static void
 ropen_work(struct pool_job *pj)
@@ -529,6 +634,10 @@ ropen_work(struct pool_job *pj)
 	    ro->ro_name, ro->ro_id[0] ? ro->ro_id : NULL, &rs->rs_point,
 	    1) == -1) {
 		ro->ro_errno = errno != 0 ? errno : EIO;
+		if (ro->ro_errno == ENOENT || ro->ro_errno == EINVAL)
+			restore_not_found(ro->ro_repo, ro->ro_tenant->tn_name,
+			    ro->ro_name, ro->ro_id, ro->ro_not_found,
+			    sizeof(ro->ro_not_found));
 		return;
 	}
 	if (ro->ro_index)
@@ -552,45 +661,6 @@ ropen_work(struct pool_job *pj)
 		ro->ro_no_keys = 1;
 }
 
-/*
- * Explains a restore of something that does not exist, naming what
- * does, so the user can correct the command.
- */
-static void
-restore_not_found(struct session *se, const char *name, const char *id)
-{
-	struct repo_point	*points = NULL;
-	char			 have[400];
-	size_t			 n = 0, i, off = 0;
-	int			 named = 0;
-
-	have[0] = '\0';
-	(void)repo_list_keys(se->se_target->tg_repo, se->se_tenant->tn_name,
-	    NULL, &repo_keys_none, &points, &n);
-	for (i = 0; i < n && off < sizeof(have) - 1; i++) {
-		if (strcmp(points[i].rp_name, name) == 0)
-			named = 1;
-		if (id[0] && strcmp(points[i].rp_name, name) == 0)
-			off += snprintf(have + off, sizeof(have) - off, "%s%s",
-			    off ? ", " : "", points[i].rp_id);
-		else if (!id[0] && (i == 0 || strcmp(points[i].rp_name,
-		    points[i - 1].rp_name) != 0))
-			off += snprintf(have + off, sizeof(have) - off, "%s%s",
-			    off ? ", " : "", points[i].rp_name);
-	}
-	if (id[0] && named)
-		session_fail(se, ERROR__CODE__NOT_FOUND, "backup '%s' has no "
-		    "restore point '%s'%s; its restore points: %s", name, id,
-		    repo_point_was_pruned(se->se_target->tg_repo,
-		    se->se_tenant->tn_name, name, id) ? " (it was pruned)" : "",
-		    have);
-	else
-		session_fail(se, ERROR__CODE__NOT_FOUND, "no backup named '%s' "
-		    "in this tenant; existing backups: %s", name,
-		    have[0] ? have : "none");
-	repo_points_free(points, n);
-}
-
 /* Loop: the point is open (or not); the restore starts or fails. */
 static void
 ropen_done(struct pool_job *pj)
@@ -603,7 +673,8 @@ ropen_done(struct pool_job *pj)
 		goto fail;
 	if (ro->ro_errno != 0) {
 		if (ro->ro_errno == ENOENT || ro->ro_errno == EINVAL)
-			restore_not_found(se, ro->ro_name, ro->ro_id);
+			session_fail(se, ERROR__CODE__NOT_FOUND, "%s",
+			    ro->ro_not_found);
 		else
 			session_fail(se, session_errno_code(ro->ro_errno),
 			    "cannot open restore point %s/%s: %s", ro->ro_name,

@@ -897,9 +897,24 @@ session_resume(struct session *se)
 void
 session_send(struct session *se, const Frame *f)
 {
-	session_progress(se);
-	if (frame_send(se->se_bev, f) == -1)
+	uint8_t	*buf;
+	size_t	 len;
+
+	if ((buf = frame_pack(f, &len)) == NULL)
 		session_close(se, "cannot queue a %s frame", frame_name(f));
+	else
+		session_send_packed(se, buf, len);
+}
+
+/* Queues a frame packed by frame_pack (in the pool, say); takes buf. */
+void
+session_send_packed(struct session *se, uint8_t *buf, size_t len)
+{
+	session_progress(se);
+	if (frame_queue(bufferevent_get_output(se->se_bev), buf, len) == -1) {
+		free(buf);
+		session_close(se, "cannot queue a frame");
+	}
 }
 
 /*

@@ -251,6 +251,7 @@ void		 session_wait_end(struct session *);
 void		 session_job_done(struct session *, int);
 void		 session_resume(struct session *);
 void		 session_send(struct session *, const Frame *);
+void		 session_send_packed(struct session *, uint8_t *, size_t);
 int		 session_send_pieces(struct session *, const BaseIndex *,
 		    struct repo_point *, uint64_t *);
 void		 session_log(struct session *, const char *, ...)
