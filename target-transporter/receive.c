@@ -529,9 +529,7 @@ receive_start(struct session *se, struct receive *rv)
 	st->st_recv = rv;
 	st->st_repo = se->se_target->tg_repo;
 	st->st_tenant = se->se_tenant;
-	session_job_hold(se);
-	session_wait(se);
-	pool_submit(se->se_target->tg_pool, &st->st_job);
+	session_submit(se, &st->st_job);
 	return 0;
 }
 
@@ -987,12 +985,15 @@ sync_done(struct pool_job *pj)
 		goto out;
 	}
 	if (sj->sj_errno == ENOKEY) {
-		/* A source that leaves out a key, or a race of two jobs. */
+		/*
+		 * The chain's key file lacks a key of its chunks: from two
+		 * jobs of the name at once, before receive_chain_busy.
+		 */
 		session_fail(se, ERROR__CODE__KEY, "backup of '%s': a chunk "
 		    "the new point needs is sealed under a key the source did "
-		    "not send (another backup of the same name may have "
-		    "committed meanwhile); nothing was committed. Run the "
-		    "backup again", rv->rv_name);
+		    "not send (the chain's key file lacks it; the target's "
+		    "log names it); nothing was committed. Back the disk up "
+		    "under a new name", rv->rv_name);
 		goto out;
 	}
 	if (sj->sj_errno == ENODATA) {

@@ -401,9 +401,7 @@ list_points(struct session *se, const ListRequest *lr)
 	snprintf(lj->lj_name, sizeof(lj->lj_name), "%s", lr->name);
 	lj->lj_brief = lr->brief;
 	lj->lj_keychain = lr->keychain;
-	session_job_hold(se);
-	session_wait(se);
-	pool_submit(se->se_target->tg_pool, &lj->lj_job);
+	session_submit(se, &lj->lj_job);
 	return 0;
 }
 
@@ -796,9 +794,7 @@ restore_begin(struct session *se, const RestoreRequest *rr)
 	snprintf(ro->ro_id, sizeof(ro->ro_id), "%s", rr->point_id);
 	ro->ro_index = rr->index;
 	ro->ro_from = rr->from;
-	session_job_hold(se);
-	session_wait(se);
-	pool_submit(se->se_target->tg_pool, &ro->ro_job);
+	session_submit(se, &ro->ro_job);
 	return 0;
 }
 

@@ -717,11 +717,23 @@ session_next_turn(evutil_socket_t fd, short ev, void *arg)
  * the pool, a backup's base being read).  Other jobs of the session
  * that end meanwhile do not restart reading.
  */
-void
+static void
 session_wait(struct session *se)
 {
 	se->se_waiting = 1;
 	session_pause(se, 0);
+}
+
+/*
+ * Runs pj in the pool for se, which reads nothing until pj's done
+ * callback calls session_wait_end and session_job_done.
+ */
+void
+session_submit(struct session *se, struct pool_job *pj)
+{
+	session_job_hold(se);
+	session_wait(se);
+	pool_submit(se->se_target->tg_pool, pj);
 }
 
 /* The job is done: reading restarts with the caller's session_job_done. */

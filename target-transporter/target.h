@@ -246,7 +246,7 @@ void		 session_fail(struct session *, Error__Code, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
 int		 session_job_slot(struct session *);
 void		 session_job_hold(struct session *);
-void		 session_wait(struct session *);
+void		 session_submit(struct session *, struct pool_job *);
 void		 session_wait_end(struct session *);
 void		 session_job_done(struct session *, int);
 void		 session_resume(struct session *);
