@@ -149,7 +149,7 @@ class Client:
 				return
 
 	def block(self, index, data, chunk_id=None, raw_len=None,
-	    tamper=False, aad_index=None):
+	    tamper=False, aad_index=None, encrypted=False):
 		cid = chunk_id or hashlib.sha256(data).digest()
 		nonce = (0x5052).to_bytes(4, "big") + self.nonce.to_bytes(8, "big")
 		self.nonce += 1
@@ -160,7 +160,8 @@ class Client:
 			payload[len(payload) // 2] ^= 0x01
 		return frame(3, vfield(1, index) + lfield(2, cid) +
 		    vfield(3, len(data) if raw_len is None else raw_len) +
-		    lfield(5, nonce) + lfield(6, bytes(payload)))
+		    lfield(5, nonce) + lfield(6, bytes(payload)) +
+		    (vfield(7, 1) if encrypted else b""))
 
 	def pump(self, timeout):
 		"""Reads what the target sent within timeout seconds."""
@@ -305,6 +306,18 @@ elif case.startswith("join-"):		# c opens a job on two connections
 		j.sock.close()
 	else:
 		sys.exit("unknown case " + case)
+elif case == "source-side-unlisted-key":	# sealed under a key not sent
+	listed, used = b"\x11" * 16, b"\x77" * 16
+	c.send(frame(2, lfield(1, name.encode()) + vfield(2, BLOCKS * BS) +
+	    vfield(3, BS) + vfield(4, 3) + vfield(6, 64 << 20)))
+	# key id | nonce | ciphertext | tag: opaque to the target
+	inner = used + bytes(12) + os.urandom(100) + bytes(16)
+	c.send(c.block(0, inner, chunk_id=os.urandom(32), raw_len=BS,
+	    encrypted=True))
+	key = lfield(1, listed) + vfield(2, 1) + lfield(3, lfield(3, b"kek")) + \
+	    lfield(4, os.urandom(60))
+	c.send(frame(5, vfield(1, 1) + vfield(2, BLOCKS - 1) +
+	    lfield(5, b"a key file") + lfield(6, key)))
 elif case == "end-before-begin":
 	c.send(end(0))
 elif case == "block-before-begin":
@@ -513,6 +526,7 @@ refused moved-block 7 "a Block sealed for another index"
 refused wrong-raw-len 1 "a Block with a wrong raw length"
 refused end-wrong-count 1 "a BackupEnd with a wrong block count"
 refused end-wrong-unchanged 1 "a BackupEnd with a wrong unchanged count"
+refused source-side-unlisted-key 10 "a source-side chunk sealed under a key BackupEnd does not send"
 refused unchanged-without-base 1 "Unchanged in a full backup"
 refused truncated-then-close - "a truncated frame, then close"
 refused garbage-in-frame 1 "garbage after a valid message in a frame"
