@@ -94,8 +94,10 @@ client_finish(struct client *cl, int code, const char *fmt, ...)
 				cl->cl_ops->co_left(cl, cl->cl_arg);
 			return;
 		}
-		if (!cl->cl_first->cl_done)
+		if (!cl->cl_first->cl_done) {
 			cl->cl_first->cl_lost = cl->cl_lost;
+			cl->cl_first->cl_busy = cl->cl_busy;
+		}
 		client_finish(cl->cl_first, code, NULL);
 		return;
 	}
@@ -327,6 +329,7 @@ client_frame(struct client *cl, const Frame *f)
 		 * Over a limit, a deadline, or another connection of the job
 		 * lost: a backup retries and resumes.
 		 */
+		cl->cl_busy = f->error->code == ERROR__CODE__BUSY;
 		cl->cl_lost = f->error->code == ERROR__CODE__BUSY ||
 		    f->error->code == ERROR__CODE__TIMEOUT ||
 		    f->error->code == ERROR__CODE__ABORTED;
@@ -622,9 +625,10 @@ client_run(struct client *cl)
  * After an attempt of a command that can resume (backup, restore):
  * 1 if another is worth making, after sleeping the backoff; 0 if not
  * (the connection was not lost, or resume_timeout ran out: said so).
- * resume_timeout runs from the loss of a working connection; the
- * delay doubles from 1 s up to RECONNECT_DELAY_MAX.  Zero rt before
- * the first attempt.
+ * resume_timeout runs from the loss of a working connection (a BUSY
+ * target's is no progress: say, another source-side backup of the
+ * name runs); the delay doubles from 1 s up to RECONNECT_DELAY_MAX.
+ * Zero rt before the first attempt.
  */
 int
 client_retry(struct client *cl, struct retry *rt, const char *what)
@@ -632,7 +636,7 @@ client_retry(struct client *cl, struct retry *rt, const char *what)
 	if (!cl->cl_lost)
 		return 0;
 	rt->rt_attempts++;
-	if (cl->cl_hello || rt->rt_deadline == 0) {
+	if ((cl->cl_hello && !cl->cl_busy) || rt->rt_deadline == 0) {
 		rt->rt_deadline = now_ms() + cl->cl_conf->sc_resume_timeout *
 		    1000;
 		rt->rt_delay = 1;
@@ -643,9 +647,14 @@ client_retry(struct client *cl, struct retry *rt, const char *what)
 		    rt->rt_attempts);
 		return 0;
 	}
-	log_warnx("%s interrupted (attempt %d); reconnecting in %llu s to "
-	    "resume", what, rt->rt_attempts,
-	    (unsigned long long)rt->rt_delay);
+	if (cl->cl_busy)
+		log_warnx("%s: the target is busy (attempt %d); trying again "
+		    "in %llu s", what, rt->rt_attempts,
+		    (unsigned long long)rt->rt_delay);
+	else
+		log_warnx("%s interrupted (attempt %d); reconnecting in %llu "
+		    "s to resume", what, rt->rt_attempts,
+		    (unsigned long long)rt->rt_delay);
 	sleep((unsigned int)rt->rt_delay);
 	rt->rt_delay = rt->rt_delay * 2 > RECONNECT_DELAY_MAX ?
 	    RECONNECT_DELAY_MAX : rt->rt_delay * 2;

@@ -46,7 +46,9 @@ check "the second backup, started while the first runs" \
     src backup --disk "$T/c.img" --name vm --json
 pc=$(json_get "$LAST_OUT" point_id)
 expect_grep "source-side backup of 'vm' is running" "$LAST_ERR" \
-    "it was told to wait, and tried again"
+    "it was told to wait"
+expect_grep "backup of 'vm': the target is busy \(attempt 1\); trying again in 1 s" \
+    "$LAST_ERR" "and tried again"
 wait_ok "$slow" "the first backup committed" "$T/b.err"
 pb=$(json_get "$T/b.out" point_id)
 
