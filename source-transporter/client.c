@@ -360,6 +360,7 @@ client_frame(struct client *cl, const Frame *f)
 	default:
 		if (!cl->cl_hello)
 			break;
+		cl->cl_answered = 1;
 		cl->cl_ops->co_frame(cl, f, cl->cl_arg);
 		return;
 	}
@@ -386,6 +387,7 @@ client_process(struct client *cl)
 		}
 		if (buf[0] == FRAME_BLOCK_TAG && cl->cl_hello &&
 		    cl->cl_ops->co_block != NULL) {
+			cl->cl_answered = 1;
 			cl->cl_ops->co_block(cl, buf, len, cl->cl_arg);
 			continue;
 		}
@@ -625,18 +627,20 @@ client_run(struct client *cl)
  * After an attempt of a command that can resume (backup, restore):
  * 1 if another is worth making, after sleeping the backoff; 0 if not
  * (the connection was not lost, or resume_timeout ran out: said so).
- * resume_timeout runs from the loss of a working connection (a BUSY
- * target's is no progress: say, another source-side backup of the
- * name runs); the delay doubles from 1 s up to RECONNECT_DELAY_MAX.
- * Zero rt before the first attempt.
+ * resume_timeout runs from the loss of a working connection; a BUSY
+ * answer before the job's first frame (another source-side backup of
+ * the name runs, say) is no progress.  The delay doubles from 1 s up
+ * to RECONNECT_DELAY_MAX.  Zero rt before the first attempt.
  */
 int
 client_retry(struct client *cl, struct retry *rt, const char *what)
 {
+	int	 waiting = cl->cl_busy && !cl->cl_answered;
+
 	if (!cl->cl_lost)
 		return 0;
 	rt->rt_attempts++;
-	if ((cl->cl_hello && !cl->cl_busy) || rt->rt_deadline == 0) {
+	if ((cl->cl_hello && !waiting) || rt->rt_deadline == 0) {
 		rt->rt_deadline = now_ms() + cl->cl_conf->sc_resume_timeout *
 		    1000;
 		rt->rt_delay = 1;
@@ -647,7 +651,7 @@ client_retry(struct client *cl, struct retry *rt, const char *what)
 		    rt->rt_attempts);
 		return 0;
 	}
-	if (cl->cl_busy)
+	if (waiting)
 		log_warnx("%s: the target is busy (attempt %d); trying again "
 		    "in %llu s", what, rt->rt_attempts,
 		    (unsigned long long)rt->rt_delay);

@@ -153,6 +153,7 @@ struct client {
 	int			 cl_json;
 	int			 cl_lost;	/* worth reconnecting */
 	int			 cl_busy;	/* ... the target said BUSY */
+	int			 cl_answered;	/* a job's frame came */
 	char			 cl_peer_software[64];	/* from its Hello */
 	struct ev_token_bucket_cfg *cl_rate;	/* bandwidth_limit */
 	struct bufferevent_rate_limit_group *cl_rate_group;	/* ... shared */

@@ -327,9 +327,10 @@ start_work(struct pool_job *pj)
 		memset(base, 0, sizeof(*base));
 	}
 	/* At rest: its own key, and those of the base's chunks. */
-	if (rv->rv_atrest)
-		(void)repo_job_use_keys(rv->rv_job, rv->rv_dek_id,
-		    base->rp_ix != NULL || base->rp_index != NULL ? base : NULL);
+	st->st_what = "cannot take the keys of the previous restore point of";
+	if (rv->rv_atrest && repo_job_use_keys(rv->rv_job, rv->rv_dek_id,
+	    base->rp_ix != NULL || base->rp_index != NULL ? base : NULL) == -1)
+		goto fail;
 	/* Not for source-side jobs, whose data key died with them. */
 	st->st_damaged = repo_point_ids_error(EBADMSG);
 	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT &&
@@ -538,9 +539,10 @@ receive_start(struct session *se, struct receive *rv)
  * another session.  Its commit replaces the chain's key file with the
  * one it started from plus its new data key: a second job at once would
  * drop the first's key from the file, and chunks it deduplicates against
- * the first's would be sealed under a key it cannot list.
+ * the first's would be sealed under a key it cannot list; a key file
+ * changed meanwhile (keys change-password) would be put back.
  */
-static int
+int
 receive_chain_busy(const struct session *se, const char *name)
 {
 	const struct session	*o;
@@ -986,8 +988,10 @@ sync_done(struct pool_job *pj)
 	}
 	if (sj->sj_errno == ENOKEY) {
 		/*
-		 * The chain's key file lacks a key of its chunks: from two
-		 * jobs of the name at once, before receive_chain_busy.
+		 * A key of its chunks the source did not send: the chain's
+		 * key file lacks it (two jobs of the name at once, before
+		 * receive_chain_busy; a key file lost and rebuilt without
+		 * it), or a base lists a key the source no longer sends.
 		 */
 		session_fail(se, ERROR__CODE__KEY, "backup of '%s': a chunk "
 		    "the new point needs is sealed under a key the source did "

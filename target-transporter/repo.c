@@ -1298,6 +1298,10 @@ job_use_source_key(struct repo_job *j, const uint8_t id[KEY_ID_LEN])
 	pthread_mutex_lock(&j->j_mtx);
 	if (j->j_nsealed_by >= KEYCHAIN_KEYS_MAX &&
 	    tfind(id, &j->j_sealed_by, key_id_cmp) == NULL) {
+		log_warnx("repository %s: job %s/%s/%s: its chunks are sealed "
+		    "under more than %d keys, more than a chain holds",
+		    j->j_repo->r_path, j->j_tenant, j->j_name, j->j_id,
+		    KEYCHAIN_KEYS_MAX);
 		errno = EINVAL;
 		rv = -1;
 	} else if ((rv = key_id_set_add(&j->j_sealed_by, id)) == 1) {
@@ -1545,11 +1549,12 @@ repo_job_set_block(struct repo_job *j, uint64_t index,
  * Source-side chunks are sealed under the job's own data key, which the
  * target learns (wrapped) only with the chain's key file at the end.  A
  * chunk published before that file holds its key would, if the job
- * died, stay in the store under a key no point can list, and a later
- * backup of the chain would deduplicate against it and commit a point
- * that cannot be read.  So such a job's chunks stay staged until its
- * commit, which stores the key file first, and it writes no journal
- * (a source-side job never resumes: its data key dies with it).
+ * died, stay in the store under a key no point can list, and every
+ * later backup of the chain that deduplicates against it would fail
+ * (its key is not among those sent: job_check_sent_keys).  So such a
+ * job's chunks stay staged until its commit, which stores the key file
+ * first, and it writes no journal (a source-side job never resumes:
+ * its data key dies with it).
  */
 static int
 job_defers_chunks(const struct repo_job *j)
@@ -1901,16 +1906,13 @@ manifest_encode(const struct repo_point *p,
  * Whether the job's point needs wk, of the keys it was given.  At rest:
  * a chunk is sealed under it (job_use_key).  Source-side: the chain's
  * chunk-id key always (a restore checks the ids with it), a data key
- * if a chunk is sealed under it (job_use_source_key); that id is then
- * taken out of j_sealed_by, so that what is left there at the end is
- * what the source did not send, and a key sent twice is kept once.
+ * if a chunk is sealed under it (job_use_source_key) and kept does not
+ * hold its id yet (a key sent twice is listed once).  -1: ENOMEM.
  */
 static int
-job_needs_key(struct repo_job *j, const WrappedKey *wk)
+job_needs_key(struct repo_job *j, const WrappedKey *wk, void **kept)
 {
 	_Atomic unsigned char	*used;
-	void			**node;
-	uint8_t			*id;
 
 	if (wk->key_id.len != KEY_ID_LEN)
 		return 0;
@@ -1919,14 +1921,9 @@ job_needs_key(struct repo_job *j, const WrappedKey *wk)
 		    atomic_load_explicit(used, memory_order_relaxed);
 	if (wk->purpose == KEY_PURPOSE_CHUNK_ID)
 		return 1;
-	if ((node = tfind(wk->key_id.data, &j->j_sealed_by,
-	    key_id_cmp)) == NULL)
+	if (tfind(wk->key_id.data, &j->j_sealed_by, key_id_cmp) == NULL)
 		return 0;
-	id = *node;
-	tdelete(id, &j->j_sealed_by, key_id_cmp);
-	free(id);
-	j->j_nsealed_by--;
-	return 1;
+	return key_id_set_add(kept, wk->key_id.data);
 }
 
 /*
@@ -1934,19 +1931,17 @@ job_needs_key(struct repo_job *j, const WrappedKey *wk)
  * (at rest every key of the tenant's key file, source-side every key of
  * the chain), the point lists those it needs (job_needs_key), so that
  * what a point lists grows with what its chunks use, not with the
- * tenant or the chain.  0, or -1 with errno; ENOKEY (logged) if a
- * source-side chunk is sealed under a key the source did not send: the
- * point could not be read.
+ * tenant or the chain.  0, or -1 with errno.
  */
 static int
 job_keep_used_keys(struct repo_job *j)
 {
 	KeyChain		*kc, out = KEY_CHAIN__INIT;
 	WrappedKey		**kept = NULL;
+	void			*ids = NULL;
 	uint8_t			*buf = NULL;
-	char			 hex[2 * KEY_ID_LEN + 1];
 	size_t			 i, packed;
-	int			 rv = -1;
+	int			 rv = -1, need;
 
 	if ((kc = key_chain__unpack(NULL, j->j_keys_len, j->j_keys)) == NULL) {
 		errno = EINVAL;
@@ -1955,17 +1950,11 @@ job_keep_used_keys(struct repo_job *j)
 	if (kc->n_keys > 0 &&
 	    (kept = calloc(kc->n_keys, sizeof(*kept))) == NULL)
 		goto out;
-	for (i = 0; i < kc->n_keys; i++)
-		if (job_needs_key(j, kc->keys[i]))
+	for (i = 0; i < kc->n_keys; i++) {
+		if ((need = job_needs_key(j, kc->keys[i], &ids)) == -1)
+			goto out;
+		if (need)
 			kept[out.n_keys++] = kc->keys[i];
-	if (j->j_sealed_by != NULL) {
-		hex_encode(*(uint8_t **)j->j_sealed_by, KEY_ID_LEN, hex);
-		log_warnx("repository %s: job %s/%s/%s: %zu of its chunks' "
-		    "keys are not among the keys the source sent (key %.16s)",
-		    j->j_repo->r_path, j->j_tenant, j->j_name, j->j_id,
-		    j->j_nsealed_by, hex);
-		errno = ENOKEY;
-		goto out;
 	}
 	out.format = kc->format;
 	out.name = kc->name;
@@ -1980,8 +1969,68 @@ job_keep_used_keys(struct repo_job *j)
 	buf = NULL;
 	rv = 0;
  out:
+	tdestroy(ids, free);
 	free(buf);
 	free(kept);
+	key_chain__free_unpacked(kc, NULL);
+	return rv;
+}
+
+/* What job_check_sent_keys looks for: a noted id the sent keys lack. */
+struct unsent {
+	void		*us_sent;	/* the sent keys' ids (tsearch) */
+	const uint8_t	*us_missing;
+};
+
+static void
+unsent_visit(const void *node, VISIT v, void *arg)
+{
+	struct unsent	*us = arg;
+	const uint8_t	*id = *(const uint8_t *const *)node;
+
+	if ((v == postorder || v == leaf) && us->us_missing == NULL &&
+	    tfind(id, &us->us_sent, key_id_cmp) == NULL)
+		us->us_missing = id;
+}
+
+/*
+ * Source-side: whether every key the job's chunks are sealed under
+ * (job_use_source_key) is among the keys the source sent; a point
+ * without one could not be read.  0, or -1 with errno ENOKEY (logged)
+ * or ENOMEM.  No put may be running.
+ */
+static int
+job_check_sent_keys(struct repo_job *j)
+{
+	KeyChain	*kc;
+	struct unsent	 us = { NULL, NULL };
+	char		 hex[2 * KEY_ID_LEN + 1];
+	size_t		 i;
+	int		 rv = -1;
+
+	if (j->j_sealed_by == NULL)
+		return 0;
+	if ((kc = key_chain__unpack(NULL, j->j_keys_len, j->j_keys)) == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (i = 0; i < kc->n_keys; i++)
+		if (kc->keys[i]->key_id.len == KEY_ID_LEN && key_id_set_add(
+		    &us.us_sent, kc->keys[i]->key_id.data) == -1)
+			goto out;
+	twalk_r(j->j_sealed_by, unsent_visit, &us);
+	if (us.us_missing != NULL) {
+		hex_encode(us.us_missing, KEY_ID_LEN, hex);
+		log_warnx("repository %s: job %s/%s/%s: a chunk it needs is "
+		    "sealed under key %.16s, which is not among the keys the "
+		    "source sent", j->j_repo->r_path, j->j_tenant, j->j_name,
+		    j->j_id, hex);
+		errno = ENOKEY;
+		goto out;
+	}
+	rv = 0;
+ out:
+	tdestroy(us.us_sent, free);
 	key_chain__free_unpacked(kc, NULL);
 	return rv;
 }
@@ -2016,6 +2065,14 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 		return -1;
 	}
 	r = j->j_repo;
+	/*
+	 * Source-side: a key of its chunks not sent fails it before any
+	 * is published (and again after, for chunks other jobs published
+	 * meanwhile).
+	 */
+	if (job_defers_chunks(j) && j->j_keys != NULL &&
+	    job_check_sent_keys(j) == -1)
+		goto fail;
 	if (repo_key(dir, sizeof(dir), "tenants/%s/points/%s", j->j_tenant,
 	    j->j_name) == -1 || be_mkdir(r, dir) == -1)
 		goto fail;
@@ -2027,6 +2084,9 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	if (j->j_keychain != NULL && repo_keychain_write(j, dir) == -1)
 		goto fail;
 	if (job_sync(j, 1) == -1)
+		goto fail;
+	if (job_defers_chunks(j) && j->j_keys != NULL &&
+	    job_check_sent_keys(j) == -1)
 		goto fail;
 	if ((j->j_seal_used != NULL || job_defers_chunks(j)) &&
 	    j->j_keys != NULL && job_keep_used_keys(j) == -1)
@@ -3656,9 +3716,10 @@ repo_job_set_seal_keys(struct repo_job *j, const uint8_t *keys, size_t len)
  * or deduplicates against (repo_job_put_chunk and chunk_same_kind mark
  * those): at rest its own data key (own), and every key its base lists
  * (its Unchanged blocks are the base's chunks; but a source-side
- * base's chunk-id key, which job_needs_key keeps anyway).  own and base are NULL for none.
- * At rest, the ids of keys that are not the tenant's are ignored.  0,
- * or -1 with errno (source-side: job_use_source_key's).
+ * base's chunk-id key, which job_needs_key keeps anyway).  own and
+ * base are NULL for none.  At rest, the ids of keys that are not the
+ * tenant's are ignored.  0, or -1 with errno (source-side:
+ * job_use_source_key's).
  */
 int
 repo_job_use_keys(struct repo_job *j, const uint8_t *own,

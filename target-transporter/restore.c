@@ -155,6 +155,7 @@ key_set_has(void *const *set, const uint8_t *id)
 struct list_seen {
 	void		*ls_sent;	/* the file's ids, then those sent */
 	void		*ls_copies;	/* the tags of the copies kept */
+	int		 ls_nomem;	/* a set could not grow */
 };
 
 static int	key_set_add(void **, const uint8_t *);
@@ -172,44 +173,50 @@ static int
 key_not_in_file(const WrappedKey *wk, void *arg)
 {
 	struct list_seen	*seen = arg;
+	int			 rv;
 
 	if (wk->key_id.len != KEY_ID_LEN || wk->wrapped.len < AEAD_TAG_LEN)
 		return 1;
 	if (key_set_has(&seen->ls_sent, wk->key_id.data))
 		return 0;
-	return key_set_add(&seen->ls_copies, wk->wrapped.data +
-	    wk->wrapped.len - AEAD_TAG_LEN);
+	if ((rv = key_set_add(&seen->ls_copies, wk->wrapped.data +
+	    wk->wrapped.len - AEAD_TAG_LEN)) == -1)
+		seen->ls_nomem = 1;	/* the list fails (list_work) */
+	return rv != 0;
 }
 
-/* Adds id: 1 if it was not there, 0 if it was. */
+/* Adds id: 1 if it was not there, 0 if it was, -1 ENOMEM. */
 static int
 key_set_add(void **set, const uint8_t *id)
 {
 	static const uint8_t	 zero[KEY_ID_LEN];
-	int			 rv;
 
 	if (memcmp(id, zero, KEY_ID_LEN) == 0)
 		return 1;	/* never a real id; not worth a node */
-	if ((rv = key_id_set_add(set, id)) == -1)
-		fatal("key_id_set_add");
-	return rv;
+	return key_id_set_add(set, id);
 }
 
-/* The ids of the keys of the key file chain (none if NULL) into set. */
-static void
+/*
+ * The ids of the keys of the key file chain (none if NULL, or if it
+ * does not decode) into set.  0, or -1 ENOMEM.
+ */
+static int
 key_set_file(void **set, const uint8_t *chain, size_t chainlen)
 {
 	struct keychain	*kc;
 	size_t		 i;
 	char		 err[KEY_ERR_MAX];
+	int		 rv = 0;
 
 	if (chain == NULL || (kc = keychain_unpack(chain, chainlen, err,
 	    sizeof(err))) == NULL)
-		return;
-	for (i = 0; i < kc->kc_nkeys; i++)
-		if (kc->kc_keys[i]->key_id.len == KEY_ID_LEN)
-			(void)key_set_add(set, kc->kc_keys[i]->key_id.data);
+		return 0;
+	for (i = 0; i < kc->kc_nkeys && rv == 0; i++)
+		if (kc->kc_keys[i]->key_id.len == KEY_ID_LEN &&
+		    key_set_add(set, kc->kc_keys[i]->key_id.data) == -1)
+			rv = -1;
 	keychain_free(kc);
+	return rv;
 }
 
 /*
@@ -217,31 +224,34 @@ key_set_file(void **set, const uint8_t *chain, size_t chainlen)
  * keychain asked (sent is then the key file's ids and those of the keys
  * already sent), keeps only the keys sent does not hold yet, else none:
  * each key travels once.  The arrays it makes point into pi's own keys;
- * free them with list_brief_free.
+ * free them with list_brief_free, also after a failure.  0, or -1
+ * ENOMEM.
  */
-static void
+static int
 list_brief(PointInfo *pi, void **sent)
 {
 	WrappedKey	**keep = NULL;
 	KekRef		**keks = NULL;
 	size_t		 i, nkeep = 0, nkeks = 0;
+	int		 add = 0;
 
 	if (pi->n_keys > 0 && ((keep = calloc(pi->n_keys,
 	    sizeof(*keep))) == NULL || (keks = calloc(POINT_KEKS_MAX,
 	    sizeof(*keks))) == NULL))
-		fatal("calloc");
-	for (i = 0; i < pi->n_keys; i++) {
+		add = -1;
+	for (i = 0; i < pi->n_keys && add != -1; i++) {
 		if (pi->keys[i]->kek != NULL)
 			(void)kek_refs_add(keks, &nkeks, POINT_KEKS_MAX,
 			    pi->keys[i]->kek);
 		if (sent != NULL && (pi->keys[i]->key_id.len != KEY_ID_LEN ||
-		    key_set_add(sent, pi->keys[i]->key_id.data)))
+		    (add = key_set_add(sent, pi->keys[i]->key_id.data)) == 1))
 			keep[nkeep++] = pi->keys[i];
 	}
 	pi->keys = keep;
 	pi->n_keys = nkeep;
 	pi->keks = keks;
 	pi->n_keks = nkeks;
+	return add == -1 ? -1 : 0;
 }
 
 static void
@@ -285,6 +295,7 @@ list_work(struct pool_job *pj)
 	const char		*name = lj->lj_name;
 	uint8_t			*chain = NULL;
 	size_t			 n = 0, i, chainlen = 0, len;
+	size_t			 briefed = SIZE_MAX;	/* infos[briefed..] */
 
 	memset(&seen, 0, sizeof(seen));
 	if (lj->lj_keychain && name[0] && repo_keychain_read(lj->lj_repo,
@@ -297,7 +308,8 @@ list_work(struct pool_job *pj)
 	 * and, with the key file, those the file lacks.
 	 */
 	if (lj->lj_brief && lj->lj_keychain) {
-		key_set_file(&seen.ls_sent, chain, chainlen);
+		if (key_set_file(&seen.ls_sent, chain, chainlen) == -1)
+			goto nomem;
 		rk.rk_what = REPO_KEYS_SOME;
 		rk.rk_keep = key_not_in_file;
 		rk.rk_arg = &seen;
@@ -310,17 +322,19 @@ list_work(struct pool_job *pj)
 		    "repository: %s", strerror(errno));
 		goto out;
 	}
-	if (n > 0 && ((infos = calloc(n, sizeof(*infos))) == NULL ||
-	    (ptrs = calloc(n, sizeof(*ptrs))) == NULL ||
-	    (kcs = calloc(n, sizeof(*kcs))) == NULL))
+	if (seen.ls_nomem || (n > 0 && ((infos = calloc(n,
+	    sizeof(*infos))) == NULL || (ptrs = calloc(n,
+	    sizeof(*ptrs))) == NULL || (kcs = calloc(n,
+	    sizeof(*kcs))) == NULL)))
 		goto nomem;
 	/* Newest first: its copies are under the newest KEK. */
 	for (i = n; i-- > 0;) {
 		kcs[i] = point_info_fill(&infos[i], &points[i]);
-		if (lj->lj_brief)
-			list_brief(&infos[i], lj->lj_keychain ?
-			    &seen.ls_sent : NULL);
 		ptrs[i] = &infos[i];
+		briefed = i;
+		if (lj->lj_brief && list_brief(&infos[i], lj->lj_keychain ?
+		    &seen.ls_sent : NULL) == -1)
+			goto nomem;
 	}
 	reply.n_points = n;
 	reply.points = ptrs;
@@ -344,7 +358,7 @@ list_work(struct pool_job *pj)
 	snprintf(lj->lj_err, sizeof(lj->lj_err), "out of memory");
  out:
 	for (i = 0; kcs != NULL && i < n; i++) {
-		if (lj->lj_brief)
+		if (lj->lj_brief && i >= briefed)
 			list_brief_free(&infos[i]);
 		if (kcs[i] != NULL)
 			key_chain__free_unpacked(kcs[i], NULL);
@@ -385,8 +399,9 @@ list_points(struct session *se, const ListRequest *lr)
 	struct list_job	*lj;
 
 	if (lr->name[0] != '\0' && !name_is_valid(lr->name)) {
-		session_fail(se, ERROR__CODE__NOT_FOUND, "'%.64s' is not a "
-		    "valid backup name", lr->name);
+		session_fail(se, ERROR__CODE__PROTOCOL, "backup name '%.64s' "
+		    "is not valid: use 1-%d letters, digits, '.', '_' or '-'",
+		    lr->name, NAME_MAX_LEN);
 		return -1;
 	}
 	if ((lj = calloc(1, sizeof(*lj))) == NULL) {

@@ -530,6 +530,13 @@ session_keychain(struct session *se, const KeychainUpdate *ku)
 		    "needs a backup name and a key file");
 		return -1;
 	}
+	/* That backup's commit would put back the key file it began with. */
+	if (receive_chain_busy(se, ku->name)) {
+		session_fail(se, ERROR__CODE__BUSY, "busy: a source-side backup "
+		    "of '%s' is running; change its key file when it is done",
+		    ku->name);
+		return -1;
+	}
 	if (repo_keychain_store(se->se_target->tg_repo,
 	    se->se_tenant->tn_name, ku->name, ku->keychain.data,
 	    ku->keychain.len) == -1) {
@@ -909,13 +916,9 @@ session_resume(struct session *se)
 void
 session_send(struct session *se, const Frame *f)
 {
-	uint8_t	*buf;
-	size_t	 len;
-
-	if ((buf = frame_pack(f, &len)) == NULL)
+	session_progress(se);
+	if (frame_send(se->se_bev, f) == -1)
 		session_close(se, "cannot queue a %s frame", frame_name(f));
-	else
-		session_send_packed(se, buf, len);
 }
 
 /* Queues a frame packed by frame_pack (in the pool, say); takes buf. */

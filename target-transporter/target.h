@@ -278,6 +278,7 @@ int		 receive_block(struct session *, uint8_t *, size_t);
 int		 receive_unchanged(struct session *, const Unchanged *, size_t);
 int		 receive_end(struct session *, const BackupEnd *);
 int		 receive_join(struct session *, const uint8_t *);
+int		 receive_chain_busy(const struct session *, const char *);
 void		 receive_abort(struct session *, const char *);
 void		 receive_release(struct session *);
 void		 receive_drained(struct session *);
@@ -340,7 +341,7 @@ int		 repo_list(struct repo *, const char *, const char *,
 /*
  * The distinct KEKs a point's keys are looked through for (a point's own
  * copies are under one; a source could name thousands, each compared
- * with the others on the loop).
+ * with the others).
  */
 #define POINT_KEKS_MAX	64
 

@@ -146,7 +146,7 @@ backup_retrying() {
 	src backup --disk "$T/disk.img" --name "$1" >"$T/$1.out" 2>&1 &
 	BK=$!
 	track $BK
-	wait_grep reconnecting "$T/$1.out"
+	wait_grep "reconnecting|trying again" "$T/$1.out"
 }
 
 # A backup told BUSY retries with backoff and gets in when a slot frees.
@@ -160,7 +160,7 @@ else
 	diag "$T/busy.out"
 fi
 expect_grep "target: busy: .*retry later" "$T/busy.out" "it said why it waited"
-expect_grep "interrupted \\(attempt 1\\); reconnecting in 1 s" "$T/busy.out" \
+expect_grep "the target is busy \\(attempt 1\\); trying again in 1 s" "$T/busy.out" \
     "and that it retries"
 check "it restores" src restore --name busy --output "$T/busy.img"
 same "byte-identical" "$T/disk.img" "$T/busy.img"

@@ -6,8 +6,9 @@
 # file and could list a point whose chunk is sealed under a key the
 # point does not name (it did not restore).  The target runs them one at
 # a time: the second is told BUSY and tries again when the first is
-# done.  Both points then restore byte-identical, and the offline verify
-# finds every chunk's key listed.
+# done; a password change (which rewrites the key file) is refused
+# meanwhile.  Both points then restore byte-identical, and the offline
+# verify finds every chunk's key listed.
 # shellcheck source=tests/lib.sh
 . "$(dirname "$0")/../lib.sh"
 need_bins
@@ -42,6 +43,13 @@ for _ in $(seq 100); do
 done
 tail -n "+$LOG_MARK" "$TARGET_LOG" | grep -q "backup of 'vm' started" ||
     bail "the first backup did not start: $(cat "$T/b.err")"
+# A password change meanwhile would be put back by the backup's commit.
+echo "another password" >"$T/pw2"
+chmod 600 "$T/pw2"
+expect_exit 3 "keys change-password while the backup runs: refused (exit 3)" \
+    src keys change-password --name vm --new-password-file "$T/pw2"
+expect_grep "source-side backup of 'vm' is running; change its key file when it is done" \
+    "$LAST" "and says to do it when the backup is done"
 check "the second backup, started while the first runs" \
     src backup --disk "$T/c.img" --name vm --json
 pc=$(json_get "$LAST_OUT" point_id)

@@ -1632,17 +1632,24 @@ source_put(struct fixture *f, const char *name, unsigned seed,
 	return j;
 }
 
-/* Gives j the n keys at ids (the first the chunk-id key) and commits. */
+/*
+ * Gives j the n keys at ids (the first the chunk-id key) and a key file
+ * of its own ("TRKC #1", "TRKC #2", ...), and commits.
+ */
 static int
 source_commit(struct repo_job *j, const uint8_t *ids, size_t n)
 {
+	static int		 commits;
 	struct repo_point	 p;
 	uint8_t			*keys;
+	char			 file[24];
 	size_t			 len;
 	int			 rv;
 
 	keys = key_list_purposes(ids, n, 1, &len);
-	assert_int_equal(repo_job_set_keys(j, keys, len, NULL, 0), 0);
+	snprintf(file, sizeof(file), "TRKC #%d", ++commits);
+	assert_int_equal(repo_job_set_keys(j, keys, len, (uint8_t *)file,
+	    strlen(file)), 0);
 	free(keys);
 	if ((rv = repo_job_commit(j, &p)) == 0)
 		repo_point_clear(&p);
@@ -1669,7 +1676,9 @@ test_source_side_point_keys(void **state)
 	const uint8_t		*k2 = keys + 2 * KEY_ID_LEN;
 	const uint8_t		*k3 = keys + 3 * KEY_ID_LEN;
 	const uint8_t		*kx = keys + 4 * KEY_ID_LEN;
-	size_t			 i;
+	struct repo_chunk	 c;
+	uint8_t			*file;
+	size_t			 i, len;
 
 	for (i = 0; i < 5; i++)
 		memset(keys + i * KEY_ID_LEN, (int)(0x10 * (i + 1)),
@@ -1702,11 +1711,20 @@ test_source_side_point_keys(void **state)
 	assert_int_equal(source_commit(j, keys, 4), 0);
 	assert_int_equal(listed_keys(f, "s", first), 4);
 
-	/* A chunk under X, which the source does not send: refused. */
+	/*
+	 * A chunk under X, which the source does not send: refused before
+	 * its chunk is published or the key file replaced.
+	 */
 	j = source_put(f, "s", 23, kx, id);
 	assert_int_equal(source_commit(j, keys, 4), -1);
 	assert_int_equal(errno, ENOKEY);
 	assert_int_equal(listed_keys(f, "s", first), 4);
+	assert_int_equal(repo_chunk_read(f->f_repo, TENANT, id, &c), -1);
+	assert_int_equal(repo_keychain_read(f->f_repo, TENANT, "s", &file,
+	    &len), 0);
+	assert_int_equal(len, strlen("TRKC #3"));
+	assert_memory_equal(file, "TRKC #3", len);
+	free(file);
 
 	/* Key 1 sent twice is listed once; 2 and 3, unused, not at all. */
 	memcpy(dup, keys, 2 * KEY_ID_LEN);
