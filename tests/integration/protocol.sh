@@ -373,6 +373,8 @@ elif case == "oversized-length":
 elif case == "index-then-list":	# a request while the ids still go
 	c.send(frame(9, lfield(1, b"proto-huge") + vfield(4, 1)) +
 	    frame(7, b""))
+elif case == "list-invalid-name":	# a name no backup can have
+	c.send(frame(7, lfield(1, b"../acme")))
 elif case == "index-then-close":	# gone while the ids still go
 	c.send(frame(9, lfield(1, b"proto-huge") + vfield(4, 1)))
 	c.wait("base_index")
@@ -540,6 +542,8 @@ printf 'data' | dd of="$T/huge.img" bs=1M seek=100 conv=notrunc status=none
 check "a 256 GiB sparse disk backs up" src backup --disk "$T/huge.img" \
     --name proto-huge
 refused index-then-list 1 "a ListRequest while a point's chunk ids are still being sent"
+refused list-invalid-name 1 "a ListRequest for an invalid name"
+expect_grep "backup name '../acme' is not valid" "$LAST_OUT" "and the Error names it"
 refused index-then-close - "a hang-up while a point's chunk ids are still being sent"
 
 # An incremental's base is read a window (32768 chunk ids) at a time, a

@@ -59,4 +59,42 @@ else
 	[ $rc -eq 0 ] && ok "SIGTERM stops the target (exit 0, $ms ms)" ||
 	    not_ok "SIGTERM stops the target" "exit $rc"
 fi
+# A target stopped twice during one backup, the stops further apart than
+# resume_timeout: each stop's BUSY comes after the job made progress, so
+# each starts resume_timeout afresh (a BUSY before the job's first frame,
+# another backup of the name running, does not), and the backup completes.
+head -c 64M /dev/urandom >"$T/disk4.img"
+source_conf "$T/stops.conf" acme "bandwidth_limit = 8M" "resume_timeout = 4s"
+target_start "$T/target.conf" || bail "target did not start again"
+SRC_CONF=$T/stops.conf src backup --disk "$T/disk4.img" --name vm4 \
+    >"$T/stops.out" 2>"$T/stops.err" &
+stops=$!
+for _ in $(seq 50); do grep -q "backup of 'vm4' started" "$TARGET_LOG" && break; sleep 0.1; done
+sleep 1
+t0=$(date +%s)
+target_stop
+target_start "$T/target.conf" || bail "target did not start again"
+for _ in $(seq 100); do
+	[ "$(grep -c "backup of 'vm4' started" "$TARGET_LOG")" -ge 2 ] && break
+	sleep 0.1
+done
+while [ "$(date +%s)" -lt $((t0 + 6)) ]; do sleep 0.2; done
+if kill -0 "$stops" 2>/dev/null; then
+	target_stop
+	target_start "$T/target.conf" || bail "target did not start again"
+	wait "$stops"
+	rc=$?
+	[ $rc -eq 0 ] &&
+	    ok "two stops 6 s apart, resume_timeout 4 s: the backup completes" ||
+	    not_ok "two stops 6 s apart, resume_timeout 4 s: the backup completes" \
+	    "exit $rc: $(cat "$T/stops.err")"
+	expect_grep "interrupted \(attempt 2\)" "$T/stops.err" \
+	    "and the source said it resumed twice"
+	check "it restores" src restore --name vm4 --output "$T/vm4.out"
+	same "byte-identical" "$T/disk4.img" "$T/vm4.out"
+else
+	wait "$stops"
+	not_ok "the backup was still running 6 s after the first stop" \
+	    "exit $?: $(cat "$T/stops.err")"
+fi
 finish
