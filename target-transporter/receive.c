@@ -208,9 +208,10 @@ base_chain(struct start_job *st, BaseIndex *bi)
 }
 
 /*
- * An interrupted in-flight job's durable blocks count as base too: its
- * journal merged over the previous point's ids (whole, for the rare
- * resumed job only).  0 (none, or merged), or -1 with errno.
+ * An interrupted job's durable blocks count as base too: its journal
+ * merged over the previous point's ids (whole, for the rare resumed job
+ * only); at rest, with the keys it records (repo_job_resume).  0 (none,
+ * or merged), or -1 with errno.
  */
 static int
 base_resume(struct start_job *st)
@@ -222,9 +223,8 @@ base_resume(struct start_job *st)
 	uint64_t		 n, m, jblocks = 0, i;
 	static const uint8_t	 zero[CHUNK_ID_LEN];
 
-	if (repo_resume_find(st->st_repo, st->st_tenant->tn_name, rv->rv_name,
-	    rv->rv_block_size, &journal, &jblocks) == -1)
-		return errno == ENOENT ? 0 : -1;
+	if (repo_job_resume(rv->rv_job, &journal, &jblocks) == -1)
+		return errno == ENOENT || errno == ENOKEY ? 0 : -1;
 	n = jblocks > base->rp_blocks ? jblocks : base->rp_blocks;
 	if ((merged = calloc(n, CHUNK_ID_LEN)) == NULL) {
 		free(journal);
@@ -333,7 +333,7 @@ start_work(struct pool_job *pj)
 		goto fail;
 	/* Not for source-side jobs, whose data key died with them. */
 	st->st_damaged = repo_point_ids_error(EBADMSG);
-	if (rv->rv_mode == ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT &&
+	if (rv->rv_mode != ENCRYPTION_MODE__ENCRYPTION_SOURCE_SIDE &&
 	    base_resume(st) == -1)
 		goto fail;
 	st->st_what = "cannot read the key file of";

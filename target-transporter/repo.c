@@ -94,7 +94,7 @@
 #define JOURNAL_NAME		"journal"
 #define JOURNAL_STAGE		"journal.tmp"
 #define JOURNAL_MAGIC		"TRJN"
-#define JOURNAL_VERSION		1
+#define JOURNAL_VERSION		2	/* 1: no key ids after the ids */
 #define JOURNAL_HDR_LEN		32	/* before the name */
 
 /* What a tenant with a quota stores: counted once, then kept up. */
@@ -3362,7 +3362,11 @@ repo_chunk_clear(struct repo_chunk *c)
  *
  *	"TRJN" u8 version u8 0 u16 name length | u32 block size
  *	u32 mode | u64 disk size | u64 blocks | name | blocks * 32 ids
- *	| SHA-256 of everything before
+ *	| u32 keys | keys * 16 key ids (version 2) | SHA-256 of everything
+ *	before
+ *
+ * The key ids: at rest, those the job's chunks may be sealed under
+ * (repo_job_resume); none in flight.
  */
 
 /* Removes everything in a journaled job's directory but the journal. */
@@ -3388,15 +3392,20 @@ journal_prune(struct repo *r, const char *dir)
 
 /*
  * Writes the job's journal from snapshot (j_blocks chunk ids, taken
- * when the sync that made them durable began).  Returns 0 or -1.
+ * when the sync that made them durable began): header, name, ids, then
+ * (version 2) the count and ids of the keys its chunks are sealed
+ * under, at rest: every key marked so far, a superset of those of the
+ * snapshot's chunks, which a resumed job's point must list.  Returns 0
+ * or -1.
  */
 int
 repo_job_checkpoint(struct repo_job *j, const struct repo_snapshot *sn)
 {
 	uint8_t		 hdr[JOURNAL_HDR_LEN], digest[CHUNK_ID_LEN];
-	struct iovec	*iov;
+	uint8_t		 nkeys[4], *keys = NULL;
+	struct iovec	*iov = NULL, *more;
 	char		 stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
-	size_t		 namelen = strlen(j->j_name);
+	size_t		 namelen = strlen(j->j_name), i, k = 0;
 	int		 save, n, rv = -1;
 
 	/* Nothing of a source-side job is durable before its commit. */
@@ -3415,8 +3424,21 @@ repo_job_checkpoint(struct repo_job *j, const struct repo_snapshot *sn)
 		errno = EINVAL;
 		return -1;
 	}
-	if ((iov = id_map_iov(&sn->sn_ids, 2, &n)) == NULL)
+	if ((keys = malloc(j->j_nseal_ids * KEY_ID_LEN + 1)) == NULL)
 		return -1;
+	for (i = 0; i < j->j_nseal_ids; i++)
+		if (atomic_load_explicit(&j->j_seal_used[i],
+		    memory_order_relaxed))
+			memcpy(keys + k++ * KEY_ID_LEN,
+			    j->j_seal_ids + i * KEY_ID_LEN, KEY_ID_LEN);
+	put_be32(nkeys, (uint32_t)k);
+	if ((iov = id_map_iov(&sn->sn_ids, 2, &n)) == NULL ||
+	    (more = reallocarray(iov, (size_t)n + 2, sizeof(*iov))) == NULL)
+		goto out;
+	iov = more;
+	iov[n - 1] = (struct iovec){ nkeys, sizeof(nkeys) };
+	iov[n] = (struct iovec){ keys, k * KEY_ID_LEN };
+	n += 2;
 	iov[0].iov_base = hdr;
 	iov[0].iov_len = sizeof(hdr);
 	iov[1].iov_base = j->j_name;
@@ -3433,6 +3455,7 @@ repo_job_checkpoint(struct repo_job *j, const struct repo_snapshot *sn)
  out:
 	save = errno;
 	free(iov);
+	free(keys);
 	errno = save;
 	return rv;
 }
@@ -3460,45 +3483,75 @@ repo_job_suspend(struct repo_job *j)
 	repo_job_abort(j);
 }
 
+/* What journal_read takes of a journal. */
+struct journal {
+	uint8_t		*jn_ids;	/* its blocks' chunk ids */
+	uint64_t	 jn_blocks;
+	uint8_t		*jn_keys;	/* the key ids it records */
+	size_t		 jn_nkeys;
+	int		 jn_version;
+};
+
+static void
+journal_free(struct journal *jn)
+{
+	free(jn->jn_ids);
+	free(jn->jn_keys);
+	memset(jn, 0, sizeof(*jn));
+}
+
 /*
- * Reads and checks one journal of name (NULL: of any name) and
- * block_size (0: any); 0 with *ids (malloc'd) or -1.
+ * Reads and checks one journal of name (NULL: of any name), block_size
+ * and mode (0: any) into jn; 0, or -1 with errno (EBADMSG: damaged,
+ * ESRCH: another's).
  */
 static int
 journal_read(struct repo *r, const char *key, const char *name,
-    uint32_t block_size, uint8_t **ids, uint64_t *blocks)
+    uint32_t block_size, uint32_t mode, struct journal *jn)
 {
 	struct be_obj	 o;
 	uint8_t		 hdr[JOURNAL_HDR_LEN], digest[CHUNK_ID_LEN];
-	uint8_t		 want[CHUNK_ID_LEN];
+	uint8_t		 want[CHUNK_ID_LEN], nkeys[4];
 	uint8_t		*buf = NULL;
-	uint64_t	 n, len;
+	uint64_t	 n, len, idslen, k = 0;
 	size_t		 namelen;
 	char		 jname[NAME_MAX_LEN];
 	int		 rv = -1;
 
+	memset(jn, 0, sizeof(*jn));
 	if (be_open(r, key, &o) == -1)
 		return -1;
 	if (o.bo_size < JOURNAL_HDR_LEN + CHUNK_ID_LEN ||
 	    be_read(&o, 0, hdr, sizeof(hdr)) == -1 ||
-	    memcmp(hdr, JOURNAL_MAGIC, 4) != 0 || hdr[4] != JOURNAL_VERSION)
+	    memcmp(hdr, JOURNAL_MAGIC, 4) != 0 || hdr[4] < 1 ||
+	    hdr[4] > JOURNAL_VERSION)
 		goto bad;
 	namelen = get_be16(hdr + 6);
 	n = get_be64(hdr + 24);
 	if (n == 0 || n > REPO_BLOCKS_MAX || namelen == 0 ||
 	    namelen > NAME_MAX_LEN)
 		goto bad;
-	len = JOURNAL_HDR_LEN + namelen + n * CHUNK_ID_LEN;
+	idslen = JOURNAL_HDR_LEN + namelen + n * CHUNK_ID_LEN;
+	len = idslen;
+	if (hdr[4] >= 2) {
+		if (o.bo_size < idslen + sizeof(nkeys) + CHUNK_ID_LEN ||
+		    be_read(&o, idslen, nkeys, sizeof(nkeys)) == -1)
+			goto bad;
+		if ((k = get_be32(nkeys)) > KEYCHAIN_KEYS_MAX)
+			goto bad;
+		len += sizeof(nkeys) + k * KEY_ID_LEN;
+	}
 	if (o.bo_size != len + CHUNK_ID_LEN ||
 	    be_read(&o, JOURNAL_HDR_LEN, jname, namelen) == -1)
 		goto bad;
 	/*
-	 * Another name's job, or another block size: not for us, and not
-	 * read further (a journal holds 32 bytes per block of its disk).
+	 * Another name's job, block size or mode: not for us, and not read
+	 * further (a journal holds 32 bytes per block of its disk).
 	 */
 	if ((name != NULL && (namelen != strlen(name) ||
 	    memcmp(jname, name, namelen) != 0)) ||
-	    (block_size != 0 && get_be32(hdr + 8) != block_size)) {
+	    (block_size != 0 && get_be32(hdr + 8) != block_size) ||
+	    (mode != 0 && get_be32(hdr + 12) != mode)) {
 		errno = ESRCH;
 		goto out;
 	}
@@ -3510,10 +3563,18 @@ journal_read(struct repo *r, const char *key, const char *name,
 	crypto_sha256(buf, len, digest);
 	if (memcmp(digest, want, sizeof(digest)) != 0)
 		goto bad;
-	if ((*ids = malloc(n * CHUNK_ID_LEN)) == NULL)
+	if ((jn->jn_ids = malloc(n * CHUNK_ID_LEN)) == NULL ||
+	    (jn->jn_keys = malloc(k * KEY_ID_LEN + 1)) == NULL) {
+		journal_free(jn);
 		goto out;
-	memcpy(*ids, buf + JOURNAL_HDR_LEN + namelen, n * CHUNK_ID_LEN);
-	*blocks = n;
+	}
+	memcpy(jn->jn_ids, buf + JOURNAL_HDR_LEN + namelen, n * CHUNK_ID_LEN);
+	if (k > 0)
+		memcpy(jn->jn_keys, buf + idslen + sizeof(nkeys),
+		    k * KEY_ID_LEN);
+	jn->jn_blocks = n;
+	jn->jn_nkeys = k;
+	jn->jn_version = hdr[4];
 	rv = 0;
 	goto out;
  bad:
@@ -3543,9 +3604,9 @@ struct resume_walk {
 	const char	*rw_tenant;
 	const char	*rw_name;
 	uint32_t	 rw_block_size;
+	uint32_t	 rw_mode;
 	char		 rw_best[POINT_ID_LEN + 1];
-	uint8_t		*rw_ids;
-	uint64_t	 rw_blocks;
+	struct journal	 rw_journal;
 	int		 rw_drop;	/* remove instead of load */
 };
 
@@ -3554,8 +3615,7 @@ repo_resume_cb(void *arg, const char *job)
 {
 	struct resume_walk	*rw = arg;
 	char			 key[REPO_KEY_MAX];
-	uint8_t			*ids = NULL;
-	uint64_t		 blocks;
+	struct journal		 jn;
 
 	if (!point_id_ok(job) || repo_key(key, sizeof(key),
 	    "tenants/%s/tmp/%s", rw->rw_tenant, job) == -1 ||
@@ -3565,9 +3625,8 @@ repo_resume_cb(void *arg, const char *job)
 	if (rw->rw_drop) {
 		/* Only this name's: read the journal to know whose it is. */
 		if (journal_read(rw->rw_repo, key, rw->rw_name,
-		    rw->rw_block_size, &ids, &blocks) == 0 ||
-		    errno == EBADMSG) {
-			free(ids);
+		    rw->rw_block_size, 0, &jn) == 0 || errno == EBADMSG) {
+			journal_free(&jn);
 			if (repo_key(key, sizeof(key), "tenants/%s/tmp/%s",
 			    rw->rw_tenant, job) == 0)
 				(void)be_remove_tree(rw->rw_repo, key,
@@ -3579,42 +3638,74 @@ repo_resume_cb(void *arg, const char *job)
 	if (strcmp(job, rw->rw_best) <= 0)
 		return 0;
 	if (journal_read(rw->rw_repo, key, rw->rw_name, rw->rw_block_size,
-	    &ids, &blocks) == -1)
+	    rw->rw_mode, &jn) == -1)
 		return 0;
-	free(rw->rw_ids);
-	rw->rw_ids = ids;
-	rw->rw_blocks = blocks;
+	journal_free(&rw->rw_journal);
+	rw->rw_journal = jn;
 	snprintf(rw->rw_best, sizeof(rw->rw_best), "%s", job);
 	return 0;
 }
 
 /*
- * Finds the newest interrupted job of tenant/name with this block size
- * and returns the chunk ids it made durable (*ids malloc'd, *blocks of
- * them, zero ids for blocks it never stored).  -1 with ENOENT if none.
+ * Finds the newest interrupted job of the tenant/name, block size and
+ * mode of job j and returns the chunk ids it made durable (*ids
+ * malloc'd, *blocks of them, zero ids for blocks it never stored).  At
+ * rest, j's point will need the keys those chunks are sealed under:
+ * they are marked as used (job_use_key), and a journal that does not
+ * record them (version 1) or records one the tenant's key file no
+ * longer holds is not resumed from.  -1 with ENOENT if none, ENOKEY
+ * (logged) if one is not resumed from for its keys.
  */
 int
-repo_resume_find(struct repo *r, const char *tenant, const char *name,
-    uint32_t block_size, uint8_t **ids, uint64_t *blocks)
+repo_job_resume(struct repo_job *j, uint8_t **ids, uint64_t *blocks)
 {
 	struct resume_walk	 rw;
-	char			 key[REPO_KEY_MAX];
+	char			 key[REPO_KEY_MAX], hex[2 * KEY_ID_LEN + 1];
+	struct journal		*jn = &rw.rw_journal;
+	size_t			 i;
 
 	memset(&rw, 0, sizeof(rw));
-	rw.rw_repo = r;
-	rw.rw_tenant = tenant;
-	rw.rw_name = name;
-	rw.rw_block_size = block_size;
-	if (!repo_name_ok(tenant) || !repo_name_ok(name) ||
-	    repo_key(key, sizeof(key), "tenants/%s/tmp", tenant) == -1 ||
-	    be_list(r, key, repo_resume_cb, &rw) == -1 || rw.rw_ids == NULL) {
-		free(rw.rw_ids);
+	rw.rw_repo = j->j_repo;
+	rw.rw_tenant = j->j_tenant;
+	rw.rw_name = j->j_name;
+	rw.rw_block_size = j->j_block_size;
+	rw.rw_mode = j->j_mode;
+	if (repo_key(key, sizeof(key), "tenants/%s/tmp", j->j_tenant) == -1 ||
+	    be_list(j->j_repo, key, repo_resume_cb, &rw) == -1 ||
+	    jn->jn_ids == NULL) {
+		journal_free(jn);
 		errno = ENOENT;
 		return -1;
 	}
-	*ids = rw.rw_ids;
-	*blocks = rw.rw_blocks;
+	if (j->j_seal_used != NULL) {
+		if (jn->jn_version < 2) {
+			log_warnx("repository %s: the interrupted backup %s/%s/%s "
+			    "does not record its keys; the backup starts over",
+			    j->j_repo->r_path, j->j_tenant, j->j_name,
+			    rw.rw_best);
+			goto nokey;
+		}
+		for (i = 0; i < jn->jn_nkeys; i++) {
+			if (job_use_key(j, jn->jn_keys + i * KEY_ID_LEN) == 0)
+				continue;
+			hex_encode(jn->jn_keys + i * KEY_ID_LEN, KEY_ID_LEN,
+			    hex);
+			log_warnx("repository %s: the interrupted backup "
+			    "%s/%s/%s needs key %.16s, which the tenant's "
+			    "key file no longer holds; the backup starts over",
+			    j->j_repo->r_path, j->j_tenant, j->j_name,
+			    rw.rw_best, hex);
+			goto nokey;
+		}
+	}
+	*ids = jn->jn_ids;
+	*blocks = jn->jn_blocks;
+	free(jn->jn_keys);
 	return 0;
+ nokey:
+	journal_free(jn);
+	errno = ENOKEY;
+	return -1;
 }
 
 /* Removes every interrupted job of tenant/name (a backup committed). */
@@ -4133,17 +4224,16 @@ prune_journal_cb(void *arg, const char *job)
 {
 	struct prune_walk	*pw = arg;
 	char			 key[REPO_KEY_MAX];
-	uint8_t			*ids = NULL;
-	uint64_t		 blocks;
+	struct journal		 jn;
 	int			 rv;
 
 	if (!point_id_ok(job) || repo_key(key, sizeof(key), "%s/%s/"
 	    JOURNAL_NAME, pw->pw_dir, job) == -1)
 		return 0;
-	if (journal_read(pw->pw_repo, key, NULL, 0, &ids, &blocks) == -1)
+	if (journal_read(pw->pw_repo, key, NULL, 0, 0, &jn) == -1)
 		return errno == ENOENT || errno == EBADMSG ? 0 : -1;
-	rv = pw->pw_cb(pw->pw_arg, ids, blocks);
-	free(ids);
+	rv = pw->pw_cb(pw->pw_arg, jn.jn_ids, jn.jn_blocks);
+	journal_free(&jn);
 	return rv;
 }
 

@@ -126,4 +126,48 @@ jsoncheck "it resumed, and the first half came from the base" \
     'j["resumed"] and j["blocks_unchanged"] >= 32'
 check "restore the resumed incremental" src restore --name vm --output "$T/r4.img"
 same "it is byte-identical" "$T/disk4.img" "$T/r4.img"
+# 5. At rest (tenant nobody, at_rest = password): the target killed after
+# a checkpoint.  The new job resumes from the durable blocks, sealed under
+# the interrupted job's key, which its point then lists: it restores from
+# the keys the point lists alone (the tenant's key file moved away).
+target_stop
+echo "the target's at-rest password" >"$T/pw"
+chmod 600 "$T/pw"
+export TRANSPORTER_ARGON2_MEMORY_KIB=8192
+target_conf "$T/atrest.conf" "[tenant nobody]" "identity = nobody-source" \
+    "at_rest = password" "password_file = $T/pw"
+target_start "$T/atrest.conf" || bail "the at-rest target did not start"
+source_conf "$T/nobody.conf" unknown "compression_level = 19" "workers = 1" \
+    "window = 64M" "resume_timeout = 120s"
+n=$(grep -c 'checkpoint of' "$TARGET_LOG")
+SRC_CONF=$T/nobody.conf src backup --disk "$T/disk.img" --name vm5 --json \
+    >"$T/b5.json" 2>"$T/b5.err" &
+bpid=$!
+track $bpid
+if wait_checkpoint $((n + 1)); then
+	kill -KILL "$TARGET_PID"
+	{ wait "$TARGET_PID"; } 2>/dev/null
+	TARGET_PID=
+	sleep 0.5
+	target_start "$T/atrest.conf" &&
+	    ok "at rest: target killed after a checkpoint and restarted" ||
+	    not_ok "at rest: target restarted"
+else
+	not_ok "at rest: a checkpoint within 30 s" "$(tail -3 "$TARGET_LOG")"
+fi
+wait_ok $bpid "at rest: the backup finished (exit 0)" "$T/b5.err"
+LAST_OUT=$T/b5.json
+jsoncheck "at rest: it resumed from the durable blocks, not sent again" \
+    'j["resumed"] and j["blocks_unchanged"] > 0 and j["blocks_sent"] + j["blocks_unchanged"] == j["blocks"]'
+target_stop
+check "at rest: the offline verify finds the repository intact" \
+    "$BUILD/target-transporter" verify -f "$T/atrest.conf"
+mv "$T/repo/tenants/nobody/at-rest.keychain" "$T/keychain.away"
+target_start "$T/atrest.conf" || bail "the at-rest target did not restart"
+SRC_CONF=$T/nobody.conf check "at rest: it restores with the keys the point lists alone" \
+    src restore --name vm5 --output "$T/r5.img"
+same "at rest: byte-identical" "$T/disk.img" "$T/r5.img"
+[ "$(find "$T/repo/tenants/nobody/tmp" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)" -eq 0 ] &&
+    ok "at rest: no interrupted job left behind" ||
+    not_ok "at rest: no interrupted job left behind" "$(ls "$T/repo/tenants/nobody/tmp")"
 finish

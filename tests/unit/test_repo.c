@@ -1405,10 +1405,10 @@ key_list(const uint8_t *ids, size_t n, size_t *len)
 	return key_list_purposes(ids, n, 0, len);
 }
 
-/* An at-rest job of name, sealing under the n keys ids: one chunk put. */
+/* An at-rest job of name, sealing under the n keys ids. */
 static struct repo_job *
-atrest_put(struct fixture *f, const char *name, const uint8_t *ids,
-    size_t n, const uint8_t *id, const uint8_t *sealed, size_t len)
+atrest_begin(struct fixture *f, const char *name, const uint8_t *ids,
+    size_t n)
 {
 	struct repo_job	*j;
 	uint8_t		*keys;
@@ -1419,6 +1419,16 @@ atrest_put(struct fixture *f, const char *name, const uint8_t *ids,
 	keys = key_list(ids, n, &klen);
 	assert_int_equal(repo_job_set_seal_keys(j, keys, klen), 0);
 	free(keys);
+	return j;
+}
+
+/* The same, with one chunk put. */
+static struct repo_job *
+atrest_put(struct fixture *f, const char *name, const uint8_t *ids,
+    size_t n, const uint8_t *id, const uint8_t *sealed, size_t len)
+{
+	struct repo_job	*j = atrest_begin(f, name, ids, n);
+
 	assert_int_equal(repo_job_put_chunk(j, id, CHUNK_ENCRYPTED, BS, sealed,
 	    len), 0);
 	return j;
@@ -1795,6 +1805,23 @@ journal_of(struct fixture *f, const char *name, char *path, size_t len)
 	assert_true(path[0] != '\0');
 }
 
+/* What a new in-flight job of name would resume from (repo_job_resume). */
+static int
+resume_find(struct fixture *f, const char *name, uint8_t **ids,
+    uint64_t *blocks)
+{
+	struct repo_job	*j;
+	int		 rv, save;
+
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, name, 4 * BS,
+	    BS, ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT));
+	rv = repo_job_resume(j, ids, blocks);
+	save = errno;
+	repo_job_abort(j);
+	errno = save;
+	return rv;
+}
+
 /*
  * Resume journals: each name finds its own; a journal of another name is
  * not read past its name, so one damaged in its body is neither taken
@@ -1814,8 +1841,7 @@ test_resume_journals(void **state)
 	suspend_job(f, "vm-b", 200);
 	journal_of(f, "vm-a", ja, sizeof(ja));
 	journal_of(f, "vm-b", jb, sizeof(jb));
-	assert_int_equal(repo_resume_find(f->f_repo, TENANT, "vm-b", BS, &ids,
-	    &blocks), 0);
+	assert_int_equal(resume_find(f, "vm-b", &ids, &blocks), 0);
 	assert_true(blocks == 4);
 	assert_false(buf_is_zero(ids + CHUNK_ID_LEN, CHUNK_ID_LEN));
 	assert_true(buf_is_zero(ids + 2 * CHUNK_ID_LEN, CHUNK_ID_LEN));
@@ -1832,18 +1858,80 @@ test_resume_journals(void **state)
 	assert_int_equal(fputc(byte ^ 0x40, fp), byte ^ 0x40);
 	assert_int_equal(fclose(fp), 0);
 
-	assert_int_equal(repo_resume_find(f->f_repo, TENANT, "vm-b", BS, &ids,
-	    &blocks), 0);
+	assert_int_equal(resume_find(f, "vm-b", &ids, &blocks), 0);
 	free(ids);
 	ids = NULL;
 	repo_resume_drop(f->f_repo, TENANT, "vm-b");
 	assert_int_equal(stat(jb, &st), -1);
 	assert_int_equal(stat(ja, &st), 0);	/* not B's to judge */
-	assert_int_equal(repo_resume_find(f->f_repo, TENANT, "vm-a", BS, &ids,
-	    &blocks), -1);
+	assert_int_equal(resume_find(f, "vm-a", &ids, &blocks), -1);
 	assert_int_equal(errno, ENOENT);
 	repo_resume_drop(f->f_repo, TENANT, "vm-a");
 	assert_int_equal(stat(ja, &st), -1);	/* damaged: A's drops it */
+}
+
+/*
+ * At rest, an interrupted job's journal records the keys its chunks are
+ * sealed under, and the job resuming from it lists them: here one it
+ * deduplicated against (key 1) besides its own (key 2); the new job's
+ * own is key 3.  A job of another mode does not resume from it, and
+ * one whose tenant's key file no longer holds key 1 starts over.
+ */
+static void
+test_atrest_resume_keys(void **state)
+{
+	struct fixture		*f = *state;
+	struct repo_job		*j;
+	struct repo_point	 p;
+	struct repo_snapshot	*sn;
+	uint8_t			 keys[3 * KEY_ID_LEN], sealed[1000];
+	uint8_t			 first[KEY_ID_LEN], id[CHUNK_ID_LEN];
+	uint8_t			*ids = NULL;
+	uint64_t		 blocks;
+
+	memset(keys, 0x11, KEY_ID_LEN);
+	memset(keys + KEY_ID_LEN, 0x22, KEY_ID_LEN);
+	memset(keys + 2 * KEY_ID_LEN, 0x33, KEY_ID_LEN);
+	make_chunk(21, sealed, sizeof(sealed), id);
+	memcpy(sealed, keys, KEY_ID_LEN);	/* sealed under key 1 */
+	j = atrest_put(f, "other", keys, 1, id, sealed, sizeof(sealed));
+	repo_job_use_keys(j, keys, NULL);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+
+	/* "vm": deduplicates against it, durable, then interrupted. */
+	j = atrest_put(f, "vm", keys, 2, id, sealed, sizeof(sealed));
+	assert_true(repo_job_chunks_dedup(j) == 1);
+	repo_job_use_keys(j, keys + KEY_ID_LEN, NULL);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	assert_non_null(sn = repo_job_snapshot(j));
+	assert_int_equal(repo_job_sync(j), 0);
+	assert_int_equal(repo_job_checkpoint(j, sn), 0);
+	repo_snapshot_free(sn);
+	repo_job_suspend(j);
+
+	/* In flight, "vm" finds nothing to resume: not its mode. */
+	assert_int_equal(resume_find(f, "vm", &ids, &blocks), -1);
+	assert_int_equal(errno, ENOENT);
+
+	/* Without key 1 in the tenant's keys: starts over. */
+	j = atrest_begin(f, "vm", keys + KEY_ID_LEN, 2);
+	assert_int_equal(repo_job_resume(j, &ids, &blocks), -1);
+	assert_int_equal(errno, ENOKEY);
+	repo_job_abort(j);
+
+	/* With it: resumes, and its point lists 1, 2 and its own 3. */
+	j = atrest_begin(f, "vm", keys, 3);
+	repo_job_use_keys(j, keys + 2 * KEY_ID_LEN, NULL);
+	assert_int_equal(repo_job_resume(j, &ids, &blocks), 0);
+	assert_true(blocks == 1);
+	assert_false(buf_is_zero(ids, CHUNK_ID_LEN));
+	assert_int_equal(repo_job_set_block(j, 0, ids), 0);	/* Unchanged */
+	free(ids);
+	assert_int_equal(repo_job_commit(j, &p), 0);
+	repo_point_clear(&p);
+	assert_int_equal(listed_keys(f, "vm", first), 3);
 }
 
 int
@@ -1851,6 +1939,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_creates_layout,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_atrest_resume_keys,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_refuses,
 		    setup, teardown),
