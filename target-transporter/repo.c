@@ -159,7 +159,6 @@ struct repo_job {
 	size_t			 j_keychain_len;
 	uint8_t			*j_seal_ids;	/* at rest: its keys' ids */
 	size_t			 j_nseal_ids;	/* ... sorted, 16 bytes each */
-	_Atomic unsigned char	*j_seal_used;	/* ... its chunks' keys */
 	struct repo_usage	*j_usage;	/* its tenant's count */
 	uint64_t		 j_quota;
 	_Atomic uint64_t	 j_unpublished;	/* counted, not linked */
@@ -168,8 +167,8 @@ struct repo_job {
 	void			*j_tree;	/* pending by id (tsearch) */
 	struct pending		*j_pending;	/* not yet taken by a sync */
 	uint64_t		 j_seq;
-	void			*j_sealed_by;	/* source-side: key ids of */
-	size_t			 j_nsealed_by;	/* ... its chunks (tsearch) */
+	void			*j_used_keys;	/* key ids its chunks are */
+	size_t			 j_nused_keys;	/* ... sealed under (tsearch) */
 	pthread_mutex_t		 j_sync_mtx;	/* one sync at a time */
 
 	_Atomic uint64_t	 j_bytes;
@@ -1254,62 +1253,47 @@ chunk_sum(int version, const void *data, size_t len,
 
 static int	job_defers_chunks(const struct repo_job *);
 
-/* At rest: the mark of the tenant's key id, or NULL if it is none. */
-static _Atomic unsigned char *
-seal_used(struct repo_job *j, const uint8_t id[KEY_ID_LEN])
-{
-	const uint8_t	*hit;
-
-	if ((hit = bsearch(id, j->j_seal_ids, j->j_nseal_ids, KEY_ID_LEN,
-	    key_id_cmp)) == NULL)
-		return NULL;
-	return &j->j_seal_used[(hit - j->j_seal_ids) / KEY_ID_LEN];
-}
-
 /*
- * At rest: marks the key id as one the job's point needs (its chunks,
- * or chunks it deduplicates against, are sealed under it).  0, or -1 if
- * it is none of the tenant's at-rest keys.
+ * Notes that the job's point needs the key of id, which seals a chunk
+ * it stores or deduplicates against (the key id leads a sealed
+ * payload), or an unchanged block's.  The commit lists these of the
+ * keys the job was given (job_keep_used_keys), so that a point's list
+ * follows its chunks, not every backup of its tenant or chain.  0, or
+ * -1 with errno ENOMEM, or EINVAL past the keys a key list can hold.
  */
 static int
 job_use_key(struct repo_job *j, const uint8_t id[KEY_ID_LEN])
 {
-	_Atomic unsigned char	*used;
-
-	if ((used = seal_used(j, id)) == NULL)
-		return -1;
-	atomic_store_explicit(used, 1, memory_order_relaxed);
-	return 0;
-}
-
-/*
- * Source-side: notes that the job's point needs the key of id, which
- * seals a chunk it stores or deduplicates against (the key id leads a
- * sealed payload).  The commit lists these of the keys the source
- * sent, so that a point's list follows its chunks, not every backup of
- * its chain.  0, or -1 with errno ENOMEM, or EINVAL past the keys a
- * BackupEnd can name.
- */
-static int
-job_use_source_key(struct repo_job *j, const uint8_t id[KEY_ID_LEN])
-{
 	int	 rv = 0;
 
 	pthread_mutex_lock(&j->j_mtx);
-	if (j->j_nsealed_by >= KEYCHAIN_KEYS_MAX &&
-	    tfind(id, &j->j_sealed_by, key_id_cmp) == NULL) {
+	if (j->j_nused_keys >= KEYCHAIN_KEYS_MAX &&
+	    tfind(id, &j->j_used_keys, key_id_cmp) == NULL) {
 		log_warnx("repository %s: job %s/%s/%s: its chunks are sealed "
 		    "under more than %d keys, more than a chain holds",
 		    j->j_repo->r_path, j->j_tenant, j->j_name, j->j_id,
 		    KEYCHAIN_KEYS_MAX);
 		errno = EINVAL;
 		rv = -1;
-	} else if ((rv = key_id_set_add(&j->j_sealed_by, id)) == 1) {
-		j->j_nsealed_by++;
+	} else if ((rv = key_id_set_add(&j->j_used_keys, id)) == 1) {
+		j->j_nused_keys++;
 		rv = 0;
 	}
 	pthread_mutex_unlock(&j->j_mtx);
 	return rv;
+}
+
+/*
+ * At rest: job_use_key for one of the tenant's at-rest keys.  1 (noted),
+ * 0 if id is none of them, -1 with errno.
+ */
+static int
+job_use_tenant_key(struct repo_job *j, const uint8_t id[KEY_ID_LEN])
+{
+	if (bsearch(id, j->j_seal_ids, j->j_nseal_ids, KEY_ID_LEN,
+	    key_id_cmp) == NULL)
+		return 0;
+	return job_use_key(j, id) == -1 ? -1 : 1;
 }
 
 /*
@@ -1338,9 +1322,9 @@ chunk_same_kind(struct repo_job *j, const char *key, uint32_t flags)
 		rv = memcmp(hdr, CHUNK_MAGIC, 4) == 0 &&
 		    ((hdr[5] ^ flags) & CHUNK_ENCRYPTED) == 0;
 		if (rv && j->j_nseal_ids > 0)
-			rv = job_use_key(j, hdr + CHUNK_HDR_LEN) == 0;
+			rv = job_use_tenant_key(j, hdr + CHUNK_HDR_LEN);
 		else if (rv && sealed && job_defers_chunks(j) &&
-		    job_use_source_key(j, hdr + CHUNK_HDR_LEN) == -1)
+		    job_use_key(j, hdr + CHUNK_HDR_LEN) == -1)
 			rv = -1;
 	}
 	be_close(&o);
@@ -1464,7 +1448,7 @@ repo_job_put_chunk(struct repo_job *j, const uint8_t *chunk_id,
 	}
 
 	if (job_defers_chunks(j) && (flags & CHUNK_ENCRYPTED) &&
-	    len >= KEY_ID_LEN && job_use_source_key(j, payload) == -1)
+	    len >= KEY_ID_LEN && job_use_key(j, payload) == -1)
 		goto fail;
 	if ((pd = calloc(1, sizeof(*pd))) == NULL)
 		goto fail;
@@ -1902,46 +1886,97 @@ manifest_encode(const struct repo_point *p,
 	return 0;
 }
 
+/* What job_check_sent_keys looks for: a noted id the given keys lack. */
+struct unsent {
+	void		*us_sent;	/* the given keys' ids (tsearch) */
+	const uint8_t	*us_missing;
+};
+
+static void
+unsent_visit(const void *node, VISIT v, void *arg)
+{
+	struct unsent	*us = arg;
+	const uint8_t	*id = *(const uint8_t *const *)node;
+
+	if ((v == postorder || v == leaf) && us->us_missing == NULL &&
+	    tfind(id, &us->us_sent, key_id_cmp) == NULL)
+		us->us_missing = id;
+}
+
 /*
- * Whether the job's point needs wk, of the keys it was given.  At rest:
- * a chunk is sealed under it (job_use_key).  Source-side: the chain's
- * chunk-id key always (a restore checks the ids with it), a data key
- * if a chunk is sealed under it (job_use_source_key) and kept does not
- * hold its id yet (a key sent twice is listed once).  -1: ENOMEM.
+ * Fails with ENOKEY (logged) if a key the job's chunks are sealed under
+ * (job_use_key) is not in the set sent, the ids of the keys the job
+ * was given: a point without it could not be read.  0, or -1.
  */
 static int
-job_needs_key(struct repo_job *j, const WrappedKey *wk, void **kept)
+job_unsent_key(struct repo_job *j, void *sent)
 {
-	_Atomic unsigned char	*used;
+	struct unsent	 us = { sent, NULL };
+	char		 hex[2 * KEY_ID_LEN + 1];
 
-	if (wk->key_id.len != KEY_ID_LEN)
+	pthread_mutex_lock(&j->j_mtx);
+	twalk_r(j->j_used_keys, unsent_visit, &us);
+	pthread_mutex_unlock(&j->j_mtx);
+	if (us.us_missing == NULL)
 		return 0;
-	if (j->j_seal_used != NULL)
-		return (used = seal_used(j, wk->key_id.data)) != NULL &&
-		    atomic_load_explicit(used, memory_order_relaxed);
-	if (wk->purpose == KEY_PURPOSE_CHUNK_ID)
-		return 1;
-	if (tfind(wk->key_id.data, &j->j_sealed_by, key_id_cmp) == NULL)
-		return 0;
-	return key_id_set_add(kept, wk->key_id.data);
+	hex_encode(us.us_missing, KEY_ID_LEN, hex);
+	log_warnx("repository %s: job %s/%s/%s: a chunk it needs is sealed "
+	    "under key %.16s, which is not among the keys %s",
+	    j->j_repo->r_path, j->j_tenant, j->j_name, j->j_id, hex,
+	    job_defers_chunks(j) ? "the source sent" : "of the tenant");
+	errno = ENOKEY;
+	return -1;
+}
+
+/*
+ * Source-side, before anything is published: job_unsent_key over the
+ * keys the source sent.  0, or -1 with errno ENOKEY or ENOMEM.  No put
+ * may be running.
+ */
+static int
+job_check_sent_keys(struct repo_job *j)
+{
+	KeyChain	*kc;
+	void		*sent = NULL;
+	size_t		 i;
+	int		 rv = -1;
+
+	if ((kc = key_chain__unpack(NULL, j->j_keys_len, j->j_keys)) == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (i = 0; i < kc->n_keys; i++)
+		if (kc->keys[i]->key_id.len == KEY_ID_LEN && key_id_set_add(
+		    &sent, kc->keys[i]->key_id.data) == -1)
+			goto out;
+	rv = job_unsent_key(j, sent);
+ out:
+	tdestroy(sent, free);
+	key_chain__free_unpacked(kc, NULL);
+	return rv;
 }
 
 /*
  * At the commit, once every chunk is in: of the keys the job was given
  * (at rest every key of the tenant's key file, source-side every key of
- * the chain), the point lists those it needs (job_needs_key), so that
- * what a point lists grows with what its chunks use, not with the
- * tenant or the chain.  0, or -1 with errno.
+ * the chain), the point lists those its chunks are sealed under
+ * (job_use_key), each once, and source-side the chain's chunk-id key (a
+ * restore checks the ids with it), so that what a point lists grows
+ * with what its chunks use, not with the tenant or the chain.  A noted
+ * key not among them fails it (job_unsent_key): source-side, one of a
+ * chunk another job published since job_check_sent_keys.  0, or -1 with
+ * errno.
  */
 static int
 job_keep_used_keys(struct repo_job *j)
 {
 	KeyChain		*kc, out = KEY_CHAIN__INIT;
 	WrappedKey		**kept = NULL;
+	const WrappedKey	*wk;
 	void			*ids = NULL;
 	uint8_t			*buf = NULL;
-	size_t			 i, packed;
-	int			 rv = -1, need;
+	size_t			 i, packed, found = 0;
+	int			 rv = -1, add, chunk_id;
 
 	if ((kc = key_chain__unpack(NULL, j->j_keys_len, j->j_keys)) == NULL) {
 		errno = EINVAL;
@@ -1950,12 +1985,26 @@ job_keep_used_keys(struct repo_job *j)
 	if (kc->n_keys > 0 &&
 	    (kept = calloc(kc->n_keys, sizeof(*kept))) == NULL)
 		goto out;
+	pthread_mutex_lock(&j->j_mtx);
 	for (i = 0; i < kc->n_keys; i++) {
-		if ((need = job_needs_key(j, kc->keys[i], &ids)) == -1)
-			goto out;
-		if (need)
+		wk = kc->keys[i];
+		chunk_id = job_defers_chunks(j) &&
+		    wk->purpose == KEY_PURPOSE_CHUNK_ID;
+		if (wk->key_id.len != KEY_ID_LEN)
+			continue;
+		add = 0;
+		if (tfind(wk->key_id.data, &j->j_used_keys,
+		    key_id_cmp) != NULL &&
+		    (add = key_id_set_add(&ids, wk->key_id.data)) == -1)
+			break;
+		found += add;
+		if (add || chunk_id)
 			kept[out.n_keys++] = kc->keys[i];
 	}
+	pthread_mutex_unlock(&j->j_mtx);
+	if (i < kc->n_keys ||
+	    (found < j->j_nused_keys && job_unsent_key(j, ids) == -1))
+		goto out;
 	out.format = kc->format;
 	out.name = kc->name;
 	out.keys = kept;
@@ -1972,65 +2021,6 @@ job_keep_used_keys(struct repo_job *j)
 	tdestroy(ids, free);
 	free(buf);
 	free(kept);
-	key_chain__free_unpacked(kc, NULL);
-	return rv;
-}
-
-/* What job_check_sent_keys looks for: a noted id the sent keys lack. */
-struct unsent {
-	void		*us_sent;	/* the sent keys' ids (tsearch) */
-	const uint8_t	*us_missing;
-};
-
-static void
-unsent_visit(const void *node, VISIT v, void *arg)
-{
-	struct unsent	*us = arg;
-	const uint8_t	*id = *(const uint8_t *const *)node;
-
-	if ((v == postorder || v == leaf) && us->us_missing == NULL &&
-	    tfind(id, &us->us_sent, key_id_cmp) == NULL)
-		us->us_missing = id;
-}
-
-/*
- * Source-side: whether every key the job's chunks are sealed under
- * (job_use_source_key) is among the keys the source sent; a point
- * without one could not be read.  0, or -1 with errno ENOKEY (logged)
- * or ENOMEM.  No put may be running.
- */
-static int
-job_check_sent_keys(struct repo_job *j)
-{
-	KeyChain	*kc;
-	struct unsent	 us = { NULL, NULL };
-	char		 hex[2 * KEY_ID_LEN + 1];
-	size_t		 i;
-	int		 rv = -1;
-
-	if (j->j_sealed_by == NULL)
-		return 0;
-	if ((kc = key_chain__unpack(NULL, j->j_keys_len, j->j_keys)) == NULL) {
-		errno = EINVAL;
-		return -1;
-	}
-	for (i = 0; i < kc->n_keys; i++)
-		if (kc->keys[i]->key_id.len == KEY_ID_LEN && key_id_set_add(
-		    &us.us_sent, kc->keys[i]->key_id.data) == -1)
-			goto out;
-	twalk_r(j->j_sealed_by, unsent_visit, &us);
-	if (us.us_missing != NULL) {
-		hex_encode(us.us_missing, KEY_ID_LEN, hex);
-		log_warnx("repository %s: job %s/%s/%s: a chunk it needs is "
-		    "sealed under key %.16s, which is not among the keys the "
-		    "source sent", j->j_repo->r_path, j->j_tenant, j->j_name,
-		    j->j_id, hex);
-		errno = ENOKEY;
-		goto out;
-	}
-	rv = 0;
- out:
-	tdestroy(us.us_sent, free);
 	key_chain__free_unpacked(kc, NULL);
 	return rv;
 }
@@ -2067,8 +2057,8 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	r = j->j_repo;
 	/*
 	 * Source-side: a key of its chunks not sent fails it before any
-	 * is published (and again after, for chunks other jobs published
-	 * meanwhile).
+	 * is published (and job_keep_used_keys again after, for chunks
+	 * other jobs published meanwhile).
 	 */
 	if (job_defers_chunks(j) && j->j_keys != NULL &&
 	    job_check_sent_keys(j) == -1)
@@ -2085,10 +2075,7 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 		goto fail;
 	if (job_sync(j, 1) == -1)
 		goto fail;
-	if (job_defers_chunks(j) && j->j_keys != NULL &&
-	    job_check_sent_keys(j) == -1)
-		goto fail;
-	if ((j->j_seal_used != NULL || job_defers_chunks(j)) &&
+	if ((j->j_nseal_ids > 0 || job_defers_chunks(j)) &&
 	    j->j_keys != NULL && job_keep_used_keys(j) == -1)
 		goto fail;
 	if (j->j_keys_len > POINT_KEYS_MAX) {
@@ -2198,12 +2185,11 @@ repo_job_abort(struct repo_job *j)
 	tdestroy(j->j_tree, free);
 	j->j_tree = NULL;
 	j->j_pending = NULL;
-	tdestroy(j->j_sealed_by, free);
+	tdestroy(j->j_used_keys, free);
 	id_map_free(&j->j_ids);
 	free(j->j_keys);
 	free(j->j_keychain);
 	free(j->j_seal_ids);
-	free((void *)j->j_seal_used);
 	pthread_mutex_destroy(&j->j_mtx);
 	pthread_mutex_destroy(&j->j_sync_mtx);
 	free(j);
@@ -3390,12 +3376,29 @@ journal_prune(struct repo *r, const char *dir)
 	return be_list(r, dir, journal_prune_cb, &w);
 }
 
+/* Collects the ids of a tree of key ids (twalk_r). */
+struct key_ids {
+	uint8_t		*kw_ids;
+	size_t		 kw_n;
+};
+
+static void
+key_ids_visit(const void *node, VISIT v, void *arg)
+{
+	struct key_ids	*kw = arg;
+
+	if (v == postorder || v == leaf)
+		memcpy(kw->kw_ids + kw->kw_n++ * KEY_ID_LEN,
+		    *(const uint8_t *const *)node, KEY_ID_LEN);
+}
+
 /*
  * Writes the job's journal from snapshot (j_blocks chunk ids, taken
  * when the sync that made them durable began): header, name, ids, then
  * (version 2) the count and ids of the keys its chunks are sealed
- * under, at rest: every key marked so far, a superset of those of the
- * snapshot's chunks, which a resumed job's point must list.  Returns 0
+ * under, at rest: every key noted so far (job_use_key), a superset of
+ * those of the snapshot's chunks, which a resumed job's point must
+ * list.  Returns 0
  * or -1.
  */
 int
@@ -3403,9 +3406,10 @@ repo_job_checkpoint(struct repo_job *j, const struct repo_snapshot *sn)
 {
 	uint8_t		 hdr[JOURNAL_HDR_LEN], digest[CHUNK_ID_LEN];
 	uint8_t		 nkeys[4], *keys = NULL;
+	struct key_ids	 kw = { NULL, 0 };
 	struct iovec	*iov = NULL, *more;
 	char		 stage[REPO_KEY_MAX], key[REPO_KEY_MAX];
-	size_t		 namelen = strlen(j->j_name), i, k = 0;
+	size_t		 namelen = strlen(j->j_name);
 	int		 save, n, rv = -1;
 
 	/* Nothing of a source-side job is durable before its commit. */
@@ -3424,20 +3428,19 @@ repo_job_checkpoint(struct repo_job *j, const struct repo_snapshot *sn)
 		errno = EINVAL;
 		return -1;
 	}
-	if ((keys = malloc(j->j_nseal_ids * KEY_ID_LEN + 1)) == NULL)
+	pthread_mutex_lock(&j->j_mtx);
+	if ((kw.kw_ids = malloc(j->j_nused_keys * KEY_ID_LEN + 1)) != NULL)
+		twalk_r(j->j_used_keys, key_ids_visit, &kw);
+	pthread_mutex_unlock(&j->j_mtx);
+	if ((keys = kw.kw_ids) == NULL)
 		return -1;
-	for (i = 0; i < j->j_nseal_ids; i++)
-		if (atomic_load_explicit(&j->j_seal_used[i],
-		    memory_order_relaxed))
-			memcpy(keys + k++ * KEY_ID_LEN,
-			    j->j_seal_ids + i * KEY_ID_LEN, KEY_ID_LEN);
-	put_be32(nkeys, (uint32_t)k);
+	put_be32(nkeys, (uint32_t)kw.kw_n);
 	if ((iov = id_map_iov(&sn->sn_ids, 2, &n)) == NULL ||
 	    (more = reallocarray(iov, (size_t)n + 2, sizeof(*iov))) == NULL)
 		goto out;
 	iov = more;
 	iov[n - 1] = (struct iovec){ nkeys, sizeof(nkeys) };
-	iov[n] = (struct iovec){ keys, k * KEY_ID_LEN };
+	iov[n] = (struct iovec){ keys, kw.kw_n * KEY_ID_LEN };
 	n += 2;
 	iov[0].iov_base = hdr;
 	iov[0].iov_len = sizeof(hdr);
@@ -3651,10 +3654,10 @@ repo_resume_cb(void *arg, const char *job)
  * mode of job j and returns the chunk ids it made durable (*ids
  * malloc'd, *blocks of them, zero ids for blocks it never stored).  At
  * rest, j's point will need the keys those chunks are sealed under:
- * they are marked as used (job_use_key), and a journal that does not
- * record them (version 1) or records one the tenant's key file no
- * longer holds is not resumed from.  -1 with ENOENT if none, ENOKEY
- * (logged) if one is not resumed from for its keys.
+ * they are noted (job_use_key), and a journal that does not record
+ * them (version 1) or records one the tenant's key file no longer
+ * holds is not resumed from.  -1 with ENOENT if none, ENOKEY (logged)
+ * if one is not resumed from for its keys, ENOMEM.
  */
 int
 repo_job_resume(struct repo_job *j, uint8_t **ids, uint64_t *blocks)
@@ -3663,6 +3666,7 @@ repo_job_resume(struct repo_job *j, uint8_t **ids, uint64_t *blocks)
 	char			 key[REPO_KEY_MAX], hex[2 * KEY_ID_LEN + 1];
 	struct journal		*jn = &rw.rw_journal;
 	size_t			 i;
+	int			 noted;
 
 	memset(&rw, 0, sizeof(rw));
 	rw.rw_repo = j->j_repo;
@@ -3677,17 +3681,23 @@ repo_job_resume(struct repo_job *j, uint8_t **ids, uint64_t *blocks)
 		errno = ENOENT;
 		return -1;
 	}
-	if (j->j_seal_used != NULL) {
+	if (j->j_nseal_ids > 0) {
 		if (jn->jn_version < 2) {
-			log_warnx("repository %s: the interrupted backup %s/%s/%s "
-			    "does not record its keys; the backup starts over",
+			log_warnx("repository %s: the interrupted backup "
+			    "%s/%s/%s does not record its keys; the backup "
+			    "starts over",
 			    j->j_repo->r_path, j->j_tenant, j->j_name,
 			    rw.rw_best);
 			goto nokey;
 		}
 		for (i = 0; i < jn->jn_nkeys; i++) {
-			if (job_use_key(j, jn->jn_keys + i * KEY_ID_LEN) == 0)
+			if ((noted = job_use_tenant_key(j, jn->jn_keys + i *
+			    KEY_ID_LEN)) == 1)
 				continue;
+			if (noted == -1) {
+				journal_free(jn);
+				return -1;
+			}
 			hex_encode(jn->jn_keys + i * KEY_ID_LEN, KEY_ID_LEN,
 			    hex);
 			log_warnx("repository %s: the interrupted backup "
@@ -3781,12 +3791,9 @@ repo_job_set_seal_keys(struct repo_job *j, const uint8_t *keys, size_t len)
 	}
 	free(j->j_keys);
 	free(j->j_seal_ids);
-	free((void *)j->j_seal_used);
 	j->j_keys_len = j->j_nseal_ids = 0;
 	if ((j->j_keys = malloc(len)) == NULL ||
-	    (j->j_seal_ids = calloc(kc->n_keys + 1, KEY_ID_LEN)) == NULL ||
-	    (j->j_seal_used = calloc(kc->n_keys + 1,
-	    sizeof(*j->j_seal_used))) == NULL) {
+	    (j->j_seal_ids = calloc(kc->n_keys + 1, KEY_ID_LEN)) == NULL) {
 		key_chain__free_unpacked(kc, NULL);
 		return -1;	/* repo_job_abort frees what was made */
 	}
@@ -3804,13 +3811,12 @@ repo_job_set_seal_keys(struct repo_job *j, const uint8_t *keys, size_t len)
 
 /*
  * The keys the job's point needs besides those of the chunks it stores
- * or deduplicates against (repo_job_put_chunk and chunk_same_kind mark
+ * or deduplicates against (repo_job_put_chunk and chunk_same_kind note
  * those): at rest its own data key (own), and every key its base lists
  * (its Unchanged blocks are the base's chunks; but a source-side
- * base's chunk-id key, which job_needs_key keeps anyway).  own and
+ * base's chunk-id key, which job_keep_used_keys keeps anyway).  own and
  * base are NULL for none.  At rest, the ids of keys that are not the
- * tenant's are ignored.  0, or -1 with errno (source-side:
- * job_use_source_key's).
+ * tenant's are ignored.  0, or -1 with errno (job_use_key's).
  */
 int
 repo_job_use_keys(struct repo_job *j, const uint8_t *own,
@@ -3820,8 +3826,8 @@ repo_job_use_keys(struct repo_job *j, const uint8_t *own,
 	size_t		 i;
 	int		 rv = 0;
 
-	if (own != NULL)
-		(void)job_use_key(j, own);
+	if (own != NULL && job_use_tenant_key(j, own) == -1)
+		return -1;
 	if (base == NULL || base->rp_keys == NULL)
 		return 0;
 	if ((kc = key_chain__unpack(NULL, base->rp_keys_len,
@@ -3833,9 +3839,10 @@ repo_job_use_keys(struct repo_job *j, const uint8_t *own,
 		if (kc->keys[i]->key_id.len != KEY_ID_LEN)
 			continue;
 		if (!job_defers_chunks(j))
-			(void)job_use_key(j, kc->keys[i]->key_id.data);
+			rv = job_use_tenant_key(j, kc->keys[i]->key_id.data) ==
+			    -1 ? -1 : 0;
 		else if (kc->keys[i]->purpose != KEY_PURPOSE_CHUNK_ID)
-			rv = job_use_source_key(j, kc->keys[i]->key_id.data);
+			rv = job_use_key(j, kc->keys[i]->key_id.data);
 	}
 	key_chain__free_unpacked(kc, NULL);
 	return rv;
