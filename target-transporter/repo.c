@@ -3104,6 +3104,34 @@ chunk_hdr_check(const uint8_t hdr[CHUNK_HDR_LEN], uint64_t size)
 	return CHUNK_HDR_OK;
 }
 
+/*
+ * The id of the key the chunk stored at key is sealed under, into id:
+ * 1, or 0 if it is not sealed; -1 with errno (EBADMSG: its header is
+ * damaged).
+ */
+static int
+chunk_seal_key(struct repo *r, const char *key, uint8_t id[KEY_ID_LEN])
+{
+	struct be_obj	 o = { -1, 0 };
+	uint8_t		 hdr[CHUNK_HDR_LEN + KEY_ID_LEN];
+	int		 rv = -1, save;
+
+	if (be_open(r, key, &o) == -1)
+		return -1;
+	if (o.bo_size < CHUNK_HDR_LEN || be_read(&o, 0, hdr,
+	    o.bo_size < sizeof(hdr) ? CHUNK_HDR_LEN : sizeof(hdr)) == -1 ||
+	    chunk_hdr_check(hdr, o.bo_size) != CHUNK_HDR_OK ||
+	    ((hdr[5] & CHUNK_ENCRYPTED) && o.bo_size < CHUNK_HDR_LEN +
+	    SEALED_OVERHEAD))
+		errno = EBADMSG;
+	else if ((rv = (hdr[5] & CHUNK_ENCRYPTED) != 0))
+		memcpy(id, hdr + CHUNK_HDR_LEN, KEY_ID_LEN);
+	save = errno;
+	be_close(&o);
+	errno = save;
+	return rv;
+}
+
 /* chunk_read's reason for an EBADMSG, with the byte offset in it. */
 #define CHUNK_WHY(...) do {						\
 	if (why != NULL)						\
@@ -3650,6 +3678,64 @@ repo_resume_cb(void *arg, const char *job)
 }
 
 /*
+ * At rest: notes the keys the chunks of jn (the journal of job, an
+ * interrupted job) are sealed under, which j's point will need.  The
+ * journal records every key its job had noted, a superset; if the
+ * tenant's key file no longer holds one of them (prune drops the keys
+ * no chunk uses), each chunk's header says which it needs.  0, or -1
+ * with errno ENOKEY (logged) if one is sealed under a key the file
+ * lacks or does not read, ENOMEM.
+ */
+static int
+journal_use_keys(struct repo_job *j, const struct journal *jn,
+    const char *job)
+{
+	char		 key[REPO_KEY_MAX], hex[2 * KEY_ID_LEN + 1];
+	uint8_t		 kid[KEY_ID_LEN];
+	const uint8_t	*id;
+	uint64_t	 b;
+	size_t		 i, lost = 0;
+	int		 noted;
+
+	for (i = 0; i < jn->jn_nkeys; i++) {
+		if ((noted = job_use_tenant_key(j, jn->jn_keys +
+		    i * KEY_ID_LEN)) == -1)
+			return -1;
+		lost += noted == 0;
+	}
+	for (b = 0; lost > 0 && b < jn->jn_blocks; b++) {
+		id = jn->jn_ids + b * CHUNK_ID_LEN;
+		if (buf_is_zero(id, CHUNK_ID_LEN))
+			continue;
+		if (chunk_key(key, sizeof(key), j->j_tenant, id) == -1)
+			return -1;
+		switch (chunk_seal_key(j->j_repo, key, kid)) {
+		case 1:
+			if ((noted = job_use_tenant_key(j, kid)) == 1)
+				continue;
+			if (noted == -1)
+				return -1;
+			hex_encode(kid, KEY_ID_LEN, hex);
+			log_warnx("repository %s: the interrupted backup "
+			    "%s/%s/%s needs key %.16s, which the tenant's key "
+			    "file no longer holds; the backup starts over",
+			    j->j_repo->r_path, j->j_tenant, j->j_name, job,
+			    hex);
+			break;
+		default:
+			log_warnx("repository %s: the interrupted backup "
+			    "%s/%s/%s: chunk %s is not sealed or does not "
+			    "read; the backup starts over", j->j_repo->r_path,
+			    j->j_tenant, j->j_name, job, key);
+			break;
+		}
+		errno = ENOKEY;
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * Finds the newest interrupted job of the tenant/name, block size and
  * mode of job j and returns the chunk ids it made durable (*ids
  * malloc'd, *blocks of them, zero ids for blocks it never stored).  At
@@ -3663,10 +3749,8 @@ int
 repo_job_resume(struct repo_job *j, uint8_t **ids, uint64_t *blocks)
 {
 	struct resume_walk	 rw;
-	char			 key[REPO_KEY_MAX], hex[2 * KEY_ID_LEN + 1];
+	char			 key[REPO_KEY_MAX];
 	struct journal		*jn = &rw.rw_journal;
-	size_t			 i;
-	int			 noted;
 
 	memset(&rw, 0, sizeof(rw));
 	rw.rw_repo = j->j_repo;
@@ -3681,41 +3765,22 @@ repo_job_resume(struct repo_job *j, uint8_t **ids, uint64_t *blocks)
 		errno = ENOENT;
 		return -1;
 	}
-	if (j->j_nseal_ids > 0) {
-		if (jn->jn_version < 2) {
-			log_warnx("repository %s: the interrupted backup "
-			    "%s/%s/%s does not record its keys; the backup "
-			    "starts over",
-			    j->j_repo->r_path, j->j_tenant, j->j_name,
-			    rw.rw_best);
-			goto nokey;
-		}
-		for (i = 0; i < jn->jn_nkeys; i++) {
-			if ((noted = job_use_tenant_key(j, jn->jn_keys + i *
-			    KEY_ID_LEN)) == 1)
-				continue;
-			if (noted == -1) {
-				journal_free(jn);
-				return -1;
-			}
-			hex_encode(jn->jn_keys + i * KEY_ID_LEN, KEY_ID_LEN,
-			    hex);
-			log_warnx("repository %s: the interrupted backup "
-			    "%s/%s/%s needs key %.16s, which the tenant's "
-			    "key file no longer holds; the backup starts over",
-			    j->j_repo->r_path, j->j_tenant, j->j_name,
-			    rw.rw_best, hex);
-			goto nokey;
-		}
+	if (j->j_nseal_ids > 0 && jn->jn_version < 2) {
+		log_warnx("repository %s: the interrupted backup %s/%s/%s "
+		    "does not record its keys; the backup starts over",
+		    j->j_repo->r_path, j->j_tenant, j->j_name, rw.rw_best);
+		journal_free(jn);
+		errno = ENOKEY;
+		return -1;
+	}
+	if (j->j_nseal_ids > 0 && journal_use_keys(j, jn, rw.rw_best) == -1) {
+		journal_free(jn);
+		return -1;
 	}
 	*ids = jn->jn_ids;
 	*blocks = jn->jn_blocks;
 	free(jn->jn_keys);
 	return 0;
- nokey:
-	journal_free(jn);
-	errno = ENOKEY;
-	return -1;
 }
 
 /* Removes every interrupted job of tenant/name (a backup committed). */
@@ -4280,31 +4345,25 @@ static void
 sweep_note_key(struct prune_walk *pw, const char *key)
 {
 	struct sweep_keys	*sk = pw->pw_keys;
-	struct be_obj		 o = { -1, 0 };
-	uint8_t			 hdr[CHUNK_HDR_LEN + KEY_ID_LEN];
+	uint8_t			 kid[KEY_ID_LEN];
 	const uint8_t		*id;
 
 	if (sk->sk_left == 0)
 		return;		/* every key is used already */
-	if (be_open(pw->pw_repo, key, &o) == -1) {
+	switch (chunk_seal_key(pw->pw_repo, key, kid)) {
+	case -1:
 		if (errno != ENOENT)
 			sk->sk_unknown++;
 		return;
+	case 0:
+		return;
 	}
-	if (o.bo_size < CHUNK_HDR_LEN || be_read(&o, 0, hdr,
-	    o.bo_size < sizeof(hdr) ? CHUNK_HDR_LEN : sizeof(hdr)) == -1 ||
-	    chunk_hdr_check(hdr, o.bo_size) != CHUNK_HDR_OK ||
-	    ((hdr[5] & CHUNK_ENCRYPTED) && o.bo_size < CHUNK_HDR_LEN +
-	    SEALED_OVERHEAD))
-		sk->sk_unknown++;
-	else if ((hdr[5] & CHUNK_ENCRYPTED) && (id = bsearch(hdr +
-	    CHUNK_HDR_LEN, sk->sk_ids, sk->sk_n, KEY_ID_LEN,
+	if ((id = bsearch(kid, sk->sk_ids, sk->sk_n, KEY_ID_LEN,
 	    key_id_cmp)) != NULL && !sk->sk_used[(id - sk->sk_ids) /
 	    KEY_ID_LEN]) {
 		sk->sk_used[(id - sk->sk_ids) / KEY_ID_LEN] = 1;
 		sk->sk_left--;
 	}
-	be_close(&o);
 }
 
 static int

@@ -1874,8 +1874,9 @@ test_resume_journals(void **state)
  * At rest, an interrupted job's journal records the keys its chunks are
  * sealed under, and the job resuming from it lists them: here one it
  * deduplicated against (key 1) besides its own (key 2); the new job's
- * own is key 3.  A job of another mode does not resume from it, and
- * one whose tenant's key file no longer holds key 1 starts over.
+ * own is key 3.  A job of another mode does not resume from it; one
+ * whose tenant's key file no longer holds key 1 starts over, one
+ * whose file lacks key 2 (which seals none of its chunks) does not.
  */
 static void
 test_atrest_resume_keys(void **state)
@@ -1886,7 +1887,7 @@ test_atrest_resume_keys(void **state)
 	struct repo_snapshot	*sn;
 	uint8_t			 keys[3 * KEY_ID_LEN], sealed[1000];
 	uint8_t			 first[KEY_ID_LEN], id[CHUNK_ID_LEN];
-	uint8_t			*ids = NULL;
+	uint8_t			 tenant[2 * KEY_ID_LEN], *ids = NULL;
 	uint64_t		 blocks;
 
 	memset(keys, 0x11, KEY_ID_LEN);
@@ -1919,6 +1920,18 @@ test_atrest_resume_keys(void **state)
 	j = atrest_begin(f, "vm", keys + KEY_ID_LEN, 2);
 	assert_int_equal(repo_job_resume(j, &ids, &blocks), -1);
 	assert_int_equal(errno, ENOKEY);
+	repo_job_abort(j);
+
+	/*
+	 * Without key 2 (its own, which sealed none of its durable
+	 * chunks): the headers show key 1 will do, so it resumes.
+	 */
+	memcpy(tenant, keys, KEY_ID_LEN);
+	memcpy(tenant + KEY_ID_LEN, keys + 2 * KEY_ID_LEN, KEY_ID_LEN);
+	j = atrest_begin(f, "vm", tenant, 2);
+	assert_int_equal(repo_job_resume(j, &ids, &blocks), 0);
+	assert_true(blocks == 1);
+	free(ids);
 	repo_job_abort(j);
 
 	/* With it: resumes, and its point lists 1, 2 and its own 3. */
