@@ -127,7 +127,7 @@ jsoncheck "it resumed, and the first half came from the base" \
 check "restore the resumed incremental" src restore --name vm --output "$T/r4.img"
 same "it is byte-identical" "$T/disk4.img" "$T/r4.img"
 # 5. At rest (tenant nobody, at_rest = password): the target killed after
-# a checkpoint.  The new job resumes from the durable blocks, sealed under
+# a checkpoint, and a prune before it starts again.  The new job resumes from the durable blocks, sealed under
 # the interrupted job's key, which its point then lists: it restores from
 # the keys the point lists alone (the tenant's key file moved away).
 target_stop
@@ -148,7 +148,10 @@ if wait_checkpoint $((n + 1)); then
 	kill -KILL "$TARGET_PID"
 	{ wait "$TARGET_PID"; } 2>/dev/null
 	TARGET_PID=
-	sleep 0.5
+	# As the daily prune unit does while the daemon is stopped: the
+	# interrupted job's chunks and their keys stay.
+	check "at rest: prune while the backup is interrupted" \
+	    "$BUILD/target-transporter" prune -f "$T/atrest.conf" --keep-last 1
 	target_start "$T/atrest.conf" &&
 	    ok "at rest: target killed after a checkpoint and restarted" ||
 	    not_ok "at rest: target restarted"
