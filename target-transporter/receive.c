@@ -309,22 +309,25 @@ start_work(struct pool_job *pj)
 	st->st_what = "cannot read the previous restore point of";
 	st->st_damaged = "it is damaged; run 'target-transporter verify' on "
 	    "the repository, or back up with --full";
-	if (rv->rv_incremental && repo_point_open_windowed(st->st_repo,
-	    st->st_tenant->tn_name, rv->rv_name, NULL, base,
-	    INDEX_SLOTS_MAX) == -1) {
-		if (errno != ENOENT)
-			goto fail;
-		memset(base, 0, sizeof(*base));
-	} else if (rv->rv_incremental && (base->rp_block_size !=
-	    rv->rv_block_size || base->rp_mode != rv->rv_mode)) {
-		/* Chunk ids of another mode (keyed or not) never match. */
-		st->st_other = 1;
-		st->st_other_block_size = base->rp_block_size;
-		st->st_other_mode = base->rp_mode;
-		snprintf(st->st_other_id, sizeof(st->st_other_id), "%s",
-		    base->rp_id);
-		repo_point_clear(base);
-		memset(base, 0, sizeof(*base));
+	/* The newest point base_chain found: the name is not read again. */
+	if (rv->rv_incremental && rv->rv_newest_id[0] != '\0') {
+		if (repo_point_open_windowed(st->st_repo,
+		    st->st_tenant->tn_name, rv->rv_name, rv->rv_newest_id,
+		    base, INDEX_SLOTS_MAX) == -1) {
+			if (errno != ENOENT)
+				goto fail;
+			memset(base, 0, sizeof(*base));
+		} else if (base->rp_block_size != rv->rv_block_size ||
+		    base->rp_mode != rv->rv_mode) {
+			/* Chunk ids of another mode never match. */
+			st->st_other = 1;
+			st->st_other_block_size = base->rp_block_size;
+			st->st_other_mode = base->rp_mode;
+			snprintf(st->st_other_id, sizeof(st->st_other_id), "%s",
+			    base->rp_id);
+			repo_point_clear(base);
+			memset(base, 0, sizeof(*base));
+		}
 	}
 	/* At rest: its own key, and those of the base's chunks. */
 	st->st_what = "cannot take the keys of the previous restore point of";
