@@ -158,8 +158,8 @@ struct start_job {
 /*
  * The chain of the name, for the source's rollback check: the newest
  * point (rv_newest_id), whether the point the source last committed is
- * still here, and how many points miss their predecessor.  0, or -1
- * with errno.
+ * still here, and how many points miss their predecessor; and for the
+ * commit's link (repo_job_link_hint).  0, or -1 with errno.
  */
 static int
 base_chain(struct start_job *st, BaseIndex *bi)
@@ -167,11 +167,16 @@ base_chain(struct start_job *st, BaseIndex *bi)
 	struct receive		*rv = st->st_recv;
 	struct repo_point	*pts = NULL, *p;
 	const char		**ids = NULL, *prev;
+	uint8_t			 names[CHUNK_ID_LEN];
 	size_t			 n = 0, i;
 
-	if (repo_list_keys(st->st_repo, st->st_tenant->tn_name, rv->rv_name,
-	    &repo_keys_none, &pts, &n) == -1 && errno != ENOENT)
+	/* The names first: a point committed meanwhile changes them. */
+	if (repo_chain_names(st->st_repo, st->st_tenant->tn_name, rv->rv_name,
+	    names) == -1 || (repo_list_keys(st->st_repo,
+	    st->st_tenant->tn_name, rv->rv_name, &repo_keys_none, &pts,
+	    &n) == -1 && errno != ENOENT))
 		return -1;
+	repo_job_link_hint(rv->rv_job, names, pts, n);
 	/* The ids sorted, so that each predecessor is a binary search. */
 	if (n > 0 && (ids = calloc(n, sizeof(*ids))) == NULL) {
 		repo_points_free(pts, n);

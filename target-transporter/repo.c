@@ -159,6 +159,11 @@ struct repo_job {
 	size_t			 j_keychain_len;
 	uint8_t			*j_seal_ids;	/* at rest: its keys' ids */
 	size_t			 j_nseal_ids;	/* ... sorted, 16 bytes each */
+	int			 j_link_hint;	/* the chain at its start: */
+	uint8_t			 j_link_names[CHUNK_ID_LEN];
+	uint64_t		 j_link_sequence;	/* the highest */
+	char			 j_link_id[64];	/* newest: rp_id */
+	uint8_t			 j_link_digest[CHUNK_ID_LEN];
 	struct repo_usage	*j_usage;	/* its tenant's count */
 	uint64_t		 j_quota;
 	_Atomic uint64_t	 j_unpublished;	/* counted, not linked */
@@ -1771,24 +1776,139 @@ index_header(uint8_t hdr[INDEX_HDR_LEN], uint32_t block_size,
 	put_be64(hdr + 12, blocks);
 }
 
+/* What repo_chain_names collects: the names of a name's manifests. */
+struct names_walk {
+	struct iovec	*nw_names;	/* each with its NUL */
+	size_t		 nw_n;
+	size_t		 nw_cap;
+};
+
+static int
+names_cb(void *arg, const char *file)
+{
+	struct names_walk	*nw = arg;
+	struct iovec		*more;
+	size_t			 len = strlen(file);
+	char			*copy;
+
+	if (len <= strlen(".manifest") ||
+	    strcmp(file + len - strlen(".manifest"), ".manifest") != 0)
+		return 0;
+	if (nw->nw_n == nw->nw_cap) {
+		nw->nw_cap = nw->nw_cap > 0 ? 2 * nw->nw_cap : 64;
+		if ((more = reallocarray(nw->nw_names, nw->nw_cap,
+		    sizeof(*more))) == NULL)
+			return -1;
+		nw->nw_names = more;
+	}
+	if ((copy = strdup(file)) == NULL)
+		return -1;
+	nw->nw_names[nw->nw_n++] = (struct iovec){ copy, len + 1 };
+	return 0;
+}
+
+static int
+iov_name_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct iovec *)a)->iov_base,
+	    ((const struct iovec *)b)->iov_base);
+}
+
 /*
- * Links p to the newest point of its name: the next sequence number,
- * that point's id and the digest its manifest ends with.  A point of a
- * name is never rewritten, so the link is how a deleted middle point
- * is found: its successor still names it.  (Prune keeps this true: it
- * renames a pruned point's manifest to its tombstone and rewrites
- * nothing, so that a pruned point is told from a lost one.)  Call with
- * chain_mtx held.
+ * The SHA-256 of the sorted names of tenant/name's manifests, into
+ * digest: the same digest, the same points (a manifest is never
+ * rewritten, and only prune, which takes the repository's lock,
+ * removes one).  0, or -1 with errno.
+ */
+int
+repo_chain_names(struct repo *r, const char *tenant, const char *name,
+    uint8_t digest[CHUNK_ID_LEN])
+{
+	struct names_walk	 nw = { NULL, 0, 0 };
+	char			 key[REPO_KEY_MAX];
+	size_t			 i;
+	int			 rv = -1, save;
+
+	if (!repo_name_ok(tenant) || !repo_name_ok(name)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (repo_key(key, sizeof(key), "tenants/%s/points/%s", tenant,
+	    name) == -1 || (be_list(r, key, names_cb, &nw) == -1 &&
+	    errno != ENOENT) || nw.nw_n > INT_MAX)
+		goto out;
+	if (nw.nw_n > 0)
+		qsort(nw.nw_names, nw.nw_n, sizeof(*nw.nw_names),
+		    iov_name_cmp);
+	rv = crypto_sha256_iov(nw.nw_names, (int)nw.nw_n, digest);
+ out:
+	save = errno;
+	for (i = 0; i < nw.nw_n; i++)
+		free(nw.nw_names[i].iov_base);
+	free(nw.nw_names);
+	errno = save;
+	return rv;
+}
+
+/*
+ * The chain of the job's name as its start found it: names, from
+ * repo_chain_names, taken before the n points pts (sorted, as
+ * repo_list_keys returns them) were listed.  Its commit links to the
+ * newest of them without reading the name's manifests again if the
+ * names have not changed since (chain_link).
+ */
+void
+repo_job_link_hint(struct repo_job *j, const uint8_t names[CHUNK_ID_LEN],
+    const struct repo_point *pts, size_t n)
+{
+	size_t	 i;
+
+	memcpy(j->j_link_names, names, CHUNK_ID_LEN);
+	j->j_link_sequence = 0;
+	for (i = 0; i < n; i++)
+		if (pts[i].rp_sequence > j->j_link_sequence)
+			j->j_link_sequence = pts[i].rp_sequence;
+	j->j_link_id[0] = '\0';
+	if (n > 0) {
+		snprintf(j->j_link_id, sizeof(j->j_link_id), "%s",
+		    pts[n - 1].rp_id);
+		memcpy(j->j_link_digest, pts[n - 1].rp_digest, CHUNK_ID_LEN);
+	}
+	j->j_link_hint = 1;
+}
+
+/*
+ * Links p, the point of job j, to the newest point of its name: the
+ * next sequence number, that point's id and the digest its manifest
+ * ends with.  A point of a name is never rewritten, so the link is how
+ * a deleted middle point is found: its successor still names it.
+ * (Prune keeps this true: it renames a pruned point's manifest to its
+ * tombstone and rewrites nothing, so that a pruned point is told from a
+ * lost one.)  From the job's hint if the name's manifests are the ones
+ * it saw, else from all of them.  Call with chain_mtx held.
  */
 static int
-chain_link(struct repo *r, const char *tenant, struct repo_point *p)
+chain_link(struct repo_job *j, struct repo_point *p)
 {
 	struct repo_point	*points = NULL, *prev;
+	uint8_t			 names[CHUNK_ID_LEN];
 	uint64_t		 max = 0;
 	size_t			 n = 0, i;
 
-	if (repo_list_keys(r, tenant, p->rp_name, &repo_keys_none, &points,
-	    &n) == -1)
+	if (j->j_link_hint && repo_chain_names(j->j_repo, j->j_tenant,
+	    j->j_name, names) == 0 &&
+	    memcmp(names, j->j_link_names, CHUNK_ID_LEN) == 0) {
+		p->rp_sequence = j->j_link_sequence + 1;
+		if (j->j_link_id[0] != '\0') {
+			snprintf(p->rp_previous_id, sizeof(p->rp_previous_id),
+			    "%s", j->j_link_id);
+			memcpy(p->rp_previous_digest, j->j_link_digest,
+			    CHUNK_ID_LEN);
+		}
+		return 0;
+	}
+	if (repo_list_keys(j->j_repo, j->j_tenant, p->rp_name,
+	    &repo_keys_none, &points, &n) == -1)
 		return -1;
 	for (i = 0; i < n; i++)
 		if (points[i].rp_sequence > max)
@@ -2114,7 +2234,7 @@ repo_job_commit(struct repo_job *j, struct repo_point *p)
 	/* The manifest, last: the commit point. */
 	pthread_mutex_lock(&chain_mtx);
 	chained = 1;
-	if (chain_link(r, j->j_tenant, &point) == -1)
+	if (chain_link(j, &point) == -1)
 		goto fail;
 	if (manifest_encode(&point, digest, chunks, &man, &manlen) == -1)
 		goto fail;

@@ -354,6 +354,11 @@ struct repo_keys {
 	void	*rk_arg;
 };
 extern const struct repo_keys repo_keys_none;
+int		 repo_chain_names(struct repo *, const char *, const char *,
+		    uint8_t [CHUNK_ID_LEN]);
+void		 repo_job_link_hint(struct repo_job *,
+		    const uint8_t [CHUNK_ID_LEN], const struct repo_point *,
+		    size_t);
 int		 repo_list_keys(struct repo *, const char *, const char *,
 		    const struct repo_keys *, struct repo_point **, size_t *);
 int		 repo_point_open(struct repo *, const char *, const char *,

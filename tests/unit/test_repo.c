@@ -1164,6 +1164,59 @@ make_legacy(const struct fixture *f, const char *name, const char *id)
 	assert_int_equal(fclose(fp), 0);
 }
 
+/* A job of name "h" (two zero blocks) whose start saw the chain as now. */
+static struct repo_job *
+hinted_job(struct fixture *f)
+{
+	static const uint8_t	 zero[CHUNK_ID_LEN];
+	struct repo_job		*j;
+	struct repo_point	*pts;
+	uint8_t			 names[CHUNK_ID_LEN];
+	size_t			 n, i;
+
+	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, "h",
+	    2 * BS - 100, BS, ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT));
+	assert_int_equal(repo_chain_names(f->f_repo, TENANT, "h", names), 0);
+	assert_int_equal(repo_list(f->f_repo, TENANT, "h", &pts, &n), 0);
+	repo_job_link_hint(j, names, pts, n);
+	repo_points_free(pts, n);
+	for (i = 0; i < 2; i++)
+		assert_int_equal(repo_job_set_block(j, i, zero), 0);
+	return j;
+}
+
+/*
+ * A commit links to the newest point its job's start saw (the hint)
+ * while the name's manifests are the ones it saw, as a scan of them
+ * would; to the newest there is when another point was committed
+ * meanwhile.
+ */
+static void
+test_chain_link_hint(void **state)
+{
+	struct fixture		*f = *state;
+	static const unsigned	 seeds[] = { 71, 72 };
+	struct repo_point	 p1, p2, q, q2, open;
+	struct repo_job		*j;
+
+	backup(f, "h", seeds, 2, &p1, NULL, NULL, NULL);
+	j = hinted_job(f);
+	backup(f, "h", seeds, 2, &p2, NULL, NULL, NULL);
+	assert_int_equal(repo_job_commit(j, &q), 0);
+	assert_int_equal(q.rp_sequence, 3);
+	assert_string_equal(q.rp_previous_id, p2.rp_id);
+
+	j = hinted_job(f);
+	assert_int_equal(repo_job_commit(j, &q2), 0);
+	assert_int_equal(q2.rp_sequence, 4);
+	assert_string_equal(q2.rp_previous_id, q.rp_id);
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "h", q.rp_id,
+	    &open), 0);
+	assert_memory_equal(q2.rp_previous_digest, open.rp_digest,
+	    CHUNK_ID_LEN);
+	repo_point_clear(&open);
+}
+
 static void
 test_chain(void **state)
 {
@@ -1954,6 +2007,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_open_creates_layout,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_atrest_resume_keys,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chain_link_hint,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_refuses,
 		    setup, teardown),
