@@ -195,5 +195,7 @@ long	 peak_rss_kib(void);
 void	 tune_malloc(void);
 void	 json_print_string(const char *);
 int	 buf_is_zero(const void *, size_t);
+int	 id_set_add(void **, const void *, size_t,
+	    int (*)(const void *, const void *));
 
 #endif /* TRANSPORTER_COMMON_H */

@@ -1143,20 +1143,7 @@ key_id_cmp(const void *a, const void *b)
 int
 key_id_set_add(void **set, const uint8_t id[KEY_ID_LEN])
 {
-	uint8_t	*copy;
-
-	if (tfind(id, set, key_id_cmp) != NULL)
-		return 0;
-	/* The tree keeps the pointer: a copy outlives what id is in. */
-	if ((copy = malloc(KEY_ID_LEN)) == NULL)
-		return -1;
-	memcpy(copy, id, KEY_ID_LEN);
-	if (tsearch(copy, set, key_id_cmp) == NULL) {
-		free(copy);
-		errno = ENOMEM;
-		return -1;
-	}
-	return 1;
+	return id_set_add(set, id, KEY_ID_LEN, key_id_cmp);
 }
 
 int

@@ -6,7 +6,9 @@
 #include <sys/resource.h>
 
 #include <stdint.h>
+#include <errno.h>
 #include <malloc.h>
+#include <search.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -113,6 +115,31 @@ json_print_string(const char *s)
 			putchar(*s);
 	}
 	putchar('"');
+}
+
+/*
+ * Adds a copy of the len bytes at id to the tsearch set ordered by cmp
+ * (free it with tdestroy(set, free)): 1 if it was not there, 0 if it
+ * was, -1 (ENOMEM).
+ */
+int
+id_set_add(void **set, const void *id, size_t len,
+    int (*cmp)(const void *, const void *))
+{
+	void	*copy;
+
+	if (tfind(id, set, cmp) != NULL)
+		return 0;
+	/* The tree keeps the pointer: a copy outlives what id is in. */
+	if ((copy = malloc(len)) == NULL)
+		return -1;
+	memcpy(copy, id, len);
+	if (tsearch(copy, set, cmp) == NULL) {
+		free(copy);
+		errno = ENOMEM;
+		return -1;
+	}
+	return 1;
 }
 
 /* 1 if len bytes at buf are all zero (a block not worth storing). */

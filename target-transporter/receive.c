@@ -228,7 +228,7 @@ base_resume(struct start_job *st)
 	uint64_t		 n, m, jblocks = 0, i;
 	static const uint8_t	 zero[CHUNK_ID_LEN];
 
-	if (repo_job_resume(rv->rv_job, &journal, &jblocks) == -1)
+	if (repo_job_resume(rv->rv_job, base, &journal, &jblocks) == -1)
 		return errno == ENOENT || errno == ENOKEY ? 0 : -1;
 	n = jblocks > base->rp_blocks ? jblocks : base->rp_blocks;
 	if ((merged = calloc(n, CHUNK_ID_LEN)) == NULL) {
@@ -925,9 +925,17 @@ sync_work(struct pool_job *pj)
 			repo_job_abort(rv->rv_job);	/* as a failed commit */
 			return;
 		}
-		if (repo_job_commit(rv->rv_job, &sj->sj_point) == -1)
+		if (repo_job_commit(rv->rv_job, &sj->sj_point) == -1) {
 			sj->sj_errno = errno;
-		else
+			/*
+			 * The interrupted job it resumed names a chunk that
+			 * is gone (pruned by a target that could not read
+			 * its journal): the next backup starts over.
+			 */
+			if (sj->sj_errno == ENODATA && rv->rv_resumed)
+				repo_resume_drop(se->se_target->tg_repo,
+				    se->se_tenant->tn_name, rv->rv_name);
+		} else
 			/* Interrupted jobs of this name are superseded. */
 			repo_resume_drop(se->se_target->tg_repo,
 			    se->se_tenant->tn_name, rv->rv_name);

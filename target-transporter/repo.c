@@ -1835,8 +1835,12 @@ repo_chain_names(struct repo *r, const char *tenant, const char *name,
 	}
 	if (repo_key(key, sizeof(key), "tenants/%s/points/%s", tenant,
 	    name) == -1 || (be_list(r, key, names_cb, &nw) == -1 &&
-	    errno != ENOENT) || nw.nw_n > INT_MAX)
+	    errno != ENOENT))
 		goto out;
+	if (nw.nw_n > INT_MAX) {
+		errno = EOVERFLOW;
+		goto out;
+	}
 	if (nw.nw_n > 0)
 		qsort(nw.nw_names, nw.nw_n, sizeof(*nw.nw_names),
 		    iov_name_cmp);
@@ -1892,12 +1896,21 @@ chain_link(struct repo_job *j, struct repo_point *p)
 {
 	struct repo_point	*points = NULL, *prev;
 	uint8_t			 names[CHUNK_ID_LEN];
+	char			 key[REPO_KEY_MAX];
 	uint64_t		 max = 0;
 	size_t			 n = 0, i;
 
+	/*
+	 * The hint's newest must still be there: a commit that failed
+	 * after its manifest was linked takes it back, and the start may
+	 * have listed it in between (commits hold chain_mtx, as this).
+	 */
 	if (j->j_link_hint && repo_chain_names(j->j_repo, j->j_tenant,
 	    j->j_name, names) == 0 &&
-	    memcmp(names, j->j_link_names, CHUNK_ID_LEN) == 0) {
+	    memcmp(names, j->j_link_names, CHUNK_ID_LEN) == 0 &&
+	    (j->j_link_id[0] == '\0' || (repo_key(key, sizeof(key),
+	    "tenants/%s/points/%s/%s.manifest", j->j_tenant, j->j_name,
+	    j->j_link_id) == 0 && be_exists(j->j_repo, key) == 1))) {
 		p->rp_sequence = j->j_link_sequence + 1;
 		if (j->j_link_id[0] != '\0') {
 			snprintf(p->rp_previous_id, sizeof(p->rp_previous_id),
@@ -3238,8 +3251,10 @@ chunk_seal_key(struct repo *r, const char *key, uint8_t id[KEY_ID_LEN])
 
 	if (be_open(r, key, &o) == -1)
 		return -1;
-	if (o.bo_size < CHUNK_HDR_LEN || be_read(&o, 0, hdr,
-	    o.bo_size < sizeof(hdr) ? CHUNK_HDR_LEN : sizeof(hdr)) == -1 ||
+	if (o.bo_size >= CHUNK_HDR_LEN && be_read(&o, 0, hdr,
+	    o.bo_size < sizeof(hdr) ? CHUNK_HDR_LEN : sizeof(hdr)) == -1)
+		;	/* the read's errno */
+	else if (o.bo_size < CHUNK_HDR_LEN ||
 	    chunk_hdr_check(hdr, o.bo_size) != CHUNK_HDR_OK ||
 	    ((hdr[5] & CHUNK_ENCRYPTED) && o.bo_size < CHUNK_HDR_LEN +
 	    SEALED_OVERHEAD))
@@ -3802,20 +3817,23 @@ repo_resume_cb(void *arg, const char *job)
  * interrupted job) are sealed under, which j's point will need.  The
  * journal records every key its job had noted, a superset; if the
  * tenant's key file no longer holds one of them (prune drops the keys
- * no chunk uses), each chunk's header says which it needs.  0, or -1
- * with errno ENOKEY (logged) if one is sealed under a key the file
- * lacks or does not read, ENOMEM.
+ * no chunk uses: one a base listed, say), the header of each chunk the
+ * journal holds says which it needs, read once per chunk, and not for
+ * a block that is base's (j's base, whose keys j notes already).  0,
+ * or -1 with errno ENOKEY (logged) if one is sealed under a key the
+ * file lacks or does not read, ENOMEM.
  */
 static int
 journal_use_keys(struct repo_job *j, const struct journal *jn,
-    const char *job)
+    struct repo_point *base, const char *job)
 {
 	char		 key[REPO_KEY_MAX], hex[2 * KEY_ID_LEN + 1];
 	uint8_t		 kid[KEY_ID_LEN];
-	const uint8_t	*id;
+	const uint8_t	*id, *was;
+	void		*seen = NULL;
 	uint64_t	 b;
 	size_t		 i, lost = 0;
-	int		 noted;
+	int		 noted, rv = -1;
 
 	for (i = 0; i < jn->jn_nkeys; i++) {
 		if ((noted = job_use_tenant_key(j, jn->jn_keys +
@@ -3827,14 +3845,25 @@ journal_use_keys(struct repo_job *j, const struct journal *jn,
 		id = jn->jn_ids + b * CHUNK_ID_LEN;
 		if (buf_is_zero(id, CHUNK_ID_LEN))
 			continue;
+		if (b < base->rp_blocks) {
+			if ((was = repo_point_ids(base, b, 1)) == NULL)
+				goto out;
+			if (memcmp(was, id, CHUNK_ID_LEN) == 0)
+				continue;
+		}
+		if ((noted = id_set_add(&seen, id, CHUNK_ID_LEN,
+		    chunk_id_cmp)) == -1)
+			goto out;
+		if (noted == 0)
+			continue;	/* its header was read */
 		if (chunk_key(key, sizeof(key), j->j_tenant, id) == -1)
-			return -1;
+			goto out;
 		switch (chunk_seal_key(j->j_repo, key, kid)) {
 		case 1:
 			if ((noted = job_use_tenant_key(j, kid)) == 1)
 				continue;
 			if (noted == -1)
-				return -1;
+				goto out;
 			hex_encode(kid, KEY_ID_LEN, hex);
 			log_warnx("repository %s: the interrupted backup "
 			    "%s/%s/%s needs key %.16s, which the tenant's key "
@@ -3850,9 +3879,12 @@ journal_use_keys(struct repo_job *j, const struct journal *jn,
 			break;
 		}
 		errno = ENOKEY;
-		return -1;
+		goto out;
 	}
-	return 0;
+	rv = 0;
+ out:
+	tdestroy(seen, free);
+	return rv;
 }
 
 /*
@@ -3866,7 +3898,8 @@ journal_use_keys(struct repo_job *j, const struct journal *jn,
  * if one is not resumed from for its keys, ENOMEM.
  */
 int
-repo_job_resume(struct repo_job *j, uint8_t **ids, uint64_t *blocks)
+repo_job_resume(struct repo_job *j, struct repo_point *base, uint8_t **ids,
+    uint64_t *blocks)
 {
 	struct resume_walk	 rw;
 	char			 key[REPO_KEY_MAX];
@@ -3893,7 +3926,8 @@ repo_job_resume(struct repo_job *j, uint8_t **ids, uint64_t *blocks)
 		errno = ENOKEY;
 		return -1;
 	}
-	if (j->j_nseal_ids > 0 && journal_use_keys(j, jn, rw.rw_best) == -1) {
+	if (j->j_nseal_ids > 0 && journal_use_keys(j, jn, base,
+	    rw.rw_best) == -1) {
 		journal_free(jn);
 		return -1;
 	}

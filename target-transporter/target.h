@@ -330,7 +330,8 @@ int		 repo_job_journals(const struct repo_job *);
 struct repo_snapshot *repo_job_snapshot(const struct repo_job *);
 void		 repo_snapshot_free(struct repo_snapshot *);
 void		 repo_job_suspend(struct repo_job *);
-int		 repo_job_resume(struct repo_job *, uint8_t **, uint64_t *);
+int		 repo_job_resume(struct repo_job *, struct repo_point *,
+		    uint8_t **, uint64_t *);
 void		 repo_resume_drop(struct repo *, const char *, const char *);
 uint64_t	 repo_job_bytes_stored(const struct repo_job *);
 uint64_t	 repo_job_chunks_new(const struct repo_job *);

@@ -432,11 +432,16 @@ target_start() {
 	return 1
 }
 
-# restart_target: SIGKILL the target, start it again on the same port
-restart_target() {
+# target_kill: SIGKILL the target (it stays down)
+target_kill() {
 	kill -KILL "$TARGET_PID"
 	{ wait "$TARGET_PID"; } 2>/dev/null
 	TARGET_PID=
+}
+
+# restart_target: SIGKILL the target, start it again on the same port
+restart_target() {
+	target_kill
 	sleep 0.5
 	target_start "$T/target.conf"
 }

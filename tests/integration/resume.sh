@@ -126,6 +126,51 @@ jsoncheck "it resumed, and the first half came from the base" \
     'j["resumed"] and j["blocks_unchanged"] >= 32'
 check "restore the resumed incremental" src restore --name vm --output "$T/r4.img"
 same "it is byte-identical" "$T/disk4.img" "$T/r4.img"
+
+# 4b. An interrupted job whose journal names a chunk that is gone (a prune
+# by a target too old to read its journal, say): the resumed backup fails
+# (INTEGRITY, exit 5, nothing committed) and drops the journal, so the
+# next run starts over and completes.
+n=$(grep -c 'checkpoint of' "$TARGET_LOG")
+src backup --disk "$T/disk.img" --name vm6 >"$T/b6.out" 2>"$T/b6.err" &
+bpid=$!
+track $bpid
+if wait_checkpoint $((n + 1)); then
+	target_kill
+	gone=$("$PY" - "$T/repo/tenants/acme" <<'EOF2'
+import glob, os, struct, sys
+for path in glob.glob(os.path.join(sys.argv[1], "tmp", "*", "journal")):
+	b = open(path, "rb").read()
+	namelen, = struct.unpack(">H", b[6:8])
+	blocks, = struct.unpack(">Q", b[24:32])
+	if b[32:32 + namelen] != b"vm6":
+		continue
+	for i in range(blocks):
+		cid = b[32 + namelen + 32 * i:32 + namelen + 32 * (i + 1)]
+		if any(cid):
+			h = cid.hex()
+			os.remove(os.path.join(sys.argv[1], "chunks", h[:2], h))
+			print(h)
+			sys.exit(0)
+sys.exit(1)
+EOF2
+)
+	[ -n "$gone" ] && ok "a chunk the interrupted job's journal names removed" ||
+	    not_ok "a chunk the interrupted job's journal names removed"
+	target_start "$T/target.conf" || bail "target did not restart"
+	wait $bpid
+	rc=$?
+	[ $rc -eq 5 ] && ok "the resumed backup fails (exit 5), nothing committed" ||
+	    not_ok "the resumed backup fails (exit 5)" "exit $rc: $(tail -3 "$T/b6.err")"
+	check "the next run starts over and completes" \
+	    src backup --disk "$T/disk.img" --name vm6 --json
+	jsoncheck "it did not resume" 'not j["resumed"]'
+	check "restore vm6" src restore --name vm6 --output "$T/r6.img"
+	same "vm6 is byte-identical" "$T/disk.img" "$T/r6.img"
+else
+	not_ok "a checkpoint of vm6 within 30 s" "$(tail -3 "$TARGET_LOG")"
+fi
+
 # 5. At rest (tenant nobody, at_rest = password): the target killed after
 # a checkpoint, and a prune before it starts again.  The new job resumes from the durable blocks, sealed under
 # the interrupted job's key, which its point then lists: it restores from
@@ -145,9 +190,7 @@ SRC_CONF=$T/nobody.conf src backup --disk "$T/disk.img" --name vm5 --json \
 bpid=$!
 track $bpid
 if wait_checkpoint $((n + 1)); then
-	kill -KILL "$TARGET_PID"
-	{ wait "$TARGET_PID"; } 2>/dev/null
-	TARGET_PID=
+	target_kill
 	# As the daily prune unit does while the daemon is stopped: the
 	# interrupted job's chunks and their keys stay.
 	check "at rest: prune while the backup is interrupted" \

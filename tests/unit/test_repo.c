@@ -1863,12 +1863,14 @@ static int
 resume_find(struct fixture *f, const char *name, uint8_t **ids,
     uint64_t *blocks)
 {
-	struct repo_job	*j;
-	int		 rv, save;
+	struct repo_job		*j;
+	struct repo_point	 none;
+	int			 rv, save;
 
+	memset(&none, 0, sizeof(none));
 	assert_non_null(j = repo_job_begin(f->f_repo, TENANT, name, 4 * BS,
 	    BS, ENCRYPTION_MODE__ENCRYPTION_IN_FLIGHT));
-	rv = repo_job_resume(j, ids, blocks);
+	rv = repo_job_resume(j, &none, ids, blocks);
 	save = errno;
 	repo_job_abort(j);
 	errno = save;
@@ -1928,8 +1930,9 @@ test_resume_journals(void **state)
  * sealed under, and the job resuming from it lists them: here one it
  * deduplicated against (key 1) besides its own (key 2); the new job's
  * own is key 3.  A job of another mode does not resume from it; one
- * whose tenant's key file no longer holds key 1 starts over, one
- * whose file lacks key 2 (which seals none of its chunks) does not.
+ * whose tenant's key file no longer holds key 1 starts over (unless
+ * the block is its base's), one whose file lacks key 2 (which seals
+ * none of its chunks) does not.
  */
 static void
 test_atrest_resume_keys(void **state)
@@ -1941,8 +1944,10 @@ test_atrest_resume_keys(void **state)
 	uint8_t			 keys[3 * KEY_ID_LEN], sealed[1000];
 	uint8_t			 first[KEY_ID_LEN], id[CHUNK_ID_LEN];
 	uint8_t			 tenant[2 * KEY_ID_LEN], *ids = NULL;
+	struct repo_point	 none, base;
 	uint64_t		 blocks;
 
+	memset(&none, 0, sizeof(none));
 	memset(keys, 0x11, KEY_ID_LEN);
 	memset(keys + KEY_ID_LEN, 0x22, KEY_ID_LEN);
 	memset(keys + 2 * KEY_ID_LEN, 0x33, KEY_ID_LEN);
@@ -1971,9 +1976,18 @@ test_atrest_resume_keys(void **state)
 
 	/* Without key 1 in the tenant's keys: starts over. */
 	j = atrest_begin(f, "vm", keys + KEY_ID_LEN, 2);
-	assert_int_equal(repo_job_resume(j, &ids, &blocks), -1);
+	assert_int_equal(repo_job_resume(j, &none, &ids, &blocks), -1);
 	assert_int_equal(errno, ENOKEY);
 	repo_job_abort(j);
+
+	/* Unless the block is its base's, whose keys are the base's to list. */
+	assert_int_equal(repo_point_open(f->f_repo, TENANT, "other", NULL,
+	    &base), 0);
+	j = atrest_begin(f, "vm", keys + KEY_ID_LEN, 2);
+	assert_int_equal(repo_job_resume(j, &base, &ids, &blocks), 0);
+	free(ids);
+	repo_job_abort(j);
+	repo_point_clear(&base);
 
 	/*
 	 * Without key 2 (its own, which sealed none of its durable
@@ -1982,7 +1996,7 @@ test_atrest_resume_keys(void **state)
 	memcpy(tenant, keys, KEY_ID_LEN);
 	memcpy(tenant + KEY_ID_LEN, keys + 2 * KEY_ID_LEN, KEY_ID_LEN);
 	j = atrest_begin(f, "vm", tenant, 2);
-	assert_int_equal(repo_job_resume(j, &ids, &blocks), 0);
+	assert_int_equal(repo_job_resume(j, &none, &ids, &blocks), 0);
 	assert_true(blocks == 1);
 	free(ids);
 	repo_job_abort(j);
@@ -1990,7 +2004,7 @@ test_atrest_resume_keys(void **state)
 	/* With it: resumes, and its point lists 1, 2 and its own 3. */
 	j = atrest_begin(f, "vm", keys, 3);
 	repo_job_use_keys(j, keys + 2 * KEY_ID_LEN, NULL);
-	assert_int_equal(repo_job_resume(j, &ids, &blocks), 0);
+	assert_int_equal(repo_job_resume(j, &none, &ids, &blocks), 0);
 	assert_true(blocks == 1);
 	assert_false(buf_is_zero(ids, CHUNK_ID_LEN));
 	assert_int_equal(repo_job_set_block(j, 0, ids), 0);	/* Unchanged */
