@@ -1798,12 +1798,24 @@ test_source_side_point_keys(void **state)
 	assert_int_equal(listed_keys(f, "t", first), 2);
 }
 
+/* Makes the job's blocks durable, journals them, and suspends it. */
+static void
+checkpoint_suspend(struct repo_job *j)
+{
+	struct repo_snapshot	*sn;
+
+	assert_non_null(sn = repo_job_snapshot(j));
+	assert_int_equal(repo_job_sync(j), 0);
+	assert_int_equal(repo_job_checkpoint(j, sn), 0);
+	repo_snapshot_free(sn);
+	repo_job_suspend(j);
+}
+
 /* A suspended in-flight job of name: blocks 0 and 1 stored, journaled. */
 static void
 suspend_job(struct fixture *f, const char *name, unsigned seed)
 {
 	struct repo_job		*j;
-	struct repo_snapshot	*sn;
 	uint8_t			 buf[1000], id[CHUNK_ID_LEN];
 	uint64_t		 i;
 
@@ -1816,11 +1828,7 @@ suspend_job(struct fixture *f, const char *name, unsigned seed)
 		    BS, buf, sizeof(buf)), 0);
 		assert_int_equal(repo_job_set_block(j, i, id), 0);
 	}
-	assert_non_null(sn = repo_job_snapshot(j));
-	assert_int_equal(repo_job_sync(j), 0);
-	assert_int_equal(repo_job_checkpoint(j, sn), 0);
-	repo_snapshot_free(sn);
-	repo_job_suspend(j);
+	checkpoint_suspend(j);
 }
 
 /* The journal file of the one suspended job of name. */
@@ -1940,7 +1948,6 @@ test_atrest_resume_keys(void **state)
 	struct fixture		*f = *state;
 	struct repo_job		*j;
 	struct repo_point	 p;
-	struct repo_snapshot	*sn;
 	uint8_t			 keys[3 * KEY_ID_LEN], sealed[1000];
 	uint8_t			 first[KEY_ID_LEN], id[CHUNK_ID_LEN];
 	uint8_t			 tenant[2 * KEY_ID_LEN], *ids = NULL;
@@ -1964,11 +1971,7 @@ test_atrest_resume_keys(void **state)
 	assert_true(repo_job_chunks_dedup(j) == 1);
 	repo_job_use_keys(j, keys + KEY_ID_LEN, NULL);
 	assert_int_equal(repo_job_set_block(j, 0, id), 0);
-	assert_non_null(sn = repo_job_snapshot(j));
-	assert_int_equal(repo_job_sync(j), 0);
-	assert_int_equal(repo_job_checkpoint(j, sn), 0);
-	repo_snapshot_free(sn);
-	repo_job_suspend(j);
+	checkpoint_suspend(j);
 
 	/* In flight, "vm" finds nothing to resume: not its mode. */
 	assert_int_equal(resume_find(f, "vm", &ids, &blocks), -1);
@@ -2014,6 +2017,72 @@ test_atrest_resume_keys(void **state)
 	assert_int_equal(listed_keys(f, "vm", first), 3);
 }
 
+/* Rewrites the journal at path as version 1 wrote it: no key ids. */
+static void
+journal_to_v1(const char *path)
+{
+	uint8_t		 buf[65536];
+	size_t		 n, idslen;
+	FILE		*fp;
+
+	assert_non_null(fp = fopen(path, "r"));
+	n = fread(buf, 1, sizeof(buf), fp);
+	fclose(fp);
+	assert_true(n > 32 && buf[4] == 2);
+	idslen = 32 + ((size_t)buf[6] << 8 | buf[7]) +
+	    32 * ((size_t)buf[30] << 8 | buf[31]);	/* few blocks */
+	assert_true(idslen + 4 + CHUNK_ID_LEN <= n);
+	buf[4] = 1;
+	crypto_sha256(buf, idslen, buf + idslen);
+	assert_non_null(fp = fopen(path, "w"));
+	assert_int_equal(fwrite(buf, 1, idslen + CHUNK_ID_LEN, fp),
+	    idslen + CHUNK_ID_LEN);
+	assert_int_equal(fclose(fp), 0);
+}
+
+/*
+ * A journal from before key ids (version 1): an in-flight job resumes
+ * from it as before; an at-rest one starts over, not knowing its keys.
+ */
+static void
+test_resume_journal_v1(void **state)
+{
+	struct fixture		*f = *state;
+	struct repo_job		*j;
+	struct repo_point	 none;
+	uint8_t			 key[KEY_ID_LEN], sealed[1000];
+	uint8_t			 id[CHUNK_ID_LEN], *ids = NULL;
+	uint64_t		 blocks;
+	char			 path[512];
+
+	suspend_job(f, "vm-1", 300);
+	journal_of(f, "vm-1", path, sizeof(path));
+	journal_to_v1(path);
+	assert_int_equal(resume_find(f, "vm-1", &ids, &blocks), 0);
+	assert_true(blocks == 4);
+	assert_false(buf_is_zero(ids, CHUNK_ID_LEN));
+	free(ids);
+
+	memset(&none, 0, sizeof(none));
+	memset(key, 0x44, sizeof(key));
+	make_chunk(310, sealed, sizeof(sealed), id);
+	memcpy(sealed, key, KEY_ID_LEN);
+	j = atrest_put(f, "vm-2", key, 1, id, sealed, sizeof(sealed));
+	repo_job_use_keys(j, key, NULL);
+	assert_int_equal(repo_job_set_block(j, 0, id), 0);
+	checkpoint_suspend(j);
+	journal_of(f, "vm-2", path, sizeof(path));
+	j = atrest_begin(f, "vm-2", key, 1);
+	assert_int_equal(repo_job_resume(j, &none, &ids, &blocks), 0);
+	free(ids);
+	repo_job_abort(j);
+	journal_to_v1(path);
+	j = atrest_begin(f, "vm-2", key, 1);
+	assert_int_equal(repo_job_resume(j, &none, &ids, &blocks), -1);
+	assert_int_equal(errno, ENOKEY);
+	repo_job_abort(j);
+}
+
 int
 main(void)
 {
@@ -2023,6 +2092,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_atrest_resume_keys,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chain_link_hint,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_resume_journal_v1,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_refuses,
 		    setup, teardown),
