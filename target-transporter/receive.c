@@ -1016,6 +1016,17 @@ sync_done(struct pool_job *pj)
 		    "under a new name", rv->rv_name);
 		goto out;
 	}
+	if (sj->sj_errno == ENODATA && rv->rv_resumed) {
+		/* sync_work dropped the journal: the next one starts over. */
+		session_fail(se, ERROR__CODE__INTEGRITY, "backup of '%s': a "
+		    "chunk the new point needs is missing from the repository "
+		    "(lost since the interrupted backup this one resumed, or "
+		    "since the point it was based on; the target's log names "
+		    "it); nothing was committed. The next backup of it starts "
+		    "over; run 'target-transporter verify' on the target",
+		    rv->rv_name);
+		goto out;
+	}
 	if (sj->sj_errno == ENODATA) {
 		session_fail(se, ERROR__CODE__INTEGRITY, "backup of '%s': a "
 		    "chunk the new point needs is missing from the repository "

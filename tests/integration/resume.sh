@@ -162,6 +162,8 @@ EOF2
 	rc=$?
 	[ $rc -eq 5 ] && ok "the resumed backup fails (exit 5), nothing committed" ||
 	    not_ok "the resumed backup fails (exit 5)" "exit $rc: $(tail -3 "$T/b6.err")"
+	expect_grep "The next backup of it starts over" "$T/b6.err" \
+	    "and says the next backup starts over"
 	check "the next run starts over and completes" \
 	    src backup --disk "$T/disk.img" --name vm6 --json
 	jsoncheck "it did not resume" 'not j["resumed"]'
